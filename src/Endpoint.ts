@@ -1,0 +1,408 @@
+/**
+ * The API users call: `serve` an endpoint on a worker, and call it from a router through a
+ * `client`.
+ *
+ * Beneath the Stream forms is a lean core (DESIGN.md, "The hot path"): on the worker an
+ * emit-style handler `(request, context, emit) => Effect`, on the router `call(request,
+ * onItems)`, which hands over each batch of items as it arrives through one
+ * `Effect.callback` per request. `serve` with a Stream handler and `generate` returning a
+ * Stream are thin adapters over them.
+ *
+ * Wiring: serving registers the handler on a request-plane server and the instance in
+ * discovery; a call picks an instance, opens a pending stream on the response plane, sends
+ * the request with its ConnectionInfo, and waits for the stream to end. A consumer that
+ * interrupts sends `stop`, then `kill` after `DYN_CANCEL_GRACE_MS`; either interrupts the
+ * worker's handler fiber. A handler failure reaches the router as a `HandlerError`.
+ */
+import { Cause, Deferred, Effect, Exit, FiberSet, Queue, Schema, Stream } from "effect"
+import type { Scope } from "effect"
+import { Discovery } from "./Discovery.ts"
+import type { DiscoveryError, DiscoveryEvent } from "./Discovery.ts"
+import { formatEndpointPath, parseEndpointPath, randomInstanceId, requestTransportOf } from "./Instance.ts"
+import type { EndpointPath, Instance } from "./Instance.ts"
+import type { RequestHeaders, RequestMessage } from "./RequestPlane.ts"
+import type { ResponseSink } from "./ResponsePlane.ts"
+import type { TransportId } from "./Transport.ts"
+import { TransportConfig } from "./TransportConfig.ts"
+import { EndpointNotFound, NoTransportAvailable } from "./TransportError.ts"
+import type { CallError, TransportError } from "./TransportError.ts"
+import { TransportRegistry } from "./TransportRegistry.ts"
+import { noRequirements } from "./Transport.ts"
+
+/** What a handler knows about the request it serves. */
+export interface HandlerContext {
+  readonly requestId: string
+  /** "ns.component.endpoint" */
+  readonly endpoint: string
+  readonly instanceId: bigint
+  /** Transport headers: traceparent, tracestate, x-request-id. */
+  readonly headers: RequestHeaders
+}
+
+/** Sends response items from an emit-style handler. Synchronous; the transport batches writes. */
+export interface Emit<A> {
+  (item: A): void
+  /** Sends several items at once. */
+  readonly all: (items: ReadonlyArray<A>) => void
+}
+
+/** The lean worker handler: emit items, and succeed to complete the stream. */
+export type EmitHandler<Req, Res, E = never, R = never> = (
+  request: Req,
+  context: HandlerContext,
+  emit: Emit<Res>
+) => Effect.Effect<void, E, R>
+
+/** The Stream worker handler. */
+export type StreamHandler<Req, Res, E = never, R = never> = (
+  request: Req,
+  context: HandlerContext
+) => Stream.Stream<Res, E, R>
+
+/** Options of `serve` and `serveEmit`. */
+export interface ServeOptions<Req> {
+  /** The request transport to serve on; by default the highest-priority registered one. */
+  readonly transport?: TransportId | undefined
+  /** The instance id to advertise; by default a random 63-bit id. */
+  readonly instanceId?: bigint | undefined
+  /** Decodes each request; a request that does not decode fails in the prologue. */
+  readonly requestSchema?: Schema.Codec<Req, unknown> | undefined
+}
+
+/** A served endpoint. */
+export interface ServedEndpoint {
+  readonly path: EndpointPath
+  readonly instance: Instance
+  /** Requests whose handler is still running. */
+  readonly inFlight: () => number
+  /** Waits until no handler runs, at most `timeoutMs`; true when drained. */
+  readonly drain: (timeoutMs: number) => Effect.Effect<boolean>
+}
+
+const describeFailure = (cause: Cause.Cause<unknown>): string => {
+  const error = Cause.squash(cause)
+  if (error instanceof Error) return error.message
+  if (typeof error === "string") return error
+  try {
+    return JSON.stringify(error)
+  } catch {
+    return String(error)
+  }
+}
+
+/**
+ * Serves `path` ("ns.component.endpoint") with an emit-style handler until the scope closes.
+ * Closing the scope removes the instance from discovery, stops accepting requests, and
+ * interrupts running handlers (their routers see a HandlerError, never a silent end).
+ */
+export const serveEmit = <Req, Res, E = never, R = never>(
+  path: string,
+  handler: EmitHandler<Req, Res, E, R>,
+  options: ServeOptions<Req> = {}
+): Effect.Effect<
+  ServedEndpoint,
+  TransportError | NoTransportAvailable | DiscoveryError,
+  Scope.Scope | TransportRegistry | Discovery | R
+> =>
+  Effect.gen(function*() {
+    const endpointPath = parseEndpointPath(path)
+    const endpoint = formatEndpointPath(endpointPath)
+    const registry = yield* TransportRegistry
+    const discovery = yield* Discovery
+    const transportId = options.transport ?? (yield* registry.select("request", noRequirements))
+    const server = yield* registry.getRequestServer(transportId)
+    const instanceId = options.instanceId ?? randomInstanceId()
+    const decode = options.requestSchema === undefined ? undefined : Schema.decodeUnknownExit(options.requestSchema)
+    let inFlight = 0
+    const idle = new Set<() => void>()
+
+    const run = yield* FiberSet.makeRuntime<R>()
+
+    const handleOne = (message: RequestMessage): Effect.Effect<void, never, R> =>
+      Effect.gen(function*() {
+        const requestId = message.control.id
+        const client = registry.responseClientFor(message.control.connection_info.transport)
+        if (client === undefined) {
+          yield* Effect.logWarning("no response transport for request").pipe(
+            Effect.annotateLogs({ endpoint, requestId, connectionTransport: message.control.connection_info.transport })
+          )
+          return
+        }
+        const connected = yield* Effect.exit(
+          client.connect({
+            connectionInfo: message.control.connection_info,
+            requestId,
+            codec: message.control.payload_codec ?? "json"
+          })
+        )
+        if (Exit.isFailure(connected)) {
+          yield* Effect.logWarning("call-home failed", connected.cause).pipe(Effect.annotateLogs({ endpoint, requestId }))
+          return
+        }
+        const writer = connected.value
+        let request = message.payload as Req
+        if (decode !== undefined) {
+          const decoded = decode(message.payload)
+          if (Exit.isFailure(decoded)) {
+            writer.prologue(`invalid request: ${describeFailure(decoded.cause)}`)
+            return
+          }
+          request = decoded.value
+        }
+        writer.prologue()
+        const context: HandlerContext = { requestId, endpoint, instanceId, headers: message.headers }
+        const emit = ((item: Res) => writer.send(item)) as Emit<Res>
+        ;(emit as { all: (items: ReadonlyArray<Res>) => void }).all = (items) => writer.sendAll(items)
+        let ended: "stop" | "kill" | "disconnect" | undefined
+        yield* Effect.withFiber((fiber) => {
+          writer.onControl((m) => {
+            ended ??= m
+            if (m === "kill") writer.close()
+            fiber.interruptUnsafe()
+          })
+          writer.onDisconnect(() => {
+            ended ??= "disconnect"
+            fiber.interruptUnsafe()
+          })
+          return Effect.exit(handler(request, context, emit))
+        }).pipe(
+          Effect.onExit((exit) =>
+            Effect.sync(() => {
+              if (exit._tag === "Success" && exit.value._tag === "Success") writer.complete()
+              else if (ended !== undefined) writer.close()
+              else if (exit._tag === "Success" && exit.value._tag === "Failure" && !Cause.hasInterruptsOnly(exit.value.cause)) {
+                writer.fail(describeFailure(exit.value.cause))
+              } else writer.fail("handler interrupted: the worker is shutting down")
+            })
+          )
+        )
+      })
+
+    const onRequest = (message: RequestMessage) => {
+      inFlight++
+      const fiber = run(handleOne(message))
+      fiber.addObserver(() => {
+        inFlight--
+        if (inFlight === 0) for (const f of idle) f()
+      })
+    }
+
+    const transport = yield* server.register({ path: endpointPath, instanceId }, onRequest)
+    const instance: Instance = {
+      type: "Endpoint",
+      namespace: endpointPath.namespace,
+      component: endpointPath.component,
+      endpoint: endpointPath.endpoint,
+      instance_id: instanceId,
+      transport
+    }
+    yield* discovery.register(instance)
+    return {
+      path: endpointPath,
+      instance,
+      inFlight: () => inFlight,
+      drain: (timeoutMs) =>
+        Effect.callback<boolean>((resume) => {
+          if (inFlight === 0) return resume(Effect.succeed(true))
+          const done = () => {
+            clearTimeout(timer)
+            idle.delete(done)
+            resume(Effect.succeed(true))
+          }
+          const timer = setTimeout(() => {
+            idle.delete(done)
+            resume(Effect.succeed(false))
+          }, timeoutMs)
+          idle.add(done)
+          return Effect.sync(() => {
+            clearTimeout(timer)
+            idle.delete(done)
+          })
+        })
+    } satisfies ServedEndpoint
+  })
+
+/** Serves `path` with a Stream handler: a thin adapter over `serveEmit`. */
+export const serve = <Req, Res, E = never, R = never>(
+  path: string,
+  handler: StreamHandler<Req, Res, E, R>,
+  options: ServeOptions<Req> = {}
+) =>
+  serveEmit<Req, Res, E, R>(
+    path,
+    (request, context, emit) =>
+      Stream.runForEachArray(handler(request, context), (items) => Effect.sync(() => emit.all(items))),
+    options
+  )
+
+/** How a client picks an instance. */
+export type Routing = "round-robin" | "random" | { readonly instanceId: bigint }
+
+/** Options of `client`. */
+export interface ClientOptions {
+  /** Instance choice: round-robin (default), random, or one instance id. */
+  readonly routing?: Routing | undefined
+  /** The response transport; by default the highest-priority registered streaming one. */
+  readonly responseTransport?: TransportId | undefined
+  /** Metadata sent in every request's control header. */
+  readonly metadata?: Readonly<Record<string, unknown>> | undefined
+}
+
+/** Per-call options. */
+export interface CallOptions {
+  /** Overrides the client's routing for this call. */
+  readonly routing?: Routing | undefined
+  /** Extra transport headers (traceparent, ...). */
+  readonly headers?: RequestHeaders | undefined
+}
+
+/** A router's handle on an endpoint. */
+export interface EndpointClient<Req, Res> {
+  readonly path: EndpointPath
+  /** Streams the responses to `request`. */
+  readonly generate: (request: Req, options?: CallOptions) => Stream.Stream<Res, CallError>
+  /** The lean core: calls `onItems` with each batch, and succeeds when the stream is complete. */
+  readonly call: (
+    request: Req,
+    onItems: (items: ReadonlyArray<Res>) => void,
+    options?: CallOptions
+  ) => Effect.Effect<void, CallError>
+  /** The instances currently known. */
+  readonly instances: () => ReadonlyArray<Instance>
+}
+
+/**
+ * A client of `path` for the life of the scope. It keeps the endpoint's instance list
+ * current through a discovery watch.
+ */
+export const client = <Req = unknown, Res = unknown>(
+  path: string,
+  options: ClientOptions = {}
+): Effect.Effect<
+  EndpointClient<Req, Res>,
+  NoTransportAvailable | DiscoveryError,
+  Scope.Scope | TransportRegistry | Discovery | TransportConfig
+> =>
+  Effect.gen(function*() {
+    const endpointPath = parseEndpointPath(path)
+    const endpoint = formatEndpointPath(endpointPath)
+    const registry = yield* TransportRegistry
+    const discovery = yield* Discovery
+    const config = yield* TransportConfig
+    const responseId =
+      options.responseTransport ??
+      (yield* registry.select("response", { streaming: true, persistent_connections: false, bidirectional: false }))
+    const responseServer = yield* registry.getResponseServer(responseId)
+    const codec = config.requestPlaneCodec
+    const graceMs = config.cancelGraceMs
+
+    let instances: ReadonlyArray<Instance> = []
+    const first = yield* Deferred.make<void, DiscoveryError>()
+    const apply = (event: DiscoveryEvent) => {
+      if (event._tag === "Snapshot") instances = event.instances
+      else if (event._tag === "Added") {
+        instances = [...instances.filter((i) => i.instance_id !== event.instance.instance_id), event.instance]
+      } else instances = instances.filter((i) => i.instance_id !== event.instance.instance_id)
+    }
+    yield* discovery.watch(endpointPath).pipe(
+      Stream.runForEach((event) => Effect.sync(() => apply(event)).pipe(Effect.andThen(Deferred.succeed(first, undefined)))),
+      Effect.catchCause((cause) => Deferred.failCause(first, cause)),
+      Effect.forkScoped
+    )
+    yield* Deferred.await(first)
+
+    let next = 0
+    const pick = (routing: Routing): Instance | undefined => {
+      if (instances.length === 0) return undefined
+      if (routing === "round-robin") return instances[next++ % instances.length]
+      if (routing === "random") return instances[Math.floor(Math.random() * instances.length)]
+      return instances.find((i) => i.instance_id === routing.instanceId)
+    }
+
+    const call = (
+      request: Req,
+      onItems: (items: ReadonlyArray<Res>) => void,
+      callOptions?: CallOptions
+    ): Effect.Effect<void, CallError> =>
+      Effect.suspend(() => {
+        const routing = callOptions?.routing ?? options.routing ?? "round-robin"
+        const instance = pick(routing)
+        if (instance === undefined) {
+          return Effect.fail(
+            new EndpointNotFound({
+              endpoint,
+              detail: typeof routing === "object" ? `no instance ${routing.instanceId}` : "no instance registered"
+            })
+          )
+        }
+        const target = requestTransportOf(instance.transport)
+        const requestTransport = registry.requestTransportUnsafe(target.id)
+        if (requestTransport === undefined) {
+          return Effect.fail(new NoTransportAvailable({ plane: "request", required: noRequirements, transport: target.id }))
+        }
+        const requestId = crypto.randomUUID()
+        let result: Effect.Effect<void, CallError> | undefined
+        let resume: ((effect: Effect.Effect<void, CallError>) => void) | undefined
+        let cancelled = false
+        let killTimer: ReturnType<typeof setTimeout> | undefined
+        let closePending: (() => void) | undefined
+        const settle = (effect: Effect.Effect<void, CallError>) => {
+          if (result !== undefined) return
+          result = effect
+          if (cancelled) {
+            clearTimeout(killTimer)
+            closePending?.()
+          } else resume?.(effect)
+        }
+        const sink: ResponseSink = {
+          onItems: onItems as (items: ReadonlyArray<unknown>) => void,
+          onEnd: () => settle(Effect.void),
+          onError: (error) => settle(Effect.fail(error))
+        }
+        return Effect.flatMap(responseServer.open({ requestId, endpoint, codec, sink }), (pending) => {
+          closePending = pending.close
+          const message: RequestMessage = {
+            control: {
+              id: requestId,
+              request_type: "single_in",
+              response_type: "many_out",
+              payload_codec: codec,
+              connection_info: pending.connectionInfo,
+              ...(options.metadata === undefined ? {} : { metadata: options.metadata })
+            },
+            payload: request,
+            headers: { ...callOptions?.headers, "x-request-id": requestId }
+          }
+          return requestTransport.client.send({ address: target.address, endpoint }, message).pipe(
+            Effect.andThen(
+              Effect.callback<void, CallError>((r) => {
+                if (result !== undefined) return r(result)
+                resume = r
+                return Effect.sync(() => {
+                  // The consumer interrupted a live stream: stop, then kill after the grace period.
+                  cancelled = true
+                  pending.control("stop")
+                  killTimer = setTimeout(() => {
+                    if (!pending.isDone()) pending.control("kill")
+                    pending.close()
+                  }, graceMs)
+                })
+              })
+            ),
+            Effect.onExit(() => Effect.sync(() => (cancelled ? undefined : pending.close())))
+          )
+        })
+      })
+
+    const generate = (request: Req, callOptions?: CallOptions): Stream.Stream<Res, CallError> =>
+      Stream.callback<Res, CallError>((queue) =>
+        Effect.andThen(
+          call(request, (items) => {
+            Queue.offerAllUnsafe(queue, items)
+          }, callOptions),
+          Queue.end(queue)
+        )
+      )
+
+    return { path: endpointPath, call, generate, instances: () => instances } satisfies EndpointClient<Req, Res>
+  })

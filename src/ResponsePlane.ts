@@ -1,0 +1,91 @@
+/**
+ * The response plane: how a worker's response stream gets back to the router.
+ *
+ * Shapes only. The router's side (`ResponsePlaneServer`) opens a pending stream and hands
+ * out the `ConnectionInfo` that travels with the request; items arrive through a
+ * `ResponseSink` of plain callbacks (the lean core: no fiber or Stream per frame). The
+ * worker's side (`ResponsePlaneClient`) connects with that ConnectionInfo and writes items
+ * through a `ResponseWriter`.
+ */
+import type { Effect } from "effect"
+import type { ConnectionInfo, PayloadCodecName } from "./ConnectionInfo.ts"
+import type { TransportId } from "./Transport.ts"
+import type { HandlerError, TransportError } from "./TransportError.ts"
+
+/** Router-side callbacks for one stream. Exactly one of `onEnd` / `onError` is called, once. */
+export interface ResponseSink {
+  /** The worker's prologue said the handler started. */
+  readonly onStart?: (() => void) | undefined
+  /** Items, in order. Called once per frame batch. */
+  readonly onItems: (items: ReadonlyArray<unknown>) => void
+  /** `complete_final` arrived: the stream is whole. */
+  readonly onEnd: () => void
+  /** The stream failed: a transport failure, or the handler's own failure. */
+  readonly onError: (error: TransportError | HandlerError) => void
+}
+
+/** What the router needs to open a stream. */
+export interface OpenStreamOptions {
+  readonly requestId: string
+  readonly endpoint: string
+  readonly codec: PayloadCodecName
+  readonly sink: ResponseSink
+}
+
+/** A pending or live stream on the router. */
+export interface PendingStream {
+  /** The call-home address to send with the request. */
+  readonly connectionInfo: ConnectionInfo
+  /** Sends `stop` or `kill` to the worker (delivered once it has connected). */
+  readonly control: (message: "stop" | "kill") => void
+  /** True once the stream has ended or failed, or its connection closed. */
+  readonly isDone: () => boolean
+  /** Unregisters the stream and closes its connection. Idempotent. */
+  readonly close: () => void
+}
+
+/** The router's side of a response transport. */
+export interface ResponsePlaneServer {
+  readonly transport: TransportId
+  /**
+   * Opens a pending stream; the caller must `close()` it (the Endpoint layer ties that to the
+   * request's scope). A worker that never connects fails the sink with a timeout.
+   */
+  readonly open: (options: OpenStreamOptions) => Effect.Effect<PendingStream, TransportError>
+}
+
+/** The worker's writer for one stream. Writes are synchronous and batched by the transport. */
+export interface ResponseWriter {
+  /** Sends the prologue: no error (the handler started), or the reason it could not start. */
+  readonly prologue: (error?: string) => void
+  /** Sends one item. */
+  readonly send: (item: unknown) => void
+  /** Sends several items. */
+  readonly sendAll: (items: ReadonlyArray<unknown>) => void
+  /** Reports a handler failure in-band and closes: the router fails with a HandlerError. */
+  readonly fail: (message: string) => void
+  /** Sends `complete_final` and the sentinel, then closes. */
+  readonly complete: () => void
+  /** Aborts: closes without `complete_final` (after stop/kill). */
+  readonly close: () => void
+  /** Registers the receiver of the router's control messages. */
+  readonly onControl: (f: (message: "stop" | "kill") => void) => void
+  /** Registers a callback for the connection ending before `complete`/`close` (router gone). */
+  readonly onDisconnect: (f: (error: TransportError) => void) => void
+}
+
+/** What the worker needs to call home. */
+export interface ConnectOptions {
+  readonly connectionInfo: ConnectionInfo
+  readonly requestId: string
+  readonly codec: PayloadCodecName
+}
+
+/** The worker's side of a response transport. */
+export interface ResponsePlaneClient {
+  readonly transport: TransportId
+  /** The `ConnectionInfo.transport` strings this client can call home to. */
+  readonly connectionTransports: ReadonlyArray<string>
+  /** Connects to the router. Fails with a typed error when the info is bad or the router unreachable. */
+  readonly connect: (options: ConnectOptions) => Effect.Effect<ResponseWriter, TransportError>
+}

@@ -1,0 +1,358 @@
+/**
+ * Every `DYN_*` variable (and `NATS_SERVER`, `ETCD_ENDPOINTS`) as one typed, validated object.
+ *
+ * This is the only module that reads the environment, through Effect `Config` (so tests
+ * provide a map-backed `ConfigProvider` instead). All variables are read as text and checked
+ * together: bad values fail start-up with one `TransportConfigError` that names every bad
+ * variable, the value it got, and what it accepts. There is no silent fallback to a default.
+ */
+import { Config, Context, Data, Effect, Layer, Option } from "effect"
+import type { ConfigProvider } from "effect"
+
+/** The request planes a process can serve and call on. */
+export type RequestPlaneKind = "http" | "nats" | "tcp" | "memory"
+/** The response planes a router can receive streams on. */
+export type ResponsePlaneKind = "tcp" | "http" | "memory"
+/** The discovery backends. */
+export type DiscoveryBackendKind = "mem" | "file" | "etcd"
+/** The HTTP response plane's stream formats. */
+export type StreamFormat = "sse" | "ndjson" | "binary"
+/** The tracing modes. */
+export type TracingMode = "off" | "on" | "sampled"
+
+/** The validated configuration. Durations are in milliseconds, sizes in bytes. */
+export interface TransportSettings {
+  readonly requestPlane: RequestPlaneKind
+  readonly responsePlane: ResponsePlaneKind
+  readonly requestPlaneCodec: "json" | "msgpack"
+  readonly discoveryBackend: DiscoveryBackendKind
+  readonly discoveryPath: string
+  readonly natsServer: string
+  readonly etcdEndpoints: ReadonlyArray<string>
+  readonly metricsPort: number
+  readonly log: string
+  readonly tracing: TracingMode
+  readonly tcpMaxMessageSize: number
+  readonly cancelGraceMs: number
+  readonly httpRpc: {
+    readonly host: string
+    readonly port: number
+    readonly rootPath: string
+    readonly requestTimeoutMs: number
+  }
+  readonly httpResponse: {
+    readonly host: string
+    readonly port: number
+    readonly rootPath: string
+    readonly streamFormat: StreamFormat
+    readonly timeoutMs: number
+  }
+  readonly tcpResponse: {
+    readonly host: string
+    readonly port: number
+    readonly advertiseHost: string | undefined
+    readonly callHomeTimeoutMs: number
+  }
+  readonly tcpPool: {
+    readonly enabled: boolean
+    readonly maxPerTarget: number
+    readonly minIdle: number
+    readonly idleTimeoutMs: number
+    readonly maxLifetimeMs: number
+    readonly keepaliveMs: number
+  }
+  readonly tcpRequest: {
+    readonly host: string
+    readonly port: number
+    readonly maxConnections: number
+    readonly heartbeatIntervalMs: number
+    readonly connectionTimeoutMs: number
+  }
+}
+
+/** One variable's problem: its name, the text it had, and what it accepts. */
+export interface ConfigProblem {
+  readonly variable: string
+  readonly got: string
+  readonly expected: string
+}
+
+/** Start-up failed: one or more variables hold bad values. The message lists every one. */
+export class TransportConfigError extends Data.TaggedError("TransportConfigError")<{
+  readonly problems: ReadonlyArray<ConfigProblem>
+}> {
+  override get message(): string {
+    const lines = this.problems.map((p) => `  ${p.variable}=${JSON.stringify(p.got)}: expected ${p.expected}`)
+    return `invalid transport configuration (${this.problems.length} bad variable${
+      this.problems.length === 1 ? "" : "s"
+    }):\n${lines.join("\n")}`
+  }
+}
+
+type Parser<A> = { readonly expected: string; readonly parse: (text: string) => A | undefined }
+
+const intIn = (min: number, max: number, expected: string): Parser<number> => ({
+  expected,
+  parse: (t) => {
+    if (!/^-?\d+$/.test(t.trim())) return undefined
+    const n = Number(t.trim())
+    return Number.isSafeInteger(n) && n >= min && n <= max ? n : undefined
+  }
+})
+const port = intIn(0, 65535, "a port number from 0 to 65535 (0 picks a free port)")
+const positiveInt = intIn(1, Number.MAX_SAFE_INTEGER, "a positive integer")
+const nonNegativeInt = intIn(0, Number.MAX_SAFE_INTEGER, "an integer >= 0")
+const seconds: Parser<number> = {
+  expected: "a number of seconds > 0 (decimals allowed)",
+  parse: (t) => {
+    if (!/^\d+(\.\d+)?$/.test(t.trim())) return undefined
+    const n = Number(t.trim())
+    return n > 0 && Number.isFinite(n) ? Math.round(n * 1000) : undefined
+  }
+}
+const millis = intIn(0, 3_600_000, "a number of milliseconds from 0 to 3600000")
+const bool: Parser<boolean> = {
+  expected: "true or false (also 1/0, yes/no, on/off)",
+  parse: (t) => {
+    const v = t.trim().toLowerCase()
+    if (["true", "1", "yes", "on"].includes(v)) return true
+    if (["false", "0", "no", "off"].includes(v)) return false
+    return undefined
+  }
+}
+const oneOf = <const L extends string>(...values: ReadonlyArray<L>): Parser<L> => ({
+  expected: `one of ${values.join(", ")}`,
+  parse: (t) => (values as ReadonlyArray<string>).includes(t.trim()) ? (t.trim() as L) : undefined
+})
+const text: Parser<string> = {
+  expected: "a non-empty string",
+  parse: (t) => (t.trim() === "" ? undefined : t.trim())
+}
+const host: Parser<string> = {
+  expected: "a host name or IP address without spaces",
+  parse: (t) => (/^[A-Za-z0-9.:\-_[\]]+$/.test(t.trim()) ? t.trim() : undefined)
+}
+const urlPath: Parser<string> = {
+  expected: "a path starting with / (no trailing /)",
+  parse: (t) => {
+    const v = t.trim()
+    return /^\/[A-Za-z0-9._~\-/]*$/.test(v) && (v === "/" || !v.endsWith("/")) ? v : undefined
+  }
+}
+const urlList: Parser<ReadonlyArray<string>> = {
+  expected: "a comma-separated list of http(s):// URLs",
+  parse: (t) => {
+    const parts = t.split(",").map((s) => s.trim()).filter((s) => s !== "")
+    if (parts.length === 0) return undefined
+    for (const p of parts) {
+      try {
+        const u = new URL(p)
+        if (u.protocol !== "http:" && u.protocol !== "https:") return undefined
+      } catch {
+        return undefined
+      }
+    }
+    return parts
+  }
+}
+const natsUrl: Parser<string> = {
+  expected: "a nats:// URL (or a comma-separated list of them)",
+  parse: (t) => {
+    const parts = t.split(",").map((s) => s.trim())
+    return parts.every((p) => /^(nats|tls):\/\/[^\s]+$/.test(p)) ? t.trim() : undefined
+  }
+}
+const byteSize = intIn(1024, 2 ** 32 - 1, "a size in bytes from 1024 to 4294967295")
+
+/** Documentation of one variable: its name, default, what it accepts and what it means. */
+export interface VariableDoc {
+  readonly name: string
+  readonly default: string
+  readonly accepts: string
+  readonly description: string
+}
+
+interface Variable<A> extends VariableDoc {
+  readonly parser: Parser<A>
+}
+
+const v = <A>(name: string, def: string, parser: Parser<A>, description: string): Variable<A> => ({
+  name,
+  default: def,
+  accepts: parser.expected,
+  description,
+  parser
+})
+
+/** Every variable, in documentation order. */
+const vars = {
+  requestPlane: v("DYN_REQUEST_PLANE", "http", oneOf("http", "nats", "tcp", "memory"), "Request plane transport"),
+  responsePlane: v("DYN_RESPONSE_PLANE", "tcp", oneOf("tcp", "http", "memory"), "Response plane transport"),
+  requestPlaneCodec: v("DYN_REQUEST_PLANE_CODEC", "json", oneOf("json", "msgpack"), "Payload codec of requests and response items"),
+  discoveryBackend: v("DYN_DISCOVERY_BACKEND", "mem", oneOf("mem", "file", "etcd"), "Discovery backend"),
+  discoveryPath: v("DYN_DISCOVERY_PATH", ".dynamo-discovery", text, "Directory of the file discovery backend"),
+  natsServer: v("NATS_SERVER", "nats://localhost:4222", natsUrl, "NATS server URL(s)"),
+  etcdEndpoints: v("ETCD_ENDPOINTS", "http://localhost:2379", urlList, "etcd endpoints"),
+  metricsPort: v("DYN_METRICS_PORT", "9090", port, "Port of /metrics, /health and /ready"),
+  log: v("DYN_LOG", "info", text, "Log level, globally or per module: info,transport.tcp.pool=debug"),
+  tracing: v("DYN_TRACING", "on", oneOf("off", "on", "sampled"), "Tracing mode"),
+  tcpMaxMessageSize: v("DYN_TCP_MAX_MESSAGE_SIZE", String(32 * 1024 * 1024), byteSize, "Largest frame accepted or sent, in bytes"),
+  cancelGraceMs: v("DYN_CANCEL_GRACE_MS", "1000", millis, "After a consumer cancels: how long after `stop` the router waits before `kill`"),
+  httpRpcHost: v("DYN_HTTP_RPC_HOST", "0.0.0.0", host, "HTTP request server bind address"),
+  httpRpcPort: v("DYN_HTTP_RPC_PORT", "8081", port, "HTTP request server port"),
+  httpRpcRootPath: v("DYN_HTTP_RPC_ROOT_PATH", "/v1/rpc", urlPath, "HTTP request API root path"),
+  httpRequestTimeout: v("DYN_HTTP_REQUEST_TIMEOUT", "5", seconds, "HTTP request timeout (covers the 202 ack only)"),
+  httpResponseHost: v("DYN_HTTP_RESPONSE_HOST", "0.0.0.0", host, "HTTP response server bind address"),
+  httpResponsePort: v("DYN_HTTP_RESPONSE_PORT", "8082", port, "HTTP response server port"),
+  httpResponseRootPath: v("DYN_HTTP_RESPONSE_ROOT_PATH", "/v1/rpc/response", urlPath, "HTTP response API root path"),
+  httpResponseStreamFormat: v("DYN_HTTP_RESPONSE_STREAM_FORMAT", "sse", oneOf("sse", "ndjson", "binary"), "Response streaming format"),
+  httpResponseTimeout: v("DYN_HTTP_RESPONSE_TIMEOUT_SECS", "3600", seconds, "Response stream timeout"),
+  tcpResponseHost: v("DYN_TCP_RESPONSE_HOST", "0.0.0.0", host, "Bind address of the router's call-home stream server"),
+  tcpResponsePort: v("DYN_TCP_RESPONSE_PORT", "0", port, "Port of the router's call-home stream server (0 picks a free port)"),
+  tcpResponseAdvertiseHost: v("DYN_TCP_RESPONSE_ADVERTISE_HOST", "(auto)", host, "Host that workers call home to; by default the bind address, or the first non-internal IPv4 when binding 0.0.0.0"),
+  callHomeTimeout: v("DYN_TCP_CALL_HOME_TIMEOUT_SECS", "30", seconds, "How long a router waits for the worker to call home"),
+  tcpPoolEnabled: v("DYN_TCP_POOL_ENABLED", "false", bool, "Enable connection pooling"),
+  tcpPoolMaxPerTarget: v("DYN_TCP_POOL_MAX_PER_TARGET", "50", positiveInt, "Max connections per target"),
+  tcpPoolMinIdle: v("DYN_TCP_POOL_MIN_IDLE", "5", nonNegativeInt, "Min idle connections"),
+  tcpPoolIdleTimeout: v("DYN_TCP_POOL_IDLE_TIMEOUT_SECS", "300", seconds, "Idle connection timeout"),
+  tcpPoolMaxLifetime: v("DYN_TCP_POOL_MAX_LIFETIME_SECS", "3600", seconds, "Max connection lifetime"),
+  tcpPoolKeepalive: v("DYN_TCP_POOL_KEEPALIVE_SECS", "60", seconds, "TCP keepalive interval"),
+  tcpRequestHost: v("DYN_TCP_REQUEST_HOST", "0.0.0.0", host, "TCP request server bind address"),
+  tcpRequestPort: v("DYN_TCP_REQUEST_PORT", "9001", port, "TCP request server port"),
+  tcpRequestMaxConnections: v("DYN_TCP_REQUEST_MAX_CONNECTIONS", "1000", positiveInt, "Max concurrent connections"),
+  tcpRequestHeartbeat: v("DYN_TCP_REQUEST_HEARTBEAT_INTERVAL_SECS", "30", seconds, "Heartbeat interval"),
+  tcpRequestConnectionTimeout: v("DYN_TCP_REQUEST_CONNECTION_TIMEOUT_SECS", "60", seconds, "Connection timeout")
+} as const
+
+type Vars = typeof vars
+type Parsed = { readonly [K in keyof Vars]: Vars[K] extends Variable<infer A> ? A : never }
+
+/** Documentation of every variable, for docs/configuration.md and `--help`. */
+export const variables: ReadonlyArray<VariableDoc> = Object.values(vars).map(({ parser: _, ...doc }) => doc)
+
+/**
+ * Validates raw variable text (absent = default). Returns the settings, or every problem at once.
+ * Pure: this is where the rules live, and what `load` runs on the Config values.
+ */
+export const fromRecord = (
+  raw: Readonly<Record<string, string | undefined>>
+): { readonly _tag: "ok"; readonly settings: TransportSettings } | { readonly _tag: "error"; readonly error: TransportConfigError } => {
+  const problems: Array<ConfigProblem> = []
+  const out: Record<string, unknown> = {}
+  for (const [key, variable] of Object.entries(vars) as Array<[keyof Vars, Variable<unknown>]>) {
+    const given = raw[variable.name]
+    if (given === undefined || given === "") {
+      out[key] = variable.default === "(auto)" ? undefined : variable.parser.parse(variable.default)
+      continue
+    }
+    const value = variable.parser.parse(given)
+    if (value === undefined) problems.push({ variable: variable.name, got: given, expected: variable.parser.expected })
+    else out[key] = value
+  }
+  const p = out as unknown as Parsed
+  if (problems.length === 0 && p.tcpPoolMinIdle > p.tcpPoolMaxPerTarget) {
+    problems.push({
+      variable: vars.tcpPoolMinIdle.name,
+      got: String(p.tcpPoolMinIdle),
+      expected: `at most DYN_TCP_POOL_MAX_PER_TARGET (${p.tcpPoolMaxPerTarget})`
+    })
+  }
+  if (problems.length > 0) return { _tag: "error", error: new TransportConfigError({ problems }) }
+  return {
+    _tag: "ok",
+    settings: {
+      requestPlane: p.requestPlane,
+      responsePlane: p.responsePlane,
+      requestPlaneCodec: p.requestPlaneCodec,
+      discoveryBackend: p.discoveryBackend,
+      discoveryPath: p.discoveryPath,
+      natsServer: p.natsServer,
+      etcdEndpoints: p.etcdEndpoints,
+      metricsPort: p.metricsPort,
+      log: p.log,
+      tracing: p.tracing,
+      tcpMaxMessageSize: p.tcpMaxMessageSize,
+      cancelGraceMs: p.cancelGraceMs,
+      httpRpc: {
+        host: p.httpRpcHost,
+        port: p.httpRpcPort,
+        rootPath: p.httpRpcRootPath,
+        requestTimeoutMs: p.httpRequestTimeout
+      },
+      httpResponse: {
+        host: p.httpResponseHost,
+        port: p.httpResponsePort,
+        rootPath: p.httpResponseRootPath,
+        streamFormat: p.httpResponseStreamFormat,
+        timeoutMs: p.httpResponseTimeout
+      },
+      tcpResponse: {
+        host: p.tcpResponseHost,
+        port: p.tcpResponsePort,
+        advertiseHost: p.tcpResponseAdvertiseHost,
+        callHomeTimeoutMs: p.callHomeTimeout
+      },
+      tcpPool: {
+        enabled: p.tcpPoolEnabled,
+        maxPerTarget: p.tcpPoolMaxPerTarget,
+        minIdle: p.tcpPoolMinIdle,
+        idleTimeoutMs: p.tcpPoolIdleTimeout,
+        maxLifetimeMs: p.tcpPoolMaxLifetime,
+        keepaliveMs: p.tcpPoolKeepalive
+      },
+      tcpRequest: {
+        host: p.tcpRequestHost,
+        port: p.tcpRequestPort,
+        maxConnections: p.tcpRequestMaxConnections,
+        heartbeatIntervalMs: p.tcpRequestHeartbeat,
+        connectionTimeoutMs: p.tcpRequestConnectionTimeout
+      }
+    }
+  }
+}
+
+/** The raw text of every variable, read through Effect Config (the current ConfigProvider). */
+const rawConfig: Config.Config<Record<string, string | undefined>> = Config.all(
+  Object.fromEntries(Object.values(vars).map((variable) => [variable.name, Config.option(Config.String(variable.name))]))
+).pipe(
+  Config.map((record) =>
+    Object.fromEntries(Object.entries(record).map(([k, o]) => [k, Option.getOrUndefined(o as Option.Option<string>)]))
+  )
+)
+
+/** Reads and validates every variable from the current ConfigProvider. */
+export const load: Effect.Effect<TransportSettings, TransportConfigError | Config.ConfigError> = Effect.flatMap(
+  rawConfig,
+  (raw: Record<string, string | undefined>) => {
+    const result = fromRecord(raw)
+    return result._tag === "ok" ? Effect.succeed(result.settings) : Effect.fail(result.error)
+  }
+)
+
+/** The validated settings as a service. */
+export class TransportConfig extends Context.Service<TransportConfig, TransportSettings>()(
+  "transport-registry/TransportConfig"
+) {
+  /** Reads the settings from the current ConfigProvider (the environment by default). */
+  static readonly layer: Layer.Layer<TransportConfig, TransportConfigError | Config.ConfigError> = Layer.effect(
+    TransportConfig,
+    load
+  )
+  /** Settings from an explicit variable record, as tests and embedded programs use. */
+  static readonly layerFromRecord = (
+    record: Readonly<Record<string, string | undefined>>
+  ): Layer.Layer<TransportConfig, TransportConfigError> => {
+    const result = fromRecord(record)
+    return result._tag === "ok" ? Layer.succeed(TransportConfig, result.settings) : Layer.effect(TransportConfig, Effect.fail(result.error))
+  }
+}
+
+/** The defaults, validated: what a process gets with no variables set. */
+export const defaults: TransportSettings = (() => {
+  const result = fromRecord({})
+  if (result._tag === "error") throw result.error
+  return result.settings
+})()
+
+/** A ConfigProvider built from a record, for tests that exercise the Config path. */
+export type { ConfigProvider }

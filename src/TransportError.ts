@@ -1,0 +1,130 @@
+/**
+ * The typed failure family of the transport layer.
+ *
+ * Three transport failures, one per Prometheus `error_type` (timeout, connection, protocol),
+ * each with a `reason` literal, the `target` it concerns (host:port, subject, endpoint) and the
+ * underlying `cause`. Plus the failures a caller of the Endpoint API meets: no transport
+ * matches, no such endpoint, and a worker handler that failed.
+ */
+import { Data } from "effect"
+import type { PlaneType, TransportCapabilities, TransportId } from "./Transport.ts"
+
+const describe = (head: string, target: string, detail: string | undefined): string =>
+  detail === undefined || detail === "" ? `${head} (target ${target})` : `${head} (target ${target}): ${detail}`
+
+/** A wait that ran out of time: an ack, a call-home, a connect, a pool acquisition. */
+export class TransportTimeoutError extends Data.TaggedError("TransportTimeoutError")<{
+  readonly reason: "AckTimeout" | "CallHomeTimeout" | "ConnectTimeout" | "AcquireTimeout" | "StreamTimeout"
+  readonly transport: TransportId
+  readonly target: string
+  readonly detail?: string | undefined
+  readonly cause?: unknown
+}> {
+  /** The Prometheus `error_type` label of this failure. */
+  get errorType(): "timeout" {
+    return "timeout"
+  }
+  override get message(): string {
+    return describe(`${this.transport} ${this.reason}`, this.target, this.detail)
+  }
+}
+
+/** A connection that could not be made, was refused, or died. */
+export class TransportConnectionError extends Data.TaggedError("TransportConnectionError")<{
+  readonly reason:
+    | "ConnectFailed"
+    | "ConnectionClosed"
+    | "StreamEndedEarly"
+    | "SendFailed"
+    | "Refused"
+    | "ServerUnavailable"
+    | "ListenFailed"
+  readonly transport: TransportId
+  readonly target: string
+  readonly detail?: string | undefined
+  readonly cause?: unknown
+}> {
+  /** The Prometheus `error_type` label of this failure. */
+  get errorType(): "connection" {
+    return "connection"
+  }
+  override get message(): string {
+    return describe(`${this.transport} ${this.reason}`, this.target, this.detail)
+  }
+}
+
+/** Bytes or messages that break the protocol: bad frames, oversized messages, bad handshakes. */
+export class TransportProtocolError extends Data.TaggedError("TransportProtocolError")<{
+  readonly reason:
+    | "MalformedFrame"
+    | "MessageTooLarge"
+    | "ChecksumMismatch"
+    | "BadHandshake"
+    | "UnknownSubject"
+    | "BadPayload"
+    | "BadStatus"
+    | "UnexpectedMessage"
+  readonly transport: TransportId
+  readonly target: string
+  readonly detail?: string | undefined
+  readonly cause?: unknown
+}> {
+  /** The Prometheus `error_type` label of this failure. */
+  get errorType(): "protocol" {
+    return "protocol"
+  }
+  override get message(): string {
+    return describe(`${this.transport} ${this.reason}`, this.target, this.detail)
+  }
+}
+
+/** Any transport failure. */
+export type TransportError = TransportTimeoutError | TransportConnectionError | TransportProtocolError
+
+/** No registered transport on `plane` meets `required`. */
+export class NoTransportAvailable extends Data.TaggedError("NoTransportAvailable")<{
+  readonly plane: PlaneType
+  readonly required: TransportCapabilities
+  readonly transport?: TransportId | undefined
+}> {
+  override get message(): string {
+    const want = this.transport === undefined ? "" : ` with id ${this.transport}`
+    return `no ${this.plane} transport${want} meets ${JSON.stringify(this.required)}`
+  }
+}
+
+/** The endpoint is unknown: no instance in discovery, or the worker answered 404. */
+export class EndpointNotFound extends Data.TaggedError("EndpointNotFound")<{
+  readonly endpoint: string
+  readonly target?: string | undefined
+  readonly detail?: string | undefined
+}> {
+  override get message(): string {
+    const where = this.target === undefined ? "" : ` at ${this.target}`
+    const why = this.detail === undefined ? "" : `: ${this.detail}`
+    return `endpoint ${this.endpoint} not found${where}${why}`
+  }
+}
+
+/** The worker's handler failed, before the stream started (prologue) or during it. */
+export class HandlerError extends Data.TaggedError("HandlerError")<{
+  readonly endpoint: string
+  readonly requestId: string
+  readonly detail: string
+  readonly phase: "prologue" | "stream"
+}> {
+  override get message(): string {
+    return `handler of ${this.endpoint} failed (${this.phase}, request ${this.requestId}): ${this.detail}`
+  }
+}
+
+/** Every failure a router can see from `client.generate`. */
+export type CallError = TransportError | NoTransportAvailable | EndpointNotFound | HandlerError
+
+/** The Prometheus `error_type` label of a transport failure, or undefined for other failures. */
+export const errorTypeOf = (e: unknown): "timeout" | "connection" | "protocol" | undefined => {
+  if (e instanceof TransportTimeoutError) return "timeout"
+  if (e instanceof TransportConnectionError) return "connection"
+  if (e instanceof TransportProtocolError) return "protocol"
+  return undefined
+}
