@@ -162,6 +162,19 @@ const natsUrl: Parser<string> = {
     return parts.every((p) => /^(nats|tls):\/\/[^\s]+$/.test(p)) ? t.trim() : undefined
   }
 }
+const levels = ["trace", "debug", "info", "warn", "error", "fatal", "off"]
+const logSpec: Parser<string> = {
+  expected: `a level (${levels.join(", ")}), optionally followed by module=level pairs: info,transport.tcp.pool=debug`,
+  parse: (t) => {
+    const parts = t.split(",").map((s) => s.trim().toLowerCase())
+    const ok = parts.every((part, i) => {
+      const eq = part.indexOf("=")
+      if (eq < 0) return i === 0 && levels.includes(part)
+      return /^[a-z0-9_.-]+$/.test(part.slice(0, eq)) && levels.includes(part.slice(eq + 1))
+    })
+    return ok ? parts.join(",") : undefined
+  }
+}
 const byteSize = intIn(1024, 2 ** 32 - 1, "a size in bytes from 1024 to 4294967295")
 
 /** Documentation of one variable: its name, default, what it accepts and what it means. */
@@ -194,7 +207,7 @@ const vars = {
   natsServer: v("NATS_SERVER", "nats://localhost:4222", natsUrl, "NATS server URL(s)"),
   etcdEndpoints: v("ETCD_ENDPOINTS", "http://localhost:2379", urlList, "etcd endpoints"),
   metricsPort: v("DYN_METRICS_PORT", "9090", port, "Port of /metrics, /health and /ready"),
-  log: v("DYN_LOG", "info", text, "Log level, globally or per module: info,transport.tcp.pool=debug"),
+  log: v("DYN_LOG", "info", logSpec, "Log level, globally or per module: info,transport.tcp.pool=debug"),
   tracing: v("DYN_TRACING", "on", oneOf("off", "on", "sampled"), "Tracing mode"),
   tcpMaxMessageSize: v("DYN_TCP_MAX_MESSAGE_SIZE", String(32 * 1024 * 1024), byteSize, "Largest frame accepted or sent, in bytes"),
   cancelGraceMs: v("DYN_CANCEL_GRACE_MS", "1000", millis, "After a consumer cancels: how long after `stop` the router waits before `kill`"),

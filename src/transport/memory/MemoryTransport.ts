@@ -232,26 +232,39 @@ const makeWriter = (hub: MemoryHub, subject: string, entry: PendingEntry): Respo
   return writer
 }
 
-/** Registers the in-memory request and response transports over `hub` (fresh if absent). */
-export const layerWith = (options?: { readonly hub?: MemoryHub; readonly priority?: number }) =>
+/** Options of the in-memory transport layer. */
+export interface MemoryTransportOptions {
+  /** Share a hub to connect separate layer stacks; fresh by default. */
+  readonly hub?: MemoryHub | undefined
+  /** Registration priority on both planes (default 0). */
+  readonly priority?: number | undefined
+  /** Which planes to register (default both). */
+  readonly planes?: ReadonlyArray<"request" | "response"> | undefined
+}
+
+/** Registers the in-memory transport in the TransportRegistry for the layer's life. */
+export const layerWith = (options: MemoryTransportOptions = {}) =>
   Layer.effectDiscard(
     Effect.gen(function*() {
       const registry = yield* TransportRegistry
       const config = yield* TransportConfig
-      const hub = options?.hub ?? makeHub()
-      const priority = options?.priority ?? 0
-      const request = makeRequestPlane(hub)
-      const response = makeResponsePlane(hub, { callHomeTimeoutMs: config.tcpResponse.callHomeTimeoutMs })
-      yield* registry.registerRequest({
-        registration: { transport_id: "memory", plane_type: "request", capabilities, priority },
-        ...request
-      })
-      yield* registry.registerResponse({
-        registration: { transport_id: "memory", plane_type: "response", capabilities, priority },
-        ...response
-      })
+      const hub = options.hub ?? makeHub()
+      const priority = options.priority ?? 0
+      const planes = options.planes ?? ["request", "response"]
+      if (planes.includes("request")) {
+        yield* registry.registerRequest({
+          registration: { transport_id: "memory", plane_type: "request", capabilities, priority },
+          ...makeRequestPlane(hub)
+        })
+      }
+      if (planes.includes("response")) {
+        yield* registry.registerResponse({
+          registration: { transport_id: "memory", plane_type: "response", capabilities, priority },
+          ...makeResponsePlane(hub, { callHomeTimeoutMs: config.tcpResponse.callHomeTimeoutMs })
+        })
+      }
     })
   )
 
-/** The in-memory transport on a fresh hub, registered in the TransportRegistry. */
+/** The in-memory transport on both planes over a fresh hub. */
 export const layer = layerWith()

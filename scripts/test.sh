@@ -1,0 +1,31 @@
+#!/bin/sh
+# The whole test suite, with its own setup on a fresh machine:
+#  - npm ci when node_modules is missing or older than package-lock.json;
+#  - the Debian packages the tests need (nats-server, etcd-server, prometheus for promtool),
+#    installed when missing;
+#  - then typecheck and vitest, on the Node 24 that the `node` devDependency provides.
+set -eu
+cd "$(dirname "$0")/.."
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+
+need=""
+command -v nats-server >/dev/null 2>&1 || need="$need nats-server"
+command -v etcd >/dev/null 2>&1 || need="$need etcd-server"
+command -v promtool >/dev/null 2>&1 || need="$need prometheus"
+if [ -n "$need" ]; then
+  echo "installing Debian packages:$need"
+  SUDO=""
+  [ "$(id -u)" = "0" ] || SUDO="sudo"
+  $SUDO apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $need
+  # the prometheus package starts a server through its init scripts on some systems; tests do not need it
+  $SUDO service prometheus stop >/dev/null 2>&1 || true
+fi
+
+export PATH="$PWD/node_modules/.bin:$PATH"
+echo "node $(node --version)"
+npx tsc --noEmit
+npx vitest run "$@"

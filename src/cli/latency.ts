@@ -1,0 +1,66 @@
+/**
+ * Latency and throughput measurement shared by the demo and the benchmarks: percentiles
+ * of sequential calls, and requests per second at a given concurrency.
+ */
+import { Effect } from "effect"
+
+/** Percentiles (microseconds) and throughput of one run. */
+export interface LatencyStats {
+  readonly count: number
+  readonly p50: number
+  readonly p95: number
+  readonly p99: number
+  readonly mean: number
+}
+
+/** Percentiles of samples given in milliseconds, reported in microseconds. */
+export const summarize = (samplesMs: ReadonlyArray<number>): LatencyStats => {
+  const sorted = [...samplesMs].sort((a, b) => a - b)
+  const at = (q: number) => (sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! * 1000)
+  const mean = sorted.length === 0 ? 0 : (sorted.reduce((a, b) => a + b, 0) / sorted.length) * 1000
+  return { count: sorted.length, p50: at(0.5), p95: at(0.95), p99: at(0.99), mean }
+}
+
+/** Runs `once` `count` times one after another and summarizes the latencies. */
+export const sequential = <E, R>(count: number, once: Effect.Effect<void, E, R>): Effect.Effect<LatencyStats, E, R> =>
+  Effect.gen(function*() {
+    const samples: Array<number> = []
+    for (let i = 0; i < count; i++) {
+      const t0 = performance.now()
+      yield* once
+      samples.push(performance.now() - t0)
+    }
+    return summarize(samples)
+  })
+
+/** Runs `once` `count` times with `inFlight` at a time; returns requests per second and latencies. */
+export const concurrent = <E, R>(
+  count: number,
+  inFlight: number,
+  once: Effect.Effect<void, E, R>
+): Effect.Effect<{ readonly rps: number; readonly stats: LatencyStats }, E, R> =>
+  Effect.gen(function*() {
+    const samples: Array<number> = []
+    const t0 = performance.now()
+    yield* Effect.forEach(
+      Array.from({ length: count }),
+      () =>
+        Effect.suspend(() => {
+          const s = performance.now()
+          return Effect.tap(once, () => Effect.sync(() => samples.push(performance.now() - s)))
+        }),
+      { concurrency: inFlight, discard: true }
+    )
+    const elapsed = (performance.now() - t0) / 1000
+    return { rps: count / elapsed, stats: summarize(samples) }
+  })
+
+/** Formats microseconds for a table. */
+export const us = (n: number): string => (n >= 10_000 ? `${(n / 1000).toFixed(1)} ms` : `${n.toFixed(0)} µs`)
+
+/** Renders rows as an aligned text table. */
+export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
+  const line = (cells: ReadonlyArray<string>) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ")
+  return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n")
+}

@@ -1,0 +1,6 @@
+/**
+ * Discovery: the service, its backends, and the configured layer.
+ */
+export * from "../Discovery.ts"
+export { DiscoveryBackendUnavailable, layerConfig } from "./layerConfig.ts"
+export * as MemoryDiscovery from "./MemoryDiscovery.ts"
