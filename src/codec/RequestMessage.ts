@@ -1,0 +1,176 @@
+/**
+ * The request-plane message (PROTOCOL.md section 2) and the body of call-home data frames
+ * (section 3, items 5 and 6).
+ *
+ * A request-plane message is one TwoPartCodec frame: header = JSON `RequestControlMessage`,
+ * body = the request encoded with its `payload_codec` (absent = json). `encodeRequestMessage`
+ * writes it with Dynamo's key order; `decodeRequestMessage` validates the header with the
+ * `RequestControlMessage` schema (unknown keys, such as Dynamo's `frontend_send_ts_ns`, are
+ * dropped) and decodes the body.
+ *
+ * A call-home data frame body is `{"data": item, "complete_final": false}`, then a final
+ * `{"complete_final": true}`; our extension `{"complete_final": false, "error": "..."}`
+ * reports an in-band handler failure.
+ *
+ * Does not: parse the double-encoded `connection_info.info` (see ConnectionInfo.ts), frame
+ * call-home control messages (see TwoPartCodec.encodeHeaderOnlyJson), or do I/O. Every decode
+ * failure is returned as a `TransportProtocolError`, never thrown.
+ */
+import { Result, Schema } from "effect"
+import { RequestControlMessage } from "../ConnectionInfo.ts"
+import type { TransportId } from "../Transport.ts"
+import { TransportProtocolError } from "../TransportError.ts"
+import { type PayloadCodec, payloadCodec } from "./PayloadCodec.ts"
+import { decodeFrame, encodeFrame, type FrameDecoderOptions } from "./TwoPartCodec.ts"
+
+/** A decoded request-plane message. */
+export interface RequestMessage {
+  readonly control: RequestControlMessage
+  readonly payload: unknown
+}
+
+/** Labels of the errors a body decoder returns. */
+export interface PayloadErrorContext {
+  readonly target: string
+  readonly transport: TransportId
+}
+
+const textEncoder = new TextEncoder()
+const textDecoder = new TextDecoder("utf-8", { fatal: true })
+
+const causeMessage = (cause: unknown): string => cause instanceof Error ? cause.message : String(cause)
+
+/** The control header as JSON text, keys in Dynamo's order, metadata only when non-empty. */
+const controlJson = (control: RequestControlMessage): string => {
+  const out: Record<string, unknown> = {
+    id: control.id,
+    request_type: control.request_type,
+    response_type: control.response_type
+  }
+  if (control.payload_codec !== undefined) out.payload_codec = control.payload_codec
+  out.connection_info = { transport: control.connection_info.transport, info: control.connection_info.info }
+  const metadata = control.metadata
+  if (metadata !== undefined) {
+    for (const _ in metadata) {
+      out.metadata = metadata
+      break
+    }
+  }
+  return JSON.stringify(out)
+}
+
+/**
+ * Encodes a request-plane message: a frame whose header is the JSON control message and
+ * whose body is `payload` encoded with `control.payload_codec` (absent = json).
+ * Throws `PayloadCodecError` if the payload has no encoding in that codec.
+ */
+export const encodeRequestMessage = (control: RequestControlMessage, payload: unknown): Uint8Array =>
+  encodeFrame(textEncoder.encode(controlJson(control)), payloadCodec(control.payload_codec).encode(payload))
+
+const decodeControl = Schema.decodeUnknownResult(RequestControlMessage)
+
+/**
+ * Decodes a whole request-plane message (HTTP body, NATS payload). Frame errors keep their
+ * reason; a header that is absent, not JSON, or not a valid `RequestControlMessage` is
+ * "MalformedFrame"; a body its codec cannot decode is "BadPayload". The detail names the
+ * problem.
+ */
+export const decodeRequestMessage = (
+  bytes: Uint8Array,
+  options: FrameDecoderOptions
+): RequestMessage | TransportProtocolError => {
+  const frame = decodeFrame(bytes, options)
+  if (frame instanceof TransportProtocolError) return frame
+  const fail = (reason: "MalformedFrame" | "BadPayload", detail: string, cause?: unknown) =>
+    new TransportProtocolError({ reason, transport: options.transport, target: options.target, detail, cause })
+  if (frame.header.length === 0) return fail("MalformedFrame", "request message has no control header")
+  let raw: unknown
+  try {
+    raw = JSON.parse(textDecoder.decode(frame.header))
+  } catch (cause) {
+    return fail("MalformedFrame", `request control header is not valid JSON: ${causeMessage(cause)}`, cause)
+  }
+  const decoded = decodeControl(raw)
+  if (Result.isFailure(decoded)) {
+    return fail("MalformedFrame", `invalid request control header: ${decoded.failure.message}`, decoded.failure)
+  }
+  const control = decoded.success
+  const codec = payloadCodec(control.payload_codec)
+  let payload: unknown
+  try {
+    payload = codec.decode(frame.body)
+  } catch (cause) {
+    return fail("BadPayload", `request ${control.id}: body is not valid ${codec.name}: ${causeMessage(cause)}`, cause)
+  }
+  return { control, payload }
+}
+
+/**
+ * Body of a call-home data frame carrying one item: `{"data": item, "complete_final": false}`.
+ * Throws `PayloadCodecError` if the item has no encoding in `codec`.
+ */
+export const encodeStreamItem = (codec: PayloadCodec, item: unknown): Uint8Array =>
+  codec.encode({ data: item, complete_final: false })
+
+/** Body of the last call-home data frame: `{"complete_final": true}`. */
+export const encodeStreamComplete = (codec: PayloadCodec): Uint8Array => codec.encode({ complete_final: true })
+
+/**
+ * Body of a data frame reporting an in-band handler failure (our extension):
+ * `{"complete_final": false, "error": message}`. The router fails the stream with it.
+ */
+export const encodeStreamError = (codec: PayloadCodec, message: string): Uint8Array =>
+  codec.encode({ complete_final: false, error: message })
+
+/**
+ * A decoded call-home data frame body. `Item.last` is true when the frame carried both data
+ * and `complete_final: true` (Dynamo yields the data, then ends): the stream is complete
+ * after this item.
+ */
+export type StreamBody =
+  | { readonly _tag: "Item"; readonly data: unknown; readonly last: boolean }
+  | { readonly _tag: "Complete" }
+  | { readonly _tag: "Error"; readonly message: string }
+
+const COMPLETE: StreamBody = { _tag: "Complete" }
+
+/**
+ * Decodes a call-home data frame body. An `error` string wins; then `data` (present, even
+ * null) is an Item; then `complete_final: true` is Complete. Anything else — undecodable
+ * bytes, not an object, `complete_final` not a boolean, a non-string `error`, or neither data
+ * nor completion — is a "BadPayload" TransportProtocolError.
+ */
+export const decodeStreamBody = (
+  codec: PayloadCodec,
+  bytes: Uint8Array,
+  context: PayloadErrorContext
+): StreamBody | TransportProtocolError => {
+  let value: unknown
+  try {
+    value = codec.decode(bytes)
+  } catch (cause) {
+    return streamError(context, `stream item is not valid ${codec.name}: ${causeMessage(cause)}`, cause)
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return streamError(context, `stream item is not an object with complete_final (got ${describeValue(value)})`)
+  }
+  const body = value as { readonly data?: unknown; readonly complete_final?: unknown; readonly error?: unknown }
+  const final = body.complete_final
+  if (typeof final !== "boolean") {
+    return streamError(context, `stream item has no boolean complete_final (got ${describeValue(final)})`)
+  }
+  const error = body.error
+  if (error !== undefined && error !== null) {
+    if (typeof error !== "string") return streamError(context, `stream item error is not a string (got ${describeValue(error)})`)
+    return { _tag: "Error", message: error }
+  }
+  if ("data" in body && body.data !== undefined) return { _tag: "Item", data: body.data, last: final }
+  if (final) return COMPLETE
+  return streamError(context, "stream item has neither data nor complete_final: true")
+}
+
+const streamError = (context: PayloadErrorContext, detail: string, cause?: unknown): TransportProtocolError =>
+  new TransportProtocolError({ reason: "BadPayload", transport: context.transport, target: context.target, detail, cause })
+
+const describeValue = (v: unknown): string =>
+  v === null ? "null" : Array.isArray(v) ? "an array" : v === undefined ? "nothing" : `a ${typeof v}`

@@ -1,0 +1,364 @@
+/**
+ * The TwoPartCodec frame (PROTOCOL.md section 1): encoder, one-shot decoder and incremental
+ * decoder.
+ *
+ * ```
+ * header_len : u64 BE
+ * body_len   : u64 BE
+ * checksum   : u64 BE   xxh3_64(header ‖ body), or 0 = unchecked
+ * header     : header_len bytes
+ * body       : body_len bytes
+ * ```
+ *
+ * What it does:
+ * - `encodeFrame` / `encodeFrameWithChecksum` / `encodeFramePrefix` / `encodeHeaderOnlyJson`
+ *   write frames (checksum 0 unless asked, as Dynamo's release builds do).
+ * - `makeDecoder` returns a synchronous incremental decoder that takes any chunking, refuses
+ *   an oversized frame as soon as its 24-byte prefix is read (before buffering a byte of it),
+ *   verifies non-zero checksums, and hands out zero-copy `subarray` views whenever a frame
+ *   sits whole inside one chunk (it copies only frames that span chunks).
+ * - `decodeFrame` decodes exactly one frame from a complete buffer (HTTP body, NATS payload).
+ *
+ * What it does not do: interpret the header or body (see RequestMessage and PayloadCodec),
+ * do I/O, or use Effect. Errors are returned as `TransportProtocolError` values, never thrown;
+ * no function here throws on any input bytes.
+ *
+ * Views handed out alias the caller's chunk (or the decoder's per-frame buffer): a caller that
+ * reuses its chunk buffers must copy what it keeps.
+ */
+import type { TransportId } from "../Transport.ts"
+import { TransportProtocolError } from "../TransportError.ts"
+import { xxh3_64 } from "./Checksum.ts"
+
+/** Size of the fixed frame prefix: header_len, body_len, checksum (3 × u64 BE). */
+export const FRAME_PREFIX_SIZE = 24
+
+/** Dynamo's DYN_TCP_MAX_MESSAGE_SIZE default: 32 MiB (prefix + header + body). */
+export const DEFAULT_MAX_MESSAGE_SIZE = 32 * 1024 * 1024
+
+/** A decoded frame. Either part may be empty (header-only, data-only, or both). */
+export interface Frame {
+  readonly header: Uint8Array
+  readonly body: Uint8Array
+}
+
+/** Limits and error labels of a decoder. */
+export interface FrameDecoderOptions {
+  /** Largest accepted frame, prefix included (24 + header_len + body_len). */
+  readonly maxMessageSize: number
+  /** Peer address / subject / endpoint named in errors. */
+  readonly target: string
+  /** The transport named in errors. */
+  readonly transport: TransportId
+}
+
+/** Receives each decoded frame. The views are valid as long as the chunk they alias. */
+export type FrameHandler = (header: Uint8Array, body: Uint8Array) => void
+
+/** An incremental TwoPartCodec decoder; see `makeDecoder`. */
+export interface FrameDecoder {
+  /**
+   * Feeds one chunk; calls `onFrame` for every frame it completes, in order. Returns the first
+   * protocol error, after which the decoder is dead and every later call returns that error.
+   * If `onFrame` throws, the exception propagates; the decoder stays consistent but the rest
+   * of that chunk is dropped.
+   */
+  decode(chunk: Uint8Array, onFrame: FrameHandler): TransportProtocolError | undefined
+  /** Bytes of a partial frame held so far (prefix bytes included). */
+  bufferedBytes(): number
+  /** True when no partial frame is buffered: a socket closing now ends on a frame boundary. */
+  isIdle(): boolean
+  /** The error that killed the decoder, if any. */
+  failure(): TransportProtocolError | undefined
+}
+
+const EMPTY = new Uint8Array(0)
+const TWO_32 = 4294967296
+/** A u64 whose high word is at least this is >= 2^53: not a safe JS integer. */
+const UNSAFE_HI = 0x200000
+
+const u32 = (b: Uint8Array, o: number): number =>
+  ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0
+
+const putU32 = (b: Uint8Array, o: number, v: number): void => {
+  b[o] = v >>> 24
+  b[o + 1] = (v >>> 16) & 0xff
+  b[o + 2] = (v >>> 8) & 0xff
+  b[o + 3] = v & 0xff
+}
+
+const putU64 = (b: Uint8Array, o: number, v: number): void => {
+  putU32(b, o, Math.floor(v / TWO_32))
+  putU32(b, o + 4, v >>> 0)
+}
+
+const putU64Big = (b: Uint8Array, o: number, v: bigint): void => {
+  putU32(b, o, Number((v >> 32n) & 0xffffffffn))
+  putU32(b, o + 4, Number(v & 0xffffffffn))
+}
+
+const u64Big = (b: Uint8Array, o: number): bigint => (BigInt(u32(b, o)) << 32n) | BigInt(u32(b, o + 4))
+
+const hex64 = (v: bigint): string => `0x${v.toString(16).padStart(16, "0")}`
+
+const protocolError = (
+  options: FrameDecoderOptions,
+  reason: "MalformedFrame" | "MessageTooLarge" | "ChecksumMismatch",
+  detail: string,
+  cause?: unknown
+): TransportProtocolError =>
+  new TransportProtocolError({ reason, transport: options.transport, target: options.target, detail, cause })
+
+/**
+ * Validates the prefix at `src[o..o+24]` against `options`. Returns the error, or undefined
+ * when the lengths are safe integers and the frame fits in `maxMessageSize`.
+ */
+const checkPrefix = (src: Uint8Array, o: number, options: FrameDecoderOptions): TransportProtocolError | undefined => {
+  const hHi = u32(src, o)
+  const bHi = u32(src, o + 8)
+  if (hHi < UNSAFE_HI && bHi < UNSAFE_HI) {
+    const total = FRAME_PREFIX_SIZE + (hHi * TWO_32 + u32(src, o + 4)) + (bHi * TWO_32 + u32(src, o + 12))
+    if (total <= options.maxMessageSize) return undefined
+  }
+  // Error path only: exact arithmetic, whatever the lengths.
+  const h = u64Big(src, o)
+  const b = u64Big(src, o + 8)
+  return protocolError(
+    options,
+    "MessageTooLarge",
+    `frame of ${24n + h + b} bytes (24-byte prefix + header_len ${h} + body_len ${b}) exceeds the maximum message size of ${options.maxMessageSize} bytes`
+  )
+}
+
+/** Verifies a non-zero checksum over `region` (= header ‖ body). */
+const checkChecksum = (
+  region: Uint8Array,
+  expected: bigint,
+  options: FrameDecoderOptions
+): TransportProtocolError | undefined => {
+  let actual: bigint
+  try {
+    actual = xxh3_64(region)
+  } catch (cause) {
+    return protocolError(options, "ChecksumMismatch", "cannot verify a non-zero checksum: xxh3 unavailable", cause)
+  }
+  return actual === expected
+    ? undefined
+    : protocolError(
+      options,
+      "ChecksumMismatch",
+      `frame checksum ${hex64(expected)} does not match xxh3_64 ${hex64(actual)} of its ${region.length} header+body bytes`
+    )
+}
+
+const writePrefix = (out: Uint8Array, headerLen: number, bodyLen: number): void => {
+  putU64(out, 0, headerLen)
+  putU64(out, 8, bodyLen)
+  // checksum bytes 16..24 are left 0 (fresh allocation)
+}
+
+/**
+ * The 24-byte prefix of a frame with these part lengths and `checksum` (default 0), for
+ * writers that send prefix, header and body as separate buffers (writev) without copying.
+ */
+export const encodeFramePrefix = (headerLen: number, bodyLen: number, checksum: bigint = 0n): Uint8Array => {
+  const out = new Uint8Array(FRAME_PREFIX_SIZE)
+  writePrefix(out, headerLen, bodyLen)
+  if (checksum !== 0n) putU64Big(out, 16, checksum)
+  return out
+}
+
+/** Encodes one frame with checksum 0 (unchecked). Absent parts are empty. */
+export const encodeFrame = (header: Uint8Array | undefined, body: Uint8Array | undefined): Uint8Array => {
+  const h = header === undefined ? 0 : header.length
+  const b = body === undefined ? 0 : body.length
+  const out = new Uint8Array(FRAME_PREFIX_SIZE + h + b)
+  writePrefix(out, h, b)
+  if (h > 0) out.set(header!, FRAME_PREFIX_SIZE)
+  if (b > 0) out.set(body!, FRAME_PREFIX_SIZE + h)
+  return out
+}
+
+/** Encodes one frame whose checksum is xxh3_64(header ‖ body), as Dynamo's debug builds do. */
+export const encodeFrameWithChecksum = (header: Uint8Array | undefined, body: Uint8Array | undefined): Uint8Array => {
+  const out = encodeFrame(header, body)
+  putU64Big(out, 16, xxh3_64(out.subarray(FRAME_PREFIX_SIZE)))
+  return out
+}
+
+const textEncoder = new TextEncoder()
+
+/**
+ * A header-only frame whose header is `JSON.stringify(value)`: the call-home handshake,
+ * prologue and control frames. Throws a TypeError if `value` has no JSON form.
+ */
+export const encodeHeaderOnlyJson = (value: unknown): Uint8Array => {
+  const json = JSON.stringify(value)
+  if (json === undefined) throw new TypeError("encodeHeaderOnlyJson: value has no JSON representation")
+  return encodeFrame(textEncoder.encode(json), undefined)
+}
+
+/**
+ * Decodes exactly one complete frame from `bytes`. Truncation and trailing bytes are
+ * "MalformedFrame"; an oversized frame is "MessageTooLarge"; a wrong non-zero checksum is
+ * "ChecksumMismatch". The parts returned are views into `bytes`.
+ */
+export const decodeFrame = (bytes: Uint8Array, options: FrameDecoderOptions): Frame | TransportProtocolError => {
+  if (bytes.length < FRAME_PREFIX_SIZE) {
+    return protocolError(
+      options,
+      "MalformedFrame",
+      `truncated frame: ${bytes.length} bytes, shorter than the 24-byte prefix`
+    )
+  }
+  const tooLarge = checkPrefix(bytes, 0, options)
+  if (tooLarge !== undefined) return tooLarge
+  const h = u32(bytes, 0) * TWO_32 + u32(bytes, 4)
+  const b = u32(bytes, 8) * TWO_32 + u32(bytes, 12)
+  const total = FRAME_PREFIX_SIZE + h + b
+  if (bytes.length !== total) {
+    return protocolError(
+      options,
+      "MalformedFrame",
+      bytes.length < total
+        ? `truncated frame: ${bytes.length} of ${total} bytes (header_len ${h}, body_len ${b})`
+        : `${bytes.length - total} trailing bytes after a ${total}-byte frame (header_len ${h}, body_len ${b})`
+    )
+  }
+  if (u32(bytes, 16) !== 0 || u32(bytes, 20) !== 0) {
+    const bad = checkChecksum(bytes.subarray(FRAME_PREFIX_SIZE), u64Big(bytes, 16), options)
+    if (bad !== undefined) return bad
+  }
+  return {
+    header: h === 0 ? EMPTY : bytes.subarray(FRAME_PREFIX_SIZE, FRAME_PREFIX_SIZE + h),
+    body: b === 0 ? EMPTY : bytes.subarray(FRAME_PREFIX_SIZE + h, total)
+  }
+}
+
+class IncrementalDecoder implements FrameDecoder {
+  readonly options: FrameDecoderOptions
+  /** Partial prefix, when the prefix itself spans chunks. */
+  readonly prefix = new Uint8Array(FRAME_PREFIX_SIZE)
+  prefixFill = 0
+  /** The current frame's header+body buffer, when the frame spans chunks. */
+  frame: Uint8Array | undefined = undefined
+  frameFill = 0
+  headerLen = 0
+  checksumHi = 0
+  checksumLo = 0
+  error: TransportProtocolError | undefined = undefined
+
+  constructor(options: FrameDecoderOptions) {
+    this.options = options
+  }
+
+  bufferedBytes(): number {
+    return this.frame === undefined ? this.prefixFill : FRAME_PREFIX_SIZE + this.frameFill
+  }
+
+  isIdle(): boolean {
+    return this.frame === undefined && this.prefixFill === 0
+  }
+
+  failure(): TransportProtocolError | undefined {
+    return this.error
+  }
+
+  decode(chunk: Uint8Array, onFrame: FrameHandler): TransportProtocolError | undefined {
+    if (this.error !== undefined) return this.error
+    const len = chunk.length
+    let off = 0
+    while (off < len) {
+      const frame = this.frame
+      if (frame !== undefined) {
+        // Continue a frame that spans chunks.
+        const n = Math.min(frame.length - this.frameFill, len - off)
+        frame.set(chunk.subarray(off, off + n), this.frameFill)
+        this.frameFill += n
+        off += n
+        if (this.frameFill < frame.length) break
+        this.frame = undefined
+        this.frameFill = 0
+        const err = this.emit(frame, 0, frame.length, onFrame)
+        if (err !== undefined) return err
+        continue
+      }
+      // Read a prefix: straight from the chunk when it is whole there, else accumulate.
+      let src: Uint8Array
+      let p: number
+      if (this.prefixFill === 0 && len - off >= FRAME_PREFIX_SIZE) {
+        src = chunk
+        p = off
+        off += FRAME_PREFIX_SIZE
+      } else {
+        const n = Math.min(FRAME_PREFIX_SIZE - this.prefixFill, len - off)
+        this.prefix.set(chunk.subarray(off, off + n), this.prefixFill)
+        this.prefixFill += n
+        off += n
+        if (this.prefixFill < FRAME_PREFIX_SIZE) break
+        this.prefixFill = 0
+        src = this.prefix
+        p = 0
+      }
+      const tooLarge = checkPrefix(src, p, this.options)
+      if (tooLarge !== undefined) return this.fail(tooLarge)
+      const h = u32(src, p) * TWO_32 + u32(src, p + 4)
+      const frameLen = h + u32(src, p + 8) * TWO_32 + u32(src, p + 12)
+      this.headerLen = h
+      this.checksumHi = u32(src, p + 16)
+      this.checksumLo = u32(src, p + 20)
+      if (len - off >= frameLen) {
+        // Zero-copy: the whole frame is in this chunk.
+        const err = this.emit(chunk, off, off + frameLen, onFrame)
+        off += frameLen
+        if (err !== undefined) return err
+        continue
+      }
+      // The frame spans chunks: allocate exactly its size (already checked against the max).
+      let buf: Uint8Array
+      try {
+        buf = new Uint8Array(frameLen)
+      } catch (cause) {
+        return this.fail(protocolError(
+          this.options,
+          "MessageTooLarge",
+          `cannot allocate a ${frameLen}-byte frame buffer (max message size ${this.options.maxMessageSize})`,
+          cause
+        ))
+      }
+      const n = len - off
+      buf.set(chunk.subarray(off, len), 0)
+      this.frame = buf
+      this.frameFill = n
+      off = len
+    }
+    return undefined
+  }
+
+  /** Verifies the checksum of `src[start..end]` (header ‖ body) and hands out the parts. */
+  private emit(src: Uint8Array, start: number, end: number, onFrame: FrameHandler): TransportProtocolError | undefined {
+    if (this.checksumHi !== 0 || this.checksumLo !== 0) {
+      const expected = (BigInt(this.checksumHi) << 32n) | BigInt(this.checksumLo)
+      const bad = checkChecksum(src.subarray(start, end), expected, this.options)
+      if (bad !== undefined) return this.fail(bad)
+    }
+    const split = start + this.headerLen
+    onFrame(
+      split === start ? EMPTY : src.subarray(start, split),
+      split === end ? EMPTY : src.subarray(split, end)
+    )
+    return undefined
+  }
+
+  private fail(error: TransportProtocolError): TransportProtocolError {
+    this.error = error
+    this.frame = undefined
+    return error
+  }
+}
+
+/**
+ * A new incremental decoder. Synchronous and allocation-lean: one 24-byte prefix buffer for
+ * its lifetime, one exact-size buffer per frame that spans chunks, nothing else per frame.
+ */
+export const makeDecoder = (options: FrameDecoderOptions): FrameDecoder => new IncrementalDecoder(options)

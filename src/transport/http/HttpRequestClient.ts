@@ -1,0 +1,207 @@
+/**
+ * The router's HTTP request-plane client (PROTOCOL.md section 4), on node:http2 (h2c).
+ *
+ * One persistent HTTP/2 session per origin, replaced after a GOAWAY, an error or a close.
+ * `send` POSTs the encoded request-plane message and resolves at the 202 ack; the timeout
+ * (`DYN_HTTP_REQUEST_TIMEOUT`) covers the ack only. Non-2xx answers map to typed errors:
+ * 404 `EndpointNotFound`, 413 `MessageTooLarge`, other 4xx `BadStatus`, 5xx
+ * `ServerUnavailable`. The response stream is not its business.
+ */
+import * as http2 from "node:http2"
+import { Effect } from "effect"
+import type { Scope } from "effect"
+import { encodeRequestMessage } from "../../codec/RequestMessage.ts"
+import type { RequestPlaneClient } from "../../RequestPlane.ts"
+import { EndpointNotFound, TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../TransportError.ts"
+import type { TransportError } from "../../TransportError.ts"
+
+/** Options of the client. */
+export interface HttpRequestClientOptions {
+  /** The ack timeout, in ms. */
+  readonly timeoutMs: number
+  /** Requests larger than this are refused before they are sent. */
+  readonly maxMessageSize: number
+}
+
+interface Target {
+  readonly origin: string
+  readonly path: string
+}
+
+const { NGHTTP2_CANCEL } = http2.constants
+
+/** Builds the client; closing the scope closes every session. */
+export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPlaneClient, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const sessions = new Map<string, http2.ClientHttp2Session>()
+    const targets = new Map<string, Target>()
+    let closed = false
+
+    const targetOf = (address: string): Target => {
+      let t = targets.get(address)
+      if (t === undefined) {
+        const url = new URL(address)
+        t = { origin: url.origin, path: url.pathname + url.search }
+        if (targets.size > 10_000) targets.clear()
+        targets.set(address, t)
+      }
+      return t
+    }
+
+    const sessionFor = (origin: string): http2.ClientHttp2Session => {
+      const existing = sessions.get(origin)
+      if (existing !== undefined && !existing.closed && !existing.destroyed) return existing
+      const session = http2.connect(origin, { peerMaxConcurrentStreams: 1000 })
+      session.on("connect", () => session.socket?.setNoDelay(true))
+      const forget = () => {
+        if (sessions.get(origin) === session) sessions.delete(origin)
+      }
+      session.on("goaway", forget)
+      session.on("close", forget)
+      session.on("error", forget)
+      sessions.set(origin, session)
+      return session
+    }
+
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        closed = true
+        for (const s of sessions.values()) s.destroy()
+        sessions.clear()
+      })
+    )
+
+    const client: RequestPlaneClient = {
+      transport: "http",
+      send: (target, message) =>
+        Effect.callback<void, TransportError | EndpointNotFound>((resume) => {
+          const address = target.address
+          let body: Uint8Array
+          let t: Target
+          try {
+            t = targetOf(address)
+            body = encodeRequestMessage(message.control, message.payload)
+          } catch (cause) {
+            return resume(
+              Effect.fail(
+                new TransportProtocolError({
+                  reason: "BadPayload",
+                  transport: "http",
+                  target: address,
+                  detail: cause instanceof Error ? cause.message : String(cause),
+                  cause
+                })
+              )
+            )
+          }
+          if (body.length > options.maxMessageSize) {
+            return resume(
+              Effect.fail(
+                new TransportProtocolError({
+                  reason: "MessageTooLarge",
+                  transport: "http",
+                  target: address,
+                  detail: `request of ${body.length} bytes exceeds the maximum of ${options.maxMessageSize}`
+                })
+              )
+            )
+          }
+          if (closed) {
+            return resume(Effect.fail(new TransportConnectionError({ reason: "ConnectionClosed", transport: "http", target: address, detail: "client closed" })))
+          }
+          const session = sessionFor(t.origin)
+          let done = false
+          let stream: http2.ClientHttp2Stream | undefined
+          const finish = (effect: Effect.Effect<void, TransportError | EndpointNotFound>) => {
+            if (done) return
+            done = true
+            clearTimeout(timer)
+            resume(effect)
+          }
+          const timer = setTimeout(() => {
+            finish(
+              Effect.fail(
+                new TransportTimeoutError({
+                  reason: "AckTimeout",
+                  transport: "http",
+                  target: address,
+                  detail: `no ack within ${options.timeoutMs} ms`
+                })
+              )
+            )
+            stream?.close(NGHTTP2_CANCEL)
+          }, options.timeoutMs)
+          const connectionFailure = (cause: Error & { code?: string }) =>
+            new TransportConnectionError({
+              reason: session.connecting || cause.code === "ECONNREFUSED" ? "ConnectFailed" : "SendFailed",
+              transport: "http",
+              target: address,
+              detail: cause.message,
+              cause
+            })
+          try {
+            stream = session.request(
+              {
+                ":method": "POST",
+                ":path": t.path,
+                "content-type": "application/octet-stream",
+                "content-length": body.length,
+                ...message.headers
+              },
+              { endStream: false }
+            )
+          } catch (cause) {
+            session.destroy()
+            finish(Effect.fail(connectionFailure(cause as Error)))
+            return
+          }
+          const s = stream
+          s.on("response", (headers) => {
+            const status = Number(headers[":status"])
+            if (status === 202 || status === 200 || status === 204) {
+              s.resume()
+              return finish(Effect.void)
+            }
+            const chunks: Array<Buffer> = []
+            s.on("data", (c: Buffer) => {
+              if (chunks.length < 64) chunks.push(c)
+            })
+            s.on("end", () => {
+              const text = Buffer.concat(chunks).toString("utf8")
+              let detail = text
+              try {
+                const parsed = JSON.parse(text) as { error?: unknown }
+                if (typeof parsed.error === "string") detail = parsed.error
+              } catch {
+                // not JSON: keep the text
+              }
+              if (status === 404) return finish(Effect.fail(new EndpointNotFound({ endpoint: target.endpoint, target: address, detail })))
+              if (status === 413) {
+                return finish(Effect.fail(new TransportProtocolError({ reason: "MessageTooLarge", transport: "http", target: address, detail })))
+              }
+              if (status >= 500) {
+                return finish(
+                  Effect.fail(new TransportConnectionError({ reason: "ServerUnavailable", transport: "http", target: address, detail: `HTTP ${status}: ${detail}` }))
+                )
+              }
+              finish(Effect.fail(new TransportProtocolError({ reason: "BadStatus", transport: "http", target: address, detail: `HTTP ${status}: ${detail}` })))
+            })
+          })
+          s.on("error", (cause) => finish(Effect.fail(connectionFailure(cause))))
+          s.on("close", () =>
+            finish(
+              Effect.fail(
+                new TransportConnectionError({ reason: "ConnectionClosed", transport: "http", target: address, detail: "HTTP/2 stream closed before the ack" })
+              )
+            ))
+          s.end(body)
+          return Effect.sync(() => {
+            if (done) return
+            done = true
+            clearTimeout(timer)
+            s.close(NGHTTP2_CANCEL)
+          })
+        })
+    }
+    return client
+  })

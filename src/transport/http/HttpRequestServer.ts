@@ -1,0 +1,176 @@
+/**
+ * The worker's HTTP request-plane server (PROTOCOL.md section 4).
+ *
+ * One TCP port answers both HTTP/1.1 and h2c with prior knowledge: each new connection is
+ * sniffed for the HTTP/2 connection preface and handed to the matching node server.
+ * `POST {root}/{subject}` with a request-plane message as body is answered 202 before the
+ * handler runs; an unknown subject gets 404, a body that is not a valid message 400, a body
+ * over the size limit 413, each with a JSON error. Other requests keep being served.
+ *
+ * It does not run handlers or stream responses: it hands each decoded message to the
+ * registered `RequestHandler`, and the response plane carries the stream.
+ */
+import * as http from "node:http"
+import * as http2 from "node:http2"
+import * as net from "node:net"
+import { Effect } from "effect"
+import type { Scope } from "effect"
+import { decodeRequestMessage } from "../../codec/RequestMessage.ts"
+import { instanceSubject } from "../../RequestPlane.ts"
+import type { RequestHandler, RequestHeaders, RequestPlaneServer } from "../../RequestPlane.ts"
+import { TransportProtocolError } from "../../TransportError.ts"
+import type { TransportConnectionError } from "../../TransportError.ts"
+import { advertisedHost, hostPort, listen } from "../net.ts"
+
+/** Options of the server. */
+export interface HttpRequestServerOptions {
+  readonly host: string
+  readonly port: number
+  readonly rootPath: string
+  readonly maxMessageSize: number
+  readonly advertiseHost?: string | undefined
+}
+
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+type AnyRequest = http.IncomingMessage | http2.Http2ServerRequest
+type AnyResponse = http.ServerResponse | http2.Http2ServerResponse
+
+const sendJson = (res: AnyResponse, status: number, body: Record<string, unknown>) => {
+  const text = JSON.stringify(body)
+  ;(res as http.ServerResponse).writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) })
+  ;(res as http.ServerResponse).end(text)
+}
+
+const traceHeaders = (req: AnyRequest): RequestHeaders => {
+  const out: Record<string, string> = {}
+  for (const name of ["traceparent", "tracestate", "x-request-id"]) {
+    const value = req.headers[name]
+    if (typeof value === "string") out[name] = value
+  }
+  return out
+}
+
+/**
+ * Builds the server. It listens on the first `register` and stops when the scope that
+ * `make` ran in closes.
+ */
+export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPlaneServer, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const handlers = new Map<string, RequestHandler>()
+    const root = options.rootPath === "/" ? "" : options.rootPath
+    const prefix = `${root}/`
+    const sockets = new Set<net.Socket>()
+
+    const onRequest = (req: AnyRequest, res: AnyResponse) => {
+      const url = req.url ?? "/"
+      const q = url.indexOf("?")
+      const path = q < 0 ? url : url.slice(0, q)
+      if (!path.startsWith(prefix)) return sendJson(res, 404, { error: "not found", path })
+      const subject = decodeURIComponent(path.slice(prefix.length))
+      const handler = handlers.get(subject)
+      if (handler === undefined) return sendJson(res, 404, { error: "endpoint not found", endpoint: subject })
+      if (req.method !== "POST") return sendJson(res, 405, { error: "method not allowed: use POST", endpoint: subject })
+      const declared = Number(req.headers["content-length"] ?? "0")
+      if (declared > options.maxMessageSize) {
+        return sendJson(res, 413, { error: `request of ${declared} bytes exceeds ${options.maxMessageSize}`, endpoint: subject })
+      }
+      const chunks: Array<Buffer> = []
+      let size = 0
+      let refused = false
+      req.on("data", (chunk: Buffer) => {
+        if (refused) return
+        size += chunk.length
+        if (size > options.maxMessageSize) {
+          refused = true
+          sendJson(res, 413, { error: `request exceeds ${options.maxMessageSize} bytes`, endpoint: subject })
+          return
+        }
+        chunks.push(chunk)
+      })
+      req.on("end", () => {
+        if (refused) return
+        const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
+        const decoded = decodeRequestMessage(body, { maxMessageSize: options.maxMessageSize, target: subject, transport: "http" })
+        if (decoded instanceof TransportProtocolError) {
+          return sendJson(res, 400, { error: decoded.message, reason: decoded.reason, endpoint: subject })
+        }
+        const headers = traceHeaders(req)
+        ;(res as http.ServerResponse).writeHead(202, { "content-length": 0 })
+        ;(res as http.ServerResponse).end()
+        // The ack is out; the handler runs after it.
+        handler({ control: decoded.control, payload: decoded.payload, headers })
+      })
+      req.on("error", () => {})
+    }
+
+    const h1 = http.createServer({ keepAlive: true, noDelay: true }, onRequest)
+    const h2 = http2.createServer({}, onRequest as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void)
+    h2.on("sessionError", () => {})
+
+    // Sniff each connection: the HTTP/2 preface goes to h2, anything else to HTTP/1.1.
+    const front = net.createServer({ noDelay: true }, (socket) => {
+      sockets.add(socket)
+      socket.once("close", () => sockets.delete(socket))
+      socket.on("error", () => {})
+      let head: Buffer = Buffer.alloc(0)
+      const onData = (chunk: Buffer) => {
+        head = head.length === 0 ? chunk : Buffer.concat([head, chunk])
+        const n = Math.min(head.length, H2_PREFACE.length)
+        const isH2 = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n))
+        if (isH2 && head.length < H2_PREFACE.length) return // need more bytes to decide
+        socket.off("data", onData)
+        socket.pause()
+        socket.unshift(head)
+        if (isH2) h2.emit("connection", socket)
+        else h1.emit("connection", socket)
+        socket.resume()
+      }
+      socket.on("data", onData)
+    })
+
+    // Listening starts on the first register, once, shared by concurrent callers.
+    let started: Promise<number> | undefined
+    let boundPort = options.port
+    const start = Effect.suspend(() => {
+      if (started === undefined) {
+        started = Effect.runPromise(Effect.result(listen(front, options.host, options.port, "http"))).then((r) => {
+          if (r._tag === "Failure") {
+            started = undefined
+            throw r.failure
+          }
+          boundPort = r.success
+          return r.success
+        })
+      }
+      return Effect.tryPromise({ try: () => started!, catch: (e) => e as TransportConnectionError })
+    })
+
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        for (const s of sockets) s.destroy()
+        front.close()
+        h1.close()
+        h2.close()
+      })
+    )
+
+    const host = advertisedHost(options.host, options.advertiseHost)
+    const server: RequestPlaneServer = {
+      transport: "http",
+      register: (key, handler) =>
+        Effect.gen(function*() {
+          yield* start
+          const subject = instanceSubject(key)
+          yield* Effect.acquireRelease(
+            Effect.sync(() => handlers.set(subject, handler)),
+            () => Effect.sync(() => handlers.delete(subject))
+          )
+          return { http: `http://${hostPort(host, boundPort)}${root}/${subject}` }
+        })
+    }
+    return server
+  })
+
+/** For tests and the CLI: the port a started server is bound to is in its advertised URL. */
+export const portOf = (url: string): number => Number(new URL(url).port)

@@ -1,0 +1,47 @@
+/**
+ * The HTTP/2 request plane as a layer: the client and the server, registered in the
+ * `TransportRegistry` as transport "http" on the request plane, configured from
+ * `DYN_HTTP_RPC_*`, `DYN_HTTP_REQUEST_TIMEOUT` and `DYN_TCP_MAX_MESSAGE_SIZE`.
+ */
+import { Effect, Layer } from "effect"
+import type { TransportCapabilities } from "../../Transport.ts"
+import { TransportConfig } from "../../TransportConfig.ts"
+import { TransportRegistry } from "../../TransportRegistry.ts"
+import * as HttpRequestClient from "./HttpRequestClient.ts"
+import * as HttpRequestServer from "./HttpRequestServer.ts"
+
+/** The HTTP request plane's capabilities for a given size limit. */
+export const capabilities = (maxMessageSize: number): TransportCapabilities => ({
+  streaming: false,
+  persistent_connections: true,
+  bidirectional: false,
+  max_message_size: maxMessageSize
+})
+
+/** Registers the HTTP request plane for the layer's life. */
+export const layer: Layer.Layer<never, never, TransportRegistry | TransportConfig> = Layer.effectDiscard(
+  Effect.gen(function*() {
+    const registry = yield* TransportRegistry
+    const config = yield* TransportConfig
+    const client = yield* HttpRequestClient.make({
+      timeoutMs: config.httpRpc.requestTimeoutMs,
+      maxMessageSize: config.tcpMaxMessageSize
+    })
+    const server = yield* HttpRequestServer.make({
+      host: config.httpRpc.host,
+      port: config.httpRpc.port,
+      rootPath: config.httpRpc.rootPath,
+      maxMessageSize: config.tcpMaxMessageSize
+    })
+    yield* registry.registerRequest({
+      registration: {
+        transport_id: "http",
+        plane_type: "request",
+        capabilities: capabilities(config.tcpMaxMessageSize),
+        priority: 10
+      },
+      client,
+      server
+    })
+  })
+)

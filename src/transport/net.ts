@@ -1,0 +1,46 @@
+/**
+ * Small socket helpers shared by the wire transports: the host to advertise for a bind
+ * address, listening with a typed error, and "host:port" formatting.
+ */
+import { networkInterfaces } from "node:os"
+import type { Server } from "node:net"
+import { Effect } from "effect"
+import type { TransportId } from "../Transport.ts"
+import { TransportConnectionError } from "../TransportError.ts"
+
+/**
+ * The host that peers should connect to: `advertise` when given, the bind host when it is a
+ * specific address, else (0.0.0.0 / ::) the first non-internal IPv4, falling back to 127.0.0.1.
+ */
+export const advertisedHost = (bindHost: string, advertise?: string | undefined): string => {
+  if (advertise !== undefined && advertise !== "") return advertise
+  if (bindHost !== "0.0.0.0" && bindHost !== "::" && bindHost !== "") return bindHost
+  for (const list of Object.values(networkInterfaces())) {
+    for (const nic of list ?? []) if (nic.family === "IPv4" && !nic.internal) return nic.address
+  }
+  return "127.0.0.1"
+}
+
+/** "host:port", with IPv6 hosts in brackets. */
+export const hostPort = (host: string, port: number): string => (host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`)
+
+/** Starts `server` listening; resolves with the bound port, or fails with ListenFailed naming the address. */
+export const listen = (server: Server, host: string, port: number, transport: TransportId): Effect.Effect<number, TransportConnectionError> =>
+  Effect.callback<number, TransportConnectionError>((resume) => {
+    const onError = (cause: Error) => {
+      server.off("listening", onListening)
+      resume(
+        Effect.fail(
+          new TransportConnectionError({ reason: "ListenFailed", transport, target: hostPort(host, port), detail: cause.message, cause })
+        )
+      )
+    }
+    const onListening = () => {
+      server.off("error", onError)
+      const address = server.address()
+      resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : port))
+    }
+    server.once("error", onError)
+    server.once("listening", onListening)
+    server.listen(port, host)
+  })
