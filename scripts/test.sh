@@ -15,6 +15,7 @@ need=""
 command -v nats-server >/dev/null 2>&1 || need="$need nats-server"
 command -v etcd >/dev/null 2>&1 || need="$need etcd-server"
 command -v promtool >/dev/null 2>&1 || need="$need prometheus"
+command -v curl >/dev/null 2>&1 || need="$need curl"
 if [ -n "$need" ]; then
   echo "installing Debian packages:$need"
   SUDO=""

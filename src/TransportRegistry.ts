@@ -9,6 +9,7 @@
  */
 import { Context, Effect, Layer } from "effect"
 import type { Config, Scope } from "effect"
+import * as HttpRequestTransport from "./transport/http/HttpRequestTransport.ts"
 import * as MemoryTransport from "./transport/memory/MemoryTransport.ts"
 import { TransportConfig } from "./TransportConfig.ts"
 import type { TransportConfigError } from "./TransportConfig.ts"
@@ -129,11 +130,13 @@ const transportLayer = (
   switch (kind) {
     case "memory":
       return MemoryTransport.layerWith({ planes: [plane] })
-    default:
-      return Layer.effectDiscard(
-        Effect.fail(new NoTransportAvailable({ plane, required: noRequirements, transport: kind as TransportId }))
-      )
+    case "http":
+      if (plane === "request") return HttpRequestTransport.layer
+      break
   }
+  return Layer.effectDiscard(
+    Effect.fail(new NoTransportAvailable({ plane, required: noRequirements, transport: kind as TransportId }))
+  )
 }
 
 /**

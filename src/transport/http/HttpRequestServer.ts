@@ -122,9 +122,12 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
         socket.off("data", onData)
         socket.pause()
         socket.unshift(head)
+        // node:http2 drains bytes already buffered in the socket, then reads the handle itself.
         if (isH2) h2.emit("connection", socket)
-        else h1.emit("connection", socket)
-        socket.resume()
+        else {
+          h1.emit("connection", socket)
+          socket.resume()
+        }
       }
       socket.on("data", onData)
     })

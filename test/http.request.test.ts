@@ -1,0 +1,155 @@
+import { describe, expect, it } from "@effect/vitest"
+import { execFile } from "node:child_process"
+import * as http2 from "node:http2"
+import * as net from "node:net"
+import { promisify } from "node:util"
+import { Effect, Layer, Stream } from "effect"
+import { Discovery } from "../src/Discovery.ts"
+import * as MemoryDiscovery from "../src/discovery/MemoryDiscovery.ts"
+import * as Endpoint from "../src/Endpoint.ts"
+import type { RequestMessage } from "../src/RequestPlane.ts"
+import * as HttpRequestClient from "../src/transport/http/HttpRequestClient.ts"
+import * as HttpRequestTransport from "../src/transport/http/HttpRequestTransport.ts"
+import * as MemoryTransport from "../src/transport/memory/MemoryTransport.ts"
+import { TransportConfig } from "../src/TransportConfig.ts"
+import * as TransportRegistry from "../src/TransportRegistry.ts"
+
+const run = promisify(execFile)
+
+/** HTTP request plane + in-memory response plane, on loopback with an ephemeral port. */
+const stack = (env: Record<string, string> = {}) =>
+  Layer.mergeAll(
+    Layer.mergeAll(HttpRequestTransport.layer, MemoryTransport.layerWith({ planes: ["response"] })).pipe(
+      Layer.provideMerge(TransportRegistry.layer)
+    ),
+    MemoryDiscovery.layer
+  ).pipe(Layer.provideMerge(TransportConfig.layerFromRecord({ DYN_HTTP_RPC_HOST: "127.0.0.1", DYN_HTTP_RPC_PORT: "0", ...env })))
+
+const message = (id: string): RequestMessage => ({
+  control: {
+    id,
+    request_type: "single_in",
+    response_type: "many_out",
+    connection_info: { transport: "memory", info: "{}" }
+  },
+  payload: { hello: "world" },
+  headers: { "x-request-id": id }
+})
+
+const curlStatus = async (url: string, extra: ReadonlyArray<string> = []) => {
+  const { stdout } = await run("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", ...extra, url])
+  return stdout.trim()
+}
+
+describe("HTTP request plane", () => {
+  it.live("carries requests to the handler and streams responses back", () =>
+    Effect.gen(function*() {
+      const served = yield* Endpoint.serve("ns.http.gen", (req: { n: number }, ctx) =>
+        Stream.range(1, req.n).pipe(Stream.map((i) => `${ctx.headers["x-request-id"] === ctx.requestId}:${i}`)))
+      expect("http" in served.instance.transport).toBe(true)
+      const client = yield* Endpoint.client<{ n: number }, string>("ns.http.gen")
+      const items = yield* Stream.runCollect(client.generate({ n: 3 }))
+      expect(items).toEqual(["true:1", "true:2", "true:3"])
+      const many = yield* Effect.forEach(Array.from({ length: 50 }, (_, i) => i + 1), (n) => Stream.runCollect(client.generate({ n })), {
+        concurrency: 16
+      })
+      many.forEach((items, i) => expect(items.length).toBe(i + 1))
+    }).pipe(Effect.provide(stack())))
+
+  it.live("answers 404 to curl for an unknown endpoint, over HTTP/1.1 and h2c prior knowledge", () =>
+    Effect.gen(function*() {
+      const served = yield* Endpoint.serve("ns.http.known", () => Stream.make(1))
+      const url = (served.instance.transport as { http: string }).http
+      const base = url.slice(0, url.lastIndexOf("/"))
+      expect(yield* Effect.promise(() => curlStatus(`${base}/nope`))).toBe("404")
+      expect(yield* Effect.promise(() => curlStatus(`${base}/nope`, ["--http2-prior-knowledge"]))).toBe("404")
+      // a garbage body on a known endpoint is a 400, and the server keeps serving
+      expect(yield* Effect.promise(() => curlStatus(url, ["--data-binary", "garbage"]))).toBe("400")
+      expect(yield* Effect.promise(() => curlStatus(url, ["--http2-prior-knowledge", "--data-binary", "garbage"]))).toBe("400")
+      const client = yield* Endpoint.client<unknown, number>("ns.http.known")
+      expect(yield* Stream.runCollect(client.generate({}))).toEqual([1])
+    }).pipe(Effect.provide(stack())))
+
+  it.live("gives a typed EndpointNotFound when the worker answers 404", () =>
+    Effect.gen(function*() {
+      const served = yield* Endpoint.serve("ns.http.real", () => Stream.make(1))
+      const url = (served.instance.transport as { http: string }).http
+      const discovery = yield* Discovery
+      yield* discovery.register({
+        type: "Endpoint",
+        namespace: "ns",
+        component: "http",
+        endpoint: "ghost",
+        instance_id: 77n,
+        transport: { http: url.slice(0, url.lastIndexOf("/")) + "/ns_http.ghost-4d" }
+      })
+      const client = yield* Endpoint.client<unknown, number>("ns.http.ghost")
+      const error = yield* Effect.flip(Stream.runCollect(client.generate({})))
+      expect(error._tag).toBe("EndpointNotFound")
+      expect(error.message).toContain("ns.http.ghost")
+    }).pipe(Effect.provide(stack())))
+})
+
+describe("HTTP request client", () => {
+  it.live("times out on the ack with a typed error", () =>
+    Effect.gen(function*() {
+      // An h2c server that never answers.
+      const server = http2.createServer()
+      server.on("stream", () => {})
+      yield* Effect.promise(() => new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r())))
+      yield* Effect.addFinalizer(() => Effect.sync(() => server.close()))
+      const port = (server.address() as net.AddressInfo).port
+      const client = yield* HttpRequestClient.make({ timeoutMs: 150, maxMessageSize: 1 << 20 })
+      const t0 = Date.now()
+      const error = yield* Effect.flip(client.send({ address: `http://127.0.0.1:${port}/v1/rpc/x`, endpoint: "a.b.c" }, message("t-1")))
+      expect(error._tag).toBe("TransportTimeoutError")
+      if (error._tag === "TransportTimeoutError") expect(error.reason).toBe("AckTimeout")
+      expect(Date.now() - t0).toBeLessThan(1000)
+    }))
+
+  it.live("fails with ConnectFailed when nobody listens", () =>
+    Effect.gen(function*() {
+      const probe = net.createServer()
+      yield* Effect.promise(() => new Promise<void>((r) => probe.listen(0, "127.0.0.1", () => r())))
+      const port = (probe.address() as net.AddressInfo).port
+      yield* Effect.promise(() => new Promise<void>((r) => probe.close(() => r())))
+      const client = yield* HttpRequestClient.make({ timeoutMs: 2000, maxMessageSize: 1 << 20 })
+      const error = yield* Effect.flip(client.send({ address: `http://127.0.0.1:${port}/v1/rpc/x`, endpoint: "a.b.c" }, message("c-1")))
+      expect(error._tag).toBe("TransportConnectionError")
+      if (error._tag === "TransportConnectionError") {
+        expect(error.reason).toBe("ConnectFailed")
+        expect(error.target).toContain(`127.0.0.1:${port}`)
+      }
+    }))
+
+  it.live("refuses an oversized request before sending it", () =>
+    Effect.gen(function*() {
+      const client = yield* HttpRequestClient.make({ timeoutMs: 2000, maxMessageSize: 1024 })
+      const big = { ...message("big-1"), payload: "x".repeat(4096) }
+      const error = yield* Effect.flip(client.send({ address: "http://127.0.0.1:1/v1/rpc/x", endpoint: "a.b.c" }, big))
+      expect(error._tag).toBe("TransportProtocolError")
+      if (error._tag === "TransportProtocolError") expect(error.reason).toBe("MessageTooLarge")
+    }))
+
+  it.live("reconnects after a GOAWAY", () =>
+    Effect.gen(function*() {
+      const sessions = new Set<http2.ServerHttp2Session>()
+      const server = http2.createServer()
+      server.on("session", (s) => sessions.add(s))
+      server.on("stream", (stream) => {
+        const session = stream.session!
+        stream.respond({ ":status": 202 })
+        stream.end()
+        setTimeout(() => session.goaway(), 5)
+      })
+      yield* Effect.promise(() => new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r())))
+      yield* Effect.addFinalizer(() => Effect.sync(() => server.close()))
+      const port = (server.address() as net.AddressInfo).port
+      const client = yield* HttpRequestClient.make({ timeoutMs: 2000, maxMessageSize: 1 << 20 })
+      for (let i = 0; i < 3; i++) {
+        yield* client.send({ address: `http://127.0.0.1:${port}/v1/rpc/x`, endpoint: "a.b.c" }, message(`g-${i}`))
+        yield* Effect.sleep(20)
+      }
+      expect(sessions.size).toBe(3)
+    }))
+})
