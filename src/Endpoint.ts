@@ -67,6 +67,11 @@ export interface ServeOptions<Req> {
   readonly instanceId?: bigint | undefined
   /** Decodes each request; a request that does not decode fails in the prologue. */
   readonly requestSchema?: Schema.Codec<Req, unknown> | undefined
+  /**
+   * On shutdown, after the instance left discovery and the request plane, how long running
+   * handlers may take to finish before they are interrupted (default 0: interrupt at once).
+   */
+  readonly drainTimeoutMs?: number | undefined
 }
 
 /** A served endpoint. */
@@ -117,6 +122,35 @@ export const serveEmit = <Req, Res, E = never, R = never>(
     const idle = new Set<() => void>()
 
     const run = yield* FiberSet.makeRuntime<R>()
+    const drain = (timeoutMs: number) =>
+      Effect.callback<boolean>((resume) => {
+        if (inFlight === 0) return resume(Effect.succeed(true))
+        const done = () => {
+          clearTimeout(timer)
+          idle.delete(done)
+          resume(Effect.succeed(true))
+        }
+        const timer = setTimeout(() => {
+          idle.delete(done)
+          resume(Effect.succeed(false))
+        }, timeoutMs)
+        idle.add(done)
+        return Effect.sync(() => {
+          clearTimeout(timer)
+          idle.delete(done)
+        })
+      })
+    // Finalizers run in reverse: leave discovery, leave the request plane, drain, then interrupt.
+    const drainTimeoutMs = options.drainTimeoutMs ?? 0
+    if (drainTimeoutMs > 0) {
+      yield* Effect.addFinalizer(() =>
+        Effect.flatMap(drain(drainTimeoutMs), (drained) =>
+          drained
+            ? Effect.void
+            : Effect.logWarning("drain timed out; interrupting handlers").pipe(Effect.annotateLogs({ endpoint, inFlight }))
+        )
+      )
+    }
 
     const handleOne = (message: RequestMessage): Effect.Effect<void, never, R> =>
       Effect.gen(function*() {
@@ -201,24 +235,7 @@ export const serveEmit = <Req, Res, E = never, R = never>(
       path: endpointPath,
       instance,
       inFlight: () => inFlight,
-      drain: (timeoutMs) =>
-        Effect.callback<boolean>((resume) => {
-          if (inFlight === 0) return resume(Effect.succeed(true))
-          const done = () => {
-            clearTimeout(timer)
-            idle.delete(done)
-            resume(Effect.succeed(true))
-          }
-          const timer = setTimeout(() => {
-            idle.delete(done)
-            resume(Effect.succeed(false))
-          }, timeoutMs)
-          idle.add(done)
-          return Effect.sync(() => {
-            clearTimeout(timer)
-            idle.delete(done)
-          })
-        })
+      drain
     } satisfies ServedEndpoint
   })
 

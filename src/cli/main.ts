@@ -1,12 +1,24 @@
 /**
  * The `transport-registry` command-line program (effect/cli).
- * Commands: `demo` (the default of `npm start`). Room is left for `worker`, `call`, `list`
- * and `bench`.
+ *
+ * - `demo` (what `npm start` runs): a worker and a router in one process, every mode.
+ * - `worker --endpoint ns.comp.ep`: serve the built-in token handler.
+ * - `call ns.comp.ep --data '<json>'`: call an endpoint and print each item as a JSON line.
+ *
+ * `worker` and `call` use the transports and discovery that `DYN_*` configures. Room is left
+ * for `list` and `bench`.
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Effect } from "effect"
-import { Command, Flag } from "effect/cli"
+import { Effect, Layer } from "effect"
+import { Argument, Command, Flag } from "effect/cli"
+import * as Discovery from "../discovery/layerConfig.ts"
+import * as TransportRegistry from "../TransportRegistry.ts"
+import { call } from "./call.ts"
 import { demo } from "./demo.ts"
+import { worker } from "./worker.ts"
+
+/** The configured stack: DYN_* from the environment, transports and discovery. */
+const Configured = Discovery.layerConfig.pipe(Layer.provideMerge(TransportRegistry.layerConfig))
 
 const demoCommand = Command.make(
   "demo",
@@ -21,9 +33,38 @@ const demoCommand = Command.make(
   (options) => demo(options)
 ).pipe(Command.withDescription("Run a worker and a router in one process, stream a request, and print a latency table"))
 
+const workerCommand = Command.make(
+  "worker",
+  {
+    endpoint: Flag.String("endpoint").pipe(Flag.withDescription("The endpoint to serve: namespace.component.endpoint")),
+    drainTimeout: Flag.Int("drain-timeout-ms").pipe(
+      Flag.withDescription("On SIGINT/SIGTERM, how long in-flight streams may take to finish"),
+      Flag.withDefault(10_000)
+    )
+  },
+  (options) => worker({ endpoint: options.endpoint, drainTimeoutMs: options.drainTimeout }).pipe(Effect.provide(Configured))
+).pipe(Command.withDescription("Serve the built-in token-streaming handler; prints the instance record as JSON"))
+
+const callCommand = Command.make(
+  "call",
+  {
+    endpoint: Argument.String("endpoint").pipe(Argument.withDescription("namespace.component.endpoint")),
+    data: Flag.String("data").pipe(Flag.withDescription("The request, as JSON"), Flag.withDefault("{}")),
+    wait: Flag.Int("wait-ms").pipe(Flag.withDescription("How long to wait for an instance to appear"), Flag.withDefault(2000))
+  },
+  (options) =>
+    Effect.gen(function*() {
+      const data = yield* Effect.try({
+        try: () => JSON.parse(options.data) as unknown,
+        catch: (e) => new Error(`--data is not valid JSON: ${(e as Error).message}`)
+      })
+      yield* call({ endpoint: options.endpoint, data, waitMs: options.wait }).pipe(Effect.provide(Configured))
+    })
+).pipe(Command.withDescription("Call an endpoint and print each response item as a JSON line"))
+
 const root = Command.make("transport-registry").pipe(
   Command.withDescription("Pluggable request/response transports for distributed inference"),
-  Command.withSubcommands([demoCommand])
+  Command.withSubcommands([demoCommand, workerCommand, callCommand])
 )
 
 Command.run(root, { version: "0.1.0" }).pipe(Effect.provide(NodeServices.layer), NodeRuntime.runMain)

@@ -4,3 +4,4 @@
 export * from "../Discovery.ts"
 export { DiscoveryBackendUnavailable, layerConfig } from "./layerConfig.ts"
 export * as MemoryDiscovery from "./MemoryDiscovery.ts"
+export * as FileDiscovery from "./FileDiscovery.ts"

@@ -1,10 +1,11 @@
 /**
  * The discovery backend that `DYN_DISCOVERY_BACKEND` names, as a layer.
- * `mem` is built; `file` and `etcd` fail start-up with a message saying so until they exist.
+ * `mem` and `file` are built; `etcd` fails start-up with a message saying so until they exist.
  */
 import { Data, Effect, Layer } from "effect"
 import type { Discovery } from "../Discovery.ts"
 import { TransportConfig } from "../TransportConfig.ts"
+import * as FileDiscovery from "./FileDiscovery.ts"
 import * as MemoryDiscovery from "./MemoryDiscovery.ts"
 
 /** The configured backend is not available in this build. */
@@ -12,7 +13,7 @@ export class DiscoveryBackendUnavailable extends Data.TaggedError("DiscoveryBack
   readonly backend: string
 }> {
   override get message(): string {
-    return `discovery backend ${this.backend} is not available in this build (DYN_DISCOVERY_BACKEND); use mem`
+    return `discovery backend ${this.backend} is not available in this build (DYN_DISCOVERY_BACKEND); use mem or file`
   }
 }
 
@@ -23,6 +24,8 @@ export const layerConfig: Layer.Layer<Discovery, DiscoveryBackendUnavailable, Tr
     switch (config.discoveryBackend) {
       case "mem":
         return MemoryDiscovery.layer
+      case "file":
+        return FileDiscovery.layer
       default:
         return yield* Effect.fail(new DiscoveryBackendUnavailable({ backend: config.discoveryBackend }))
     }
