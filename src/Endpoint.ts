@@ -21,10 +21,12 @@ import type { DiscoveryError, DiscoveryEvent } from "./Discovery.ts"
 import { formatEndpointPath, parseEndpointPath, randomInstanceId, requestTransportOf } from "./Instance.ts"
 import type { EndpointPath, Instance } from "./Instance.ts"
 import type { RequestHeaders, RequestMessage } from "./RequestPlane.ts"
-import type { ResponseSink } from "./ResponsePlane.ts"
+import type { PendingStream, ResponseSink } from "./ResponsePlane.ts"
 import type { TransportId } from "./Transport.ts"
 import { TransportConfig } from "./TransportConfig.ts"
-import { EndpointNotFound, NoTransportAvailable } from "./TransportError.ts"
+import { EndpointNotFound, errorTypeOf, NoTransportAvailable } from "./TransportError.ts"
+import * as Health from "./observability/Health.ts"
+import * as Metrics from "./observability/Metrics.ts"
 import type { CallError, TransportError } from "./TransportError.ts"
 import { TransportRegistry } from "./TransportRegistry.ts"
 import { noRequirements } from "./Transport.ts"
@@ -214,8 +216,11 @@ export const serveEmit = <Req, Res, E = never, R = never>(
 
     const onRequest = (message: RequestMessage) => {
       inFlight++
+      Metrics.recordServerRequest(transportId)
+      Metrics.streamDelta(transportId, "request", 1)
       const fiber = run(handleOne(message))
       fiber.addObserver(() => {
+        Metrics.streamDelta(transportId, "request", -1)
         inFlight--
         if (inFlight === 0) for (const f of idle) f()
       })
@@ -231,6 +236,7 @@ export const serveEmit = <Req, Res, E = never, R = never>(
       transport
     }
     yield* discovery.register(instance)
+    yield* Effect.acquireRelease(Effect.sync(Health.endpointUp), () => Effect.sync(Health.endpointDown))
     return {
       path: endpointPath,
       instance,
@@ -358,39 +364,64 @@ export const client = <Req = unknown, Res = unknown>(
           return Effect.fail(new NoTransportAvailable({ plane: "request", required: noRequirements, transport: target.id }))
         }
         const requestId = crypto.randomUUID()
+        const requestTransportId = requestTransport.registration.transport_id
+        const startedAt = performance.now()
         let result: Effect.Effect<void, CallError> | undefined
         let resume: ((effect: Effect.Effect<void, CallError>) => void) | undefined
         let cancelled = false
+        let released = false
         let killTimer: ReturnType<typeof setTimeout> | undefined
-        let closePending: (() => void) | undefined
-        const settle = (effect: Effect.Effect<void, CallError>) => {
+        let pending: PendingStream | undefined
+        // Closes the pending stream and records the response-plane metrics, once.
+        const release = () => {
+          if (released) return
+          released = true
+          clearTimeout(killTimer)
+          pending?.close()
+          Metrics.streamDelta(responseId, "response", -1)
+          Metrics.recordRequest(responseId, "response", (performance.now() - startedAt) / 1000)
+        }
+        const settle = (effect: Effect.Effect<void, CallError>, error?: unknown) => {
           if (result !== undefined) return
           result = effect
-          if (cancelled) {
-            clearTimeout(killTimer)
-            closePending?.()
-          } else resume?.(effect)
+          const type = errorTypeOf(error)
+          if (type !== undefined) Metrics.recordError(responseId, type)
+          if (cancelled) release()
+          else resume?.(effect)
         }
         const sink: ResponseSink = {
           onItems: onItems as (items: ReadonlyArray<unknown>) => void,
           onEnd: () => settle(Effect.void),
-          onError: (error) => settle(Effect.fail(error))
+          onError: (error) => settle(Effect.fail(error), error)
         }
-        return Effect.flatMap(responseServer.open({ requestId, endpoint, codec, sink }), (pending) => {
-          closePending = pending.close
+        Metrics.streamDelta(responseId, "response", 1)
+        return responseServer.open({ requestId, endpoint, codec, sink }).pipe(
+          Effect.tapError((error) => Effect.sync(() => {
+            const type = errorTypeOf(error)
+            if (type !== undefined) Metrics.recordError(responseId, type)
+          })),
+          Effect.flatMap((opened) => {
+          pending = opened
           const message: RequestMessage = {
             control: {
               id: requestId,
               request_type: "single_in",
               response_type: "many_out",
               payload_codec: codec,
-              connection_info: pending.connectionInfo,
+              connection_info: opened.connectionInfo,
               ...(options.metadata === undefined ? {} : { metadata: options.metadata })
             },
             payload: request,
             headers: { ...callOptions?.headers, "x-request-id": requestId }
           }
           return requestTransport.client.send({ address: target.address, endpoint }, message).pipe(
+            Effect.tapError((error) =>
+              Effect.sync(() => {
+                const type = errorTypeOf(error)
+                if (type !== undefined) Metrics.recordError(requestTransportId, type)
+              })
+            ),
+            Effect.tap(() => Effect.sync(() => Metrics.recordRequest(requestTransportId, "request", (performance.now() - startedAt) / 1000))),
             Effect.andThen(
               Effect.callback<void, CallError>((r) => {
                 if (result !== undefined) return r(result)
@@ -398,17 +429,18 @@ export const client = <Req = unknown, Res = unknown>(
                 return Effect.sync(() => {
                   // The consumer interrupted a live stream: stop, then kill after the grace period.
                   cancelled = true
-                  pending.control("stop")
+                  opened.control("stop")
                   killTimer = setTimeout(() => {
-                    if (!pending.isDone()) pending.control("kill")
-                    pending.close()
+                    if (!opened.isDone()) opened.control("kill")
+                    release()
                   }, graceMs)
                 })
               })
-            ),
-            Effect.onExit(() => Effect.sync(() => (cancelled ? undefined : pending.close())))
+            )
           )
-        })
+        }),
+          Effect.onExit(() => Effect.sync(() => (cancelled ? undefined : release())))
+        )
       })
 
     const generate = (request: Req, callOptions?: CallOptions): Stream.Stream<Res, CallError> =>

@@ -1,0 +1,142 @@
+/**
+ * The metrics of the seed's Metrics section, as Effect Metrics, with synchronous recorders
+ * for hot paths (cached per label set, so recording is a map lookup and an update).
+ *
+ * Names and labels are the seed's; labels are bounded (transport, plane, error_type, target =
+ * host:port). Latencies are histograms in seconds, with buckets from 50 µs to 5 min. Exposed
+ * in Prometheus text by `observability/MetricsServer.ts`.
+ */
+import { Context, Metric } from "effect"
+import type { PlaneType, TransportId } from "../Transport.ts"
+
+const none = Context.empty()
+
+/** Histogram buckets in seconds, from 50 µs to 5 minutes. */
+export const latencyBuckets: ReadonlyArray<number> = [
+  0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300
+]
+
+/** transport_requests_total{transport,plane}: requests sent (request plane) and streams opened (response plane), by the router. */
+export const transportRequestsTotal = Metric.counter("transport_requests_total", {
+  description: "Requests by transport: request-plane sends and response-plane streams, counted on the router",
+  incremental: true
+})
+/** transport_request_latency_seconds{transport,plane}: ack latency (request plane) and whole-stream duration (response plane). */
+export const transportRequestLatency = Metric.histogram("transport_request_latency_seconds", {
+  description: "Request latency by transport: time to the ack on the request plane, time to the end of the stream on the response plane",
+  boundaries: latencyBuckets
+})
+/** transport_errors_total{transport,error_type}: typed transport failures. */
+export const transportErrorsTotal = Metric.counter("transport_errors_total", {
+  description: "Transport failures by type: timeout, connection, protocol",
+  incremental: true
+})
+/** transport_active_streams{transport,plane}: streams open now. */
+export const transportActiveStreams = Metric.gauge("transport_active_streams", {
+  description: "Streams in progress: router-side streams (response plane) and worker-side handlers (request plane)"
+})
+/** transport_server_requests_total{transport}: requests accepted by a worker's request server. */
+export const transportServerRequestsTotal = Metric.counter("transport_server_requests_total", {
+  description: "Requests accepted (acked) by this process's request-plane servers",
+  incremental: true
+})
+
+/** tcp_pool_connections_created_total{target} */
+export const poolConnectionsCreated = Metric.counter("tcp_pool_connections_created_total", {
+  description: "Pooled call-home connections created",
+  incremental: true
+})
+/** tcp_pool_connections_reused_total{target} */
+export const poolConnectionsReused = Metric.counter("tcp_pool_connections_reused_total", {
+  description: "Streams that reused an existing pooled connection",
+  incremental: true
+})
+/** tcp_pool_active_connections{target} */
+export const poolActiveConnections = Metric.gauge("tcp_pool_active_connections", {
+  description: "Pooled connections carrying at least one stream"
+})
+/** tcp_pool_idle_connections{target} */
+export const poolIdleConnections = Metric.gauge("tcp_pool_idle_connections", {
+  description: "Pooled connections open and carrying no stream"
+})
+/** tcp_pool_acquisition_latency_seconds{target} */
+export const poolAcquisitionLatency = Metric.histogram("tcp_pool_acquisition_latency_seconds", {
+  description: "Time to acquire a pooled connection (including connecting when none is free)",
+  boundaries: latencyBuckets
+})
+/** tcp_pool_validation_failures_total{target} */
+export const poolValidationFailures = Metric.counter("tcp_pool_validation_failures_total", {
+  description: "Pooled connections found dead or half-closed when validated, and replaced",
+  incremental: true
+})
+
+type Bound<I> = { readonly updateUnsafe: (input: I, context: Context.Context<never>) => void; readonly modifyUnsafe: (input: I, context: Context.Context<never>) => void }
+
+const bind = <I, S>(metric: Metric.Metric<I, S>) => {
+  const cache = new Map<string, Bound<I>>()
+  return (attributes: Readonly<Record<string, string>>, key: string): Bound<I> => {
+    let bound = cache.get(key)
+    if (bound === undefined) {
+      bound = Metric.withAttributes(metric, attributes) as unknown as Bound<I>
+      cache.set(key, bound)
+    }
+    return bound
+  }
+}
+
+const requests = bind(transportRequestsTotal)
+const latency = bind(transportRequestLatency)
+const errors = bind(transportErrorsTotal)
+const active = bind(transportActiveStreams)
+const serverRequests = bind(transportServerRequestsTotal)
+
+/** Counts a request (or stream) on `transport`/`plane`, and records its latency in seconds. */
+export const recordRequest = (transport: TransportId, plane: PlaneType, seconds: number): void => {
+  const key = `${transport}|${plane}`
+  requests({ transport, plane }, key).updateUnsafe(1, none)
+  latency({ transport, plane }, key).updateUnsafe(seconds, none)
+}
+
+/** Counts a typed transport failure. */
+export const recordError = (transport: TransportId, errorType: "timeout" | "connection" | "protocol"): void => {
+  errors({ transport, error_type: errorType }, `${transport}|${errorType}`).updateUnsafe(1, none)
+}
+
+/** Moves the active-streams gauge by `delta` (+1 on open, -1 on end). */
+export const streamDelta = (transport: TransportId, plane: PlaneType, delta: 1 | -1): void => {
+  active({ transport, plane }, `${transport}|${plane}`).modifyUnsafe(delta, none)
+}
+
+/** Counts a request accepted by a worker's request server. */
+export const recordServerRequest = (transport: TransportId): void => {
+  serverRequests({ transport }, transport).updateUnsafe(1, none)
+}
+
+/** Recorders of the pool metrics for one target (host:port). */
+export interface PoolRecorder {
+  readonly created: () => void
+  readonly reused: () => void
+  readonly validationFailed: () => void
+  readonly acquired: (seconds: number) => void
+  readonly setActive: (n: number) => void
+  readonly setIdle: (n: number) => void
+}
+
+/** The pool metrics bound to `target`. */
+export const poolRecorder = (target: string): PoolRecorder => {
+  const attributes = { target }
+  const created = Metric.withAttributes(poolConnectionsCreated, attributes)
+  const reused = Metric.withAttributes(poolConnectionsReused, attributes)
+  const failed = Metric.withAttributes(poolValidationFailures, attributes)
+  const acquisition = Metric.withAttributes(poolAcquisitionLatency, attributes)
+  const activeGauge = Metric.withAttributes(poolActiveConnections, attributes)
+  const idleGauge = Metric.withAttributes(poolIdleConnections, attributes)
+  return {
+    created: () => created.updateUnsafe(1, none),
+    reused: () => reused.updateUnsafe(1, none),
+    validationFailed: () => failed.updateUnsafe(1, none),
+    acquired: (seconds) => acquisition.updateUnsafe(seconds, none),
+    setActive: (n) => activeGauge.updateUnsafe(n, none),
+    setIdle: (n) => idleGauge.updateUnsafe(n, none)
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * The observability HTTP server on `DYN_METRICS_PORT`: `/metrics` in Prometheus text format
+ * (every Effect Metric in the default registry, through `effect/observability`'s
+ * PrometheusMetrics), `/health` (liveness: 200 while the process runs) and `/ready`
+ * (200 when it serves an endpoint registered in discovery, else 503).
+ */
+import * as http from "node:http"
+import { Context, Effect, Layer } from "effect"
+import type { Scope } from "effect"
+import { PrometheusMetrics } from "effect/observability"
+import { TransportConfig } from "../TransportConfig.ts"
+import type { TransportConnectionError } from "../TransportError.ts"
+import { hostPort, listen } from "../transport/net.ts"
+import * as Health from "./Health.ts"
+
+/** A running metrics server. */
+export interface MetricsServer {
+  readonly port: number
+  readonly url: string
+}
+
+/** Starts the server on `host:port` until the scope closes. */
+export const make = (options: { readonly host: string; readonly port: number }): Effect.Effect<MetricsServer, TransportConnectionError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const context = Context.empty()
+    const server = http.createServer((req, res) => {
+      const path = (req.url ?? "/").split("?")[0]
+      if (path === "/metrics") {
+        const text = PrometheusMetrics.formatUnsafe(context)
+        res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" })
+        res.end(text)
+      } else if (path === "/health") {
+        res.writeHead(200, { "content-type": "application/json" })
+        res.end(JSON.stringify({ status: "ok" }))
+      } else if (path === "/ready") {
+        const ready = Health.isReady()
+        res.writeHead(ready ? 200 : 503, { "content-type": "application/json" })
+        res.end(JSON.stringify({ ready, served_endpoints: Health.servedEndpoints() }))
+      } else {
+        res.writeHead(404, { "content-type": "application/json" })
+        res.end(JSON.stringify({ error: "not found", paths: ["/metrics", "/health", "/ready"] }))
+      }
+    })
+    const port = yield* listen(server, options.host, options.port, "http")
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        server.closeAllConnections()
+        server.close()
+      })
+    )
+    return { port, url: `http://${hostPort(options.host === "0.0.0.0" ? "127.0.0.1" : options.host, port)}` }
+  })
+
+/** The server on `DYN_METRICS_PORT` (all interfaces). */
+export const layer: Layer.Layer<never, TransportConnectionError, TransportConfig> = Layer.effectDiscard(
+  Effect.flatMap(TransportConfig, (config) => make({ host: "0.0.0.0", port: config.metricsPort }))
+)
