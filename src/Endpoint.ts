@@ -29,6 +29,8 @@ import * as Health from "./observability/Health.ts"
 import * as Metrics from "./observability/Metrics.ts"
 import type { CallError, TransportError } from "./TransportError.ts"
 import { TransportRegistry } from "./TransportRegistry.ts"
+import type { RequestTransport } from "./TransportRegistry.ts"
+import * as Tracing from "./observability/Tracing.ts"
 import { noRequirements } from "./Transport.ts"
 
 /** What a handler knows about the request it serves. */
@@ -109,13 +111,14 @@ export const serveEmit = <Req, Res, E = never, R = never>(
 ): Effect.Effect<
   ServedEndpoint,
   TransportError | NoTransportAvailable | DiscoveryError,
-  Scope.Scope | TransportRegistry | Discovery | R
+  Scope.Scope | TransportRegistry | Discovery | TransportConfig | R
 > =>
   Effect.gen(function*() {
     const endpointPath = parseEndpointPath(path)
     const endpoint = formatEndpointPath(endpointPath)
     const registry = yield* TransportRegistry
     const discovery = yield* Discovery
+    const tracing = (yield* TransportConfig).tracing
     const transportId = options.transport ?? (yield* registry.select("request", noRequirements))
     const server = yield* registry.getRequestServer(transportId)
     const instanceId = options.instanceId ?? randomInstanceId()
@@ -187,8 +190,26 @@ export const serveEmit = <Req, Res, E = never, R = never>(
         }
         writer.prologue()
         const context: HandlerContext = { requestId, endpoint, instanceId, headers: message.headers }
-        const emit = ((item: Res) => writer.send(item)) as Emit<Res>
-        ;(emit as { all: (items: ReadonlyArray<Res>) => void }).all = (items) => writer.sendAll(items)
+        let items = 0
+        const emit = ((item: Res) => {
+          items++
+          writer.send(item)
+        }) as Emit<Res>
+        ;(emit as { all: (items: ReadonlyArray<Res>) => void }).all = (batch) => {
+          items += batch.length
+          writer.sendAll(batch)
+        }
+        const runHandler = tracing === "off"
+          ? handler(request, context, emit)
+          : Effect.useSpan(
+            `handle ${endpoint}`,
+            {
+              kind: "server",
+              parent: Tracing.extractParent(message.headers),
+              attributes: Tracing.rpcAttributes(endpointPath, undefined, transportId, undefined)
+            },
+            (span) => handler(request, context, emit).pipe(Effect.ensuring(Effect.sync(() => span.attribute("rpc.response.items", items))))
+          )
         let ended: "stop" | "kill" | "disconnect" | undefined
         yield* Effect.withFiber((fiber) => {
           writer.onControl((m) => {
@@ -200,7 +221,7 @@ export const serveEmit = <Req, Res, E = never, R = never>(
             ended ??= "disconnect"
             fiber.interruptUnsafe()
           })
-          return Effect.exit(handler(request, context, emit))
+          return Effect.exit(runHandler)
         }).pipe(
           Effect.onExit((exit) =>
             Effect.sync(() => {
@@ -318,6 +339,7 @@ export const client = <Req = unknown, Res = unknown>(
     const responseServer = yield* registry.getResponseServer(responseId)
     const codec = config.requestPlaneCodec
     const graceMs = config.cancelGraceMs
+    const tracing = config.tracing
 
     let instances: ReadonlyArray<Instance> = []
     const first = yield* Deferred.make<void, DiscoveryError>()
@@ -363,6 +385,37 @@ export const client = <Req = unknown, Res = unknown>(
         if (requestTransport === undefined) {
           return Effect.fail(new NoTransportAvailable({ plane: "request", required: noRequirements, transport: target.id }))
         }
+        if (tracing === "off") return callOn(target.address, requestTransport, request, onItems, callOptions?.headers)
+        const sampled = tracing === "on" || Math.random() < Tracing.sampleRatio
+        return Effect.useSpan(
+          `send ${endpoint}`,
+          {
+            kind: "client",
+            sampled,
+            attributes: Tracing.rpcAttributes(endpointPath, target.address, requestTransport.registration.transport_id, responseId)
+          },
+          (span) => {
+            let items = 0
+            const counted = (batch: ReadonlyArray<Res>) => {
+              items += batch.length
+              onItems(batch)
+            }
+            const headers = { ...callOptions?.headers, ...Tracing.injectHeaders(span) }
+            return callOn(target.address, requestTransport, request, counted, headers).pipe(
+              Effect.ensuring(Effect.sync(() => span.attribute("rpc.response.items", items)))
+            )
+          }
+        )
+      })
+
+    const callOn = (
+      address: string,
+      requestTransport: RequestTransport,
+      request: Req,
+      onItems: (items: ReadonlyArray<Res>) => void,
+      headers: RequestHeaders | undefined
+    ): Effect.Effect<void, CallError> =>
+      Effect.suspend(() => {
         const requestId = crypto.randomUUID()
         const requestTransportId = requestTransport.registration.transport_id
         const startedAt = performance.now()
@@ -412,9 +465,9 @@ export const client = <Req = unknown, Res = unknown>(
               ...(options.metadata === undefined ? {} : { metadata: options.metadata })
             },
             payload: request,
-            headers: { ...callOptions?.headers, "x-request-id": requestId }
+            headers: { ...headers, "x-request-id": requestId }
           }
-          return requestTransport.client.send({ address: target.address, endpoint }, message).pipe(
+          return requestTransport.client.send({ address, endpoint }, message).pipe(
             Effect.tapError((error) =>
               Effect.sync(() => {
                 const type = errorTypeOf(error)

@@ -32,6 +32,8 @@ export interface TransportSettings {
   readonly metricsPort: number
   readonly log: string
   readonly tracing: TracingMode
+  readonly otlpEndpoint: string | undefined
+  readonly serviceName: string
   readonly tcpMaxMessageSize: number
   readonly cancelGraceMs: number
   readonly httpRpc: {
@@ -155,6 +157,17 @@ const urlList: Parser<ReadonlyArray<string>> = {
     return parts
   }
 }
+const httpUrl: Parser<string> = {
+  expected: "an http(s):// URL",
+  parse: (t) => {
+    try {
+      const u = new URL(t.trim())
+      return u.protocol === "http:" || u.protocol === "https:" ? t.trim() : undefined
+    } catch {
+      return undefined
+    }
+  }
+}
 const natsUrl: Parser<string> = {
   expected: "a nats:// URL (or a comma-separated list of them)",
   parse: (t) => {
@@ -208,7 +221,9 @@ const vars = {
   etcdEndpoints: v("ETCD_ENDPOINTS", "http://localhost:2379", urlList, "etcd endpoints"),
   metricsPort: v("DYN_METRICS_PORT", "9090", port, "Port of /metrics, /health and /ready"),
   log: v("DYN_LOG", "info", logSpec, "Log level, globally or per module: info,transport.tcp.pool=debug"),
-  tracing: v("DYN_TRACING", "on", oneOf("off", "on", "sampled"), "Tracing mode"),
+  tracing: v("DYN_TRACING", "on", oneOf("off", "on", "sampled"), "Tracing: off (no spans), on (a span per request), sampled (10% of requests)"),
+  otlpEndpoint: v("OTEL_EXPORTER_OTLP_ENDPOINT", "(unset)", httpUrl, "OTLP/HTTP collector base URL; spans are exported to {url}/v1/traces when set"),
+  serviceName: v("OTEL_SERVICE_NAME", "transport-registry", text, "service.name of exported spans"),
   tcpMaxMessageSize: v("DYN_TCP_MAX_MESSAGE_SIZE", String(32 * 1024 * 1024), byteSize, "Largest frame accepted or sent, in bytes"),
   cancelGraceMs: v("DYN_CANCEL_GRACE_MS", "1000", millis, "After a consumer cancels: how long after `stop` the router waits before `kill`"),
   httpRpcHost: v("DYN_HTTP_RPC_HOST", "0.0.0.0", host, "HTTP request server bind address"),
@@ -255,7 +270,7 @@ export const fromRecord = (
   for (const [key, variable] of Object.entries(vars) as Array<[keyof Vars, Variable<unknown>]>) {
     const given = raw[variable.name]
     if (given === undefined || given === "") {
-      out[key] = variable.default === "(auto)" ? undefined : variable.parser.parse(variable.default)
+      out[key] = variable.default === "(auto)" || variable.default === "(unset)" ? undefined : variable.parser.parse(variable.default)
       continue
     }
     const value = variable.parser.parse(given)
@@ -284,6 +299,8 @@ export const fromRecord = (
       metricsPort: p.metricsPort,
       log: p.log,
       tracing: p.tracing,
+      otlpEndpoint: p.otlpEndpoint,
+      serviceName: p.serviceName,
       tcpMaxMessageSize: p.tcpMaxMessageSize,
       cancelGraceMs: p.cancelGraceMs,
       httpRpc: {
