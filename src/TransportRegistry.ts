@@ -11,6 +11,7 @@ import { Context, Effect, Layer } from "effect"
 import type { Config, Scope } from "effect"
 import * as HttpRequestTransport from "./transport/http/HttpRequestTransport.ts"
 import * as MemoryTransport from "./transport/memory/MemoryTransport.ts"
+import * as Metrics from "./observability/Metrics.ts"
 import { TransportConfig } from "./TransportConfig.ts"
 import type { TransportConfigError } from "./TransportConfig.ts"
 import type { RequestPlaneClient, RequestPlaneServer } from "./RequestPlane.ts"
@@ -69,6 +70,7 @@ export const make = (): TransportRegistryShape => {
   const add = <T extends { readonly registration: TransportRegistration }>(list: Array<T>, entry: T) =>
     Effect.acquireRelease(
       Effect.sync(() => {
+        Metrics.initTransport(entry.registration.transport_id, entry.registration.plane_type)
         list.push(entry)
         list.sort(byPriority)
       }),

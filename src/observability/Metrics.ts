@@ -140,3 +140,16 @@ export const poolRecorder = (target: string): PoolRecorder => {
     setIdle: (n) => idleGauge.updateUnsafe(n, none)
   }
 }
+
+/**
+ * Creates the zero-valued series of a transport (requests, errors of each type, active
+ * streams), so that every metric name is on /metrics from start-up, not from the first event.
+ */
+export const initTransport = (transport: TransportId, plane: PlaneType): void => {
+  const key = `${transport}|${plane}`
+  requests({ transport, plane }, key).updateUnsafe(0, none)
+  active({ transport, plane }, key).modifyUnsafe(0, none)
+  for (const type of ["timeout", "connection", "protocol"] as const) {
+    errors({ transport, error_type: type }, `${transport}|${type}`).updateUnsafe(0, none)
+  }
+}

@@ -1,0 +1,162 @@
+import { describe, expect, it } from "@effect/vitest"
+import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
+import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
+import { execFile } from "node:child_process"
+import { mkdtempSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { promisify } from "node:util"
+import { Effect, Layer, Stream } from "effect"
+import { Discovery } from "../src/Discovery.ts"
+import * as MemoryDiscovery from "../src/discovery/MemoryDiscovery.ts"
+import * as Endpoint from "../src/Endpoint.ts"
+import * as MetricsServer from "../src/observability/MetricsServer.ts"
+import { TransportConfig } from "../src/TransportConfig.ts"
+import * as TransportRegistry from "../src/TransportRegistry.ts"
+
+const run = promisify(execFile)
+
+/** Every built mode, selected through DYN_* exactly as users do. */
+const modes: ReadonlyArray<{ name: string; request: string; response: string; env: Record<string, string> }> = [
+  { name: "memory", request: "memory", response: "memory", env: { DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory" } },
+  { name: "http + memory", request: "http", response: "memory", env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "memory" } }
+]
+
+const stack = (env: Record<string, string>) =>
+  Layer.mergeAll(TransportRegistry.layerFromConfig, MemoryDiscovery.layer).pipe(
+    Layer.provideMerge(
+      TransportConfig.layerFromRecord({
+        DYN_HTTP_RPC_HOST: "127.0.0.1",
+        DYN_HTTP_RPC_PORT: "0",
+        DYN_TCP_RESPONSE_HOST: "127.0.0.1",
+        ...env
+      })
+    )
+  )
+
+const scrape = (url: string) => Effect.promise(() => fetch(`${url}/metrics`).then((r) => r.text()))
+
+/** The value of one series in exposition text, or 0 when absent. */
+const valueOf = (text: string, series: string): number => {
+  const line = text.split("\n").find((l) => l.startsWith(series + " "))
+  return line === undefined ? 0 : Number(line.slice(series.length + 1))
+}
+
+describe("metrics", () => {
+  for (const mode of modes) {
+    it.live(`counts ${mode.name} traffic on /metrics, and promtool accepts the text`, () =>
+      Effect.gen(function*() {
+        const server = yield* MetricsServer.make({ host: "127.0.0.1", port: 0 })
+        const before = yield* scrape(server.url)
+        yield* Endpoint.serve("obs.metrics.gen", (n: number) => Stream.range(1, n))
+        yield* Endpoint.serveEmit("obs.metrics.fail", () => Effect.fail(new Error("nope")))
+        const client = yield* Endpoint.client<number, number>("obs.metrics.gen")
+        for (let i = 0; i < 7; i++) yield* Stream.runDrain(client.generate(3))
+        const failing = yield* Endpoint.client<number, number>("obs.metrics.fail")
+        yield* Effect.flip(Stream.runDrain(failing.generate(1)))
+        const text = yield* scrape(server.url)
+
+        const req = `transport_requests_total{transport="${mode.request}",plane="request"}`
+        const resp = `transport_requests_total{transport="${mode.response}",plane="response"}`
+        expect(valueOf(text, req) - valueOf(before, req)).toBe(8)
+        expect(valueOf(text, resp) - valueOf(before, resp)).toBe(8)
+        const count = `transport_request_latency_seconds_count{transport="${mode.request}",plane="request"}`
+        expect(valueOf(text, count) - valueOf(before, count)).toBe(8)
+        expect(valueOf(text, `transport_active_streams{transport="${mode.response}",plane="response"}`)).toBe(0)
+        for (const name of [
+          "transport_requests_total",
+          "transport_request_latency_seconds",
+          "transport_errors_total",
+          "transport_active_streams"
+        ]) {
+          expect(text, name).toContain(`# TYPE ${name} `)
+        }
+        expect(text).toContain("# TYPE transport_requests_total counter")
+        expect(text).toContain("# TYPE transport_request_latency_seconds histogram")
+        expect(text).not.toMatch(/request_id|x-request-id/)
+
+        const dir = mkdtempSync(join(tmpdir(), "promtool-"))
+        const file = join(dir, "metrics.txt")
+        writeFileSync(file, text)
+        const { stdout, stderr } = yield* Effect.promise(() =>
+          run("sh", ["-c", `promtool check metrics < ${file}; echo "rc=$?"`])
+        )
+        // promtool lints naming; it must find no parse errors (exit 0, or lint-only warnings)
+        const out = stdout + stderr
+        expect(out, out).not.toMatch(/error while linting|text format parsing error/)
+        expect(out).toContain("rc=0")
+      }).pipe(Effect.provide(stack(mode.env))))
+  }
+
+  it.live("counts a typed transport failure in transport_errors_total", () =>
+    Effect.gen(function*() {
+      const server = yield* MetricsServer.make({ host: "127.0.0.1", port: 0 })
+      const before = yield* scrape(server.url)
+      const registry = yield* TransportRegistry.TransportRegistry
+      const requestServer = yield* registry.getRequestServer("memory")
+      // a worker that acks but never calls home: the router times out
+      const transport = yield* requestServer.register({ path: { namespace: "obs", component: "m", endpoint: "mute" }, instanceId: 5n }, () => {})
+      const disc = yield* Discovery
+      yield* disc.register({ type: "Endpoint", namespace: "obs", component: "m", endpoint: "mute", instance_id: 5n, transport })
+      const client = yield* Endpoint.client<number, number>("obs.m.mute")
+      const error = yield* Effect.flip(Stream.runDrain(client.generate(1)))
+      expect(error._tag).toBe("TransportTimeoutError")
+      const text = yield* scrape(server.url)
+      const series = `transport_errors_total{transport="memory",error_type="timeout"}`
+      expect(valueOf(text, series) - valueOf(before, series)).toBe(1)
+    }).pipe(Effect.provide(stack({ DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory", DYN_TCP_CALL_HOME_TIMEOUT_SECS: "0.1" }))))
+
+  it.live("answers /health, and /ready once an endpoint is served", () =>
+    Effect.gen(function*() {
+      const server = yield* MetricsServer.make({ host: "127.0.0.1", port: 0 })
+      expect((yield* Effect.promise(() => fetch(`${server.url}/health`))).status).toBe(200)
+      expect((yield* Effect.promise(() => fetch(`${server.url}/ready`))).status).toBe(503)
+      yield* Endpoint.serve("obs.ready.gen", () => Stream.make(1))
+      expect((yield* Effect.promise(() => fetch(`${server.url}/ready`))).status).toBe(200)
+    }).pipe(Effect.provide(stack({ DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory" }))))
+})
+
+describe("tracing", () => {
+  for (const mode of modes) {
+    it.live(`makes the worker's span a child of the router's over ${mode.name}`, () => {
+      const exporter = new InMemorySpanExporter()
+      const otel = NodeSdk.layer(() => ({ spanProcessor: new SimpleSpanProcessor(exporter), resource: { serviceName: "test" } }))
+      return Effect.gen(function*() {
+        yield* Endpoint.serve("obs.trace.gen", (n: number) => Stream.range(1, n))
+        const client = yield* Endpoint.client<number, number>("obs.trace.gen")
+        expect(yield* Stream.runCollect(client.generate(4))).toEqual([1, 2, 3, 4])
+        yield* Effect.sleep(20)
+        const spans = exporter.getFinishedSpans()
+        const send = spans.find((s) => s.name === "send obs.trace.gen")
+        const handle = spans.find((s) => s.name === "handle obs.trace.gen")
+        expect(send, spans.map((s) => s.name).join(",")).toBeDefined()
+        expect(handle).toBeDefined()
+        expect(handle!.spanContext().traceId).toBe(send!.spanContext().traceId)
+        expect(handle!.parentSpanContext?.spanId).toBe(send!.spanContext().spanId)
+        expect(send!.attributes["rpc.system"]).toBe("dynamo")
+        expect(send!.attributes["rpc.service"]).toBe("obs.trace")
+        expect(send!.attributes["rpc.method"]).toBe("gen")
+        expect(send!.attributes["transport.request"]).toBe(mode.request)
+        expect(send!.attributes["transport.response"]).toBe(mode.response)
+        expect(send!.attributes["rpc.response.items"]).toBe(4)
+        expect(handle!.attributes["rpc.response.items"]).toBe(4)
+        if (mode.request !== "memory") {
+          expect(send!.attributes["server.address"]).toBe("127.0.0.1")
+          expect(typeof send!.attributes["server.port"]).toBe("number")
+        }
+      }).pipe(Effect.provide(Layer.merge(stack(mode.env), otel)))
+    })
+  }
+
+  it.live("creates no span with DYN_TRACING=off", () => {
+    const exporter = new InMemorySpanExporter()
+    const otel = NodeSdk.layer(() => ({ spanProcessor: new SimpleSpanProcessor(exporter) }))
+    return Effect.gen(function*() {
+      yield* Endpoint.serve("obs.off.gen", (n: number) => Stream.range(1, n))
+      const client = yield* Endpoint.client<number, number>("obs.off.gen")
+      yield* Stream.runDrain(client.generate(2))
+      yield* Effect.sleep(20)
+      expect(exporter.getFinishedSpans().filter((s) => s.name.includes("obs.off.gen"))).toEqual([])
+    }).pipe(Effect.provide(Layer.merge(stack({ DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory", DYN_TRACING: "off" }), otel)))
+  })
+})
