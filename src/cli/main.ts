@@ -12,6 +12,8 @@ import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import * as Discovery from "../discovery/layerConfig.ts"
+import * as MetricsServer from "../observability/MetricsServer.ts"
+import * as Tracing from "../observability/Tracing.ts"
 import * as TransportRegistry from "../TransportRegistry.ts"
 import { call } from "./call.ts"
 import { demo } from "./demo.ts"
@@ -19,6 +21,9 @@ import { worker } from "./worker.ts"
 
 /** The configured stack: DYN_* from the environment, transports and discovery. */
 const Configured = Discovery.layerConfig.pipe(Layer.provideMerge(TransportRegistry.layerConfig))
+
+/** A long-running process also serves /metrics, /health, /ready and exports traces. */
+const Serving = Layer.mergeAll(MetricsServer.layer, Tracing.layerConfig).pipe(Layer.provideMerge(Configured))
 
 const demoCommand = Command.make(
   "demo",
@@ -42,7 +47,7 @@ const workerCommand = Command.make(
       Flag.withDefault(10_000)
     )
   },
-  (options) => worker({ endpoint: options.endpoint, drainTimeoutMs: options.drainTimeout }).pipe(Effect.provide(Configured))
+  (options) => worker({ endpoint: options.endpoint, drainTimeoutMs: options.drainTimeout }).pipe(Effect.provide(Serving))
 ).pipe(Command.withDescription("Serve the built-in token-streaming handler; prints the instance record as JSON"))
 
 const callCommand = Command.make(

@@ -12,6 +12,8 @@ export interface TokenRequest {
   readonly max_tokens?: number
   /** Delay between tokens in ms (default 0). */
   readonly delay_ms?: number
+  /** When set, every token is this many "x" characters instead of a prompt word (benchmarks). */
+  readonly token_size?: number
 }
 
 /** One streamed token. */
@@ -24,11 +26,15 @@ const defaultWords = "the quick brown fox jumps over the lazy dog again".split("
 
 /** Streams `max_tokens` tokens taken from the prompt's words (cycled), emit-style. */
 export const tokenHandler: EmitHandler<TokenRequest, TokenResponse> = (request, _context, emit) => {
-  const words = typeof request?.prompt === "string" && request.prompt.trim() !== ""
+  const words: Array<string> = typeof request?.prompt === "string" && request.prompt.trim() !== ""
     ? request.prompt.trim().split(/\s+/)
-    : defaultWords
+    : [...defaultWords]
   const count = Number.isInteger(request?.max_tokens) && request.max_tokens! > 0 ? request.max_tokens! : words.length
   const delay = typeof request?.delay_ms === "number" && request.delay_ms > 0 ? request.delay_ms : 0
+  if (Number.isInteger(request?.token_size) && request.token_size! > 0) {
+    const token = "x".repeat(Math.min(request.token_size!, 1 << 20))
+    words.splice(0, words.length, token)
+  }
   if (delay === 0) {
     return Effect.sync(() => {
       const batch: Array<TokenResponse> = []

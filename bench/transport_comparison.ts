@@ -1,0 +1,191 @@
+// bench/transport_comparison.ts: the recommended mode (HTTP/2 request plane + TCP call-home
+// response plane) against a raw node:http2 + node:net implementation of the same exchange,
+// in the same run, with each worker in its own process. Prints p50/p95/p99 of sequential
+// calls and req/s at 1 and 64 in flight, and the ratios to raw (only ratios are stable on a
+// noisy machine). Also measures tracing off vs on.
+//
+//   npm run bench:transport -- [--requests 2000] [--items 10] [--size 50]
+import { fork } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
+import * as http2 from "node:http2"
+import { mkdtempSync, rmSync } from "node:fs"
+import * as net from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { Effect, Layer, Stream } from "effect"
+import { concurrent, sequential, summarize, table, us } from "../src/cli/latency.ts"
+import type { LatencyStats } from "../src/cli/latency.ts"
+import * as FileDiscovery from "../src/discovery/FileDiscovery.ts"
+import * as Endpoint from "../src/Endpoint.ts"
+import { TransportConfig } from "../src/TransportConfig.ts"
+import * as TransportRegistry from "../src/TransportRegistry.ts"
+
+const arg = (name: string, def: number) => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i >= 0 ? Number(process.argv[i + 1]) : def
+}
+const REQUESTS = arg("requests", 2000)
+const ITEMS = arg("items", 10)
+const SIZE = arg("size", 50)
+const IN_FLIGHT = 64
+const root = new URL("..", import.meta.url).pathname
+
+interface Row {
+  readonly name: string
+  readonly seq: LatencyStats
+  readonly rps1: number
+  readonly rps64: number
+  readonly p99at64: number
+}
+
+const startChild = (script: string, args: ReadonlyArray<string>, env: Record<string, string>) =>
+  new Promise<{ child: ChildProcess; firstLine: string }>((resolve, reject) => {
+    const child = fork(join(root, script), args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "inherit", "ipc"] })
+    let buf = ""
+    child.stdout!.on("data", (c: Buffer) => {
+      buf += c.toString()
+      const nl = buf.indexOf("\n")
+      if (nl >= 0) resolve({ child, firstLine: buf.slice(0, nl) })
+    })
+    child.on("exit", (code) => reject(new Error(`${script} exited with ${code}`)))
+  })
+
+// ---------- raw baseline: node:http2 client + node:net call-home server ----------
+const runRaw = async (): Promise<Row> => {
+  const { child, firstLine } = await startChild("bench/raw_worker.ts", [], {})
+  const workerPort = (JSON.parse(firstLine) as { port: number }).port
+  const pending = new Map<string, () => void>()
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    let buf: Buffer = Buffer.alloc(0)
+    let subject: string | undefined
+    socket.on("data", (chunk: Buffer) => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk])
+      while (buf.length >= 4) {
+        const len = buf.readUInt32BE(0)
+        if (buf.length < 4 + len) break
+        const msg = JSON.parse(buf.subarray(4, 4 + len).toString()) as { subject?: string; complete_final?: boolean }
+        buf = buf.subarray(4 + len)
+        if (subject === undefined) subject = msg.subject
+        else if (msg.complete_final === true) {
+          pending.get(subject)?.()
+          pending.delete(subject)
+        }
+      }
+    })
+    socket.on("error", () => {})
+  })
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()))
+  const port = (server.address() as net.AddressInfo).port
+  const session = http2.connect(`http://127.0.0.1:${workerPort}`)
+  const once = () =>
+    new Promise<void>((resolve, reject) => {
+      const subject = crypto.randomUUID()
+      pending.set(subject, resolve)
+      const stream = session.request({ ":method": "POST", ":path": "/v1/rpc/raw", "content-type": "application/json" })
+      stream.on("response", (h) => {
+        if (h[":status"] !== 202) reject(new Error(`status ${h[":status"]}`))
+        stream.resume()
+      })
+      stream.on("error", reject)
+      stream.end(JSON.stringify({ port, subject, n: ITEMS, size: SIZE }))
+    })
+  const measure = async (count: number, inFlight: number) => {
+    const samples: Array<number> = []
+    const t0 = performance.now()
+    let next = 0
+    await Promise.all(
+      Array.from({ length: inFlight }, async () => {
+        while (next++ < count) {
+          const s = performance.now()
+          await once()
+          samples.push(performance.now() - s)
+        }
+      })
+    )
+    return { rps: count / ((performance.now() - t0) / 1000), stats: summarize(samples) }
+  }
+  await measure(200, 1)
+  const seq = await measure(REQUESTS, 1)
+  const c64 = await measure(REQUESTS * 2, IN_FLIGHT)
+  session.close()
+  server.close()
+  child.kill("SIGTERM")
+  return { name: "raw node:http2 + node:net", seq: seq.stats, rps1: seq.rps, rps64: c64.rps, p99at64: c64.stats.p99 }
+}
+
+// ---------- this project: HTTP/2 request plane + TCP call-home, worker via the CLI ----------
+const runMode = async (name: string, env: Record<string, string>, useStream: boolean): Promise<Row> => {
+  const dir = mkdtempSync(join(tmpdir(), "bench-discovery-"))
+  const common = {
+    DYN_REQUEST_PLANE: "http",
+    DYN_RESPONSE_PLANE: "tcp",
+    DYN_DISCOVERY_BACKEND: "file",
+    DYN_DISCOVERY_PATH: dir,
+    DYN_HTTP_RPC_HOST: "127.0.0.1",
+    DYN_HTTP_RPC_PORT: "0",
+    DYN_TCP_RESPONSE_HOST: "127.0.0.1",
+    DYN_TCP_RESPONSE_PORT: "0",
+    DYN_METRICS_PORT: "0",
+    DYN_LOG: "warn",
+    ...env
+  }
+  const { child } = await startChild("src/cli/main.ts", ["worker", "--endpoint", "bench.worker.generate"], common)
+  const layer = Layer.mergeAll(TransportRegistry.layerFromConfig, FileDiscovery.layer).pipe(
+    Layer.provideMerge(TransportConfig.layerFromRecord(common))
+  )
+  const program = Effect.gen(function*() {
+    const client = yield* Endpoint.client<unknown, unknown>("bench.worker.generate")
+    while (client.instances().length === 0) yield* Effect.sleep(20)
+    const request = { max_tokens: ITEMS, token_size: SIZE }
+    const once = useStream
+      ? Stream.runDrain(client.generate(request))
+      : client.call(request, () => {})
+    yield* sequential(200, once)
+    const seq = yield* sequential(REQUESTS, once)
+    const c1 = 1e6 / Math.max(seq.mean, 1)
+    const c64 = yield* concurrent(REQUESTS * 2, IN_FLIGHT, once)
+    return { name, seq, rps1: c1, rps64: c64.rps, p99at64: c64.stats.p99 } satisfies Row
+  })
+  try {
+    return await Effect.runPromise(program.pipe(Effect.scoped, Effect.provide(layer)))
+  } finally {
+    child.kill("SIGTERM")
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+const main = async () => {
+  console.log(`transport comparison: ${REQUESTS} sequential calls, ${REQUESTS * 2} at ${IN_FLIGHT} in flight, ${ITEMS} items of ${SIZE} B each; workers in child processes\n`)
+  const rows: Array<Row> = []
+  rows.push(await runRaw())
+  rows.push(await runMode("http + tcp (call, tracing off)", { DYN_TRACING: "off" }, false))
+  rows.push(await runMode("http + tcp (call, tracing on)", { DYN_TRACING: "on" }, false))
+  rows.push(await runMode("http + tcp (generate Stream, tracing off)", { DYN_TRACING: "off" }, true))
+  const raw = rows[0]!
+  console.log(
+    table(
+      ["run", "p50", "p95", "p99", "req/s @1", "req/s @64", "p99 @64", "p50 / raw", "req/s@64 / raw"],
+      rows.map((r) => [
+        r.name,
+        us(r.seq.p50),
+        us(r.seq.p95),
+        us(r.seq.p99),
+        r.rps1.toFixed(0),
+        r.rps64.toFixed(0),
+        us(r.p99at64),
+        (r.seq.p50 / raw.seq.p50).toFixed(2) + "x",
+        (r.rps64 / raw.rps64).toFixed(2) + "x"
+      ])
+    )
+  )
+  const off = rows[1]!
+  const on = rows[2]!
+  console.log(
+    `\ntracing on vs off: p50 ${(on.seq.p50 / off.seq.p50).toFixed(2)}x, req/s@64 ${(on.rps64 / off.rps64).toFixed(2)}x`
+  )
+  process.exit(0)
+}
+main().catch((e) => {
+  console.error(e)
+  process.exit(1)
+})
