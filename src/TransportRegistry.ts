@@ -11,6 +11,7 @@ import { Context, Effect, Layer } from "effect"
 import type { Config, Scope } from "effect"
 import * as HttpRequestTransport from "./transport/http/HttpRequestTransport.ts"
 import * as MemoryTransport from "./transport/memory/MemoryTransport.ts"
+import * as TcpResponseTransport from "./transport/tcp/TcpResponseTransport.ts"
 import * as Metrics from "./observability/Metrics.ts"
 import { TransportConfig } from "./TransportConfig.ts"
 import type { TransportConfigError } from "./TransportConfig.ts"
@@ -134,6 +135,9 @@ const transportLayer = (
       return MemoryTransport.layerWith({ planes: [plane] })
     case "http":
       if (plane === "request") return HttpRequestTransport.layer
+      break
+    case "tcp":
+      if (plane === "response") return TcpResponseTransport.layer
       break
   }
   return Layer.effectDiscard(

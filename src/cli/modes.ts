@@ -30,6 +30,11 @@ export const embedded: Readonly<Record<string, string>> = {
 /** Every mode that is built, the default first. */
 export const modes: ReadonlyArray<Mode> = [
   {
+    name: "http+tcp",
+    description: "HTTP/2 request plane + TCP call-home response plane (the default, Dynamo wire-compatible)",
+    env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "tcp" }
+  },
+  {
     name: "memory",
     description: "in-memory request + in-memory response (one process)",
     env: { DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory" }
