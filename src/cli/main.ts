@@ -12,6 +12,7 @@ import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import * as Discovery from "../discovery/layerConfig.ts"
+import * as Logging from "../observability/Logging.ts"
 import * as MetricsServer from "../observability/MetricsServer.ts"
 import * as Tracing from "../observability/Tracing.ts"
 import * as TransportRegistry from "../TransportRegistry.ts"
@@ -20,7 +21,9 @@ import { demo } from "./demo.ts"
 import { worker } from "./worker.ts"
 
 /** The configured stack: DYN_* from the environment, transports and discovery. */
-const Configured = Discovery.layerConfig.pipe(Layer.provideMerge(TransportRegistry.layerConfig))
+const Configured = Layer.mergeAll(Discovery.layerConfig, Logging.layerConfig).pipe(
+  Layer.provideMerge(TransportRegistry.layerConfig)
+)
 
 /** A long-running process also serves /metrics, /health, /ready and exports traces. */
 const Serving = Layer.mergeAll(MetricsServer.layer, Tracing.layerConfig).pipe(Layer.provideMerge(Configured))
