@@ -1,0 +1,93 @@
+/**
+ * The TCP call-home response transport (PROTOCOL.md section 3) as a registry entry: the router's
+ * `TcpStreamServer` and the worker's `TcpStreamClient`, built from `TransportConfig` and
+ * registered in the `TransportRegistry` as transport "tcp" on the response plane.
+ *
+ * What it does: `make` builds both sides from settings (scoped: the listener and every socket
+ * close with the scope); `layer` / `layerWith` register them for the layer's life.
+ *
+ * What it does not do: the request plane, or pick itself: selection is the registry's job
+ * (priority 10 by default, above the in-memory transport's 0).
+ *
+ * Note: `TransportRegistry` imports transport modules and this module imports it back. Only
+ * the Effect.gen body of `layerWith` touches the imported `TransportRegistry` binding; nothing
+ * at module level may.
+ */
+import { Effect, Layer } from "effect"
+import type { Scope } from "effect"
+import type { ResponsePlaneServer } from "../../ResponsePlane.ts"
+import type { TransportCapabilities, TransportRegistration } from "../../Transport.ts"
+import { TransportConfig } from "../../TransportConfig.ts"
+import type { TransportSettings } from "../../TransportConfig.ts"
+import { TransportRegistry } from "../../TransportRegistry.ts"
+import * as TcpStreamClient from "./TcpStreamClient.ts"
+import * as TcpStreamServer from "./TcpStreamServer.ts"
+
+/** The default registration priority of the TCP response transport. */
+export const DEFAULT_PRIORITY = 10
+
+/** The capabilities of the call-home plane: streaming, one connection per stream, one way. */
+export const capabilities = (maxMessageSize: number): TransportCapabilities => ({
+  streaming: true,
+  persistent_connections: false,
+  bidirectional: false,
+  max_message_size: maxMessageSize
+})
+
+/** Both sides of the TCP response transport and its registration. */
+export interface TcpResponseTransport {
+  readonly registration: TransportRegistration
+  readonly client: TcpStreamClient.TcpStreamClient
+  readonly server: ResponsePlaneServer
+}
+
+/** Options of `make` and `layerWith`, beyond the settings. */
+export interface TcpResponseTransportOptions {
+  /** Registration priority (default `DEFAULT_PRIORITY`). */
+  readonly priority?: number | undefined
+  /** Client options that the settings do not cover (connect timeout, flush strategy). */
+  readonly client?: Omit<TcpStreamClient.TcpStreamClientOptions, "maxMessageSize"> | undefined
+  /** Server options that the settings do not cover (sentinel and handshake timeouts). */
+  readonly server?: Pick<TcpStreamServer.TcpStreamServerOptions, "sentinelTimeoutMs" | "handshakeTimeoutMs"> | undefined
+}
+
+/** Builds client and server from `settings` (tcpResponse.*, tcpMaxMessageSize) without a registry. */
+export const make = (
+  settings: TransportSettings,
+  options: TcpResponseTransportOptions = {}
+): Effect.Effect<TcpResponseTransport, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const server = yield* TcpStreamServer.make({
+      host: settings.tcpResponse.host,
+      port: settings.tcpResponse.port,
+      advertiseHost: settings.tcpResponse.advertiseHost,
+      callHomeTimeoutMs: settings.tcpResponse.callHomeTimeoutMs,
+      maxMessageSize: settings.tcpMaxMessageSize,
+      ...options.server
+    })
+    const client = yield* TcpStreamClient.make({ ...options.client, maxMessageSize: settings.tcpMaxMessageSize })
+    return {
+      registration: {
+        transport_id: "tcp",
+        plane_type: "response",
+        capabilities: capabilities(settings.tcpMaxMessageSize),
+        priority: options.priority ?? DEFAULT_PRIORITY
+      },
+      client,
+      server
+    }
+  })
+
+/** Registers the TCP response transport, built from `TransportConfig`, for the layer's life. */
+export const layerWith = (options: TcpResponseTransportOptions = {}): Layer.Layer<never, never, TransportRegistry | TransportConfig> =>
+  Layer.effectDiscard(
+    Effect.gen(function*() {
+      const registry = yield* TransportRegistry
+      const config = yield* TransportConfig
+      const transport = yield* make(config, options)
+      yield* registry.registerResponse(transport)
+    })
+  )
+
+/** Registers the TCP response transport with the default options. */
+export const layer: Layer.Layer<never, never, TransportRegistry | TransportConfig> = layerWith()
