@@ -443,7 +443,16 @@ export const client = <Req = unknown, Res = unknown>(
           else resume?.(effect)
         }
         const sink: ResponseSink = {
-          onItems: onItems as (items: ReadonlyArray<unknown>) => void,
+          onItems: (items) => {
+            if (result !== undefined) return
+            try {
+              onItems(items as ReadonlyArray<Res>)
+            } catch (defect) {
+              // A throwing consumer callback fails this call (as a defect) and stops the worker.
+              settle(Effect.die(defect))
+              pending?.control("kill")
+            }
+          },
           onEnd: () => settle(Effect.void),
           onError: (error) => settle(Effect.fail(error), error)
         }
