@@ -9,8 +9,8 @@
  * for `list` and `bench`.
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Effect, Layer } from "effect"
-import { Argument, Command, Flag } from "effect/cli"
+import { Cause, Effect, Exit, Layer } from "effect"
+import { Argument, CliError, Command, Flag } from "effect/cli"
 import * as Discovery from "../discovery/layerConfig.ts"
 import * as Logging from "../observability/Logging.ts"
 import * as MetricsServer from "../observability/MetricsServer.ts"
@@ -75,4 +75,24 @@ const root = Command.make("transport-registry").pipe(
   Command.withSubcommands([demoCommand, workerCommand, callCommand])
 )
 
-Command.run(root, { version: "0.1.0" }).pipe(Effect.provide(NodeServices.layer), NodeRuntime.runMain)
+/** One line per failure, on stderr: the error's tag and message (typed errors name the problem). */
+const report = (cause: Cause.Cause<unknown>): string =>
+  Cause.prettyErrors(cause)
+    .map((e) => `${(e as { _tag?: string })._tag ?? e.name}: ${e.message}`)
+    .join("\n")
+
+const program = Command.run(root, { version: "0.1.0" }).pipe(
+  Effect.provide(NodeServices.layer),
+  Effect.tapCause((cause) =>
+    // effect/cli has already rendered its own errors (bad flags, help)
+    Cause.hasInterruptsOnly(cause) || CliError.isCliError(Cause.squash(cause))
+      ? Effect.void
+      : Effect.sync(() => process.stderr.write(`error: ${report(cause)}\n`))
+  )
+)
+
+// SIGINT/SIGTERM interrupt the program; finalizers run (deregister, drain); an interrupt is a clean exit 0.
+NodeRuntime.runMain(program, {
+  disableErrorReporting: true,
+  teardown: (exit, onExit) => onExit(Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause) ? 1 : 0)
+})
