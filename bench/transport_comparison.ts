@@ -2,7 +2,7 @@
 // response plane) against a raw node:http2 + node:net implementation of the same exchange,
 // in the same run, with each worker in its own process. Prints p50/p95/p99 of sequential
 // calls and req/s at 1 and 64 in flight, and the ratios to raw (only ratios are stable on a
-// noisy machine). Also measures tracing off vs on.
+// noisy machine). Also measures the overhead of metrics and tracing (DYN_METRICS, DYN_TRACING).
 //
 //   npm run bench:transport -- [--requests 2000] [--items 10] [--size 50]
 import { fork } from "node:child_process"
@@ -158,9 +158,10 @@ const main = async () => {
   console.log(`transport comparison: ${REQUESTS} sequential calls, ${REQUESTS * 2} at ${IN_FLIGHT} in flight, ${ITEMS} items of ${SIZE} B each; workers in child processes\n`)
   const rows: Array<Row> = []
   rows.push(await runRaw())
-  rows.push(await runMode("http + tcp (call, tracing off)", { DYN_TRACING: "off" }, false))
-  rows.push(await runMode("http + tcp (call, tracing on)", { DYN_TRACING: "on" }, false))
-  rows.push(await runMode("http + tcp (generate Stream, tracing off)", { DYN_TRACING: "off" }, true))
+  rows.push(await runMode("http + tcp (call; metrics off, tracing off)", { DYN_METRICS: "off", DYN_TRACING: "off" }, false))
+  rows.push(await runMode("http + tcp (call; metrics on, tracing off)", { DYN_METRICS: "on", DYN_TRACING: "off" }, false))
+  rows.push(await runMode("http + tcp (call; metrics on, tracing on)", { DYN_METRICS: "on", DYN_TRACING: "on" }, false))
+  rows.push(await runMode("http + tcp (generate Stream; defaults)", {}, true))
   const raw = rows[0]!
   console.log(
     table(
@@ -178,11 +179,13 @@ const main = async () => {
       ])
     )
   )
-  const off = rows[1]!
-  const on = rows[2]!
-  console.log(
-    `\ntracing on vs off: p50 ${(on.seq.p50 / off.seq.p50).toFixed(2)}x, req/s@64 ${(on.rps64 / off.rps64).toFixed(2)}x`
-  )
+  const bare = rows[1]!
+  const metrics = rows[2]!
+  const both = rows[3]!
+  const ratio = (a: Row, b: Row) => `p50 ${(a.seq.p50 / b.seq.p50).toFixed(2)}x, req/s@64 ${(a.rps64 / b.rps64).toFixed(2)}x`
+  console.log(`\nmetrics on vs off: ${ratio(metrics, bare)}`)
+  console.log(`tracing on vs off (metrics on): ${ratio(both, metrics)}`)
+  console.log(`metrics + tracing vs neither: ${ratio(both, bare)}`)
   process.exit(0)
 }
 main().catch((e) => {

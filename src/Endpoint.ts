@@ -26,7 +26,7 @@ import type { TransportId } from "./Transport.ts"
 import { TransportConfig } from "./TransportConfig.ts"
 import { EndpointNotFound, errorTypeOf, NoTransportAvailable } from "./TransportError.ts"
 import * as Health from "./observability/Health.ts"
-import * as Metrics from "./observability/Metrics.ts"
+import * as MetricsModule from "./observability/Metrics.ts"
 import type { CallError, TransportError } from "./TransportError.ts"
 import { TransportRegistry } from "./TransportRegistry.ts"
 import type { RequestTransport } from "./TransportRegistry.ts"
@@ -118,7 +118,9 @@ export const serveEmit = <Req, Res, E = never, R = never>(
     const endpoint = formatEndpointPath(endpointPath)
     const registry = yield* TransportRegistry
     const discovery = yield* Discovery
-    const tracing = (yield* TransportConfig).tracing
+    const config = yield* TransportConfig
+    const tracing = config.tracing
+    const Metrics = MetricsModule.recorders(config.metrics)
     const transportId = options.transport ?? (yield* registry.select("request", noRequirements))
     const server = yield* registry.getRequestServer(transportId)
     const instanceId = options.instanceId ?? randomInstanceId()
@@ -340,6 +342,7 @@ export const client = <Req = unknown, Res = unknown>(
     const codec = config.requestPlaneCodec
     const graceMs = config.cancelGraceMs
     const tracing = config.tracing
+    const Metrics = MetricsModule.recorders(config.metrics)
 
     let instances: ReadonlyArray<Instance> = []
     const first = yield* Deferred.make<void, DiscoveryError>()

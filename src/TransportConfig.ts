@@ -32,6 +32,7 @@ export interface TransportSettings {
   readonly metricsPort: number
   readonly log: string
   readonly tracing: TracingMode
+  readonly metrics: boolean
   readonly otlpEndpoint: string | undefined
   readonly serviceName: string
   readonly tcpMaxMessageSize: number
@@ -222,6 +223,7 @@ const vars = {
   metricsPort: v("DYN_METRICS_PORT", "9090", port, "Port of /metrics, /health and /ready"),
   log: v("DYN_LOG", "info", logSpec, "Log level, globally or per module: info,transport.tcp.pool=debug"),
   tracing: v("DYN_TRACING", "on", oneOf("off", "on", "sampled"), "Tracing: off (no spans), on (a span per request), sampled (10% of requests)"),
+  metrics: v("DYN_METRICS", "on", bool, "Record the transport metrics (off skips every recorder on the request path)"),
   otlpEndpoint: v("OTEL_EXPORTER_OTLP_ENDPOINT", "(unset)", httpUrl, "OTLP/HTTP collector base URL; spans are exported to {url}/v1/traces when set"),
   serviceName: v("OTEL_SERVICE_NAME", "transport-registry", text, "service.name of exported spans"),
   tcpMaxMessageSize: v("DYN_TCP_MAX_MESSAGE_SIZE", String(32 * 1024 * 1024), byteSize, "Largest frame accepted or sent, in bytes"),
@@ -299,6 +301,7 @@ export const fromRecord = (
       metricsPort: p.metricsPort,
       log: p.log,
       tracing: p.tracing,
+      metrics: p.metrics,
       otlpEndpoint: p.otlpEndpoint,
       serviceName: p.serviceName,
       tcpMaxMessageSize: p.tcpMaxMessageSize,

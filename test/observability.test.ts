@@ -19,7 +19,9 @@ const run = promisify(execFile)
 /** Every built mode, selected through DYN_* exactly as users do. */
 const modes: ReadonlyArray<{ name: string; request: string; response: string; env: Record<string, string> }> = [
   { name: "memory", request: "memory", response: "memory", env: { DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory" } },
-  { name: "http + memory", request: "http", response: "memory", env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "memory" } }
+  { name: "http + memory", request: "http", response: "memory", env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "memory" } },
+  { name: "http + tcp", request: "http", response: "tcp", env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "tcp" } },
+  { name: "memory + tcp", request: "memory", response: "tcp", env: { DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "tcp" } }
 ]
 
 const stack = (env: Record<string, string>) =>
@@ -147,6 +149,18 @@ describe("tracing", () => {
       }).pipe(Effect.provide(Layer.merge(stack(mode.env), otel)))
     })
   }
+
+  it.live("records nothing with DYN_METRICS=off", () =>
+    Effect.gen(function*() {
+      const server = yield* MetricsServer.make({ host: "127.0.0.1", port: 0 })
+      yield* Endpoint.serve("obs.nometrics.gen", (n: number) => Stream.range(1, n))
+      const client = yield* Endpoint.client<number, number>("obs.nometrics.gen")
+      const before = yield* scrape(server.url)
+      yield* Stream.runDrain(client.generate(2))
+      const after = yield* scrape(server.url)
+      const series = `transport_requests_total{transport="memory",plane="request"}`
+      expect(valueOf(after, series)).toBe(valueOf(before, series))
+    }).pipe(Effect.provide(stack({ DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory", DYN_METRICS: "off" }))))
 
   it.live("creates no span with DYN_TRACING=off", () => {
     const exporter = new InMemorySpanExporter()

@@ -153,3 +153,19 @@ export const initTransport = (transport: TransportId, plane: PlaneType): void =>
     errors({ transport, error_type: type }, `${transport}|${type}`).updateUnsafe(0, none)
   }
 }
+
+/** The recorders the Endpoint layer calls: the real ones, or no-ops when metrics are off. */
+export interface Recorders {
+  readonly recordRequest: typeof recordRequest
+  readonly recordError: typeof recordError
+  readonly streamDelta: typeof streamDelta
+  readonly recordServerRequest: typeof recordServerRequest
+}
+
+const noop = () => {}
+
+/** Recorders for `DYN_METRICS=on` (real) or `off` (no-ops). */
+export const recorders = (enabled: boolean): Recorders =>
+  enabled
+    ? { recordRequest, recordError, streamDelta, recordServerRequest }
+    : { recordRequest: noop, recordError: noop, streamDelta: noop, recordServerRequest: noop }
