@@ -5,7 +5,7 @@
 import * as http2 from "node:http2"
 import type { AddressInfo } from "node:net"
 import { H2CClient } from "undici"
-import { summarize, table, us } from "../src/cli/latency.ts"
+import { concurrentPromise, table, us } from "../src/cli/latency.ts"
 
 const i = process.argv.indexOf("--requests")
 const N = i >= 0 ? Number(process.argv[i + 1]) : 5000
@@ -40,21 +40,7 @@ const viaUndici = async () => {
   if (res.statusCode !== 202) throw new Error(String(res.statusCode))
 }
 
-const measure = async (once: () => Promise<void>, count: number, inFlight: number) => {
-  const samples: Array<number> = []
-  let next = 0
-  const t0 = performance.now()
-  await Promise.all(
-    Array.from({ length: inFlight }, async () => {
-      while (next++ < count) {
-        const s = performance.now()
-        await once()
-        samples.push(performance.now() - s)
-      }
-    })
-  )
-  return { rps: count / ((performance.now() - t0) / 1000), stats: summarize(samples) }
-}
+const measure = (once: () => Promise<void>, count: number, inFlight: number) => concurrentPromise(count, inFlight, once)
 
 const rows: Array<Array<string>> = []
 for (const [name, once] of [["node:http2", viaNode], ["undici H2CClient", viaUndici], ["node:http2 (again)", viaNode], ["undici H2CClient (again)", viaUndici]] as const) {

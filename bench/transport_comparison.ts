@@ -13,7 +13,7 @@ import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect, Layer, Stream } from "effect"
-import { concurrent, sequential, summarize, table, us } from "../src/cli/latency.ts"
+import { concurrent, concurrentPromise, sequential, table, us } from "../src/cli/latency.ts"
 import type { LatencyStats } from "../src/cli/latency.ts"
 import * as FileDiscovery from "../src/discovery/FileDiscovery.ts"
 import * as Endpoint from "../src/Endpoint.ts"
@@ -89,21 +89,7 @@ const runRaw = async (): Promise<Row> => {
       stream.on("error", reject)
       stream.end(JSON.stringify({ port, subject, n: ITEMS, size: SIZE }))
     })
-  const measure = async (count: number, inFlight: number) => {
-    const samples: Array<number> = []
-    const t0 = performance.now()
-    let next = 0
-    await Promise.all(
-      Array.from({ length: inFlight }, async () => {
-        while (next++ < count) {
-          const s = performance.now()
-          await once()
-          samples.push(performance.now() - s)
-        }
-      })
-    )
-    return { rps: count / ((performance.now() - t0) / 1000), stats: summarize(samples) }
-  }
+  const measure = (count: number, inFlight: number) => concurrentPromise(count, inFlight, once)
   await measure(200, 1)
   const seq = await measure(REQUESTS, 1)
   const c64 = await measure(REQUESTS * 2, IN_FLIGHT)

@@ -55,6 +55,30 @@ export const concurrent = <E, R>(
     return { rps: count / elapsed, stats: summarize(samples) }
   })
 
+/**
+ * The Promise form of `concurrent`, for raw baselines written without Effect: runs `once`
+ * `count` times with `inFlight` at a time.
+ */
+export const concurrentPromise = async (
+  count: number,
+  inFlight: number,
+  once: () => Promise<void>
+): Promise<{ readonly rps: number; readonly stats: LatencyStats }> => {
+  const samples: Array<number> = []
+  const t0 = performance.now()
+  let next = 0
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (next++ < count) {
+        const s = performance.now()
+        await once()
+        samples.push(performance.now() - s)
+      }
+    })
+  )
+  return { rps: count / ((performance.now() - t0) / 1000), stats: summarize(samples) }
+}
+
 /** Formats microseconds for a table. */
 export const us = (n: number): string => (n >= 10_000 ? `${(n / 1000).toFixed(1)} ms` : `${n.toFixed(0)} µs`)
 
