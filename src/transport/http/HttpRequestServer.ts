@@ -17,7 +17,7 @@ import { Effect } from "effect"
 import type { Scope } from "effect"
 import { decodeRequestMessage } from "../../codec/RequestMessage.ts"
 import { instanceSubject } from "../../RequestPlane.ts"
-import type { RequestHandler, RequestHeaders, RequestPlaneServer } from "../../RequestPlane.ts"
+import type { RequestHandler, RequestPlaneServer } from "../../RequestPlane.ts"
 import { TransportProtocolError } from "../../TransportError.ts"
 import type { TransportConnectionError } from "../../TransportError.ts"
 import { advertisedHost, hostPort, listen } from "../net.ts"
@@ -33,23 +33,10 @@ export interface HttpRequestServerOptions {
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 
-type AnyRequest = http.IncomingMessage | http2.Http2ServerRequest
-type AnyResponse = http.ServerResponse | http2.Http2ServerResponse
+const TRACE_HEADERS = ["traceparent", "tracestate", "x-request-id"] as const
 
-const sendJson = (res: AnyResponse, status: number, body: Record<string, unknown>) => {
-  const text = JSON.stringify(body)
-  ;(res as http.ServerResponse).writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) })
-  ;(res as http.ServerResponse).end(text)
-}
-
-const traceHeaders = (req: AnyRequest): RequestHeaders => {
-  const out: Record<string, string> = {}
-  for (const name of ["traceparent", "tracestate", "x-request-id"]) {
-    const value = req.headers[name]
-    if (typeof value === "string") out[name] = value
-  }
-  return out
-}
+const single = (value: string | ReadonlyArray<string> | undefined): string | undefined =>
+  typeof value === "string" ? value : value?.[0]
 
 /**
  * Builds the server. It listens on the first `register` and stops when the scope that
@@ -62,50 +49,88 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
     const prefix = `${root}/`
     const sockets = new Set<net.Socket>()
 
-    const onRequest = (req: AnyRequest, res: AnyResponse) => {
-      const url = req.url ?? "/"
+    // One exchange, whichever HTTP version carries it.
+    const onExchange = (
+      method: string | undefined,
+      url: string,
+      header: (name: string) => string | undefined,
+      body: NodeJS.ReadableStream,
+      respond: (status: number, json?: Record<string, unknown>) => void
+    ) => {
       const q = url.indexOf("?")
       const path = q < 0 ? url : url.slice(0, q)
-      if (!path.startsWith(prefix)) return sendJson(res, 404, { error: "not found", path })
+      if (!path.startsWith(prefix)) return respond(404, { error: "not found", path })
       const subject = decodeURIComponent(path.slice(prefix.length))
       const handler = handlers.get(subject)
-      if (handler === undefined) return sendJson(res, 404, { error: "endpoint not found", endpoint: subject })
-      if (req.method !== "POST") return sendJson(res, 405, { error: "method not allowed: use POST", endpoint: subject })
-      const declared = Number(req.headers["content-length"] ?? "0")
+      if (handler === undefined) return respond(404, { error: "endpoint not found", endpoint: subject })
+      if (method !== "POST") return respond(405, { error: "method not allowed: use POST", endpoint: subject })
+      const declared = Number(header("content-length") ?? "0")
       if (declared > options.maxMessageSize) {
-        return sendJson(res, 413, { error: `request of ${declared} bytes exceeds ${options.maxMessageSize}`, endpoint: subject })
+        return respond(413, { error: `request of ${declared} bytes exceeds ${options.maxMessageSize}`, endpoint: subject })
       }
       const chunks: Array<Buffer> = []
       let size = 0
       let refused = false
-      req.on("data", (chunk: Buffer) => {
+      body.on("data", (chunk: Buffer) => {
         if (refused) return
         size += chunk.length
         if (size > options.maxMessageSize) {
           refused = true
-          sendJson(res, 413, { error: `request exceeds ${options.maxMessageSize} bytes`, endpoint: subject })
+          respond(413, { error: `request exceeds ${options.maxMessageSize} bytes`, endpoint: subject })
           return
         }
         chunks.push(chunk)
       })
-      req.on("end", () => {
+      body.on("end", () => {
         if (refused) return
-        const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
-        const decoded = decodeRequestMessage(body, { maxMessageSize: options.maxMessageSize, target: subject, transport: "http" })
+        const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
+        const decoded = decodeRequestMessage(bytes, { maxMessageSize: options.maxMessageSize, target: subject, transport: "http" })
         if (decoded instanceof TransportProtocolError) {
-          return sendJson(res, 400, { error: decoded.message, reason: decoded.reason, endpoint: subject })
+          return respond(400, { error: decoded.message, reason: decoded.reason, endpoint: subject })
         }
-        const headers = traceHeaders(req)
-        ;(res as http.ServerResponse).writeHead(202, { "content-length": 0 })
-        ;(res as http.ServerResponse).end()
+        const headers: Record<string, string> = {}
+        for (const name of TRACE_HEADERS) {
+          const value = header(name)
+          if (value !== undefined) headers[name] = value
+        }
+        respond(202)
         // The ack is out; the handler runs after it.
         handler({ control: decoded.control, payload: decoded.payload, headers })
       })
-      req.on("error", () => {})
+      body.on("error", () => {})
     }
 
-    const h1 = http.createServer({ keepAlive: true, noDelay: true }, onRequest)
-    const h2 = http2.createServer({}, onRequest as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void)
+    const h1 = http.createServer({ keepAlive: true, noDelay: true }, (req, res) =>
+      onExchange(req.method, req.url ?? "/", (name) => single(req.headers[name]), req, (status, json) => {
+        if (json === undefined) {
+          res.writeHead(status, { "content-length": 0 })
+          res.end()
+        } else {
+          const text = JSON.stringify(json)
+          res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) })
+          res.end(text)
+        }
+      }))
+    // HTTP/2 through the stream API (lighter than the compatibility API).
+    const h2 = http2.createServer({})
+    h2.on("stream", (stream, headers) => {
+      stream.on("error", () => {})
+      onExchange(
+        single(headers[":method"]),
+        single(headers[":path"]) ?? "/",
+        (name) => single(headers[name]),
+        stream,
+        (status, json) => {
+          if (stream.destroyed || stream.closed) return
+          if (json === undefined) {
+            stream.respond({ ":status": status }, { endStream: true })
+          } else {
+            stream.respond({ ":status": status, "content-type": "application/json" })
+            stream.end(JSON.stringify(json))
+          }
+        }
+      )
+    })
     h2.on("sessionError", () => {})
 
     // Sniff each connection: the HTTP/2 preface goes to h2, anything else to HTTP/1.1.
