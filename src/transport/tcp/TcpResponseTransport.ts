@@ -3,8 +3,12 @@
  * `TcpStreamServer` and the worker's `TcpStreamClient`, built from `TransportConfig` and
  * registered in the `TransportRegistry` as transport "tcp" on the response plane.
  *
- * What it does: `make` builds both sides from settings (scoped: the listener and every socket
- * close with the scope); `layer` / `layerWith` register them for the layer's life.
+ * What it does: `make` builds both sides from settings (scoped: the listener, the worker's
+ * connection pool and every socket close with the scope); `layer` / `layerWith` register them for
+ * the layer's life. `DYN_TCP_POOL_ENABLED=true` switches the router's server to handing out
+ * pooled, multiplexed call-home info (response mux v1); the worker's client understands both
+ * kinds whatever the flag says, and serves mux streams from its `TcpResponseConnectionPool`
+ * (configured by `DYN_TCP_POOL_*`).
  *
  * What it does not do: the request plane, or pick itself: selection is the registry's job
  * (priority 10 by default, above the in-memory transport's 0).
@@ -15,21 +19,24 @@
  */
 import { Effect, Layer } from "effect"
 import type { Scope } from "effect"
-import type { ResponsePlaneServer } from "../../ResponsePlane.ts"
 import type { TransportCapabilities, TransportRegistration } from "../../Transport.ts"
 import { TransportConfig } from "../../TransportConfig.ts"
 import type { TransportSettings } from "../../TransportConfig.ts"
 import { TransportRegistry } from "../../TransportRegistry.ts"
+import * as TcpResponseConnectionPool from "./pool/TcpResponseConnectionPool.ts"
 import * as TcpStreamClient from "./TcpStreamClient.ts"
 import * as TcpStreamServer from "./TcpStreamServer.ts"
 
 /** The default registration priority of the TCP response transport. */
 export const DEFAULT_PRIORITY = 10
 
-/** The capabilities of the call-home plane: streaming, one connection per stream, one way. */
-export const capabilities = (maxMessageSize: number): TransportCapabilities => ({
+/**
+ * The capabilities of the call-home plane: streaming, one way; one connection per stream, or
+ * persistent pooled connections when `pooled`.
+ */
+export const capabilities = (maxMessageSize: number, pooled = false): TransportCapabilities => ({
   streaming: true,
-  persistent_connections: false,
+  persistent_connections: pooled,
   bidirectional: false,
   max_message_size: maxMessageSize
 })
@@ -38,17 +45,17 @@ export const capabilities = (maxMessageSize: number): TransportCapabilities => (
 export interface TcpResponseTransport {
   readonly registration: TransportRegistration
   readonly client: TcpStreamClient.TcpStreamClient
-  readonly server: ResponsePlaneServer
+  readonly server: TcpStreamServer.TcpStreamServer
 }
 
 /** Options of `make` and `layerWith`, beyond the settings. */
 export interface TcpResponseTransportOptions {
   /** Registration priority (default `DEFAULT_PRIORITY`). */
   readonly priority?: number | undefined
-  /** Client options that the settings do not cover (connect timeout, flush strategy). */
+  /** Client options that the settings do not cover (connect timeout, flush strategy, pool extras such as small test durations). */
   readonly client?: Omit<TcpStreamClient.TcpStreamClientOptions, "maxMessageSize"> | undefined
   /** Server options that the settings do not cover (sentinel and handshake timeouts). */
-  readonly server?: Pick<TcpStreamServer.TcpStreamServerOptions, "sentinelTimeoutMs" | "handshakeTimeoutMs"> | undefined
+  readonly server?: Pick<TcpStreamServer.TcpStreamServerOptions, "sentinelTimeoutMs" | "handshakeTimeoutMs" | "frontendServerId"> | undefined
 }
 
 /** Builds client and server from `settings` (tcpResponse.*, tcpMaxMessageSize) without a registry. */
@@ -63,14 +70,20 @@ export const make = (
       advertiseHost: settings.tcpResponse.advertiseHost,
       callHomeTimeoutMs: settings.tcpResponse.callHomeTimeoutMs,
       maxMessageSize: settings.tcpMaxMessageSize,
+      mux: settings.tcpPool.enabled,
       ...options.server
     })
-    const client = yield* TcpStreamClient.make({ ...options.client, maxMessageSize: settings.tcpMaxMessageSize })
+    const { maxMessageSize: _, ...pool } = TcpResponseConnectionPool.optionsFromSettings(settings)
+    const client = yield* TcpStreamClient.make({
+      ...options.client,
+      maxMessageSize: settings.tcpMaxMessageSize,
+      pool: { ...pool, ...options.client?.pool }
+    })
     return {
       registration: {
         transport_id: "tcp",
         plane_type: "response",
-        capabilities: capabilities(settings.tcpMaxMessageSize),
+        capabilities: capabilities(settings.tcpMaxMessageSize, settings.tcpPool.enabled),
         priority: options.priority ?? DEFAULT_PRIORITY
       },
       client,

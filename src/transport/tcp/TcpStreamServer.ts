@@ -25,10 +25,26 @@
  * - `control("stop" | "kill")` writes a header-only frame with that JSON string, queued until
  *   the worker has called home.
  *
- * What it does not do: pooled/multiplexed connections (PROTOCOL.md section 7), TLS, request-plane
- * work, or backpressure towards the worker (the sink is called synchronously; a slow consumer
- * buffers in the sink). No Effect or fiber runs per frame or per chunk; Effect is used only to
- * start and stop the listener and to log refused connections.
+ * - With `mux` enabled (`DYN_TCP_POOL_ENABLED=true`), `open` hands out a `tcp_response_mux_v1`
+ *   ConnectionInfo instead (`{address, frontend_server_id, stream_id, context}`; the stream id
+ *   is the subject), and the same port also accepts pooled, multiplexed connections (response
+ *   mux v1, docs/protocol.md): the first frame tells them apart. A `{"kind": "response_mux",
+ *   "version": 1, "frontend_server_id", "connection_id"}` handshake naming this server switches
+ *   the socket to compact mux framing (`mux/MuxRouterConnection.ts`); many streams then share
+ *   it. A stream is claimed by its first frame, a Prologue carrying its id, and from there keeps
+ *   the one-shot semantics: the prologue's error, items as one `onItems` batch per chunk, End (or
+ *   a `complete_final` body) ends it, the in-band error body fails it with a HandlerError, a
+ *   worker's Reset fails it with "StreamEndedEarly", `control` sends Stop/Kill frames, and
+ *   `close()` before the end sends a Reset. A bad body fails that stream only (TransportProtocolError,
+ *   and a Reset to the worker); a Prologue for an unknown or already-served stream is answered
+ *   with a Reset. When a mux connection closes or breaks the framing, every stream on it fails at
+ *   once (TransportConnectionError "StreamEndedEarly", or the TransportProtocolError). A stream
+ *   opened in mux mode may also be claimed by a one-shot handshake whose subject is its stream id.
+ *
+ * What it does not do: pooling (that is the worker's side: pool/TcpResponseConnectionPool.ts),
+ * TLS, request-plane work, or backpressure towards the worker beyond the mux credits (the sink is
+ * called synchronously; a slow consumer buffers in the sink). No Effect or fiber runs per frame or
+ * per chunk; Effect is used only to start and stop the listener and to log refused connections.
  */
 import * as net from "node:net"
 import { Effect } from "effect"
@@ -36,7 +52,8 @@ import type { Scope } from "effect"
 import { payloadCodec } from "../../codec/PayloadCodec.ts"
 import type { PayloadCodec } from "../../codec/PayloadCodec.ts"
 import { decodeStreamBody } from "../../codec/RequestMessage.ts"
-import { encodeHeaderOnlyJson, makeDecoder } from "../../codec/TwoPartCodec.ts"
+import { MuxKind, uuidFromStreamId } from "../../codec/MuxCodec.ts"
+import { encodeHeaderOnlyJson, FRAME_PREFIX_SIZE, makeDecoder } from "../../codec/TwoPartCodec.ts"
 import { tcpConnectionInfo } from "../../ConnectionInfo.ts"
 import type { PendingStream, ResponsePlaneServer, ResponseSink } from "../../ResponsePlane.ts"
 import {
@@ -47,6 +64,8 @@ import {
 } from "../../TransportError.ts"
 import type { TransportError } from "../../TransportError.ts"
 import { advertisedHost, hostPort } from "../net.ts"
+import { MuxRouterConnection } from "./mux/MuxRouterConnection.ts"
+import { encodeResetPayload, isMuxHandshake, muxConnectionInfo, parseMuxHandshake } from "./mux/MuxProtocol.ts"
 
 /** Options of the call-home stream server. */
 export interface TcpStreamServerOptions {
@@ -64,6 +83,24 @@ export interface TcpStreamServerOptions {
   readonly sentinelTimeoutMs?: number | undefined
   /** How long an accepted socket may take to send its handshake frame (default 10000 ms, as Dynamo). */
   readonly handshakeTimeoutMs?: number | undefined
+  /**
+   * Pooled, multiplexed call-home (`DYN_TCP_POOL_ENABLED`): hand out `tcp_response_mux_v1`
+   * ConnectionInfo and accept mux connections too. Off by default: exactly the one-shot server.
+   */
+  readonly mux?: boolean | undefined
+  /** This server's `frontend_server_id` in mux mode (default: a fresh uuid v4). */
+  readonly frontendServerId?: string | undefined
+}
+
+/** The call-home server, with a view of its pooled (mux) connections. */
+export interface TcpStreamServer extends ResponsePlaneServer {
+  /** Accepted mux connections open now. */
+  readonly muxConnectionCount: () => number
+  /**
+   * Resets every accepted mux connection, as a crashed router would (their streams fail with
+   * "StreamEndedEarly"). For tests and failure drills.
+   */
+  readonly dropMuxConnections: () => void
 }
 
 /** Default bound on the wait for the sentinel after `complete_final`. */
@@ -100,6 +137,11 @@ interface Entry {
   /** `close()` was called. */
   closed: boolean
   socket: net.Socket | undefined
+  /** The mux connection carrying the stream, once a Prologue claimed it (mux mode). */
+  mux: MuxRouterConnection<Entry> | undefined
+  /** The stream's key on `mux`, and its 16 id bytes (mux mode). */
+  muxKey: string
+  idBytes: Uint8Array | undefined
   /** The socket has closed. */
   gone: boolean
   batch: Array<unknown>
@@ -133,6 +175,9 @@ const parseJson = (bytes: Uint8Array): unknown => {
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v)
 
+/** Thrown out of the TwoPartCodec decoder's frame handler to stop it at a mux handshake. */
+const MUX_SWITCH: unique symbol = Symbol("MUX_SWITCH")
+
 const preview = (bytes: Uint8Array): string => {
   const text = textDecoder.decode(bytes.subarray(0, 64))
   return JSON.stringify(bytes.length > 64 ? `${text}...` : text)
@@ -143,7 +188,7 @@ const preview = (bytes: Uint8Array): string => {
  * with all its sockets, when the scope closes; streams still open then fail with
  * TransportConnectionError "ConnectionClosed".
  */
-export const make = (options: TcpStreamServerOptions): Effect.Effect<ResponsePlaneServer, never, Scope.Scope> =>
+export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamServer, never, Scope.Scope> =>
   Effect.gen(function*() {
     const context = yield* Effect.context<never>()
     const runSync = Effect.runSyncWith(context)
@@ -155,6 +200,8 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<ResponsePla
       }
     }
 
+    const muxEnabled = options.mux === true
+    const frontendServerId = options.frontendServerId ?? crypto.randomUUID()
     const sentinelTimeoutMs = options.sentinelTimeoutMs ?? DEFAULT_SENTINEL_TIMEOUT_MS
     const handshakeTimeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS
     const bindTarget = hostPort(options.host, options.port)
@@ -308,6 +355,10 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<ResponsePla
       let entry: Entry | undefined
       let refused = false
       let lastError: Error | undefined
+      /** Bytes received before the current chunk, while no handshake has been accepted. */
+      let received = 0
+      let chunkStart = 0
+      let muxHandshake: { readonly connectionId: string; readonly end: number } | undefined
 
       const refuse = (why: string) => {
         refused = true
@@ -320,6 +371,17 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<ResponsePla
         if (refused) return
         // The handshake: header-only {"subject": "<uuid>", "stream_type": "response"}.
         const v = header.length > 0 && body.length === 0 ? parseJson(header) : NOT_JSON
+        if (muxEnabled && isRecord(v) && isMuxHandshake(v)) {
+          // Response mux v1: {"kind": "response_mux", "version": 1, "frontend_server_id", "connection_id"}.
+          const h = parseMuxHandshake(v)
+          if (typeof h === "string") return refuse(`bad mux handshake: ${h}`)
+          if (h.frontendServerId !== frontendServerId) {
+            return refuse(`mux handshake for frontend_server_id ${h.frontendServerId}, this server is ${frontendServerId}`)
+          }
+          // Stop the TwoPartCodec decoder here: the bytes after this frame are compact mux frames.
+          muxHandshake = { connectionId: h.connectionId, end: FRAME_PREFIX_SIZE + header.length }
+          throw MUX_SWITCH
+        }
         if (!isRecord(v) || typeof v.subject !== "string" || v.stream_type !== "response") {
           return refuse(`bad handshake frame ${preview(header.length > 0 ? header : body)}`)
         }
@@ -343,7 +405,17 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<ResponsePla
       })
       socket.on("data", (chunk: Buffer) => {
         if (refused) return
-        const error = decoder.decode(chunk, onFrame)
+        let error: TransportProtocolError | undefined
+        if (entry === undefined && muxEnabled) {
+          chunkStart = received
+          received += chunk.length
+          try {
+            error = decoder.decode(chunk, onFrame)
+          } catch (thrown) {
+            if (thrown !== MUX_SWITCH || muxHandshake === undefined) throw thrown
+            return switchToMux(socket, remote, muxHandshake.connectionId, chunk.subarray(muxHandshake.end - chunkStart))
+          }
+        } else error = decoder.decode(chunk, onFrame)
         const e = entry
         if (e === undefined) {
           if (error !== undefined && !refused) refuse(error.message)
@@ -380,6 +452,180 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<ResponsePla
         }
         e.phase = CLOSED
       })
+    }
+
+    // ---- mux connections (response mux v1) ---------------------------------------------------
+
+    /** Streams of the current chunk with items to hand over. */
+    let dirty: Array<Entry> = []
+
+    const muxForget = (e: Entry) => {
+      e.mux?.forget(e.muxKey)
+    }
+
+    /** Ends a claimed mux stream on our side and tells the worker (unless its connection is gone). */
+    const muxReset = (e: Entry, reason: string) => {
+      const conn = e.mux
+      if (conn === undefined) return
+      conn.send(MuxKind.Reset, e.idBytes!, encodeResetPayload(reason))
+      conn.forget(e.muxKey)
+    }
+
+    const muxProtocolFailure = (e: Entry, error: TransportProtocolError) => {
+      flush(e)
+      e.phase = CLOSED
+      fail(e, error)
+      muxReset(e, `protocol error: ${error.detail ?? error.reason}`)
+    }
+
+    const muxComplete = (e: Entry) => {
+      flush(e)
+      e.phase = CLOSED
+      if (settle(e)) e.sink.onEnd()
+      muxForget(e)
+    }
+
+    /** A Prologue for a stream this connection does not carry yet: claim it, then start or fail it. */
+    const muxClaim = (conn: MuxRouterConnection<Entry>, key: string, streamId: Uint8Array, payload: Uint8Array) => {
+      const subject = uuidFromStreamId(streamId)
+      const e = entries.get(subject)
+      if (e === undefined || e.phase !== WAITING) {
+        logDebug("refused mux stream", { remote: conn.remote, stream: subject, reason: "unknown or already-served stream id" })
+        conn.send(MuxKind.Reset, streamId.slice(), encodeResetPayload("unknown or already-served stream id"))
+        return
+      }
+      clearTimeout(e.callHomeTimer)
+      e.callHomeTimer = undefined
+      e.mux = conn
+      e.muxKey = key
+      e.idBytes = streamId.slice()
+      e.phase = PROLOGUE
+      conn.streams.set(key, e)
+      if (e.controls.length > 0) {
+        const queued = e.controls.splice(0)
+        for (const m of queued) conn.send(m === "stop" ? MuxKind.Stop : MuxKind.Kill, e.idBytes)
+      }
+      if (sameBytes(payload, PROLOGUE_OK_BYTES)) {
+        e.phase = STREAMING
+        if (!e.settled) e.sink.onStart?.()
+        return
+      }
+      const v = parseJson(payload)
+      if (!isRecord(v)) return muxProtocolFailure(e, protocolError(e, "MalformedFrame", `prologue is not a JSON object: ${preview(payload)}`))
+      const error = v.error
+      if (error === undefined || error === null) {
+        e.phase = STREAMING
+        if (!e.settled) e.sink.onStart?.()
+        return
+      }
+      if (typeof error !== "string") {
+        return muxProtocolFailure(e, protocolError(e, "MalformedFrame", `prologue error is not a string: ${preview(payload)}`))
+      }
+      e.phase = CLOSED
+      fail(e, new HandlerError({ endpoint: e.endpoint, requestId: e.requestId, detail: error, phase: "prologue" }))
+      muxForget(e)
+    }
+
+    const onMuxFrame = (conn: MuxRouterConnection<Entry>, kind: MuxKind, key: string, streamId: Uint8Array, payload: Uint8Array) => {
+      const e = conn.streams.get(key)
+      if (e === undefined) {
+        // A stream's first frame claims it; frames of streams already finished are dropped.
+        if (kind === MuxKind.Prologue) muxClaim(conn, key, streamId, payload)
+        return
+      }
+      switch (kind) {
+        case MuxKind.Data: {
+          if (e.phase !== STREAMING) return
+          conn.grant(key, e.idBytes!, payload.length)
+          if (payload.length === 0) return
+          const r = decodeStreamBody(e.codec, payload, e.errorContext)
+          if (r instanceof TransportProtocolError) return muxProtocolFailure(e, r)
+          if (r._tag === "Item") {
+            if (e.batch.length === 0) dirty.push(e)
+            e.batch.push(r.data)
+            if (r.last) muxComplete(e)
+          } else if (r._tag === "Complete") {
+            muxComplete(e)
+          } else {
+            flush(e)
+            e.phase = CLOSED
+            fail(e, new HandlerError({ endpoint: e.endpoint, requestId: e.requestId, detail: r.message, phase: "stream" }))
+            muxForget(e)
+          }
+          return
+        }
+        case MuxKind.End:
+          if (e.phase === STREAMING) return muxComplete(e)
+          return muxProtocolFailure(e, protocolError(e, "UnexpectedMessage", "End before the stream's prologue"))
+        case MuxKind.Reset: {
+          // The worker abandoned the stream (after stop/kill, or shutting down).
+          flush(e)
+          e.phase = CLOSED
+          fail(
+            e,
+            new TransportConnectionError({
+              reason: "StreamEndedEarly",
+              transport: "tcp",
+              target: e.subject,
+              detail: STREAM_ENDED_EARLY,
+              cause: new Error(`the worker reset the stream: ${textDecoder.decode(payload)}`)
+            })
+          )
+          muxForget(e)
+          return
+        }
+        default:
+          // A second Prologue for a live stream.
+          return muxProtocolFailure(e, protocolError(e, "UnexpectedMessage", "a second prologue in a response stream"))
+      }
+    }
+
+    const onMuxChunkEnd = () => {
+      if (dirty.length === 0) return
+      const batch = dirty
+      dirty = []
+      for (const e of batch) flush(e)
+    }
+
+    const onMuxClose = (conn: MuxRouterConnection<Entry>, cause: Error | undefined) => {
+      sockets.delete(muxSockets.get(conn)!)
+      muxSockets.delete(conn)
+      const streams = [...conn.streams.values()]
+      conn.streams.clear()
+      if (streams.length > 0 || cause !== undefined) {
+        logDebug("mux connection closed", { remote: conn.remote, connection: conn.connectionId, streams: streams.length, cause: cause?.message })
+      }
+      for (const e of streams) {
+        e.gone = true
+        if (e.phase !== PROLOGUE && e.phase !== STREAMING) continue
+        flush(e)
+        e.phase = CLOSED
+        fail(
+          e,
+          cause instanceof TransportProtocolError
+            ? new TransportProtocolError({ reason: cause.reason, transport: "tcp", target: e.subject, detail: cause.detail, cause })
+            : new TransportConnectionError({ reason: "StreamEndedEarly", transport: "tcp", target: e.subject, detail: STREAM_ENDED_EARLY, cause })
+        )
+      }
+    }
+
+    const muxSockets = new Map<MuxRouterConnection<Entry>, net.Socket>()
+
+    /** Hands an accepted socket whose first frame was a mux handshake to a MuxRouterConnection. */
+    const switchToMux = (socket: net.Socket, remote: string, connectionId: string, rest: Uint8Array) => {
+      for (const event of ["data", "timeout", "error", "close"]) socket.removeAllListeners(event)
+      const conn = new MuxRouterConnection<Entry>({
+        socket,
+        remote,
+        connectionId,
+        maxMessageSize: options.maxMessageSize,
+        onFrame: onMuxFrame,
+        onChunkEnd: onMuxChunkEnd,
+        onClose: onMuxClose
+      })
+      muxSockets.set(conn, socket)
+      logDebug("accepted mux connection", { remote, connection: connectionId })
+      conn.start(rest)
     }
 
     // ---- the listener ----------------------------------------------------------------------
@@ -470,6 +716,9 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<ResponsePla
         settled: false,
         closed: false,
         socket: undefined,
+        mux: undefined,
+        muxKey: "",
+        idBytes: undefined,
         gone: false,
         batch: [],
         controls: [],
@@ -491,11 +740,14 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<ResponsePla
       }, options.callHomeTimeoutMs)
       entries.set(subject, e)
       return {
-        connectionInfo: tcpConnectionInfo({ address: advertised, subject, context: requestId, stream_type: "response" }),
+        connectionInfo: muxEnabled
+          ? muxConnectionInfo({ address: advertised, frontend_server_id: frontendServerId, stream_id: subject, context: requestId })
+          : tcpConnectionInfo({ address: advertised, subject, context: requestId, stream_type: "response" }),
         isDone: () => e.settled || e.gone || e.phase === CLOSED,
         control: (message) => {
           if (e.closed || e.phase >= SENTINEL) return
-          if (e.socket !== undefined) {
+          if (e.mux !== undefined) e.mux.send(message === "stop" ? MuxKind.Stop : MuxKind.Kill, e.idBytes!)
+          else if (e.socket !== undefined) {
             if (!e.socket.destroyed) e.socket.write(controlFrame(message))
           }
           else e.controls.push(message)
@@ -506,6 +758,13 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<ResponsePla
           e.settled = true
           clearTimeout(e.callHomeTimer)
           entries.delete(subject)
+          if (e.mux !== undefined) {
+            // A live mux stream is reset (the worker hears a disconnect); the connection stays.
+            if (e.phase === PROLOGUE || e.phase === STREAMING) muxReset(e, "cancelled by the router")
+            else muxForget(e)
+            e.phase = CLOSED
+            return
+          }
           const socket = e.socket
           if (socket === undefined || e.phase === SENTINEL) {
             // Waiting: nothing to close. After complete_final: the sentinel (or its timer) closes it.
@@ -522,14 +781,18 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<ResponsePla
       }
     }
 
-    const server_: ResponsePlaneServer = {
+    const server_: TcpStreamServer = {
       transport: "tcp",
       open: (openOptions) =>
         Effect.suspend(() =>
           address !== undefined && !shutDown
             ? Effect.succeed(openNow(address, openOptions))
             : Effect.flatMap(ensureListening, (advertised) => Effect.sync(() => openNow(advertised, openOptions)))
-        )
+        ),
+      muxConnectionCount: () => muxSockets.size,
+      dropMuxConnections: () => {
+        for (const socket of muxSockets.values()) socket.resetAndDestroy()
+      }
     }
     return server_
   })

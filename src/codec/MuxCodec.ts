@@ -1,0 +1,422 @@
+/**
+ * The compact frame of Dynamo's "response mux v1" (PROTOCOL.md section 7): the framing of a
+ * pooled, multiplexed call-home connection once its handshake is done.
+ *
+ * ```
+ * payload_len : u32 BE
+ * kind        : u8     1 Prologue, 2 Data, 3 End, 4 Stop, 5 Kill, 6 WindowUpdate, 7 Reset, 8 ConnectionAck
+ * flags       : u8     0
+ * reserved    : u16    0
+ * stream_id   : 16 bytes, the stream's UUID; the nil UUID only (and always) for ConnectionAck
+ * payload     : payload_len bytes
+ * ```
+ *
+ * What it does:
+ * - `encodeMuxFrame` / `encodeMuxHeader` / `encodeWindowUpdate` / `encodeConnectionAck` write
+ *   frames; `streamIdFromUuid` / `uuidFromStreamId` convert between UUID text and the 16 id bytes.
+ * - `makeMuxDecoder` returns a synchronous incremental decoder that takes any chunking and
+ *   validates every frame from its 24-byte header alone, before buffering a byte of its payload:
+ *   header + payload above `maxMessageSize` ("MessageTooLarge"), non-zero flags or reserved
+ *   bits, an unknown kind, a WindowUpdate payload that is not 4 bytes, a ConnectionAck payload
+ *   that is not 8 bytes, a payload on Stop, Kill or End, the nil UUID on anything but a
+ *   ConnectionAck and a non-nil UUID on a ConnectionAck (all "MalformedFrame"). Frames that sit
+ *   whole in one chunk are handed out as views, without copying; it counts the bytes it has
+ *   decoded (the offset a ConnectionAck reports).
+ * - `decodeMuxFrame` decodes exactly one complete frame from a buffer.
+ *
+ * What it does not do: interpret payloads beyond the two fixed-size kinds (Prologue, Data and
+ * Reset payloads are defined in docs/protocol.md and handled by the transport), the TwoPartCodec
+ * handshake that precedes this framing, flow control, I/O, or Effect. Errors are returned as
+ * `TransportProtocolError` values; no function here throws on any input bytes.
+ *
+ * Views handed out alias the caller's chunk (or the decoder's per-frame buffer): a caller that
+ * reuses its chunk buffers must copy what it keeps.
+ */
+import type { TransportId } from "../Transport.ts"
+import { TransportProtocolError } from "../TransportError.ts"
+
+/** Size of the fixed mux frame header: payload_len, kind, flags, reserved, stream_id. */
+export const MUX_HEADER_SIZE = 24
+
+/** Size of a stream id: one UUID. */
+export const STREAM_ID_SIZE = 16
+
+/** The frame kinds of response mux v1. */
+export const MuxKind = {
+  Prologue: 1,
+  Data: 2,
+  End: 3,
+  Stop: 4,
+  Kill: 5,
+  WindowUpdate: 6,
+  Reset: 7,
+  ConnectionAck: 8
+} as const
+
+/** A frame kind: 1 to 8. */
+export type MuxKind = (typeof MuxKind)[keyof typeof MuxKind]
+
+const KIND_NAMES = ["", "Prologue", "Data", "End", "Stop", "Kill", "WindowUpdate", "Reset", "ConnectionAck"] as const
+
+/** The name of a kind ("Data"), or "kind N" for a number that is not one. */
+export const kindName = (kind: number): string => (kind >= 1 && kind <= 8 ? KIND_NAMES[kind]! : `kind ${kind}`)
+
+/** The nil UUID: the stream id of every ConnectionAck, and of nothing else. */
+export const NIL_STREAM_ID: Uint8Array = new Uint8Array(STREAM_ID_SIZE)
+
+/** A decoded mux frame. `streamId` and `payload` are views (see the module comment). */
+export interface MuxFrame {
+  readonly kind: MuxKind
+  readonly streamId: Uint8Array
+  readonly payload: Uint8Array
+}
+
+/** Limits and error labels of a decoder. */
+export interface MuxDecoderOptions {
+  /** Largest accepted frame, header included (24 + payload_len). */
+  readonly maxMessageSize: number
+  /** Peer address named in errors. */
+  readonly target: string
+  /** The transport named in errors. */
+  readonly transport: TransportId
+}
+
+/** Receives each decoded frame; the views are valid as long as the chunk they alias. */
+export type MuxFrameHandler = (kind: MuxKind, streamId: Uint8Array, payload: Uint8Array) => void
+
+/** An incremental mux decoder; see `makeMuxDecoder`. */
+export interface MuxDecoder {
+  /**
+   * Feeds one chunk; calls `onFrame` for every frame it completes, in order. Returns the first
+   * protocol error, after which the decoder is dead and every later call returns that error.
+   * If `onFrame` throws, the exception propagates and the rest of that chunk is dropped.
+   */
+  decode(chunk: Uint8Array, onFrame: MuxFrameHandler): TransportProtocolError | undefined
+  /** Bytes of every complete frame decoded so far (headers included): a ConnectionAck's offset. */
+  bytesDecoded(): number
+  /** Bytes of a partial frame held so far (header bytes included). */
+  bufferedBytes(): number
+  /** True when no partial frame is buffered. */
+  isIdle(): boolean
+  /** The error that killed the decoder, if any. */
+  failure(): TransportProtocolError | undefined
+}
+
+const EMPTY = new Uint8Array(0)
+const TWO_32 = 4294967296
+
+const u32 = (b: Uint8Array, o: number): number =>
+  ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0
+
+const putU32 = (b: Uint8Array, o: number, v: number): void => {
+  b[o] = v >>> 24
+  b[o + 1] = (v >>> 16) & 0xff
+  b[o + 2] = (v >>> 8) & 0xff
+  b[o + 3] = v & 0xff
+}
+
+const isNil = (b: Uint8Array, o: number): boolean => {
+  for (let i = o; i < o + STREAM_ID_SIZE; i++) if (b[i] !== 0) return false
+  return true
+}
+
+const malformed = (options: MuxDecoderOptions, detail: string): TransportProtocolError =>
+  new TransportProtocolError({ reason: "MalformedFrame", transport: options.transport, target: options.target, detail })
+
+/**
+ * Validates the header at `src[o..o+24]`. Returns the error, or undefined when the frame is
+ * well-formed as far as its header can tell (which is everything but the payload bytes).
+ */
+const checkHeader = (src: Uint8Array, o: number, options: MuxDecoderOptions): TransportProtocolError | undefined => {
+  const len = u32(src, o)
+  const kind = src[o + 4]!
+  if (MUX_HEADER_SIZE + len > options.maxMessageSize) {
+    return new TransportProtocolError({
+      reason: "MessageTooLarge",
+      transport: options.transport,
+      target: options.target,
+      detail: `mux frame of ${MUX_HEADER_SIZE + len} bytes (24-byte header + payload_len ${len}) exceeds the maximum message size of ${options.maxMessageSize} bytes`
+    })
+  }
+  if (kind < 1 || kind > 8) return malformed(options, `unknown mux frame kind ${kind}`)
+  if (src[o + 5] !== 0) return malformed(options, `mux ${kindName(kind)} frame has flags ${src[o + 5]}, expected 0`)
+  if (src[o + 6] !== 0 || src[o + 7] !== 0) {
+    return malformed(options, `mux ${kindName(kind)} frame has reserved bits ${(src[o + 6]! << 8) | src[o + 7]!}, expected 0`)
+  }
+  const nil = isNil(src, o + 8)
+  switch (kind) {
+    case MuxKind.ConnectionAck:
+      if (len !== 8) return malformed(options, `mux ConnectionAck payload is ${len} bytes, expected 8`)
+      if (!nil) return malformed(options, "mux ConnectionAck carries a non-nil stream id")
+      return undefined
+    case MuxKind.WindowUpdate:
+      if (len !== 4) return malformed(options, `mux WindowUpdate payload is ${len} bytes, expected 4`)
+      break
+    case MuxKind.Stop:
+    case MuxKind.Kill:
+    case MuxKind.End:
+      if (len !== 0) return malformed(options, `mux ${kindName(kind)} frame carries a ${len}-byte payload, expected none`)
+      break
+  }
+  if (nil) return malformed(options, `mux ${kindName(kind)} frame has the nil stream id, which only a ConnectionAck may carry`)
+  return undefined
+}
+
+const writeHeader = (out: Uint8Array, kind: MuxKind, streamId: Uint8Array, payloadLen: number): void => {
+  putU32(out, 0, payloadLen)
+  out[4] = kind
+  // flags and reserved (bytes 5..8) stay 0: fresh allocation
+  out.set(streamId, 8)
+}
+
+/**
+ * The 24-byte header of a frame with this kind, stream id and payload length, for writers that
+ * send header and payload as separate buffers. The caller keeps the frame valid (see
+ * `makeMuxDecoder` for the rules); `streamId` must be 16 bytes.
+ */
+export const encodeMuxHeader = (kind: MuxKind, streamId: Uint8Array, payloadLen: number): Uint8Array => {
+  const out = new Uint8Array(MUX_HEADER_SIZE)
+  writeHeader(out, kind, streamId, payloadLen)
+  return out
+}
+
+/** Encodes one frame (header and payload in one buffer). An absent payload is empty. */
+export const encodeMuxFrame = (kind: MuxKind, streamId: Uint8Array, payload?: Uint8Array | undefined): Uint8Array => {
+  const len = payload === undefined ? 0 : payload.length
+  const out = new Uint8Array(MUX_HEADER_SIZE + len)
+  writeHeader(out, kind, streamId, len)
+  if (len > 0) out.set(payload!, MUX_HEADER_SIZE)
+  return out
+}
+
+/** A WindowUpdate granting `credits` (a u32) bytes to `streamId`. */
+export const encodeWindowUpdate = (streamId: Uint8Array, credits: number): Uint8Array => {
+  const out = new Uint8Array(MUX_HEADER_SIZE + 4)
+  writeHeader(out, MuxKind.WindowUpdate, streamId, 4)
+  putU32(out, MUX_HEADER_SIZE, credits >>> 0)
+  return out
+}
+
+/** A ConnectionAck reporting `offset` (a safe integer) cumulative bytes decoded. */
+export const encodeConnectionAck = (offset: number): Uint8Array => {
+  const out = new Uint8Array(MUX_HEADER_SIZE + 8)
+  writeHeader(out, MuxKind.ConnectionAck, NIL_STREAM_ID, 8)
+  putU32(out, MUX_HEADER_SIZE, Math.floor(offset / TWO_32))
+  putU32(out, MUX_HEADER_SIZE + 4, offset >>> 0)
+  return out
+}
+
+/** The credits of a WindowUpdate payload (exactly 4 bytes, as the decoder guarantees). */
+export const decodeWindowUpdate = (payload: Uint8Array): number => u32(payload, 0)
+
+/**
+ * The offset of a ConnectionAck payload (exactly 8 bytes, as the decoder guarantees). Offsets
+ * at or above 2^53 lose precision; a connection does not live that long.
+ */
+export const decodeConnectionAck = (payload: Uint8Array): number => u32(payload, 0) * TWO_32 + u32(payload, 4)
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"))
+
+/** The value of one hex digit's char code, or -1. */
+const hexDigit = (c: number): number =>
+  c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c >= 65 && c <= 70 ? c - 55 : -1
+
+/** The 16 bytes of a UUID in its text form (8-4-4-4-12 hex digits, any version, either case), or undefined if it is not one. */
+export const streamIdFromUuid = (uuid: string): Uint8Array | undefined => {
+  if (uuid.length !== 36) return undefined
+  const out = new Uint8Array(STREAM_ID_SIZE)
+  let o = 0
+  for (let i = 0; i < 36;) {
+    if (i === 8 || i === 13 || i === 18 || i === 23) {
+      if (uuid.charCodeAt(i) !== 45) return undefined
+      i++
+      continue
+    }
+    const hi = hexDigit(uuid.charCodeAt(i))
+    const lo = hexDigit(uuid.charCodeAt(i + 1))
+    if (hi < 0 || lo < 0) return undefined
+    out[o++] = (hi << 4) | lo
+    i += 2
+  }
+  return out
+}
+
+/** The lowercase text form of 16 stream id bytes. */
+export const uuidFromStreamId = (id: Uint8Array): string => {
+  let s = ""
+  for (let i = 0; i < STREAM_ID_SIZE; i++) {
+    s += HEX[id[i]!]!
+    if (i === 3 || i === 5 || i === 7 || i === 9) s += "-"
+  }
+  return s
+}
+
+/**
+ * A compact map key for 16 stream id bytes: one UTF-16 code unit per byte pair, so routing a
+ * frame to its stream costs an 8-character string and no hex formatting.
+ */
+export const streamKey = (id: Uint8Array): string => {
+  let s = ""
+  for (let i = 0; i < STREAM_ID_SIZE; i += 2) s += String.fromCharCode((id[i]! << 8) | id[i + 1]!)
+  return s
+}
+
+/**
+ * Decodes exactly one complete frame from `bytes`. Truncation and trailing bytes are
+ * "MalformedFrame"; every header rule of `makeMuxDecoder` applies. The parts returned are views.
+ */
+export const decodeMuxFrame = (bytes: Uint8Array, options: MuxDecoderOptions): MuxFrame | TransportProtocolError => {
+  if (bytes.length < MUX_HEADER_SIZE) {
+    return malformed(options, `truncated mux frame: ${bytes.length} bytes, shorter than the 24-byte header`)
+  }
+  const bad = checkHeader(bytes, 0, options)
+  if (bad !== undefined) return bad
+  const total = MUX_HEADER_SIZE + u32(bytes, 0)
+  if (bytes.length !== total) {
+    return malformed(
+      options,
+      bytes.length < total
+        ? `truncated mux frame: ${bytes.length} of ${total} bytes`
+        : `${bytes.length - total} trailing bytes after a ${total}-byte mux frame`
+    )
+  }
+  return {
+    kind: bytes[4] as MuxKind,
+    streamId: bytes.subarray(8, MUX_HEADER_SIZE),
+    payload: total === MUX_HEADER_SIZE ? EMPTY : bytes.subarray(MUX_HEADER_SIZE, total)
+  }
+}
+
+class IncrementalMuxDecoder implements MuxDecoder {
+  readonly options: MuxDecoderOptions
+  /** The current header, when it spans chunks or its payload does. */
+  readonly header = new Uint8Array(MUX_HEADER_SIZE)
+  headerFill = 0
+  /** The current payload buffer, when the payload spans chunks. */
+  payload: Uint8Array | undefined = undefined
+  payloadFill = 0
+  decoded = 0
+  error: TransportProtocolError | undefined = undefined
+
+  constructor(options: MuxDecoderOptions) {
+    this.options = options
+  }
+
+  bytesDecoded(): number {
+    return this.decoded
+  }
+
+  bufferedBytes(): number {
+    return this.payload === undefined ? this.headerFill : MUX_HEADER_SIZE + this.payloadFill
+  }
+
+  isIdle(): boolean {
+    return this.payload === undefined && this.headerFill === 0
+  }
+
+  failure(): TransportProtocolError | undefined {
+    return this.error
+  }
+
+  decode(chunk: Uint8Array, onFrame: MuxFrameHandler): TransportProtocolError | undefined {
+    if (this.error !== undefined) return this.error
+    const len = chunk.length
+    let off = 0
+    while (off < len) {
+      const payload = this.payload
+      if (payload !== undefined) {
+        // Continue a payload that spans chunks; its header is in this.header.
+        const n = Math.min(payload.length - this.payloadFill, len - off)
+        payload.set(chunk.subarray(off, off + n), this.payloadFill)
+        this.payloadFill += n
+        off += n
+        if (this.payloadFill < payload.length) break
+        this.payload = undefined
+        this.payloadFill = 0
+        this.decoded += MUX_HEADER_SIZE + payload.length
+        onFrame(this.header[4] as MuxKind, this.header.subarray(8, MUX_HEADER_SIZE), payload)
+        continue
+      }
+      if (this.headerFill === 0 && len - off >= MUX_HEADER_SIZE) {
+        // The header is whole in this chunk.
+        const bad = checkHeader(chunk, off, this.options)
+        if (bad !== undefined) return this.fail(bad)
+        const plen = u32(chunk, off)
+        const end = off + MUX_HEADER_SIZE + plen
+        if (end <= len) {
+          // Zero-copy: the whole frame is in this chunk.
+          this.decoded += MUX_HEADER_SIZE + plen
+          onFrame(
+            chunk[off + 4] as MuxKind,
+            chunk.subarray(off + 8, off + MUX_HEADER_SIZE),
+            plen === 0 ? EMPTY : chunk.subarray(off + MUX_HEADER_SIZE, end)
+          )
+          off = end
+          continue
+        }
+        this.header.set(chunk.subarray(off, off + MUX_HEADER_SIZE), 0)
+        off += MUX_HEADER_SIZE
+        if (!this.startPayload(plen, chunk, off)) return this.error
+        off = len
+        break
+      }
+      // Accumulate a header that spans chunks.
+      const n = Math.min(MUX_HEADER_SIZE - this.headerFill, len - off)
+      this.header.set(chunk.subarray(off, off + n), this.headerFill)
+      this.headerFill += n
+      off += n
+      if (this.headerFill < MUX_HEADER_SIZE) break
+      this.headerFill = 0
+      const bad = checkHeader(this.header, 0, this.options)
+      if (bad !== undefined) return this.fail(bad)
+      const plen = u32(this.header, 0)
+      if (plen === 0) {
+        this.decoded += MUX_HEADER_SIZE
+        onFrame(this.header[4] as MuxKind, this.header.subarray(8, MUX_HEADER_SIZE), EMPTY)
+        continue
+      }
+      if (len - off >= plen) {
+        this.decoded += MUX_HEADER_SIZE + plen
+        onFrame(this.header[4] as MuxKind, this.header.subarray(8, MUX_HEADER_SIZE), chunk.subarray(off, off + plen))
+        off += plen
+        continue
+      }
+      if (!this.startPayload(plen, chunk, off)) return this.error
+      off = len
+    }
+    return undefined
+  }
+
+  /** Buffers the start of a payload that spans chunks (its size already checked). */
+  private startPayload(plen: number, chunk: Uint8Array, off: number): boolean {
+    let buf: Uint8Array
+    try {
+      buf = new Uint8Array(plen)
+    } catch (cause) {
+      this.fail(new TransportProtocolError({
+        reason: "MessageTooLarge",
+        transport: this.options.transport,
+        target: this.options.target,
+        detail: `cannot allocate a ${plen}-byte mux payload buffer (max message size ${this.options.maxMessageSize})`,
+        cause
+      }))
+      return false
+    }
+    buf.set(chunk.subarray(off), 0)
+    this.payload = buf
+    this.payloadFill = chunk.length - off
+    return true
+  }
+
+  private fail(error: TransportProtocolError): TransportProtocolError {
+    this.error = error
+    this.payload = undefined
+    return error
+  }
+}
+
+/**
+ * A new incremental mux decoder. Synchronous and allocation-lean: one 24-byte header buffer for
+ * its lifetime, one exact-size buffer per payload that spans chunks, nothing else per frame.
+ */
+export const makeMuxDecoder = (options: MuxDecoderOptions): MuxDecoder => new IncrementalMuxDecoder(options)

@@ -1,0 +1,133 @@
+/**
+ * The parts of response mux v1 (PROTOCOL.md section 7, docs/protocol.md "Pooled, multiplexed
+ * call-home") that are JSON rather than compact frames, shared by the router's stream server and
+ * the worker's connection pool:
+ * - the `tcp_response_mux_v1` ConnectionInfo (`muxConnectionInfo` writes it, `parseMuxInfo`
+ *   checks it against the request id);
+ * - the connection handshake, a TwoPartCodec header-only frame (`encodeMuxHandshake`,
+ *   `parseMuxHandshake`);
+ * - the Prologue payload (`PROLOGUE_OK_PAYLOAD`, `encodeProloguePayload`);
+ * - the flow-control defaults.
+ *
+ * Pure data and (de)serialization: no I/O, no Effect. The compact framing is codec/MuxCodec.ts.
+ */
+import { streamIdFromUuid } from "../../../codec/MuxCodec.ts"
+import { encodeHeaderOnlyJson } from "../../../codec/TwoPartCodec.ts"
+import type { ConnectionInfo } from "../../../ConnectionInfo.ts"
+import { TransportProtocolError } from "../../../TransportError.ts"
+
+/** The `ConnectionInfo.transport` of a pooled, multiplexed call-home stream. */
+export const MUX_CONNECTION_TRANSPORT = "tcp_response_mux_v1"
+
+/** The handshake's `kind`. */
+export const MUX_HANDSHAKE_KIND = "response_mux"
+
+/** The only protocol version: the handshake's `version`. */
+export const MUX_VERSION = 1
+
+/** Default send window of one stream, in Data payload bytes (section 7: 256 KiB). */
+export const DEFAULT_STREAM_WINDOW = 256 * 1024
+/** Default send window of one connection, in frame bytes not yet acknowledged (section 7: 256 KiB). */
+export const DEFAULT_CONNECTION_WINDOW = 256 * 1024
+/** The router sends a credit update as soon as this many bytes are owed (section 7: 64 KiB). */
+export const CREDIT_UPDATE_BYTES = 64 * 1024
+/** ... or at the latest this long after the first byte it owes (section 7: 1 ms). */
+export const CREDIT_UPDATE_MS = 1
+
+/** The decoded `info` of a `tcp_response_mux_v1` ConnectionInfo. */
+export interface MuxConnectionInfo {
+  readonly address: string
+  readonly frontend_server_id: string
+  readonly stream_id: string
+  readonly context: string
+}
+
+/** Builds the wire ConnectionInfo of a mux stream, encoding `info` twice as `tcp_server` does. */
+export const muxConnectionInfo = (info: MuxConnectionInfo): ConnectionInfo => ({
+  transport: MUX_CONNECTION_TRANSPORT,
+  info: JSON.stringify({
+    address: info.address,
+    frontend_server_id: info.frontend_server_id,
+    stream_id: info.stream_id,
+    context: info.context
+  })
+})
+
+/** A checked mux ConnectionInfo: the address parts and the 16 stream id bytes. */
+export interface ParsedMuxInfo {
+  readonly address: string
+  readonly frontendServerId: string
+  readonly streamId: string
+  readonly streamIdBytes: Uint8Array
+}
+
+const badHandshake = (target: string, detail: string, cause?: unknown) =>
+  new TransportProtocolError({ reason: "BadHandshake", transport: "tcp", target, detail, cause })
+
+/**
+ * Checks a `tcp_response_mux_v1` ConnectionInfo: `info` is JSON text with an address string,
+ * UUIDs in `frontend_server_id` and `stream_id` (the nil UUID is refused for the stream), and a
+ * `context` equal to the request id. Returns the error naming what is wrong otherwise.
+ */
+export const parseMuxInfo = (connectionInfo: ConnectionInfo, requestId: string): ParsedMuxInfo | TransportProtocolError => {
+  let info: unknown
+  try {
+    info = JSON.parse(connectionInfo.info)
+  } catch (cause) {
+    return badHandshake(connectionInfo.info, "connection info is not JSON text", cause)
+  }
+  if (typeof info !== "object" || info === null || Array.isArray(info)) {
+    return badHandshake(connectionInfo.info, "connection info is not a JSON object")
+  }
+  const { address, frontend_server_id, stream_id, context } = info as Record<string, unknown>
+  if (typeof address !== "string") return badHandshake(connectionInfo.info, "connection info has no address string")
+  if (typeof frontend_server_id !== "string" || streamIdFromUuid(frontend_server_id) === undefined) {
+    return badHandshake(address, `frontend_server_id ${JSON.stringify(frontend_server_id)} is not a UUID`)
+  }
+  const bytes = typeof stream_id === "string" ? streamIdFromUuid(stream_id) : undefined
+  if (bytes === undefined || bytes.every((b) => b === 0)) {
+    return badHandshake(address, `stream_id ${JSON.stringify(stream_id)} is not a non-nil UUID`)
+  }
+  if (context !== requestId) {
+    return badHandshake(address, `context ${JSON.stringify(context)} is not the request id ${JSON.stringify(requestId)}`)
+  }
+  return { address, frontendServerId: frontend_server_id, streamId: stream_id as string, streamIdBytes: bytes }
+}
+
+/** The worker's first frame on a new mux connection (a TwoPartCodec header-only frame). */
+export const encodeMuxHandshake = (frontendServerId: string, connectionId: string): Uint8Array =>
+  encodeHeaderOnlyJson({ kind: MUX_HANDSHAKE_KIND, version: MUX_VERSION, frontend_server_id: frontendServerId, connection_id: connectionId })
+
+/** A checked handshake. */
+export interface MuxHandshake {
+  readonly frontendServerId: string
+  readonly connectionId: string
+}
+
+/**
+ * True when a decoded handshake header is a mux handshake (its `kind` is "response_mux"), as
+ * opposed to the one-shot `{"subject", "stream_type"}` handshake.
+ */
+export const isMuxHandshake = (value: Record<string, unknown>): boolean => value.kind === MUX_HANDSHAKE_KIND
+
+/** Checks a mux handshake: version 1 and two UUID strings. Returns what is wrong as text otherwise. */
+export const parseMuxHandshake = (value: Record<string, unknown>): MuxHandshake | string => {
+  if (value.version !== MUX_VERSION) return `unsupported response mux version ${JSON.stringify(value.version)} (this router speaks 1)`
+  const { frontend_server_id, connection_id } = value
+  if (typeof frontend_server_id !== "string" || streamIdFromUuid(frontend_server_id) === undefined) {
+    return `frontend_server_id ${JSON.stringify(frontend_server_id)} is not a UUID`
+  }
+  if (typeof connection_id !== "string" || connection_id === "") return `connection_id ${JSON.stringify(connection_id)} is not a string`
+  return { frontendServerId: frontend_server_id, connectionId: connection_id }
+}
+
+const textEncoder = new TextEncoder()
+
+/** The Prologue payload of a handler that started: `{"error":null}`. */
+export const PROLOGUE_OK_PAYLOAD: Uint8Array = textEncoder.encode(`{"error":null}`)
+
+/** The Prologue payload of a handler that could not start: `{"error":"<why>"}`. */
+export const encodeProloguePayload = (error: string): Uint8Array => textEncoder.encode(JSON.stringify({ error }))
+
+/** A Reset payload: the reason as UTF-8 text. */
+export const encodeResetPayload = (reason: string): Uint8Array => textEncoder.encode(reason)

@@ -1,0 +1,611 @@
+/**
+ * The worker's end of one pooled, multiplexed call-home connection (response mux v1,
+ * docs/protocol.md): the socket, the handshake, the streams it carries and their writers.
+ *
+ * What it does:
+ * - `connectMux` connects with TCP_NODELAY and TCP keepalive, sends the TwoPartCodec handshake
+ *   `{"kind": "response_mux", "version": 1, "frontend_server_id", "connection_id"}` and waits
+ *   for the router's ConnectionAck(0), all within `connectTimeoutMs`. Failures are typed and name
+ *   the target: TransportTimeoutError "ConnectTimeout", TransportConnectionError "ConnectFailed"
+ *   (refused, unreachable) or "Refused" (the router closed during the handshake: it does not
+ *   take mux connections, or the frontend_server_id is stale), TransportProtocolError
+ *   "BadHandshake" (anything but a ConnectionAck(0) first).
+ * - `openStream` returns a `ResponseWriter` with the one-shot writer's semantics over mux frames:
+ *   prologue → Prologue (`{"error": null}` or `{"error": msg}`, which ends the stream), items →
+ *   Data frames with the same codec-encoded bodies as one-shot data frames, `complete` → End,
+ *   `fail` → a Data frame with the in-band error body, `close` → Reset. The router's Stop/Kill
+ *   reach `onControl`; its Reset, a socket error or close, or a protocol error reach
+ *   `onDisconnect` of every stream still open, at once.
+ * - Write batching: every frame of every stream queued in one tick leaves in one socket write
+ *   (`process.nextTick`, or `setImmediate` with the "immediate" flush). No write is awaited.
+ * - Flow control: a Data frame goes out only within its stream's credit (initially
+ *   `streamWindow`, topped up by WindowUpdate) and the connection's (`connectionWindow` bytes
+ *   not yet covered by a ConnectionAck); otherwise it waits, in order, with the frames of its
+ *   stream queued behind it. A frame larger than a window goes out alone once nothing is
+ *   outstanding, so it never deadlocks.
+ * - A stream ends (its `onDone` runs, once) when its last frame has been queued for the socket,
+ *   or when the connection dies; the pool releases its lease then.
+ *
+ * What it does not do: pool, pick or replace connections (TcpResponseConnectionPool does), retry,
+ * or time anything but the connect/handshake bound and the linger after a graceful close.
+ */
+import * as net from "node:net"
+import { Effect } from "effect"
+import type { PayloadCodec } from "../../../codec/PayloadCodec.ts"
+import {
+  decodeConnectionAck,
+  decodeWindowUpdate,
+  encodeMuxHeader,
+  makeMuxDecoder,
+  MUX_HEADER_SIZE,
+  MuxKind,
+  streamKey
+} from "../../../codec/MuxCodec.ts"
+import type { MuxDecoder } from "../../../codec/MuxCodec.ts"
+import { encodeStreamError, encodeStreamItem } from "../../../codec/RequestMessage.ts"
+import type { ResponseWriter } from "../../../ResponsePlane.ts"
+import { TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../../TransportError.ts"
+import type { TransportError } from "../../../TransportError.ts"
+import { encodeMuxHandshake, encodeProloguePayload, encodeResetPayload, PROLOGUE_OK_PAYLOAD } from "../mux/MuxProtocol.ts"
+
+/** Options of one mux connection. */
+export interface MuxConnectionOptions {
+  readonly host: string
+  readonly port: number
+  /** "host:port": the pool's target, named in errors. */
+  readonly address: string
+  /** The router's frontend_server_id, sent in the handshake. */
+  readonly frontendServerId: string
+  /** Largest frame sent or accepted, header included. */
+  readonly maxMessageSize: number
+  /** Bound on connect + handshake + ConnectionAck. */
+  readonly connectTimeoutMs: number
+  /** TCP keepalive initial delay. */
+  readonly keepaliveMs: number
+  /** After a graceful close, how long to wait for the router's close before destroying. */
+  readonly lingerMs: number
+  /** Initial credit of each stream, in Data payload bytes. */
+  readonly streamWindow: number
+  /** Frame bytes that may be sent before a ConnectionAck covers them. */
+  readonly connectionWindow: number
+  /** When queued frames are flushed: "tick" (`process.nextTick`) or "immediate" (`setImmediate`). */
+  readonly flush: "tick" | "immediate"
+  /** Creation time on the pool's clock (ms), for max-lifetime rotation. */
+  readonly createdAt: number
+}
+
+/** What a connection tells its pool. */
+export interface MuxConnectionEvents {
+  /** The connection went from no stream to one (`busy`), or from one to none. */
+  readonly onUsage: (conn: MuxConnection, busy: boolean) => void
+  /**
+   * The socket has closed, after a successful handshake. `byUs` is true when `close`/`destroy`
+   * closed it; otherwise `error` says what happened (the router closed it, an error, bad bytes).
+   */
+  readonly onClose: (conn: MuxConnection, error: TransportError, byUs: boolean) => void
+}
+
+// Connection states.
+const HANDSHAKE = 0
+const OPEN = 1
+const CLOSING = 2 // close() called: no new streams, the socket is ending
+const CLOSED = 3
+
+// Stream states.
+const S_OPEN = 0
+const S_ENDING = 1 // its last frame is queued (or waiting for credit)
+const S_DONE = 2
+
+interface QueuedFrame {
+  readonly kind: MuxKind
+  readonly payload: Uint8Array | undefined
+}
+
+const textDecoder = new TextDecoder()
+
+/** One stream's writer on a mux connection. */
+class MuxStream implements ResponseWriter {
+  state = S_OPEN
+  credit: number
+  /** Frames waiting for credit, in order; undefined when none wait. */
+  pending: Array<QueuedFrame> | undefined = undefined
+  private controlReceiver: ((message: "stop" | "kill") => void) | undefined = undefined
+  private controls: Array<"stop" | "kill"> = []
+  private disconnectReceiver: ((error: TransportError) => void) | undefined = undefined
+  private disconnect: TransportError | undefined = undefined
+  readonly conn: MuxConnection
+  readonly key: string
+  readonly id: Uint8Array
+  readonly codec: PayloadCodec
+  readonly onDone: () => void
+
+  constructor(conn: MuxConnection, key: string, id: Uint8Array, codec: PayloadCodec, credit: number, onDone: () => void) {
+    this.conn = conn
+    this.key = key
+    this.id = id
+    this.codec = codec
+    this.credit = credit
+    this.onDone = onDone
+  }
+
+  prologue(error?: string): void {
+    if (this.state !== S_OPEN) return
+    if (error === undefined) this.conn.enqueue(this, MuxKind.Prologue, PROLOGUE_OK_PAYLOAD)
+    else {
+      this.conn.enqueue(this, MuxKind.Prologue, encodeProloguePayload(error))
+      this.conn.finish(this)
+    }
+  }
+
+  send(item: unknown): void {
+    if (this.state === S_OPEN) this.data(encodeStreamItem(this.codec, item))
+  }
+
+  sendAll(items: ReadonlyArray<unknown>): void {
+    if (this.state !== S_OPEN) return
+    const n = items.length
+    if (n === 1) return this.data(encodeStreamItem(this.codec, items[0]))
+    // Encode every item first, so a failure sends none of them.
+    const bodies = new Array<Uint8Array>(n)
+    for (let i = 0; i < n; i++) bodies[i] = encodeStreamItem(this.codec, items[i])
+    for (let i = 0; i < n; i++) this.data(bodies[i]!)
+  }
+
+  fail(message: string): void {
+    if (this.state !== S_OPEN) return
+    this.data(encodeStreamError(this.codec, message))
+    this.conn.finish(this)
+  }
+
+  complete(): void {
+    if (this.state !== S_OPEN) return
+    this.conn.enqueue(this, MuxKind.End, undefined)
+    this.conn.finish(this)
+  }
+
+  close(): void {
+    if (this.state !== S_OPEN) return
+    this.conn.enqueue(this, MuxKind.Reset, RESET_CLOSED)
+    this.conn.finish(this)
+  }
+
+  onControl(f: (message: "stop" | "kill") => void): void {
+    this.controlReceiver = f
+    if (this.controls.length > 0) {
+      const queued = this.controls
+      this.controls = []
+      for (const m of queued) f(m)
+    }
+  }
+
+  onDisconnect(f: (error: TransportError) => void): void {
+    this.disconnectReceiver = f
+    if (this.disconnect !== undefined) f(this.disconnect)
+  }
+
+  /** A Stop or Kill from the router. */
+  control(message: "stop" | "kill"): void {
+    if (this.state === S_DONE) return
+    if (this.controlReceiver !== undefined) this.controlReceiver(message)
+    else this.controls.push(message)
+  }
+
+  /** The stream is over without our finishing it: reports `error()` if it was still open. */
+  gone(error: () => TransportError): void {
+    if (this.state === S_DONE) return
+    const wasOpen = this.state === S_OPEN
+    this.state = S_DONE
+    this.pending = undefined
+    this.onDone()
+    if (!wasOpen) return
+    const e = error()
+    this.disconnect = e
+    const f = this.disconnectReceiver
+    if (f !== undefined) f(e)
+  }
+
+  private data(body: Uint8Array): void {
+    const size = MUX_HEADER_SIZE + body.length
+    if (size > this.conn.maxMessageSize) {
+      throw new TransportProtocolError({
+        reason: "MessageTooLarge",
+        transport: "tcp",
+        target: this.conn.address,
+        detail: `a ${size}-byte mux frame exceeds the maximum message size of ${this.conn.maxMessageSize} bytes`
+      })
+    }
+    this.conn.enqueue(this, MuxKind.Data, body)
+  }
+}
+
+const RESET_CLOSED = encodeResetPayload("closed by the worker")
+
+/** One pooled call-home connection to a router; see the module comment. */
+export class MuxConnection {
+  /** The connection id sent in the handshake. */
+  readonly id: string
+  /** "host:port" of the router. */
+  readonly address: string
+  readonly frontendServerId: string
+  /** Creation time on the pool's clock (ms). */
+  readonly createdAt: number
+  readonly maxMessageSize: number
+  /** Streams opened on this connection, ever. */
+  served = 0
+  /** When the pool got it ready (`performance.now()`): a stream acquired later reuses it. */
+  readyAt = Number.POSITIVE_INFINITY
+  /** Set by the pool once it has retired this connection (rotation, idle, invalid). */
+  retired = false
+  /** Set by the pool once it has counted this connection as a validation failure. */
+  counted = false
+  private state = HANDSHAKE
+  private byUs = false
+  private readonly socket: net.Socket
+  private readonly options: MuxConnectionOptions
+  private readonly events: MuxConnectionEvents
+  private readonly streams = new Map<string, MuxStream>()
+  private readonly decoder: MuxDecoder
+  private readonly schedule: (f: () => void) => void
+  private ready: ((error: TransportError | undefined) => void) | undefined
+  private out: Array<Uint8Array> = []
+  private outBytes = 0
+  private scheduled = false
+  /** Frame bytes written after the handshake, and the router's latest ConnectionAck offset. */
+  private sent = 0
+  private acked = 0
+  /** Streams with frames waiting for credit, in arrival order. */
+  private blocked: Array<MuxStream> = []
+  private lastError: Error | undefined = undefined
+  private failure: TransportError | undefined = undefined
+  private lingerTimer: ReturnType<typeof setTimeout> | undefined = undefined
+
+  constructor(
+    socket: net.Socket,
+    id: string,
+    options: MuxConnectionOptions,
+    events: MuxConnectionEvents,
+    ready: (error: TransportError | undefined) => void
+  ) {
+    this.socket = socket
+    this.id = id
+    this.address = options.address
+    this.frontendServerId = options.frontendServerId
+    this.createdAt = options.createdAt
+    this.maxMessageSize = options.maxMessageSize
+    this.options = options
+    this.events = events
+    this.ready = ready
+    this.schedule = options.flush === "immediate" ? setImmediate : process.nextTick
+    this.decoder = makeMuxDecoder({ maxMessageSize: options.maxMessageSize, target: options.address, transport: "tcp" })
+    socket.on("connect", () => {
+      socket.setNoDelay(true)
+      socket.setKeepAlive(true, options.keepaliveMs)
+      socket.write(encodeMuxHandshake(options.frontendServerId, id))
+    })
+    socket.on("data", (chunk: Buffer) => this.onData(chunk))
+    socket.on("error", (error) => {
+      this.lastError ??= error
+    })
+    socket.on("close", () => this.onSocketClose())
+  }
+
+  /** Streams open now. */
+  streamCount(): number {
+    return this.streams.size
+  }
+
+  /**
+   * Why this connection cannot take a new stream, or undefined when it can: the pool's
+   * validation before lending (not destroyed, not half-closed, not closing).
+   */
+  problem(): string | undefined {
+    const socket = this.socket
+    if (this.state === CLOSED || socket.destroyed) return "the socket is destroyed"
+    if (socket.readableEnded) return "the router half-closed the connection"
+    if (!socket.writable || socket.writableEnded) return "the socket is not writable"
+    if (this.state !== OPEN) return "the connection is closing"
+    return undefined
+  }
+
+  /**
+   * Opens a stream with these 16 id bytes; `onDone` runs once when it ends. Returns a
+   * TransportProtocolError (after running `onDone`) if the connection already carries that id.
+   */
+  openStream(id: Uint8Array, codec: PayloadCodec, onDone: () => void): ResponseWriter | TransportProtocolError {
+    const key = streamKey(id)
+    if (this.streams.has(key)) {
+      onDone()
+      return new TransportProtocolError({ reason: "BadHandshake", transport: "tcp", target: this.address, detail: "the stream id is already open on this connection" })
+    }
+    const stream = new MuxStream(this, key, id, codec, this.options.streamWindow, onDone)
+    this.served++
+    this.streams.set(key, stream)
+    if (this.streams.size === 1) this.events.onUsage(this, true)
+    return stream
+  }
+
+  /** Closes gracefully: flushes, ends our side, and destroys after `lingerMs` at the latest. */
+  close(): void {
+    if (this.state === CLOSED || this.state === CLOSING) return
+    this.state = CLOSING
+    this.byUs = true
+    this.flush()
+    if (this.socket.destroyed) return
+    this.socket.end()
+    this.lingerTimer = setTimeout(() => this.socket.destroy(), this.options.lingerMs)
+    this.lingerTimer.unref?.()
+  }
+
+  /** Destroys the socket now; open streams report `error` (or a generic close) as a disconnect. */
+  destroy(error?: TransportError | undefined): void {
+    if (this.state === CLOSED) return
+    this.byUs = true
+    this.failure ??= error
+    this.socket.destroy()
+  }
+
+  // ---- writing ---------------------------------------------------------------------------
+
+  /** Queues a frame of `s`, or holds it back behind the stream's earlier frames or for credit. */
+  enqueue(s: MuxStream, kind: MuxKind, payload: Uint8Array | undefined): void {
+    if (s.pending !== undefined) {
+      s.pending.push({ kind, payload })
+      return
+    }
+    if (kind === MuxKind.Data && !this.canSend(s, payload!.length)) {
+      s.pending = [{ kind, payload }]
+      this.blocked.push(s)
+      return
+    }
+    this.write(s, kind, payload)
+  }
+
+  /** The stream has queued its last frame: it is done once nothing of it waits for credit. */
+  finish(s: MuxStream): void {
+    s.state = S_ENDING
+    if (s.pending === undefined) this.end(s)
+  }
+
+  private end(s: MuxStream): void {
+    s.state = S_DONE
+    this.streams.delete(s.key)
+    s.onDone()
+    if (this.streams.size === 0 && this.state !== CLOSED) this.events.onUsage(this, false)
+  }
+
+  private canSend(s: MuxStream, len: number): boolean {
+    const window = this.options.streamWindow
+    if (len > s.credit && s.credit < window) return false
+    const unacked = this.sent - this.acked
+    return unacked === 0 || unacked + MUX_HEADER_SIZE + len <= this.options.connectionWindow
+  }
+
+  private write(s: MuxStream, kind: MuxKind, payload: Uint8Array | undefined): void {
+    const len = payload === undefined ? 0 : payload.length
+    if (kind === MuxKind.Data) s.credit -= len
+    this.push(encodeMuxHeader(kind, s.id, len))
+    if (len > 0) this.push(payload!)
+    this.sent += MUX_HEADER_SIZE + len
+  }
+
+  /** Sends what credit now allows, stream by stream in the order they blocked. */
+  private drain(): void {
+    const blocked = this.blocked
+    let i = 0
+    while (i < blocked.length) {
+      const s = blocked[i]!
+      const pending = s.pending
+      if (pending === undefined) {
+        blocked.splice(i, 1)
+        continue
+      }
+      let k = 0
+      while (k < pending.length) {
+        const f = pending[k]!
+        if (f.kind === MuxKind.Data && !this.canSend(s, f.payload!.length)) break
+        this.write(s, f.kind, f.payload)
+        k++
+      }
+      if (k === pending.length) {
+        s.pending = undefined
+        blocked.splice(i, 1)
+        if (s.state === S_ENDING) this.end(s)
+      } else {
+        if (k > 0) pending.splice(0, k)
+        i++
+      }
+    }
+  }
+
+  private push(bytes: Uint8Array): void {
+    this.out.push(bytes)
+    this.outBytes += bytes.length
+    if (!this.scheduled) {
+      this.scheduled = true
+      this.schedule(this.flushBound)
+    }
+  }
+
+  private readonly flushBound = (): void => this.flush()
+
+  private flush(): void {
+    this.scheduled = false
+    const n = this.out.length
+    if (n === 0) return
+    const chunk = n === 1 ? this.out[0]! : Buffer.concat(this.out, this.outBytes)
+    this.out = []
+    this.outBytes = 0
+    if (this.state !== CLOSED && !this.socket.destroyed) this.socket.write(chunk)
+  }
+
+  // ---- reading ---------------------------------------------------------------------------
+
+  private onData(chunk: Buffer): void {
+    if (this.state === CLOSED) return
+    const error = this.decoder.decode(chunk, this.onFrame)
+    if (error !== undefined && this.state !== CLOSED) this.protocolFailure(error)
+  }
+
+  private readonly onFrame = (kind: MuxKind, streamId: Uint8Array, payload: Uint8Array): void => {
+    if (this.state === HANDSHAKE) {
+      if (kind !== MuxKind.ConnectionAck || decodeConnectionAck(payload) !== 0) {
+        return this.protocolFailure(
+          new TransportProtocolError({
+            reason: "BadHandshake",
+            transport: "tcp",
+            target: this.address,
+            detail: `expected ConnectionAck(0) after the mux handshake, got a ${kind === MuxKind.ConnectionAck ? "ConnectionAck with a non-zero offset" : `frame of kind ${kind}`}`
+          })
+        )
+      }
+      this.state = OPEN
+      const ready = this.ready
+      this.ready = undefined
+      ready?.(undefined)
+      return
+    }
+    switch (kind) {
+      case MuxKind.ConnectionAck: {
+        const offset = decodeConnectionAck(payload)
+        if (offset > this.acked) this.acked = offset
+        if (this.blocked.length > 0) this.drain()
+        return
+      }
+      case MuxKind.WindowUpdate: {
+        const s = this.streams.get(streamKey(streamId))
+        if (s === undefined) return
+        s.credit += decodeWindowUpdate(payload)
+        if (this.blocked.length > 0) this.drain()
+        return
+      }
+      case MuxKind.Stop:
+      case MuxKind.Kill:
+        this.streams.get(streamKey(streamId))?.control(kind === MuxKind.Stop ? "stop" : "kill")
+        return
+      case MuxKind.Reset: {
+        const s = this.streams.get(streamKey(streamId))
+        if (s === undefined) return
+        const reason = textDecoder.decode(payload)
+        this.removeBlocked(s)
+        this.streams.delete(s.key)
+        s.gone(() =>
+          new TransportConnectionError({ reason: "ConnectionClosed", transport: "tcp", target: this.address, detail: `the router reset the stream: ${reason}` })
+        )
+        if (this.streams.size === 0 && this.state !== CLOSED) this.events.onUsage(this, false)
+        return
+      }
+      default:
+        return this.protocolFailure(
+          new TransportProtocolError({
+            reason: "UnexpectedMessage",
+            transport: "tcp",
+            target: this.address,
+            detail: `the router sent a frame of kind ${kind}, which only a worker may send`
+          })
+        )
+    }
+  }
+
+  private removeBlocked(s: MuxStream): void {
+    if (s.pending === undefined) return
+    const i = this.blocked.indexOf(s)
+    if (i >= 0) this.blocked.splice(i, 1)
+  }
+
+  private protocolFailure(error: TransportProtocolError): void {
+    this.failure ??= error
+    this.socket.destroy()
+  }
+
+  private onSocketClose(): void {
+    const wasHandshaking = this.state === HANDSHAKE
+    this.state = CLOSED
+    clearTimeout(this.lingerTimer)
+    this.out = []
+    this.blocked = []
+    const error = this.failure ??
+      new TransportConnectionError({
+        reason: wasHandshaking ? "Refused" : "ConnectionClosed",
+        transport: "tcp",
+        target: this.address,
+        detail: wasHandshaking
+          ? `the router closed the connection during the mux handshake${this.lastError === undefined ? "" : `: ${this.lastError.message}`}`
+          : this.byUs
+          ? "the pooled call-home connection was closed"
+          : `the router closed the pooled call-home connection${this.lastError === undefined ? "" : `: ${this.lastError.message}`}`,
+        cause: this.lastError
+      })
+    if (wasHandshaking) {
+      const ready = this.ready
+      this.ready = undefined
+      ready?.(error)
+      return
+    }
+    const streams = [...this.streams.values()]
+    this.streams.clear()
+    for (const s of streams) s.gone(() => error)
+    this.events.onClose(this, error, this.byUs)
+  }
+}
+
+/**
+ * Connects a mux connection and completes its handshake, within `options.connectTimeoutMs`.
+ * Interrupting it destroys the socket.
+ */
+export const connectMux = (options: MuxConnectionOptions, events: MuxConnectionEvents): Effect.Effect<MuxConnection, TransportError> =>
+  Effect.callback<MuxConnection, TransportError>((resume) => {
+    const socket = net.connect({
+      host: options.host,
+      port: options.port,
+      noDelay: true,
+      keepAlive: true,
+      keepAliveInitialDelay: options.keepaliveMs
+    })
+    let settled = false
+    let connected = false
+    socket.once("connect", () => {
+      connected = true
+    })
+    const timer = setTimeout(() => {
+      if (settled) return
+      settled = true
+      socket.destroy()
+      resume(
+        Effect.fail(
+          new TransportTimeoutError({
+            reason: "ConnectTimeout",
+            transport: "tcp",
+            target: options.address,
+            detail: connected
+              ? `no mux ConnectionAck within ${options.connectTimeoutMs} ms`
+              : `no connection within ${options.connectTimeoutMs} ms`
+          })
+        )
+      )
+    }, options.connectTimeoutMs)
+    const conn: MuxConnection = new MuxConnection(socket, crypto.randomUUID(), options, events, (error) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      if (error === undefined) return resume(Effect.succeed(conn))
+      resume(
+        Effect.fail(
+          !connected && error._tag === "TransportConnectionError"
+            ? new TransportConnectionError({
+              reason: "ConnectFailed",
+              transport: "tcp",
+              target: options.address,
+              detail: error.cause instanceof Error ? error.cause.message : "connect failed",
+              cause: error.cause
+            })
+            : error
+        )
+      )
+    })
+    return Effect.sync(() => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      socket.destroy()
+    })
+  })

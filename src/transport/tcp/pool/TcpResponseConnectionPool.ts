@@ -1,0 +1,518 @@
+/**
+ * The worker's pool of persistent, multiplexed call-home connections (`DYN_TCP_POOL_*`): per
+ * router target, a few `MuxConnection`s that many response streams share.
+ *
+ * What it does:
+ * - A scoped resource: an `RcMap` from target to an Effect `Pool` of connections. A stream holds
+ *   a reference to its target's pool and a lease on one connection (the `Pool`'s `concurrency`
+ *   is the number of streams one connection carries, `maxStreamsPerConnection`), so the pool
+ *   grows a connection only when the ones it has are full, up to `maxPerTarget`, and keeps
+ *   `minIdle` open even with no stream (refilled when one dies). A target nobody has used for
+ *   `targetIdleTimeoutMs` (default `idleTimeoutMs`) is evicted with all its connections.
+ * - A sweep every `sweepIntervalMs` (on the Effect Clock, so TestClock drives it) closes
+ *   connections idle for `idleTimeoutMs` beyond `minIdle`, and rotates connections older than
+ *   `maxLifetimeMs`: a rotated connection takes no new stream, is replaced, and closes only when
+ *   its last stream has ended (drain, then close). Lending checks the age too.
+ * - Validation before lending: a connection that is destroyed, half-closed or closing is not
+ *   lent; it is invalidated (replaced) and counted in `tcp_pool_validation_failures_total`, and
+ *   the acquisition tries again. A connection the router closes, or that errors, is invalidated
+ *   and counted the moment its socket closes; every stream on it has already heard
+ *   `onDisconnect`.
+ * - Acquisition is bounded: waiting for a free connection fails after `acquireTimeoutMs` with
+ *   TransportTimeoutError "AcquireTimeout"; connecting is bounded by `connectTimeoutMs`. Every
+ *   failure is a typed TransportError naming the target.
+ * - Metrics, labelled with the target "host:port" (observability/Metrics.ts `poolRecorder`):
+ *   connections created, reused (a stream lent a connection that was open before it asked),
+ *   active (carrying a stream) and idle gauges, acquisition latency, validation failures.
+ * - Debug logs (module `transport.tcp.pool`) say why a connection was created, reused, closed,
+ *   rotated, invalidated, and why a target was evicted.
+ * - Closing the scope destroys every connection (their streams hear `onDisconnect`) and closes
+ *   the pools, within a bound.
+ *
+ * What it does not do: frame or parse anything (MuxConnection does), or decide whether a stream
+ * is pooled (TcpStreamClient does, from the ConnectionInfo). Per stream it runs one small Effect
+ * to acquire and one to release; nothing per frame.
+ */
+import { Clock, Effect, Exit, LogLevel, Pool, RcMap, References, Scope } from "effect"
+import type { Context } from "effect"
+import { poolRecorder } from "../../../observability/Metrics.ts"
+import type { PoolRecorder } from "../../../observability/Metrics.ts"
+import type { TransportSettings } from "../../../TransportConfig.ts"
+import { TransportConnectionError, TransportTimeoutError } from "../../../TransportError.ts"
+import type { TransportError } from "../../../TransportError.ts"
+import { DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW } from "../mux/MuxProtocol.ts"
+import { connectMux, MuxConnection } from "./MuxConnection.ts"
+
+/** Default bound on connect + handshake (section 7: 5 s). */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 5000
+/** Default bound on waiting for a connection. */
+export const DEFAULT_ACQUIRE_TIMEOUT_MS = 5000
+/** Default number of streams one connection carries before the pool opens another. */
+export const DEFAULT_MAX_STREAMS_PER_CONNECTION = 256
+/** Default wait for the router's close after a graceful close. */
+export const DEFAULT_LINGER_MS = 2000
+/** Bound on closing the pools when the scope closes. */
+const SHUTDOWN_TIMEOUT_MS = 2000
+
+/** Options of the pool. Durations in milliseconds. */
+export interface TcpResponseConnectionPoolOptions {
+  /** Most connections per target (`DYN_TCP_POOL_MAX_PER_TARGET`). */
+  readonly maxPerTarget: number
+  /** Connections kept open per target in use, even with no stream (`DYN_TCP_POOL_MIN_IDLE`). */
+  readonly minIdle: number
+  /** Idle connections beyond `minIdle`, and unused targets, close after this (`DYN_TCP_POOL_IDLE_TIMEOUT_SECS`). */
+  readonly idleTimeoutMs: number
+  /** Connections older than this are rotated (`DYN_TCP_POOL_MAX_LIFETIME_SECS`). */
+  readonly maxLifetimeMs: number
+  /** TCP keepalive initial delay (`DYN_TCP_POOL_KEEPALIVE_SECS`). */
+  readonly keepaliveMs: number
+  /** Largest frame sent or accepted (`DYN_TCP_MAX_MESSAGE_SIZE`). */
+  readonly maxMessageSize: number
+  /** Bound on connect + handshake (default `DEFAULT_CONNECT_TIMEOUT_MS`). */
+  readonly connectTimeoutMs?: number | undefined
+  /** Bound on waiting for a connection (default `DEFAULT_ACQUIRE_TIMEOUT_MS`). */
+  readonly acquireTimeoutMs?: number | undefined
+  /** Streams one connection carries (default `DEFAULT_MAX_STREAMS_PER_CONNECTION`). */
+  readonly maxStreamsPerConnection?: number | undefined
+  /** Share of the streams capacity at which the pool grows (Effect Pool's `targetUtilization`, default 1). */
+  readonly targetUtilization?: number | undefined
+  /** Per-stream send window in bytes (default 256 KiB). */
+  readonly streamWindow?: number | undefined
+  /** Per-connection send window in bytes (default 256 KiB). */
+  readonly connectionWindow?: number | undefined
+  /** Wait for the router's close after a graceful close (default `DEFAULT_LINGER_MS`). */
+  readonly lingerMs?: number | undefined
+  /** A target with no stream for this long is evicted, with all its connections (default `idleTimeoutMs`). */
+  readonly targetIdleTimeoutMs?: number | undefined
+  /** How often idle and lifetime limits are checked (default: a quarter of the smaller one, 5 ms to 5 s). */
+  readonly sweepIntervalMs?: number | undefined
+  /** Write flushing: "tick" (default) or "immediate". */
+  readonly flush?: "tick" | "immediate" | undefined
+}
+
+/** The pool options that `DYN_TCP_POOL_*` and `DYN_TCP_MAX_MESSAGE_SIZE` configure. */
+export const optionsFromSettings = (settings: TransportSettings): TcpResponseConnectionPoolOptions => ({
+  maxPerTarget: settings.tcpPool.maxPerTarget,
+  minIdle: settings.tcpPool.minIdle,
+  idleTimeoutMs: settings.tcpPool.idleTimeoutMs,
+  maxLifetimeMs: settings.tcpPool.maxLifetimeMs,
+  keepaliveMs: settings.tcpPool.keepaliveMs,
+  maxMessageSize: settings.tcpMaxMessageSize
+})
+
+/** Where a pooled stream calls home: the router's address and its frontend_server_id. */
+export interface PoolTarget {
+  /** "host:port": the target of metrics and errors. */
+  readonly address: string
+  readonly host: string
+  readonly port: number
+  readonly frontendServerId: string
+}
+
+/** A snapshot of one target. */
+export interface TargetStats {
+  readonly target: string
+  readonly frontendServerId: string
+  /** Open connections (handshake done, not closed). */
+  readonly connections: number
+  /** Connections carrying a stream. */
+  readonly active: number
+  /** Streams open now. */
+  readonly streams: number
+}
+
+/** The pool. */
+export interface TcpResponseConnectionPool {
+  /**
+   * Leases a validated connection to `target` and calls `open(connection, release)` with it,
+   * synchronously and uninterruptibly; `release` must be called exactly once, when the stream
+   * ends (later calls do nothing). Fails with a typed TransportError naming the target.
+   */
+  readonly withConnection: <A>(
+    target: PoolTarget,
+    open: (connection: MuxConnection, release: () => void) => A
+  ) => Effect.Effect<A, TransportError>
+  /** Every target's pool, now. */
+  readonly stats: () => ReadonlyArray<TargetStats>
+  /** The open connections to `address` (every target when absent), now. */
+  readonly connections: (address?: string) => ReadonlyArray<MuxConnection>
+}
+
+/** One target's pool: the RcMap's value. */
+interface TargetPool {
+  readonly key: string
+  readonly target: PoolTarget
+  readonly recorder: PoolRecorder
+  readonly gauges: Gauges
+  pool: Pool.Pool<MuxConnection, TransportError>
+  /** Open connections, and those of them carrying a stream. */
+  readonly connections: Set<MuxConnection>
+  readonly busy: Set<MuxConnection>
+  /** Connections retired and not yet replaced: a creation's log says "replacing". */
+  replacing: number
+}
+
+/** Active/idle counts of one address, across its targets (a router restarted on the same port). */
+interface Gauges {
+  active: number
+  idle: number
+  readonly recorder: PoolRecorder
+}
+
+const MODULE = "transport.tcp.pool"
+
+/** A healthy connection is free to lend without waiting. */
+const hasFreeConnection = (pool: Pool.Pool<MuxConnection, TransportError>): boolean => {
+  let item = pool.state.availableHead
+  while (item !== undefined && item.exit._tag === "Failure") item = item.availableNext
+  return item !== undefined
+}
+
+/** Builds the pool; closing the scope destroys every connection and closes every target's pool. */
+export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<TcpResponseConnectionPool, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const context = (yield* Effect.context<never>()) as Context.Context<never>
+    const runFork = Effect.runForkWith(context)
+    const clock = yield* Clock.Clock
+    const debug = LogLevel.isGreaterThanOrEqualTo("Debug", yield* References.MinimumLogLevel)
+    const log = (message: string, annotations: Record<string, unknown>): Effect.Effect<void> =>
+      debug ? Effect.logDebug(message).pipe(Effect.annotateLogs({ module: MODULE, ...annotations })) : Effect.void
+    /** Logs from socket callbacks (not per frame): one small fiber, only when debug is on. */
+    const logNow = (message: string, annotations: Record<string, unknown>): void => {
+      if (debug) runFork(log(message, annotations))
+    }
+
+    const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS
+    const acquireTimeoutMs = options.acquireTimeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS
+    const maxStreams = Math.max(1, options.maxStreamsPerConnection ?? DEFAULT_MAX_STREAMS_PER_CONNECTION)
+    const lingerMs = options.lingerMs ?? DEFAULT_LINGER_MS
+    const sweepIntervalMs = options.sweepIntervalMs ??
+      Math.min(5000, Math.max(5, Math.floor(Math.min(options.idleTimeoutMs, options.maxLifetimeMs) / 4)))
+
+    let closed = false
+    /** Targets seen, by key: the RcMap lookup reads host and port here. */
+    const known = new Map<string, PoolTarget>()
+    /** Live target pools, by key. */
+    const live = new Map<string, TargetPool>()
+    const gaugesByAddress = new Map<string, Gauges>()
+
+    const gaugesFor = (address: string): Gauges => {
+      let g = gaugesByAddress.get(address)
+      if (g === undefined) {
+        g = { active: 0, idle: 0, recorder: poolRecorder(address) }
+        gaugesByAddress.set(address, g)
+      }
+      return g
+    }
+    const publish = (g: Gauges) => {
+      g.recorder.setActive(g.active)
+      g.recorder.setIdle(g.idle)
+    }
+
+    // ---- connection lifecycle ------------------------------------------------------------
+
+    /** Takes a connection out of circulation: it drains, then closes (Pool finalizer). `message` says why. */
+    const retire = (tp: TargetPool, conn: MuxConnection, message: string, annotations: Record<string, unknown> = {}) =>
+      Effect.suspend(() => {
+        if (conn.retired) return Effect.void
+        conn.retired = true
+        // The Pool replaces it when its streams still need the capacity, or to keep minIdle.
+        if (conn.streamCount() > 0 || tp.connections.size - 1 < options.minIdle) tp.replacing++
+        return log(message, {
+          target: tp.target.address,
+          connection: conn.id,
+          streams: conn.streamCount(),
+          ...annotations
+        }).pipe(Effect.andThen(Pool.invalidate(tp.pool, conn)))
+      })
+
+    /** A connection found dead or half-closed: counted once, invalidated and replaced. */
+    const invalidate = (tp: TargetPool, conn: MuxConnection, why: string) =>
+      Effect.suspend(() => {
+        if (!conn.counted) {
+          conn.counted = true
+          tp.recorder.validationFailed()
+        }
+        return retire(tp, conn, `invalidating connection: ${why}`)
+      })
+
+    const events = (tp: TargetPool) => ({
+      onUsage: (conn: MuxConnection, busy: boolean) => {
+        if (!tp.connections.has(conn)) return
+        const g = tp.gauges
+        if (busy) {
+          if (tp.busy.has(conn)) return
+          tp.busy.add(conn)
+          g.active++
+          g.idle--
+        } else {
+          if (!tp.busy.delete(conn)) return
+          g.active--
+          g.idle++
+        }
+        publish(g)
+      },
+      onClose: (conn: MuxConnection, error: TransportError, byUs: boolean) => {
+        if (!tp.connections.delete(conn)) return
+        const g = tp.gauges
+        if (tp.busy.delete(conn)) g.active--
+        else g.idle--
+        publish(g)
+        if (byUs || conn.retired || closed) {
+          logNow("connection closed", { target: tp.target.address, connection: conn.id, served: conn.served })
+          return
+        }
+        runFork(invalidate(tp, conn, error.message))
+      }
+    })
+
+    /** The pool's `acquire`: connect one connection, saying why. */
+    const acquireConnection = (tp: TargetPool): Effect.Effect<MuxConnection, TransportError, Scope.Scope> =>
+      Effect.acquireRelease(
+        Effect.suspend(() => {
+          const open = tp.connections.size
+          let reason: string
+          if (tp.replacing > 0) {
+            tp.replacing--
+            reason = "replacing a retired connection"
+          } else if (open < options.minIdle) reason = `keeping ${options.minIdle} warm (minIdle), ${open} open`
+          else if (open === 0) reason = "first stream to this target"
+          else reason = `all ${open} connections carry ${maxStreams} streams (maxStreamsPerConnection)`
+          const target = tp.target
+          return connectMux(
+            {
+              host: target.host,
+              port: target.port,
+              address: target.address,
+              frontendServerId: target.frontendServerId,
+              maxMessageSize: options.maxMessageSize,
+              connectTimeoutMs,
+              keepaliveMs: options.keepaliveMs,
+              lingerMs,
+              streamWindow: options.streamWindow ?? DEFAULT_STREAM_WINDOW,
+              connectionWindow: options.connectionWindow ?? DEFAULT_CONNECTION_WINDOW,
+              flush: options.flush ?? "tick",
+              createdAt: clock.currentTimeMillisUnsafe()
+            },
+            events(tp)
+          ).pipe(
+            Effect.tap((conn) =>
+              Effect.suspend(() => {
+                conn.readyAt = performance.now()
+                tp.connections.add(conn)
+                tp.gauges.idle++
+                publish(tp.gauges)
+                tp.recorder.created()
+                if (closed) conn.destroy()
+                return log(`created connection: ${reason}`, { target: target.address, connection: conn.id, open: tp.connections.size })
+              })
+            ),
+            Effect.tapError((error) => log(`connect failed: ${error.message}`, { target: target.address, reason }))
+          )
+        }),
+        (conn) => Effect.sync(() => conn.close())
+      )
+
+    /** Closes idle connections beyond minIdle and rotates old ones. */
+    const sweep = (tp: TargetPool): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const pool = tp.pool
+        const now = clock.currentTimeMillisUnsafe()
+        let usable = 0
+        for (const item of pool.state.items) {
+          if (item.exit._tag === "Success" && !item.exit.value.retired) usable++
+        }
+        const work: Array<Effect.Effect<void>> = []
+        for (const item of pool.state.items) {
+          if (item.exit._tag !== "Success") continue
+          const conn = item.exit.value
+          if (conn.retired) continue
+          const age = now - conn.createdAt
+          if (age >= options.maxLifetimeMs) {
+            work.push(retire(tp, conn, "rotating connection: older than maxLifetime (drain, then close)", { ageMs: age }))
+            usable--
+          } else if (item.refCount === 0 && now - item.idleSince >= options.idleTimeoutMs && usable > options.minIdle) {
+            conn.retired = true // not replaced: it is surplus
+            usable--
+            work.push(
+              log("closing connection: idle longer than idleTimeout", { target: tp.target.address, connection: conn.id, idleMs: now - item.idleSince })
+                .pipe(Effect.andThen(Pool.invalidate(pool, conn)))
+            )
+          }
+        }
+        return work.length === 0 ? Effect.void : Effect.all(work, { discard: true })
+      })
+
+    const strategy = (tp: TargetPool): Pool.Strategy<MuxConnection, TransportError> => ({
+      run: () => Effect.forever(Effect.andThen(Effect.sleep(sweepIntervalMs), sweep(tp))),
+      onAcquire: () => Effect.void,
+      reclaim: () => Effect.undefined
+    })
+
+    // ---- targets ----------------------------------------------------------------------------
+
+    const lookup = (key: string): Effect.Effect<TargetPool, never, Scope.Scope> =>
+      Effect.gen(function*() {
+        const target = known.get(key)!
+        const gauges = gaugesFor(target.address)
+        const tp: TargetPool = {
+          key,
+          target,
+          recorder: gauges.recorder,
+          gauges,
+          pool: undefined as unknown as Pool.Pool<MuxConnection, TransportError>,
+          connections: new Set(),
+          busy: new Set(),
+          replacing: 0
+        }
+        tp.pool = yield* Pool.makeWithStrategy({
+          acquire: acquireConnection(tp),
+          min: options.minIdle,
+          max: options.maxPerTarget,
+          concurrency: maxStreams,
+          targetUtilization: options.targetUtilization ?? 1,
+          strategy: strategy(tp)
+        })
+        live.set(key, tp)
+        yield* log("new target pool", { target: target.address, frontendServerId: target.frontendServerId })
+        // Runs before the Pool's own shutdown (finalizers run in reverse).
+        yield* Effect.addFinalizer(() =>
+          Effect.suspend(() => {
+            live.delete(key)
+            known.delete(key)
+            return log(closed ? "closing target pool: the pool is shutting down" : "evicting target pool: no stream for targetIdleTimeout", {
+              target: target.address,
+              connections: tp.connections.size
+            })
+          })
+        )
+        return tp
+      })
+
+    const inner = yield* Scope.make()
+    const targets = yield* RcMap.make({ lookup, idleTimeToLive: options.targetIdleTimeoutMs ?? options.idleTimeoutMs }).pipe(Scope.provide(inner))
+
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        closed = true
+        const error = (address: string) =>
+          new TransportConnectionError({ reason: "ConnectionClosed", transport: "tcp", target: address, detail: "the connection pool is closing" })
+        for (const tp of live.values()) for (const conn of [...tp.connections]) conn.destroy(error(tp.target.address))
+        return Effect.raceFirst(Scope.close(inner, Exit.void), realSleep(SHUTDOWN_TIMEOUT_MS)).pipe(
+          Effect.andThen(Effect.sync(() => {
+            for (const tp of live.values()) for (const conn of tp.connections) conn.destroy(error(tp.target.address))
+          }))
+        )
+      })
+    )
+
+    // ---- acquisition --------------------------------------------------------------------------
+
+    const acquireTimeout = (address: string) =>
+      new TransportTimeoutError({
+        reason: "AcquireTimeout",
+        transport: "tcp",
+        target: address,
+        detail: `no pooled call-home connection free within ${acquireTimeoutMs} ms`
+      })
+
+    const attempt = <A>(
+      key: string,
+      target: PoolTarget,
+      open: (connection: MuxConnection, release: () => void) => A,
+      restore: <X, E, R>(effect: Effect.Effect<X, E, R>) => Effect.Effect<X, E, R>,
+      started: number
+    ): Effect.Effect<A, TransportError> =>
+      Effect.suspend(() => {
+        const remaining = started + acquireTimeoutMs - performance.now()
+        if (remaining <= 0) return Effect.fail(acquireTimeout(target.address))
+        const scope = Scope.makeUnsafe()
+        const get = Effect.flatMap(RcMap.get(targets, key), (tp) => {
+          const pool = tp.pool
+          const lease = Pool.get(pool)
+          const bounded = pool.state.waiters.size > 0 || !hasFreeConnection(pool)
+            ? Effect.timeoutOrElse(lease, { duration: remaining, orElse: () => Effect.fail(acquireTimeout(target.address)) })
+            : lease
+          return Effect.map(bounded, (conn) => ({ tp, conn }))
+        })
+        return restore(Scope.provide(get, scope)).pipe(
+          Effect.onError(() => Scope.close(scope, Exit.void)),
+          Effect.flatMap(({ conn, tp }) => {
+            const problem = conn.problem()
+            const age = clock.currentTimeMillisUnsafe() - conn.createdAt
+            if (problem !== undefined || age >= options.maxLifetimeMs) {
+              const why = problem !== undefined
+                ? invalidate(tp, conn, problem)
+                : retire(tp, conn, "rotating connection: older than maxLifetime (drain, then close)", { ageMs: age })
+              return why.pipe(
+                Effect.andThen(Scope.close(scope, Exit.void)),
+                Effect.andThen(attempt(key, target, open, restore, started))
+              )
+            }
+            // Reused: the connection was open before this acquisition began (warm, or used before).
+            const reused = conn.readyAt < started
+            if (reused) tp.recorder.reused()
+            tp.recorder.acquired((performance.now() - started) / 1000)
+            let released = false
+            const release = () => {
+              if (released) return
+              released = true
+              const finalize = Scope.closeUnsafe(scope, Exit.void)
+              if (finalize !== undefined) runFork(finalize)
+            }
+            const value = open(conn, release)
+            return reused && debug
+              ? Effect.as(log("reusing connection", { target: target.address, connection: conn.id, streams: conn.streamCount(), served: conn.served }), value)
+              : Effect.succeed(value)
+          })
+        )
+      })
+
+    const closedError = (address: string) =>
+      new TransportConnectionError({ reason: "ConnectionClosed", transport: "tcp", target: address, detail: "the connection pool has shut down" })
+
+    const withConnection = <A>(
+      target: PoolTarget,
+      open: (connection: MuxConnection, release: () => void) => A
+    ): Effect.Effect<A, TransportError> =>
+      Effect.suspend(() => {
+        if (closed) return Effect.fail(closedError(target.address))
+        const key = `${target.address}|${target.frontendServerId}`
+        if (!known.has(key)) known.set(key, target)
+        const started = performance.now()
+        return Effect.uninterruptibleMask((restore) => attempt(key, target, open, restore, started))
+      })
+
+    return {
+      withConnection,
+      stats: () =>
+        [...live.values()].map((tp) => {
+          let streams = 0
+          for (const c of tp.connections) streams += c.streamCount()
+          return {
+            target: tp.target.address,
+            frontendServerId: tp.target.frontendServerId,
+            connections: tp.connections.size,
+            active: tp.busy.size,
+            streams
+          }
+        }),
+      connections: (address) => {
+        const out: Array<MuxConnection> = []
+        for (const tp of live.values()) {
+          if (address === undefined || tp.target.address === address) out.push(...tp.connections)
+        }
+        return out
+      }
+    } satisfies TcpResponseConnectionPool
+  })
+
+/** A sleep on the real clock (bounds shutdown even under TestClock). */
+const realSleep = (ms: number): Effect.Effect<void> =>
+  Effect.callback<void>((resume) => {
+    const timer = setTimeout(() => resume(Effect.void), ms)
+    return Effect.sync(() => clearTimeout(timer))
+  })
+
+/** The pooled connection type, re-exported for callers of `withConnection`. */
+export { MuxConnection } from "./MuxConnection.ts"

@@ -1,0 +1,924 @@
+/**
+ * The pooled, multiplexed call-home plane (response mux v1, DYN_TCP_POOL_ENABLED=true) over real
+ * loopback sockets: the worker's TcpResponseConnectionPool against the router's stream server, the
+ * Endpoint API on top of both, and hand-scripted raw peers that check the bytes on the wire.
+ * Time-driven behaviour (idle timeout, max lifetime) runs on TestClock; everything else on real
+ * time with small bounds.
+ */
+import * as net from "node:net"
+import { describe, expect, it } from "@effect/vitest"
+import { Context, Deferred, Effect, Fiber, Layer, Schema, Stream } from "effect"
+import { PrometheusMetrics } from "effect/observability"
+import { TestClock } from "effect/testing"
+import {
+  decodeConnectionAck,
+  decodeWindowUpdate,
+  encodeConnectionAck,
+  encodeMuxFrame,
+  encodeWindowUpdate,
+  makeMuxDecoder,
+  MUX_HEADER_SIZE,
+  MuxKind,
+  streamIdFromUuid,
+  uuidFromStreamId
+} from "../src/codec/MuxCodec.ts"
+import { json as jsonCodec } from "../src/codec/PayloadCodec.ts"
+import { encodeStreamComplete, encodeStreamItem } from "../src/codec/RequestMessage.ts"
+import { encodeFrame, encodeHeaderOnlyJson, makeDecoder } from "../src/codec/TwoPartCodec.ts"
+import { Discovery } from "../src/Discovery.ts"
+import * as MemoryDiscovery from "../src/discovery/MemoryDiscovery.ts"
+import * as Endpoint from "../src/Endpoint.ts"
+import type { RequestMessage } from "../src/RequestPlane.ts"
+import type { ResponseSink } from "../src/ResponsePlane.ts"
+import * as MemoryTransport from "../src/transport/memory/MemoryTransport.ts"
+import { encodeMuxHandshake, muxConnectionInfo } from "../src/transport/tcp/mux/MuxProtocol.ts"
+import type { TcpResponseConnectionPool, TcpResponseConnectionPoolOptions } from "../src/transport/tcp/pool/TcpResponseConnectionPool.ts"
+import * as TcpResponseTransport from "../src/transport/tcp/TcpResponseTransport.ts"
+import * as TcpStreamClient from "../src/transport/tcp/TcpStreamClient.ts"
+import * as TcpStreamServer from "../src/transport/tcp/TcpStreamServer.ts"
+import { TransportConfig } from "../src/TransportConfig.ts"
+import type { HandlerError, TransportError } from "../src/TransportError.ts"
+import * as TransportRegistry from "../src/TransportRegistry.ts"
+
+const MAX = 32 * 1024 * 1024
+
+// ---- stacks -----------------------------------------------------------------------------------
+
+/** In-memory request plane + pooled TCP call-home response plane + mem discovery, on loopback. */
+const poolStack = (env: Record<string, string> = {}, options: TcpResponseTransport.TcpResponseTransportOptions = {}) =>
+  Layer.mergeAll(
+    Layer.mergeAll(MemoryTransport.layerWith({ planes: ["request"] }), TcpResponseTransport.layerWith(options)).pipe(
+      Layer.provideMerge(TransportRegistry.layer)
+    ),
+    MemoryDiscovery.layer
+  ).pipe(
+    Layer.provideMerge(
+      TransportConfig.layerFromRecord({
+        DYN_TCP_RESPONSE_HOST: "127.0.0.1",
+        DYN_TCP_RESPONSE_PORT: "0",
+        DYN_CANCEL_GRACE_MS: "100",
+        DYN_TCP_POOL_ENABLED: "true",
+        ...env
+      })
+    )
+  )
+
+/** The stack's router server and worker pool. */
+const planes = Effect.gen(function*() {
+  const registry = yield* TransportRegistry.TransportRegistry
+  const server = (yield* registry.getResponseServer("tcp")) as TcpStreamServer.TcpStreamServer
+  const client = registry.responseClientFor("tcp_response_mux_v1") as TcpStreamClient.TcpStreamClient
+  return { server, client, pool: client.pool()! }
+})
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+const text = (b: Uint8Array) => new TextDecoder().decode(b)
+const utf8 = (s: string) => new TextEncoder().encode(s)
+const toHex = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex")
+
+/** Polls (on real time, whatever the clock) until `f()` holds, at most `ms`. */
+const eventually = (f: () => boolean, ms = 2000) =>
+  Effect.promise(async () => {
+    const deadline = Date.now() + ms
+    while (!f() && Date.now() < deadline) await sleep(5)
+    return f()
+  })
+
+/** Waits on real time. */
+const realSleep = (ms: number) => Effect.promise(() => sleep(ms))
+
+const tcpSockets = () =>
+  process.getActiveResourcesInfo().filter((r) => r === "TCPSocketWrap" || r === "TCPServerWrap").length
+
+/** A sink that records what the server tells it. */
+const recordingSink = () => {
+  const events: Array<string> = []
+  const items: Array<unknown> = []
+  let error: TransportError | HandlerError | undefined
+  let doneAt = 0
+  let resolveDone: () => void = () => {}
+  const done = new Promise<void>((resolve) => (resolveDone = resolve))
+  const sink: ResponseSink = {
+    onStart: () => events.push("start"),
+    onItems: (batch) => items.push(...batch),
+    onEnd: () => {
+      events.push("end")
+      doneAt = performance.now()
+      resolveDone()
+    },
+    onError: (e) => {
+      events.push(`error:${e._tag}`)
+      error = e
+      doneAt = performance.now()
+      resolveDone()
+    }
+  }
+  return { sink, events, items, done, error: () => error, doneAt: () => doneAt }
+}
+
+/** The value of one series in exposition text, or 0 when absent. */
+const valueOf = (scrape: string, series: string): number => {
+  const line = scrape.split("\n").find((l) => l.startsWith(series + " "))
+  return line === undefined ? 0 : Number(line.slice(series.length + 1))
+}
+
+/** Every pool metric of `target`, scraped from the global registry. */
+const poolMetrics = (target: string) => {
+  const scrape = PrometheusMetrics.formatUnsafe(Context.empty())
+  const label = `{target="${target}"}`
+  return {
+    created: valueOf(scrape, `tcp_pool_connections_created_total${label}`),
+    reused: valueOf(scrape, `tcp_pool_connections_reused_total${label}`),
+    active: valueOf(scrape, `tcp_pool_active_connections${label}`),
+    idle: valueOf(scrape, `tcp_pool_idle_connections${label}`),
+    acquisitions: valueOf(scrape, `tcp_pool_acquisition_latency_seconds_count${label}`),
+    validationFailures: valueOf(scrape, `tcp_pool_validation_failures_total${label}`),
+    scrape
+  }
+}
+
+const addressOf = (info: { readonly info: string }) => (JSON.parse(info.info) as { address: string }).address
+
+/**
+ * A router's stream server in mux mode and a worker's client with its pool, used directly:
+ * `open` opens a router stream and calls home for it; `roundTrip` runs a whole stream.
+ */
+const harness = (pool: Partial<TcpResponseConnectionPoolOptions> = {}, server: Partial<TcpStreamServer.TcpStreamServerOptions> = {}) =>
+  Effect.gen(function*() {
+    const srv = yield* TcpStreamServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX, mux: true, ...server })
+    const client = yield* TcpStreamClient.make({ maxMessageSize: MAX, pool: { minIdle: 0, ...pool } })
+    let target = ""
+    const open = Effect.gen(function*() {
+      const requestId = crypto.randomUUID()
+      const rec = recordingSink()
+      const pending = yield* srv.open({ requestId, endpoint: "ns.pool.e", codec: "json", sink: rec.sink })
+      target = addressOf(pending.connectionInfo)
+      const writer = yield* client.connect({ connectionInfo: pending.connectionInfo, requestId, codec: "json" })
+      return { rec, pending, writer }
+    })
+    const roundTrip = (n: number) =>
+      Effect.gen(function*() {
+        const s = yield* open
+        s.writer.prologue()
+        for (let i = 0; i < n; i++) s.writer.send(i)
+        s.writer.complete()
+        yield* Effect.promise(() => s.rec.done)
+        expect(s.rec.events).toEqual(["start", "end"])
+        expect(s.rec.items).toEqual(Array.from({ length: n }, (_, i) => i))
+        s.pending.close()
+      })
+    return { server: srv, client, pool: client.pool()!, open, roundTrip, target: () => target }
+  })
+
+const ids = (pool: TcpResponseConnectionPool) => pool.connections().map((c) => c.id)
+
+// ---- the pool ---------------------------------------------------------------------------------
+
+describe("TcpResponseConnectionPool", () => {
+  it.live("reuse: 50 sequential streams to one target create one connection", () =>
+    Effect.gen(function*() {
+      const h = yield* harness()
+      for (let i = 0; i < 50; i++) yield* h.roundTrip(3)
+      const target = h.target()
+      expect(h.pool.stats()).toMatchObject([{ target, connections: 1, active: 0, streams: 0 }])
+      expect(h.server.muxConnectionCount()).toBe(1)
+      const m = poolMetrics(target)
+      expect(m).toMatchObject({ created: 1, reused: 49, acquisitions: 50, validationFailures: 0, active: 0, idle: 1 })
+    }))
+
+  it.live("the per-target max holds under 500 concurrent streams, and nothing is lost", () =>
+    Effect.gen(function*() {
+      const { pool, server } = yield* planes
+      let peak = 0
+      const sample = () => (peak = Math.max(peak, pool.connections().length, server.muxConnectionCount()))
+      yield* Endpoint.serveEmit("ns.pool.burst", (req: { id: number }, _ctx, emit: Endpoint.Emit<string>) =>
+        Effect.gen(function*() {
+          sample()
+          emit(`${req.id}:0`)
+          yield* Effect.sleep(2)
+          emit(`${req.id}:1`)
+        }))
+      const client = yield* Endpoint.client<{ id: number }, string>("ns.pool.burst")
+      const timer = setInterval(sample, 1)
+      const results = yield* Effect.forEach(
+        Array.from({ length: 500 }, (_, id) => id),
+        (id) => Stream.runCollect(client.generate({ id })),
+        { concurrency: "unbounded" }
+      ).pipe(Effect.ensuring(Effect.sync(() => clearInterval(timer))))
+      results.forEach((items, id) => expect(items).toEqual([`${id}:0`, `${id}:1`]))
+      // 500 streams at 50 per connection want 10 connections: the max of 4 held, and was reached.
+      expect(peak).toBe(4)
+      expect(pool.stats()[0]!.connections).toBeLessThanOrEqual(4)
+    }).pipe(Effect.provide(poolStack({ DYN_TCP_POOL_MAX_PER_TARGET: "4", DYN_TCP_POOL_MIN_IDLE: "0" }, { client: { pool: { maxStreamsPerConnection: 50 } } }))))
+
+  it.live("8,000 concurrent streams keep the connections at most the per-target max", () =>
+    Effect.gen(function*() {
+      const { pool, server } = yield* planes
+      let peak = 0
+      const sample = () => (peak = Math.max(peak, pool.connections().length, server.muxConnectionCount()))
+      yield* Endpoint.serveEmit("ns.pool.many", (req: { id: number }, _ctx, emit: Endpoint.Emit<number>) =>
+        Effect.sync(() => {
+          sample()
+          emit(req.id)
+        }))
+      const client = yield* Endpoint.client<{ id: number }, number>("ns.pool.many")
+      const timer = setInterval(sample, 2)
+      let ok = 0
+      yield* Effect.forEach(
+        Array.from({ length: 8000 }, (_, id) => id),
+        (id) =>
+          client.call({ id }, (items) => {
+            if (items.length === 1 && items[0] === id) ok++
+          }),
+        { concurrency: "unbounded", discard: true }
+      ).pipe(Effect.ensuring(Effect.sync(() => clearInterval(timer))))
+      expect(ok).toBe(8000)
+      expect(peak).toBeGreaterThan(0)
+      expect(peak).toBeLessThanOrEqual(4)
+    }).pipe(Effect.provide(poolStack({ DYN_TCP_POOL_MAX_PER_TARGET: "4", DYN_TCP_POOL_MIN_IDLE: "0" }))), 60_000)
+
+  it.live("min idle is refilled after the router drops the connections (counted as validation failures)", () =>
+    Effect.gen(function*() {
+      const h = yield* harness({ minIdle: 2 })
+      yield* h.roundTrip(1)
+      const target = h.target()
+      expect(yield* eventually(() => h.pool.connections().length === 2 && h.server.muxConnectionCount() === 2)).toBe(true)
+      const before = ids(h.pool)
+      const m0 = poolMetrics(target)
+      h.server.dropMuxConnections()
+      expect(
+        yield* eventually(() => {
+          const now = ids(h.pool)
+          return now.length === 2 && now.every((id) => !before.includes(id)) && h.server.muxConnectionCount() === 2
+        })
+      ).toBe(true)
+      const m1 = poolMetrics(target)
+      expect(m1.validationFailures - m0.validationFailures).toBe(2)
+      expect(m1.created - m0.created).toBe(2)
+      expect(m1.idle).toBe(2)
+      // A stream on a warm connection reuses it.
+      yield* h.roundTrip(2)
+      expect(poolMetrics(target).reused - m1.reused).toBe(1)
+      expect(poolMetrics(target).created).toBe(m1.created)
+    }))
+
+  it.effect("the idle timeout closes connections beyond min idle (TestClock)", () =>
+    Effect.gen(function*() {
+      const h = yield* harness({ minIdle: 1, maxPerTarget: 4, maxStreamsPerConnection: 1, idleTimeoutMs: 60_000, targetIdleTimeoutMs: 3_600_000 })
+      // Three streams at once, one per connection.
+      const streams = [yield* h.open, yield* h.open, yield* h.open]
+      for (const s of streams) s.writer.prologue()
+      expect(yield* eventually(() => h.pool.connections().length === 3)).toBe(true)
+      for (const s of streams) s.writer.complete()
+      yield* Effect.promise(() => Promise.all(streams.map((s) => s.rec.done)))
+      expect(yield* eventually(() => h.pool.stats()[0]!.active === 0)).toBe(true)
+      yield* TestClock.adjust("59 seconds")
+      yield* realSleep(50)
+      expect(h.pool.connections().length).toBe(3)
+      yield* TestClock.adjust("2 seconds")
+      expect(yield* eventually(() => h.pool.connections().length === 1 && h.server.muxConnectionCount() === 1)).toBe(true)
+      expect(poolMetrics(h.target())).toMatchObject({ idle: 1, active: 0, validationFailures: 0 })
+      yield* h.roundTrip(1)
+      expect(h.pool.connections().length).toBe(1)
+    }))
+
+  it.effect("the max lifetime rotates connections: drain, then close, never cutting a live stream (TestClock)", () =>
+    Effect.gen(function*() {
+      const h = yield* harness({ maxLifetimeMs: 10_000, idleTimeoutMs: 3_600_000 })
+      const a = yield* h.open
+      a.writer.prologue()
+      a.writer.send("a1")
+      yield* eventually(() => a.rec.items.length === 1)
+      const [first] = h.pool.connections()
+      yield* TestClock.adjust("11 seconds")
+      expect(yield* eventually(() => first!.retired)).toBe(true)
+      // A new stream gets a new connection; the old one still carries stream a.
+      const b = yield* h.open
+      b.writer.prologue()
+      expect(h.pool.connections().length).toBe(2)
+      expect(first!.streamCount()).toBe(1)
+      a.writer.send("a2")
+      a.writer.complete()
+      yield* Effect.promise(() => a.rec.done)
+      expect(a.rec.events).toEqual(["start", "end"])
+      expect(a.rec.items).toEqual(["a1", "a2"])
+      // Drained: the old connection closes; the new one stays.
+      expect(yield* eventually(() => h.pool.connections().length === 1 && h.server.muxConnectionCount() === 1)).toBe(true)
+      expect(h.pool.connections()[0]).not.toBe(first)
+      b.writer.send("b1")
+      b.writer.complete()
+      yield* Effect.promise(() => b.rec.done)
+      expect(b.rec.items).toEqual(["b1"])
+      expect(poolMetrics(h.target())).toMatchObject({ created: 2, validationFailures: 0 })
+    }))
+
+  it.live("a connection killed by the peer is replaced, and counted in validation failures", () =>
+    Effect.gen(function*() {
+      const h = yield* harness()
+      yield* h.roundTrip(2)
+      const target = h.target()
+      const [first] = h.pool.connections()
+      h.server.dropMuxConnections()
+      expect(yield* eventually(() => h.pool.connections().length === 0)).toBe(true)
+      yield* h.roundTrip(2)
+      expect(h.pool.connections().length).toBe(1)
+      expect(h.pool.connections()[0]).not.toBe(first)
+      expect(poolMetrics(target)).toMatchObject({ created: 2, reused: 0, validationFailures: 1, acquisitions: 2 })
+    }))
+
+  it.live("validation before lending: a destroyed or half-closed connection is not lent, it is replaced", () =>
+    Effect.gen(function*() {
+      const h = yield* harness()
+      yield* h.roundTrip(1)
+      const socketOf = (c: unknown) => (c as { socket: net.Socket }).socket
+      // Destroyed, and its 'close' not yet delivered: only validation can catch it.
+      const [first] = h.pool.connections()
+      yield* Effect.sync(() => socketOf(first).destroy()).pipe(Effect.andThen(h.roundTrip(1)))
+      expect(h.pool.connections()).not.toContain(first)
+      expect(poolMetrics(h.target())).toMatchObject({ created: 2, validationFailures: 1 })
+      // Half-closed by the router: between its FIN and the close, the connection says why it is unusable.
+      const [second] = h.pool.connections()
+      const seen = yield* Effect.promise(() =>
+        new Promise<string | undefined>((resolve) => {
+          socketOf(second).once("end", () => resolve(second!.problem()))
+          socketOf(second).push(null)
+        })
+      )
+      expect(seen).toBe("the router half-closed the connection")
+      yield* h.roundTrip(1)
+      expect(h.pool.connections()).not.toContain(second)
+      expect(poolMetrics(h.target())).toMatchObject({ created: 3, validationFailures: 2 })
+    }))
+
+  it.live("acquisition is bounded (AcquireTimeout) and failures are typed and name the target", () =>
+    Effect.gen(function*() {
+      const h = yield* harness({ maxPerTarget: 1, maxStreamsPerConnection: 1, acquireTimeoutMs: 200 })
+      const a = yield* h.open
+      a.writer.prologue()
+      const start = Date.now()
+      const timedOut = yield* Effect.flip(h.open)
+      expect(Date.now() - start).toBeGreaterThanOrEqual(150)
+      expect(Date.now() - start).toBeLessThan(1000)
+      expect(timedOut._tag).toBe("TransportTimeoutError")
+      if (timedOut._tag === "TransportTimeoutError") {
+        expect(timedOut.reason).toBe("AcquireTimeout")
+        expect(timedOut.target).toBe(h.target())
+      }
+      a.writer.complete()
+      yield* Effect.promise(() => a.rec.done)
+      yield* h.roundTrip(1)
+
+      // Nobody listening: ConnectFailed naming the address.
+      const dead = net.createServer()
+      yield* Effect.promise(() => new Promise<void>((resolve) => dead.listen(0, "127.0.0.1", () => resolve())))
+      const port = (dead.address() as net.AddressInfo).port
+      yield* Effect.promise(() => new Promise<void>((resolve) => dead.close(() => resolve())))
+      const info = (address: string, frontend = crypto.randomUUID()) =>
+        muxConnectionInfo({ address, frontend_server_id: frontend, stream_id: crypto.randomUUID(), context: "rq" })
+      const refused = yield* Effect.flip(h.client.connect({ connectionInfo: info(`127.0.0.1:${port}`), requestId: "rq", codec: "json" }))
+      expect(refused._tag).toBe("TransportConnectionError")
+      if (refused._tag === "TransportConnectionError") {
+        expect(refused.reason).toBe("ConnectFailed")
+        expect(refused.target).toBe(`127.0.0.1:${port}`)
+      }
+      // A live router that is not the one the info names: it refuses the handshake.
+      const stale = yield* Effect.flip(h.client.connect({ connectionInfo: info(h.target()), requestId: "rq", codec: "json" }))
+      expect(stale._tag).toBe("TransportConnectionError")
+      if (stale._tag === "TransportConnectionError") {
+        expect(stale.reason).toBe("Refused")
+        expect(stale.target).toBe(h.target())
+      }
+      // Bad info: a protocol error before any I/O.
+      const bad = yield* Effect.flip(
+        h.client.connect({ connectionInfo: { transport: "tcp_response_mux_v1", info: "{}" }, requestId: "rq", codec: "json" })
+      )
+      expect(bad._tag).toBe("TransportProtocolError")
+    }))
+
+  it.live("evicts a target nobody uses any more, with all its connections", () =>
+    Effect.gen(function*() {
+      const h = yield* harness({ minIdle: 2, targetIdleTimeoutMs: 150 })
+      yield* h.roundTrip(1)
+      // right after the stream the target has its connections (min idle may still be filling)
+      expect(h.pool.connections().length).toBeGreaterThanOrEqual(1)
+      expect(yield* eventually(() => h.pool.stats().length === 0 && h.server.muxConnectionCount() === 0)).toBe(true)
+      // the gauges follow each worker-side socket's close event, which can trail the router's
+      expect(yield* eventually(() => {
+        const m = poolMetrics(h.target())
+        return m.active === 0 && m.idle === 0
+      })).toBe(true)
+      expect(poolMetrics(h.target())).toMatchObject({ active: 0, idle: 0, validationFailures: 0 })
+      yield* h.roundTrip(1)
+      expect(h.pool.stats().length).toBe(1)
+    }))
+
+  it.live("closing the scope closes every pooled connection and stream; no socket stays open", () =>
+    Effect.gen(function*() {
+      yield* realSleep(50) // let sockets of earlier tests finish closing
+      const baseline = tcpSockets()
+      let during = 0
+      const disconnects: Array<string> = []
+      const rec = recordingSink()
+      yield* Effect.gen(function*() {
+        const h = yield* harness({ minIdle: 3 })
+        yield* h.roundTrip(1)
+        const live = yield* h.open
+        live.writer.prologue()
+        live.writer.onDisconnect((e) => disconnects.push(`${e._tag}:${e.reason}`))
+        expect(yield* eventually(() => h.pool.connections().length === 3)).toBe(true)
+        // The same for a whole stack, with a stream that never ends.
+        yield* Effect.gen(function*() {
+          yield* Endpoint.serveEmit("ns.pool.forever", (_req: unknown, _ctx, emit: Endpoint.Emit<number>) =>
+            Effect.andThen(Effect.sync(() => emit(1)), Effect.never))
+          const client = yield* Endpoint.client<unknown, number>("ns.pool.forever")
+          const started = yield* Deferred.make<void>()
+          yield* Effect.forkScoped(client.call({}, () => Deferred.doneUnsafe(started, Effect.void)))
+          yield* Deferred.await(started)
+          const registry = yield* TransportRegistry.TransportRegistry
+          const server = yield* registry.getResponseServer("tcp")
+          yield* server.open({ requestId: "probe", endpoint: "x", codec: "json", sink: rec.sink })
+          during = tcpSockets()
+        }).pipe(Effect.scoped, Effect.provide(poolStack({ DYN_TCP_POOL_MIN_IDLE: "2" })))
+      }).pipe(Effect.scoped)
+      expect(during).toBeGreaterThanOrEqual(baseline + 8)
+      expect(disconnects).toEqual(["TransportConnectionError:ConnectionClosed"])
+      expect(yield* eventually(() => tcpSockets() === baseline, 3000)).toBe(true)
+    }))
+})
+
+// ---- dropped connections ----------------------------------------------------------------------
+
+describe("a dropped pooled connection", () => {
+  it.live("fails every stream on it with a typed error within 1 s, on both sides; the pool replaces it", () =>
+    Effect.gen(function*() {
+      const { pool, server } = yield* planes
+      let interrupted = 0
+      let started = 0
+      yield* Endpoint.serveEmit("ns.pool.hang", (req: { id: number }, _ctx, emit: Endpoint.Emit<number>) =>
+        Effect.andThen(
+          Effect.sync(() => {
+            started++
+            emit(req.id)
+          }),
+          Effect.never
+        ).pipe(Effect.onInterrupt(() => Effect.sync(() => interrupted++))))
+      yield* Endpoint.serveEmit("ns.pool.ok", (_req: unknown, _ctx, emit: Endpoint.Emit<string>) => Effect.sync(() => emit("ok")))
+      const hang = yield* Endpoint.client<{ id: number }, number>("ns.pool.hang")
+      const ok = yield* Endpoint.client<unknown, string>("ns.pool.ok")
+      expect(yield* Stream.runCollect(ok.generate({}))).toEqual(["ok"])
+
+      for (const side of ["router", "worker"] as const) {
+        started = 0
+        interrupted = 0
+        let flowing = 0
+        const fibers = yield* Effect.forEach(Array.from({ length: 20 }, (_, id) => id), (id) =>
+          Effect.forkChild(Effect.flip(hang.call({ id }, () => void flowing++)).pipe(Effect.map((e) => ({ e, at: performance.now() })))))
+        // Every stream is on the connection from the router's point of view: its first item arrived.
+        expect(yield* eventually(() => started === 20 && flowing === 20)).toBe(true)
+        expect(pool.connections().length).toBe(1) // all twenty share one connection
+        const droppedAt = performance.now()
+        if (side === "router") server.dropMuxConnections()
+        else for (const c of pool.connections()) c.destroy()
+        const results = yield* Effect.forEach(fibers, Fiber.join)
+        for (const { at, e } of results) {
+          expect(at - droppedAt).toBeLessThan(1000)
+          expect(e._tag).toBe("TransportConnectionError")
+          if (e._tag === "TransportConnectionError") {
+            expect(e.reason).toBe("StreamEndedEarly")
+            expect(e.detail).toBe("stream ended before generation completed")
+          }
+        }
+        // Worker side: every writer heard onDisconnect, so every handler was interrupted.
+        expect(yield* eventually(() => interrupted === 20, 1000)).toBe(true)
+        // Replaced: the next stream works.
+        expect(yield* Stream.runCollect(ok.generate({}))).toEqual(["ok"])
+      }
+    }).pipe(Effect.provide(poolStack({ DYN_TCP_POOL_MIN_IDLE: "0" }))))
+})
+
+// ---- the Endpoint API on the pooled plane -------------------------------------------------------
+
+describe("Endpoint round trip with DYN_TCP_POOL_ENABLED=true", () => {
+  it.live("streams sequential and concurrent responses over pooled connections; metrics count the pool", () =>
+    Effect.gen(function*() {
+      const { pool, server } = yield* planes
+      const registry = yield* TransportRegistry.TransportRegistry
+      expect(registry.registrations().find((r) => r.plane_type === "response")?.capabilities.persistent_connections).toBe(true)
+      yield* Endpoint.serveEmit("ns.pool.seq", (req: { i: number }, _ctx, emit: Endpoint.Emit<number>) =>
+        Effect.sync(() => {
+          for (let k = 0; k < 10; k++) emit(req.i * 10 + k)
+        }))
+      const client = yield* Endpoint.client<{ i: number }, number>("ns.pool.seq")
+      for (let i = 0; i < 300; i++) {
+        const items = yield* Stream.runCollect(client.generate({ i }))
+        expect(items).toEqual(Array.from({ length: 10 }, (_, k) => i * 10 + k))
+      }
+      const results = yield* Effect.forEach(Array.from({ length: 200 }, (_, i) => i), (i) => Stream.runCollect(client.generate({ i })), {
+        concurrency: "unbounded"
+      })
+      results.forEach((items, i) => expect(items).toEqual(Array.from({ length: 10 }, (_, k) => i * 10 + k)))
+      const target = pool.stats()[0]!.target
+      const m = poolMetrics(target)
+      expect(m.created).toBe(pool.connections().length) // min idle 2, and the load needed no more
+      expect(m.created).toBe(2)
+      expect(m.acquisitions).toBe(500)
+      expect(m.reused).toBeGreaterThanOrEqual(498)
+      expect(m).toMatchObject({ active: 0, idle: 2, validationFailures: 0 })
+      expect(server.muxConnectionCount()).toBe(2)
+      for (const name of ["created_total", "reused_total"]) expect(m.scrape).toContain(`# TYPE tcp_pool_connections_${name} counter`)
+      expect(m.scrape).toContain("# TYPE tcp_pool_acquisition_latency_seconds histogram")
+      expect(m.scrape).toContain("# TYPE tcp_pool_active_connections gauge")
+    }).pipe(Effect.provide(poolStack({ DYN_TCP_POOL_MIN_IDLE: "2" }))))
+
+  it.live("keeps the one-shot semantics: msgpack, stop on cancel, handler and prologue errors, call-home timeout", () =>
+    Effect.gen(function*() {
+      const seen: Array<RequestMessage> = []
+      const registry = yield* TransportRegistry.TransportRegistry
+      const memory = yield* registry.getRequestServer("memory")
+      const discovery = yield* Discovery
+      const path = { namespace: "ns", component: "raw", endpoint: "mute" }
+      const transport = yield* memory.register({ path, instanceId: 5n }, (m) => void seen.push(m))
+      yield* discovery.register({ type: "Endpoint", ...path, instance_id: 5n, transport })
+
+      yield* Endpoint.serve("ns.pool.mp", (req: { n: number }) => Stream.range(1, req.n).pipe(Stream.map((n) => ({ n, s: `#${n}` }))))
+      const interrupted = yield* Deferred.make<number>()
+      yield* Endpoint.serveEmit("ns.pool.slow", (_req: unknown, _ctx, emit: Endpoint.Emit<number>) =>
+        Effect.gen(function*() {
+          for (let i = 0;; i++) {
+            emit(i)
+            yield* Effect.sleep(5)
+          }
+        }).pipe(Effect.onInterrupt(() => Deferred.succeed(interrupted, Date.now()))))
+      yield* Endpoint.serveEmit("ns.pool.fail", (_req: unknown, _ctx, emit: Endpoint.Emit<number>) =>
+        Effect.gen(function*() {
+          emit(1)
+          emit(2)
+          return yield* Effect.fail(new Error("model exploded"))
+        }))
+      yield* Endpoint.serve("ns.pool.typed", (req: { n: number }) => Stream.make(req.n), { requestSchema: Schema.Struct({ n: Schema.Number }) })
+
+      const mp = yield* Endpoint.client<{ n: number }, { n: number; s: string }>("ns.pool.mp")
+      expect(yield* Stream.runCollect(mp.generate({ n: 100 }))).toEqual(Array.from({ length: 100 }, (_, i) => ({ n: i + 1, s: `#${i + 1}` })))
+
+      const slow = yield* Endpoint.client<unknown, number>("ns.pool.slow")
+      expect(yield* Stream.runCollect(slow.generate({}).pipe(Stream.take(3)))).toEqual([0, 1, 2])
+      const cancelledAt = Date.now()
+      const at = yield* Deferred.await(interrupted).pipe(Effect.timeout(1000))
+      expect(at - cancelledAt).toBeLessThan(100)
+
+      const failing = yield* Endpoint.client<unknown, number>("ns.pool.fail")
+      const items: Array<number> = []
+      const error = yield* Effect.flip(failing.call({}, (batch) => items.push(...batch)))
+      expect(items).toEqual([1, 2])
+      expect(error._tag).toBe("HandlerError")
+      if (error._tag === "HandlerError") expect([error.detail, error.phase]).toEqual(["model exploded", "stream"])
+
+      const typed = yield* Endpoint.client<unknown, number>("ns.pool.typed")
+      expect(yield* Stream.runCollect(typed.generate({ n: 7 }))).toEqual([7])
+      const prologue = yield* Effect.flip(Stream.runCollect(typed.generate({ n: "seven" })))
+      expect(prologue._tag).toBe("HandlerError")
+      if (prologue._tag === "HandlerError") {
+        expect(prologue.phase).toBe("prologue")
+        expect(prologue.detail).toContain("invalid request")
+      }
+
+      const mute = yield* Endpoint.client<unknown, number>("ns.raw.mute")
+      const timeout = yield* Effect.flip(Stream.runCollect(mute.generate({})))
+      expect(timeout._tag).toBe("TransportTimeoutError")
+      if (timeout._tag === "TransportTimeoutError") expect(timeout.reason).toBe("CallHomeTimeout")
+      const ci = seen[0]!.control.connection_info
+      expect(ci.transport).toBe("tcp_response_mux_v1")
+      expect(Object.keys(JSON.parse(ci.info))).toEqual(["address", "frontend_server_id", "stream_id", "context"])
+    }).pipe(Effect.provide(poolStack({ DYN_REQUEST_PLANE_CODEC: "msgpack", DYN_TCP_CALL_HOME_TIMEOUT_SECS: "0.3" }))))
+
+  it.live("with the flag off, nothing changes: tcp_server info, and a mux handshake is refused", () =>
+    Effect.gen(function*() {
+      const server = yield* TcpStreamServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX })
+      const pending = yield* server.open({ requestId: "r", endpoint: "e", codec: "json", sink: recordingSink().sink })
+      expect(pending.connectionInfo.transport).toBe("tcp_server")
+      const peer = yield* Effect.promise(() => rawConnect(addressOf(pending.connectionInfo)))
+      peer.socket.write(encodeMuxHandshake(crypto.randomUUID(), crypto.randomUUID()))
+      yield* Effect.promise(() => peer.closed).pipe(Effect.timeout(1000))
+      expect(peer.bytes()).toEqual(Buffer.alloc(0))
+      pending.close()
+    }))
+})
+
+// ---- raw peers --------------------------------------------------------------------------------
+
+interface RawPeer {
+  readonly socket: net.Socket
+  /** Every byte received. */
+  readonly bytes: () => Buffer
+  /** Resolves when the socket has closed. */
+  readonly closed: Promise<void>
+}
+
+const rawAttach = (socket: net.Socket): RawPeer => {
+  const chunks: Array<Buffer> = []
+  socket.on("data", (c: Buffer) => chunks.push(Buffer.from(c)))
+  socket.on("error", () => {})
+  const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()))
+  return { socket, bytes: () => Buffer.concat(chunks), closed }
+}
+
+const rawConnect = (address: string): Promise<RawPeer> =>
+  new Promise((resolve, reject) => {
+    const colon = address.lastIndexOf(":")
+    const socket = net.connect({ host: address.slice(0, colon), port: Number(address.slice(colon + 1)), noDelay: true })
+    socket.once("error", reject)
+    socket.once("connect", () => {
+      socket.off("error", reject)
+      resolve(rawAttach(socket))
+    })
+  })
+
+interface DecodedMux {
+  readonly kind: number
+  readonly id: string
+  readonly payload: Uint8Array
+}
+
+/** Decodes compact frames from `bytes` (after skipping `skip` bytes). */
+const muxFrames = (bytes: Uint8Array, skip = 0): Array<DecodedMux> => {
+  const out: Array<DecodedMux> = []
+  const error = makeMuxDecoder({ maxMessageSize: MAX, target: "raw", transport: "tcp" }).decode(bytes.subarray(skip), (kind, id, payload) =>
+    out.push({ kind, id: uuidFromStreamId(id), payload: payload.slice() }))
+  if (error !== undefined) throw error
+  return out
+}
+
+const describeFrame = (f: DecodedMux): string =>
+  f.kind === MuxKind.ConnectionAck
+    ? `ack:${decodeConnectionAck(f.payload)}`
+    : f.kind === MuxKind.WindowUpdate
+    ? `window:${decodeWindowUpdate(f.payload)}`
+    : `${["", "prologue", "data", "end", "stop", "kill", "window", "reset", "ack"][f.kind]}:${text(f.payload)}`
+
+describe("response mux v1 wire bytes", () => {
+  it.live("router: acks the handshake, demultiplexes interleaved streams, sends Stop/Kill/Reset, grants credits", () =>
+    Effect.gen(function*() {
+      const frontend = crypto.randomUUID()
+      const server = yield* TcpStreamServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX, mux: true, frontendServerId: frontend })
+      const recA = recordingSink()
+      const recB = recordingSink()
+      const a = yield* server.open({ requestId: "ra", endpoint: "ns.c.e", codec: "json", sink: recA.sink })
+      const b = yield* server.open({ requestId: "rb", endpoint: "ns.c.e", codec: "json", sink: recB.sink })
+      const infoA = JSON.parse(a.connectionInfo.info) as { address: string; frontend_server_id: string; stream_id: string; context: string }
+      const infoB = JSON.parse(b.connectionInfo.info) as typeof infoA
+      expect(infoA.frontend_server_id).toBe(frontend)
+      expect(infoA.context).toBe("ra")
+      const idA = streamIdFromUuid(infoA.stream_id)!
+      const idB = streamIdFromUuid(infoB.stream_id)!
+      a.control("stop") // before the worker claims it: queued
+
+      const peer = yield* Effect.promise(() => rawConnect(infoA.address))
+      peer.socket.write(encodeMuxHandshake(frontend, crypto.randomUUID()))
+      yield* eventually(() => peer.bytes().length >= 32)
+      // ConnectionAck(0): 24-byte header with the nil UUID, then a u64 zero.
+      expect(toHex(peer.bytes())).toBe("00000008" + "08" + "00" + "0000" + "0".repeat(32) + "0".repeat(16))
+
+      const item = (data: unknown) => encodeStreamItem(jsonCodec, data)
+      /** Compact frames written so far: what the router's ConnectionAck counts. */
+      let written = 0
+      const send = (bytes: Uint8Array) => {
+        written += bytes.length
+        peer.socket.write(bytes)
+      }
+      send(Buffer.concat([
+        encodeMuxFrame(MuxKind.Prologue, idA, utf8(`{"error":null}`)),
+        encodeMuxFrame(MuxKind.Prologue, idB, utf8(`{}`)),
+        encodeMuxFrame(MuxKind.Data, idA, item("a1")),
+        encodeMuxFrame(MuxKind.Data, idB, item("b1")),
+        encodeMuxFrame(MuxKind.Data, idA, item("a2")),
+        encodeMuxFrame(MuxKind.End, idB)
+      ]))
+      yield* Effect.promise(() => recB.done)
+      expect(recB.events).toEqual(["start", "end"])
+      expect(recB.items).toEqual(["b1"])
+      expect(recA.items).toEqual(["a1", "a2"])
+      // The stop queued before the claim went out after it, as a bare Stop frame.
+      yield* eventually(() => muxFrames(peer.bytes(), 32).some((f) => f.kind === MuxKind.Stop))
+      a.control("kill")
+      yield* eventually(() => muxFrames(peer.bytes(), 32).some((f) => f.kind === MuxKind.Kill))
+      const stopAt = peer.bytes().indexOf(Buffer.from(encodeMuxFrame(MuxKind.Stop, idA)))
+      expect(stopAt).toBeGreaterThanOrEqual(32)
+
+      // 70 KiB for stream a: a WindowUpdate of at least 64 KiB, and a ConnectionAck of every byte decoded.
+      const big = "x".repeat(1000)
+      const bigFrames = Buffer.concat(Array.from({ length: 70 }, () => encodeMuxFrame(MuxKind.Data, idA, item(big))))
+      send(bigFrames)
+      const sent = written
+      yield* eventually(() => recA.items.length === 72)
+      expect(
+        yield* eventually(() => {
+          const fs = muxFrames(peer.bytes(), 32)
+          return fs.some((f) => f.kind === MuxKind.WindowUpdate && f.id === infoA.stream_id && decodeWindowUpdate(f.payload) >= 64 * 1024) &&
+            fs.some((f) => f.kind === MuxKind.ConnectionAck && decodeConnectionAck(f.payload) === sent)
+        })
+      ).toBe(true)
+
+      // close() of a live stream: a Reset to the worker, and the connection stays.
+      a.close()
+      yield* eventually(() => muxFrames(peer.bytes(), 32).some((f) => f.kind === MuxKind.Reset))
+      const reset = muxFrames(peer.bytes(), 32).find((f) => f.kind === MuxKind.Reset)!
+      expect([reset.id, text(reset.payload)]).toEqual([infoA.stream_id, "cancelled by the router"])
+      expect(peer.socket.destroyed).toBe(false)
+      expect(server.muxConnectionCount()).toBe(1)
+
+      // A Prologue for a stream nobody opened: answered with a Reset; the connection stays.
+      const stranger = crypto.randomUUID()
+      send(encodeMuxFrame(MuxKind.Prologue, streamIdFromUuid(stranger)!, utf8(`{"error":null}`)))
+      yield* eventually(() => muxFrames(peer.bytes(), 32).some((f) => f.kind === MuxKind.Reset && f.id === stranger))
+
+      // Per-stream failures: a prologue error, a bad body (Reset back), a worker Reset.
+      const recC = recordingSink()
+      const recD = recordingSink()
+      const recE = recordingSink()
+      const c = yield* server.open({ requestId: "rc", endpoint: "ns.c.e", codec: "json", sink: recC.sink })
+      const d = yield* server.open({ requestId: "rd", endpoint: "ns.c.e", codec: "json", sink: recD.sink })
+      const e = yield* server.open({ requestId: "re", endpoint: "ns.c.e", codec: "json", sink: recE.sink })
+      const idOf = (p: typeof c) => streamIdFromUuid((JSON.parse(p.connectionInfo.info) as { stream_id: string }).stream_id)!
+      send(Buffer.concat([
+        encodeMuxFrame(MuxKind.Prologue, idOf(c), utf8(`{"error":"no GPU"}`)),
+        encodeMuxFrame(MuxKind.Prologue, idOf(d), utf8(`{"error":null}`)),
+        encodeMuxFrame(MuxKind.Data, idOf(d), utf8("not json{")),
+        encodeMuxFrame(MuxKind.Prologue, idOf(e), utf8(`{"error":null}`)),
+        encodeMuxFrame(MuxKind.Data, idOf(e), item(1)),
+        encodeMuxFrame(MuxKind.Reset, idOf(e), utf8("stopped"))
+      ]))
+      yield* Effect.promise(() => Promise.all([recC.done, recD.done, recE.done]))
+      expect(recC.error()).toMatchObject({ _tag: "HandlerError", phase: "prologue", detail: "no GPU" })
+      expect(recD.error()).toMatchObject({ _tag: "TransportProtocolError", reason: "BadPayload" })
+      expect(recE.items).toEqual([1])
+      expect(recE.error()).toMatchObject({ _tag: "TransportConnectionError", reason: "StreamEndedEarly", detail: "stream ended before generation completed" })
+      yield* eventually(() => muxFrames(peer.bytes(), 32).some((f) => f.kind === MuxKind.Reset && f.id === uuidFromStreamId(idOf(d))))
+      expect(server.muxConnectionCount()).toBe(1)
+
+      // A framing error kills the connection: every stream on it fails at once.
+      const recF = recordingSink()
+      const f = yield* server.open({ requestId: "rf", endpoint: "ns.c.e", codec: "json", sink: recF.sink })
+      send(encodeMuxFrame(MuxKind.Prologue, idOf(f), utf8(`{"error":null}`)))
+      yield* eventually(() => recF.events.includes("start"))
+      const badFlags = encodeMuxFrame(MuxKind.Data, idOf(f), item(1))
+      badFlags[5] = 1
+      peer.socket.write(badFlags)
+      yield* Effect.promise(() => recF.done)
+      expect(recF.error()).toMatchObject({ _tag: "TransportProtocolError", reason: "MalformedFrame" })
+      yield* Effect.promise(() => peer.closed).pipe(Effect.timeout(1000))
+      expect(yield* eventually(() => server.muxConnectionCount() === 0)).toBe(true)
+      for (const p of [a, b, c, d, e, f]) p.close()
+    }))
+
+  it.live("router: the same port takes one-shot call-homes (subject = stream id) and refuses a stale frontend id", () =>
+    Effect.gen(function*() {
+      const server = yield* TcpStreamServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX, mux: true })
+      const rec = recordingSink()
+      const pending = yield* server.open({ requestId: "r1", endpoint: "ns.c.e", codec: "json", sink: rec.sink })
+      const info = JSON.parse(pending.connectionInfo.info) as { address: string; stream_id: string }
+      const oneShot = yield* Effect.promise(() => rawConnect(info.address))
+      oneShot.socket.write(Buffer.concat([
+        encodeHeaderOnlyJson({ subject: info.stream_id, stream_type: "response" }),
+        encodeHeaderOnlyJson({ error: null }),
+        encodeFrame(undefined, encodeStreamItem(jsonCodec, "one-shot")),
+        encodeFrame(undefined, encodeStreamComplete(jsonCodec)),
+        encodeHeaderOnlyJson("sentinel")
+      ]))
+      yield* Effect.promise(() => rec.done)
+      expect([rec.events, rec.items]).toEqual([["start", "end"], ["one-shot"]])
+      yield* Effect.promise(() => oneShot.closed).pipe(Effect.timeout(1000))
+
+      const stale = yield* Effect.promise(() => rawConnect(info.address))
+      stale.socket.write(encodeMuxHandshake(crypto.randomUUID(), crypto.randomUUID()))
+      yield* Effect.promise(() => stale.closed).pipe(Effect.timeout(1000))
+      expect(stale.bytes().length).toBe(0)
+      const v2 = yield* Effect.promise(() => rawConnect(info.address))
+      v2.socket.write(encodeHeaderOnlyJson({ kind: "response_mux", version: 2, frontend_server_id: crypto.randomUUID(), connection_id: "x" }))
+      yield* Effect.promise(() => v2.closed).pipe(Effect.timeout(1000))
+      expect(v2.bytes().length).toBe(0)
+      pending.close()
+    }))
+
+  it.live("worker: handshake, then Prologue, Data, End in one write; fail, close, Stop/Kill and Reset; credits hold it back", () =>
+    Effect.gen(function*() {
+      const frontend = crypto.randomUUID()
+      const sockets: Array<{ socket: net.Socket; bytes: () => Buffer; handshake: Promise<string> }> = []
+      const srv = net.createServer({ noDelay: true }, (socket) => {
+        const chunks: Array<Buffer> = []
+        let resolveHandshake: (s: string) => void = () => {}
+        const handshake = new Promise<string>((resolve) => (resolveHandshake = resolve))
+        const decoder = makeDecoder({ maxMessageSize: MAX, target: "raw", transport: "tcp" })
+        let acked = false
+        socket.on("data", (c: Buffer) => {
+          if (!acked) {
+            acked = true
+            // The first chunk is exactly the handshake frame (the worker waits for the ack).
+            decoder.decode(c, (header) => resolveHandshake(text(header)))
+            socket.write(encodeConnectionAck(0))
+            return
+          }
+          chunks.push(Buffer.from(c))
+        })
+        socket.on("error", () => {})
+        sockets.push({ socket, bytes: () => Buffer.concat(chunks), handshake })
+      })
+      yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", () => resolve()))),
+        () => Effect.promise(() => {
+          for (const s of sockets) s.socket.destroy()
+          return new Promise<void>((resolve) => srv.close(() => resolve()))
+        })
+      )
+      const address = `127.0.0.1:${(srv.address() as net.AddressInfo).port}`
+      const client = yield* TcpStreamClient.make({ maxMessageSize: MAX, pool: { minIdle: 0 } })
+      const connect = (requestId: string) => {
+        const streamId = crypto.randomUUID()
+        return Effect.map(
+          client.connect({ connectionInfo: muxConnectionInfo({ address, frontend_server_id: frontend, stream_id: streamId, context: requestId }), requestId, codec: "json" }),
+          (writer) => ({ writer, streamId, id: streamIdFromUuid(streamId)! })
+        )
+      }
+      const frames = () => muxFrames(sockets[0]!.bytes())
+      const of = (streamId: string) => frames().filter((f) => f.id === streamId).map(describeFrame)
+
+      const s1 = yield* connect("r1")
+      expect(sockets.length).toBe(1)
+      const hs = JSON.parse(yield* Effect.promise(() => sockets[0]!.handshake)) as Record<string, unknown>
+      expect(Object.keys(hs)).toEqual(["kind", "version", "frontend_server_id", "connection_id"])
+      expect([hs.kind, hs.version, hs.frontend_server_id]).toEqual(["response_mux", 1, frontend])
+      s1.writer.prologue()
+      s1.writer.send({ text: "hello" })
+      s1.writer.sendAll([2, 3])
+      s1.writer.complete()
+      s1.writer.send("too late")
+      yield* eventually(() => of(s1.streamId).length === 5)
+      expect(of(s1.streamId)).toEqual([
+        `prologue:{"error":null}`,
+        `data:{"data":{"text":"hello"},"complete_final":false}`,
+        `data:{"data":2,"complete_final":false}`,
+        `data:{"data":3,"complete_final":false}`,
+        "end:"
+      ])
+      // One tick's frames left in one write: one chunk (loopback delivers it whole).
+      expect(sockets[0]!.bytes().subarray(0, 24)).toEqual(Buffer.from(encodeMuxFrame(MuxKind.Prologue, s1.id, utf8(`{"error":null}`)).subarray(0, 24)))
+
+      // fail → the in-band error body; close → Reset; an error prologue ends the stream.
+      const s2 = yield* connect("r2")
+      s2.writer.prologue()
+      s2.writer.fail("boom")
+      const s3 = yield* connect("r3")
+      s3.writer.prologue()
+      s3.writer.close()
+      const s4 = yield* connect("r4")
+      s4.writer.prologue("cannot start")
+      s4.writer.send(1)
+      yield* eventually(() => of(s2.streamId).length === 2 && of(s3.streamId).length === 2 && of(s4.streamId).length === 1)
+      expect(of(s2.streamId)).toEqual([`prologue:{"error":null}`, `data:{"complete_final":false,"error":"boom"}`])
+      expect(of(s3.streamId)).toEqual([`prologue:{"error":null}`, "reset:closed by the worker"])
+      expect(of(s4.streamId)).toEqual([`prologue:{"error":"cannot start"}`])
+      expect(sockets.length).toBe(1) // one connection carried them all
+
+      // Stop and Kill reach onControl; a Reset reaches onDisconnect.
+      const s5 = yield* connect("r5")
+      s5.writer.prologue()
+      const controls: Array<string> = []
+      const disconnects: Array<string> = []
+      s5.writer.onControl((m) => controls.push(m))
+      s5.writer.onDisconnect((e) => disconnects.push(`${e._tag}:${e.reason}:${e.detail}`))
+      sockets[0]!.socket.write(Buffer.concat([encodeMuxFrame(MuxKind.Stop, s5.id), encodeMuxFrame(MuxKind.Kill, s5.id)]))
+      yield* eventually(() => controls.length === 2)
+      expect(controls).toEqual(["stop", "kill"])
+      sockets[0]!.socket.write(encodeMuxFrame(MuxKind.Reset, s5.id, utf8("cancelled")))
+      yield* eventually(() => disconnects.length === 1)
+      expect(disconnects).toEqual(["TransportConnectionError:ConnectionClosed:the router reset the stream: cancelled"])
+
+      // Credits: 40 items of 10 KiB; without credit updates at most 256 KiB of Data leave.
+      const s6 = yield* connect("r6")
+      s6.writer.prologue()
+      const body = "y".repeat(10 * 1024)
+      for (let i = 0; i < 40; i++) s6.writer.send(body)
+      s6.writer.complete()
+      const payloadBytes = () => frames().filter((f) => f.id === s6.streamId && f.kind === MuxKind.Data).reduce((n, f) => n + f.payload.length, 0)
+      yield* eventually(() => payloadBytes() > 0)
+      yield* realSleep(50)
+      const first = payloadBytes()
+      expect(first).toBeLessThanOrEqual(256 * 1024)
+      expect(first).toBeGreaterThan(200 * 1024)
+      // Grant the stream's credit back and ack every byte: the rest follows, then End.
+      const total = sockets[0]!.bytes().length
+      sockets[0]!.socket.write(Buffer.concat([encodeWindowUpdate(s6.id, first), encodeConnectionAck(total)]))
+      yield* eventually(() => of(s6.streamId).at(-1) === "end:" || payloadBytes() > first + 200 * 1024)
+      const more = () => {
+        const t = sockets[0]!.bytes().length
+        sockets[0]!.socket.write(Buffer.concat([encodeWindowUpdate(s6.id, 256 * 1024), encodeConnectionAck(t)]))
+      }
+      more()
+      expect(yield* eventually(() => of(s6.streamId).at(-1) === "end:")).toBe(true)
+      const items = frames().filter((f) => f.id === s6.streamId && f.kind === MuxKind.Data)
+      expect(items.length).toBe(40)
+      expect(items.every((f) => JSON.parse(text(f.payload)).data === body)).toBe(true)
+      expect(items.every((f) => f.payload.length + MUX_HEADER_SIZE < MAX)).toBe(true)
+    }))
+})
