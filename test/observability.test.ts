@@ -21,7 +21,22 @@ const modes: ReadonlyArray<{ name: string; request: string; response: string; en
   { name: "memory", request: "memory", response: "memory", env: { DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory" } },
   { name: "http + memory", request: "http", response: "memory", env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "memory" } },
   { name: "http + tcp", request: "http", response: "tcp", env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "tcp" } },
-  { name: "memory + tcp", request: "memory", response: "tcp", env: { DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "tcp" } }
+  { name: "memory + tcp", request: "memory", response: "tcp", env: { DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "tcp" } },
+  {
+    name: "http + pooled tcp",
+    request: "http",
+    response: "tcp",
+    env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_POOL_ENABLED: "true", DYN_TCP_POOL_MIN_IDLE: "1" }
+  }
+]
+
+const poolMetricNames = [
+  "tcp_pool_connections_created_total",
+  "tcp_pool_connections_reused_total",
+  "tcp_pool_active_connections",
+  "tcp_pool_idle_connections",
+  "tcp_pool_acquisition_latency_seconds",
+  "tcp_pool_validation_failures_total"
 ]
 
 const stack = (env: Record<string, string>) =>
@@ -72,6 +87,15 @@ describe("metrics", () => {
           "transport_active_streams"
         ]) {
           expect(text, name).toContain(`# TYPE ${name} `)
+        }
+        if (mode.env.DYN_TCP_POOL_ENABLED === "true") {
+          for (const name of poolMetricNames) expect(text, name).toContain(`# TYPE ${name} `)
+          // 8 streams on one target: every stream after the first connection's reused it
+          const created = text.split("\n").filter((l) => l.startsWith("tcp_pool_connections_created_total{")).map((l) => Number(l.split(" ")[1]))
+          const reused = text.split("\n").filter((l) => l.startsWith("tcp_pool_connections_reused_total{")).map((l) => Number(l.split(" ")[1]))
+          expect(created.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(1)
+          expect(reused.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(1)
+          expect(text).toContain("# TYPE tcp_pool_acquisition_latency_seconds histogram")
         }
         expect(text).toContain("# TYPE transport_requests_total counter")
         expect(text).toContain("# TYPE transport_request_latency_seconds histogram")

@@ -131,6 +131,10 @@ export const poolRecorder = (target: string): PoolRecorder => {
   const acquisition = Metric.withAttributes(poolAcquisitionLatency, attributes)
   const activeGauge = Metric.withAttributes(poolActiveConnections, attributes)
   const idleGauge = Metric.withAttributes(poolIdleConnections, attributes)
+  // zero-valued series from the first use of a target, so every pool metric is on /metrics
+  created.updateUnsafe(0, none)
+  reused.updateUnsafe(0, none)
+  failed.updateUnsafe(0, none)
   return {
     created: () => created.updateUnsafe(1, none),
     reused: () => reused.updateUnsafe(1, none),
