@@ -35,6 +35,11 @@ export const modes: ReadonlyArray<Mode> = [
     env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "tcp" }
   },
   {
+    name: "http+tcp pooled",
+    description: "HTTP/2 request plane + pooled, multiplexed TCP call-home (DYN_TCP_POOL_ENABLED=true)",
+    env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_POOL_ENABLED: "true" }
+  },
+  {
     name: "memory",
     description: "in-memory request + in-memory response (one process)",
     env: { DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory" }
