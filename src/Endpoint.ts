@@ -14,7 +14,7 @@
  * interrupts sends `stop`, then `kill` after `DYN_CANCEL_GRACE_MS`; either interrupts the
  * worker's handler fiber. A handler failure reaches the router as a `HandlerError`.
  */
-import { Cause, Deferred, Effect, Exit, FiberSet, Queue, Schema, Stream } from "effect"
+import { Cause, Deferred, Effect, Exit, FiberSet, Queue, Schedule, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import { Discovery } from "./Discovery.ts"
 import type { DiscoveryError, DiscoveryEvent } from "./Discovery.ts"
@@ -88,7 +88,15 @@ export interface ServedEndpoint {
   readonly drain: (timeoutMs: number) => Effect.Effect<boolean>
 }
 
+/** In-band error texts are cut to this many characters, so the frame always fits. */
+const MAX_ERROR_TEXT = 4096
+
 const describeFailure = (cause: Cause.Cause<unknown>): string => {
+  const text = describeSquashed(cause)
+  return text.length > MAX_ERROR_TEXT ? `${text.slice(0, MAX_ERROR_TEXT)}… (${text.length} characters)` : text
+}
+
+const describeSquashed = (cause: Cause.Cause<unknown>): string => {
   const error = Cause.squash(cause)
   if (error instanceof Error) return error.message
   if (typeof error === "string") return error
@@ -352,9 +360,21 @@ export const client = <Req = unknown, Res = unknown>(
         instances = [...instances.filter((i) => i.instance_id !== event.instance.instance_id), event.instance]
       } else instances = instances.filter((i) => i.instance_id !== event.instance.instance_id)
     }
+    // The first snapshot must arrive (or its failure is the client's); after that a failed
+    // watch is logged and restarted, so the instance list never freezes silently.
     yield* discovery.watch(endpointPath).pipe(
       Stream.runForEach((event) => Effect.sync(() => apply(event)).pipe(Effect.andThen(Deferred.succeed(first, undefined)))),
-      Effect.catchCause((cause) => Deferred.failCause(first, cause)),
+      Effect.tapCause((cause) =>
+        Effect.flatMap(Deferred.isDone(first), (started) =>
+          started
+            ? Effect.logWarning("discovery watch failed; restarting it", cause).pipe(
+              Effect.annotateLogs({ module: "endpoint", endpoint })
+            )
+            : Deferred.failCause(first, cause)
+        )
+      ),
+      Effect.retry({ while: () => Deferred.isDoneUnsafe(first), schedule: Schedule.spaced("1 second") }),
+      Effect.ignore,
       Effect.forkScoped
     )
     yield* Deferred.await(first)

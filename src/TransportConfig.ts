@@ -105,12 +105,14 @@ const intIn = (min: number, max: number, expected: string): Parser<number> => ({
 const port = intIn(0, 65535, "a port number from 0 to 65535 (0 picks a free port)")
 const positiveInt = intIn(1, Number.MAX_SAFE_INTEGER, "a positive integer")
 const nonNegativeInt = intIn(0, Number.MAX_SAFE_INTEGER, "an integer >= 0")
+/** Node timers hold at most 2^31-1 ms; a larger delay would silently fire after 1 ms. */
+const MAX_TIMER_MS = 2_147_483_647
 const seconds: Parser<number> = {
-  expected: "a number of seconds > 0 (decimals allowed)",
+  expected: "a number of seconds from 0.001 to 2147483 (decimals allowed)",
   parse: (t) => {
     if (!/^\d+(\.\d+)?$/.test(t.trim())) return undefined
-    const n = Number(t.trim())
-    return n > 0 && Number.isFinite(n) ? Math.round(n * 1000) : undefined
+    const ms = Math.round(Number(t.trim()) * 1000)
+    return ms >= 1 && ms <= MAX_TIMER_MS ? ms : undefined
   }
 }
 const millis = intIn(0, 3_600_000, "a number of milliseconds from 0 to 3600000")
@@ -241,12 +243,12 @@ const vars = {
   tcpResponsePort: v("DYN_TCP_RESPONSE_PORT", "0", port, "Port of the router's call-home stream server (0 picks a free port)"),
   tcpResponseAdvertiseHost: v("DYN_TCP_RESPONSE_ADVERTISE_HOST", "(auto)", host, "Host that workers call home to; by default the bind address, or the first non-internal IPv4 when binding 0.0.0.0"),
   callHomeTimeout: v("DYN_TCP_CALL_HOME_TIMEOUT_SECS", "30", seconds, "How long a router waits for the worker to call home"),
-  tcpPoolEnabled: v("DYN_TCP_POOL_ENABLED", "false", bool, "Enable connection pooling"),
-  tcpPoolMaxPerTarget: v("DYN_TCP_POOL_MAX_PER_TARGET", "50", positiveInt, "Max connections per target"),
-  tcpPoolMinIdle: v("DYN_TCP_POOL_MIN_IDLE", "5", nonNegativeInt, "Min idle connections"),
-  tcpPoolIdleTimeout: v("DYN_TCP_POOL_IDLE_TIMEOUT_SECS", "300", seconds, "Idle connection timeout"),
-  tcpPoolMaxLifetime: v("DYN_TCP_POOL_MAX_LIFETIME_SECS", "3600", seconds, "Max connection lifetime"),
-  tcpPoolKeepalive: v("DYN_TCP_POOL_KEEPALIVE_SECS", "60", seconds, "TCP keepalive interval"),
+  tcpPoolEnabled: v("DYN_TCP_POOL_ENABLED", "false", bool, "Enable pooled, multiplexed call-home connections. Set on the router: its ConnectionInfo decides; workers always understand both"),
+  tcpPoolMaxPerTarget: v("DYN_TCP_POOL_MAX_PER_TARGET", "50", positiveInt, "Max pooled connections per router (host:port), on the worker"),
+  tcpPoolMinIdle: v("DYN_TCP_POOL_MIN_IDLE", "5", nonNegativeInt, "Pooled connections kept warm per router in use, on the worker"),
+  tcpPoolIdleTimeout: v("DYN_TCP_POOL_IDLE_TIMEOUT_SECS", "300", seconds, "Close a pooled connection idle this long (beyond the warm ones)"),
+  tcpPoolMaxLifetime: v("DYN_TCP_POOL_MAX_LIFETIME_SECS", "3600", seconds, "Rotate a pooled connection this old: it drains its streams, then closes"),
+  tcpPoolKeepalive: v("DYN_TCP_POOL_KEEPALIVE_SECS", "60", seconds, "TCP keepalive: idle time before the first probe on pooled connections"),
   tcpRequestHost: v("DYN_TCP_REQUEST_HOST", "0.0.0.0", host, "TCP request server bind address"),
   tcpRequestPort: v("DYN_TCP_REQUEST_PORT", "9001", port, "TCP request server port"),
   tcpRequestMaxConnections: v("DYN_TCP_REQUEST_MAX_CONNECTIONS", "1000", positiveInt, "Max concurrent connections"),

@@ -94,7 +94,9 @@ describe("TransportConfig", () => {
       ["DYN_HTTP_RPC_ROOT_PATH", "v1/rpc"],
       ["DYN_TCP_MAX_MESSAGE_SIZE", "12MB"],
       ["NATS_SERVER", "localhost:4222"],
-      ["DYN_TCP_POOL_MIN_IDLE", "-2"]
+      ["DYN_TCP_POOL_MIN_IDLE", "-2"],
+      ["DYN_TCP_CALL_HOME_TIMEOUT_SECS", "3000000"],
+      ["DYN_HTTP_REQUEST_TIMEOUT", "0.0001"]
     ] as const) {
       const result = fromRecord({ [name]: bad })
       expect(result._tag, `${name}=${bad}`).toBe("error")

@@ -66,8 +66,18 @@ describe("HTTP request plane", () => {
       // a garbage body on a known endpoint is a 400, and the server keeps serving
       expect(yield* Effect.promise(() => curlStatus(url, ["--data-binary", "garbage"]))).toBe("400")
       expect(yield* Effect.promise(() => curlStatus(url, ["--http2-prior-knowledge", "--data-binary", "garbage"]))).toBe("400")
+      // a malformed percent-escape in the path is a 400, not a crashed worker
+      expect(yield* Effect.promise(() => curlStatus(`${base}/%E0%A4%A`))).toBe("400")
+      expect(yield* Effect.promise(() => curlStatus(`${base}/%ZZ`, ["--http2-prior-knowledge"]))).toBe("400")
       const client = yield* Endpoint.client<unknown, number>("ns.http.known")
       expect(yield* Stream.runCollect(client.generate({}))).toEqual([1])
+      // a caller's odd header does not break the shared session for others
+      const sent = yield* Effect.forEach(
+        [{ connection: "keep-alive" }, { "x-request-id": "a\r\nb" }, {}] as Array<Record<string, string>>,
+        (headers) => Stream.runCollect(client.generate({}, { headers })),
+        { concurrency: "unbounded" }
+      )
+      expect(sent).toEqual([[1], [1], [1]])
     }).pipe(Effect.provide(stack())))
 
   it.live("gives a typed EndpointNotFound when the worker answers 404", () =>

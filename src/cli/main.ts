@@ -15,14 +15,17 @@ import * as Discovery from "../discovery/layerConfig.ts"
 import * as Logging from "../observability/Logging.ts"
 import * as MetricsServer from "../observability/MetricsServer.ts"
 import * as Tracing from "../observability/Tracing.ts"
+import { TransportConfig } from "../TransportConfig.ts"
 import * as TransportRegistry from "../TransportRegistry.ts"
 import { call } from "./call.ts"
 import { demo } from "./demo.ts"
 import { worker } from "./worker.ts"
 
 /** The configured stack: DYN_* from the environment, transports and discovery. */
-const Configured = Layer.mergeAll(Discovery.layerConfig, Logging.layerConfig).pipe(
-  Layer.provideMerge(TransportRegistry.layerConfig)
+const Configured = Layer.mergeAll(Discovery.layerConfig, TransportRegistry.layerFromConfig).pipe(
+  // beneath the transports, so their loggers (captured when they are built) use DYN_LOG
+  Layer.provideMerge(Logging.layerConfig),
+  Layer.provideMerge(TransportConfig.layer)
 )
 
 /** A long-running process also serves /metrics, /health, /ready and exports traces. */

@@ -31,6 +31,16 @@ interface Target {
 
 const { NGHTTP2_CANCEL } = http2.constants
 
+/** The transport headers that travel (PROTOCOL.md section 2); others are not sent. */
+const transportHeaders = (headers: Readonly<Record<string, string>>): Record<string, string> => {
+  const out: Record<string, string> = {}
+  for (const name of ["traceparent", "tracestate", "x-request-id"]) {
+    const value = headers[name]
+    if (value !== undefined && !/[\r\n\0]/.test(value)) out[name] = value
+  }
+  return out
+}
+
 /** Builds the client; closing the scope closes every session. */
 export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPlaneClient, never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -151,13 +161,29 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
                 ":path": t.path,
                 "content-type": "application/octet-stream",
                 "content-length": body.length,
-                ...message.headers
+                ...transportHeaders(message.headers)
               },
               { endStream: false }
             )
           } catch (cause) {
-            session.destroy()
-            finish(Effect.fail(connectionFailure(cause as Error)))
+            // Only a broken session is dropped; anything else fails this one request.
+            const code = (cause as { code?: string }).code
+            if (session.destroyed || code === "ERR_HTTP2_INVALID_SESSION" || code === "ERR_HTTP2_OUT_OF_STREAMS") {
+              session.destroy()
+              finish(Effect.fail(connectionFailure(cause as Error)))
+            } else {
+              finish(
+                Effect.fail(
+                  new TransportProtocolError({
+                    reason: "BadPayload",
+                    transport: "http",
+                    target: address,
+                    detail: `request rejected before sending: ${(cause as Error).message}`,
+                    cause
+                  })
+                )
+              )
+            }
             return
           }
           const s = stream

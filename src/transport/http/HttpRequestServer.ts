@@ -33,6 +33,9 @@ export interface HttpRequestServerOptions {
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 
+/** How long a new connection may take to send its first bytes (the preface or a request line). */
+export const SNIFF_TIMEOUT_MS = 10_000
+
 const TRACE_HEADERS = ["traceparent", "tracestate", "x-request-id"] as const
 
 const single = (value: string | ReadonlyArray<string> | undefined): string | undefined =>
@@ -60,7 +63,12 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       const q = url.indexOf("?")
       const path = q < 0 ? url : url.slice(0, q)
       if (!path.startsWith(prefix)) return respond(404, { error: "not found", path })
-      const subject = decodeURIComponent(path.slice(prefix.length))
+      let subject: string
+      try {
+        subject = decodeURIComponent(path.slice(prefix.length))
+      } catch {
+        return respond(400, { error: "malformed percent-encoding in the path", path })
+      }
       const handler = handlers.get(subject)
       if (handler === undefined) return respond(404, { error: "endpoint not found", endpoint: subject })
       if (method !== "POST") return respond(405, { error: "method not allowed: use POST", endpoint: subject })
@@ -139,12 +147,15 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       socket.once("close", () => sockets.delete(socket))
       socket.on("error", () => {})
       let head: Buffer = Buffer.alloc(0)
+      // A connection that never sends its first bytes is closed, not held forever.
+      socket.setTimeout(SNIFF_TIMEOUT_MS, () => socket.destroy())
       const onData = (chunk: Buffer) => {
         head = head.length === 0 ? chunk : Buffer.concat([head, chunk])
         const n = Math.min(head.length, H2_PREFACE.length)
         const isH2 = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n))
         if (isH2 && head.length < H2_PREFACE.length) return // need more bytes to decide
         socket.off("data", onData)
+        socket.setTimeout(0)
         socket.pause()
         socket.unshift(head)
         // node:http2 drains bytes already buffered in the socket, then reads the handle itself.
