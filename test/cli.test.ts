@@ -79,13 +79,23 @@ describe("CLI across processes (file discovery, http + tcp)", () => {
     const dir = mkdtempSync(join(tmpdir(), "cli-discovery-"))
     try {
       const { child } = await startWorker(dir, "cli.drain.generate")
-      const calling = run(process.execPath, [main, "call", "cli.drain.generate", "--data", "{\"max_tokens\":8,\"delay_ms\":100}"], {
-        env: envFor(dir)
+      const caller = spawn(process.execPath, [main, "call", "cli.drain.generate", "--data", "{\"max_tokens\":8,\"delay_ms\":100}"], {
+        env: envFor(dir),
+        stdio: ["ignore", "pipe", "pipe"]
       })
-      await new Promise((r) => setTimeout(r, 1200))
+      let stdout = ""
+      const firstItem = new Promise<void>((resolve) =>
+        caller.stdout!.on("data", (c: Buffer) => {
+          stdout += c.toString()
+          resolve()
+        })
+      )
+      const callerExit = exitOf(caller)
+      // SIGTERM while the stream is in flight (its first item has arrived, seven are to come)
+      await firstItem
       const exited = exitOf(child)
       child.kill("SIGTERM")
-      const { stdout } = await calling
+      expect(await callerExit).toBe(0)
       expect(stdout.trim().split("\n").length).toBe(8)
       expect(await exited).toBe(0)
     } finally {
