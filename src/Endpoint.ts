@@ -14,17 +14,17 @@
  * interrupts sends `stop`, then `kill` after `DYN_CANCEL_GRACE_MS`; either interrupts the
  * worker's handler fiber. A handler failure reaches the router as a `HandlerError`.
  */
-import { Cause, Deferred, Effect, Exit, FiberSet, Queue, Schedule, Schema, Stream } from "effect"
+import { Cause, Deferred, Effect, Exit, FiberSet, Queue, Result, Schedule, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import { Discovery } from "./Discovery.ts"
 import type { DiscoveryError, DiscoveryEvent } from "./Discovery.ts"
 import { formatEndpointPath, parseEndpointPath, randomInstanceId, requestTransportOf } from "./Instance.ts"
 import type { EndpointPath, Instance } from "./Instance.ts"
-import type { RequestHeaders, RequestMessage } from "./RequestPlane.ts"
+import type { RequestHeaders, RequestMessage, RequestPlaneClient, RequestTarget } from "./RequestPlane.ts"
 import type { PendingStream, ResponseSink } from "./ResponsePlane.ts"
 import type { TransportId } from "./Transport.ts"
 import { TransportConfig } from "./TransportConfig.ts"
-import { EndpointNotFound, errorTypeOf, NoTransportAvailable } from "./TransportError.ts"
+import { EndpointNotFound, errorTypeOf, NoTransportAvailable, TransportConnectionError } from "./TransportError.ts"
 import * as Health from "./observability/Health.ts"
 import * as MetricsModule from "./observability/Metrics.ts"
 import type { CallError, TransportError } from "./TransportError.ts"
@@ -289,6 +289,35 @@ export const serve = <Req, Res, E = never, R = never>(
     options
   )
 
+/** `client.sendCallback`, or `send` run on a fiber for transports without the lean form. */
+const sendLean = (
+  client: RequestPlaneClient,
+  target: RequestTarget,
+  message: RequestMessage,
+  onAck: (error: TransportError | EndpointNotFound | undefined) => void
+): (() => void) => {
+  if (client.sendCallback !== undefined) return client.sendCallback(target, message, onAck)
+  const fiber = Effect.runFork(client.send(target, message))
+  fiber.addObserver((exit) => {
+    if (Exit.isSuccess(exit)) onAck(undefined)
+    else if (!Cause.hasInterruptsOnly(exit.cause)) {
+      const typed = Cause.findError(exit.cause)
+      onAck(
+        Result.isSuccess(typed)
+          ? typed.success
+          : new TransportConnectionError({
+            reason: "SendFailed",
+            transport: client.transport,
+            target: target.address,
+            detail: `the request transport died: ${String(Cause.squash(exit.cause))}`,
+            cause: Cause.squash(exit.cause)
+          })
+      )
+    }
+  })
+  return () => fiber.interruptUnsafe()
+}
+
 /** How a client picks an instance. */
 export type Routing = "round-robin" | "random" | { readonly instanceId: bigint }
 
@@ -486,44 +515,47 @@ export const client = <Req = unknown, Res = unknown>(
             if (type !== undefined) Metrics.recordError(responseId, type)
           })),
           Effect.flatMap((opened) => {
-          pending = opened
-          const message: RequestMessage = {
-            control: {
-              id: requestId,
-              request_type: "single_in",
-              response_type: "many_out",
-              payload_codec: codec,
-              connection_info: opened.connectionInfo,
-              ...(options.metadata === undefined ? {} : { metadata: options.metadata })
-            },
-            payload: request,
-            headers: { ...headers, "x-request-id": requestId }
-          }
-          return requestTransport.client.send({ address, endpoint }, message).pipe(
-            Effect.tapError((error) =>
-              Effect.sync(() => {
-                const type = errorTypeOf(error)
-                if (type !== undefined) Metrics.recordError(requestTransportId, type)
+            pending = opened
+            const message: RequestMessage = {
+              control: {
+                id: requestId,
+                request_type: "single_in",
+                response_type: "many_out",
+                payload_codec: codec,
+                connection_info: opened.connectionInfo,
+                ...(options.metadata === undefined ? {} : { metadata: options.metadata })
+              },
+              payload: request,
+              headers: { ...headers, "x-request-id": requestId }
+            }
+            const onAck = (error: TransportError | EndpointNotFound | undefined) => {
+              if (error === undefined) {
+                Metrics.recordRequest(requestTransportId, "request", (performance.now() - startedAt) / 1000)
+                return
+              }
+              const type = errorTypeOf(error)
+              if (type !== undefined) Metrics.recordError(requestTransportId, type)
+              // A stream that already completed was accepted, whatever the ack says now.
+              settle(Effect.fail(error))
+            }
+            // One callback waits for both the ack and the stream: a complete stream implies the
+            // ack, so the call ends with the stream even if the ack is still on its way.
+            return Effect.callback<void, CallError>((r) => {
+              resume = r
+              const cancelSend = sendLean(requestTransport.client, { address, endpoint }, message, onAck)
+              if (result !== undefined) return r(result)
+              return Effect.sync(() => {
+                // The consumer interrupted: stop, then kill after the grace period.
+                cancelled = true
+                cancelSend()
+                opened.control("stop")
+                killTimer = setTimeout(() => {
+                  if (!opened.isDone()) opened.control("kill")
+                  release()
+                }, graceMs)
               })
-            ),
-            Effect.tap(() => Effect.sync(() => Metrics.recordRequest(requestTransportId, "request", (performance.now() - startedAt) / 1000))),
-            Effect.andThen(
-              Effect.callback<void, CallError>((r) => {
-                if (result !== undefined) return r(result)
-                resume = r
-                return Effect.sync(() => {
-                  // The consumer interrupted a live stream: stop, then kill after the grace period.
-                  cancelled = true
-                  opened.control("stop")
-                  killTimer = setTimeout(() => {
-                    if (!opened.isDone()) opened.control("kill")
-                    release()
-                  }, graceMs)
-                })
-              })
-            )
-          )
-        }),
+            })
+          }),
           Effect.onExit(() => Effect.sync(() => (cancelled ? undefined : release())))
         )
       })

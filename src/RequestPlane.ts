@@ -34,6 +34,16 @@ export interface RequestPlaneClient {
   readonly transport: TransportId
   /** Sends `message` to `target`; succeeds at the worker's ack. */
   readonly send: (target: RequestTarget, message: RequestMessage) => Effect.Effect<void, TransportError | EndpointNotFound>
+  /**
+   * The lean form of `send` (optional): calls `onAck` once, with undefined at the ack or the
+   * failure, possibly synchronously; returns a function that cancels the wait. The Endpoint
+   * layer uses it to wait for the ack and the stream in one callback; without it, it runs `send`.
+   */
+  readonly sendCallback?: (
+    target: RequestTarget,
+    message: RequestMessage,
+    onAck: (error: TransportError | EndpointNotFound | undefined) => void
+  ) => () => void
 }
 
 /**

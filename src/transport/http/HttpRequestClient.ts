@@ -12,7 +12,7 @@ import * as net from "node:net"
 import { Effect } from "effect"
 import type { Scope } from "effect"
 import { encodeRequestMessage } from "../../codec/RequestMessage.ts"
-import type { RequestPlaneClient } from "../../RequestPlane.ts"
+import type { RequestMessage, RequestPlaneClient, RequestTarget } from "../../RequestPlane.ts"
 import { EndpointNotFound, TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../TransportError.ts"
 import type { TransportError } from "../../TransportError.ts"
 
@@ -30,6 +30,8 @@ interface Target {
 }
 
 const { NGHTTP2_CANCEL } = http2.constants
+
+const noop = () => {}
 
 /** The transport headers that travel (PROTOCOL.md section 2); others are not sent. */
 const transportHeaders = (headers: Readonly<Record<string, string>>): Record<string, string> => {
@@ -86,152 +88,160 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
       })
     )
 
-    const client: RequestPlaneClient = {
-      transport: "http",
-      send: (target, message) =>
-        Effect.callback<void, TransportError | EndpointNotFound>((resume) => {
-          const address = target.address
-          let body: Uint8Array
-          let t: Target
-          try {
-            t = targetOf(address)
-            body = encodeRequestMessage(message.control, message.payload)
-          } catch (cause) {
-            return resume(
-              Effect.fail(
-                new TransportProtocolError({
-                  reason: "BadPayload",
-                  transport: "http",
-                  target: address,
-                  detail: cause instanceof Error ? cause.message : String(cause),
-                  cause
-                })
-              )
-            )
-          }
-          if (body.length > options.maxMessageSize) {
-            return resume(
-              Effect.fail(
-                new TransportProtocolError({
-                  reason: "MessageTooLarge",
-                  transport: "http",
-                  target: address,
-                  detail: `request of ${body.length} bytes exceeds the maximum of ${options.maxMessageSize}`
-                })
-              )
-            )
-          }
-          if (closed) {
-            return resume(Effect.fail(new TransportConnectionError({ reason: "ConnectionClosed", transport: "http", target: address, detail: "client closed" })))
-          }
-          const session = sessionFor(t.origin)
-          let done = false
-          let stream: http2.ClientHttp2Stream | undefined
-          const finish = (effect: Effect.Effect<void, TransportError | EndpointNotFound>) => {
-            if (done) return
-            done = true
-            clearTimeout(timer)
-            resume(effect)
-          }
-          const timer = setTimeout(() => {
-            finish(
-              Effect.fail(
-                new TransportTimeoutError({
-                  reason: "AckTimeout",
-                  transport: "http",
-                  target: address,
-                  detail: `no ack within ${options.timeoutMs} ms`
-                })
-              )
-            )
-            stream?.close(NGHTTP2_CANCEL)
-          }, options.timeoutMs)
-          const connectionFailure = (cause: Error & { code?: string }) =>
-            new TransportConnectionError({
-              reason: session.connecting || cause.code === "ECONNREFUSED" ? "ConnectFailed" : "SendFailed",
+    const sendCallback = (
+      target: RequestTarget,
+      message: RequestMessage,
+      onAck: (error: TransportError | EndpointNotFound | undefined) => void
+    ): (() => void) => {
+      const failNow = (error: TransportError | EndpointNotFound) => {
+        onAck(error)
+        return noop
+      }
+      const address = target.address
+      let body: Uint8Array
+      let t: Target
+      try {
+        t = targetOf(address)
+        body = encodeRequestMessage(message.control, message.payload)
+      } catch (cause) {
+        return failNow((
+            new TransportProtocolError({
+              reason: "BadPayload",
               transport: "http",
               target: address,
-              detail: cause.message,
+              detail: cause instanceof Error ? cause.message : String(cause),
               cause
             })
-          try {
-            stream = session.request(
-              {
-                ":method": "POST",
-                ":path": t.path,
-                "content-type": "application/octet-stream",
-                "content-length": body.length,
-                ...transportHeaders(message.headers)
-              },
-              { endStream: false }
+          )
+        )
+      }
+      if (body.length > options.maxMessageSize) {
+        return failNow((
+            new TransportProtocolError({
+              reason: "MessageTooLarge",
+              transport: "http",
+              target: address,
+              detail: `request of ${body.length} bytes exceeds the maximum of ${options.maxMessageSize}`
+            })
+          )
+        )
+      }
+      if (closed) {
+        return failNow((new TransportConnectionError({ reason: "ConnectionClosed", transport: "http", target: address, detail: "client closed" })))
+      }
+      const session = sessionFor(t.origin)
+      let done = false
+      let stream: http2.ClientHttp2Stream | undefined
+      const finish = (error: TransportError | EndpointNotFound | undefined) => {
+        if (done) return
+        done = true
+        clearTimeout(timer)
+        onAck(error)
+      }
+      const timer = setTimeout(() => {
+        finish((
+            new TransportTimeoutError({
+              reason: "AckTimeout",
+              transport: "http",
+              target: address,
+              detail: `no ack within ${options.timeoutMs} ms`
+            })
+          )
+        )
+        stream?.close(NGHTTP2_CANCEL)
+      }, options.timeoutMs)
+      const connectionFailure = (cause: Error & { code?: string }) =>
+        new TransportConnectionError({
+          reason: session.connecting || cause.code === "ECONNREFUSED" ? "ConnectFailed" : "SendFailed",
+          transport: "http",
+          target: address,
+          detail: cause.message,
+          cause
+        })
+      try {
+        stream = session.request(
+          {
+            ":method": "POST",
+            ":path": t.path,
+            "content-type": "application/octet-stream",
+            "content-length": body.length,
+            ...transportHeaders(message.headers)
+          },
+          { endStream: false }
+        )
+      } catch (cause) {
+        // Only a broken session is dropped; anything else fails this one request.
+        const code = (cause as { code?: string }).code
+        if (session.destroyed || code === "ERR_HTTP2_INVALID_SESSION" || code === "ERR_HTTP2_OUT_OF_STREAMS") {
+          session.destroy()
+          finish((connectionFailure(cause as Error)))
+        } else {
+          finish((
+              new TransportProtocolError({
+                reason: "BadPayload",
+                transport: "http",
+                target: address,
+                detail: `request rejected before sending: ${(cause as Error).message}`,
+                cause
+              })
             )
-          } catch (cause) {
-            // Only a broken session is dropped; anything else fails this one request.
-            const code = (cause as { code?: string }).code
-            if (session.destroyed || code === "ERR_HTTP2_INVALID_SESSION" || code === "ERR_HTTP2_OUT_OF_STREAMS") {
-              session.destroy()
-              finish(Effect.fail(connectionFailure(cause as Error)))
-            } else {
-              finish(
-                Effect.fail(
-                  new TransportProtocolError({
-                    reason: "BadPayload",
-                    transport: "http",
-                    target: address,
-                    detail: `request rejected before sending: ${(cause as Error).message}`,
-                    cause
-                  })
-                )
-              )
-            }
-            return
+          )
+        }
+        return noop
+      }
+      const s = stream
+      s.on("response", (headers) => {
+        const status = Number(headers[":status"])
+        if (status === 202 || status === 200 || status === 204) {
+          s.resume()
+          return finish(undefined)
+        }
+        const chunks: Array<Buffer> = []
+        s.on("data", (c: Buffer) => {
+          if (chunks.length < 64) chunks.push(c)
+        })
+        s.on("end", () => {
+          const text = Buffer.concat(chunks).toString("utf8")
+          let detail = text
+          try {
+            const parsed = JSON.parse(text) as { error?: unknown }
+            if (typeof parsed.error === "string") detail = parsed.error
+          } catch {
+            // not JSON: keep the text
           }
-          const s = stream
-          s.on("response", (headers) => {
-            const status = Number(headers[":status"])
-            if (status === 202 || status === 200 || status === 204) {
-              s.resume()
-              return finish(Effect.void)
-            }
-            const chunks: Array<Buffer> = []
-            s.on("data", (c: Buffer) => {
-              if (chunks.length < 64) chunks.push(c)
-            })
-            s.on("end", () => {
-              const text = Buffer.concat(chunks).toString("utf8")
-              let detail = text
-              try {
-                const parsed = JSON.parse(text) as { error?: unknown }
-                if (typeof parsed.error === "string") detail = parsed.error
-              } catch {
-                // not JSON: keep the text
-              }
-              if (status === 404) return finish(Effect.fail(new EndpointNotFound({ endpoint: target.endpoint, target: address, detail })))
-              if (status === 413) {
-                return finish(Effect.fail(new TransportProtocolError({ reason: "MessageTooLarge", transport: "http", target: address, detail })))
-              }
-              if (status >= 500) {
-                return finish(
-                  Effect.fail(new TransportConnectionError({ reason: "ServerUnavailable", transport: "http", target: address, detail: `HTTP ${status}: ${detail}` }))
-                )
-              }
-              finish(Effect.fail(new TransportProtocolError({ reason: "BadStatus", transport: "http", target: address, detail: `HTTP ${status}: ${detail}` })))
-            })
-          })
-          s.on("error", (cause) => finish(Effect.fail(connectionFailure(cause))))
-          s.on("close", () =>
-            finish(
-              Effect.fail(
-                new TransportConnectionError({ reason: "ConnectionClosed", transport: "http", target: address, detail: "HTTP/2 stream closed before the ack" })
-              )
-            ))
-          s.end(body)
-          return Effect.sync(() => {
-            if (done) return
-            done = true
-            clearTimeout(timer)
-            s.close(NGHTTP2_CANCEL)
-          })
+          if (status === 404) return finish((new EndpointNotFound({ endpoint: target.endpoint, target: address, detail })))
+          if (status === 413) {
+            return finish((new TransportProtocolError({ reason: "MessageTooLarge", transport: "http", target: address, detail })))
+          }
+          if (status >= 500) {
+            return finish((new TransportConnectionError({ reason: "ServerUnavailable", transport: "http", target: address, detail: `HTTP ${status}: ${detail}` }))
+            )
+          }
+          finish((new TransportProtocolError({ reason: "BadStatus", transport: "http", target: address, detail: `HTTP ${status}: ${detail}` })))
+        })
+      })
+      s.on("error", (cause) => finish((connectionFailure(cause))))
+      s.on("close", () =>
+        finish((
+            new TransportConnectionError({ reason: "ConnectionClosed", transport: "http", target: address, detail: "HTTP/2 stream closed before the ack" })
+          )
+        ))
+      s.end(body)
+      return () => {
+        if (done) return
+        done = true
+        clearTimeout(timer)
+        s.close(NGHTTP2_CANCEL)
+      }
+    }
+
+    const client: RequestPlaneClient = {
+      transport: "http",
+      sendCallback,
+      send: (target, message) =>
+        Effect.callback<void, TransportError | EndpointNotFound>((resume) => {
+          const cancel = sendCallback(target, message, (error) => resume(error === undefined ? Effect.void : Effect.fail(error)))
+          return Effect.sync(cancel)
         })
     }
     return client

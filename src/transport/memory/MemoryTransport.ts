@@ -11,7 +11,7 @@ import { Effect, Layer } from "effect"
 import type { ConnectionInfo } from "../../ConnectionInfo.ts"
 import type { TransportType } from "../../Instance.ts"
 import { instanceSubject } from "../../RequestPlane.ts"
-import type { RequestHandler, RequestPlaneClient, RequestPlaneServer } from "../../RequestPlane.ts"
+import type { RequestHandler, RequestMessage, RequestPlaneClient, RequestPlaneServer, RequestTarget } from "../../RequestPlane.ts"
 import type { PendingStream, ResponsePlaneClient, ResponsePlaneServer, ResponseSink, ResponseWriter } from "../../ResponsePlane.ts"
 import type { TransportCapabilities } from "../../Transport.ts"
 import { EndpointNotFound, HandlerError, TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../TransportError.ts"
@@ -51,20 +51,29 @@ export const makeHub = (): MemoryHub => ({ handlers: new Map(), pending: new Map
 
 const addressPrefix = "memory://"
 
+const noop = () => {}
+
+/** Hands `message` to the handler at `target` after the ack (as with HTTP 202), or names why not. */
+const deliver = (hub: MemoryHub, target: RequestTarget, message: RequestMessage): EndpointNotFound | undefined => {
+  const handler = hub.handlers.get(target.address)
+  if (handler === undefined) return new EndpointNotFound({ endpoint: target.endpoint, target: target.address })
+  queueMicrotask(() => handler(message))
+  return undefined
+}
+
 /** The request plane client and server over a hub. */
 export const makeRequestPlane = (hub: MemoryHub): { client: RequestPlaneClient; server: RequestPlaneServer } => ({
   client: {
     transport: "memory",
     send: (target, message) =>
       Effect.suspend(() => {
-        const handler = hub.handlers.get(target.address)
-        if (handler === undefined) {
-          return Effect.fail(new EndpointNotFound({ endpoint: target.endpoint, target: target.address }))
-        }
-        // The ack comes first; the handler runs after it, as with HTTP 202.
-        queueMicrotask(() => handler(message))
-        return Effect.void
-      })
+        const error = deliver(hub, target, message)
+        return error === undefined ? Effect.void : Effect.fail(error)
+      }),
+    sendCallback: (target, message, onAck) => {
+      onAck(deliver(hub, target, message))
+      return noop
+    }
   },
   server: {
     transport: "memory",
