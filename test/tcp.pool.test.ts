@@ -188,6 +188,78 @@ describe("TcpResponseConnectionPool", () => {
       expect(m).toMatchObject({ created: 1, reused: 49, acquisitions: 50, validationFailures: 0, active: 0, idle: 1 })
     }))
 
+  it.live("fast path: sequential streams reuse one connection with no acquisition through the Pool after the first", () =>
+    Effect.gen(function*() {
+      const h = yield* harness()
+      for (let i = 0; i < 30; i++) yield* h.roundTrip(2)
+      const target = h.target()
+      expect(h.pool.stats()).toMatchObject([{ target, connections: 1, streams: 0, spare: 1, poolAcquisitions: 1, fastAcquisitions: 29 }])
+      expect(poolMetrics(target)).toMatchObject({ created: 1, reused: 29, acquisitions: 30, validationFailures: 0, active: 0, idle: 1 })
+    }))
+
+  it.live("fast path: a connection destroyed or half-closed under a spare lease is not lent; it is invalidated and replaced", () =>
+    Effect.gen(function*() {
+      const h = yield* harness()
+      yield* h.roundTrip(1)
+      const socketOf = (c: unknown) => (c as { socket: net.Socket }).socket
+      const [first] = h.pool.connections()
+      expect(h.pool.stats()[0]).toMatchObject({ spare: 1, fastAcquisitions: 0, poolAcquisitions: 1 })
+      // Destroyed, its 'close' not yet delivered: the spare lease is found invalid and given back.
+      yield* Effect.sync(() => socketOf(first).destroy()).pipe(Effect.andThen(h.roundTrip(1)))
+      expect(h.pool.connections()).not.toContain(first)
+      expect(h.pool.stats()[0]).toMatchObject({ fastAcquisitions: 0, poolAcquisitions: 2 })
+      expect(poolMetrics(h.target())).toMatchObject({ created: 2, validationFailures: 1 })
+      // Half-closed by the peer: not lent either.
+      const [second] = h.pool.connections()
+      yield* Effect.promise(() =>
+        new Promise<void>((resolve) => {
+          socketOf(second).once("end", () => resolve())
+          socketOf(second).push(null)
+        })
+      )
+      yield* h.roundTrip(1)
+      expect(h.pool.connections()).not.toContain(second)
+      expect(h.pool.stats()[0]).toMatchObject({ fastAcquisitions: 0, poolAcquisitions: 3 })
+      expect(poolMetrics(h.target())).toMatchObject({ created: 3, validationFailures: 2 })
+      // The replacement is lent by the fast path.
+      yield* h.roundTrip(1)
+      expect(h.pool.stats()[0]).toMatchObject({ connections: 1, fastAcquisitions: 1, poolAcquisitions: 3 })
+    }))
+
+  it.live("fast path: the per-target max and the streams per connection hold under 500 concurrent streams, twice", () =>
+    Effect.gen(function*() {
+      const h = yield* harness({ maxPerTarget: 4, maxStreamsPerConnection: 50 })
+      let peakConnections = 0
+      let peakStreams = 0
+      const sample = () => {
+        const conns = h.pool.connections()
+        peakConnections = Math.max(peakConnections, conns.length, h.server.muxConnectionCount())
+        for (const c of conns) peakStreams = Math.max(peakStreams, c.streamCount())
+      }
+      const stream = (i: number) =>
+        Effect.gen(function*() {
+          const s = yield* h.open
+          sample()
+          s.writer.prologue()
+          s.writer.send(i)
+          yield* Effect.promise(() => sleep(2))
+          s.writer.complete()
+          yield* Effect.promise(() => s.rec.done)
+          expect(s.rec.items).toEqual([i])
+          s.pending.close()
+        })
+      for (let round = 0; round < 2; round++) {
+        yield* Effect.forEach(Array.from({ length: 500 }, (_, i) => i), stream, { concurrency: "unbounded", discard: true })
+      }
+      expect(peakConnections).toBe(4)
+      expect(peakStreams).toBeLessThanOrEqual(50)
+      const stats = h.pool.stats()[0]!
+      expect(stats.connections).toBeLessThanOrEqual(4)
+      expect(stats.fastAcquisitions + stats.poolAcquisitions).toBe(1000)
+      expect(stats.fastAcquisitions).toBeGreaterThan(0)
+      expect(stats.streams).toBe(0)
+    }))
+
   it.live("the per-target max holds under 500 concurrent streams, and nothing is lost", () =>
     Effect.gen(function*() {
       const { pool, server } = yield* planes

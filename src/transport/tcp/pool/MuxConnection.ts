@@ -24,7 +24,7 @@
  *   stream queued behind it. A frame larger than a window goes out alone once nothing is
  *   outstanding, so it never deadlocks.
  * - A stream ends (its `onDone` runs, once) when its last frame has been queued for the socket,
- *   or when the connection dies; the pool releases its lease then.
+ *   or when the connection dies; the pool takes its lease back then (to keep as a spare or give back).
  *
  * What it does not do: pool, pick or replace connections (TcpResponseConnectionPool does), retry,
  * or time anything but the connect/handshake bound and the linger after a graceful close.
@@ -238,6 +238,8 @@ export class MuxConnection {
   retired = false
   /** Set by the pool once it has counted this connection as a validation failure. */
   counted = false
+  /** When its last stream ended, on the pool's clock (ms); `createdAt` until then. Set by the pool. */
+  idleSince: number
   private state = HANDSHAKE
   private byUs = false
   private readonly socket: net.Socket
@@ -271,6 +273,7 @@ export class MuxConnection {
     this.address = options.address
     this.frontendServerId = options.frontendServerId
     this.createdAt = options.createdAt
+    this.idleSince = options.createdAt
     this.maxMessageSize = options.maxMessageSize
     this.options = options
     this.events = events

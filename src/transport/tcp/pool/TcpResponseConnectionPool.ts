@@ -9,8 +9,19 @@
  *   grows a connection only when the ones it has are full, up to `maxPerTarget`, and keeps
  *   `minIdle` open even with no stream (refilled when one dies). A target nobody has used for
  *   `targetIdleTimeoutMs` (default `idleTimeoutMs`) is evicted with all its connections.
+ * - Fast path: a stream's lease (its scope: the RcMap reference and one Pool slot) is not given
+ *   back when the stream ends but kept as a spare of its target; the next stream takes the most
+ *   recent spare synchronously (`lendSpare`: no RcMap/Pool/Effect round trip, no scope), after
+ *   the same validation, and counts `reused` and the acquisition latency as the Pool path does.
+ *   The Pool path runs only when no spare is usable; it alone creates connections and waits for
+ *   capacity, so `maxPerTarget` and `maxStreamsPerConnection` hold (spares occupy Pool slots). A
+ *   spare is given back when a stream waits in the Pool, when its connection is retired or
+ *   unusable, when the target is evicted or the pool closes, and by the sweep once its
+ *   connection has had no stream for `sweepIntervalMs` (so the RcMap can evict an unused target,
+ *   at most two sweeps after `targetIdleTimeoutMs` would have started).
  * - A sweep every `sweepIntervalMs` (on the Effect Clock, so TestClock drives it) closes
- *   connections idle for `idleTimeoutMs` beyond `minIdle`, and rotates connections older than
+ *   connections with no stream for `idleTimeoutMs` (the connection's `idleSince`, not the Pool
+ *   item's, which spares keep leased) beyond `minIdle`, and rotates connections older than
  *   `maxLifetimeMs`: a rotated connection takes no new stream, is replaced, and closes only when
  *   its last stream has ended (drain, then close). Lending checks the age too.
  * - Validation before lending: a connection that is destroyed, half-closed or closing is not
@@ -30,8 +41,9 @@
  *   the pools, within a bound.
  *
  * What it does not do: frame or parse anything (MuxConnection does), or decide whether a stream
- * is pooled (TcpStreamClient does, from the ConnectionInfo). Per stream it runs one small Effect
- * to acquire and one to release; nothing per frame.
+ * is pooled (TcpStreamClient does, from the ConnectionInfo). A stream served by a spare costs a
+ * few synchronous steps; one served by the Pool runs one small Effect to acquire and one to
+ * release; nothing per frame.
  */
 import { Clock, Effect, Exit, LogLevel, Pool, RcMap, References, Scope } from "effect"
 import type { Context } from "effect"
@@ -119,14 +131,21 @@ export interface TargetStats {
   readonly active: number
   /** Streams open now. */
   readonly streams: number
+  /** Pool leases held with no stream on them, ready for the next stream (the fast path). */
+  readonly spare: number
+  /** Streams lent a spare lease synchronously, without the Pool, since the target was created. */
+  readonly fastAcquisitions: number
+  /** Streams lent a connection through the Effect Pool, since the target was created. */
+  readonly poolAcquisitions: number
 }
 
 /** The pool. */
 export interface TcpResponseConnectionPool {
   /**
    * Leases a validated connection to `target` and calls `open(connection, release)` with it,
-   * synchronously and uninterruptibly; `release` must be called exactly once, when the stream
-   * ends (later calls do nothing). Fails with a typed TransportError naming the target.
+   * synchronously and uninterruptibly (from a spare lease without waiting when one is usable,
+   * else through the Pool); `release` must be called exactly once, when the stream ends (later
+   * calls do nothing). Fails with a typed TransportError naming the target.
    */
   readonly withConnection: <A>(
     target: PoolTarget,
@@ -150,7 +169,26 @@ interface TargetPool {
   readonly busy: Set<MuxConnection>
   /** Connections retired and not yet replaced: a creation's log says "replacing". */
   replacing: number
+  /** Leases whose stream has ended, kept for the next stream (the fast path); most recent last. */
+  spare: Array<Lease>
+  /** Set when the RcMap has closed this target: its leases are no longer kept. */
+  evicted: boolean
+  fastAcquisitions: number
+  poolAcquisitions: number
 }
+
+/**
+ * One Pool lease on one connection. Its scope holds the target's RcMap reference and the
+ * Pool lease (one of the connection's `maxStreamsPerConnection` slots); closing it returns both.
+ */
+interface Lease {
+  readonly tp: TargetPool
+  readonly conn: MuxConnection
+  readonly scope: Scope.Closeable
+}
+
+/** `lendSpare` found no spare lease it could lend. */
+const MISS: unique symbol = Symbol("MISS")
 
 /** Active/idle counts of one address, across its targets (a router restarted on the same port). */
 interface Gauges {
@@ -186,8 +224,9 @@ export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<T
     const acquireTimeoutMs = options.acquireTimeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS
     const maxStreams = Math.max(1, options.maxStreamsPerConnection ?? DEFAULT_MAX_STREAMS_PER_CONNECTION)
     const lingerMs = options.lingerMs ?? DEFAULT_LINGER_MS
+    const targetIdleTimeoutMs = options.targetIdleTimeoutMs ?? options.idleTimeoutMs
     const sweepIntervalMs = options.sweepIntervalMs ??
-      Math.min(5000, Math.max(5, Math.floor(Math.min(options.idleTimeoutMs, options.maxLifetimeMs) / 4)))
+      Math.min(5000, Math.max(5, Math.floor(Math.min(options.idleTimeoutMs, options.maxLifetimeMs, targetIdleTimeoutMs) / 4)))
 
     let closed = false
     /** Targets seen, by key: the RcMap lookup reads host and port here. */
@@ -209,6 +248,84 @@ export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<T
       g.recorder.setIdle(g.idle)
     }
 
+    // ---- leases -------------------------------------------------------------------------------
+
+    /** Gives a lease back: the Pool slot and the RcMap reference. */
+    const releaseLease = (lease: Lease): void => {
+      const finalize = Scope.closeUnsafe(lease.scope, Exit.void)
+      if (finalize !== undefined) runFork(finalize)
+    }
+
+    /** Gives back the spare leases on `conn` (retired, closing), so its Pool slot can drain and close. */
+    const dropSpare = (tp: TargetPool, conn: MuxConnection): void => {
+      const spare = tp.spare
+      if (spare.length === 0) return
+      const keep: Array<Lease> = []
+      for (const lease of spare) {
+        if (lease.conn === conn) releaseLease(lease)
+        else keep.push(lease)
+      }
+      tp.spare = keep
+    }
+
+    /** Gives back every spare lease of `tp`. */
+    const dropAllSpare = (tp: TargetPool): void => {
+      const spare = tp.spare
+      tp.spare = []
+      for (const lease of spare) releaseLease(lease)
+    }
+
+    /**
+     * The `release` of a stream on `lease`: once, when the stream ends. The lease is kept for the
+     * next stream unless the connection is retired or unusable, the target is gone or the pool
+     * closed, or a stream is waiting in the Pool (which then gets the slot).
+     */
+    const releaser = (lease: Lease): () => void => {
+      let released = false
+      return () => {
+        if (released) return
+        released = true
+        const { conn, tp } = lease
+        if (closed || tp.evicted || conn.retired || tp.pool.state.waiters.size > 0 || conn.problem() !== undefined) releaseLease(lease)
+        else tp.spare.push(lease)
+      }
+    }
+
+    /**
+     * The fast path: lends the most recent spare lease whose connection passes validation,
+     * synchronously (no Effect, no Pool, no scope). A spare lease on a retired, unusable or too
+     * old connection is given back, the connection invalidated or rotated, and the next one tried.
+     */
+    const lendSpare = <A>(tp: TargetPool, open: (connection: MuxConnection, release: () => void) => A, started: number): A | typeof MISS => {
+      const spare = tp.spare
+      while (spare.length > 0) {
+        const lease = spare.pop()!
+        const conn = lease.conn
+        if (conn.retired) {
+          releaseLease(lease)
+          continue
+        }
+        const problem = conn.problem()
+        if (problem !== undefined) {
+          releaseLease(lease)
+          runFork(invalidate(tp, conn, problem))
+          continue
+        }
+        const age = clock.currentTimeMillisUnsafe() - conn.createdAt
+        if (age >= options.maxLifetimeMs) {
+          releaseLease(lease)
+          runFork(retire(tp, conn, "rotating connection: older than maxLifetime (drain, then close)", { ageMs: age }))
+          continue
+        }
+        tp.fastAcquisitions++
+        tp.recorder.reused()
+        tp.recorder.acquired((performance.now() - started) / 1000)
+        if (debug) logNow("reusing connection", { target: tp.target.address, connection: conn.id, streams: conn.streamCount(), served: conn.served })
+        return open(conn, releaser(lease))
+      }
+      return MISS
+    }
+
     // ---- connection lifecycle ------------------------------------------------------------
 
     /** Takes a connection out of circulation: it drains, then closes (Pool finalizer). `message` says why. */
@@ -216,6 +333,7 @@ export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<T
       Effect.suspend(() => {
         if (conn.retired) return Effect.void
         conn.retired = true
+        dropSpare(tp, conn)
         // The Pool replaces it when its streams still need the capacity, or to keep minIdle.
         if (conn.streamCount() > 0 || tp.connections.size - 1 < options.minIdle) tp.replacing++
         return log(message, {
@@ -238,6 +356,7 @@ export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<T
 
     const events = (tp: TargetPool) => ({
       onUsage: (conn: MuxConnection, busy: boolean) => {
+        if (!busy) conn.idleSince = clock.currentTimeMillisUnsafe()
         if (!tp.connections.has(conn)) return
         const g = tp.gauges
         if (busy) {
@@ -313,11 +432,25 @@ export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<T
         (conn) => Effect.sync(() => conn.close())
       )
 
-    /** Closes idle connections beyond minIdle and rotates old ones. */
+    /**
+     * Gives back the spare leases of connections with no stream for a sweep interval (so an
+     * unused target's RcMap reference ends and it can be evicted), closes idle connections
+     * beyond minIdle, and rotates old ones. Idleness is the connection's (no stream since
+     * `idleSince`), not the Pool item's: spare leases keep the item leased.
+     */
     const sweep = (tp: TargetPool): Effect.Effect<void> =>
       Effect.suspend(() => {
         const pool = tp.pool
         const now = clock.currentTimeMillisUnsafe()
+        if (tp.spare.length > 0) {
+          const keep: Array<Lease> = []
+          for (const lease of tp.spare) {
+            const conn = lease.conn
+            if (conn.streamCount() === 0 && now - conn.idleSince >= sweepIntervalMs) releaseLease(lease)
+            else keep.push(lease)
+          }
+          tp.spare = keep
+        }
         let usable = 0
         for (const item of pool.state.items) {
           if (item.exit._tag === "Success" && !item.exit.value.retired) usable++
@@ -331,11 +464,12 @@ export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<T
           if (age >= options.maxLifetimeMs) {
             work.push(retire(tp, conn, "rotating connection: older than maxLifetime (drain, then close)", { ageMs: age }))
             usable--
-          } else if (item.refCount === 0 && now - item.idleSince >= options.idleTimeoutMs && usable > options.minIdle) {
+          } else if (conn.streamCount() === 0 && now - conn.idleSince >= options.idleTimeoutMs && usable > options.minIdle) {
             conn.retired = true // not replaced: it is surplus
+            dropSpare(tp, conn)
             usable--
             work.push(
-              log("closing connection: idle longer than idleTimeout", { target: tp.target.address, connection: conn.id, idleMs: now - item.idleSince })
+              log("closing connection: idle longer than idleTimeout", { target: tp.target.address, connection: conn.id, idleMs: now - conn.idleSince })
                 .pipe(Effect.andThen(Pool.invalidate(pool, conn)))
             )
           }
@@ -363,7 +497,11 @@ export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<T
           pool: undefined as unknown as Pool.Pool<MuxConnection, TransportError>,
           connections: new Set(),
           busy: new Set(),
-          replacing: 0
+          replacing: 0,
+          spare: [],
+          evicted: false,
+          fastAcquisitions: 0,
+          poolAcquisitions: 0
         }
         tp.pool = yield* Pool.makeWithStrategy({
           acquire: acquireConnection(tp),
@@ -380,6 +518,8 @@ export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<T
           Effect.suspend(() => {
             live.delete(key)
             known.delete(key)
+            tp.evicted = true
+            dropAllSpare(tp)
             return log(closed ? "closing target pool: the pool is shutting down" : "evicting target pool: no stream for targetIdleTimeout", {
               target: target.address,
               connections: tp.connections.size
@@ -390,14 +530,17 @@ export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<T
       })
 
     const inner = yield* Scope.make()
-    const targets = yield* RcMap.make({ lookup, idleTimeToLive: options.targetIdleTimeoutMs ?? options.idleTimeoutMs }).pipe(Scope.provide(inner))
+    const targets = yield* RcMap.make({ lookup, idleTimeToLive: targetIdleTimeoutMs }).pipe(Scope.provide(inner))
 
     yield* Effect.addFinalizer(() =>
       Effect.suspend(() => {
         closed = true
         const error = (address: string) =>
           new TransportConnectionError({ reason: "ConnectionClosed", transport: "tcp", target: address, detail: "the connection pool is closing" })
-        for (const tp of live.values()) for (const conn of [...tp.connections]) conn.destroy(error(tp.target.address))
+        for (const tp of live.values()) {
+          for (const conn of [...tp.connections]) conn.destroy(error(tp.target.address))
+          dropAllSpare(tp)
+        }
         return Effect.raceFirst(Scope.close(inner, Exit.void), realSleep(SHUTDOWN_TIMEOUT_MS)).pipe(
           Effect.andThen(Effect.sync(() => {
             for (const tp of live.values()) for (const conn of tp.connections) conn.destroy(error(tp.target.address))
@@ -453,14 +596,8 @@ export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<T
             const reused = conn.readyAt < started
             if (reused) tp.recorder.reused()
             tp.recorder.acquired((performance.now() - started) / 1000)
-            let released = false
-            const release = () => {
-              if (released) return
-              released = true
-              const finalize = Scope.closeUnsafe(scope, Exit.void)
-              if (finalize !== undefined) runFork(finalize)
-            }
-            const value = open(conn, release)
+            tp.poolAcquisitions++
+            const value = open(conn, releaser({ tp, conn, scope }))
             return reused && debug
               ? Effect.as(log("reusing connection", { target: target.address, connection: conn.id, streams: conn.streamCount(), served: conn.served }), value)
               : Effect.succeed(value)
@@ -478,8 +615,13 @@ export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<T
       Effect.suspend(() => {
         if (closed) return Effect.fail(closedError(target.address))
         const key = `${target.address}|${target.frontendServerId}`
-        if (!known.has(key)) known.set(key, target)
         const started = performance.now()
+        const tp = live.get(key)
+        if (tp !== undefined && tp.spare.length > 0) {
+          const value = lendSpare(tp, open, started)
+          if (value !== MISS) return Effect.succeed(value)
+        }
+        if (!known.has(key)) known.set(key, target)
         return Effect.uninterruptibleMask((restore) => attempt(key, target, open, restore, started))
       })
 
@@ -494,7 +636,10 @@ export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<T
             frontendServerId: tp.target.frontendServerId,
             connections: tp.connections.size,
             active: tp.busy.size,
-            streams
+            streams,
+            spare: tp.spare.length,
+            fastAcquisitions: tp.fastAcquisitions,
+            poolAcquisitions: tp.poolAcquisitions
           }
         }),
       connections: (address) => {
