@@ -2,6 +2,8 @@ import { describe, expect, it } from "@effect/vitest"
 import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { execFile } from "node:child_process"
+import * as http from "node:http"
+import type { AddressInfo } from "node:net"
 import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -11,6 +13,7 @@ import { Discovery } from "../src/Discovery.ts"
 import * as MemoryDiscovery from "../src/discovery/MemoryDiscovery.ts"
 import * as Endpoint from "../src/Endpoint.ts"
 import * as MetricsServer from "../src/observability/MetricsServer.ts"
+import * as Tracing from "../src/observability/Tracing.ts"
 import { TransportConfig } from "../src/TransportConfig.ts"
 import * as TransportRegistry from "../src/TransportRegistry.ts"
 
@@ -197,4 +200,35 @@ describe("tracing", () => {
       expect(exporter.getFinishedSpans().filter((s) => s.name.includes("obs.off.gen"))).toEqual([])
     }).pipe(Effect.provide(Layer.merge(stack({ DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory", DYN_TRACING: "off" }), otel)))
   })
+})
+
+describe("OTLP export", () => {
+  it.live("exports spans over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT", () =>
+    Effect.gen(function*() {
+      // A collector stand-in on loopback that records what it receives.
+      const received: Array<{ path: string; type: string; bytes: number }> = []
+      const collector = http.createServer((req, res) => {
+        let bytes = 0
+        req.on("data", (c: Buffer) => (bytes += c.length))
+        req.on("end", () => {
+          received.push({ path: req.url ?? "", type: String(req.headers["content-type"]), bytes })
+          res.writeHead(200, { "content-type": "application/json" })
+          res.end("{}")
+        })
+      })
+      yield* Effect.promise(() => new Promise<void>((r) => collector.listen(0, "127.0.0.1", () => r())))
+      yield* Effect.addFinalizer(() => Effect.sync(() => collector.close()))
+      const port = (collector.address() as AddressInfo).port
+      const env = { DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory", OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}` }
+      // Closing the layer's scope shuts the SDK down, which flushes the batch.
+      yield* Effect.gen(function*() {
+        yield* Endpoint.serve("obs.otlp.gen", (n: number) => Stream.range(1, n))
+        const client = yield* Endpoint.client<number, number>("obs.otlp.gen")
+        yield* Stream.runDrain(client.generate(3))
+      }).pipe(Effect.scoped, Effect.provide(Tracing.layerConfig.pipe(Layer.provideMerge(stack(env)))))
+      for (let i = 0; i < 100 && received.length === 0; i++) yield* Effect.sleep(20)
+      expect(received.length).toBeGreaterThan(0)
+      expect(received[0]!.path).toBe("/v1/traces")
+      expect(received[0]!.bytes).toBeGreaterThan(0)
+    }))
 })
