@@ -481,9 +481,18 @@ describe("PayloadCodec", () => {
       fc.property(fc.jsonValue(), (v) => {
         const normal = JSON.parse(JSON.stringify(v)) as unknown
         expect(json.decode(json.encode(v))).toEqual(normal)
-        expect(JSON.parse(JSON.stringify(msgpack.decode(msgpack.encode(v))))).toEqual(normal)
+        // msgpackr renames a "__proto__" key (prototype-pollution guard): see the next test
+        if (!JSON.stringify(v).includes("\"__proto__\"")) {
+          expect(JSON.parse(JSON.stringify(msgpack.decode(msgpack.encode(v))))).toEqual(normal)
+        }
       })
     )
+  })
+
+  it("keeps a \"__proto__\" key with json; msgpack (msgpackr) renames it to \"__proto_\"", () => {
+    const v = JSON.parse("{\"__proto__\":{\"a\":1}}") as unknown
+    expect(JSON.stringify(json.decode(json.encode(v)))).toBe("{\"__proto__\":{\"a\":1}}")
+    expect(JSON.stringify(msgpack.decode(msgpack.encode(v)))).toBe("{\"__proto_\":{\"a\":1}}")
   })
 
   it("decodes views at any offset (zero-copy frame parts)", () => {
