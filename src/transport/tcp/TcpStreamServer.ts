@@ -183,6 +183,24 @@ const preview = (bytes: Uint8Array): string => {
   return JSON.stringify(bytes.length > 64 ? `${text}...` : text)
 }
 
+const STARTED = { _tag: "Started" } as const
+
+/**
+ * Reads a prologue (one-shot header or mux Prologue payload): `{"error":null}` or `{}` mean the
+ * handler started; `{"error":"..."}` carries why it could not; anything else is malformed.
+ */
+const readPrologue = (
+  bytes: Uint8Array
+): typeof STARTED | { readonly _tag: "Error"; readonly message: string } | { readonly _tag: "Malformed"; readonly detail: string } => {
+  if (sameBytes(bytes, PROLOGUE_OK_BYTES)) return STARTED
+  const v = parseJson(bytes)
+  if (!isRecord(v)) return { _tag: "Malformed", detail: `prologue is not a JSON object: ${preview(bytes)}` }
+  const error = v.error
+  if (error === undefined || error === null) return STARTED
+  if (typeof error !== "string") return { _tag: "Malformed", detail: `prologue error is not a string: ${preview(bytes)}` }
+  return { _tag: "Error", message: error }
+}
+
 /**
  * Builds the call-home response server. The listener starts on the first `open` and is closed,
  * with all its sockets, when the scope closes; streams still open then fail with
@@ -309,24 +327,15 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamSe
           if (header.length === 0 || body.length > 0) {
             return protocolFailure(e, protocolError(e, "UnexpectedMessage", "expected a header-only prologue frame"))
           }
-          if (sameBytes(header, PROLOGUE_OK_BYTES)) {
+          const prologue = readPrologue(header)
+          if (prologue._tag === "Started") {
             e.phase = STREAMING
             if (!e.settled) e.sink.onStart?.()
             return
           }
-          const v = parseJson(header)
-          if (!isRecord(v)) return protocolFailure(e, protocolError(e, "MalformedFrame", `prologue is not a JSON object: ${preview(header)}`))
-          const error = v.error
-          if (error === undefined || error === null) {
-            e.phase = STREAMING
-            if (!e.settled) e.sink.onStart?.()
-            return
-          }
-          if (typeof error !== "string") {
-            return protocolFailure(e, protocolError(e, "MalformedFrame", `prologue error is not a string: ${preview(header)}`))
-          }
+          if (prologue._tag === "Malformed") return protocolFailure(e, protocolError(e, "MalformedFrame", prologue.detail))
           e.phase = CLOSED
-          fail(e, new HandlerError({ endpoint: e.endpoint, requestId: e.requestId, detail: error, phase: "prologue" }))
+          fail(e, new HandlerError({ endpoint: e.endpoint, requestId: e.requestId, detail: prologue.message, phase: "prologue" }))
           e.socket?.destroy()
           return
         }
@@ -505,24 +514,15 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamSe
         const queued = e.controls.splice(0)
         for (const m of queued) conn.send(m === "stop" ? MuxKind.Stop : MuxKind.Kill, e.idBytes)
       }
-      if (sameBytes(payload, PROLOGUE_OK_BYTES)) {
+      const prologue = readPrologue(payload)
+      if (prologue._tag === "Started") {
         e.phase = STREAMING
         if (!e.settled) e.sink.onStart?.()
         return
       }
-      const v = parseJson(payload)
-      if (!isRecord(v)) return muxProtocolFailure(e, protocolError(e, "MalformedFrame", `prologue is not a JSON object: ${preview(payload)}`))
-      const error = v.error
-      if (error === undefined || error === null) {
-        e.phase = STREAMING
-        if (!e.settled) e.sink.onStart?.()
-        return
-      }
-      if (typeof error !== "string") {
-        return muxProtocolFailure(e, protocolError(e, "MalformedFrame", `prologue error is not a string: ${preview(payload)}`))
-      }
+      if (prologue._tag === "Malformed") return muxProtocolFailure(e, protocolError(e, "MalformedFrame", prologue.detail))
       e.phase = CLOSED
-      fail(e, new HandlerError({ endpoint: e.endpoint, requestId: e.requestId, detail: error, phase: "prologue" }))
+      fail(e, new HandlerError({ endpoint: e.endpoint, requestId: e.requestId, detail: prologue.message, phase: "prologue" }))
       muxForget(e)
     }
 
