@@ -33,6 +33,7 @@ import {
 import type { MuxDecoder } from "../../../codec/MuxCodec.ts"
 import { TransportProtocolError } from "../../../TransportError.ts"
 import { CREDIT_UPDATE_BYTES, CREDIT_UPDATE_MS } from "./MuxProtocol.ts"
+import { WriteBatcher } from "../WriteBatcher.ts"
 
 /** Options of a router-side mux connection. */
 export interface MuxRouterConnectionOptions<S> {
@@ -72,9 +73,9 @@ export class MuxRouterConnection<S> {
   private readonly updateBytes: number
   private readonly updateMs: number
   private readonly owed = new Map<string, Owed>()
-  private out: Array<Uint8Array> = []
-  private outBytes = 0
-  private scheduled = false
+  private readonly writes = new WriteBatcher((chunk) => {
+    if (!this.socket.destroyed) this.socket.write(chunk)
+  })
   private acked = 0
   private timer: ReturnType<typeof setTimeout> | undefined = undefined
   private cause: Error | undefined = undefined
@@ -192,31 +193,18 @@ export class MuxRouterConnection<S> {
   }
 
   private push(frame: Uint8Array): void {
-    this.out.push(frame)
-    this.outBytes += frame.length
-    if (!this.scheduled) {
-      this.scheduled = true
-      process.nextTick(this.flushBound)
-    }
+    this.writes.push(frame)
   }
 
-  private readonly flushBound = (): void => this.flush()
-
   private flush(): void {
-    this.scheduled = false
-    const n = this.out.length
-    if (n === 0) return
-    const chunk = n === 1 ? this.out[0]! : Buffer.concat(this.out, this.outBytes)
-    this.out = []
-    this.outBytes = 0
-    if (!this.socket.destroyed) this.socket.write(chunk)
+    this.writes.flush()
   }
 
   private onSocketClose(): void {
     this.closed = true
     clearTimeout(this.timer)
     this.timer = undefined
-    this.out = []
+    this.writes.clear()
     this.owed.clear()
     this.options.onClose(this, this.cause)
   }

@@ -47,6 +47,7 @@ import type { ResponseWriter } from "../../../ResponsePlane.ts"
 import { TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
 import { encodeMuxHandshake, encodeProloguePayload, encodeResetPayload, PROLOGUE_OK_PAYLOAD } from "../mux/MuxProtocol.ts"
+import { WriteBatcher } from "../WriteBatcher.ts"
 
 /** Options of one mux connection. */
 export interface MuxConnectionOptions {
@@ -247,11 +248,8 @@ export class MuxConnection {
   private readonly events: MuxConnectionEvents
   private readonly streams = new Map<string, MuxStream>()
   private readonly decoder: MuxDecoder
-  private readonly schedule: (f: () => void) => void
   private ready: ((error: TransportError | undefined) => void) | undefined
-  private out: Array<Uint8Array> = []
-  private outBytes = 0
-  private scheduled = false
+  private readonly writes: WriteBatcher
   /** Frame bytes written after the handshake, and the router's latest ConnectionAck offset. */
   private sent = 0
   private acked = 0
@@ -278,7 +276,9 @@ export class MuxConnection {
     this.options = options
     this.events = events
     this.ready = ready
-    this.schedule = options.flush === "immediate" ? setImmediate : process.nextTick
+    this.writes = new WriteBatcher((chunk) => {
+      if (this.state !== CLOSED && !this.socket.destroyed) this.socket.write(chunk)
+    }, options.flush === "immediate" ? setImmediate : process.nextTick)
     this.decoder = makeMuxDecoder({ maxMessageSize: options.maxMessageSize, target: options.address, transport: "tcp" })
     socket.on("connect", () => {
       socket.setNoDelay(true)
@@ -421,24 +421,11 @@ export class MuxConnection {
   }
 
   private push(bytes: Uint8Array): void {
-    this.out.push(bytes)
-    this.outBytes += bytes.length
-    if (!this.scheduled) {
-      this.scheduled = true
-      this.schedule(this.flushBound)
-    }
+    this.writes.push(bytes)
   }
 
-  private readonly flushBound = (): void => this.flush()
-
   private flush(): void {
-    this.scheduled = false
-    const n = this.out.length
-    if (n === 0) return
-    const chunk = n === 1 ? this.out[0]! : Buffer.concat(this.out, this.outBytes)
-    this.out = []
-    this.outBytes = 0
-    if (this.state !== CLOSED && !this.socket.destroyed) this.socket.write(chunk)
+    this.writes.flush()
   }
 
   // ---- reading ---------------------------------------------------------------------------
@@ -524,7 +511,7 @@ export class MuxConnection {
     const wasHandshaking = this.state === HANDSHAKE
     this.state = CLOSED
     clearTimeout(this.lingerTimer)
-    this.out = []
+    this.writes.clear()
     this.blocked = []
     const error = this.failure ??
       new TransportConnectionError({

@@ -1,0 +1,52 @@
+/**
+ * Per-tick write batching for a socket: frames pushed in the same tick go out in one write
+ * (DESIGN.md, "The hot path": never a write per frame, never an awaited write). The socket is
+ * the caller's; this only queues, concatenates and hands one chunk to `write`.
+ */
+
+/** The writer's schedule: `process.nextTick` (the default) or `setImmediate`. */
+export type FlushSchedule = (f: () => void) => void
+
+/** Queues frames and writes them once per tick. */
+export class WriteBatcher {
+  private out: Array<Uint8Array> = []
+  private bytes = 0
+  private scheduled = false
+  private readonly write: (chunk: Uint8Array) => void
+  private readonly schedule: FlushSchedule
+
+  /** `write` receives each batch; it decides whether the socket can still take it. */
+  constructor(write: (chunk: Uint8Array) => void, schedule: FlushSchedule = process.nextTick) {
+    this.write = write
+    this.schedule = schedule
+  }
+
+  /** Queues a frame (or part of one) for this tick's write. */
+  push(frame: Uint8Array): void {
+    this.out.push(frame)
+    this.bytes += frame.length
+    if (!this.scheduled) {
+      this.scheduled = true
+      this.schedule(this.flushBound)
+    }
+  }
+
+  /** Writes what is queued now (no-op when empty). */
+  flush(): void {
+    this.scheduled = false
+    const n = this.out.length
+    if (n === 0) return
+    const chunk = n === 1 ? this.out[0]! : Buffer.concat(this.out, this.bytes)
+    this.out = []
+    this.bytes = 0
+    this.write(chunk)
+  }
+
+  /** Drops what is queued (the socket is gone). */
+  clear(): void {
+    this.out = []
+    this.bytes = 0
+  }
+
+  private readonly flushBound = (): void => this.flush()
+}
