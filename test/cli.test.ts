@@ -8,8 +8,9 @@ import { promisify } from "node:util"
 const run = promisify(execFile)
 const main = new URL("../src/cli/main.ts", import.meta.url).pathname
 
-const envFor = (dir: string) => ({
+const envFor = (dir: string, extra: Record<string, string> = {}) => ({
   ...process.env,
+  ...extra,
   DYN_REQUEST_PLANE: "http",
   DYN_RESPONSE_PLANE: "tcp",
   DYN_DISCOVERY_BACKEND: "file",
@@ -75,33 +76,35 @@ describe("CLI across processes (file discovery, http + tcp)", () => {
     }
   }, 60_000)
 
-  it("on SIGTERM a worker leaves discovery but lets an in-flight stream finish, then exits 0", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "cli-discovery-"))
-    try {
-      const { child } = await startWorker(dir, "cli.drain.generate")
-      const caller = spawn(process.execPath, [main, "call", "cli.drain.generate", "--data", "{\"max_tokens\":8,\"delay_ms\":100}"], {
-        env: envFor(dir),
-        stdio: ["ignore", "pipe", "pipe"]
-      })
-      let stdout = ""
-      const firstItem = new Promise<void>((resolve) =>
-        caller.stdout!.on("data", (c: Buffer) => {
-          stdout += c.toString()
-          resolve()
+  for (const pool of ["false", "true"]) {
+    it(`on SIGTERM a worker leaves discovery but lets an in-flight stream finish, then exits 0 (pool ${pool})`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), "cli-discovery-"))
+      try {
+        const { child } = await startWorker(dir, "cli.drain.generate")
+        const caller = spawn(process.execPath, [main, "call", "cli.drain.generate", "--data", "{\"max_tokens\":8,\"delay_ms\":100}"], {
+          env: envFor(dir, { DYN_TCP_POOL_ENABLED: pool }),
+          stdio: ["ignore", "pipe", "pipe"]
         })
-      )
-      const callerExit = exitOf(caller)
-      // SIGTERM while the stream is in flight (its first item has arrived, seven are to come)
-      await firstItem
-      const exited = exitOf(child)
-      child.kill("SIGTERM")
-      expect(await callerExit).toBe(0)
-      expect(stdout.trim().split("\n").length).toBe(8)
-      expect(await exited).toBe(0)
-    } finally {
-      rmSync(dir, { recursive: true, force: true })
-    }
-  }, 60_000)
+        let stdout = ""
+        const firstItem = new Promise<void>((resolve) =>
+          caller.stdout!.on("data", (c: Buffer) => {
+            stdout += c.toString()
+            resolve()
+          })
+        )
+        const callerExit = exitOf(caller)
+        // SIGTERM while the stream is in flight (its first item has arrived, seven are to come)
+        await firstItem
+        const exited = exitOf(child)
+        child.kill("SIGTERM")
+        expect(await callerExit).toBe(0)
+        expect(stdout.trim().split("\n").length).toBe(8)
+        expect(await exited).toBe(0)
+      } finally {
+        rmSync(dir, { recursive: true, force: true })
+      }
+    }, 60_000)
+  }
 
   it("call fails with a message and a non-zero exit when no instance serves the endpoint", async () => {
     const dir = mkdtempSync(join(tmpdir(), "cli-discovery-"))

@@ -344,6 +344,8 @@ export class MuxConnection {
     if (this.state === CLOSED) return
     this.byUs = true
     this.failure ??= error
+    // Frames already queued (e.g. the End of a stream that just finished) still go out.
+    this.flush()
     this.socket.destroy()
   }
 
