@@ -11,18 +11,14 @@
 // most 0.6 of unpooled.
 //
 //   npm run bench:pool -- [--requests 2000] [--rounds 2] [--items 10] [--size 50]
-import { fork } from "node:child_process"
-import type { ChildProcess } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Effect, Layer } from "effect"
+import { Effect } from "effect"
 import { summarize, table, us } from "../src/cli/latency.ts"
 import type { LatencyStats } from "../src/cli/latency.ts"
-import * as FileDiscovery from "../src/discovery/FileDiscovery.ts"
 import * as Endpoint from "../src/Endpoint.ts"
-import { TransportConfig } from "../src/TransportConfig.ts"
-import * as TransportRegistry from "../src/TransportRegistry.ts"
+import { recommendedEnv, routerLayer, startChild } from "./crossProcess.ts"
 
 const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(`--${name}`)
@@ -34,7 +30,6 @@ const ITEMS = arg("items", 10)
 const SIZE = arg("size", 50)
 const IN_FLIGHT = 64
 const WARMUP = 300
-const root = new URL("..", import.meta.url).pathname
 
 /** Raw samples of one round (milliseconds) and its wall times (seconds). */
 interface Round {
@@ -53,37 +48,14 @@ interface Row {
 }
 
 const startWorker = (env: Record<string, string>) =>
-  new Promise<ChildProcess>((resolve, reject) => {
-    const child = fork(join(root, "src/cli/main.ts"), ["worker", "--endpoint", "bench.pool.generate"], {
-      env: { ...process.env, ...env },
-      execArgv: ["--no-warnings"],
-      stdio: ["ignore", "pipe", "inherit", "ipc"]
-    })
-    child.stdout!.once("data", () => resolve(child))
-    child.on("exit", (code) => reject(new Error(`worker exited with ${code}`)))
-  })
+  startChild("src/cli/main.ts", ["worker", "--endpoint", "bench.pool.generate"], env).then(({ child }) => child)
 
 /** One round of one mode: a fresh worker, warm-up, sequential calls, then 64 in flight. */
 const runRound = async (pooled: boolean): Promise<Round> => {
   const dir = mkdtempSync(join(tmpdir(), "bench-pool-"))
-  const env = {
-    DYN_REQUEST_PLANE: "http",
-    DYN_RESPONSE_PLANE: "tcp",
-    DYN_DISCOVERY_BACKEND: "file",
-    DYN_DISCOVERY_PATH: dir,
-    DYN_HTTP_RPC_HOST: "127.0.0.1",
-    DYN_HTTP_RPC_PORT: "0",
-    DYN_TCP_RESPONSE_HOST: "127.0.0.1",
-    DYN_TCP_RESPONSE_PORT: "0",
-    DYN_METRICS_PORT: "0",
-    DYN_LOG: "warn",
-    DYN_TRACING: "off",
-    DYN_TCP_POOL_ENABLED: pooled ? "true" : "false"
-  }
+  const env = recommendedEnv(dir, { DYN_TRACING: "off", DYN_TCP_POOL_ENABLED: pooled ? "true" : "false" })
   const child = await startWorker(env)
-  const layer = Layer.mergeAll(TransportRegistry.layerFromConfig, FileDiscovery.layer).pipe(
-    Layer.provideMerge(TransportConfig.layerFromRecord(env))
-  )
+  const layer = routerLayer(env)
   const program = Effect.gen(function*() {
     const client = yield* Endpoint.client<unknown, unknown>("bench.pool.generate")
     while (client.instances().length === 0) yield* Effect.sleep(20)

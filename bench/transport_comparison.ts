@@ -5,20 +5,16 @@
 // noisy machine). Also measures the overhead of metrics and tracing (DYN_METRICS, DYN_TRACING).
 //
 //   npm run bench:transport -- [--requests 2000] [--items 10] [--size 50]
-import { fork } from "node:child_process"
-import type { ChildProcess } from "node:child_process"
 import * as http2 from "node:http2"
 import { mkdtempSync, rmSync } from "node:fs"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Effect, Layer, Stream } from "effect"
+import { Effect, Stream } from "effect"
 import { concurrent, concurrentPromise, sequential, table, us } from "../src/cli/latency.ts"
 import type { LatencyStats } from "../src/cli/latency.ts"
-import * as FileDiscovery from "../src/discovery/FileDiscovery.ts"
 import * as Endpoint from "../src/Endpoint.ts"
-import { TransportConfig } from "../src/TransportConfig.ts"
-import * as TransportRegistry from "../src/TransportRegistry.ts"
+import { recommendedEnv, routerLayer, startChild } from "./crossProcess.ts"
 
 const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(`--${name}`)
@@ -28,7 +24,6 @@ const REQUESTS = arg("requests", 2000)
 const ITEMS = arg("items", 10)
 const SIZE = arg("size", 50)
 const IN_FLIGHT = 64
-const root = new URL("..", import.meta.url).pathname
 
 interface Row {
   readonly name: string
@@ -37,18 +32,6 @@ interface Row {
   readonly rps64: number
   readonly p99at64: number
 }
-
-const startChild = (script: string, args: ReadonlyArray<string>, env: Record<string, string>) =>
-  new Promise<{ child: ChildProcess; firstLine: string }>((resolve, reject) => {
-    const child = fork(join(root, script), args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "inherit", "ipc"] })
-    let buf = ""
-    child.stdout!.on("data", (c: Buffer) => {
-      buf += c.toString()
-      const nl = buf.indexOf("\n")
-      if (nl >= 0) resolve({ child, firstLine: buf.slice(0, nl) })
-    })
-    child.on("exit", (code) => reject(new Error(`${script} exited with ${code}`)))
-  })
 
 // ---------- raw baseline: node:http2 client + node:net call-home server ----------
 const runRaw = async (): Promise<Row> => {
@@ -102,23 +85,9 @@ const runRaw = async (): Promise<Row> => {
 // ---------- this project: HTTP/2 request plane + TCP call-home, worker via the CLI ----------
 const runMode = async (name: string, env: Record<string, string>, useStream: boolean): Promise<Row> => {
   const dir = mkdtempSync(join(tmpdir(), "bench-discovery-"))
-  const common = {
-    DYN_REQUEST_PLANE: "http",
-    DYN_RESPONSE_PLANE: "tcp",
-    DYN_DISCOVERY_BACKEND: "file",
-    DYN_DISCOVERY_PATH: dir,
-    DYN_HTTP_RPC_HOST: "127.0.0.1",
-    DYN_HTTP_RPC_PORT: "0",
-    DYN_TCP_RESPONSE_HOST: "127.0.0.1",
-    DYN_TCP_RESPONSE_PORT: "0",
-    DYN_METRICS_PORT: "0",
-    DYN_LOG: "warn",
-    ...env
-  }
+  const common = recommendedEnv(dir, env)
   const { child } = await startChild("src/cli/main.ts", ["worker", "--endpoint", "bench.worker.generate"], common)
-  const layer = Layer.mergeAll(TransportRegistry.layerFromConfig, FileDiscovery.layer).pipe(
-    Layer.provideMerge(TransportConfig.layerFromRecord(common))
-  )
+  const layer = routerLayer(common)
   const program = Effect.gen(function*() {
     const client = yield* Endpoint.client<unknown, unknown>("bench.worker.generate")
     while (client.instances().length === 0) yield* Effect.sleep(20)

@@ -52,6 +52,8 @@ import type { ConnectOptions, ResponsePlaneClient, ResponseWriter } from "../../
 import { defaults } from "../../TransportConfig.ts"
 import { TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../TransportError.ts"
 import type { TransportError } from "../../TransportError.ts"
+import { badHandshake, readInfoObject } from "./ConnectionInfoText.ts"
+import { WriteBatcher } from "./WriteBatcher.ts"
 import { MUX_CONNECTION_TRANSPORT, parseMuxInfo } from "./mux/MuxProtocol.ts"
 import * as TcpResponseConnectionPool from "./pool/TcpResponseConnectionPool.ts"
 
@@ -111,9 +113,6 @@ export const parseAddress = (address: string): { readonly host: string; readonly
   return host === "" ? undefined : { host, port }
 }
 
-const badHandshake = (target: string, detail: string, cause?: unknown) =>
-  new TransportProtocolError({ reason: "BadHandshake", transport: "tcp", target, detail, cause })
-
 /** The validated `info` of a tcp_server ConnectionInfo, or the error naming what is wrong. */
 const parseInfo = (
   options: ConnectOptions
@@ -125,17 +124,10 @@ const parseInfo = (
       `connection transport is ${JSON.stringify(connectionInfo.transport)}, not "tcp_server" or "${MUX_CONNECTION_TRANSPORT}"`
     )
   }
-  let info: unknown
-  try {
-    info = JSON.parse(connectionInfo.info)
-  } catch (cause) {
-    return badHandshake(connectionInfo.info, "connection info is not JSON text", cause)
-  }
-  if (typeof info !== "object" || info === null || Array.isArray(info)) {
-    return badHandshake(connectionInfo.info, "connection info is not a JSON object")
-  }
-  const { address, subject, context, stream_type } = info as Record<string, unknown>
-  if (typeof address !== "string") return badHandshake(connectionInfo.info, "connection info has no address string")
+  const read = readInfoObject(connectionInfo)
+  if (read instanceof TransportProtocolError) return read
+  const { address } = read
+  const { subject, context, stream_type } = read.fields
   if (typeof subject !== "string" || subject === "") return badHandshake(address, "connection info has no subject string")
   if (stream_type !== "response") {
     return badHandshake(address, `stream_type is ${JSON.stringify(stream_type)}, not "response"`)
@@ -177,39 +169,28 @@ export const makeUnsafe = (options: TcpStreamClientOptions, pool?: TcpResponseCo
 
   const makeWriter = (socket: net.Socket, address: string, subject: string, codec: PayloadCodec): ResponseWriter => {
     let state = OPEN
-    let out: Array<Uint8Array> = []
-    let outBytes = 0
-    let scheduled = false
     let lingerTimer: ReturnType<typeof setTimeout> | undefined
     let controlReceiver: ((message: "stop" | "kill") => void) | undefined
     let controls: Array<"stop" | "kill"> = []
     let disconnectReceiver: ((error: TransportError) => void) | undefined
     let disconnect: TransportError | undefined
 
-    const flush = () => {
-      scheduled = false
-      const n = out.length
-      if (n > 0) {
-        const chunk = n === 1 ? out[0]! : Buffer.concat(out, outBytes)
-        out = []
-        outBytes = 0
+    // Frames written in one tick go out in one write; once the stream is ending, the flush
+    // that sends its last frames also ends our side (destroyed after `lingerMs` at the latest).
+    const writes = new WriteBatcher(
+      (chunk) => {
         if (state !== GONE && !socket.destroyed) socket.write(chunk)
+      },
+      schedule,
+      () => {
+        if (state === ENDING && !socket.destroyed) {
+          socket.end()
+          lingerTimer ??= setTimeout(() => socket.destroy(), lingerMs)
+          lingerTimer.unref?.()
+        }
       }
-      if (state === ENDING && !socket.destroyed) {
-        socket.end()
-        lingerTimer ??= setTimeout(() => socket.destroy(), lingerMs)
-        lingerTimer.unref?.()
-      }
-    }
-
-    const push = (frame: Uint8Array) => {
-      out.push(frame)
-      outBytes += frame.length
-      if (!scheduled) {
-        scheduled = true
-        schedule(flush)
-      }
-    }
+    )
+    const push = (frame: Uint8Array) => writes.push(frame)
 
     const pushData = (body: Uint8Array) => {
       if (FRAME_PREFIX_SIZE + body.length > maxMessageSize) {
@@ -226,10 +207,7 @@ export const makeUnsafe = (options: TcpStreamClientOptions, pool?: TcpResponseCo
 
     const finish = () => {
       state = ENDING
-      if (!scheduled) {
-        scheduled = true
-        schedule(flush)
-      }
+      writes.requestFlush()
     }
 
     /** The socket is gone; reports `error()` (built only then: errors capture stacks) if the stream was open. */
@@ -237,8 +215,7 @@ export const makeUnsafe = (options: TcpStreamClientOptions, pool?: TcpResponseCo
       if (state === GONE) return
       const wasOpen = state === OPEN
       state = GONE
-      out = []
-      outBytes = 0
+      writes.clear()
       if (!wasOpen) return
       const e = error()
       disconnect = e
@@ -283,7 +260,7 @@ export const makeUnsafe = (options: TcpStreamClientOptions, pool?: TcpResponseCo
       gone(() => new TransportConnectionError({ reason: "ConnectionClosed", transport: "tcp", target: address, detail: cause.message, cause }))
     })
     flushers.set(socket, () => {
-      if (scheduled) flush()
+      if (writes.pending) writes.flush()
       return state === ENDING
     })
     socket.on("close", () => {

@@ -14,17 +14,33 @@ export class WriteBatcher {
   private scheduled = false
   private readonly write: (chunk: Uint8Array) => void
   private readonly schedule: FlushSchedule
+  private readonly afterFlush: (() => void) | undefined
 
-  /** `write` receives each batch; it decides whether the socket can still take it. */
-  constructor(write: (chunk: Uint8Array) => void, schedule: FlushSchedule = process.nextTick) {
+  /**
+   * `write` receives each batch; it decides whether the socket can still take it.
+   * `afterFlush`, when given, runs after every flush (e.g. to end the socket once the last
+   * frames are out).
+   */
+  constructor(write: (chunk: Uint8Array) => void, schedule: FlushSchedule = process.nextTick, afterFlush?: () => void) {
     this.write = write
     this.schedule = schedule
+    this.afterFlush = afterFlush
+  }
+
+  /** True while a flush is scheduled. */
+  get pending(): boolean {
+    return this.scheduled
   }
 
   /** Queues a frame (or part of one) for this tick's write. */
   push(frame: Uint8Array): void {
     this.out.push(frame)
     this.bytes += frame.length
+    this.requestFlush()
+  }
+
+  /** Schedules a flush for this tick even with nothing queued (so `afterFlush` runs). */
+  requestFlush(): void {
     if (!this.scheduled) {
       this.scheduled = true
       this.schedule(this.flushBound)
@@ -35,11 +51,13 @@ export class WriteBatcher {
   flush(): void {
     this.scheduled = false
     const n = this.out.length
-    if (n === 0) return
-    const chunk = n === 1 ? this.out[0]! : Buffer.concat(this.out, this.bytes)
-    this.out = []
-    this.bytes = 0
-    this.write(chunk)
+    if (n > 0) {
+      const chunk = n === 1 ? this.out[0]! : Buffer.concat(this.out, this.bytes)
+      this.out = []
+      this.bytes = 0
+      this.write(chunk)
+    }
+    this.afterFlush?.()
   }
 
   /** Drops what is queued (the socket is gone). */

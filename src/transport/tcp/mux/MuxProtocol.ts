@@ -15,6 +15,7 @@ import { streamIdFromUuid } from "../../../codec/MuxCodec.ts"
 import { encodeHeaderOnlyJson } from "../../../codec/TwoPartCodec.ts"
 import type { ConnectionInfo } from "../../../ConnectionInfo.ts"
 import { TransportProtocolError } from "../../../TransportError.ts"
+import { badHandshake, readInfoObject } from "../ConnectionInfoText.ts"
 
 /** The `ConnectionInfo.transport` of a pooled, multiplexed call-home stream. */
 export const MUX_CONNECTION_TRANSPORT = "tcp_response_mux_v1"
@@ -61,8 +62,6 @@ export interface ParsedMuxInfo {
   readonly streamIdBytes: Uint8Array
 }
 
-const badHandshake = (target: string, detail: string, cause?: unknown) =>
-  new TransportProtocolError({ reason: "BadHandshake", transport: "tcp", target, detail, cause })
 
 /**
  * Checks a `tcp_response_mux_v1` ConnectionInfo: `info` is JSON text with an address string,
@@ -70,17 +69,10 @@ const badHandshake = (target: string, detail: string, cause?: unknown) =>
  * `context` equal to the request id. Returns the error naming what is wrong otherwise.
  */
 export const parseMuxInfo = (connectionInfo: ConnectionInfo, requestId: string): ParsedMuxInfo | TransportProtocolError => {
-  let info: unknown
-  try {
-    info = JSON.parse(connectionInfo.info)
-  } catch (cause) {
-    return badHandshake(connectionInfo.info, "connection info is not JSON text", cause)
-  }
-  if (typeof info !== "object" || info === null || Array.isArray(info)) {
-    return badHandshake(connectionInfo.info, "connection info is not a JSON object")
-  }
-  const { address, frontend_server_id, stream_id, context } = info as Record<string, unknown>
-  if (typeof address !== "string") return badHandshake(connectionInfo.info, "connection info has no address string")
+  const read = readInfoObject(connectionInfo)
+  if (read instanceof TransportProtocolError) return read
+  const { address } = read
+  const { frontend_server_id, stream_id, context } = read.fields
   if (typeof frontend_server_id !== "string" || streamIdFromUuid(frontend_server_id) === undefined) {
     return badHandshake(address, `frontend_server_id ${JSON.stringify(frontend_server_id)} is not a UUID`)
   }
