@@ -8,17 +8,20 @@
 // sequential calls (p50/p95/p99, req/s) and 64 in flight (p50/p95/p99, req/s), in alternating
 // rounds (off, on, off, on, ...) whose samples are pooled, so drift on a noisy machine hits both
 // modes alike. It prints the table and the on/off ratios; the target is pooled p50 and p99 at
-// most 0.6 of unpooled.
+// most 0.6 of unpooled. The same rounds run a raw baseline (bench/raw_worker.ts and
+// bench/rawRouter.ts: node:http2 + node:net, no framework), unpooled and pooled, so the run
+// also shows what pooling alone can save on this machine.
 //
 //   npm run bench:pool -- [--requests 2000] [--rounds 2] [--items 10] [--size 50]
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect } from "effect"
-import { summarize, table, us } from "../src/cli/latency.ts"
+import { concurrentPromise, summarize, table, us } from "../src/cli/latency.ts"
 import type { LatencyStats } from "../src/cli/latency.ts"
 import * as Endpoint from "../src/Endpoint.ts"
 import { recommendedEnv, routerLayer, startChild } from "./crossProcess.ts"
+import { startRawBaseline } from "./rawRouter.ts"
 
 const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(`--${name}`)
@@ -90,6 +93,30 @@ const runRound = async (pooled: boolean): Promise<Round> => {
   }
 }
 
+/** One round of the raw baseline (node:http2 + node:net, no framework), unpooled or pooled. */
+const runRawRound = async (pooled: boolean): Promise<Round> => {
+  const raw = await startRawBaseline({ pooled, items: ITEMS, size: SIZE })
+  try {
+    const timed = (samples: Array<number>) => async () => {
+      const t0 = performance.now()
+      await raw.once()
+      samples.push(performance.now() - t0)
+    }
+    const warm: Array<number> = []
+    await concurrentPromise(WARMUP, 1, timed(warm))
+    const seq: Array<number> = []
+    let t0 = performance.now()
+    await concurrentPromise(REQUESTS, 1, timed(seq))
+    const seqSeconds = (performance.now() - t0) / 1000
+    const c64: Array<number> = []
+    t0 = performance.now()
+    await concurrentPromise(REQUESTS * 2, IN_FLIGHT, timed(c64))
+    return { seq, seqSeconds, c64, c64Seconds: (performance.now() - t0) / 1000 }
+  } finally {
+    raw.close()
+  }
+}
+
 const combine = (name: string, rounds: ReadonlyArray<Round>): Row => {
   const seq = rounds.flatMap((r) => r.seq)
   const c64 = rounds.flatMap((r) => r.c64)
@@ -103,14 +130,23 @@ const main = async () => {
     `tcp pool benchmark: http request plane + tcp call-home response plane, ${ITEMS} items of ${SIZE} B per response; worker in a child process\n` +
       `${ROUNDS} alternating rounds per mode, each ${REQUESTS} sequential calls and ${REQUESTS * 2} at ${IN_FLIGHT} in flight (after ${WARMUP} warm-up calls)\n`
   )
+  const rawOff: Array<Round> = []
+  const rawOn: Array<Round> = []
   const off: Array<Round> = []
   const on: Array<Round> = []
   for (let r = 0; r < ROUNDS; r++) {
+    rawOff.push(await runRawRound(false))
+    rawOn.push(await runRawRound(true))
     off.push(await runRound(false))
     on.push(await runRound(true))
     process.stdout.write(`round ${r + 1}/${ROUNDS} done\n`)
   }
-  const rows = [combine("pool off (one connection per stream)", off), combine("pool on (pooled, multiplexed)", on)]
+  const rows = [
+    combine("raw, unpooled (node:http2 + node:net)", rawOff),
+    combine("raw, pooled (node:http2 + node:net)", rawOn),
+    combine("pool off (one connection per stream)", off),
+    combine("pool on (pooled, multiplexed)", on)
+  ]
   console.log(
     "\n" +
       table(
@@ -118,14 +154,18 @@ const main = async () => {
         rows.map((r) => [r.name, us(r.seq.p50), us(r.seq.p95), us(r.seq.p99), r.rpsSeq.toFixed(0), us(r.c64.p50), us(r.c64.p95), us(r.c64.p99), r.rps64.toFixed(0)])
       )
   )
-  const [a, b] = rows as [Row, Row]
+  const [ra, rb, a, b] = rows as [Row, Row, Row, Row]
   const ratio = (x: number, y: number) => (x / y).toFixed(2)
   const met = (on: LatencyStats, off: LatencyStats) => (on.p50 / off.p50 <= 0.6 && on.p99 / off.p99 <= 0.6 ? "met" : "missed")
+  const ratios = (on: Row, off: Row) =>
+    `  sequential: p50 ${ratio(on.seq.p50, off.seq.p50)}, p95 ${ratio(on.seq.p95, off.seq.p95)}, p99 ${ratio(on.seq.p99, off.seq.p99)}, req/s ${ratio(on.rpsSeq, off.rpsSeq)}\n` +
+    `  64 in flight: p50 ${ratio(on.c64.p50, off.c64.p50)}, p95 ${ratio(on.c64.p95, off.c64.p95)}, p99 ${ratio(on.c64.p99, off.c64.p99)}, req/s ${ratio(on.rps64, off.rps64)}\n`
   console.log(
-    `\non/off ratios (lower is better for latency, higher for req/s):\n` +
-      `  sequential: p50 ${ratio(b.seq.p50, a.seq.p50)}, p95 ${ratio(b.seq.p95, a.seq.p95)}, p99 ${ratio(b.seq.p99, a.seq.p99)}, req/s ${ratio(b.rpsSeq, a.rpsSeq)}\n` +
-      `  64 in flight: p50 ${ratio(b.c64.p50, a.c64.p50)}, p95 ${ratio(b.c64.p95, a.c64.p95)}, p99 ${ratio(b.c64.p99, a.c64.p99)}, req/s ${ratio(b.rps64, a.rps64)}\n` +
-      `  target: pooled p50 and p99 at most 0.60 of unpooled: sequential ${met(b.seq, a.seq)}, 64 in flight ${met(b.c64, a.c64)}`
+    `\non/off ratios, this project (lower is better for latency, higher for req/s):\n` + ratios(b, a) +
+      `  target: pooled p50 and p99 at most 0.60 of unpooled: sequential ${met(b.seq, a.seq)}, 64 in flight ${met(b.c64, a.c64)}\n` +
+      `\non/off ratios, raw baseline (what pooling alone can save here):\n` + ratios(rb, ra) +
+      `\nthis project / raw: pool off seq p50 ${ratio(a.seq.p50, ra.seq.p50)}, pool on seq p50 ${ratio(b.seq.p50, rb.seq.p50)}, ` +
+      `pool off @64 req/s ${ratio(a.rps64, ra.rps64)}, pool on @64 req/s ${ratio(b.rps64, rb.rps64)}`
   )
   process.exit(0)
 }

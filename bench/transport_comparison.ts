@@ -5,9 +5,7 @@
 // noisy machine). Also measures the overhead of metrics and tracing (DYN_METRICS, DYN_TRACING).
 //
 //   npm run bench:transport -- [--requests 2000] [--items 10] [--size 50]
-import * as http2 from "node:http2"
 import { mkdtempSync, rmSync } from "node:fs"
-import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect, Stream } from "effect"
@@ -15,6 +13,7 @@ import { concurrent, concurrentPromise, sequential, table, us } from "../src/cli
 import type { LatencyStats } from "../src/cli/latency.ts"
 import * as Endpoint from "../src/Endpoint.ts"
 import { recommendedEnv, routerLayer, startChild } from "./crossProcess.ts"
+import { startRawBaseline } from "./rawRouter.ts"
 
 const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(`--${name}`)
@@ -35,50 +34,12 @@ interface Row {
 
 // ---------- raw baseline: node:http2 client + node:net call-home server ----------
 const runRaw = async (): Promise<Row> => {
-  const { child, firstLine } = await startChild("bench/raw_worker.ts", [], {})
-  const workerPort = (JSON.parse(firstLine) as { port: number }).port
-  const pending = new Map<string, () => void>()
-  const server = net.createServer({ noDelay: true }, (socket) => {
-    let buf: Buffer = Buffer.alloc(0)
-    let subject: string | undefined
-    socket.on("data", (chunk: Buffer) => {
-      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk])
-      while (buf.length >= 4) {
-        const len = buf.readUInt32BE(0)
-        if (buf.length < 4 + len) break
-        const msg = JSON.parse(buf.subarray(4, 4 + len).toString()) as { subject?: string; complete_final?: boolean }
-        buf = buf.subarray(4 + len)
-        if (subject === undefined) subject = msg.subject
-        else if (msg.complete_final === true) {
-          pending.get(subject)?.()
-          pending.delete(subject)
-        }
-      }
-    })
-    socket.on("error", () => {})
-  })
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()))
-  const port = (server.address() as net.AddressInfo).port
-  const session = http2.connect(`http://127.0.0.1:${workerPort}`)
-  const once = () =>
-    new Promise<void>((resolve, reject) => {
-      const subject = crypto.randomUUID()
-      pending.set(subject, resolve)
-      const stream = session.request({ ":method": "POST", ":path": "/v1/rpc/raw", "content-type": "application/json" })
-      stream.on("response", (h) => {
-        if (h[":status"] !== 202) reject(new Error(`status ${h[":status"]}`))
-        stream.resume()
-      })
-      stream.on("error", reject)
-      stream.end(JSON.stringify({ port, subject, n: ITEMS, size: SIZE }))
-    })
-  const measure = (count: number, inFlight: number) => concurrentPromise(count, inFlight, once)
+  const raw = await startRawBaseline({ pooled: false, items: ITEMS, size: SIZE })
+  const measure = (count: number, inFlight: number) => concurrentPromise(count, inFlight, raw.once)
   await measure(200, 1)
   const seq = await measure(REQUESTS, 1)
   const c64 = await measure(REQUESTS * 2, IN_FLIGHT)
-  session.close()
-  server.close()
-  child.kill("SIGTERM")
+  raw.close()
   return { name: "raw node:http2 + node:net", seq: seq.stats, rps1: seq.rps, rps64: c64.rps, p99at64: c64.stats.p99 }
 }
 

@@ -47,7 +47,6 @@ export class PayloadCodecError extends Error {
   }
 }
 
-const textEncoder = new TextEncoder()
 const textDecoder = new TextDecoder("utf-8", { fatal: true })
 
 /** `JSON.rawJSON` (Node >= 21; not yet in TypeScript's ES2023 lib). */
@@ -71,7 +70,8 @@ const jsonEncode = (value: unknown): Uint8Array => {
   if (text === undefined) {
     throw new PayloadCodecError("json", "encode", new TypeError(`a ${typeof value} has no JSON representation`))
   }
-  return textEncoder.encode(text)
+  // Buffer.from takes small results from Node's shared slab: about half the cost of TextEncoder.
+  return Buffer.from(text, "utf8")
 }
 
 const jsonDecode = (bytes: Uint8Array): unknown => {

@@ -35,7 +35,6 @@ export interface PayloadErrorContext {
   readonly transport: TransportId
 }
 
-const textEncoder = new TextEncoder()
 const textDecoder = new TextDecoder("utf-8", { fatal: true })
 
 const causeMessage = (cause: unknown): string => cause instanceof Error ? cause.message : String(cause)
@@ -65,7 +64,7 @@ const controlJson = (control: RequestControlMessage): string => {
  * Throws `PayloadCodecError` if the payload has no encoding in that codec.
  */
 export const encodeRequestMessage = (control: RequestControlMessage, payload: unknown): Uint8Array =>
-  encodeFrame(textEncoder.encode(controlJson(control)), payloadCodec(control.payload_codec).encode(payload))
+  encodeFrame(Buffer.from(controlJson(control), "utf8"), payloadCodec(control.payload_codec).encode(payload))
 
 const decodeControl = Schema.decodeUnknownResult(RequestControlMessage)
 

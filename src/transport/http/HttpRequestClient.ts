@@ -221,11 +221,12 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
         })
       })
       s.on("error", (cause) => finish((connectionFailure(cause))))
-      s.on("close", () =>
-        finish((
-            new TransportConnectionError({ reason: "ConnectionClosed", transport: "http", target: address, detail: "HTTP/2 stream closed before the ack" })
-          )
-        ))
+      // Built only when it is used: an Error per request would cost its stack capture.
+      s.on("close", () => {
+        if (!done) {
+          finish(new TransportConnectionError({ reason: "ConnectionClosed", transport: "http", target: address, detail: "HTTP/2 stream closed before the ack" }))
+        }
+      })
       s.end(body)
       return () => {
         if (done) return
