@@ -18,13 +18,13 @@ import { Cause, Deferred, Effect, Exit, FiberSet, Queue, Result, Schedule, Schem
 import type { Scope } from "effect"
 import { Discovery } from "./Discovery.ts"
 import type { DiscoveryError, DiscoveryEvent } from "./Discovery.ts"
-import { formatEndpointPath, parseEndpointPath, randomInstanceId, requestTransportOf } from "./Instance.ts"
+import { decodeEndpointPath, formatEndpointPath, randomInstanceId, requestTransportOf } from "./Instance.ts"
 import type { EndpointPath, Instance } from "./Instance.ts"
 import type { RequestHeaders, RequestMessage, RequestPlaneClient, RequestTarget } from "./RequestPlane.ts"
 import type { PendingStream, ResponseSink } from "./ResponsePlane.ts"
 import type { TransportId } from "./Transport.ts"
 import { TransportConfig } from "./TransportConfig.ts"
-import { EndpointNotFound, errorTypeOf, NoTransportAvailable, TransportConnectionError } from "./TransportError.ts"
+import { EndpointNotFound, errorTypeOf, InvalidEndpointPath, NoTransportAvailable, TransportConnectionError } from "./TransportError.ts"
 import * as Health from "./observability/Health.ts"
 import * as MetricsModule from "./observability/Metrics.ts"
 import type { CallError, TransportError } from "./TransportError.ts"
@@ -88,6 +88,12 @@ export interface ServedEndpoint {
   readonly drain: (timeoutMs: number) => Effect.Effect<boolean>
 }
 
+/** The parsed path, or a typed `InvalidEndpointPath` naming the problem. */
+const endpointPathOf = (path: string): Effect.Effect<EndpointPath, InvalidEndpointPath> => {
+  const parsed = decodeEndpointPath(path)
+  return typeof parsed === "string" ? Effect.fail(new InvalidEndpointPath({ path: String(path), detail: parsed })) : Effect.succeed(parsed)
+}
+
 /** In-band error texts are cut to this many characters, so the frame always fits. */
 const MAX_ERROR_TEXT = 4096
 
@@ -118,11 +124,11 @@ export const serveEmit = <Req, Res, E = never, R = never>(
   options: ServeOptions<Req> = {}
 ): Effect.Effect<
   ServedEndpoint,
-  TransportError | NoTransportAvailable | DiscoveryError,
+  TransportError | NoTransportAvailable | DiscoveryError | InvalidEndpointPath,
   Scope.Scope | TransportRegistry | Discovery | TransportConfig | R
 > =>
   Effect.gen(function*() {
-    const endpointPath = parseEndpointPath(path)
+    const endpointPath = yield* endpointPathOf(path)
     const endpoint = formatEndpointPath(endpointPath)
     const registry = yield* TransportRegistry
     const discovery = yield* Discovery
@@ -363,11 +369,11 @@ export const client = <Req = unknown, Res = unknown>(
   options: ClientOptions = {}
 ): Effect.Effect<
   EndpointClient<Req, Res>,
-  NoTransportAvailable | DiscoveryError,
+  NoTransportAvailable | DiscoveryError | InvalidEndpointPath,
   Scope.Scope | TransportRegistry | Discovery | TransportConfig
 > =>
   Effect.gen(function*() {
-    const endpointPath = parseEndpointPath(path)
+    const endpointPath = yield* endpointPathOf(path)
     const endpoint = formatEndpointPath(endpointPath)
     const registry = yield* TransportRegistry
     const discovery = yield* Discovery

@@ -110,11 +110,19 @@ export interface EndpointPath {
 
 /** Parses "ns.component.endpoint". Throws a TypeError naming the bad path. */
 export const parseEndpointPath = (path: string): EndpointPath => {
-  const parts = path.split(".")
+  const parsed = decodeEndpointPath(path)
+  if (typeof parsed === "string") throw new TypeError(`${parsed}, got ${JSON.stringify(path)}`)
+  return parsed
+}
+
+/**
+ * Like `parseEndpointPath`, but returns the problem as text instead of throwing (for callers
+ * that turn it into a typed error).
+ */
+export const decodeEndpointPath = (path: string): EndpointPath | string => {
+  const parts = typeof path === "string" ? path.split(".") : []
   if (parts.length !== 3 || parts.some((p) => p === "" || !/^[A-Za-z0-9_-]+$/.test(p))) {
-    throw new TypeError(
-      `endpoint path must be "namespace.component.endpoint" with letters, digits, _ or -, got ${JSON.stringify(path)}`
-    )
+    return `endpoint path must be "namespace.component.endpoint" with letters, digits, _ or -`
   }
   return { namespace: parts[0]!, component: parts[1]!, endpoint: parts[2]! }
 }

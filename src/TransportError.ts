@@ -106,6 +106,16 @@ export class EndpointNotFound extends Data.TaggedError("EndpointNotFound")<{
   }
 }
 
+/** An endpoint path given to `serve` or `client` is not "namespace.component.endpoint". */
+export class InvalidEndpointPath extends Data.TaggedError("InvalidEndpointPath")<{
+  readonly path: string
+  readonly detail: string
+}> {
+  override get message(): string {
+    return `invalid endpoint path ${JSON.stringify(this.path)}: ${this.detail}`
+  }
+}
+
 /** The worker's handler failed, before the stream started (prologue) or during it. */
 export class HandlerError extends Data.TaggedError("HandlerError")<{
   readonly endpoint: string

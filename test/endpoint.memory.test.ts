@@ -145,6 +145,20 @@ describe("Endpoint over the in-memory transport", () => {
       expect(error.message).toContain("ns.comp.nobody")
     }).pipe(Effect.provide(memoryStack())))
 
+  it.live("a malformed endpoint path fails serve and client with a typed InvalidEndpointPath", () =>
+    Effect.gen(function*() {
+      for (const path of ["ns.comp", "a..b", "ns.comp.end point", "ns.comp.e.x"]) {
+        const served = yield* Effect.flip(Endpoint.serveEmit(path, () => Effect.void))
+        expect(served._tag).toBe("InvalidEndpointPath")
+        const client = yield* Effect.flip(Endpoint.client(path))
+        expect(client._tag).toBe("InvalidEndpointPath")
+        if (client._tag === "InvalidEndpointPath") {
+          expect(client.path).toBe(path)
+          expect(client.message).toContain("namespace.component.endpoint")
+        }
+      }
+    }).pipe(Effect.provide(memoryStack())))
+
   it.live("times out when the worker never calls home", () =>
     Effect.gen(function*() {
       const registry = yield* TransportRegistry.TransportRegistry
