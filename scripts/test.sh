@@ -1,7 +1,8 @@
 #!/bin/sh
 # The whole test suite, with its own setup on a fresh machine:
 #  - npm ci when node_modules is missing or older than package-lock.json;
-#  - the Debian packages the tests need (nats-server, etcd-server, prometheus for promtool),
+#  - the Debian packages the tests need (nats-server, etcd-server, prometheus for promtool,
+#    curl, python3),
 #    installed when missing;
 #  - then typecheck and vitest, on the Node 24 that the `node` devDependency provides.
 set -eu
@@ -16,6 +17,8 @@ command -v nats-server >/dev/null 2>&1 || need="$need nats-server"
 command -v etcd >/dev/null 2>&1 || need="$need etcd-server"
 command -v promtool >/dev/null 2>&1 || need="$need prometheus"
 command -v curl >/dev/null 2>&1 || need="$need curl"
+# python3: test/support/blackhole.ts (a listener that never accepts, for connect timeouts)
+command -v python3 >/dev/null 2>&1 || need="$need python3-minimal"
 if [ -n "$need" ]; then
   echo "installing Debian packages:$need"
   SUDO=""

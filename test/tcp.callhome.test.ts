@@ -19,6 +19,7 @@ import * as MemoryTransport from "../src/transport/memory/MemoryTransport.ts"
 import * as TcpResponseTransport from "../src/transport/tcp/TcpResponseTransport.ts"
 import * as TcpStreamClient from "../src/transport/tcp/TcpStreamClient.ts"
 import * as TcpStreamServer from "../src/transport/tcp/TcpStreamServer.ts"
+import { blackhole } from "./support/blackhole.ts"
 import { TransportConfig } from "../src/TransportConfig.ts"
 import type { HandlerError, TransportError } from "../src/TransportError.ts"
 import * as TransportRegistry from "../src/TransportRegistry.ts"
@@ -761,4 +762,24 @@ describe("TCP call-home wire bytes", () => {
       }
       expect(client.openSockets()).toBe(0)
     }))
+
+  it.live("the worker's connect is bounded: ConnectTimeout naming the router when the connect never completes", () =>
+    Effect.gen(function*() {
+      const hole = yield* blackhole
+      const client = TcpStreamClient.makeUnsafe({ maxMessageSize: MAX, connectTimeoutMs: 200 })
+      const connectionInfo = tcpConnectionInfo({ address: hole.address, subject: "s", context: "rq", stream_type: "response" })
+      const t0 = performance.now()
+      const error = yield* Effect.flip(client.connect({ connectionInfo, requestId: "rq", codec: "json" }))
+      const elapsed = performance.now() - t0
+      expect(error._tag).toBe("TransportTimeoutError")
+      if (error._tag === "TransportTimeoutError") {
+        expect(error.reason).toBe("ConnectTimeout")
+        expect(error.target).toBe(hole.address)
+        expect(error.detail).toContain("200 ms")
+      }
+      expect(elapsed).toBeGreaterThanOrEqual(190)
+      expect(elapsed).toBeLessThan(2000)
+      // The abandoned socket is destroyed, not left half-open.
+      expect(client.openSockets()).toBe(0)
+    }).pipe(Effect.scoped))
 })
