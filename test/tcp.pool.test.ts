@@ -196,6 +196,9 @@ const harness = (pool: Partial<TcpResponseConnectionPoolOptions> = {}, server: P
 
 const ids = (pool: TcpResponseConnectionPool) => pool.connections().map((c) => c.id)
 
+/** The socket of a pooled connection (a private field, for failure drills). */
+const socketOf = (c: unknown) => (c as { socket: net.Socket }).socket
+
 // ---- the pool ---------------------------------------------------------------------------------
 
 describe("TcpResponseConnectionPool", () => {
@@ -223,7 +226,6 @@ describe("TcpResponseConnectionPool", () => {
     Effect.gen(function*() {
       const h = yield* harness()
       yield* h.roundTrip(1)
-      const socketOf = (c: unknown) => (c as { socket: net.Socket }).socket
       const [first] = h.pool.connections()
       expect(h.pool.stats()[0]).toMatchObject({ spare: 1, fastAcquisitions: 0, poolAcquisitions: 1 })
       // Destroyed, its 'close' not yet delivered: the spare lease is found invalid and given back.
@@ -426,7 +428,6 @@ describe("TcpResponseConnectionPool", () => {
     Effect.gen(function*() {
       const h = yield* harness()
       yield* h.roundTrip(1)
-      const socketOf = (c: unknown) => (c as { socket: net.Socket }).socket
       // Destroyed, and its 'close' not yet delivered: only validation can catch it.
       const [first] = h.pool.connections()
       yield* Effect.sync(() => socketOf(first).destroy()).pipe(Effect.andThen(h.roundTrip(1)))
@@ -504,8 +505,31 @@ describe("TcpResponseConnectionPool", () => {
         return m.active === 0 && m.idle === 0
       })).toBe(true)
       expect(poolMetrics(h.target())).toMatchObject({ active: 0, idle: 0, validationFailures: 0 })
+      // The per-address gauge bookkeeping is dropped with the target.
+      expect(yield* eventually(() => h.pool.gaugedAddresses().length === 0)).toBe(true)
       yield* h.roundTrip(1)
       expect(h.pool.stats().length).toBe(1)
+      expect(h.pool.gaugedAddresses()).toEqual([h.target()])
+
+      // Many targets come and go: the bookkeeping follows the live ones and does not grow.
+      const others = yield* Effect.forEach(Array.from({ length: 5 }), () =>
+        TcpStreamServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX, mux: true }))
+      const addresses: Array<string> = []
+      for (const srv of others) {
+        const rec = recordingSink()
+        const requestId = crypto.randomUUID()
+        const pending = yield* srv.open({ requestId, endpoint: "ns.pool.e", codec: "json", sink: rec.sink })
+        addresses.push(addressOf(pending.connectionInfo))
+        const writer = yield* h.client.connect({ connectionInfo: pending.connectionInfo, requestId, codec: "json" })
+        writer.prologue()
+        writer.complete()
+        yield* Effect.promise(() => rec.done)
+        pending.close()
+      }
+      expect(h.pool.gaugedAddresses().length).toBeGreaterThanOrEqual(1)
+      expect(h.pool.gaugedAddresses().length).toBeLessThanOrEqual(6)
+      expect(yield* eventually(() => h.pool.stats().length === 0 && h.pool.gaugedAddresses().length === 0)).toBe(true)
+      for (const address of [h.target(), ...addresses]) expect(poolMetrics(address)).toMatchObject({ active: 0, idle: 0 })
     }))
 
   it.live("closing the scope closes every pooled connection and stream; no socket stays open", () =>
@@ -543,6 +567,46 @@ describe("TcpResponseConnectionPool", () => {
 })
 
 // ---- dropped connections ----------------------------------------------------------------------
+
+/** "ns.pool.lost" handlers interrupted so far. */
+let lostInterrupted = 0
+
+/** Serves "ns.pool.lost": two items, then it hangs ("hang") or completes ("done"). */
+const serveLost = Endpoint.serveEmit("ns.pool.lost", (req: { mode: "hang" | "done" }, _ctx, emit: Endpoint.Emit<number>) =>
+  Effect.andThen(
+    Effect.sync(() => {
+      emit(1)
+      emit(2)
+    }),
+    req.mode === "hang" ? Effect.never : Effect.void
+  ).pipe(Effect.onInterrupt(() => Effect.sync(() => lostInterrupted++))))
+
+/**
+ * Makes a pooled connection die as it queues its next Prologue: its socket is destroyed in the
+ * same tick, so that frame (and whatever the stream queues after it) never reaches the socket.
+ */
+const dieOnNextPrologue = (conn: unknown) => {
+  const target = conn as { enqueue: (s: unknown, kind: MuxKind, payload: Uint8Array | undefined) => void }
+  const enqueue = target.enqueue.bind(conn)
+  let prologues = 0
+  target.enqueue = (s, kind, payload) => {
+    enqueue(s, kind, payload)
+    if (kind === MuxKind.Prologue && prologues++ === 0) socketOf(conn).destroy(new Error("simulated link failure"))
+  }
+  return { prologues: () => prologues }
+}
+
+/** The router's error for a stream the worker reset before the router read its Prologue. */
+const expectResetBeforePrologue = (e: TransportError | HandlerError | { readonly _tag: string }) => {
+  expect(e._tag).toBe("TransportConnectionError")
+  if (e._tag !== "TransportConnectionError") return
+  const error = e as TransportError
+  // ConnectionClosed: the router never had the stream on a connection (so not StreamEndedEarly).
+  expect(error.reason).toBe("ConnectionClosed")
+  expect(error.detail).toContain("the worker reset the stream before its prologue reached the router: call-home connection to 127.0.0.1:")
+  expect(error.detail).toContain("died before the stream finished")
+  expect(error.detail).toContain("simulated link failure")
+}
 
 describe("a dropped pooled connection", () => {
   it.live("fails every stream on it with a typed error within 1 s, on both sides; the pool replaces it", () =>
@@ -590,6 +654,66 @@ describe("a dropped pooled connection", () => {
         expect(yield* Stream.runCollect(ok.generate({}))).toEqual(["ok"])
       }
     }).pipe(Effect.provide(poolStack({ DYN_TCP_POOL_MIN_IDLE: "0" }))))
+
+  it.live("fails a stream whose Prologue never reached the router within 1 s (a Reset on a new connection), not at the call-home timeout", () =>
+    Effect.gen(function*() {
+      const { pool } = yield* planes
+      yield* serveLost
+      const lost = yield* Endpoint.client<{ mode: "hang" | "done" }, number>("ns.pool.lost")
+      expect(yield* Stream.runCollect(lost.generate({ mode: "done" }))).toEqual([1, 2])
+
+      // "hang": the stream is still open when its connection dies; "done": it completed in the same
+      // tick, its End queued behind the Prologue and lost with it.
+      for (const mode of ["hang", "done"] as const) {
+        lostInterrupted = 0
+        const conns = pool.connections()
+        expect(conns.length).toBe(1) // the only connection: the Reset needs a new one
+        const drill = dieOnNextPrologue(conns[0]!)
+        const items: Array<number> = []
+        const start = performance.now()
+        const e = yield* Effect.flip(lost.call({ mode }, (batch) => void items.push(...batch)))
+        expect(performance.now() - start).toBeLessThan(1000)
+        expect(drill.prologues()).toBe(1)
+        expect(items).toEqual([])
+        expectResetBeforePrologue(e)
+        if (mode === "hang") expect(yield* eventually(() => lostInterrupted === 1, 1000)).toBe(true)
+        // The Reset went out on a fresh connection, which serves the next call.
+        expect(pool.connections()).not.toContain(conns[0])
+        expect(yield* Stream.runCollect(lost.generate({ mode: "done" }))).toEqual([1, 2])
+      }
+    }).pipe(Effect.provide(poolStack({ DYN_TCP_POOL_MIN_IDLE: "0", DYN_TCP_CALL_HOME_TIMEOUT_SECS: "30" }))))
+
+  it.live("a stream written just before its connection died is reset on another open connection: it fails within 1 s too", () =>
+    Effect.gen(function*() {
+      const { pool } = yield* planes
+      yield* serveLost
+      const lost = yield* Endpoint.client<{ mode: "hang" | "done" }, number>("ns.pool.lost")
+      expect(yield* Stream.runCollect(lost.generate({ mode: "done" }))).toEqual([1, 2])
+      expect(yield* eventually(() => pool.connections().length === 2)).toBe(true)
+      const before = pool.connections()
+      // Whichever connection carries the stream dies inside the write of its frames: the bytes were
+      // handed to the socket (no ConnectionAck covers them) but never reach the router.
+      let armed = true
+      let swallowed = 0
+      for (const conn of before) {
+        const socket = socketOf(conn)
+        const write = socket.write.bind(socket) as (chunk: Uint8Array) => boolean
+        socket.write = ((chunk: Uint8Array) => {
+          if (!armed) return write(chunk)
+          armed = false
+          swallowed += chunk.length
+          socket.destroy(new Error("simulated link failure"))
+          return false
+        }) as typeof socket.write
+      }
+      const start = performance.now()
+      const e = yield* Effect.flip(lost.call({ mode: "done" }, () => {}))
+      expect(performance.now() - start).toBeLessThan(1000)
+      expect(swallowed).toBeGreaterThan(0)
+      expectResetBeforePrologue(e)
+      expect(yield* Stream.runCollect(lost.generate({ mode: "done" }))).toEqual([1, 2])
+      expect(pool.connections().filter((c) => before.includes(c)).length).toBe(1)
+    }).pipe(Effect.provide(poolStack({ DYN_TCP_POOL_MIN_IDLE: "2", DYN_TCP_CALL_HOME_TIMEOUT_SECS: "30" }))))
 })
 
 // ---- the Endpoint API on the pooled plane -------------------------------------------------------
@@ -874,6 +998,132 @@ describe("response mux v1 wire bytes", () => {
       yield* Effect.promise(() => peer.closed).pipe(Effect.timeout(1000))
       expect(yield* eventually(() => server.muxConnectionCount() === 0)).toBe(true)
       for (const p of [a, b, c, d, e, f]) p.close()
+    }))
+
+  it.live("router: a worker's Reset fails a pending unclaimed stream at once (ConnectionClosed); Resets for unknown streams are ignored", () =>
+    Effect.gen(function*() {
+      const frontend = crypto.randomUUID()
+      const server = yield* TcpStreamServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 30_000, maxMessageSize: MAX, mux: true, frontendServerId: frontend })
+      const idOf = (p: { connectionInfo: { info: string } }) => streamIdFromUuid((JSON.parse(p.connectionInfo.info) as { stream_id: string }).stream_id)!
+      const recA = recordingSink()
+      const recB = recordingSink()
+      const recC = recordingSink()
+      const a = yield* server.open({ requestId: "ra", endpoint: "ns.c.e", codec: "json", sink: recA.sink })
+      const b = yield* server.open({ requestId: "rb", endpoint: "ns.c.e", codec: "json", sink: recB.sink })
+      const c = yield* server.open({ requestId: "rc", endpoint: "ns.c.e", codec: "json", sink: recC.sink })
+      const address = addressOf(a.connectionInfo)
+      const handshake = (peer: RawPeer) =>
+        Effect.gen(function*() {
+          peer.socket.write(encodeMuxHandshake(frontend, crypto.randomUUID()))
+          expect(yield* eventually(() => peer.bytes().length >= 32)).toBe(true)
+        })
+      const first = yield* Effect.promise(() => rawConnect(address))
+      const second = yield* Effect.promise(() => rawConnect(address))
+      yield* handshake(first)
+      yield* handshake(second)
+
+      // c is claimed on the first connection; a and b are still waiting for their call-home.
+      first.socket.write(encodeMuxFrame(MuxKind.Prologue, idOf(c), utf8(`{"error":null}`)))
+      yield* eventually(() => recC.events.includes("start"))
+
+      // A Reset for pending a, on the second connection: a fails now, naming the worker's reason.
+      const started = performance.now()
+      second.socket.write(encodeMuxFrame(MuxKind.Reset, idOf(a), utf8("call-home connection to w:1 died before the stream finished: ECONNRESET")))
+      yield* Effect.promise(() => recA.done)
+      expect(recA.doneAt() - started).toBeLessThan(1000)
+      expect(recA.events).toEqual(["error:TransportConnectionError"])
+      expect(recA.error()).toMatchObject({
+        _tag: "TransportConnectionError",
+        reason: "ConnectionClosed",
+        detail: "the worker reset the stream before its prologue reached the router: call-home connection to w:1 died before the stream finished: ECONNRESET"
+      })
+      expect(a.isDone()).toBe(true)
+      // Its Prologue arriving late is refused like any already-served stream.
+      second.socket.write(encodeMuxFrame(MuxKind.Prologue, idOf(a), utf8(`{"error":null}`)))
+      yield* eventually(() => muxFrames(second.bytes(), 32).some((f) => f.kind === MuxKind.Reset))
+
+      // A Reset on the second connection for c, claimed on the first: c fails as if the first had closed.
+      second.socket.write(encodeMuxFrame(MuxKind.Reset, idOf(c), utf8("died")))
+      yield* Effect.promise(() => recC.done)
+      expect(recC.error()).toMatchObject({ _tag: "TransportConnectionError", reason: "StreamEndedEarly", detail: "stream ended before generation completed" })
+
+      // Resets for streams the router no longer knows (failed, unknown): ignored, no Reset back.
+      const before = muxFrames(second.bytes(), 32).length
+      const beforeFirst = muxFrames(first.bytes(), 32).length
+      second.socket.write(Buffer.concat([
+        encodeMuxFrame(MuxKind.Reset, idOf(a), utf8("again")),
+        encodeMuxFrame(MuxKind.Reset, idOf(c), utf8("again")),
+        encodeMuxFrame(MuxKind.Reset, streamIdFromUuid(crypto.randomUUID())!, utf8("never heard of it"))
+      ]))
+      yield* realSleep(50)
+      expect(muxFrames(second.bytes(), 32).filter((f) => f.kind !== MuxKind.ConnectionAck).length).toBe(
+        muxFrames(second.bytes(), 32).slice(0, before).filter((f) => f.kind !== MuxKind.ConnectionAck).length
+      )
+      expect(muxFrames(first.bytes(), 32).filter((f) => f.kind === MuxKind.Reset)).toEqual([])
+      expect(muxFrames(first.bytes(), 32).length).toBe(beforeFirst)
+      expect(server.muxConnectionCount()).toBe(2)
+
+      // b was untouched and both connections still work.
+      expect(recB.events).toEqual([])
+      second.socket.write(Buffer.concat([
+        encodeMuxFrame(MuxKind.Prologue, idOf(b), utf8(`{"error":null}`)),
+        encodeMuxFrame(MuxKind.Data, idOf(b), encodeStreamItem(jsonCodec, "b1")),
+        encodeMuxFrame(MuxKind.End, idOf(b))
+      ]))
+      yield* Effect.promise(() => recB.done)
+      expect([recB.events, recB.items]).toEqual([["start", "end"], ["b1"]])
+      for (const p of [a, b, c]) p.close()
+      first.socket.destroy()
+      second.socket.destroy()
+    }))
+
+  it.live("router: accepted mux connections get TCP keepalive (DYN_TCP_POOL_KEEPALIVE_SECS); one-shot sockets are left as they were", () =>
+    Effect.gen(function*() {
+      const calls: Array<{ local: number | undefined; args: Array<unknown> }> = []
+      const original = net.Socket.prototype.setKeepAlive
+      yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          net.Socket.prototype.setKeepAlive = function(this: net.Socket, ...args: Array<unknown>) {
+            calls.push({ local: this.localPort, args })
+            return original.apply(this, args as Parameters<typeof original>)
+          }
+        }),
+        () => Effect.sync(() => {
+          net.Socket.prototype.setKeepAlive = original
+        })
+      )
+      const h = yield* harness({}, { muxKeepaliveMs: 12_345 })
+      yield* h.roundTrip(1)
+      const port = Number(h.target().split(":")[1])
+      // Router-side sockets are those whose local port is the server's.
+      expect(calls.filter((c) => c.local === port).map((c) => c.args)).toEqual([[true, 12_345]])
+
+      // A one-shot call-home on the same port: no keepalive set on it.
+      const rec = recordingSink()
+      const pending = yield* h.server.open({ requestId: "r1", endpoint: "ns.c.e", codec: "json", sink: rec.sink })
+      const oneShot = yield* Effect.promise(() => rawConnect(h.target()))
+      oneShot.socket.write(Buffer.concat([
+        encodeHeaderOnlyJson({ subject: (JSON.parse(pending.connectionInfo.info) as { stream_id: string }).stream_id, stream_type: "response" }),
+        encodeHeaderOnlyJson({ error: null }),
+        encodeFrame(undefined, encodeStreamComplete(jsonCodec)),
+        encodeHeaderOnlyJson("sentinel")
+      ]))
+      yield* Effect.promise(() => rec.done)
+      expect(calls.filter((c) => c.local === port).length).toBe(1)
+      pending.close()
+
+      // The layer wires DYN_TCP_POOL_KEEPALIVE_SECS to the router's mux sockets.
+      calls.length = 0
+      const fromConfig = yield* Effect.gen(function*() {
+        const { server } = yield* planes
+        yield* Endpoint.serveEmit("ns.pool.ka", (_req: unknown, _ctx, emit: Endpoint.Emit<number>) => Effect.sync(() => emit(1)))
+        const client = yield* Endpoint.client<unknown, number>("ns.pool.ka")
+        expect(yield* Stream.runCollect(client.generate({}))).toEqual([1])
+        expect(server.muxConnectionCount()).toBe(1)
+        return calls.map((c) => c.args)
+      }).pipe(Effect.provide(poolStack({ DYN_TCP_POOL_MIN_IDLE: "0", DYN_TCP_POOL_KEEPALIVE_SECS: "7" })))
+      // Both ends of the one pooled connection: the worker's and the router's.
+      expect(fromConfig).toEqual([[true, 7000], [true, 7000]])
     }))
 
   it.live("router: the same port takes one-shot call-homes (subject = stream id) and refuses a stale frontend id", () =>

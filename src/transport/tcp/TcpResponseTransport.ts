@@ -6,7 +6,8 @@
  * What it does: `make` builds both sides from settings (scoped: the listener, the worker's
  * connection pool and every socket close with the scope); `layer` / `layerWith` register them for
  * the layer's life. `DYN_TCP_POOL_ENABLED=true` switches the router's server to handing out
- * pooled, multiplexed call-home info (response mux v1); the worker's client understands both
+ * pooled, multiplexed call-home info (response mux v1), and `DYN_TCP_POOL_KEEPALIVE_SECS` sets the
+ * TCP keepalive of the pooled connections on both ends; the worker's client understands both
  * kinds whatever the flag says, and serves mux streams from its `TcpResponseConnectionPool`
  * (configured by `DYN_TCP_POOL_*`).
  *
@@ -71,6 +72,7 @@ export const make = (
       callHomeTimeoutMs: settings.tcpResponse.callHomeTimeoutMs,
       maxMessageSize: settings.tcpMaxMessageSize,
       mux: settings.tcpPool.enabled,
+      muxKeepaliveMs: settings.tcpPool.keepaliveMs,
       ...options.server
     })
     const { maxMessageSize: _, ...pool } = TcpResponseConnectionPool.optionsFromSettings(settings)

@@ -38,7 +38,11 @@
  *   `close()` before the end sends a Reset. A bad body fails that stream only (TransportProtocolError,
  *   and a Reset to the worker); a Prologue for an unknown or already-served stream is answered
  *   with a Reset. When a mux connection closes or breaks the framing, every stream on it fails at
- *   once (TransportConnectionError "StreamEndedEarly", or the TransportProtocolError). A stream
+ *   once (TransportConnectionError "StreamEndedEarly", or the TransportProtocolError). A worker
+ *   whose connection died resets that connection's unfinished streams on another one: a stream
+ *   still waiting for its Prologue then fails at once with TransportConnectionError
+ *   "ConnectionClosed" naming the worker's reason; a Reset for a stream the server no longer
+ *   knows is ignored. Mux sockets get TCP keepalive (`muxKeepaliveMs`). A stream
  *   opened in mux mode may also be claimed by a one-shot handshake whose subject is its stream id.
  *
  * What it does not do: pooling (that is the worker's side: pool/TcpResponseConnectionPool.ts),
@@ -90,6 +94,12 @@ export interface TcpStreamServerOptions {
   readonly mux?: boolean | undefined
   /** This server's `frontend_server_id` in mux mode (default: a fresh uuid v4). */
   readonly frontendServerId?: string | undefined
+  /**
+   * TCP keepalive initial delay of accepted mux connections (`DYN_TCP_POOL_KEEPALIVE_SECS`,
+   * default `DEFAULT_MUX_KEEPALIVE_MS`), so a worker that vanished without a FIN is noticed.
+   * One-shot sockets are left as they are.
+   */
+  readonly muxKeepaliveMs?: number | undefined
 }
 
 /** The call-home server, with a view of its pooled (mux) connections. */
@@ -107,6 +117,8 @@ export interface TcpStreamServer extends ResponsePlaneServer {
 export const DEFAULT_SENTINEL_TIMEOUT_MS = 1000
 /** Default bound on the wait for the handshake frame of an accepted socket (Dynamo uses 10 s). */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000
+/** Default TCP keepalive initial delay of accepted mux connections (`DYN_TCP_POOL_KEEPALIVE_SECS`' default, 60 s). */
+export const DEFAULT_MUX_KEEPALIVE_MS = 60_000
 /** How long `close()` lets queued control frames drain before destroying the socket. */
 const CLOSE_DRAIN_MS = 1000
 
@@ -222,6 +234,7 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamSe
     const frontendServerId = options.frontendServerId ?? crypto.randomUUID()
     const sentinelTimeoutMs = options.sentinelTimeoutMs ?? DEFAULT_SENTINEL_TIMEOUT_MS
     const handshakeTimeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS
+    const muxKeepaliveMs = options.muxKeepaliveMs ?? DEFAULT_MUX_KEEPALIVE_MS
     const bindTarget = hostPort(options.host, options.port)
 
     /** Unsettled streams by subject. */
@@ -526,11 +539,54 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamSe
       muxForget(e)
     }
 
+    /**
+     * A worker's Reset for a stream this connection does not carry: the worker lost the
+     * connection that carried it (docs/protocol.md, "When a connection dies"). A stream still
+     * waiting for its call-home (its Prologue never arrived) fails now rather than at the
+     * call-home timeout; one claimed on another mux connection fails as if that one had closed.
+     * Anything else (unknown, already failed or finished) is ignored: no Reset goes back.
+     */
+    const muxResetUnclaimed = (conn: MuxRouterConnection<Entry>, streamId: Uint8Array, payload: Uint8Array) => {
+      const e = entries.get(uuidFromStreamId(streamId))
+      if (e === undefined) return
+      if (e.phase === WAITING) {
+        const reason = textDecoder.decode(payload)
+        logDebug("worker reset a stream before its prologue", { remote: conn.remote, stream: e.subject, reason })
+        e.phase = CLOSED
+        fail(
+          e,
+          new TransportConnectionError({
+            reason: "ConnectionClosed",
+            transport: "tcp",
+            target: e.subject,
+            detail: `the worker reset the stream before its prologue reached the router: ${reason}`
+          })
+        )
+        return
+      }
+      if (e.mux === undefined || e.mux === conn || (e.phase !== PROLOGUE && e.phase !== STREAMING)) return
+      flush(e)
+      e.phase = CLOSED
+      fail(
+        e,
+        new TransportConnectionError({
+          reason: "StreamEndedEarly",
+          transport: "tcp",
+          target: e.subject,
+          detail: STREAM_ENDED_EARLY,
+          cause: new Error(`the worker reset the stream: ${textDecoder.decode(payload)}`)
+        })
+      )
+      muxForget(e)
+    }
+
     const onMuxFrame = (conn: MuxRouterConnection<Entry>, kind: MuxKind, key: string, streamId: Uint8Array, payload: Uint8Array) => {
       const e = conn.streams.get(key)
       if (e === undefined) {
-        // A stream's first frame claims it; frames of streams already finished are dropped.
+        // A stream's first frame claims it; a Reset may end one this connection does not carry;
+        // other frames of streams not on it (finished, or not claimed yet) are dropped.
         if (kind === MuxKind.Prologue) muxClaim(conn, key, streamId, payload)
+        else if (kind === MuxKind.Reset) muxResetUnclaimed(conn, streamId, payload)
         return
       }
       switch (kind) {
@@ -614,6 +670,8 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamSe
     /** Hands an accepted socket whose first frame was a mux handshake to a MuxRouterConnection. */
     const switchToMux = (socket: net.Socket, remote: string, connectionId: string, rest: Uint8Array) => {
       for (const event of ["data", "timeout", "error", "close"]) socket.removeAllListeners(event)
+      // Long-lived: keepalive notices a worker that vanished without a FIN (NODELAY is set on accept).
+      socket.setKeepAlive(true, muxKeepaliveMs)
       const conn = new MuxRouterConnection<Entry>({
         socket,
         remote,

@@ -25,6 +25,12 @@
  *   outstanding, so it never deadlocks.
  * - A stream ends (its `onDone` runs, once) when its last frame has been queued for the socket,
  *   or when the connection dies; the pool takes its lease back then (to keep as a spare or give back).
+ * - When the connection dies, `onClose` also gets the ids of the streams the router may not have
+ *   seen finish: `unfinished` (still open, or ended with their last frame never handed to the
+ *   socket) and `unconfirmed` (last frame written, but no ConnectionAck covers it yet; none after
+ *   a graceful `close`), so the pool can tell the router on another connection
+ *   (`resetStream`: a Reset for a stream this connection does not carry). Otherwise a stream whose
+ *   Prologue the router never read would stay pending there until its call-home timeout.
  *
  * What it does not do: pool, pick or replace connections (TcpResponseConnectionPool does), retry,
  * or time anything but the connect/handshake bound and the linger after a graceful close.
@@ -82,8 +88,19 @@ export interface MuxConnectionEvents {
   /**
    * The socket has closed, after a successful handshake. `byUs` is true when `close`/`destroy`
    * closed it; otherwise `error` says what happened (the router closed it, an error, bad bytes).
+   * `unfinished` holds the 16-byte ids of the streams it carried that had not finished: still
+   * open, or ended with their last frame never handed to the socket. `unconfirmed` holds those
+   * that ended with their last frame written but not yet covered by the router's ConnectionAck
+   * (the router may or may not have read it; empty after a graceful `close`). Both are empty in
+   * the common case.
    */
-  readonly onClose: (conn: MuxConnection, error: TransportError, byUs: boolean) => void
+  readonly onClose: (
+    conn: MuxConnection,
+    error: TransportError,
+    byUs: boolean,
+    unfinished: ReadonlyArray<Uint8Array>,
+    unconfirmed: ReadonlyArray<Uint8Array>
+  ) => void
 }
 
 // Connection states.
@@ -220,6 +237,9 @@ class MuxStream implements ResponseWriter {
 }
 
 const RESET_CLOSED = encodeResetPayload("closed by the worker")
+const NONE: ReadonlyArray<Uint8Array> = []
+/** Most ended streams remembered until a ConnectionAck covers them (the oldest are forgotten beyond). */
+const MAX_ENDED = 65_536
 
 /** One pooled call-home connection to a router; see the module comment. */
 export class MuxConnection {
@@ -250,14 +270,25 @@ export class MuxConnection {
   private readonly decoder: MuxDecoder
   private ready: ((error: TransportError | undefined) => void) | undefined
   private readonly writes: WriteBatcher
-  /** Frame bytes written after the handshake, and the router's latest ConnectionAck offset. */
+  /**
+   * Frame bytes queued after the handshake, the part of them handed to the socket, and the
+   * router's latest ConnectionAck offset.
+   */
   private sent = 0
+  private written = 0
   private acked = 0
   /** Streams with frames waiting for credit, in arrival order. */
   private blocked: Array<MuxStream> = []
   private lastError: Error | undefined = undefined
   private failure: TransportError | undefined = undefined
   private lingerTimer: ReturnType<typeof setTimeout> | undefined = undefined
+  /**
+   * Streams that ended, oldest first from `endedHead`: their ids and the offset (in `sent`) where
+   * their last frame ends. Dropped once a ConnectionAck covers that offset (the router has read it).
+   */
+  private endedIds: Array<Uint8Array | undefined> = []
+  private endedAt: Array<number> = []
+  private endedHead = 0
 
   constructor(
     socket: net.Socket,
@@ -277,7 +308,10 @@ export class MuxConnection {
     this.events = events
     this.ready = ready
     this.writes = new WriteBatcher((chunk) => {
-      if (this.state !== CLOSED && !this.socket.destroyed) this.socket.write(chunk)
+      if (this.state !== CLOSED && !this.socket.destroyed) {
+        this.socket.write(chunk)
+        this.written += chunk.length
+      }
     }, options.flush === "immediate" ? setImmediate : process.nextTick)
     this.decoder = makeMuxDecoder({ maxMessageSize: options.maxMessageSize, target: options.address, transport: "tcp" })
     socket.on("connect", () => {
@@ -327,6 +361,19 @@ export class MuxConnection {
     return stream
   }
 
+  /**
+   * Queues a Reset with `payload` for a stream this connection does not carry (one of a
+   * connection that died), unless the connection cannot take frames now. Returns whether it was
+   * queued. Like every frame, it counts against the connection window, but never waits for it.
+   */
+  resetStream(id: Uint8Array, payload: Uint8Array): boolean {
+    if (this.problem() !== undefined) return false
+    this.push(encodeMuxHeader(MuxKind.Reset, id, payload.length))
+    if (payload.length > 0) this.push(payload)
+    this.sent += MUX_HEADER_SIZE + payload.length
+    return true
+  }
+
   /** Closes gracefully: flushes, ends our side, and destroys after `lingerMs` at the latest. */
   close(): void {
     if (this.state === CLOSED || this.state === CLOSING) return
@@ -374,6 +421,10 @@ export class MuxConnection {
   private end(s: MuxStream): void {
     s.state = S_DONE
     this.streams.delete(s.key)
+    // Its last frame was just queued: the stream is whole for the router once an ack covers it.
+    this.endedIds.push(s.id)
+    this.endedAt.push(this.sent)
+    if (this.endedAt.length - this.endedHead > MAX_ENDED) this.trimEnded(1)
     s.onDone()
     if (this.streams.size === 0 && this.state !== CLOSED) this.events.onUsage(this, false)
   }
@@ -460,6 +511,7 @@ export class MuxConnection {
       case MuxKind.ConnectionAck: {
         const offset = decodeConnectionAck(payload)
         if (offset > this.acked) this.acked = offset
+        if (this.endedHead < this.endedAt.length) this.trimEnded()
         if (this.blocked.length > 0) this.drain()
         return
       }
@@ -498,6 +550,28 @@ export class MuxConnection {
     }
   }
 
+  /**
+   * Forgets the ended streams whose last frame the router's latest ConnectionAck covers, and at
+   * least `drop` of the oldest (a router that does not ack keeps the list bounded).
+   */
+  private trimEnded(drop = 0): void {
+    const at = this.endedAt
+    const ids = this.endedIds
+    let head = this.endedHead
+    const min = head + drop
+    while (head < at.length && (head < min || at[head]! <= this.acked)) ids[head++] = undefined
+    if (head === at.length) {
+      at.length = 0
+      ids.length = 0
+      head = 0
+    } else if (head >= 1024 && head * 2 >= at.length) {
+      at.splice(0, head)
+      ids.splice(0, head)
+      head = 0
+    }
+    this.endedHead = head
+  }
+
   private removeBlocked(s: MuxStream): void {
     if (s.pending === undefined) return
     const i = this.blocked.indexOf(s)
@@ -511,6 +585,8 @@ export class MuxConnection {
 
   private onSocketClose(): void {
     const wasHandshaking = this.state === HANDSHAKE
+    // After our graceful close the socket ended behind every queued byte: ended streams are whole.
+    const graceful = this.state === CLOSING
     this.state = CLOSED
     clearTimeout(this.lingerTimer)
     this.writes.clear()
@@ -535,8 +611,25 @@ export class MuxConnection {
     }
     const streams = [...this.streams.values()]
     this.streams.clear()
+    // Every stream still in the map is unfinished (one whose last frame waits for credit too), and
+    // so is an ended one whose last frame never reached the socket. One whose last frame was
+    // written but is not covered by a ConnectionAck is unconfirmed: the router may not have it.
+    let unfinished = NONE
+    let unconfirmed = NONE
+    if (streams.length > 0 || (!graceful && this.endedHead < this.endedIds.length)) {
+      const lost = streams.map((s) => s.id)
+      const maybe: Array<Uint8Array> = []
+      if (!graceful) {
+        for (let i = this.endedHead; i < this.endedIds.length; i++) (this.endedAt[i]! > this.written ? lost : maybe).push(this.endedIds[i]!)
+      }
+      unfinished = lost
+      unconfirmed = maybe
+    }
+    this.endedIds = []
+    this.endedAt = []
+    this.endedHead = 0
     for (const s of streams) s.gone(() => error)
-    this.events.onClose(this, error, this.byUs)
+    this.events.onClose(this, error, this.byUs, unfinished, unconfirmed)
   }
 }
 

@@ -32,9 +32,19 @@
  * - Acquisition is bounded: waiting for a free connection fails after `acquireTimeoutMs` with
  *   TransportTimeoutError "AcquireTimeout"; connecting is bounded by `connectTimeoutMs`. Every
  *   failure is a typed TransportError naming the target.
+ * - When a connection dies with streams that had not finished (the router may never have read
+ *   their Prologue, and would wait for their call-home timeout), the pool tells the router on
+ *   another connection to the same target, best effort: a Reset per stream, with the reason, on
+ *   an open connection if there is one, else on one acquired as a stream would be (bounded by
+ *   `acquireTimeoutMs`, not counted in the metrics); if none can be had, it gives up with a debug
+ *   log. Streams that ended with their last frame written but not yet acknowledged by the router
+ *   are reset too, but never acquire a connection of their own (the router most likely has them,
+ *   and ignores a Reset for a stream it finished). Not while the pool is closing.
  * - Metrics, labelled with the target "host:port" (observability/Metrics.ts `poolRecorder`):
  *   connections created, reused (a stream lent a connection that was open before it asked),
- *   active (carrying a stream) and idle gauges, acquisition latency, validation failures.
+ *   active (carrying a stream) and idle gauges, acquisition latency, validation failures. The
+ *   gauges' bookkeeping of an address is dropped once no target pool of it is live and its last
+ *   connection has closed (the gauges then read 0), so it does not grow with targets long gone.
  * - Debug logs (module `transport.tcp.pool`) say why a connection was created, reused, closed,
  *   rotated, invalidated, and why a target was evicted.
  * - Closing the scope destroys every connection (their streams hear `onDisconnect`) and closes
@@ -52,7 +62,7 @@ import type { PoolRecorder } from "../../../observability/Metrics.ts"
 import type { TransportSettings } from "../../../TransportConfig.ts"
 import { TransportConnectionError, TransportTimeoutError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
-import { DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW } from "../mux/MuxProtocol.ts"
+import { DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW, encodeResetPayload } from "../mux/MuxProtocol.ts"
 import { connectMux, MuxConnection } from "./MuxConnection.ts"
 
 /** Default bound on connect + handshake (section 7: 5 s). */
@@ -155,6 +165,8 @@ export interface TcpResponseConnectionPool {
   readonly stats: () => ReadonlyArray<TargetStats>
   /** The open connections to `address` (every target when absent), now. */
   readonly connections: (address?: string) => ReadonlyArray<MuxConnection>
+  /** The addresses whose active/idle gauges the pool tracks now (an evicted one's entry is dropped once its connections have closed). */
+  readonly gaugedAddresses: () => ReadonlyArray<string>
 }
 
 /** One target's pool: the RcMap's value. */
@@ -192,8 +204,11 @@ const MISS: unique symbol = Symbol("MISS")
 
 /** Active/idle counts of one address, across its targets (a router restarted on the same port). */
 interface Gauges {
+  readonly address: string
   active: number
   idle: number
+  /** Live target pools of this address: with them, and open connections, the entry is kept. */
+  targets: number
   readonly recorder: PoolRecorder
 }
 
@@ -235,17 +250,25 @@ export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<T
     const live = new Map<string, TargetPool>()
     const gaugesByAddress = new Map<string, Gauges>()
 
+    /** The gauges of `address`, counting one more live target pool of it. */
     const gaugesFor = (address: string): Gauges => {
       let g = gaugesByAddress.get(address)
       if (g === undefined) {
-        g = { active: 0, idle: 0, recorder: poolRecorder(address) }
+        g = { address, active: 0, idle: 0, targets: 0, recorder: poolRecorder(address) }
         gaugesByAddress.set(address, g)
       }
+      g.targets++
       return g
     }
     const publish = (g: Gauges) => {
       g.recorder.setActive(g.active)
       g.recorder.setIdle(g.idle)
+    }
+    /** Drops the entry of an address with no live target pool and no open connection (its gauges read 0). */
+    const prune = (g: Gauges) => {
+      if (g.targets > 0 || g.active > 0 || g.idle > 0) return
+      publish(g)
+      if (gaugesByAddress.get(g.address) === g) gaugesByAddress.delete(g.address)
     }
 
     // ---- leases -------------------------------------------------------------------------------
@@ -371,12 +394,20 @@ export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<T
         }
         publish(g)
       },
-      onClose: (conn: MuxConnection, error: TransportError, byUs: boolean) => {
+      onClose: (
+        conn: MuxConnection,
+        error: TransportError,
+        byUs: boolean,
+        unfinished: ReadonlyArray<Uint8Array>,
+        unconfirmed: ReadonlyArray<Uint8Array>
+      ) => {
         if (!tp.connections.delete(conn)) return
         const g = tp.gauges
         if (tp.busy.delete(conn)) g.active--
         else g.idle--
         publish(g)
+        if (tp.evicted) prune(g)
+        if ((unfinished.length > 0 || unconfirmed.length > 0) && !closed) resetElsewhere(tp, conn, error, unfinished, unconfirmed)
         if (byUs || conn.retired || closed) {
           logNow("connection closed", { target: tp.target.address, connection: conn.id, served: conn.served })
           return
@@ -384,6 +415,52 @@ export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<T
         runFork(invalidate(tp, conn, error.message))
       }
     })
+
+    /**
+     * Tells the router that the streams of `dead` it may not have seen finish are over
+     * (docs/protocol.md, "When a connection dies"): a Reset each, on an open connection to the
+     * same target, else, for `unfinished` ones only, on one acquired through the Pool (bounded by
+     * `acquireTimeoutMs`, not counted as an acquisition). Best effort: if none can be had, a debug
+     * log, and nothing else fails or waits.
+     */
+    const resetElsewhere = (
+      tp: TargetPool,
+      dead: MuxConnection,
+      error: TransportError,
+      unfinished: ReadonlyArray<Uint8Array>,
+      unconfirmed: ReadonlyArray<Uint8Array>
+    ): void => {
+      const target = tp.target
+      const payload = encodeResetPayload(`call-home connection to ${target.address} died before the stream finished: ${error.detail ?? error.message}`)
+      const ids = unconfirmed.length === 0 ? unfinished : unfinished.length === 0 ? unconfirmed : [...unfinished, ...unconfirmed]
+      const send = (conn: MuxConnection): boolean => {
+        for (const id of ids) if (!conn.resetStream(id, payload)) return false
+        logNow("reset the unfinished streams of a dead connection on another one", { target: target.address, dead: dead.id, connection: conn.id, streams: ids.length })
+        return true
+      }
+      for (const conn of tp.connections) if (send(conn)) return
+      if (unfinished.length === 0) return
+      if (!known.has(tp.key)) known.set(tp.key, target)
+      runFork(
+        Effect.uninterruptibleMask((restore) =>
+          attempt(tp.key, target, (conn, release) => {
+            const sent = send(conn)
+            release()
+            return sent
+          }, restore, performance.now(), false)
+        ).pipe(
+          Effect.flatMap((sent) => sent ? Effect.void : Effect.fail(new Error("the connection could not take frames"))),
+          Effect.catch((cause) =>
+            log("could not reset the unfinished streams of a dead connection; the router's call-home timeout will end them", {
+              target: target.address,
+              dead: dead.id,
+              streams: ids.length,
+              cause: cause.message
+            })
+          )
+        )
+      )
+    }
 
     /** The pool's `acquire`: connect one connection, saying why. */
     const acquireConnection = (tp: TargetPool): Effect.Effect<MuxConnection, TransportError, Scope.Scope> =>
@@ -520,6 +597,8 @@ export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<T
             known.delete(key)
             tp.evicted = true
             dropAllSpare(tp)
+            gauges.targets--
+            prune(gauges)
             return log(closed ? "closing target pool: the pool is shutting down" : "evicting target pool: no stream for targetIdleTimeout", {
               target: target.address,
               connections: tp.connections.size
@@ -564,7 +643,9 @@ export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<T
       target: PoolTarget,
       open: (connection: MuxConnection, release: () => void) => A,
       restore: <X, E, R>(effect: Effect.Effect<X, E, R>) => Effect.Effect<X, E, R>,
-      started: number
+      started: number,
+      /** Counted in the metrics and stats as a stream's acquisition (false for the pool's own Resets). */
+      counted = true
     ): Effect.Effect<A, TransportError> =>
       Effect.suspend(() => {
         const remaining = started + acquireTimeoutMs - performance.now()
@@ -589,16 +670,18 @@ export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<T
                 : retire(tp, conn, "rotating connection: older than maxLifetime (drain, then close)", { ageMs: age })
               return why.pipe(
                 Effect.andThen(Scope.close(scope, Exit.void)),
-                Effect.andThen(attempt(key, target, open, restore, started))
+                Effect.andThen(attempt(key, target, open, restore, started, counted))
               )
             }
             // Reused: the connection was open before this acquisition began (warm, or used before).
             const reused = conn.readyAt < started
-            if (reused) tp.recorder.reused()
-            tp.recorder.acquired((performance.now() - started) / 1000)
-            tp.poolAcquisitions++
+            if (counted) {
+              if (reused) tp.recorder.reused()
+              tp.recorder.acquired((performance.now() - started) / 1000)
+              tp.poolAcquisitions++
+            }
             const value = open(conn, releaser({ tp, conn, scope }))
-            return reused && debug
+            return reused && counted && debug
               ? Effect.as(log("reusing connection", { target: target.address, connection: conn.id, streams: conn.streamCount(), served: conn.served }), value)
               : Effect.succeed(value)
           })
@@ -648,7 +731,8 @@ export const make = (options: TcpResponseConnectionPoolOptions): Effect.Effect<T
           if (address === undefined || tp.target.address === address) out.push(...tp.connections)
         }
         return out
-      }
+      },
+      gaugedAddresses: () => [...gaugesByAddress.keys()]
     } satisfies TcpResponseConnectionPool
   })
 
