@@ -21,7 +21,7 @@ import type { DiscoveryError, DiscoveryEvent } from "./Discovery.ts"
 import { decodeEndpointPath, formatEndpointPath, randomInstanceId, requestTransportOf } from "./Instance.ts"
 import type { EndpointPath, Instance } from "./Instance.ts"
 import type { RequestHeaders, RequestMessage, RequestPlaneClient, RequestTarget } from "./RequestPlane.ts"
-import type { PendingStream, ResponseSink } from "./ResponsePlane.ts"
+import type { PendingStream, ResponseSink, ResponseWriter } from "./ResponsePlane.ts"
 import type { TransportId } from "./Transport.ts"
 import { TransportConfig } from "./TransportConfig.ts"
 import { EndpointNotFound, errorTypeOf, InvalidEndpointPath, NoTransportAvailable, TransportConnectionError } from "./TransportError.ts"
@@ -48,6 +48,13 @@ export interface Emit<A> {
   (item: A): void
   /** Sends several items at once. */
   readonly all: (items: ReadonlyArray<A>) => void
+  /**
+   * Backpressure: succeeds at once while the transport keeps up, otherwise once the router has
+   * read enough (or the stream is over). `serve`'s Stream adapter waits on it after every chunk;
+   * an emit-style handler that produces a lot should `yield* emit.ready` between batches, or its
+   * items pile up in the worker's memory when the router is slow.
+   */
+  readonly ready: Effect.Effect<void>
 }
 
 /** The lean worker handler: emit items, and succeed to complete the stream. */
@@ -215,6 +222,7 @@ export const serveEmit = <Req, Res, E = never, R = never>(
           items += batch.length
           writer.sendAll(batch)
         }
+        ;(emit as { ready: Effect.Effect<void> }).ready = readyOf(writer)
         const runHandler = tracing === "off"
           ? handler(request, context, emit)
           : Effect.useSpan(
@@ -282,7 +290,25 @@ export const serveEmit = <Req, Res, E = never, R = never>(
     } satisfies ServedEndpoint
   })
 
-/** Serves `path` with a Stream handler: a thin adapter over `serveEmit`. */
+/** `emit.ready` for `writer`: waits on its `whenWritable` only when it holds writes back. */
+const readyOf = (writer: ResponseWriter): Effect.Effect<void> => {
+  if (writer.whenWritable === undefined) return Effect.void
+  return Effect.suspend(() => {
+    let resume: ((effect: Effect.Effect<void>) => void) | undefined
+    let woken = false
+    const writable = writer.whenWritable!(() => {
+      woken = true
+      resume?.(Effect.void)
+    })
+    if (writable) return Effect.void
+    return Effect.callback<void>((r) => {
+      if (woken) return r(Effect.void)
+      resume = r
+    })
+  })
+}
+
+/** Serves `path` with a Stream handler: a thin adapter over `serveEmit`. It waits on `emit.ready` after every chunk. */
 export const serve = <Req, Res, E = never, R = never>(
   path: string,
   handler: StreamHandler<Req, Res, E, R>,
@@ -291,7 +317,7 @@ export const serve = <Req, Res, E = never, R = never>(
   serveEmit<Req, Res, E, R>(
     path,
     (request, context, emit) =>
-      Stream.runForEachArray(handler(request, context), (items) => Effect.sync(() => emit.all(items))),
+      Stream.runForEachArray(handler(request, context), (items) => Effect.andThen(Effect.sync(() => emit.all(items)), emit.ready)),
     options
   )
 

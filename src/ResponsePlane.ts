@@ -72,7 +72,19 @@ export interface ResponseWriter {
   readonly onControl: (f: (message: "stop" | "kill") => void) => void
   /** Registers a callback for the connection ending before `complete`/`close` (router gone). */
   readonly onDisconnect: (f: (error: TransportError) => void) => void
+  /**
+   * Backpressure. True when the stream can take more now. Otherwise false, and `f` runs once
+   * it can, or once the stream is over: the router is not reading fast enough (frames held back
+   * for credit, or a socket buffer past its mark). Absent: the transport never holds writes back.
+   */
+  readonly whenWritable?: ((f: () => void) => boolean) | undefined
 }
+
+/**
+ * Frames queued in one tick beyond this many bytes are flushed at once when a writer is asked
+ * `whenWritable`, so a handler that emits a lot without yielding is still held back.
+ */
+export const FLUSH_EARLY_BYTES = 64 * 1024
 
 /** What the worker needs to call home. */
 export interface ConnectOptions {

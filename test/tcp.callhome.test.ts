@@ -13,6 +13,7 @@ import { tcpConnectionInfo } from "../src/ConnectionInfo.ts"
 import { Discovery } from "../src/Discovery.ts"
 import * as MemoryDiscovery from "../src/discovery/MemoryDiscovery.ts"
 import * as Endpoint from "../src/Endpoint.ts"
+import { requestTransportOf } from "../src/Instance.ts"
 import type { RequestMessage } from "../src/RequestPlane.ts"
 import type { ResponseSink } from "../src/ResponsePlane.ts"
 import * as MemoryTransport from "../src/transport/memory/MemoryTransport.ts"
@@ -762,6 +763,63 @@ describe("TCP call-home wire bytes", () => {
       }
       expect(client.openSockets()).toBe(0)
     }))
+
+  it.live("backpressure: a Stream handler waits while the router does not read, and finishes once it does; nothing is lost", () =>
+    Effect.gen(function*() {
+      // A router that takes the call-home connection but reads nothing until told to.
+      const peers: Array<RawPeer> = []
+      const srv = net.createServer((socket) => {
+        const peer = attach(socket)
+        socket.pause()
+        peers.push(peer)
+      })
+      yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", () => resolve()))),
+        () => Effect.promise(() => new Promise<void>((resolve) => srv.close(() => resolve())))
+      )
+      const port = (srv.address() as net.AddressInfo).port
+      const N = 2000
+      const token = "x".repeat(32 * 1024) // 2,000 items of 32 KiB: 64 MiB in all
+      let produced = 0
+      let finished = false
+      const served = yield* Endpoint.serve("ns.bp.gen", () =>
+        Stream.range(1, N, 8).pipe(
+          Stream.tap(() => Effect.sync(() => produced++)),
+          Stream.map((i) => ({ i, token })),
+          Stream.ensuring(Effect.sync(() => (finished = true)))
+        ))
+      const registry = yield* TransportRegistry.TransportRegistry
+      const memory = yield* registry.getRequestClient("memory")
+      const target = { address: requestTransportOf(served.instance.transport).address, endpoint: "ns.bp.gen" }
+      const message: RequestMessage = {
+        control: {
+          id: "bp-1",
+          request_type: "single_in",
+          response_type: "many_out",
+          connection_info: tcpConnectionInfo({ address: `127.0.0.1:${port}`, subject: "bp-subject", context: "bp-1", stream_type: "response" })
+        },
+        payload: {},
+        headers: {}
+      }
+      yield* memory.send(target, message)
+      expect(yield* eventually(() => peers.length === 1 && produced > 0)).toBe(true)
+      // Held back: the socket buffers fill, then the handler stops pulling from its Stream.
+      yield* Effect.sleep(300)
+      const stalledAt = produced
+      yield* Effect.sleep(300)
+      expect(produced).toBe(stalledAt)
+      expect(stalledAt).toBeLessThan(N / 4) // at most a few MiB buffered, not 64
+      expect(finished).toBe(false)
+      // The router reads again: everything arrives, in order, and the stream completes.
+      const peer = peers[0]!
+      peer.socket.resume()
+      yield* Effect.promise(() => peer.waitFrames(1 + 1 + N + 1)).pipe(Effect.timeout(10_000))
+      expect(produced).toBe(N)
+      const bodies = peer.frames.slice(2, 2 + N + 1).map((f) => parse(f.body) as { data?: { i: number }; complete_final: boolean })
+      expect(bodies.slice(0, N).map((b) => b.data?.i)).toEqual(Array.from({ length: N }, (_, k) => k + 1))
+      expect(bodies[N]).toEqual({ complete_final: true })
+      expect(yield* eventually(() => finished)).toBe(true)
+    }).pipe(Effect.provide(tcpStack())))
 
   it.live("the worker's connect is bounded: ConnectTimeout naming the router when the connect never completes", () =>
     Effect.gen(function*() {

@@ -885,6 +885,38 @@ const describeFrame = (f: DecodedMux): string =>
     ? `window:${decodeWindowUpdate(f.payload)}`
     : `${["", "prologue", "data", "end", "stop", "kill", "window", "reset", "ack"][f.kind]}:${text(f.payload)}`
 
+/** A hand-scripted mux router on loopback: it acks each handshake and keeps every later byte. */
+const rawMuxRouter = Effect.gen(function*() {
+  const sockets: Array<{ socket: net.Socket; bytes: () => Buffer; handshake: Promise<string> }> = []
+  const srv = net.createServer({ noDelay: true }, (socket) => {
+    const chunks: Array<Buffer> = []
+    let resolveHandshake: (s: string) => void = () => {}
+    const handshake = new Promise<string>((resolve) => (resolveHandshake = resolve))
+    const decoder = makeDecoder({ maxMessageSize: MAX, target: "raw", transport: "tcp" })
+    let acked = false
+    socket.on("data", (c: Buffer) => {
+      if (!acked) {
+        acked = true
+        // The first chunk is exactly the handshake frame (the worker waits for the ack).
+        decoder.decode(c, (header) => resolveHandshake(text(header)))
+        socket.write(encodeConnectionAck(0))
+        return
+      }
+      chunks.push(Buffer.from(c))
+    })
+    socket.on("error", () => {})
+    sockets.push({ socket, bytes: () => Buffer.concat(chunks), handshake })
+  })
+  yield* Effect.acquireRelease(
+    Effect.promise(() => new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", () => resolve()))),
+    () => Effect.promise(() => {
+      for (const s of sockets) s.socket.destroy()
+      return new Promise<void>((resolve) => srv.close(() => resolve()))
+    })
+  )
+  return { address: `127.0.0.1:${(srv.address() as net.AddressInfo).port}`, sockets }
+})
+
 describe("response mux v1 wire bytes", () => {
   it.live("router: acks the handshake, demultiplexes interleaved streams, sends Stop/Kill/Reset, grants credits", () =>
     Effect.gen(function*() {
@@ -1158,34 +1190,7 @@ describe("response mux v1 wire bytes", () => {
   it.live("worker: handshake, then Prologue, Data, End in one write; fail, close, Stop/Kill and Reset; credits hold it back", () =>
     Effect.gen(function*() {
       const frontend = crypto.randomUUID()
-      const sockets: Array<{ socket: net.Socket; bytes: () => Buffer; handshake: Promise<string> }> = []
-      const srv = net.createServer({ noDelay: true }, (socket) => {
-        const chunks: Array<Buffer> = []
-        let resolveHandshake: (s: string) => void = () => {}
-        const handshake = new Promise<string>((resolve) => (resolveHandshake = resolve))
-        const decoder = makeDecoder({ maxMessageSize: MAX, target: "raw", transport: "tcp" })
-        let acked = false
-        socket.on("data", (c: Buffer) => {
-          if (!acked) {
-            acked = true
-            // The first chunk is exactly the handshake frame (the worker waits for the ack).
-            decoder.decode(c, (header) => resolveHandshake(text(header)))
-            socket.write(encodeConnectionAck(0))
-            return
-          }
-          chunks.push(Buffer.from(c))
-        })
-        socket.on("error", () => {})
-        sockets.push({ socket, bytes: () => Buffer.concat(chunks), handshake })
-      })
-      yield* Effect.acquireRelease(
-        Effect.promise(() => new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", () => resolve()))),
-        () => Effect.promise(() => {
-          for (const s of sockets) s.socket.destroy()
-          return new Promise<void>((resolve) => srv.close(() => resolve()))
-        })
-      )
-      const address = `127.0.0.1:${(srv.address() as net.AddressInfo).port}`
+      const { address, sockets } = yield* rawMuxRouter
       const client = yield* TcpStreamClient.make({ maxMessageSize: MAX, pool: { minIdle: 0 } })
       const connect = (requestId: string) => {
         const streamId = crypto.randomUUID()
@@ -1274,5 +1279,41 @@ describe("response mux v1 wire bytes", () => {
       expect(items.length).toBe(40)
       expect(items.every((f) => JSON.parse(text(f.payload)).data === body)).toBe(true)
       expect(items.every((f) => f.payload.length + MUX_HEADER_SIZE < MAX)).toBe(true)
+    }))
+
+  it.live("worker: whenWritable holds a stream back while its frames wait for credit, and calls back once credit arrives", () =>
+    Effect.gen(function*() {
+      const frontend = crypto.randomUUID()
+      const { address, sockets } = yield* rawMuxRouter
+      const client = yield* TcpStreamClient.make({ maxMessageSize: MAX, pool: { minIdle: 0 } })
+      const streamId = crypto.randomUUID()
+      const id = streamIdFromUuid(streamId)!
+      const writer = yield* client.connect({
+        connectionInfo: muxConnectionInfo({ address, frontend_server_id: frontend, stream_id: streamId, context: "bp" }),
+        requestId: "bp",
+        codec: "json"
+      })
+      writer.prologue()
+      // Within the 256 KiB stream window: writable.
+      const body = "z".repeat(10 * 1024)
+      let woken = 0
+      for (let i = 0; i < 20; i++) writer.send(body)
+      expect(writer.whenWritable!(() => woken++)).toBe(true)
+      // Past it, with no credit update from the router: held back, and told so.
+      for (let i = 0; i < 20; i++) writer.send(body)
+      expect(writer.whenWritable!(() => woken++)).toBe(false)
+      yield* realSleep(50)
+      expect(woken).toBe(0)
+      // Credit and an ack for every byte: the held-back frames leave, and the callback runs once.
+      yield* eventually(() => sockets.length === 1 && sockets[0]!.bytes().length > 200 * 1024)
+      sockets[0]!.socket.write(Buffer.concat([encodeWindowUpdate(id, 512 * 1024), encodeConnectionAck(sockets[0]!.bytes().length)]))
+      expect(yield* eventually(() => woken === 1)).toBe(true)
+      expect(writer.whenWritable!(() => woken++)).toBe(true)
+      // A stream that is over never holds anyone back, and a waiting callback is released when it ends.
+      for (let i = 0; i < 40; i++) writer.send(body)
+      expect(writer.whenWritable!(() => woken++)).toBe(false)
+      writer.close()
+      expect(yield* eventually(() => woken === 2)).toBe(true)
+      expect(writer.whenWritable!(() => woken++)).toBe(true)
     }))
 })

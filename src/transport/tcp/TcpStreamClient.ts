@@ -48,6 +48,7 @@ import { payloadCodec } from "../../codec/PayloadCodec.ts"
 import type { PayloadCodec } from "../../codec/PayloadCodec.ts"
 import { encodeStreamComplete, encodeStreamError, encodeStreamItem } from "../../codec/RequestMessage.ts"
 import { encodeFramePrefix, encodeHeaderOnlyJson, FRAME_PREFIX_SIZE, makeDecoder } from "../../codec/TwoPartCodec.ts"
+import { FLUSH_EARLY_BYTES } from "../../ResponsePlane.ts"
 import type { ConnectOptions, ResponsePlaneClient, ResponseWriter } from "../../ResponsePlane.ts"
 import { defaults } from "../../TransportConfig.ts"
 import { TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../TransportError.ts"
@@ -205,10 +206,25 @@ export const makeUnsafe = (options: TcpStreamClientOptions, pool?: TcpResponseCo
       push(body)
     }
 
+    // Backpressure: writers waiting for the socket to drain (see `whenWritable`).
+    let waiters: Array<() => void> | undefined
+    const wake = () => {
+      const w = waiters
+      if (w === undefined) return
+      waiters = undefined
+      // In a microtask: they resume handler fibers, which must not write from inside `gone`.
+      queueMicrotask(() => {
+        for (const f of w) f()
+      })
+    }
+    socket.on("drain", wake)
+
     const finish = () => {
       state = ENDING
       writes.requestFlush()
+      wake() // nobody waits to write on a stream that is over
     }
+
 
     /** The socket is gone; reports `error()` (built only then: errors capture stacks) if the stream was open. */
     const gone = (error: () => TransportError) => {
@@ -216,6 +232,7 @@ export const makeUnsafe = (options: TcpStreamClientOptions, pool?: TcpResponseCo
       const wasOpen = state === OPEN
       state = GONE
       writes.clear()
+      wake()
       if (!wasOpen) return
       const e = error()
       disconnect = e
@@ -322,6 +339,14 @@ export const makeUnsafe = (options: TcpStreamClientOptions, pool?: TcpResponseCo
       onDisconnect: (f) => {
         disconnectReceiver = f
         if (disconnect !== undefined) f(disconnect)
+      },
+      whenWritable: (f) => {
+        if (state !== OPEN || socket.destroyed) return true
+        // A handler emitting a lot in one tick: write what is queued now, so the socket can push back.
+        if (writes.queuedBytes >= FLUSH_EARLY_BYTES) writes.flush()
+        if (!socket.writableNeedDrain) return true
+        ;(waiters ??= []).push(f)
+        return false
       }
     }
   }

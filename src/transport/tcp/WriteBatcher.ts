@@ -27,6 +27,11 @@ export class WriteBatcher {
     this.afterFlush = afterFlush
   }
 
+  /** Bytes queued for the next flush. */
+  get queuedBytes(): number {
+    return this.bytes
+  }
+
   /** True while a flush is scheduled. */
   get pending(): boolean {
     return this.scheduled

@@ -49,6 +49,7 @@ import {
 } from "../../../codec/MuxCodec.ts"
 import type { MuxDecoder } from "../../../codec/MuxCodec.ts"
 import { encodeStreamError, encodeStreamItem } from "../../../codec/RequestMessage.ts"
+import { FLUSH_EARLY_BYTES } from "../../../ResponsePlane.ts"
 import type { ResponseWriter } from "../../../ResponsePlane.ts"
 import { TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
@@ -121,12 +122,23 @@ interface QueuedFrame {
 
 const textDecoder = new TextDecoder()
 
+/**
+ * Runs backpressure callbacks in a microtask: they resume handler fibers, which write again,
+ * and must not run inside the loops that decode frames or drain credit.
+ */
+const runLater = (callbacks: ReadonlyArray<() => void>): void =>
+  queueMicrotask(() => {
+    for (const f of callbacks) f()
+  })
+
 /** One stream's writer on a mux connection. */
 class MuxStream implements ResponseWriter {
   state = S_OPEN
   credit: number
   /** Frames waiting for credit, in order; undefined when none wait. */
   pending: Array<QueuedFrame> | undefined = undefined
+  /** `whenWritable` callbacks waiting for this stream's held-back frames to go out. */
+  waiters: Array<() => void> | undefined = undefined
   private controlReceiver: ((message: "stop" | "kill") => void) | undefined = undefined
   private controls: Array<"stop" | "kill"> = []
   private disconnectReceiver: ((error: TransportError) => void) | undefined = undefined
@@ -201,6 +213,19 @@ class MuxStream implements ResponseWriter {
     if (this.disconnect !== undefined) f(this.disconnect)
   }
 
+  whenWritable(f: () => void): boolean {
+    if (this.state !== S_OPEN) return true
+    return this.conn.whenWritable(this, f)
+  }
+
+  /** Runs the `whenWritable` callbacks waiting on this stream (after the current frame's work). */
+  wake(): void {
+    const w = this.waiters
+    if (w === undefined) return
+    this.waiters = undefined
+    runLater(w)
+  }
+
   /** A Stop or Kill from the router. */
   control(message: "stop" | "kill"): void {
     if (this.state === S_DONE) return
@@ -214,6 +239,7 @@ class MuxStream implements ResponseWriter {
     const wasOpen = this.state === S_OPEN
     this.state = S_DONE
     this.pending = undefined
+    this.wake()
     this.onDone()
     if (!wasOpen) return
     const e = error()
@@ -279,6 +305,8 @@ export class MuxConnection {
   private acked = 0
   /** Streams with frames waiting for credit, in arrival order. */
   private blocked: Array<MuxStream> = []
+  /** `whenWritable` callbacks waiting for the socket to drain. */
+  private drainWaiters: Array<() => void> | undefined = undefined
   private lastError: Error | undefined = undefined
   private failure: TransportError | undefined = undefined
   private lingerTimer: ReturnType<typeof setTimeout> | undefined = undefined
@@ -324,6 +352,31 @@ export class MuxConnection {
       this.lastError ??= error
     })
     socket.on("close", () => this.onSocketClose())
+    socket.on("drain", () => this.wakeDrainWaiters())
+  }
+
+  /**
+   * Backpressure for stream `s` (its `whenWritable`): false, and `f` runs later, while frames of
+   * `s` wait for credit (the router has not granted more) or the socket's buffer is past its mark.
+   */
+  whenWritable(s: MuxStream, f: () => void): boolean {
+    if (this.state === CLOSED || this.socket.destroyed) return true
+    if (s.pending !== undefined) {
+      ;(s.waiters ??= []).push(f)
+      return false
+    }
+    // A handler emitting a lot in one tick: write what is queued now, so the socket can push back.
+    if (this.writes.queuedBytes >= FLUSH_EARLY_BYTES) this.flush()
+    if (!this.socket.writableNeedDrain) return true
+    ;(this.drainWaiters ??= []).push(f)
+    return false
+  }
+
+  private wakeDrainWaiters(): void {
+    const w = this.drainWaiters
+    if (w === undefined) return
+    this.drainWaiters = undefined
+    runLater(w)
   }
 
   /** Streams open now. */
@@ -415,11 +468,13 @@ export class MuxConnection {
   /** The stream has queued its last frame: it is done once nothing of it waits for credit. */
   finish(s: MuxStream): void {
     s.state = S_ENDING
+    s.wake() // nobody waits to write on a stream that is over
     if (s.pending === undefined) this.end(s)
   }
 
   private end(s: MuxStream): void {
     s.state = S_DONE
+    s.wake()
     this.streams.delete(s.key)
     // Its last frame was just queued: the stream is whole for the router once an ack covers it.
     this.endedIds.push(s.id)
@@ -466,6 +521,7 @@ export class MuxConnection {
         s.pending = undefined
         blocked.splice(i, 1)
         if (s.state === S_ENDING) this.end(s)
+        else s.wake()
       } else {
         if (k > 0) pending.splice(0, k)
         i++
@@ -591,6 +647,7 @@ export class MuxConnection {
     clearTimeout(this.lingerTimer)
     this.writes.clear()
     this.blocked = []
+    this.wakeDrainWaiters()
     const error = this.failure ??
       new TransportConnectionError({
         reason: wasHandshaking ? "Refused" : "ConnectionClosed",
