@@ -1310,10 +1310,16 @@ describe("response mux v1 wire bytes", () => {
       expect(yield* eventually(() => woken === 1)).toBe(true)
       expect(writer.whenWritable!(() => woken++)).toBe(true)
       // A stream that is over never holds anyone back, and a waiting callback is released when it ends.
-      for (let i = 0; i < 40; i++) writer.send(body)
+      for (let i = 0; i < 80; i++) writer.send(body)
       expect(writer.whenWritable!(() => woken++)).toBe(false)
       writer.close()
       expect(yield* eventually(() => woken === 2)).toBe(true)
       expect(writer.whenWritable!(() => woken++)).toBe(true)
+      // close() does not wait for credit: its Reset leaves at once, and the held-back items never do.
+      const frames = () => muxFrames(sockets[0]!.bytes()).filter((f) => f.id === streamId)
+      expect(yield* eventually(() => frames().some((f) => f.kind === MuxKind.Reset))).toBe(true)
+      const data = frames().filter((f) => f.kind === MuxKind.Data).length
+      expect(data).toBeLessThan(20 + 20 + 80)
+      expect(frames().at(-1)!.kind).toBe(MuxKind.Reset)
     }))
 })

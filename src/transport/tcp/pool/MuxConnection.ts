@@ -195,8 +195,7 @@ class MuxStream implements ResponseWriter {
 
   close(): void {
     if (this.state !== S_OPEN) return
-    this.conn.enqueue(this, MuxKind.Reset, RESET_CLOSED)
-    this.conn.finish(this)
+    this.conn.abort(this, RESET_CLOSED)
   }
 
   onControl(f: (message: "stop" | "kill") => void): void {
@@ -463,6 +462,17 @@ export class MuxConnection {
       return
     }
     this.write(s, kind, payload)
+  }
+
+  /**
+   * Aborts stream `s`: its frames still waiting for credit are dropped (the router fails the
+   * stream on the Reset anyway) and the Reset goes out now, never behind them.
+   */
+  abort(s: MuxStream, payload: Uint8Array): void {
+    this.removeBlocked(s)
+    s.pending = undefined
+    this.write(s, MuxKind.Reset, payload)
+    this.finish(s)
   }
 
   /** The stream has queued its last frame: it is done once nothing of it waits for credit. */
