@@ -14,7 +14,8 @@
  * interrupts sends `stop`, then `kill` after `DYN_CANCEL_GRACE_MS`; either interrupts the
  * worker's handler fiber. A handler failure reaches the router as a `HandlerError`.
  */
-import { Cause, Deferred, Effect, Exit, FiberSet, Queue, Result, Schedule, Schema, Stream } from "effect"
+import { Cause, Channel, Deferred, Effect, Exit, FiberSet, Result, Schedule, Schema, Stream } from "effect"
+import type { Array as Arr } from "effect"
 import type { Scope } from "effect"
 import { Discovery } from "./Discovery.ts"
 import type { DiscoveryError, DiscoveryEvent } from "./Discovery.ts"
@@ -361,7 +362,16 @@ export interface ClientOptions {
   readonly responseTransport?: TransportId | undefined
   /** Metadata sent in every request's control header. */
   readonly metadata?: Readonly<Record<string, unknown>> | undefined
+  /**
+   * `generate` only: how many items may wait for the Stream's consumer before the response
+   * stream is paused (the transport stops reading it, so the worker is held back). Default
+   * `DEFAULT_MAX_BUFFERED_ITEMS`.
+   */
+  readonly maxBufferedItems?: number | undefined
 }
+
+/** Default of `ClientOptions.maxBufferedItems`. */
+export const DEFAULT_MAX_BUFFERED_ITEMS = 1024
 
 /** Per-call options. */
 export interface CallOptions {
@@ -448,10 +458,12 @@ export const client = <Req = unknown, Res = unknown>(
       return instances.find((i) => i.instance_id === routing.instanceId)
     }
 
-    const call = (
+    /** `call`, and `onOpen` receives the response plane's pending stream (for flow control). */
+    const callFlow = (
       request: Req,
       onItems: (items: ReadonlyArray<Res>) => void,
-      callOptions?: CallOptions
+      callOptions: CallOptions | undefined,
+      onOpen: ((pending: PendingStream) => void) | undefined
     ): Effect.Effect<void, CallError> =>
       Effect.suspend(() => {
         const routing = callOptions?.routing ?? options.routing ?? "round-robin"
@@ -469,7 +481,7 @@ export const client = <Req = unknown, Res = unknown>(
         if (requestTransport === undefined) {
           return Effect.fail(new NoTransportAvailable({ plane: "request", required: noRequirements, transport: target.id }))
         }
-        if (tracing === "off") return callOn(target.address, requestTransport, request, onItems, callOptions?.headers)
+        if (tracing === "off") return callOn(target.address, requestTransport, request, onItems, callOptions?.headers, onOpen)
         const sampled = tracing === "on" || Math.random() < Tracing.sampleRatio
         return Effect.useSpan(
           `send ${endpoint}`,
@@ -485,7 +497,7 @@ export const client = <Req = unknown, Res = unknown>(
               onItems(batch)
             }
             const headers = { ...callOptions?.headers, ...Tracing.injectHeaders(span) }
-            return callOn(target.address, requestTransport, request, counted, headers).pipe(
+            return callOn(target.address, requestTransport, request, counted, headers, onOpen).pipe(
               Effect.ensuring(Effect.sync(() => span.attribute("rpc.response.items", items)))
             )
           }
@@ -497,7 +509,8 @@ export const client = <Req = unknown, Res = unknown>(
       requestTransport: RequestTransport,
       request: Req,
       onItems: (items: ReadonlyArray<Res>) => void,
-      headers: RequestHeaders | undefined
+      headers: RequestHeaders | undefined,
+      onOpen: ((pending: PendingStream) => void) | undefined
     ): Effect.Effect<void, CallError> =>
       Effect.suspend(() => {
         const requestId = crypto.randomUUID()
@@ -548,6 +561,7 @@ export const client = <Req = unknown, Res = unknown>(
           })),
           Effect.flatMap((opened) => {
             pending = opened
+            onOpen?.(opened)
             const message: RequestMessage = {
               control: {
                 id: requestId,
@@ -592,15 +606,68 @@ export const client = <Req = unknown, Res = unknown>(
         )
       })
 
+    const call = (request: Req, onItems: (items: ReadonlyArray<Res>) => void, callOptions?: CallOptions) =>
+      callFlow(request, onItems, callOptions, undefined)
+
+    const maxBuffered = Math.max(1, options.maxBufferedItems ?? DEFAULT_MAX_BUFFERED_ITEMS)
+
+    // A Stream over `call` with flow control: items wait in `buffer` until the consumer pulls;
+    // past `maxBuffered` the response plane's stream is paused (no more reads or credit) until
+    // the consumer has taken them. The call runs in the Stream's scope: a consumer that stops
+    // early interrupts it (stop, then kill).
     const generate = (request: Req, callOptions?: CallOptions): Stream.Stream<Res, CallError> =>
-      Stream.callback<Res, CallError>((queue) =>
-        Effect.andThen(
-          call(request, (items) => {
-            Queue.offerAllUnsafe(queue, items)
-          }, callOptions),
-          Queue.end(queue)
-        )
-      )
+      Stream.fromChannel(Channel.fromTransform((_upstream, scope) =>
+        Effect.gen(function*() {
+          let buffer: Array<Res> = []
+          let exit: Exit.Exit<void, CallError> | undefined
+          let waiting: (() => void) | undefined
+          let pending: PendingStream | undefined
+          let paused = false
+          const notify = () => {
+            const w = waiting
+            waiting = undefined
+            w?.()
+          }
+          yield* callFlow(request, (items) => {
+            for (let i = 0; i < items.length; i++) buffer.push(items[i]!)
+            if (!paused && buffer.length >= maxBuffered && pending?.pause !== undefined) {
+              paused = true
+              pending.pause()
+            }
+            notify()
+          }, callOptions, (p) => {
+            pending = p
+          }).pipe(
+            Effect.exit,
+            Effect.flatMap((e) =>
+              Effect.sync(() => {
+                exit = e
+                notify()
+              })
+            ),
+            Effect.forkIn(scope)
+          )
+          const pull: Effect.Effect<Arr.NonEmptyReadonlyArray<Res>, CallError | Cause.Done> = Effect.suspend(() => {
+            if (buffer.length > 0) {
+              const out = buffer as unknown as Arr.NonEmptyReadonlyArray<Res>
+              buffer = []
+              if (paused) {
+                paused = false
+                pending?.resume?.()
+              }
+              return Effect.succeed(out)
+            }
+            if (exit !== undefined) return Exit.isSuccess(exit) ? Cause.done() : Effect.failCause(exit.cause)
+            return Effect.callback<Arr.NonEmptyReadonlyArray<Res>, CallError | Cause.Done>((resume) => {
+              waiting = () => resume(pull)
+              return Effect.sync(() => {
+                waiting = undefined
+              })
+            })
+          })
+          return pull
+        })
+      ))
 
     return { path: endpointPath, call, generate, instances: () => instances } satisfies EndpointClient<Req, Res>
   })

@@ -42,6 +42,14 @@ export interface PendingStream {
   readonly isDone: () => boolean
   /** Unregisters the stream and closes its connection. Idempotent. */
   readonly close: () => void
+  /**
+   * Flow control (optional): stop taking this stream's data from the worker until `resume`
+   * (one connection per stream: its socket is not read; pooled: no more credit is granted, so
+   * at most one stream window more arrives). Idempotent; items already read still arrive.
+   */
+  readonly pause?: (() => void) | undefined
+  /** Takes the stream's data again after `pause`. Idempotent. */
+  readonly resume?: (() => void) | undefined
 }
 
 /** The router's side of a response transport. */

@@ -24,6 +24,7 @@ import { blackhole } from "./support/blackhole.ts"
 import { TransportConfig } from "../src/TransportConfig.ts"
 import type { HandlerError, TransportError } from "../src/TransportError.ts"
 import * as TransportRegistry from "../src/TransportRegistry.ts"
+import { slowConsumer } from "./support/slowConsumer.ts"
 
 // ---- stacks -----------------------------------------------------------------------------------
 
@@ -763,6 +764,18 @@ describe("TCP call-home wire bytes", () => {
       }
       expect(client.openSockets()).toBe(0)
     }))
+
+  it.live("flow control: a slow generate consumer pauses the call-home socket, so the worker's handler stalls; then everything arrives in order", () =>
+    Effect.gen(function*() {
+      const n = 1500
+      const r = yield* slowConsumer("ns.bp.slow", n, 16)
+      // 20 consumed + 16 buffered + what the two socket buffers hold (measured: ~200 items in all).
+      expect(r.stalledAt).toBeLessThan(n / 2)
+      expect(r.stalledLater).toBe(r.stalledAt)
+      expect(r.produced).toBe(n)
+      expect(r.received).toEqual(Array.from({ length: n }, (_, k) => k + 1))
+      expect(r.handlerFinished).toBe(true)
+    }).pipe(Effect.provide(tcpStack())))
 
   it.live("backpressure: a Stream handler waits while the router does not read, and finishes once it does; nothing is lost", () =>
     Effect.gen(function*() {

@@ -39,6 +39,7 @@ import * as TcpStreamServer from "../src/transport/tcp/TcpStreamServer.ts"
 import { defaults, TransportConfig } from "../src/TransportConfig.ts"
 import type { HandlerError, TransportError } from "../src/TransportError.ts"
 import * as TransportRegistry from "../src/TransportRegistry.ts"
+import { slowConsumer } from "./support/slowConsumer.ts"
 
 const MAX = 32 * 1024 * 1024
 
@@ -719,6 +720,18 @@ describe("a dropped pooled connection", () => {
 // ---- the Endpoint API on the pooled plane -------------------------------------------------------
 
 describe("Endpoint round trip with DYN_TCP_POOL_ENABLED=true", () => {
+  it.live("flow control: a slow generate consumer stops granting credit, so the worker's handler stalls; then everything arrives in order", () =>
+    Effect.gen(function*() {
+      const n = 400
+      const r = yield* slowConsumer("ns.pool.slow", n, 16)
+      // 20 consumed + 16 buffered + one 256 KiB stream window (8 items) + a chunk or two in flight.
+      expect(r.stalledAt).toBeLessThan(80)
+      expect(r.stalledLater).toBe(r.stalledAt)
+      expect(r.produced).toBe(n)
+      expect(r.received).toEqual(Array.from({ length: n }, (_, k) => k + 1))
+      expect(r.handlerFinished).toBe(true)
+    }).pipe(Effect.provide(poolStack({ DYN_TCP_POOL_MIN_IDLE: "0" }))))
+
   it.live("streams sequential and concurrent responses over pooled connections; metrics count the pool", () =>
     Effect.gen(function*() {
       const { pool, server } = yield* planes

@@ -160,6 +160,10 @@ interface Entry {
   controls: Array<"stop" | "kill">
   callHomeTimer: ReturnType<typeof setTimeout> | undefined
   sentinelTimer: ReturnType<typeof setTimeout> | undefined
+  /** `pause()` was called: the socket is not read (one-shot), or no credit is granted (mux). */
+  paused: boolean
+  /** Data bytes delivered while paused, whose credit is granted on `resume()` (mux). */
+  owedCredit: number
 }
 
 const textDecoder = new TextDecoder()
@@ -415,6 +419,7 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamSe
         e.socket = socket
         e.phase = PROLOGUE
         entry = e
+        if (e.paused) socket.pause()
         if (e.controls.length > 0) {
           const queued = e.controls.splice(0)
           for (const m of queued) socket.write(controlFrame(m))
@@ -592,7 +597,8 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamSe
       switch (kind) {
         case MuxKind.Data: {
           if (e.phase !== STREAMING) return
-          conn.grant(key, e.idBytes!, payload.length)
+          if (e.paused) e.owedCredit += payload.length
+          else conn.grant(key, e.idBytes!, payload.length)
           if (payload.length === 0) return
           const r = decodeStreamBody(e.codec, payload, e.errorContext)
           if (r instanceof TransportProtocolError) return muxProtocolFailure(e, r)
@@ -781,7 +787,9 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamSe
         batch: [],
         controls: [],
         callHomeTimer: undefined,
-        sentinelTimer: undefined
+        sentinelTimer: undefined,
+        paused: false,
+        owedCredit: 0
       }
       e.callHomeTimer = setTimeout(() => {
         if (e.phase !== WAITING) return
@@ -802,6 +810,19 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamSe
           ? muxConnectionInfo({ address: advertised, frontend_server_id: frontendServerId, stream_id: subject, context: requestId })
           : tcpConnectionInfo({ address: advertised, subject, context: requestId, stream_type: "response" }),
         isDone: () => e.settled || e.gone || e.phase === CLOSED,
+        pause: () => {
+          if (e.paused || e.closed) return
+          e.paused = true
+          e.socket?.pause()
+        },
+        resume: () => {
+          if (!e.paused) return
+          e.paused = false
+          if (e.socket !== undefined && !e.socket.destroyed) e.socket.resume()
+          const owed = e.owedCredit
+          e.owedCredit = 0
+          if (owed > 0 && e.mux !== undefined && e.phase === STREAMING) e.mux.grant(e.muxKey, e.idBytes!, owed)
+        },
         control: (message) => {
           if (e.closed || e.phase >= SENTINEL) return
           if (e.mux !== undefined) e.mux.send(message === "stop" ? MuxKind.Stop : MuxKind.Kill, e.idBytes!)
