@@ -8,6 +8,7 @@ import * as MemoryTransport from "../src/transport/memory/MemoryTransport.ts"
 import { TransportConfig } from "../src/TransportConfig.ts"
 import * as TransportRegistry from "../src/TransportRegistry.ts"
 import { memoryStack } from "./support/stack.ts"
+import { slowConsumer } from "./support/slowConsumer.ts"
 
 describe("Endpoint over the in-memory transport", () => {
   it.live("streams every item in order", () =>
@@ -143,6 +144,18 @@ describe("Endpoint over the in-memory transport", () => {
       const error = yield* Effect.flip(Stream.runCollect(client.generate({})))
       expect(error._tag).toBe("EndpointNotFound")
       expect(error.message).toContain("ns.comp.nobody")
+    }).pipe(Effect.provide(memoryStack())))
+
+  it.live("flow control: a slow generate consumer pauses the stream, so the worker's Stream handler stalls; then everything arrives in order", () =>
+    Effect.gen(function*() {
+      const n = 300
+      const r = yield* slowConsumer("ns.mem.slow", n, 16)
+      // 20 consumed + 16 buffered + the chunk in hand when the pause was seen.
+      expect(r.stalledAt).toBeLessThan(50)
+      expect(r.stalledLater).toBe(r.stalledAt)
+      expect(r.produced).toBe(n)
+      expect(r.received).toEqual(Array.from({ length: n }, (_, k) => k + 1))
+      expect(r.handlerFinished).toBe(true)
     }).pipe(Effect.provide(memoryStack())))
 
   it.live("a malformed endpoint path fails serve and client with a typed InvalidEndpointPath", () =>

@@ -38,6 +38,20 @@ interface PendingEntry {
   onDisconnect: ((error: TransportConnectionError) => void) | undefined
   queuedControl: Array<"stop" | "kill">
   timer: ReturnType<typeof setTimeout> | undefined
+  /** The router paused the stream: the writer reports it is behind until `resume`. */
+  paused: boolean
+  /** The writer's `whenWritable` callbacks waiting for `resume` (or the end). */
+  waiters: Array<() => void> | undefined
+}
+
+/** Runs the `whenWritable` callbacks of `entry` in a microtask (they resume handler fibers). */
+const wakeWriters = (entry: PendingEntry): void => {
+  const w = entry.waiters
+  if (w === undefined) return
+  entry.waiters = undefined
+  queueMicrotask(() => {
+    for (const f of w) f()
+  })
 }
 
 /** The shared state of in-memory request handlers and pending streams. */
@@ -110,7 +124,9 @@ export const makeResponsePlane = (
           onControl: undefined,
           onDisconnect: undefined,
           queuedControl: [],
-          timer: undefined
+          timer: undefined,
+          paused: false,
+          waiters: undefined
         }
         entry.timer = setTimeout(() => {
           if (entry.connected || entry.done) return
@@ -133,6 +149,14 @@ export const makeResponsePlane = (
         return {
           connectionInfo,
           isDone: () => entry.done,
+          // Items still go straight to the sink; pausing only tells the writer it is behind.
+          pause: () => {
+            entry.paused = !entry.done
+          },
+          resume: () => {
+            entry.paused = false
+            wakeWriters(entry)
+          },
           control: (message) => {
             if (entry.done) return
             if (entry.onControl !== undefined) entry.onControl(message)
@@ -141,6 +165,7 @@ export const makeResponsePlane = (
           close: () => {
             clearTimeout(entry.timer)
             hub.pending.delete(subject)
+            wakeWriters(entry)
             if (entry.done) return
             entry.done = true
             const disconnect = entry.onDisconnect
@@ -194,6 +219,7 @@ const makeWriter = (hub: MemoryHub, subject: string, entry: PendingEntry): Respo
   const finish = () => {
     entry.done = true
     hub.pending.delete(subject)
+    wakeWriters(entry)
   }
   const writer: ResponseWriter = {
     prologue: (error) => {
@@ -236,6 +262,11 @@ const makeWriter = (hub: MemoryHub, subject: string, entry: PendingEntry): Respo
     },
     onDisconnect: (f) => {
       entry.onDisconnect = f
+    },
+    whenWritable: (f) => {
+      if (entry.done || !entry.paused) return true
+      ;(entry.waiters ??= []).push(f)
+      return false
     }
   }
   return writer
