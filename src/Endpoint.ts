@@ -14,9 +14,8 @@
  * interrupts sends `stop`, then `kill` after `DYN_CANCEL_GRACE_MS`; either interrupts the
  * worker's handler fiber. A handler failure reaches the router as a `HandlerError`.
  */
-import { Cause, Channel, Deferred, Effect, Exit, FiberSet, Result, Schedule, Schema, Stream } from "effect"
+import { Cause, Channel, Deferred, Effect, Exit, FiberSet, Result, Schedule, Schema, Scope, Stream } from "effect"
 import type { Array as Arr } from "effect"
-import type { Scope } from "effect"
 import { Discovery } from "./Discovery.ts"
 import type { DiscoveryError, DiscoveryEvent } from "./Discovery.ts"
 import { decodeEndpointPath, formatEndpointPath, randomInstanceId, requestTransportOf } from "./Instance.ts"
@@ -291,21 +290,30 @@ export const serveEmit = <Req, Res, E = never, R = never>(
     } satisfies ServedEndpoint
   })
 
-/** `emit.ready` for `writer`: waits on its `whenWritable` only when it holds writes back. */
+/**
+ * `emit.ready` for `writer`: waits on its `whenWritable` only when it holds writes back. One
+ * wake callback and one wait per request; a writable check allocates nothing.
+ */
 const readyOf = (writer: ResponseWriter): Effect.Effect<void> => {
   if (writer.whenWritable === undefined) return Effect.void
+  let resume: ((effect: Effect.Effect<void>) => void) | undefined
+  let woken = false
+  const wake = () => {
+    woken = true
+    const r = resume
+    resume = undefined
+    r?.(Effect.void)
+  }
+  const wait = Effect.callback<void>((r) => {
+    if (woken) return r(Effect.void)
+    resume = r
+    return Effect.sync(() => {
+      resume = undefined
+    })
+  })
   return Effect.suspend(() => {
-    let resume: ((effect: Effect.Effect<void>) => void) | undefined
-    let woken = false
-    const writable = writer.whenWritable!(() => {
-      woken = true
-      resume?.(Effect.void)
-    })
-    if (writable) return Effect.void
-    return Effect.callback<void>((r) => {
-      if (woken) return r(Effect.void)
-      resume = r
-    })
+    woken = false
+    return writer.whenWritable!(wake) ? Effect.void : wait
   })
 }
 
@@ -318,7 +326,11 @@ export const serve = <Req, Res, E = never, R = never>(
   serveEmit<Req, Res, E, R>(
     path,
     (request, context, emit) =>
-      Stream.runForEachArray(handler(request, context), (items) => Effect.andThen(Effect.sync(() => emit.all(items)), emit.ready)),
+      Stream.runForEachArray(handler(request, context), (items) =>
+        Effect.suspend(() => {
+          emit.all(items)
+          return emit.ready
+        })),
     options
   )
 
@@ -609,7 +621,9 @@ export const client = <Req = unknown, Res = unknown>(
     const call = (request: Req, onItems: (items: ReadonlyArray<Res>) => void, callOptions?: CallOptions) =>
       callFlow(request, onItems, callOptions, undefined)
 
-    const maxBuffered = Math.max(1, options.maxBufferedItems ?? DEFAULT_MAX_BUFFERED_ITEMS)
+    const maxBuffered = options.maxBufferedItems === undefined
+      ? DEFAULT_MAX_BUFFERED_ITEMS
+      : Math.max(1, Math.floor(options.maxBufferedItems) || 1)
 
     // A Stream over `call` with flow control: items wait in `buffer` until the consumer pulls;
     // past `maxBuffered` the response plane's stream is paused (no more reads or credit) until
@@ -623,12 +637,16 @@ export const client = <Req = unknown, Res = unknown>(
           let waiting: (() => void) | undefined
           let pending: PendingStream | undefined
           let paused = false
+          let cancelled = false
+          // The consumer runs in a microtask, never inside the transport's read loop.
           const notify = () => {
             const w = waiting
+            if (w === undefined) return
             waiting = undefined
-            w?.()
+            queueMicrotask(w)
           }
           yield* callFlow(request, (items) => {
+            if (cancelled) return
             for (let i = 0; i < items.length; i++) buffer.push(items[i]!)
             if (!paused && buffer.length >= maxBuffered && pending?.pause !== undefined) {
               paused = true
@@ -646,6 +664,19 @@ export const client = <Req = unknown, Res = unknown>(
               })
             ),
             Effect.forkIn(scope)
+          )
+          // The consumer went away (runs before the call is interrupted): a paused stream is
+          // resumed, so the worker's answer to stop is read at once, and nothing more is kept.
+          yield* Scope.addFinalizer(
+            scope,
+            Effect.sync(() => {
+              cancelled = true
+              buffer = []
+              if (paused) {
+                paused = false
+                pending?.resume?.()
+              }
+            })
           )
           const pull: Effect.Effect<Arr.NonEmptyReadonlyArray<Res>, CallError | Cause.Done> = Effect.suspend(() => {
             if (buffer.length > 0) {

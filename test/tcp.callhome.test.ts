@@ -5,7 +5,7 @@
  */
 import * as net from "node:net"
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber, Layer, Schema, Stream } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, Layer, Schema, Stream } from "effect"
 import { json as jsonCodec } from "../src/codec/PayloadCodec.ts"
 import { encodeStreamComplete, encodeStreamItem } from "../src/codec/RequestMessage.ts"
 import { encodeFrame, encodeHeaderOnlyJson, makeDecoder } from "../src/codec/TwoPartCodec.ts"
@@ -29,9 +29,9 @@ import { slowConsumer } from "./support/slowConsumer.ts"
 // ---- stacks -----------------------------------------------------------------------------------
 
 /** In-memory request plane + TCP call-home response plane + mem discovery, on loopback. */
-const tcpStack = (env: Record<string, string> = {}) =>
+const tcpStack = (env: Record<string, string> = {}, options: TcpResponseTransport.TcpResponseTransportOptions = {}) =>
   Layer.mergeAll(
-    Layer.mergeAll(MemoryTransport.layerWith({ planes: ["request"] }), TcpResponseTransport.layer).pipe(
+    Layer.mergeAll(MemoryTransport.layerWith({ planes: ["request"] }), TcpResponseTransport.layerWith(options)).pipe(
       Layer.provideMerge(TransportRegistry.layer)
     ),
     MemoryDiscovery.layer
@@ -776,6 +776,51 @@ describe("TCP call-home wire bytes", () => {
       expect(r.received).toEqual(Array.from({ length: n }, (_, k) => k + 1))
       expect(r.handlerFinished).toBe(true)
     }).pipe(Effect.provide(tcpStack())))
+
+  it.live("a consumer that stops early while the stream is paused releases it at once, not after the cancel grace", () =>
+    Effect.gen(function*() {
+      const token = "x".repeat(32 * 1024)
+      let interrupted = false
+      yield* Endpoint.serve("ns.bp.cancel", () =>
+        Stream.range(1, 100_000, 4).pipe(
+          Stream.map((i) => ({ i, token })),
+          Stream.onExit((exit) => Effect.sync(() => (interrupted = Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause))))
+        ))
+      const registry = yield* TransportRegistry.TransportRegistry
+      const worker = registry.responseClientFor("tcp_server") as TcpStreamClient.TcpStreamClient
+      const client = yield* Endpoint.client<unknown, { i: number; token: string }>("ns.bp.cancel", { maxBufferedItems: 4 })
+      // Pull 10 items slowly enough that the stream is paused, then stop.
+      const got = yield* client.generate({}).pipe(
+        Stream.tap(() => Effect.sleep(20)),
+        Stream.take(10),
+        Stream.runCollect
+      )
+      expect(got.map((x) => x.i)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+      const stoppedAt = performance.now()
+      // The grace is 2 s: stop reaches the handler, and the router reads the worker's close at once.
+      expect(yield* eventually(() => interrupted && worker.openSockets() === 0, 1000)).toBe(true)
+      expect(performance.now() - stoppedAt).toBeLessThan(1000)
+    }).pipe(Effect.provide(tcpStack({ DYN_CANCEL_GRACE_MS: "2000" }))))
+
+  it.live("a consumer that stalls longer than the worker's linger loses nothing: the linger starts once every byte is written", () =>
+    Effect.gen(function*() {
+      const n = 400
+      const token = "x".repeat(32 * 1024)
+      // An emit handler that ignores emit.ready: all 12.5 MiB sit in the worker's socket buffer.
+      yield* Endpoint.serveEmit("ns.bp.linger", (_req: unknown, _ctx, emit: Endpoint.Emit<{ i: number; token: string }>) =>
+        Effect.sync(() => {
+          for (let i = 1; i <= n; i++) emit({ i, token })
+        }))
+      const client = yield* Endpoint.client<unknown, { i: number; token: string }>("ns.bp.linger", { maxBufferedItems: 16 })
+      const received: Array<number> = []
+      yield* Stream.runForEach(client.generate({}), (item) =>
+        Effect.suspend(() => {
+          received.push(item.i)
+          // Stall three lingers long, with the stream paused and the worker's side already ended.
+          return received.length === 20 ? Effect.sleep(600) : Effect.void
+        }))
+      expect(received).toEqual(Array.from({ length: n }, (_, k) => k + 1))
+    }).pipe(Effect.provide(tcpStack({}, { client: { lingerMs: 200 } }))))
 
   it.live("backpressure: a Stream handler waits while the router does not read, and finishes once it does; nothing is lost", () =>
     Effect.gen(function*() {

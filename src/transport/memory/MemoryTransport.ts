@@ -165,8 +165,7 @@ export const makeResponsePlane = (
           close: () => {
             clearTimeout(entry.timer)
             hub.pending.delete(subject)
-            wakeWriters(entry)
-            if (entry.done) return
+            if (entry.done) return wakeWriters(entry)
             entry.done = true
             const disconnect = entry.onDisconnect
             if (entry.connected && disconnect !== undefined) {
@@ -176,6 +175,8 @@ export const makeResponsePlane = (
                 )
               )
             }
+            // After the disconnect: a woken handler must already see its stream is gone.
+            wakeWriters(entry)
           }
         }
       })

@@ -13,8 +13,9 @@
  *   or `{"error": msg}`, after which it closes), data-only frames `{"data", "complete_final":
  *   false}` encoded with the request's payload codec, and then either `{"complete_final": true}`
  *   + the header-only `"sentinel"` (`complete`), our in-band `{"complete_final": false, "error"}`
- *   frame (`fail`, no sentinel), or nothing more (`close`). Then it ends its side and waits, at
- *   most `lingerMs`, for the router to close the socket.
+ *   frame (`fail`, no sentinel), or nothing more (`close`). Then it ends its side and, once every
+ *   byte has been handed to the kernel, waits at most `lingerMs` for the router to close the
+ *   socket (a router that has paused reading, for a slow consumer, never loses the tail).
  * - Write batching: frames are pushed onto an array and flushed once per tick
  *   (`process.nextTick`) as ONE socket write (one `Buffer.concat`), so the handshake, prologue
  *   and every item emitted in the same tick leave in one segment. No write is awaited. Writes
@@ -184,10 +185,14 @@ export const makeUnsafe = (options: TcpStreamClientOptions, pool?: TcpResponseCo
       },
       schedule,
       () => {
-        if (state === ENDING && !socket.destroyed) {
+        if (state === ENDING && !socket.destroyed && !socket.writableEnded) {
           socket.end()
-          lingerTimer ??= setTimeout(() => socket.destroy(), lingerMs)
-          lingerTimer.unref?.()
+          // The linger starts once everything is written: a router that paused reading (its
+          // consumer lags) must not lose the stream's tail to our impatience.
+          socket.once("finish", () => {
+            lingerTimer ??= setTimeout(() => socket.destroy(), lingerMs)
+            lingerTimer.unref?.()
+          })
         }
       }
     )

@@ -293,6 +293,11 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamSe
       e.phase = SENTINEL
       if (settle(e)) e.sink.onEnd()
       if (e.phase === SENTINEL && !e.gone) {
+        // The stream is whole: read on (a pause taken in onItems must not hide the sentinel).
+        if (e.paused) {
+          e.paused = false
+          e.socket?.resume()
+        }
         // Bound the wait for the sentinel so no socket outlives its stream for long.
         e.sentinelTimer = setTimeout(() => destroySocket(e), sentinelTimeoutMs)
         e.sentinelTimer.unref?.()
