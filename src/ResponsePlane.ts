@@ -88,12 +88,6 @@ export interface ResponseWriter {
   readonly whenWritable?: ((f: () => void) => boolean) | undefined
 }
 
-/**
- * Frames queued in one tick beyond this many bytes are flushed at once when a writer is asked
- * `whenWritable`, so a handler that emits a lot without yielding is still held back.
- */
-export const FLUSH_EARLY_BYTES = 64 * 1024
-
 /** What the worker needs to call home. */
 export interface ConnectOptions {
   readonly connectionInfo: ConnectionInfo

@@ -17,6 +17,7 @@ import type { TransportCapabilities } from "../../Transport.ts"
 import { EndpointNotFound, HandlerError, TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../TransportError.ts"
 import { TransportConfig } from "../../TransportConfig.ts"
 import { TransportRegistry } from "../../TransportRegistry.ts"
+import { Waiters } from "../Waiters.ts"
 
 /** The `ConnectionInfo.transport` of an in-memory stream. */
 export const connectionTransport = "memory"
@@ -41,17 +42,7 @@ interface PendingEntry {
   /** The router paused the stream: the writer reports it is behind until `resume`. */
   paused: boolean
   /** The writer's `whenWritable` callbacks waiting for `resume` (or the end). */
-  waiters: Array<() => void> | undefined
-}
-
-/** Runs the `whenWritable` callbacks of `entry` in a microtask (they resume handler fibers). */
-const wakeWriters = (entry: PendingEntry): void => {
-  const w = entry.waiters
-  if (w === undefined) return
-  entry.waiters = undefined
-  queueMicrotask(() => {
-    for (const f of w) f()
-  })
+  readonly waiters: Waiters
 }
 
 /** The shared state of in-memory request handlers and pending streams. */
@@ -126,7 +117,7 @@ export const makeResponsePlane = (
           queuedControl: [],
           timer: undefined,
           paused: false,
-          waiters: undefined
+          waiters: new Waiters()
         }
         entry.timer = setTimeout(() => {
           if (entry.connected || entry.done) return
@@ -155,7 +146,7 @@ export const makeResponsePlane = (
           },
           resume: () => {
             entry.paused = false
-            wakeWriters(entry)
+            entry.waiters.wake()
           },
           control: (message) => {
             if (entry.done) return
@@ -165,7 +156,7 @@ export const makeResponsePlane = (
           close: () => {
             clearTimeout(entry.timer)
             hub.pending.delete(subject)
-            if (entry.done) return wakeWriters(entry)
+            if (entry.done) return entry.waiters.wake()
             entry.done = true
             const disconnect = entry.onDisconnect
             if (entry.connected && disconnect !== undefined) {
@@ -176,7 +167,7 @@ export const makeResponsePlane = (
               )
             }
             // After the disconnect: a woken handler must already see its stream is gone.
-            wakeWriters(entry)
+            entry.waiters.wake()
           }
         }
       })
@@ -220,7 +211,7 @@ const makeWriter = (hub: MemoryHub, subject: string, entry: PendingEntry): Respo
   const finish = () => {
     entry.done = true
     hub.pending.delete(subject)
-    wakeWriters(entry)
+    entry.waiters.wake()
   }
   const writer: ResponseWriter = {
     prologue: (error) => {
@@ -265,9 +256,7 @@ const makeWriter = (hub: MemoryHub, subject: string, entry: PendingEntry): Respo
       entry.onDisconnect = f
     },
     whenWritable: (f) => {
-      if (entry.done || !entry.paused) return true
-      ;(entry.waiters ??= []).push(f)
-      return false
+      return entry.done || !entry.paused || entry.waiters.add(f)
     }
   }
   return writer

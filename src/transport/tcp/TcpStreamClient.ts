@@ -49,12 +49,12 @@ import { payloadCodec } from "../../codec/PayloadCodec.ts"
 import type { PayloadCodec } from "../../codec/PayloadCodec.ts"
 import { encodeStreamComplete, encodeStreamError, encodeStreamItem } from "../../codec/RequestMessage.ts"
 import { encodeFramePrefix, encodeHeaderOnlyJson, FRAME_PREFIX_SIZE, makeDecoder } from "../../codec/TwoPartCodec.ts"
-import { FLUSH_EARLY_BYTES } from "../../ResponsePlane.ts"
 import type { ConnectOptions, ResponsePlaneClient, ResponseWriter } from "../../ResponsePlane.ts"
 import { defaults } from "../../TransportConfig.ts"
 import { TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../TransportError.ts"
 import type { TransportError } from "../../TransportError.ts"
 import { badHandshake, readInfoObject } from "./ConnectionInfoText.ts"
+import { Waiters } from "../Waiters.ts"
 import { WriteBatcher } from "./WriteBatcher.ts"
 import { MUX_CONNECTION_TRANSPORT, parseMuxInfo } from "./mux/MuxProtocol.ts"
 import * as TcpResponseConnectionPool from "./pool/TcpResponseConnectionPool.ts"
@@ -212,24 +212,14 @@ export const makeUnsafe = (options: TcpStreamClientOptions, pool?: TcpResponseCo
     }
 
     // Backpressure: writers waiting for the socket to drain (see `whenWritable`).
-    let waiters: Array<() => void> | undefined
-    const wake = () => {
-      const w = waiters
-      if (w === undefined) return
-      waiters = undefined
-      // In a microtask: they resume handler fibers, which must not write from inside `gone`.
-      queueMicrotask(() => {
-        for (const f of w) f()
-      })
-    }
-    socket.on("drain", wake)
+    const waiters = new Waiters()
+    socket.on("drain", () => waiters.wake())
 
     const finish = () => {
       state = ENDING
       writes.requestFlush()
-      wake() // nobody waits to write on a stream that is over
+      waiters.wake() // nobody waits to write on a stream that is over
     }
-
 
     /** The socket is gone; reports `error()` (built only then: errors capture stacks) if the stream was open. */
     const gone = (error: () => TransportError) => {
@@ -237,7 +227,7 @@ export const makeUnsafe = (options: TcpStreamClientOptions, pool?: TcpResponseCo
       const wasOpen = state === OPEN
       state = GONE
       writes.clear()
-      wake()
+      waiters.wake()
       if (!wasOpen) return
       const e = error()
       disconnect = e
@@ -347,11 +337,8 @@ export const makeUnsafe = (options: TcpStreamClientOptions, pool?: TcpResponseCo
       },
       whenWritable: (f) => {
         if (state !== OPEN || socket.destroyed) return true
-        // A handler emitting a lot in one tick: write what is queued now, so the socket can push back.
-        if (writes.queuedBytes >= FLUSH_EARLY_BYTES) writes.flush()
-        if (!socket.writableNeedDrain) return true
-        ;(waiters ??= []).push(f)
-        return false
+        writes.flushEarly()
+        return !socket.writableNeedDrain || waiters.add(f)
       }
     }
   }

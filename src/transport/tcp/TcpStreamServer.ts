@@ -288,16 +288,30 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamSe
       detail: string
     ) => new TransportProtocolError({ reason, transport: "tcp", target: e.subject, detail })
 
+    /** Ends a stream that was cut short: `TransportConnectionError(StreamEndedEarly)`, after the items already read. */
+    const endEarly = (e: Entry, cause: unknown) => {
+      flush(e)
+      e.phase = CLOSED
+      fail(e, new TransportConnectionError({ reason: "StreamEndedEarly", transport: "tcp", target: e.subject, detail: STREAM_ENDED_EARLY, cause }))
+    }
+
+    /** Takes a paused stream's data again: its socket is read (one-shot), its owed credit granted (mux). */
+    const resumeEntry = (e: Entry) => {
+      if (!e.paused) return
+      e.paused = false
+      if (e.socket !== undefined && !e.socket.destroyed) e.socket.resume()
+      const owed = e.owedCredit
+      e.owedCredit = 0
+      if (owed > 0 && e.mux !== undefined && e.phase === STREAMING) e.mux.grant(e.muxKey, e.idBytes!, owed)
+    }
+
     const complete = (e: Entry) => {
       flush(e)
       e.phase = SENTINEL
       if (settle(e)) e.sink.onEnd()
       if (e.phase === SENTINEL && !e.gone) {
         // The stream is whole: read on (a pause taken in onItems must not hide the sentinel).
-        if (e.paused) {
-          e.paused = false
-          e.socket?.resume()
-        }
+        resumeEntry(e)
         // Bound the wait for the sentinel so no socket outlives its stream for long.
         e.sentinelTimer = setTimeout(() => destroySocket(e), sentinelTimeoutMs)
         e.sentinelTimer.unref?.()
@@ -328,18 +342,7 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamSe
           }
           // The only control frame a worker sends is the sentinel, and only after complete_final.
           if (body.length === 0 && isSentinel(header)) {
-            flush(e)
-            e.phase = CLOSED
-            fail(
-              e,
-              new TransportConnectionError({
-                reason: "StreamEndedEarly",
-                transport: "tcp",
-                target: e.subject,
-                detail: STREAM_ENDED_EARLY,
-                cause: new Error("sentinel before complete_final")
-              })
-            )
+            endEarly(e, new Error("sentinel before complete_final"))
             e.socket?.destroy()
             return
           }
@@ -468,20 +471,7 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamSe
         e.gone = true
         e.socket = undefined
         clearTimeout(e.sentinelTimer)
-        if (e.phase === PROLOGUE || e.phase === STREAMING) {
-          flush(e)
-          e.phase = CLOSED
-          fail(
-            e,
-            new TransportConnectionError({
-              reason: "StreamEndedEarly",
-              transport: "tcp",
-              target: e.subject,
-              detail: STREAM_ENDED_EARLY,
-              cause: lastError
-            })
-          )
-        }
+        if (e.phase === PROLOGUE || e.phase === STREAMING) endEarly(e, lastError)
         e.phase = CLOSED
       })
     }
@@ -508,6 +498,12 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamSe
       e.phase = CLOSED
       fail(e, error)
       muxReset(e, `protocol error: ${error.detail ?? error.reason}`)
+    }
+
+    /** The worker reset a claimed stream: it ended early, and leaves its connection. */
+    const muxWorkerReset = (e: Entry, payload: Uint8Array) => {
+      endEarly(e, new Error(`the worker reset the stream: ${textDecoder.decode(payload)}`))
+      muxForget(e)
     }
 
     const muxComplete = (e: Entry) => {
@@ -575,19 +571,7 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamSe
         return
       }
       if (e.mux === undefined || e.mux === conn || (e.phase !== PROLOGUE && e.phase !== STREAMING)) return
-      flush(e)
-      e.phase = CLOSED
-      fail(
-        e,
-        new TransportConnectionError({
-          reason: "StreamEndedEarly",
-          transport: "tcp",
-          target: e.subject,
-          detail: STREAM_ENDED_EARLY,
-          cause: new Error(`the worker reset the stream: ${textDecoder.decode(payload)}`)
-        })
-      )
-      muxForget(e)
+      muxWorkerReset(e, payload)
     }
 
     const onMuxFrame = (conn: MuxRouterConnection<Entry>, kind: MuxKind, key: string, streamId: Uint8Array, payload: Uint8Array) => {
@@ -626,20 +610,7 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamSe
           return muxProtocolFailure(e, protocolError(e, "UnexpectedMessage", "End before the stream's prologue"))
         case MuxKind.Reset: {
           // The worker abandoned the stream (after stop/kill, or shutting down).
-          flush(e)
-          e.phase = CLOSED
-          fail(
-            e,
-            new TransportConnectionError({
-              reason: "StreamEndedEarly",
-              transport: "tcp",
-              target: e.subject,
-              detail: STREAM_ENDED_EARLY,
-              cause: new Error(`the worker reset the stream: ${textDecoder.decode(payload)}`)
-            })
-          )
-          muxForget(e)
-          return
+          return muxWorkerReset(e, payload)
         }
         default:
           // A second Prologue for a live stream.
@@ -820,14 +791,7 @@ export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamSe
           e.paused = true
           e.socket?.pause()
         },
-        resume: () => {
-          if (!e.paused) return
-          e.paused = false
-          if (e.socket !== undefined && !e.socket.destroyed) e.socket.resume()
-          const owed = e.owedCredit
-          e.owedCredit = 0
-          if (owed > 0 && e.mux !== undefined && e.phase === STREAMING) e.mux.grant(e.muxKey, e.idBytes!, owed)
-        },
+        resume: () => resumeEntry(e),
         control: (message) => {
           if (e.closed || e.phase >= SENTINEL) return
           if (e.mux !== undefined) e.mux.send(message === "stop" ? MuxKind.Stop : MuxKind.Kill, e.idBytes!)

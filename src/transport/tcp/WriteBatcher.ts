@@ -4,6 +4,12 @@
  * the caller's; this only queues, concatenates and hands one chunk to `write`.
  */
 
+/**
+ * Frames queued in one tick beyond this many bytes are written at once by `flushEarly`, so a
+ * handler that emits a lot without yielding is still held back by its socket.
+ */
+export const FLUSH_EARLY_BYTES = 64 * 1024
+
 /** The writer's schedule: `process.nextTick` (the default) or `setImmediate`. */
 export type FlushSchedule = (f: () => void) => void
 
@@ -27,9 +33,9 @@ export class WriteBatcher {
     this.afterFlush = afterFlush
   }
 
-  /** Bytes queued for the next flush. */
-  get queuedBytes(): number {
-    return this.bytes
+  /** Writes what is queued now if it is `FLUSH_EARLY_BYTES` or more (backpressure checks). */
+  flushEarly(): void {
+    if (this.bytes >= FLUSH_EARLY_BYTES) this.flush()
   }
 
   /** True while a flush is scheduled. */

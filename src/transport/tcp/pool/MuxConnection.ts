@@ -49,11 +49,11 @@ import {
 } from "../../../codec/MuxCodec.ts"
 import type { MuxDecoder } from "../../../codec/MuxCodec.ts"
 import { encodeStreamError, encodeStreamItem } from "../../../codec/RequestMessage.ts"
-import { FLUSH_EARLY_BYTES } from "../../../ResponsePlane.ts"
 import type { ResponseWriter } from "../../../ResponsePlane.ts"
 import { TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
 import { encodeMuxHandshake, encodeProloguePayload, encodeResetPayload, PROLOGUE_OK_PAYLOAD } from "../mux/MuxProtocol.ts"
+import { Waiters } from "../../Waiters.ts"
 import { WriteBatcher } from "../WriteBatcher.ts"
 
 /** Options of one mux connection. */
@@ -122,15 +122,6 @@ interface QueuedFrame {
 
 const textDecoder = new TextDecoder()
 
-/**
- * Runs backpressure callbacks in a microtask: they resume handler fibers, which write again,
- * and must not run inside the loops that decode frames or drain credit.
- */
-const runLater = (callbacks: ReadonlyArray<() => void>): void =>
-  queueMicrotask(() => {
-    for (const f of callbacks) f()
-  })
-
 /** One stream's writer on a mux connection. */
 class MuxStream implements ResponseWriter {
   state = S_OPEN
@@ -138,7 +129,7 @@ class MuxStream implements ResponseWriter {
   /** Frames waiting for credit, in order; undefined when none wait. */
   pending: Array<QueuedFrame> | undefined = undefined
   /** `whenWritable` callbacks waiting for this stream's held-back frames to go out. */
-  waiters: Array<() => void> | undefined = undefined
+  readonly waiters = new Waiters()
   private controlReceiver: ((message: "stop" | "kill") => void) | undefined = undefined
   private controls: Array<"stop" | "kill"> = []
   private disconnectReceiver: ((error: TransportError) => void) | undefined = undefined
@@ -219,10 +210,7 @@ class MuxStream implements ResponseWriter {
 
   /** Runs the `whenWritable` callbacks waiting on this stream (after the current frame's work). */
   wake(): void {
-    const w = this.waiters
-    if (w === undefined) return
-    this.waiters = undefined
-    runLater(w)
+    this.waiters.wake()
   }
 
   /** A Stop or Kill from the router. */
@@ -305,7 +293,7 @@ export class MuxConnection {
   /** Streams with frames waiting for credit, in arrival order. */
   private blocked: Array<MuxStream> = []
   /** `whenWritable` callbacks waiting for the socket to drain. */
-  private drainWaiters: Array<() => void> | undefined = undefined
+  private readonly drainWaiters = new Waiters()
   private lastError: Error | undefined = undefined
   private failure: TransportError | undefined = undefined
   private lingerTimer: ReturnType<typeof setTimeout> | undefined = undefined
@@ -351,7 +339,7 @@ export class MuxConnection {
       this.lastError ??= error
     })
     socket.on("close", () => this.onSocketClose())
-    socket.on("drain", () => this.wakeDrainWaiters())
+    socket.on("drain", () => this.drainWaiters.wake())
   }
 
   /**
@@ -360,22 +348,9 @@ export class MuxConnection {
    */
   whenWritable(s: MuxStream, f: () => void): boolean {
     if (this.state === CLOSED || this.socket.destroyed) return true
-    if (s.pending !== undefined) {
-      ;(s.waiters ??= []).push(f)
-      return false
-    }
-    // A handler emitting a lot in one tick: write what is queued now, so the socket can push back.
-    if (this.writes.queuedBytes >= FLUSH_EARLY_BYTES) this.flush()
-    if (!this.socket.writableNeedDrain) return true
-    ;(this.drainWaiters ??= []).push(f)
-    return false
-  }
-
-  private wakeDrainWaiters(): void {
-    const w = this.drainWaiters
-    if (w === undefined) return
-    this.drainWaiters = undefined
-    runLater(w)
+    if (s.pending !== undefined) return s.waiters.add(f)
+    this.writes.flushEarly()
+    return !this.socket.writableNeedDrain || this.drainWaiters.add(f)
   }
 
   /** Streams open now. */
@@ -657,7 +632,7 @@ export class MuxConnection {
     clearTimeout(this.lingerTimer)
     this.writes.clear()
     this.blocked = []
-    this.wakeDrainWaiters()
+    this.drainWaiters.wake()
     const error = this.failure ??
       new TransportConnectionError({
         reason: wasHandshaking ? "Refused" : "ConnectionClosed",
