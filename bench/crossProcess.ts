@@ -6,7 +6,7 @@ import { join } from "node:path"
 import { Layer } from "effect"
 import * as FileDiscovery from "../src/discovery/FileDiscovery.ts"
 import { TransportConfig } from "../src/TransportConfig.ts"
-import * as TransportRegistry from "../src/TransportRegistry.ts"
+import * as TransportRegistry from "../src/registry/index.ts"
 
 const root = new URL("..", import.meta.url).pathname
 

@@ -4,7 +4,7 @@
 #  - the Debian packages the tests need (nats-server, etcd-server, prometheus for promtool,
 #    curl, python3),
 #    installed when missing;
-#  - then typecheck and vitest, on the Node 24 that the `node` devDependency provides.
+#  - then the import rules (dependency-cruiser), typecheck and vitest, on the Node 24 that the `node` devDependency provides.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -31,5 +31,7 @@ fi
 
 export PATH="$PWD/node_modules/.bin:$PATH"
 echo "node $(node --version)"
+# the import rules (.dependency-cruiser.cjs): no cycles, service tags never import their implementations
+npx depcruise src --output-type err
 npx tsc --noEmit
 npx vitest run "$@"

@@ -7,10 +7,10 @@
  * worker's side (`ResponsePlaneClient`) connects with that ConnectionInfo and writes items
  * through a `ResponseWriter`.
  */
-import type { Effect } from "effect"
+import type { Effect, Exit } from "effect"
 import type { ConnectionInfo, PayloadCodecName } from "./ConnectionInfo.ts"
 import type { TransportId } from "./Transport.ts"
-import type { HandlerError, TransportError } from "./TransportError.ts"
+import type { HandlerError, ResponseWriteError, TransportError } from "./TransportError.ts"
 
 /** Router-side callbacks for one stream. Exactly one of `onEnd` / `onError` is called, once. */
 export interface ResponseSink {
@@ -62,14 +62,23 @@ export interface ResponsePlaneServer {
   readonly open: (options: OpenStreamOptions) => Effect.Effect<PendingStream, TransportError>
 }
 
+/**
+ * The outcome of a write: `Exit.void` when the item was queued (or dropped because the stream is
+ * already over, which its `onDisconnect`/`onControl` report), a failed Exit with a
+ * `ResponseWriteError` when it could not be encoded or framed. An `Exit` is an `Effect`, so
+ * `yield* writer.send(item)` fails in the error channel; the write itself happened synchronously.
+ * Writers never throw.
+ */
+export type WriteResult = Exit.Exit<void, ResponseWriteError>
+
 /** The worker's writer for one stream. Writes are synchronous and batched by the transport. */
 export interface ResponseWriter {
   /** Sends the prologue: no error (the handler started), or the reason it could not start. */
   readonly prologue: (error?: string) => void
   /** Sends one item. */
-  readonly send: (item: unknown) => void
-  /** Sends several items. */
-  readonly sendAll: (items: ReadonlyArray<unknown>) => void
+  readonly send: (item: unknown) => WriteResult
+  /** Sends several items; on a failure, the items before the one that failed were sent. */
+  readonly sendAll: (items: ReadonlyArray<unknown>) => WriteResult
   /** Reports a handler failure in-band and closes: the router fails with a HandlerError. */
   readonly fail: (message: string) => void
   /** Sends `complete_final` and the sentinel, then closes. */

@@ -128,6 +128,25 @@ export class HandlerError extends Data.TaggedError("HandlerError")<{
   }
 }
 
+/**
+ * A response item the worker could not write: it has no encoding in the stream's payload codec
+ * (`EncodeFailed`), or its frame is larger than the transport's maximum message size
+ * (`MessageTooLarge`). Returned by `ResponseWriter.send`/`sendAll` and by `emit` as a failed
+ * `Exit`, so `yield* emit(item)` fails in the handler's error channel; the stream itself is then
+ * failed in-band, so the router sees a `HandlerError` naming the problem and nothing ends silently.
+ */
+export class ResponseWriteError extends Data.TaggedError("ResponseWriteError")<{
+  readonly reason: "EncodeFailed" | "MessageTooLarge"
+  readonly transport: TransportId
+  readonly target: string
+  readonly detail: string
+  readonly cause?: unknown
+}> {
+  override get message(): string {
+    return describe(`${this.transport} response write ${this.reason}`, this.target, this.detail)
+  }
+}
+
 /** Every failure a router can see from `client.generate`. */
 export type CallError = TransportError | NoTransportAvailable | EndpointNotFound | HandlerError
 

@@ -3,18 +3,16 @@
  * one to use for a plane and a set of required capabilities.
  *
  * Transports register themselves (registration + client + server) for the life of a scope,
- * so providing a different transport layer is how tests swap one. `layerConfig` builds the
- * registry with the transports that `TransportConfig` names. Lookups are synchronous reads
+ * so providing a different transport layer is how tests swap one. Lookups are synchronous reads
  * of an in-memory table, cheap enough for the request path.
+ *
+ * This module defines the service and an empty registry only; it imports no transport. The
+ * composition from `DYN_*` (`layerFromConfig`, `layerConfig`) is in `registry/layerConfig.ts`,
+ * and the public `TransportRegistry` namespace (`registry/index.ts`) holds both.
  */
 import { Context, Effect, Layer } from "effect"
-import type { Config, Scope } from "effect"
-import * as HttpRequestTransport from "./transport/http/HttpRequestTransport.ts"
-import * as MemoryTransport from "./transport/memory/MemoryTransport.ts"
-import * as TcpResponseTransport from "./transport/tcp/TcpResponseTransport.ts"
+import type { Scope } from "effect"
 import * as Metrics from "./observability/Metrics.ts"
-import { TransportConfig } from "./TransportConfig.ts"
-import type { TransportConfigError } from "./TransportConfig.ts"
 import type { RequestPlaneClient, RequestPlaneServer } from "./RequestPlane.ts"
 import type { ResponsePlaneClient, ResponsePlaneServer } from "./ResponsePlane.ts"
 import { meets, noRequirements } from "./Transport.ts"
@@ -124,46 +122,3 @@ export class TransportRegistry extends Context.Service<TransportRegistry, Transp
 
 /** An empty registry; transport layers provided on top of it register into it. */
 export const layer: Layer.Layer<TransportRegistry> = Layer.sync(TransportRegistry, make)
-
-/** The transport layers that exist, by the plane kinds `TransportConfig` names. */
-const transportLayer = (
-  plane: "request" | "response",
-  kind: string
-): Layer.Layer<never, NoTransportAvailable, TransportRegistry | TransportConfig> => {
-  switch (kind) {
-    case "memory":
-      return MemoryTransport.layerWith({ planes: [plane] })
-    case "http":
-      if (plane === "request") return HttpRequestTransport.layer
-      break
-    case "tcp":
-      if (plane === "response") return TcpResponseTransport.layer
-      break
-  }
-  return Layer.effectDiscard(
-    Effect.fail(new NoTransportAvailable({ plane, required: noRequirements, transport: kind as TransportId }))
-  )
-}
-
-/**
- * The registry with the transports that `TransportConfig` names (`DYN_REQUEST_PLANE`,
- * `DYN_RESPONSE_PLANE`), given the config.
- */
-export const layerFromConfig: Layer.Layer<TransportRegistry, NoTransportAvailable, TransportConfig> = Layer.unwrap(
-  Effect.gen(function*() {
-    const config = yield* TransportConfig
-    const transports = config.requestPlane === "memory" && config.responsePlane === "memory"
-      ? MemoryTransport.layer
-      : Layer.mergeAll(transportLayer("request", config.requestPlane), transportLayer("response", config.responsePlane))
-    return transports.pipe(Layer.provideMerge(layer))
-  })
-)
-
-/**
- * One call: reads `DYN_*` from the current ConfigProvider (the environment by default) and
- * builds the registry with the configured transports. Provides the config too.
- */
-export const layerConfig: Layer.Layer<
-  TransportRegistry | TransportConfig,
-  NoTransportAvailable | TransportConfigError | Config.ConfigError
-> = layerFromConfig.pipe(Layer.provideMerge(TransportConfig.layer))

@@ -9,8 +9,8 @@ import * as fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { tcpConnectionInfo, type RequestControlMessage } from "../src/ConnectionInfo.ts"
 import { TransportProtocolError } from "../src/TransportError.ts"
-import { xxh3_64 } from "../src/codec/Checksum.ts"
-import { json, msgpack, PayloadCodecError, payloadCodec } from "../src/codec/PayloadCodec.ts"
+import { xxh3_64 } from "../src/protocol/Checksum.ts"
+import { json, msgpack, PayloadCodecError, payloadCodec } from "../src/protocol/PayloadCodec.ts"
 import {
   decodeRequestMessage,
   decodeStreamBody,
@@ -18,7 +18,7 @@ import {
   encodeStreamComplete,
   encodeStreamError,
   encodeStreamItem
-} from "../src/codec/RequestMessage.ts"
+} from "../src/protocol/RequestMessage.ts"
 import {
   decodeFrame,
   DEFAULT_MAX_MESSAGE_SIZE,
@@ -29,7 +29,7 @@ import {
   type Frame,
   type FrameDecoderOptions,
   makeDecoder
-} from "../src/codec/TwoPartCodec.ts"
+} from "../src/protocol/TwoPartCodec.ts"
 
 // ---------------------------------------------------------------------------------------------
 // helpers (independent of the code under test)

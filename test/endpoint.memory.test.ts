@@ -6,7 +6,7 @@ import * as MemoryDiscovery from "../src/discovery/MemoryDiscovery.ts"
 import type { RequestPlaneClient, RequestPlaneServer } from "../src/RequestPlane.ts"
 import * as MemoryTransport from "../src/transport/memory/MemoryTransport.ts"
 import { TransportConfig } from "../src/TransportConfig.ts"
-import * as TransportRegistry from "../src/TransportRegistry.ts"
+import * as TransportRegistry from "../src/registry/index.ts"
 import { memoryStack } from "./support/stack.ts"
 import { slowConsumer } from "./support/slowConsumer.ts"
 

@@ -12,7 +12,7 @@ import * as HttpRequestClient from "../src/transport/http/HttpRequestClient.ts"
 import * as HttpRequestTransport from "../src/transport/http/HttpRequestTransport.ts"
 import * as MemoryTransport from "../src/transport/memory/MemoryTransport.ts"
 import { TransportConfig } from "../src/TransportConfig.ts"
-import * as TransportRegistry from "../src/TransportRegistry.ts"
+import * as TransportRegistry from "../src/registry/index.ts"
 
 const run = promisify(execFile)
 

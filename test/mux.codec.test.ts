@@ -26,15 +26,15 @@ import {
   streamIdFromUuid,
   streamKey,
   uuidFromStreamId
-} from "../src/codec/MuxCodec.ts"
+} from "../src/protocol/MuxCodec.ts"
 import { TransportProtocolError } from "../src/TransportError.ts"
 import {
   encodeMuxHandshake,
   muxConnectionInfo,
   parseMuxHandshake,
   parseMuxInfo
-} from "../src/transport/tcp/mux/MuxProtocol.ts"
-import { decodeFrame } from "../src/codec/TwoPartCodec.ts"
+} from "../src/protocol/MuxHandshake.ts"
+import { decodeFrame } from "../src/protocol/TwoPartCodec.ts"
 
 // ---------------------------------------------------------------------------------------------
 // helpers (independent of the code under test)

@@ -15,7 +15,7 @@ import * as Endpoint from "../src/Endpoint.ts"
 import * as MetricsServer from "../src/observability/MetricsServer.ts"
 import * as Tracing from "../src/observability/Tracing.ts"
 import { TransportConfig } from "../src/TransportConfig.ts"
-import * as TransportRegistry from "../src/TransportRegistry.ts"
+import * as TransportRegistry from "../src/registry/index.ts"
 
 const run = promisify(execFile)
 

@@ -5,7 +5,7 @@ import { Deferred, Effect, Exit, Layer, Scope, Stream } from "effect"
 import * as MemoryDiscovery from "../src/discovery/MemoryDiscovery.ts"
 import * as Endpoint from "../src/Endpoint.ts"
 import { TransportConfig } from "../src/TransportConfig.ts"
-import * as TransportRegistry from "../src/TransportRegistry.ts"
+import * as TransportRegistry from "../src/registry/index.ts"
 
 const env = {
   DYN_REQUEST_PLANE: "http",

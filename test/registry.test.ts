@@ -4,7 +4,7 @@ import type { RequestPlaneClient, RequestPlaneServer } from "../src/RequestPlane
 import type { ResponsePlaneClient, ResponsePlaneServer } from "../src/ResponsePlane.ts"
 import type { TransportCapabilities, TransportId } from "../src/Transport.ts"
 import { NoTransportAvailable } from "../src/TransportError.ts"
-import * as TransportRegistry from "../src/TransportRegistry.ts"
+import * as TransportRegistry from "../src/registry/index.ts"
 
 const fakeRequest = (id: TransportId): { client: RequestPlaneClient; server: RequestPlaneServer } => ({
   client: { transport: id, send: () => Effect.void },

@@ -21,24 +21,24 @@ import {
   MuxKind,
   streamIdFromUuid,
   uuidFromStreamId
-} from "../src/codec/MuxCodec.ts"
-import { json as jsonCodec } from "../src/codec/PayloadCodec.ts"
-import { encodeStreamComplete, encodeStreamItem } from "../src/codec/RequestMessage.ts"
-import { encodeFrame, encodeHeaderOnlyJson, makeDecoder } from "../src/codec/TwoPartCodec.ts"
+} from "../src/protocol/MuxCodec.ts"
+import { json as jsonCodec } from "../src/protocol/PayloadCodec.ts"
+import { encodeStreamComplete, encodeStreamItem } from "../src/protocol/RequestMessage.ts"
+import { encodeFrame, encodeHeaderOnlyJson, makeDecoder } from "../src/protocol/TwoPartCodec.ts"
 import { Discovery } from "../src/Discovery.ts"
 import * as MemoryDiscovery from "../src/discovery/MemoryDiscovery.ts"
 import * as Endpoint from "../src/Endpoint.ts"
 import type { RequestMessage } from "../src/RequestPlane.ts"
 import type { ResponseSink } from "../src/ResponsePlane.ts"
 import * as MemoryTransport from "../src/transport/memory/MemoryTransport.ts"
-import { encodeMuxHandshake, muxConnectionInfo } from "../src/transport/tcp/mux/MuxProtocol.ts"
+import { encodeMuxHandshake, muxConnectionInfo } from "../src/protocol/MuxHandshake.ts"
 import type { TcpResponseConnectionPool, TcpResponseConnectionPoolOptions } from "../src/transport/tcp/pool/TcpResponseConnectionPool.ts"
 import * as TcpResponseTransport from "../src/transport/tcp/TcpResponseTransport.ts"
 import * as TcpStreamClient from "../src/transport/tcp/TcpStreamClient.ts"
 import * as TcpStreamServer from "../src/transport/tcp/TcpStreamServer.ts"
 import { defaults, TransportConfig } from "../src/TransportConfig.ts"
 import type { HandlerError, TransportError } from "../src/TransportError.ts"
-import * as TransportRegistry from "../src/TransportRegistry.ts"
+import * as TransportRegistry from "../src/registry/index.ts"
 import { slowConsumer } from "./support/slowConsumer.ts"
 
 const MAX = 32 * 1024 * 1024

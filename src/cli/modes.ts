@@ -5,7 +5,7 @@
 import { Layer } from "effect"
 import * as MemoryDiscovery from "../discovery/MemoryDiscovery.ts"
 import { TransportConfig } from "../TransportConfig.ts"
-import * as TransportRegistry from "../TransportRegistry.ts"
+import * as TransportRegistry from "../registry/index.ts"
 
 /** A named mode and the variables that select it. */
 export interface Mode {

@@ -10,7 +10,7 @@ import type { Scope } from "effect"
 import { PrometheusMetrics } from "effect/observability"
 import { TransportConfig } from "../TransportConfig.ts"
 import type { TransportConnectionError } from "../TransportError.ts"
-import { hostPort, listen } from "../transport/net.ts"
+import { hostPort, listen } from "../internal/net.ts"
 import * as Health from "./Health.ts"
 
 /** A running metrics server. */

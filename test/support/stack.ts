@@ -3,7 +3,7 @@ import { Layer } from "effect"
 import * as MemoryDiscovery from "../../src/discovery/MemoryDiscovery.ts"
 import * as MemoryTransport from "../../src/transport/memory/MemoryTransport.ts"
 import { TransportConfig } from "../../src/TransportConfig.ts"
-import * as TransportRegistry from "../../src/TransportRegistry.ts"
+import * as TransportRegistry from "../../src/registry/index.ts"
 
 /** A one-process stack over the in-memory transport. */
 export const memoryStack = (env: Record<string, string> = {}, transport = MemoryTransport.layer) =>

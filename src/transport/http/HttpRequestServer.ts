@@ -15,12 +15,12 @@ import * as http2 from "node:http2"
 import * as net from "node:net"
 import { Effect } from "effect"
 import type { Scope } from "effect"
-import { decodeRequestMessage } from "../../codec/RequestMessage.ts"
+import { decodeRequestMessage } from "../../protocol/RequestMessage.ts"
 import { instanceSubject } from "../../RequestPlane.ts"
 import type { RequestHandler, RequestPlaneServer } from "../../RequestPlane.ts"
 import { TransportProtocolError } from "../../TransportError.ts"
 import type { TransportConnectionError } from "../../TransportError.ts"
-import { advertisedHost, hostPort, listen } from "../net.ts"
+import { advertisedHost, hostPort, listen } from "../../internal/net.ts"
 
 /** Options of the server. */
 export interface HttpRequestServerOptions {

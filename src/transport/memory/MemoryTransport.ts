@@ -7,7 +7,7 @@
  * It is what tests swap in, and the one-process embedded mode. Requests and items are passed
  * by reference, not copied. Two layers that share a `MemoryHub` can talk to each other.
  */
-import { Effect, Layer } from "effect"
+import { Effect, Exit, Layer } from "effect"
 import type { ConnectionInfo } from "../../ConnectionInfo.ts"
 import type { TransportType } from "../../Instance.ts"
 import { instanceSubject } from "../../RequestPlane.ts"
@@ -17,7 +17,7 @@ import type { TransportCapabilities } from "../../Transport.ts"
 import { EndpointNotFound, HandlerError, TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../TransportError.ts"
 import { TransportConfig } from "../../TransportConfig.ts"
 import { TransportRegistry } from "../../TransportRegistry.ts"
-import { Waiters } from "../Waiters.ts"
+import { Waiters } from "../../internal/Waiters.ts"
 
 /** The `ConnectionInfo.transport` of an in-memory stream. */
 export const connectionTransport = "memory"
@@ -224,11 +224,14 @@ const makeWriter = (hub: MemoryHub, subject: string, entry: PendingEntry): Respo
       started = true
       entry.sink.onStart?.()
     },
+    // Values are handed over as they are (never encoded), so a write cannot fail here.
     send: (item) => {
       if (!entry.done && started) entry.sink.onItems([item])
+      return Exit.void
     },
     sendAll: (items) => {
       if (!entry.done && started && items.length > 0) entry.sink.onItems(items)
+      return Exit.void
     },
     fail: (message) => {
       if (entry.done) return

@@ -45,18 +45,20 @@
  */
 import * as net from "node:net"
 import { Effect, Exit, Scope } from "effect"
-import { payloadCodec } from "../../codec/PayloadCodec.ts"
-import type { PayloadCodec } from "../../codec/PayloadCodec.ts"
-import { encodeStreamComplete, encodeStreamError, encodeStreamItem } from "../../codec/RequestMessage.ts"
-import { encodeFramePrefix, encodeHeaderOnlyJson, FRAME_PREFIX_SIZE, makeDecoder } from "../../codec/TwoPartCodec.ts"
+import { payloadCodec } from "../../protocol/PayloadCodec.ts"
+import type { PayloadCodec } from "../../protocol/PayloadCodec.ts"
+import { encodeStreamComplete, encodeStreamError } from "../../protocol/RequestMessage.ts"
+import { encodeFramePrefix, encodeHeaderOnlyJson, FRAME_PREFIX_SIZE, makeDecoder } from "../../protocol/TwoPartCodec.ts"
 import type { ConnectOptions, ResponsePlaneClient, ResponseWriter } from "../../ResponsePlane.ts"
 import { defaults } from "../../TransportConfig.ts"
-import { TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../TransportError.ts"
+import { ResponseWriteError, TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../TransportError.ts"
+import { encodeItem, encodeItems, tooLarge } from "../../internal/writeFailure.ts"
+import type { WriteTarget } from "../../internal/writeFailure.ts"
 import type { TransportError } from "../../TransportError.ts"
-import { badHandshake, readInfoObject } from "./ConnectionInfoText.ts"
-import { Waiters } from "../Waiters.ts"
-import { WriteBatcher } from "./WriteBatcher.ts"
-import { MUX_CONNECTION_TRANSPORT, parseMuxInfo } from "./mux/MuxProtocol.ts"
+import { badHandshake, readInfoObject } from "../../protocol/ConnectionInfoText.ts"
+import { Waiters } from "../../internal/Waiters.ts"
+import { WriteBatcher } from "../../internal/WriteBatcher.ts"
+import { MUX_CONNECTION_TRANSPORT, parseMuxInfo } from "../../protocol/MuxHandshake.ts"
 import * as TcpResponseConnectionPool from "./pool/TcpResponseConnectionPool.ts"
 
 /** The `ConnectionInfo.transport` this client calls home to. */
@@ -198,15 +200,10 @@ export const makeUnsafe = (options: TcpStreamClientOptions, pool?: TcpResponseCo
     )
     const push = (frame: Uint8Array) => writes.push(frame)
 
+    const where: WriteTarget = { transport: "tcp", target: address }
+    const oversized = (body: Uint8Array) =>
+      FRAME_PREFIX_SIZE + body.length > maxMessageSize ? tooLarge(where, FRAME_PREFIX_SIZE + body.length, maxMessageSize) : undefined
     const pushData = (body: Uint8Array) => {
-      if (FRAME_PREFIX_SIZE + body.length > maxMessageSize) {
-        throw new TransportProtocolError({
-          reason: "MessageTooLarge",
-          transport: "tcp",
-          target: address,
-          detail: `a ${FRAME_PREFIX_SIZE + body.length}-byte frame exceeds the maximum message size of ${maxMessageSize} bytes`
-        })
-      }
       push(encodeFramePrefix(0, body.length))
       push(body)
     }
@@ -297,20 +294,31 @@ export const makeUnsafe = (options: TcpStreamClientOptions, pool?: TcpResponseCo
         }
       },
       send: (item) => {
-        if (state === OPEN) pushData(encodeStreamItem(codec, item))
+        if (state !== OPEN) return Exit.void
+        const body = encodeItem(codec, item, where)
+        if (body instanceof ResponseWriteError) return Exit.fail(body)
+        const error = oversized(body)
+        if (error !== undefined) return Exit.fail(error)
+        pushData(body)
+        return Exit.void
       },
       sendAll: (items) => {
-        if (state !== OPEN) return
-        const n = items.length
-        if (n === 1) return pushData(encodeStreamItem(codec, items[0]))
-        // Encode every item first, so a failure sends none of them.
-        const bodies = new Array<Uint8Array>(n)
-        for (let i = 0; i < n; i++) bodies[i] = encodeStreamItem(codec, items[i])
-        for (let i = 0; i < n; i++) pushData(bodies[i]!)
+        if (state !== OPEN) return Exit.void
+        // Encode and check every item first, so a failure sends none of them.
+        const bodies = encodeItems(codec, items, where)
+        if (bodies instanceof ResponseWriteError) return Exit.fail(bodies)
+        for (let i = 0; i < bodies.length; i++) {
+          const error = oversized(bodies[i]!)
+          if (error !== undefined) return Exit.fail(error)
+        }
+        for (let i = 0; i < bodies.length; i++) pushData(bodies[i]!)
+        return Exit.void
       },
       fail: (message) => {
         if (state !== OPEN) return
-        pushData(encodeStreamError(codec, message))
+        const body = encodeStreamError(codec, message)
+        // An error text too large for a frame is replaced by one that fits: the stream still fails.
+        pushData(oversized(body) === undefined ? body : encodeStreamError(codec, "handler failed; its error text exceeds the maximum message size"))
         finish()
       },
       complete: () => {

@@ -53,11 +53,11 @@
 import * as net from "node:net"
 import { Effect } from "effect"
 import type { Scope } from "effect"
-import { payloadCodec } from "../../codec/PayloadCodec.ts"
-import type { PayloadCodec } from "../../codec/PayloadCodec.ts"
-import { decodeStreamBody } from "../../codec/RequestMessage.ts"
-import { MuxKind, uuidFromStreamId } from "../../codec/MuxCodec.ts"
-import { encodeHeaderOnlyJson, FRAME_PREFIX_SIZE, makeDecoder } from "../../codec/TwoPartCodec.ts"
+import { payloadCodec } from "../../protocol/PayloadCodec.ts"
+import type { PayloadCodec } from "../../protocol/PayloadCodec.ts"
+import { decodeStreamBody } from "../../protocol/RequestMessage.ts"
+import { MuxKind, uuidFromStreamId } from "../../protocol/MuxCodec.ts"
+import { encodeHeaderOnlyJson, FRAME_PREFIX_SIZE, makeDecoder } from "../../protocol/TwoPartCodec.ts"
 import { tcpConnectionInfo } from "../../ConnectionInfo.ts"
 import type { PendingStream, ResponsePlaneServer, ResponseSink } from "../../ResponsePlane.ts"
 import {
@@ -67,9 +67,9 @@ import {
   TransportTimeoutError
 } from "../../TransportError.ts"
 import type { TransportError } from "../../TransportError.ts"
-import { advertisedHost, hostPort } from "../net.ts"
+import { advertisedHost, hostPort } from "../../internal/net.ts"
 import { MuxRouterConnection } from "./mux/MuxRouterConnection.ts"
-import { encodeResetPayload, isMuxHandshake, muxConnectionInfo, parseMuxHandshake } from "./mux/MuxProtocol.ts"
+import { encodeResetPayload, isMuxHandshake, muxConnectionInfo, parseMuxHandshake } from "../../protocol/MuxHandshake.ts"
 
 /** Options of the call-home stream server. */
 export interface TcpStreamServerOptions {

@@ -29,11 +29,11 @@ import {
   makeMuxDecoder,
   MuxKind,
   streamKey
-} from "../../../codec/MuxCodec.ts"
-import type { MuxDecoder } from "../../../codec/MuxCodec.ts"
+} from "../../../protocol/MuxCodec.ts"
+import type { MuxDecoder } from "../../../protocol/MuxCodec.ts"
 import { TransportProtocolError } from "../../../TransportError.ts"
-import { CREDIT_UPDATE_BYTES, CREDIT_UPDATE_MS } from "./MuxProtocol.ts"
-import { WriteBatcher } from "../WriteBatcher.ts"
+import { CREDIT_UPDATE_BYTES, CREDIT_UPDATE_MS } from "../../../protocol/MuxHandshake.ts"
+import { WriteBatcher } from "../../../internal/WriteBatcher.ts"
 
 /** Options of a router-side mux connection. */
 export interface MuxRouterConnectionOptions<S> {

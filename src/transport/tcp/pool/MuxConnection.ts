@@ -36,8 +36,8 @@
  * or time anything but the connect/handshake bound and the linger after a graceful close.
  */
 import * as net from "node:net"
-import { Effect } from "effect"
-import type { PayloadCodec } from "../../../codec/PayloadCodec.ts"
+import { Effect, Exit } from "effect"
+import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
 import {
   decodeConnectionAck,
   decodeWindowUpdate,
@@ -46,15 +46,17 @@ import {
   MUX_HEADER_SIZE,
   MuxKind,
   streamKey
-} from "../../../codec/MuxCodec.ts"
-import type { MuxDecoder } from "../../../codec/MuxCodec.ts"
-import { encodeStreamError, encodeStreamItem } from "../../../codec/RequestMessage.ts"
-import type { ResponseWriter } from "../../../ResponsePlane.ts"
-import { TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../../TransportError.ts"
+} from "../../../protocol/MuxCodec.ts"
+import type { MuxDecoder } from "../../../protocol/MuxCodec.ts"
+import { encodeStreamError } from "../../../protocol/RequestMessage.ts"
+import type { ResponseWriter, WriteResult } from "../../../ResponsePlane.ts"
+import { ResponseWriteError, TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../../TransportError.ts"
+import { encodeItem, encodeItems, tooLarge } from "../../../internal/writeFailure.ts"
+import type { WriteTarget } from "../../../internal/writeFailure.ts"
 import type { TransportError } from "../../../TransportError.ts"
-import { encodeMuxHandshake, encodeProloguePayload, encodeResetPayload, PROLOGUE_OK_PAYLOAD } from "../mux/MuxProtocol.ts"
-import { Waiters } from "../../Waiters.ts"
-import { WriteBatcher } from "../WriteBatcher.ts"
+import { encodeMuxHandshake, encodeProloguePayload, encodeResetPayload, PROLOGUE_OK_PAYLOAD } from "../../../protocol/MuxHandshake.ts"
+import { Waiters } from "../../../internal/Waiters.ts"
+import { WriteBatcher } from "../../../internal/WriteBatcher.ts"
 
 /** Options of one mux connection. */
 export interface MuxConnectionOptions {
@@ -158,23 +160,40 @@ class MuxStream implements ResponseWriter {
     }
   }
 
-  send(item: unknown): void {
-    if (this.state === S_OPEN) this.data(encodeStreamItem(this.codec, item))
+  send(item: unknown): WriteResult {
+    if (this.state !== S_OPEN) return Exit.void
+    const body = encodeItem(this.codec, item, this.conn.where)
+    if (body instanceof ResponseWriteError) return Exit.fail(body)
+    const error = this.oversized(body)
+    if (error !== undefined) return Exit.fail(error)
+    this.conn.enqueue(this, MuxKind.Data, body)
+    return Exit.void
   }
 
-  sendAll(items: ReadonlyArray<unknown>): void {
-    if (this.state !== S_OPEN) return
-    const n = items.length
-    if (n === 1) return this.data(encodeStreamItem(this.codec, items[0]))
-    // Encode every item first, so a failure sends none of them.
-    const bodies = new Array<Uint8Array>(n)
-    for (let i = 0; i < n; i++) bodies[i] = encodeStreamItem(this.codec, items[i])
-    for (let i = 0; i < n; i++) this.data(bodies[i]!)
+  sendAll(items: ReadonlyArray<unknown>): WriteResult {
+    if (this.state !== S_OPEN) return Exit.void
+    // Encode and check every item first, so a failure sends none of them.
+    const bodies = encodeItems(this.codec, items, this.conn.where)
+    if (bodies instanceof ResponseWriteError) return Exit.fail(bodies)
+    for (let i = 0; i < bodies.length; i++) {
+      const error = this.oversized(bodies[i]!)
+      if (error !== undefined) return Exit.fail(error)
+    }
+    for (let i = 0; i < bodies.length; i++) this.conn.enqueue(this, MuxKind.Data, bodies[i]!)
+    return Exit.void
+  }
+
+  private oversized(body: Uint8Array): ResponseWriteError | undefined {
+    const size = MUX_HEADER_SIZE + body.length
+    return size > this.conn.maxMessageSize ? tooLarge(this.conn.where, size, this.conn.maxMessageSize) : undefined
   }
 
   fail(message: string): void {
     if (this.state !== S_OPEN) return
-    this.data(encodeStreamError(this.codec, message))
+    const body = encodeStreamError(this.codec, message)
+    // An error text too large for a frame is replaced by one that fits: the stream still fails.
+    const fits = this.oversized(body) === undefined ? body : encodeStreamError(this.codec, "handler failed; its error text exceeds the maximum message size")
+    this.conn.enqueue(this, MuxKind.Data, fits)
     this.conn.finish(this)
   }
 
@@ -235,18 +254,7 @@ class MuxStream implements ResponseWriter {
     if (f !== undefined) f(e)
   }
 
-  private data(body: Uint8Array): void {
-    const size = MUX_HEADER_SIZE + body.length
-    if (size > this.conn.maxMessageSize) {
-      throw new TransportProtocolError({
-        reason: "MessageTooLarge",
-        transport: "tcp",
-        target: this.conn.address,
-        detail: `a ${size}-byte mux frame exceeds the maximum message size of ${this.conn.maxMessageSize} bytes`
-      })
-    }
-    this.conn.enqueue(this, MuxKind.Data, body)
-  }
+
 }
 
 const RESET_CLOSED = encodeResetPayload("closed by the worker")
@@ -264,6 +272,8 @@ export class MuxConnection {
   /** Creation time on the pool's clock (ms). */
   readonly createdAt: number
   readonly maxMessageSize: number
+  /** The router's address, for write failures. */
+  readonly where: WriteTarget
   /** Streams opened on this connection, ever. */
   served = 0
   /** When the pool got it ready (`performance.now()`): a stream acquired later reuses it. */
@@ -319,6 +329,7 @@ export class MuxConnection {
     this.createdAt = options.createdAt
     this.idleSince = options.createdAt
     this.maxMessageSize = options.maxMessageSize
+    this.where = { transport: "tcp", target: options.address }
     this.options = options
     this.events = events
     this.ready = ready

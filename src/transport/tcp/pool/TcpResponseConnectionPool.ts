@@ -62,7 +62,7 @@ import type { PoolRecorder } from "../../../observability/Metrics.ts"
 import type { TransportSettings } from "../../../TransportConfig.ts"
 import { TransportConnectionError, TransportTimeoutError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
-import { DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW, encodeResetPayload } from "../mux/MuxProtocol.ts"
+import { DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW, encodeResetPayload } from "../../../protocol/MuxHandshake.ts"
 import { connectMux, MuxConnection } from "./MuxConnection.ts"
 
 /** Default bound on connect + handshake (section 7: 5 s). */

@@ -11,11 +11,11 @@
  *
  * Pure data and (de)serialization: no I/O, no Effect. The compact framing is codec/MuxCodec.ts.
  */
-import { streamIdFromUuid } from "../../../codec/MuxCodec.ts"
-import { encodeHeaderOnlyJson } from "../../../codec/TwoPartCodec.ts"
-import type { ConnectionInfo } from "../../../ConnectionInfo.ts"
-import { TransportProtocolError } from "../../../TransportError.ts"
-import { badHandshake, readInfoObject } from "../ConnectionInfoText.ts"
+import { streamIdFromUuid } from "./MuxCodec.ts"
+import { encodeHeaderOnlyJson } from "./TwoPartCodec.ts"
+import type { ConnectionInfo } from "../ConnectionInfo.ts"
+import { TransportProtocolError } from "../TransportError.ts"
+import { badHandshake, readInfoObject } from "./ConnectionInfoText.ts"
 
 /** The `ConnectionInfo.transport` of a pooled, multiplexed call-home stream. */
 export const MUX_CONNECTION_TRANSPORT = "tcp_response_mux_v1"

@@ -3,8 +3,8 @@
  * `tcp_response_mux_v1` alike): `info` is JSON text holding an object with an `address`
  * string. Each kind then checks its own fields. Errors are `BadHandshake` naming the problem.
  */
-import type { ConnectionInfo } from "../../ConnectionInfo.ts"
-import { TransportProtocolError } from "../../TransportError.ts"
+import type { ConnectionInfo } from "../ConnectionInfo.ts"
+import { TransportProtocolError } from "../TransportError.ts"
 
 /** A `BadHandshake` protocol error of the TCP call-home plane. */
 export const badHandshake = (target: string, detail: string, cause?: unknown) =>

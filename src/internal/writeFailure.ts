@@ -1,0 +1,62 @@
+/**
+ * Shared by the worker-side writers of the wire transports: encode response items without
+ * throwing, and turn a failure into the `ResponseWriteError` that `ResponseWriter.send` returns.
+ *
+ * It does not frame or write anything; the writers do.
+ */
+import { Exit } from "effect"
+import type { PayloadCodec } from "../protocol/PayloadCodec.ts"
+import { encodeStreamItem } from "../protocol/RequestMessage.ts"
+import type { WriteResult } from "../ResponsePlane.ts"
+import type { TransportId } from "../Transport.ts"
+import { ResponseWriteError } from "../TransportError.ts"
+
+/** Where a writer writes, for the error it returns. */
+export interface WriteTarget {
+  readonly transport: TransportId
+  readonly target: string
+}
+
+/** The encoded bodies of `items`, or the failure of the first that has no encoding. */
+export const encodeItems = (
+  codec: PayloadCodec,
+  items: ReadonlyArray<unknown>,
+  where: WriteTarget
+): Array<Uint8Array> | ResponseWriteError => {
+  const n = items.length
+  const bodies = new Array<Uint8Array>(n)
+  for (let i = 0; i < n; i++) {
+    const body = encodeItem(codec, items[i], where)
+    if (body instanceof ResponseWriteError) return body
+    bodies[i] = body
+  }
+  return bodies
+}
+
+/** The encoded body of one item, or why it has none. */
+export const encodeItem = (codec: PayloadCodec, item: unknown, where: WriteTarget): Uint8Array | ResponseWriteError => {
+  try {
+    return encodeStreamItem(codec, item)
+  } catch (cause) {
+    return new ResponseWriteError({
+      reason: "EncodeFailed",
+      transport: where.transport,
+      target: where.target,
+      detail: cause instanceof Error ? cause.message : String(cause),
+      cause
+    })
+  }
+}
+
+/** The failure of a frame of `size` bytes above `maxMessageSize`. */
+export const tooLarge = (where: WriteTarget, size: number, maxMessageSize: number): ResponseWriteError =>
+  new ResponseWriteError({
+    reason: "MessageTooLarge",
+    transport: where.transport,
+    target: where.target,
+    detail: `a ${size}-byte frame exceeds the maximum message size of ${maxMessageSize} bytes`
+  })
+
+/** `Exit.void`, or the failed Exit of `error`. */
+export const resultOf = (error: ResponseWriteError | undefined): WriteResult =>
+  error === undefined ? Exit.void : Exit.fail(error)
