@@ -8,7 +8,7 @@ import { xxh3 } from "@node-rs/xxhash"
 import * as fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { tcpConnectionInfo, type RequestControlMessage } from "../src/ConnectionInfo.ts"
-import { TransportProtocolError } from "../src/TransportError.ts"
+import { ProtocolParseError } from "../src/protocol/ProtocolError.ts"
 import { xxh3_64 } from "../src/protocol/Checksum.ts"
 import { json, msgpack, PayloadCodecError, payloadCodec } from "../src/protocol/PayloadCodec.ts"
 import {
@@ -63,21 +63,19 @@ const prefixOf = (h: bigint, b: bigint, c: bigint = 0n): Uint8Array => {
 }
 
 const opts = (maxMessageSize = DEFAULT_MAX_MESSAGE_SIZE): FrameDecoderOptions => ({
-  maxMessageSize,
-  target: "127.0.0.1:9999",
-  transport: "tcp"
+  maxMessageSize
 })
 
 interface Collected {
   frames: Array<{ header: string; body: string }>
-  error: TransportProtocolError | undefined
+  error: ProtocolParseError | undefined
 }
 
 /** Feeds `chunks` to a fresh decoder; frames are copied out as hex. */
 const feed = (chunks: ReadonlyArray<Uint8Array>, options = opts()): Collected & { idle: boolean; buffered: number } => {
   const d = makeDecoder(options)
   const frames: Array<{ header: string; body: string }> = []
-  let error: TransportProtocolError | undefined
+  let error: ProtocolParseError | undefined
   for (const c of chunks) {
     error = d.decode(c, (h, b) => frames.push({ header: toHex(h), body: toHex(b) }))
     if (error !== undefined) break
@@ -85,12 +83,12 @@ const feed = (chunks: ReadonlyArray<Uint8Array>, options = opts()): Collected & 
   return { frames, error, idle: d.isIdle(), buffered: d.bufferedBytes() }
 }
 
-const asError = (r: unknown): TransportProtocolError => {
-  expect(r).toBeInstanceOf(TransportProtocolError)
-  return r as TransportProtocolError
+const asError = (r: unknown): ProtocolParseError => {
+  expect(r).toBeInstanceOf(ProtocolParseError)
+  return r as ProtocolParseError
 }
-const asFrame = (r: Frame | TransportProtocolError): Frame => {
-  if (r instanceof TransportProtocolError) throw new Error(`unexpected error: ${r.message}`)
+const asFrame = (r: Frame | ProtocolParseError): Frame => {
+  if (r instanceof ProtocolParseError) throw new Error(`unexpected error: ${r.message}`)
   return r
 }
 
@@ -196,8 +194,6 @@ describe("TwoPartCodec decodeFrame", () => {
     expect(bad.reason).toBe("ChecksumMismatch")
     expect(bad.detail).toContain("0x78af5f94892f3951")
     expect(bad.detail).toContain("0x78af5f94892f3950")
-    expect(bad.transport).toBe("tcp")
-    expect(bad.target).toBe("127.0.0.1:9999")
   })
 
   it("refuses truncated input and trailing bytes", () => {
@@ -398,19 +394,19 @@ describe("TwoPartCodec properties", () => {
       fc.property(garbage, fc.array(fc.nat(), { maxLength: 8 }), fc.integer({ min: 0, max: 200 }), (bytes, cuts, max) => {
         const options = opts(max)
         const d = makeDecoder(options)
-        let error: TransportProtocolError | undefined
+        let error: ProtocolParseError | undefined
         for (const chunk of rechunk(bytes, cuts)) {
           const e = d.decode(chunk, () => {})
           if (error !== undefined) expect(e).toBe(error)
           else if (e !== undefined) {
-            expect(e).toBeInstanceOf(TransportProtocolError)
+            expect(e).toBeInstanceOf(ProtocolParseError)
             error = e
           }
         }
         const one = decodeFrame(bytes, options)
-        expect(one instanceof TransportProtocolError || (one.header instanceof Uint8Array)).toBe(true)
+        expect(one instanceof ProtocolParseError || (one.header instanceof Uint8Array)).toBe(true)
         const req = decodeRequestMessage(bytes, options)
-        expect(req instanceof TransportProtocolError || "control" in req).toBe(true)
+        expect(req instanceof ProtocolParseError || "control" in req).toBe(true)
       })
     )
   })
@@ -539,7 +535,7 @@ describe("RequestMessage", () => {
 
   it("round-trips, and the info parses as TcpStreamConnectionInfo", () => {
     const decoded = decodeRequestMessage(encodeRequestMessage(control(), { prompt: "hi" }), opts())
-    if (decoded instanceof TransportProtocolError) throw decoded
+    if (decoded instanceof ProtocolParseError) throw decoded
     expect(decoded.control).toEqual(control())
     expect(decoded.payload).toEqual({ prompt: "hi" })
     expect(JSON.parse(decoded.control.connection_info.info)).toEqual({
@@ -559,7 +555,7 @@ describe("RequestMessage", () => {
     )
     expect(toHex(wire)).toBe(toHex(requestFrame(header, hex("81a16101"))))
     const decoded = decodeRequestMessage(wire, opts())
-    if (decoded instanceof TransportProtocolError) throw decoded
+    if (decoded instanceof ProtocolParseError) throw decoded
     expect(decoded.control).toEqual(c)
     expect(decoded.payload).toEqual({ a: 1 })
   })
@@ -572,7 +568,7 @@ describe("RequestMessage", () => {
   it("accepts a Dynamo header with extra fields (frontend_send_ts_ns), body as json", () => {
     const header = CONTROL_JSON.replace(/}$/, `,"frontend_send_ts_ns":1700000000000000000}`)
     const decoded = decodeRequestMessage(requestFrame(header, utf8(`{"x":1}`)), opts())
-    if (decoded instanceof TransportProtocolError) throw decoded
+    if (decoded instanceof ProtocolParseError) throw decoded
     expect(decoded.control).toEqual(control())
     expect(decoded.payload).toEqual({ x: 1 })
   })
@@ -621,7 +617,6 @@ describe("RequestMessage", () => {
 // call-home data frame bodies
 
 describe("stream bodies", () => {
-  const ctx = { target: "127.0.0.1:4000", transport: "tcp" } as const
 
   it("encodes items, completion and errors (json, by hand)", () => {
     expect(text(encodeStreamItem(json, { text: "hi" }))).toBe(`{"data":{"text":"hi"},"complete_final":false}`)
@@ -635,11 +630,11 @@ describe("stream bodies", () => {
 
   it("decodes each kind, in both codecs", () => {
     for (const codec of [json, msgpack]) {
-      expect(decodeStreamBody(codec, encodeStreamItem(codec, { t: 1 }), ctx)).toEqual({ _tag: "Item", data: { t: 1 }, last: false })
-      expect(decodeStreamBody(codec, encodeStreamItem(codec, null), ctx)).toEqual({ _tag: "Item", data: null, last: false })
-      expect(decodeStreamBody(codec, encodeStreamComplete(codec), ctx)).toEqual({ _tag: "Complete" })
-      expect(decodeStreamBody(codec, encodeStreamError(codec, "boom"), ctx)).toEqual({ _tag: "Error", message: "boom" })
-      expect(decodeStreamBody(codec, codec.encode({ data: 7, complete_final: true }), ctx)).toEqual({
+      expect(decodeStreamBody(codec, encodeStreamItem(codec, { t: 1 }))).toEqual({ _tag: "Item", data: { t: 1 }, last: false })
+      expect(decodeStreamBody(codec, encodeStreamItem(codec, null))).toEqual({ _tag: "Item", data: null, last: false })
+      expect(decodeStreamBody(codec, encodeStreamComplete(codec))).toEqual({ _tag: "Complete" })
+      expect(decodeStreamBody(codec, encodeStreamError(codec, "boom"))).toEqual({ _tag: "Error", message: "boom" })
+      expect(decodeStreamBody(codec, codec.encode({ data: 7, complete_final: true }))).toEqual({
         _tag: "Item",
         data: 7,
         last: true
@@ -657,10 +652,9 @@ describe("stream bodies", () => {
       [`{"complete_final":false,"error":42}`, "error is not a string"]
     ]
     for (const [body, why] of cases) {
-      const e = asError(decodeStreamBody(json, utf8(body), ctx))
+      const e = asError(decodeStreamBody(json, utf8(body)))
       expect(e.reason).toBe("BadPayload")
       expect(e.detail).toContain(why)
-      expect(e.target).toBe("127.0.0.1:4000")
     }
   })
 })

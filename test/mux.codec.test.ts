@@ -27,7 +27,7 @@ import {
   streamKey,
   uuidFromStreamId
 } from "../src/protocol/MuxCodec.ts"
-import { TransportProtocolError } from "../src/TransportError.ts"
+import { ProtocolParseError } from "../src/protocol/ProtocolError.ts"
 import {
   encodeMuxHandshake,
   muxConnectionInfo,
@@ -56,7 +56,7 @@ const concat = (...parts: ReadonlyArray<Uint8Array>): Uint8Array => {
   }
   return out
 }
-const opts = (maxMessageSize = 32 * 1024 * 1024): MuxDecoderOptions => ({ maxMessageSize, target: "peer:1", transport: "tcp" })
+const opts = (maxMessageSize = 32 * 1024 * 1024): MuxDecoderOptions => ({ maxMessageSize })
 
 const UUID_A = "00112233-4455-6677-8899-aabbccddeeff"
 const ID_A = "00112233445566778899aabbccddeeff"
@@ -74,7 +74,7 @@ interface Seen {
 const feed = (chunks: ReadonlyArray<Uint8Array>, options = opts()) => {
   const d = makeMuxDecoder(options)
   const frames: Array<Seen> = []
-  let error: TransportProtocolError | undefined
+  let error: ProtocolParseError | undefined
   const after: Array<number> = []
   for (const c of chunks) {
     error = d.decode(c, (kind, id, payload) => frames.push({ kind, id: toHex(id), payload: toHex(payload) }))
@@ -96,9 +96,9 @@ const rechunk = (bytes: Uint8Array, cuts: ReadonlyArray<number>): Array<Uint8Arr
   return out
 }
 
-const asError = (v: unknown): TransportProtocolError => {
-  expect(v).toBeInstanceOf(TransportProtocolError)
-  return v as TransportProtocolError
+const asError = (v: unknown): ProtocolParseError => {
+  expect(v).toBeInstanceOf(ProtocolParseError)
+  return v as ProtocolParseError
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ describe("MuxCodec byte vectors", () => {
     expect(toHex(encodeMuxFrame(MuxKind.Data, streamIdFromUuid(UUID_A)!, utf8("hi")))).toBe(toHex(wire))
     expect(toHex(DATA_HI)).toBe(toHex(wire))
     const f = decodeMuxFrame(wire, opts())
-    if (f instanceof TransportProtocolError) throw f
+    if (f instanceof ProtocolParseError) throw f
     expect([f.kind, toHex(f.streamId), toHex(f.payload)]).toEqual([2, ID_A, "6869"])
   })
 
@@ -146,7 +146,7 @@ describe("MuxCodec byte vectors", () => {
     const wire = hex(`00000004 06 00 0000 ${ID_B} 00040000`)
     expect(toHex(encodeWindowUpdate(streamIdFromUuid(UUID_B)!, 256 * 1024))).toBe(toHex(wire))
     const f = decodeMuxFrame(wire, opts())
-    if (f instanceof TransportProtocolError) throw f
+    if (f instanceof ProtocolParseError) throw f
     expect(decodeWindowUpdate(f.payload)).toBe(262144)
     expect(decodeWindowUpdate(hex("ffffffff"))).toBe(4294967295)
   })
@@ -156,7 +156,7 @@ describe("MuxCodec byte vectors", () => {
     const big = hex(`00000008 08 00 0000 ${NIL} 0000000100000002`)
     expect(toHex(encodeConnectionAck(2 ** 32 + 2))).toBe(toHex(big))
     const f = decodeMuxFrame(big, opts())
-    if (f instanceof TransportProtocolError) throw f
+    if (f instanceof ProtocolParseError) throw f
     expect(f.kind).toBe(MuxKind.ConnectionAck)
     expect(decodeConnectionAck(f.payload)).toBe(4294967298)
   })
@@ -184,7 +184,6 @@ describe("MuxCodec refuses what section 7 forbids, from the header alone", () =>
     const e = asError(r.error)
     expect(e.reason).toBe(reason)
     expect(e.detail).toMatch(detail)
-    expect(e.target).toBe("peer:1")
     expect(r.frames).toEqual([])
     expect(asError(decodeMuxFrame(wire, opts(max))).reason).toBe(reason)
   }
@@ -347,7 +346,7 @@ describe("MuxCodec properties", () => {
         expect(r.frames).toEqual(fs.map((f) => ({ kind: f.kind, id: toHex(f.id), payload: toHex(f.payload) })))
         for (const f of fs) {
           const one = decodeMuxFrame(encodeMuxFrame(f.kind, f.id, f.payload), opts())
-          if (one instanceof TransportProtocolError) throw one
+          if (one instanceof ProtocolParseError) throw one
           expect([one.kind, toHex(one.streamId), toHex(one.payload)]).toEqual([f.kind, toHex(f.id), toHex(f.payload)])
           expect(uuidFromStreamId(f.id)).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/)
           expect(toHex(streamIdFromUuid(uuidFromStreamId(f.id))!)).toBe(toHex(f.id))
@@ -387,17 +386,17 @@ describe("MuxCodec properties", () => {
     fc.assert(
       fc.property(garbage, fc.array(fc.nat(), { maxLength: 8 }), fc.integer({ min: 0, max: 200 }), (bytes, cuts, max) => {
         const d = makeMuxDecoder(opts(max))
-        let error: TransportProtocolError | undefined
+        let error: ProtocolParseError | undefined
         for (const chunk of rechunk(bytes, cuts)) {
           const e = d.decode(chunk, (kind) => expect(kind >= 1 && kind <= 8).toBe(true))
           if (error !== undefined) expect(e).toBe(error)
           else if (e !== undefined) {
-            expect(e).toBeInstanceOf(TransportProtocolError)
+            expect(e).toBeInstanceOf(ProtocolParseError)
             error = e
           }
         }
         const one = decodeMuxFrame(bytes, opts(max))
-        expect(one instanceof TransportProtocolError || one.payload instanceof Uint8Array).toBe(true)
+        expect(one instanceof ProtocolParseError || one.payload instanceof Uint8Array).toBe(true)
       })
     )
   })
@@ -412,7 +411,7 @@ describe("response mux v1 ConnectionInfo and handshake", () => {
     expect(ci.transport).toBe("tcp_response_mux_v1")
     expect(ci.info).toBe(`{"address":"10.0.0.1:4000","frontend_server_id":"${UUID_B}","stream_id":"${UUID_A}","context":"req-1"}`)
     const parsed = parseMuxInfo(ci, "req-1")
-    if (parsed instanceof TransportProtocolError) throw parsed
+    if (parsed instanceof ProtocolParseError) throw parsed
     expect([parsed.address, parsed.frontendServerId, parsed.streamId, toHex(parsed.streamIdBytes)]).toEqual(["10.0.0.1:4000", UUID_B, UUID_A, ID_A])
   })
 
@@ -437,8 +436,8 @@ describe("response mux v1 ConnectionInfo and handshake", () => {
 
   it("the handshake is a TwoPartCodec header-only frame with kind, version, frontend_server_id and connection_id", () => {
     const bytes = encodeMuxHandshake(UUID_B, UUID_A)
-    const f = decodeFrame(bytes, { maxMessageSize: 1 << 20, target: "t", transport: "tcp" })
-    if (f instanceof TransportProtocolError) throw f
+    const f = decodeFrame(bytes, { maxMessageSize: 1 << 20 })
+    if (f instanceof ProtocolParseError) throw f
     expect(f.body.length).toBe(0)
     const text = new TextDecoder().decode(f.header)
     expect(text).toBe(`{"kind":"response_mux","version":1,"frontend_server_id":"${UUID_B}","connection_id":"${UUID_A}"}`)

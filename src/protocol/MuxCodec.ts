@@ -14,7 +14,7 @@
  * What it does:
  * - `encodeMuxFrame` / `encodeMuxHeader` / `encodeWindowUpdate` / `encodeConnectionAck` write
  *   frames; `streamIdFromUuid` / `uuidFromStreamId` convert between UUID text and the 16 id bytes.
- * - `makeMuxDecoder` returns a synchronous incremental decoder that takes any chunking and
+ * - `makeMuxDecoder` returns a synchronous incremental decoder (on the shared `FrameAssembler`) that takes any chunking and
  *   validates every frame from its 24-byte header alone, before buffering a byte of its payload:
  *   header + payload above `maxMessageSize` ("MessageTooLarge"), non-zero flags or reserved
  *   bits, an unknown kind, a WindowUpdate payload that is not 4 bytes, a ConnectionAck payload
@@ -27,13 +27,14 @@
  * What it does not do: interpret payloads beyond the two fixed-size kinds (Prologue, Data and
  * Reset payloads are defined in docs/protocol.md and handled by the transport), the TwoPartCodec
  * handshake that precedes this framing, flow control, I/O, or Effect. Errors are returned as
- * `TransportProtocolError` values; no function here throws on any input bytes.
+ * `ProtocolParseError` values; no function here throws on any input bytes.
  *
  * Views handed out alias the caller's chunk (or the decoder's per-frame buffer): a caller that
  * reuses its chunk buffers must copy what it keeps.
  */
-import type { TransportId } from "../Transport.ts"
-import { TransportProtocolError } from "../TransportError.ts"
+import { FrameAssembler } from "./FrameAssembler.ts"
+import type { FrameLayout } from "./FrameAssembler.ts"
+import { ProtocolParseError } from "./ProtocolError.ts"
 
 /** Size of the fixed mux frame header: payload_len, kind, flags, reserved, stream_id. */
 export const MUX_HEADER_SIZE = 24
@@ -71,14 +72,10 @@ export interface MuxFrame {
   readonly payload: Uint8Array
 }
 
-/** Limits and error labels of a decoder. */
+/** Limits of a decoder. */
 export interface MuxDecoderOptions {
   /** Largest accepted frame, header included (24 + payload_len). */
   readonly maxMessageSize: number
-  /** Peer address named in errors. */
-  readonly target: string
-  /** The transport named in errors. */
-  readonly transport: TransportId
 }
 
 /** Receives each decoded frame; the views are valid as long as the chunk they alias. */
@@ -91,7 +88,7 @@ export interface MuxDecoder {
    * protocol error, after which the decoder is dead and every later call returns that error.
    * If `onFrame` throws, the exception propagates and the rest of that chunk is dropped.
    */
-  decode(chunk: Uint8Array, onFrame: MuxFrameHandler): TransportProtocolError | undefined
+  decode(chunk: Uint8Array, onFrame: MuxFrameHandler): ProtocolParseError | undefined
   /** Bytes of every complete frame decoded so far (headers included): a ConnectionAck's offset. */
   bytesDecoded(): number
   /** Bytes of a partial frame held so far (header bytes included). */
@@ -99,7 +96,11 @@ export interface MuxDecoder {
   /** True when no partial frame is buffered. */
   isIdle(): boolean
   /** The error that killed the decoder, if any. */
-  failure(): TransportProtocolError | undefined
+  failure(): ProtocolParseError | undefined
+  /** Called from `onFrame`: `decode` returns after this frame and decodes nothing more. */
+  stop(): void
+  /** After a `stop()`: the offset in the last chunk where the bytes after the stopping frame begin. */
+  stopOffset(): number
 }
 
 const EMPTY = new Uint8Array(0)
@@ -120,23 +121,21 @@ const isNil = (b: Uint8Array, o: number): boolean => {
   return true
 }
 
-const malformed = (options: MuxDecoderOptions, detail: string): TransportProtocolError =>
-  new TransportProtocolError({ reason: "MalformedFrame", transport: options.transport, target: options.target, detail })
+const malformed = (_options: MuxDecoderOptions, detail: string): ProtocolParseError =>
+  new ProtocolParseError("MalformedFrame", detail)
 
 /**
  * Validates the header at `src[o..o+24]`. Returns the error, or undefined when the frame is
  * well-formed as far as its header can tell (which is everything but the payload bytes).
  */
-const checkHeader = (src: Uint8Array, o: number, options: MuxDecoderOptions): TransportProtocolError | undefined => {
+const checkHeader = (src: Uint8Array, o: number, options: MuxDecoderOptions): ProtocolParseError | undefined => {
   const len = u32(src, o)
   const kind = src[o + 4]!
   if (MUX_HEADER_SIZE + len > options.maxMessageSize) {
-    return new TransportProtocolError({
-      reason: "MessageTooLarge",
-      transport: options.transport,
-      target: options.target,
-      detail: `mux frame of ${MUX_HEADER_SIZE + len} bytes (24-byte header + payload_len ${len}) exceeds the maximum message size of ${options.maxMessageSize} bytes`
-    })
+    return new ProtocolParseError(
+      "MessageTooLarge",
+      `mux frame of ${MUX_HEADER_SIZE + len} bytes (24-byte header + payload_len ${len}) exceeds the maximum message size of ${options.maxMessageSize} bytes`
+    )
   }
   if (kind < 1 || kind > 8) return malformed(options, `unknown mux frame kind ${kind}`)
   if (src[o + 5] !== 0) return malformed(options, `mux ${kindName(kind)} frame has flags ${src[o + 5]}, expected 0`)
@@ -265,7 +264,7 @@ export const streamKey = (id: Uint8Array): string => {
  * Decodes exactly one complete frame from `bytes`. Truncation and trailing bytes are
  * "MalformedFrame"; every header rule of `makeMuxDecoder` applies. The parts returned are views.
  */
-export const decodeMuxFrame = (bytes: Uint8Array, options: MuxDecoderOptions): MuxFrame | TransportProtocolError => {
+export const decodeMuxFrame = (bytes: Uint8Array, options: MuxDecoderOptions): MuxFrame | ProtocolParseError => {
   if (bytes.length < MUX_HEADER_SIZE) {
     return malformed(options, `truncated mux frame: ${bytes.length} bytes, shorter than the 24-byte header`)
   }
@@ -287,136 +286,18 @@ export const decodeMuxFrame = (bytes: Uint8Array, options: MuxDecoderOptions): M
   }
 }
 
-class IncrementalMuxDecoder implements MuxDecoder {
-  readonly options: MuxDecoderOptions
-  /** The current header, when it spans chunks or its payload does. */
-  readonly header = new Uint8Array(MUX_HEADER_SIZE)
-  headerFill = 0
-  /** The current payload buffer, when the payload spans chunks. */
-  payload: Uint8Array | undefined = undefined
-  payloadFill = 0
-  decoded = 0
-  error: TransportProtocolError | undefined = undefined
-
-  constructor(options: MuxDecoderOptions) {
-    this.options = options
-  }
-
-  bytesDecoded(): number {
-    return this.decoded
-  }
-
-  bufferedBytes(): number {
-    return this.payload === undefined ? this.headerFill : MUX_HEADER_SIZE + this.payloadFill
-  }
-
-  isIdle(): boolean {
-    return this.payload === undefined && this.headerFill === 0
-  }
-
-  failure(): TransportProtocolError | undefined {
-    return this.error
-  }
-
-  decode(chunk: Uint8Array, onFrame: MuxFrameHandler): TransportProtocolError | undefined {
-    if (this.error !== undefined) return this.error
-    const len = chunk.length
-    let off = 0
-    while (off < len) {
-      const payload = this.payload
-      if (payload !== undefined) {
-        // Continue a payload that spans chunks; its header is in this.header.
-        const n = Math.min(payload.length - this.payloadFill, len - off)
-        payload.set(chunk.subarray(off, off + n), this.payloadFill)
-        this.payloadFill += n
-        off += n
-        if (this.payloadFill < payload.length) break
-        this.payload = undefined
-        this.payloadFill = 0
-        this.decoded += MUX_HEADER_SIZE + payload.length
-        onFrame(this.header[4] as MuxKind, this.header.subarray(8, MUX_HEADER_SIZE), payload)
-        continue
-      }
-      if (this.headerFill === 0 && len - off >= MUX_HEADER_SIZE) {
-        // The header is whole in this chunk.
-        const bad = checkHeader(chunk, off, this.options)
-        if (bad !== undefined) return this.fail(bad)
-        const plen = u32(chunk, off)
-        const end = off + MUX_HEADER_SIZE + plen
-        if (end <= len) {
-          // Zero-copy: the whole frame is in this chunk.
-          this.decoded += MUX_HEADER_SIZE + plen
-          onFrame(
-            chunk[off + 4] as MuxKind,
-            chunk.subarray(off + 8, off + MUX_HEADER_SIZE),
-            plen === 0 ? EMPTY : chunk.subarray(off + MUX_HEADER_SIZE, end)
-          )
-          off = end
-          continue
-        }
-        this.header.set(chunk.subarray(off, off + MUX_HEADER_SIZE), 0)
-        off += MUX_HEADER_SIZE
-        if (!this.startPayload(plen, chunk, off)) return this.error
-        off = len
-        break
-      }
-      // Accumulate a header that spans chunks.
-      const n = Math.min(MUX_HEADER_SIZE - this.headerFill, len - off)
-      this.header.set(chunk.subarray(off, off + n), this.headerFill)
-      this.headerFill += n
-      off += n
-      if (this.headerFill < MUX_HEADER_SIZE) break
-      this.headerFill = 0
-      const bad = checkHeader(this.header, 0, this.options)
-      if (bad !== undefined) return this.fail(bad)
-      const plen = u32(this.header, 0)
-      if (plen === 0) {
-        this.decoded += MUX_HEADER_SIZE
-        onFrame(this.header[4] as MuxKind, this.header.subarray(8, MUX_HEADER_SIZE), EMPTY)
-        continue
-      }
-      if (len - off >= plen) {
-        this.decoded += MUX_HEADER_SIZE + plen
-        onFrame(this.header[4] as MuxKind, this.header.subarray(8, MUX_HEADER_SIZE), chunk.subarray(off, off + plen))
-        off += plen
-        continue
-      }
-      if (!this.startPayload(plen, chunk, off)) return this.error
-      off = len
-    }
+/** The mux layout: rest = payload; the header alone is validated. */
+const muxLayout = (options: MuxDecoderOptions): FrameLayout<MuxFrameHandler> => ({
+  restLength: (src, o) => checkHeader(src, o, options) ?? u32(src, o),
+  deliver: (prefix, p, rest, start, end, onFrame) => {
+    onFrame(prefix[p + 4] as MuxKind, prefix.subarray(p + 8, p + MUX_HEADER_SIZE), start === end ? EMPTY : rest.subarray(start, end))
     return undefined
   }
-
-  /** Buffers the start of a payload that spans chunks (its size already checked). */
-  private startPayload(plen: number, chunk: Uint8Array, off: number): boolean {
-    let buf: Uint8Array
-    try {
-      buf = new Uint8Array(plen)
-    } catch (cause) {
-      this.fail(new TransportProtocolError({
-        reason: "MessageTooLarge",
-        transport: this.options.transport,
-        target: this.options.target,
-        detail: `cannot allocate a ${plen}-byte mux payload buffer (max message size ${this.options.maxMessageSize})`,
-        cause
-      }))
-      return false
-    }
-    buf.set(chunk.subarray(off), 0)
-    this.payload = buf
-    this.payloadFill = chunk.length - off
-    return true
-  }
-
-  private fail(error: TransportProtocolError): TransportProtocolError {
-    this.error = error
-    this.payload = undefined
-    return error
-  }
-}
+})
 
 /**
  * A new incremental mux decoder. Synchronous and allocation-lean: one 24-byte header buffer for
  * its lifetime, one exact-size buffer per payload that spans chunks, nothing else per frame.
  */
-export const makeMuxDecoder = (options: MuxDecoderOptions): MuxDecoder => new IncrementalMuxDecoder(options)
+export const makeMuxDecoder = (options: MuxDecoderOptions): MuxDecoder =>
+  new FrameAssembler(muxLayout(options), options.maxMessageSize)

@@ -14,7 +14,7 @@
 import { streamIdFromUuid } from "./MuxCodec.ts"
 import { encodeHeaderOnlyJson } from "./TwoPartCodec.ts"
 import type { ConnectionInfo } from "../ConnectionInfo.ts"
-import { TransportProtocolError } from "../TransportError.ts"
+import { ProtocolParseError } from "./ProtocolError.ts"
 import { badHandshake, readInfoObject } from "./ConnectionInfoText.ts"
 
 /** The `ConnectionInfo.transport` of a pooled, multiplexed call-home stream. */
@@ -68,20 +68,20 @@ export interface ParsedMuxInfo {
  * UUIDs in `frontend_server_id` and `stream_id` (the nil UUID is refused for the stream), and a
  * `context` equal to the request id. Returns the error naming what is wrong otherwise.
  */
-export const parseMuxInfo = (connectionInfo: ConnectionInfo, requestId: string): ParsedMuxInfo | TransportProtocolError => {
+export const parseMuxInfo = (connectionInfo: ConnectionInfo, requestId: string): ParsedMuxInfo | ProtocolParseError => {
   const read = readInfoObject(connectionInfo)
-  if (read instanceof TransportProtocolError) return read
+  if (read instanceof ProtocolParseError) return read
   const { address } = read
   const { frontend_server_id, stream_id, context } = read.fields
   if (typeof frontend_server_id !== "string" || streamIdFromUuid(frontend_server_id) === undefined) {
-    return badHandshake(address, `frontend_server_id ${JSON.stringify(frontend_server_id)} is not a UUID`)
+    return badHandshake(`frontend_server_id ${JSON.stringify(frontend_server_id)} is not a UUID`)
   }
   const bytes = typeof stream_id === "string" ? streamIdFromUuid(stream_id) : undefined
   if (bytes === undefined || bytes.every((b) => b === 0)) {
-    return badHandshake(address, `stream_id ${JSON.stringify(stream_id)} is not a non-nil UUID`)
+    return badHandshake(`stream_id ${JSON.stringify(stream_id)} is not a non-nil UUID`)
   }
   if (context !== requestId) {
-    return badHandshake(address, `context ${JSON.stringify(context)} is not the request id ${JSON.stringify(requestId)}`)
+    return badHandshake(`context ${JSON.stringify(context)} is not the request id ${JSON.stringify(requestId)}`)
   }
   return { address, frontendServerId: frontend_server_id, streamId: stream_id as string, streamIdBytes: bytes }
 }
@@ -114,12 +114,6 @@ export const parseMuxHandshake = (value: Record<string, unknown>): MuxHandshake 
 }
 
 const textEncoder = new TextEncoder()
-
-/** The Prologue payload of a handler that started: `{"error":null}`. */
-export const PROLOGUE_OK_PAYLOAD: Uint8Array = textEncoder.encode(`{"error":null}`)
-
-/** The Prologue payload of a handler that could not start: `{"error":"<why>"}`. */
-export const encodeProloguePayload = (error: string): Uint8Array => textEncoder.encode(JSON.stringify({ error }))
 
 /** A Reset payload: the reason as UTF-8 text. */
 export const encodeResetPayload = (reason: string): Uint8Array => textEncoder.encode(reason)

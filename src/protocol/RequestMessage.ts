@@ -5,7 +5,7 @@
  * A request-plane message is one TwoPartCodec frame: header = JSON `RequestControlMessage`,
  * body = the request encoded with its `payload_codec` (absent = json). `encodeRequestMessage`
  * writes it with Dynamo's key order; `decodeRequestMessage` validates the header with the
- * `RequestControlMessage` schema (unknown keys, such as Dynamo's `frontend_send_ts_ns`, are
+ * `RequestControlMessage` shape (unknown keys, such as Dynamo's `frontend_send_ts_ns`, are
  * dropped) and decodes the body.
  *
  * A call-home data frame body is `{"data": item, "complete_final": false}`, then a final
@@ -13,26 +13,18 @@
  * reports an in-band handler failure.
  *
  * Does not: parse the double-encoded `connection_info.info` (see ConnectionInfo.ts), frame
- * call-home control messages (see TwoPartCodec.encodeHeaderOnlyJson), or do I/O. Every decode
- * failure is returned as a `TransportProtocolError`, never thrown.
+ * call-home control messages (see CallHome.ts), use Effect, or do I/O. Every decode failure is
+ * returned as a `ProtocolParseError`, never thrown.
  */
-import { Result, Schema } from "effect"
-import { RequestControlMessage } from "../ConnectionInfo.ts"
-import type { TransportId } from "../Transport.ts"
-import { TransportProtocolError } from "../TransportError.ts"
+import type { RequestControlMessage } from "../ConnectionInfo.ts"
 import { type PayloadCodec, payloadCodec } from "./PayloadCodec.ts"
+import { ProtocolParseError } from "./ProtocolError.ts"
 import { decodeFrame, encodeFrame, type FrameDecoderOptions } from "./TwoPartCodec.ts"
 
 /** A decoded request-plane message. */
 export interface RequestMessage {
   readonly control: RequestControlMessage
   readonly payload: unknown
-}
-
-/** Labels of the errors a body decoder returns. */
-export interface PayloadErrorContext {
-  readonly target: string
-  readonly transport: TransportId
 }
 
 const textDecoder = new TextDecoder("utf-8", { fatal: true })
@@ -66,7 +58,39 @@ const controlJson = (control: RequestControlMessage): string => {
 export const encodeRequestMessage = (control: RequestControlMessage, payload: unknown): Uint8Array =>
   encodeFrame(Buffer.from(controlJson(control), "utf8"), payloadCodec(control.payload_codec).encode(payload))
 
-const decodeControl = Schema.decodeUnknownResult(RequestControlMessage)
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v)
+
+/**
+ * Checks a parsed control header against the `RequestControlMessage` shape and returns a copy
+ * with only its keys, or the text of the first problem.
+ */
+const decodeControl = (raw: unknown): RequestControlMessage | string => {
+  if (!isObject(raw)) return `expected an object, got ${describeValue(raw)}`
+  const { id, request_type, response_type, payload_codec, connection_info, metadata } = raw
+  if (typeof id !== "string") return `["id"]: expected a string, got ${describeValue(id)}`
+  if (request_type !== "single_in" && request_type !== "many_in") {
+    return `["request_type"]: expected "single_in" or "many_in", got ${JSON.stringify(request_type) ?? "nothing"}`
+  }
+  if (response_type !== "single_out" && response_type !== "many_out") {
+    return `["response_type"]: expected "single_out" or "many_out", got ${JSON.stringify(response_type) ?? "nothing"}`
+  }
+  if (payload_codec !== undefined && payload_codec !== "json" && payload_codec !== "msgpack") {
+    return `["payload_codec"]: expected "json" or "msgpack", got ${JSON.stringify(payload_codec)}`
+  }
+  if (!isObject(connection_info)) return `["connection_info"]: expected an object, got ${describeValue(connection_info)}`
+  const { transport, info } = connection_info
+  if (typeof transport !== "string") return `["connection_info"]["transport"]: expected a string, got ${describeValue(transport)}`
+  if (typeof info !== "string") return `["connection_info"]["info"]: expected a string, got ${describeValue(info)}`
+  if (metadata !== undefined && !isObject(metadata)) return `["metadata"]: expected an object, got ${describeValue(metadata)}`
+  return {
+    id,
+    request_type,
+    response_type,
+    ...(payload_codec === undefined ? {} : { payload_codec }),
+    connection_info: { transport, info },
+    ...(metadata === undefined ? {} : { metadata })
+  }
+}
 
 /**
  * Decodes a whole request-plane message (HTTP body, NATS payload). Frame errors keep their
@@ -77,11 +101,11 @@ const decodeControl = Schema.decodeUnknownResult(RequestControlMessage)
 export const decodeRequestMessage = (
   bytes: Uint8Array,
   options: FrameDecoderOptions
-): RequestMessage | TransportProtocolError => {
+): RequestMessage | ProtocolParseError => {
   const frame = decodeFrame(bytes, options)
-  if (frame instanceof TransportProtocolError) return frame
+  if (frame instanceof ProtocolParseError) return frame
   const fail = (reason: "MalformedFrame" | "BadPayload", detail: string, cause?: unknown) =>
-    new TransportProtocolError({ reason, transport: options.transport, target: options.target, detail, cause })
+    new ProtocolParseError(reason, detail, cause)
   if (frame.header.length === 0) return fail("MalformedFrame", "request message has no control header")
   let raw: unknown
   try {
@@ -89,11 +113,8 @@ export const decodeRequestMessage = (
   } catch (cause) {
     return fail("MalformedFrame", `request control header is not valid JSON: ${causeMessage(cause)}`, cause)
   }
-  const decoded = decodeControl(raw)
-  if (Result.isFailure(decoded)) {
-    return fail("MalformedFrame", `invalid request control header: ${decoded.failure.message}`, decoded.failure)
-  }
-  const control = decoded.success
+  const control = decodeControl(raw)
+  if (typeof control === "string") return fail("MalformedFrame", `invalid request control header: ${control}`)
   const codec = payloadCodec(control.payload_codec)
   let payload: unknown
   try {
@@ -137,39 +158,34 @@ const COMPLETE: StreamBody = { _tag: "Complete" }
  * Decodes a call-home data frame body. An `error` string wins; then `data` (present, even
  * null) is an Item; then `complete_final: true` is Complete. Anything else — undecodable
  * bytes, not an object, `complete_final` not a boolean, a non-string `error`, or neither data
- * nor completion — is a "BadPayload" TransportProtocolError.
+ * nor completion — is a "BadPayload" ProtocolParseError.
  */
-export const decodeStreamBody = (
-  codec: PayloadCodec,
-  bytes: Uint8Array,
-  context: PayloadErrorContext
-): StreamBody | TransportProtocolError => {
+export const decodeStreamBody = (codec: PayloadCodec, bytes: Uint8Array): StreamBody | ProtocolParseError => {
   let value: unknown
   try {
     value = codec.decode(bytes)
   } catch (cause) {
-    return streamError(context, `stream item is not valid ${codec.name}: ${causeMessage(cause)}`, cause)
+    return streamError(`stream item is not valid ${codec.name}: ${causeMessage(cause)}`, cause)
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    return streamError(context, `stream item is not an object with complete_final (got ${describeValue(value)})`)
+    return streamError(`stream item is not an object with complete_final (got ${describeValue(value)})`)
   }
   const body = value as { readonly data?: unknown; readonly complete_final?: unknown; readonly error?: unknown }
   const final = body.complete_final
   if (typeof final !== "boolean") {
-    return streamError(context, `stream item has no boolean complete_final (got ${describeValue(final)})`)
+    return streamError(`stream item has no boolean complete_final (got ${describeValue(final)})`)
   }
   const error = body.error
   if (error !== undefined && error !== null) {
-    if (typeof error !== "string") return streamError(context, `stream item error is not a string (got ${describeValue(error)})`)
+    if (typeof error !== "string") return streamError(`stream item error is not a string (got ${describeValue(error)})`)
     return { _tag: "Error", message: error }
   }
   if ("data" in body && body.data !== undefined) return { _tag: "Item", data: body.data, last: final }
   if (final) return COMPLETE
-  return streamError(context, "stream item has neither data nor complete_final: true")
+  return streamError("stream item has neither data nor complete_final: true")
 }
 
-const streamError = (context: PayloadErrorContext, detail: string, cause?: unknown): TransportProtocolError =>
-  new TransportProtocolError({ reason: "BadPayload", transport: context.transport, target: context.target, detail, cause })
+const streamError = (detail: string, cause?: unknown): ProtocolParseError => new ProtocolParseError("BadPayload", detail, cause)
 
 const describeValue = (v: unknown): string =>
   v === null ? "null" : Array.isArray(v) ? "an array" : v === undefined ? "nothing" : `a ${typeof v}`

@@ -13,22 +13,23 @@
  * What it does:
  * - `encodeFrame` / `encodeFrameWithChecksum` / `encodeFramePrefix` / `encodeHeaderOnlyJson`
  *   write frames (checksum 0 unless asked, as Dynamo's release builds do).
- * - `makeDecoder` returns a synchronous incremental decoder that takes any chunking, refuses
+ * - `makeDecoder` returns a synchronous incremental decoder (on the shared `FrameAssembler`) that takes any chunking, refuses
  *   an oversized frame as soon as its 24-byte prefix is read (before buffering a byte of it),
  *   verifies non-zero checksums, and hands out zero-copy `subarray` views whenever a frame
  *   sits whole inside one chunk (it copies only frames that span chunks).
  * - `decodeFrame` decodes exactly one frame from a complete buffer (HTTP body, NATS payload).
  *
  * What it does not do: interpret the header or body (see RequestMessage and PayloadCodec),
- * do I/O, or use Effect. Errors are returned as `TransportProtocolError` values, never thrown;
+ * do I/O, or use Effect. Errors are returned as `ProtocolParseError` values, never thrown;
  * no function here throws on any input bytes.
  *
  * Views handed out alias the caller's chunk (or the decoder's per-frame buffer): a caller that
  * reuses its chunk buffers must copy what it keeps.
  */
-import type { TransportId } from "../Transport.ts"
-import { TransportProtocolError } from "../TransportError.ts"
 import { xxh3_64 } from "./Checksum.ts"
+import { FrameAssembler } from "./FrameAssembler.ts"
+import type { FrameLayout } from "./FrameAssembler.ts"
+import { ProtocolParseError } from "./ProtocolError.ts"
 
 /** Size of the fixed frame prefix: header_len, body_len, checksum (3 × u64 BE). */
 export const FRAME_PREFIX_SIZE = 24
@@ -42,14 +43,10 @@ export interface Frame {
   readonly body: Uint8Array
 }
 
-/** Limits and error labels of a decoder. */
+/** Limits of a decoder. */
 export interface FrameDecoderOptions {
   /** Largest accepted frame, prefix included (24 + header_len + body_len). */
   readonly maxMessageSize: number
-  /** Peer address / subject / endpoint named in errors. */
-  readonly target: string
-  /** The transport named in errors. */
-  readonly transport: TransportId
 }
 
 /** Receives each decoded frame. The views are valid as long as the chunk they alias. */
@@ -63,13 +60,17 @@ export interface FrameDecoder {
    * If `onFrame` throws, the exception propagates; the decoder stays consistent but the rest
    * of that chunk is dropped.
    */
-  decode(chunk: Uint8Array, onFrame: FrameHandler): TransportProtocolError | undefined
+  decode(chunk: Uint8Array, onFrame: FrameHandler): ProtocolParseError | undefined
   /** Bytes of a partial frame held so far (prefix bytes included). */
   bufferedBytes(): number
   /** True when no partial frame is buffered: a socket closing now ends on a frame boundary. */
   isIdle(): boolean
   /** The error that killed the decoder, if any. */
-  failure(): TransportProtocolError | undefined
+  failure(): ProtocolParseError | undefined
+  /** Called from `onFrame`: `decode` returns after this frame and decodes nothing more (a switch of framing). */
+  stop(): void
+  /** After a `stop()`: the offset in the last chunk where the bytes after the stopping frame begin. */
+  stopOffset(): number
 }
 
 const EMPTY = new Uint8Array(0)
@@ -102,18 +103,17 @@ const u64Big = (b: Uint8Array, o: number): bigint => (BigInt(u32(b, o)) << 32n) 
 const hex64 = (v: bigint): string => `0x${v.toString(16).padStart(16, "0")}`
 
 const protocolError = (
-  options: FrameDecoderOptions,
+  _options: FrameDecoderOptions,
   reason: "MalformedFrame" | "MessageTooLarge" | "ChecksumMismatch",
   detail: string,
   cause?: unknown
-): TransportProtocolError =>
-  new TransportProtocolError({ reason, transport: options.transport, target: options.target, detail, cause })
+): ProtocolParseError => new ProtocolParseError(reason, detail, cause)
 
 /**
  * Validates the prefix at `src[o..o+24]` against `options`. Returns the error, or undefined
  * when the lengths are safe integers and the frame fits in `maxMessageSize`.
  */
-const checkPrefix = (src: Uint8Array, o: number, options: FrameDecoderOptions): TransportProtocolError | undefined => {
+const checkPrefix = (src: Uint8Array, o: number, options: FrameDecoderOptions): ProtocolParseError | undefined => {
   const hHi = u32(src, o)
   const bHi = u32(src, o + 8)
   if (hHi < UNSAFE_HI && bHi < UNSAFE_HI) {
@@ -135,7 +135,7 @@ const checkChecksum = (
   region: Uint8Array,
   expected: bigint,
   options: FrameDecoderOptions
-): TransportProtocolError | undefined => {
+): ProtocolParseError | undefined => {
   let actual: bigint
   try {
     actual = xxh3_64(region)
@@ -203,7 +203,7 @@ export const encodeHeaderOnlyJson = (value: unknown): Uint8Array => {
  * "MalformedFrame"; an oversized frame is "MessageTooLarge"; a wrong non-zero checksum is
  * "ChecksumMismatch". The parts returned are views into `bytes`.
  */
-export const decodeFrame = (bytes: Uint8Array, options: FrameDecoderOptions): Frame | TransportProtocolError => {
+export const decodeFrame = (bytes: Uint8Array, options: FrameDecoderOptions): Frame | ProtocolParseError => {
   if (bytes.length < FRAME_PREFIX_SIZE) {
     return protocolError(
       options,
@@ -235,130 +235,29 @@ export const decodeFrame = (bytes: Uint8Array, options: FrameDecoderOptions): Fr
   }
 }
 
-class IncrementalDecoder implements FrameDecoder {
-  readonly options: FrameDecoderOptions
-  /** Partial prefix, when the prefix itself spans chunks. */
-  readonly prefix = new Uint8Array(FRAME_PREFIX_SIZE)
-  prefixFill = 0
-  /** The current frame's header+body buffer, when the frame spans chunks. */
-  frame: Uint8Array | undefined = undefined
-  frameFill = 0
-  headerLen = 0
-  checksumHi = 0
-  checksumLo = 0
-  error: TransportProtocolError | undefined = undefined
-
-  constructor(options: FrameDecoderOptions) {
-    this.options = options
-  }
-
-  bufferedBytes(): number {
-    return this.frame === undefined ? this.prefixFill : FRAME_PREFIX_SIZE + this.frameFill
-  }
-
-  isIdle(): boolean {
-    return this.frame === undefined && this.prefixFill === 0
-  }
-
-  failure(): TransportProtocolError | undefined {
-    return this.error
-  }
-
-  decode(chunk: Uint8Array, onFrame: FrameHandler): TransportProtocolError | undefined {
-    if (this.error !== undefined) return this.error
-    const len = chunk.length
-    let off = 0
-    while (off < len) {
-      const frame = this.frame
-      if (frame !== undefined) {
-        // Continue a frame that spans chunks.
-        const n = Math.min(frame.length - this.frameFill, len - off)
-        frame.set(chunk.subarray(off, off + n), this.frameFill)
-        this.frameFill += n
-        off += n
-        if (this.frameFill < frame.length) break
-        this.frame = undefined
-        this.frameFill = 0
-        const err = this.emit(frame, 0, frame.length, onFrame)
-        if (err !== undefined) return err
-        continue
-      }
-      // Read a prefix: straight from the chunk when it is whole there, else accumulate.
-      let src: Uint8Array
-      let p: number
-      if (this.prefixFill === 0 && len - off >= FRAME_PREFIX_SIZE) {
-        src = chunk
-        p = off
-        off += FRAME_PREFIX_SIZE
-      } else {
-        const n = Math.min(FRAME_PREFIX_SIZE - this.prefixFill, len - off)
-        this.prefix.set(chunk.subarray(off, off + n), this.prefixFill)
-        this.prefixFill += n
-        off += n
-        if (this.prefixFill < FRAME_PREFIX_SIZE) break
-        this.prefixFill = 0
-        src = this.prefix
-        p = 0
-      }
-      const tooLarge = checkPrefix(src, p, this.options)
-      if (tooLarge !== undefined) return this.fail(tooLarge)
-      const h = u32(src, p) * TWO_32 + u32(src, p + 4)
-      const frameLen = h + u32(src, p + 8) * TWO_32 + u32(src, p + 12)
-      this.headerLen = h
-      this.checksumHi = u32(src, p + 16)
-      this.checksumLo = u32(src, p + 20)
-      if (len - off >= frameLen) {
-        // Zero-copy: the whole frame is in this chunk.
-        const err = this.emit(chunk, off, off + frameLen, onFrame)
-        off += frameLen
-        if (err !== undefined) return err
-        continue
-      }
-      // The frame spans chunks: allocate exactly its size (already checked against the max).
-      let buf: Uint8Array
-      try {
-        buf = new Uint8Array(frameLen)
-      } catch (cause) {
-        return this.fail(protocolError(
-          this.options,
-          "MessageTooLarge",
-          `cannot allocate a ${frameLen}-byte frame buffer (max message size ${this.options.maxMessageSize})`,
-          cause
-        ))
-      }
-      const n = len - off
-      buf.set(chunk.subarray(off, len), 0)
-      this.frame = buf
-      this.frameFill = n
-      off = len
+/** The TwoPartCodec layout: rest = header ‖ body, checksum verified when non-zero. */
+const twoPartLayout = (options: FrameDecoderOptions): FrameLayout<FrameHandler> => ({
+  restLength: (src, o) => {
+    const tooLarge = checkPrefix(src, o, options)
+    if (tooLarge !== undefined) return tooLarge
+    return u32(src, o) * TWO_32 + u32(src, o + 4) + u32(src, o + 8) * TWO_32 + u32(src, o + 12)
+  },
+  deliver: (prefix, p, rest, start, end, onFrame) => {
+    const hi = u32(prefix, p + 16)
+    const lo = u32(prefix, p + 20)
+    if (hi !== 0 || lo !== 0) {
+      const bad = checkChecksum(rest.subarray(start, end), (BigInt(hi) << 32n) | BigInt(lo), options)
+      if (bad !== undefined) return bad
     }
+    const split = start + u32(prefix, p) * TWO_32 + u32(prefix, p + 4)
+    onFrame(split === start ? EMPTY : rest.subarray(start, split), split === end ? EMPTY : rest.subarray(split, end))
     return undefined
   }
-
-  /** Verifies the checksum of `src[start..end]` (header ‖ body) and hands out the parts. */
-  private emit(src: Uint8Array, start: number, end: number, onFrame: FrameHandler): TransportProtocolError | undefined {
-    if (this.checksumHi !== 0 || this.checksumLo !== 0) {
-      const expected = (BigInt(this.checksumHi) << 32n) | BigInt(this.checksumLo)
-      const bad = checkChecksum(src.subarray(start, end), expected, this.options)
-      if (bad !== undefined) return this.fail(bad)
-    }
-    const split = start + this.headerLen
-    onFrame(
-      split === start ? EMPTY : src.subarray(start, split),
-      split === end ? EMPTY : src.subarray(split, end)
-    )
-    return undefined
-  }
-
-  private fail(error: TransportProtocolError): TransportProtocolError {
-    this.error = error
-    this.frame = undefined
-    return error
-  }
-}
+})
 
 /**
  * A new incremental decoder. Synchronous and allocation-lean: one 24-byte prefix buffer for
  * its lifetime, one exact-size buffer per frame that spans chunks, nothing else per frame.
  */
-export const makeDecoder = (options: FrameDecoderOptions): FrameDecoder => new IncrementalDecoder(options)
+export const makeDecoder = (options: FrameDecoderOptions): FrameDecoder =>
+  new FrameAssembler(twoPartLayout(options), options.maxMessageSize)

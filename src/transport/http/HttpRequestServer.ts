@@ -13,13 +13,13 @@
 import * as http from "node:http"
 import * as http2 from "node:http2"
 import * as net from "node:net"
-import { Effect } from "effect"
+import { Effect, Semaphore } from "effect"
 import type { Scope } from "effect"
+import { toTransportProtocolError } from "../../internal/protocolError.ts"
+import { ProtocolParseError } from "../../protocol/ProtocolError.ts"
 import { decodeRequestMessage } from "../../protocol/RequestMessage.ts"
 import { instanceSubject } from "../../RequestPlane.ts"
 import type { RequestHandler, RequestPlaneServer } from "../../RequestPlane.ts"
-import { TransportProtocolError } from "../../TransportError.ts"
-import type { TransportConnectionError } from "../../TransportError.ts"
 import { advertisedHost, hostPort, listen } from "../../internal/net.ts"
 
 /** Options of the server. */
@@ -92,9 +92,10 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       body.on("end", () => {
         if (refused) return
         const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
-        const decoded = decodeRequestMessage(bytes, { maxMessageSize: options.maxMessageSize, target: subject, transport: "http" })
-        if (decoded instanceof TransportProtocolError) {
-          return respond(400, { error: decoded.message, reason: decoded.reason, endpoint: subject })
+        const decoded = decodeRequestMessage(bytes, { maxMessageSize: options.maxMessageSize })
+        if (decoded instanceof ProtocolParseError) {
+          const error = toTransportProtocolError(decoded, "http", subject)
+          return respond(400, { error: error.message, reason: error.reason, endpoint: subject })
         }
         const headers: Record<string, string> = {}
         for (const name of TRACE_HEADERS) {
@@ -168,22 +169,21 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       socket.on("data", onData)
     })
 
-    // Listening starts on the first register, once, shared by concurrent callers.
-    let started: Promise<number> | undefined
+    // Listening starts on the first register, once: concurrent first registers wait for the
+    // same listen (one permit), and a failed listen is tried again by the next register.
+    let listening = false
     let boundPort = options.port
-    const start = Effect.suspend(() => {
-      if (started === undefined) {
-        started = Effect.runPromise(Effect.result(listen(front, options.host, options.port, "http"))).then((r) => {
-          if (r._tag === "Failure") {
-            started = undefined
-            throw r.failure
-          }
-          boundPort = r.success
-          return r.success
-        })
-      }
-      return Effect.tryPromise({ try: () => started!, catch: (e) => e as TransportConnectionError })
-    })
+    const startLock = yield* Semaphore.make(1)
+    const start = startLock.withPermits(1)(
+      Effect.suspend(() =>
+        listening
+          ? Effect.void
+          : Effect.map(listen(front, options.host, options.port, "http"), (port) => {
+            boundPort = port
+            listening = true
+          })
+      )
+    )
 
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
