@@ -1,0 +1,150 @@
+/**
+ * Runs one request on the worker, start to end: call home to the router, decode the request,
+ * send the prologue, run the handler with an `emit`, and end the stream according to how the
+ * handler ended (complete, failed, a failed write, interrupted, or stopped by the router).
+ *
+ * Each request's work runs with the log annotations `{ endpoint, requestId }` and, unless
+ * tracing is off, inside the `handle <endpoint>` span (parent: the router's span, from the
+ * `traceparent` header), with the call-home in a child span `call-home`. Tracing off adds no
+ * span. Nothing here runs per item.
+ *
+ * It does not accept requests, count them or manage fibers: `Worker.ts` does.
+ */
+import { Cause, Effect, Exit, Tracer } from "effect"
+import type { EndpointPath } from "../Instance.ts"
+import type { RequestMessage } from "../RequestPlane.ts"
+import type { ResponseWriter } from "../ResponsePlane.ts"
+import type { TransportId } from "../Transport.ts"
+import type { TracingMode } from "../TransportConfig.ts"
+import type { ResponseWriteError } from "../TransportError.ts"
+import type { TransportRegistryShape } from "../TransportRegistry.ts"
+import * as Tracing from "../observability/Tracing.ts"
+import { makeEmitter } from "./Emit.ts"
+import { describeFailure, describeWriteFailure } from "./FailureText.ts"
+import type { EmitHandler, HandlerContext } from "./Handler.ts"
+
+/** What every request of one served endpoint shares. */
+export interface RequestSetup<Req, Res, E, R> {
+  readonly endpoint: string
+  readonly endpointPath: EndpointPath
+  readonly instanceId: bigint
+  readonly transportId: TransportId
+  readonly tracing: TracingMode
+  readonly registry: TransportRegistryShape
+  /** Decodes the payload; undefined takes it as it is. */
+  readonly decode: ((payload: unknown) => Exit.Exit<Req, unknown>) | undefined
+  readonly handler: EmitHandler<Req, Res, E, R>
+}
+
+/** Why the router's side ended the stream early. */
+type Ended = "stop" | "kill" | "disconnect" | undefined
+
+/** The function that runs one request of the endpoint described by `setup`. */
+export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, E, R>) => {
+  const { endpoint, registry, tracing } = setup
+
+  /** The writer of the call-home connection, or undefined (logged) when there is none. */
+  const callHome = (message: RequestMessage): Effect.Effect<ResponseWriter | undefined> => {
+    const connectionTransport = message.control.connection_info.transport
+    const client = registry.responseClientFor(connectionTransport)
+    if (client === undefined) {
+      return Effect.logWarning("no response transport for request").pipe(
+        Effect.annotateLogs("connectionTransport", connectionTransport),
+        Effect.as(undefined)
+      )
+    }
+    const connect = Effect.logDebug("calling home").pipe(
+      Effect.annotateLogs("connectionTransport", connectionTransport),
+      Effect.andThen(client.connect({
+        connectionInfo: message.control.connection_info,
+        requestId: message.control.id,
+        codec: message.control.payload_codec ?? "json"
+      }))
+    )
+    const traced = tracing === "off"
+      ? connect
+      : Effect.withSpan(connect, "call-home", {
+        kind: "client",
+        attributes: { "transport.response": client.transport, "transport.connection": connectionTransport },
+        captureStackTrace: false
+      })
+    return Effect.flatMap(Effect.exit(traced), (connected) =>
+      Exit.isSuccess(connected)
+        ? Effect.succeed(connected.value)
+        : Effect.as(Effect.logWarning("call-home failed", connected.cause), undefined))
+  }
+
+  /** Runs the handler on a connected writer, then ends the stream. */
+  const runHandler = (request: Req, context: HandlerContext, writer: ResponseWriter, span: Tracer.Span | undefined) => {
+    const emitter = makeEmitter<Res>(writer)
+    let ended: Ended
+    return Effect.withFiber<Exit.Exit<void, E>, never, R>((fiber) => {
+      writer.onControl((m) => {
+        ended ??= m
+        if (m === "kill") writer.close()
+        fiber.interruptUnsafe()
+      })
+      writer.onDisconnect(() => {
+        ended ??= "disconnect"
+        fiber.interruptUnsafe()
+      })
+      return Effect.exit(setup.handler(request, context, emitter.emit))
+    }).pipe(
+      Effect.onExit((exit) =>
+        Effect.sync(() => {
+          span?.attribute("rpc.response.items", emitter.items())
+          endStream(writer, Exit.isSuccess(exit) ? exit.value : exit, ended, emitter.failure())
+        })
+      )
+    )
+  }
+
+  /** Call home, decode, prologue, handler. */
+  const serveRequest = (message: RequestMessage, span: Tracer.Span | undefined): Effect.Effect<void, never, R> =>
+    Effect.flatMap(callHome(message), (writer) => {
+      if (writer === undefined) return Effect.void
+      let request = message.payload as Req
+      if (setup.decode !== undefined) {
+        const decoded = setup.decode(message.payload)
+        if (Exit.isFailure(decoded)) {
+          writer.prologue(`invalid request: ${describeFailure(decoded.cause)}`)
+          return Effect.void
+        }
+        request = decoded.value
+      }
+      writer.prologue()
+      const context: HandlerContext = { requestId: message.control.id, endpoint, instanceId: setup.instanceId, headers: message.headers }
+      return runHandler(request, context, writer, span)
+    })
+
+  return (message: RequestMessage): Effect.Effect<void, never, R> => {
+    const work = tracing === "off"
+      ? serveRequest(message, undefined)
+      : Effect.useSpan(
+        `handle ${endpoint}`,
+        {
+          kind: "server",
+          parent: Tracing.extractParent(message.headers),
+          attributes: Tracing.rpcAttributes(setup.endpointPath, undefined, setup.transportId, undefined)
+        },
+        (span) => Effect.provideService(serveRequest(message, span), Tracer.ParentSpan, span)
+      )
+    return Effect.annotateLogs(work, { endpoint, requestId: message.control.id })
+  }
+}
+
+/**
+ * Ends the stream after the handler: a failed write fails it (naming the ResponseWriteError)
+ * even if the handler ignored it; success completes it; an early end by the router closes it; a
+ * handler failure fails it in-band; an interruption by shutdown fails it too, so the router
+ * never sees a silent end.
+ */
+const endStream = <E>(writer: ResponseWriter, exit: Exit.Exit<void, E>, ended: Ended, writeFailure: ResponseWriteError | undefined) => {
+  if (writeFailure !== undefined) {
+    if (ended === undefined) writer.fail(describeWriteFailure(writeFailure))
+    else writer.close()
+  } else if (Exit.isSuccess(exit)) writer.complete()
+  else if (ended !== undefined) writer.close()
+  else if (!Cause.hasInterruptsOnly(exit.cause)) writer.fail(describeFailure(exit.cause))
+  else writer.fail("handler interrupted: the worker is shutting down")
+}
