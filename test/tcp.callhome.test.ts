@@ -18,8 +18,8 @@ import type { RequestMessage } from "../src/RequestPlane.ts"
 import type { ResponseSink } from "../src/ResponsePlane.ts"
 import * as MemoryTransport from "../src/transport/memory/MemoryTransport.ts"
 import * as TcpResponseTransport from "../src/transport/tcp/TcpResponseTransport.ts"
-import * as TcpStreamClient from "../src/transport/tcp/TcpStreamClient.ts"
-import * as TcpStreamServer from "../src/transport/tcp/TcpStreamServer.ts"
+import * as TcpStreamClient from "../src/transport/tcp/worker/CallHomeClient.ts"
+import * as TcpStreamServer from "../src/transport/tcp/router/CallHomeServer.ts"
 import { blackhole } from "./support/blackhole.ts"
 import { TransportConfig } from "../src/TransportConfig.ts"
 import type { HandlerError, TransportError } from "../src/TransportError.ts"
@@ -70,7 +70,7 @@ const attach = (socket: net.Socket): RawPeer => {
   const frames: Array<RawFrame> = []
   const chunks: Array<Buffer> = []
   const waiters: Array<{ n: number; resolve: () => void }> = []
-  const decoder = makeDecoder({ maxMessageSize: MAX, target: "raw", transport: "tcp" })
+  const decoder = makeDecoder({ maxMessageSize: MAX })
   socket.on("data", (chunk: Buffer) => {
     chunks.push(Buffer.from(chunk))
     decoder.decode(chunk, (header, body) => frames.push({ header: header.slice(), body: body.slice() }))

@@ -295,9 +295,20 @@ const muxLayout = (options: MuxDecoderOptions): FrameLayout<MuxFrameHandler> => 
   }
 })
 
+/** One layout per maximum size, shared by every decoder with that limit (a connection makes one). */
+const layouts = new Map<number, FrameLayout<MuxFrameHandler>>()
+const layoutFor = (maxMessageSize: number): FrameLayout<MuxFrameHandler> => {
+  let layout = layouts.get(maxMessageSize)
+  if (layout === undefined) {
+    layout = muxLayout({ maxMessageSize })
+    if (layouts.size < 16) layouts.set(maxMessageSize, layout)
+  }
+  return layout
+}
+
 /**
  * A new incremental mux decoder. Synchronous and allocation-lean: one 24-byte header buffer for
  * its lifetime, one exact-size buffer per payload that spans chunks, nothing else per frame.
  */
 export const makeMuxDecoder = (options: MuxDecoderOptions): MuxDecoder =>
-  new FrameAssembler(muxLayout(options), options.maxMessageSize)
+  new FrameAssembler(layoutFor(options.maxMessageSize), options.maxMessageSize)

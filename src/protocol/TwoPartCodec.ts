@@ -255,9 +255,20 @@ const twoPartLayout = (options: FrameDecoderOptions): FrameLayout<FrameHandler> 
   }
 })
 
+/** One layout per maximum size, shared by every decoder with that limit (a connection makes one). */
+const layouts = new Map<number, FrameLayout<FrameHandler>>()
+const layoutFor = (maxMessageSize: number): FrameLayout<FrameHandler> => {
+  let layout = layouts.get(maxMessageSize)
+  if (layout === undefined) {
+    layout = twoPartLayout({ maxMessageSize })
+    if (layouts.size < 16) layouts.set(maxMessageSize, layout)
+  }
+  return layout
+}
+
 /**
  * A new incremental decoder. Synchronous and allocation-lean: one 24-byte prefix buffer for
  * its lifetime, one exact-size buffer per frame that spans chunks, nothing else per frame.
  */
 export const makeDecoder = (options: FrameDecoderOptions): FrameDecoder =>
-  new FrameAssembler(twoPartLayout(options), options.maxMessageSize)
+  new FrameAssembler(layoutFor(options.maxMessageSize), options.maxMessageSize)

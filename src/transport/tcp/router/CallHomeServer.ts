@@ -1,0 +1,200 @@
+/**
+ * The router's side of the TCP call-home response plane (docs/protocol.md section 4), wire-compatible
+ * with Dynamo's `TcpStreamServer`: the `ResponsePlaneServer` that opens response streams and
+ * takes the workers' call-homes on one port.
+ *
+ * What it does:
+ * - `open` registers a pending stream (a `CallHomeStream`) under a fresh uuid v4 subject (single
+ *   use) and returns the ConnectionInfo to send with the request: `tcp_server`, or with `mux`
+ *   (`DYN_TCP_POOL_ENABLED=true`) `tcp_response_mux_v1` (`{address, frontend_server_id,
+ *   stream_id, context}`; the stream id is the subject). The listener starts lazily on the first
+ *   `open` (CallHomeListener); a failed listen is retried by the next `open`.
+ * - Routes each accepted connection by its first frame: a one-shot handshake naming a waiting
+ *   stream claims it (OneShotConnection drives the socket); an unknown or already-served subject
+ *   is refused. In mux mode, a mux handshake naming this server's `frontend_server_id` becomes a
+ *   MuxConnection (TCP keepalive `muxKeepaliveMs`) on which many streams are claimed by their
+ *   Prologue; another server's id is refused. A stream opened in mux mode may also be claimed by
+ *   a one-shot handshake whose subject is its stream id.
+ * - Every stream keeps the semantics of CallHomeStream: exactly one of `onEnd`/`onError`, none
+ *   after `close()`; "CallHomeTimeout" after `callHomeTimeoutMs`, "StreamEndedEarly" when cut
+ *   short, HandlerError for the worker's prologue or in-band error, TransportProtocolError for
+ *   bad bytes (a mux stream's worker gets a Reset; a one-shot socket is destroyed).
+ * - When the scope closes: streams still open fail with TransportConnectionError
+ *   "ConnectionClosed", every socket is destroyed and the listener closed.
+ * - `muxConnectionCount` and `dropMuxConnections` (a crashed router, for tests and drills).
+ *
+ * What it does not do: pooling (the worker's side), TLS, request-plane work, or backpressure
+ * beyond pause/resume and the mux credits (the sink is called synchronously). No Effect or fiber
+ * runs per frame or per chunk; Effect starts and stops the listener, and logs from socket
+ * callbacks through the context captured in `make`.
+ */
+import type * as net from "node:net"
+import { Effect } from "effect"
+import type { Scope } from "effect"
+import { tcpConnectionInfo } from "../../../ConnectionInfo.ts"
+import { muxConnectionInfo } from "../../../protocol/MuxHandshake.ts"
+import type { MuxHandshake } from "../../../protocol/MuxHandshake.ts"
+import type { OpenStreamOptions, PendingStream, ResponsePlaneServer } from "../../../ResponsePlane.ts"
+import { makeListener } from "./CallHomeListener.ts"
+import { CallHomeStream, Phase } from "./CallHomeStream.ts"
+import type { LogDebug, StreamEnv } from "./StreamLink.ts"
+import { MuxConnection } from "./MuxConnection.ts"
+import { OneShotConnection } from "./OneShotConnection.ts"
+
+/** The detail of every "StreamEndedEarly" failure. */
+export { STREAM_ENDED_EARLY } from "../../../protocol/CallHome.ts"
+
+/** Options of the call-home stream server. */
+export interface TcpStreamServerOptions {
+  /** Bind address (`DYN_TCP_RESPONSE_HOST`). */
+  readonly host: string
+  /** Bind port; 0 picks a free one (`DYN_TCP_RESPONSE_PORT`). */
+  readonly port: number
+  /** Host advertised to workers; by default derived from `host` (see `advertisedHost`). */
+  readonly advertiseHost?: string | undefined
+  /** How long a pending stream waits for its worker to call home (`DYN_TCP_CALL_HOME_TIMEOUT_SECS`). */
+  readonly callHomeTimeoutMs: number
+  /** Largest frame accepted, prefix included (`DYN_TCP_MAX_MESSAGE_SIZE`). */
+  readonly maxMessageSize: number
+  /** How long after `complete_final` the router waits for the sentinel before closing (default 1000 ms). */
+  readonly sentinelTimeoutMs?: number | undefined
+  /** How long an accepted socket may take to send its handshake frame (default 10000 ms, as Dynamo). */
+  readonly handshakeTimeoutMs?: number | undefined
+  /**
+   * Pooled, multiplexed call-home (`DYN_TCP_POOL_ENABLED`): hand out `tcp_response_mux_v1`
+   * ConnectionInfo and accept mux connections too. Off by default: exactly the one-shot server.
+   */
+  readonly mux?: boolean | undefined
+  /** This server's `frontend_server_id` in mux mode (default: a fresh uuid v4). */
+  readonly frontendServerId?: string | undefined
+  /**
+   * TCP keepalive initial delay of accepted mux connections (`DYN_TCP_POOL_KEEPALIVE_SECS`,
+   * default `DEFAULT_MUX_KEEPALIVE_MS`), so a worker that vanished without a FIN is noticed.
+   * One-shot sockets are left as they are.
+   */
+  readonly muxKeepaliveMs?: number | undefined
+}
+
+/** The call-home server, with a view of its pooled (mux) connections. */
+export interface TcpStreamServer extends ResponsePlaneServer {
+  /** Accepted mux connections open now. */
+  readonly muxConnectionCount: () => number
+  /**
+   * Resets every accepted mux connection, as a crashed router would (their streams fail with
+   * "StreamEndedEarly"). For tests and failure drills.
+   */
+  readonly dropMuxConnections: () => void
+}
+
+/** Default bound on the wait for the sentinel after `complete_final`. */
+export const DEFAULT_SENTINEL_TIMEOUT_MS = 1000
+/** Default bound on the wait for the handshake frame of an accepted socket (Dynamo uses 10 s). */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000
+/** Default TCP keepalive initial delay of accepted mux connections (`DYN_TCP_POOL_KEEPALIVE_SECS`' default, 60 s). */
+export const DEFAULT_MUX_KEEPALIVE_MS = 60_000
+
+/**
+ * Builds the call-home response server. The listener starts on the first `open` and is closed,
+ * with all its sockets, when the scope closes; streams still open then fail with
+ * TransportConnectionError "ConnectionClosed".
+ */
+export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamServer, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const runSync = Effect.runSyncWith(yield* Effect.context<never>())
+    const logDebug: LogDebug = (message, annotations) => {
+      try {
+        runSync(Effect.logDebug(message).pipe(Effect.annotateLogs(annotations)))
+      } catch {
+        // logging must never break the socket path
+      }
+    }
+    const muxEnabled = options.mux === true
+    const frontendServerId = options.frontendServerId ?? crypto.randomUUID()
+    const muxKeepaliveMs = options.muxKeepaliveMs ?? DEFAULT_MUX_KEEPALIVE_MS
+
+    /** Streams not yet settled or closed, by subject. */
+    const streams = new Map<string, CallHomeStream>()
+    const muxConnections = new Set<MuxConnection>()
+    const env: StreamEnv = {
+      callHomeTimeoutMs: options.callHomeTimeoutMs,
+      sentinelTimeoutMs: options.sentinelTimeoutMs ?? DEFAULT_SENTINEL_TIMEOUT_MS,
+      forget: (subject) => streams.delete(subject),
+      logDebug
+    }
+
+    const claimOneShot = (socket: net.Socket, subject: string, rest: Uint8Array): string | undefined => {
+      const stream = streams.get(subject)
+      if (stream === undefined || stream.phase !== Phase.Waiting) return `unknown or already-served subject ${subject}`
+      const conn = new OneShotConnection(socket, stream, options.maxMessageSize)
+      stream.claim(conn)
+      conn.start(rest)
+      return undefined
+    }
+
+    const acceptMux = (socket: net.Socket, remote: string, handshake: MuxHandshake, rest: Uint8Array): string | undefined => {
+      if (handshake.frontendServerId !== frontendServerId) {
+        return `mux handshake for frontend_server_id ${handshake.frontendServerId}, this server is ${frontendServerId}`
+      }
+      // Long-lived: keepalive notices a worker that vanished without a FIN (NODELAY is set on accept).
+      socket.setKeepAlive(true, muxKeepaliveMs)
+      const conn = new MuxConnection({
+        socket,
+        remote,
+        connectionId: handshake.connectionId,
+        maxMessageSize: options.maxMessageSize,
+        streams,
+        logDebug,
+        onClose: (closed) => muxConnections.delete(closed)
+      })
+      muxConnections.add(conn)
+      logDebug("accepted mux connection", { remote, connection: handshake.connectionId })
+      conn.start(rest)
+      return undefined
+    }
+
+    const listener = makeListener({
+      host: options.host,
+      port: options.port,
+      advertiseHost: options.advertiseHost,
+      maxMessageSize: options.maxMessageSize,
+      handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+      acceptMux: muxEnabled,
+      routes: { oneShot: claimOneShot, mux: acceptMux },
+      onShutdown: () => {
+        for (const stream of [...streams.values()]) stream.serverClosed()
+      },
+      logDebug
+    })
+    yield* Effect.addFinalizer(() => listener.shutdown)
+
+    const openNow = (address: string, openOptions: OpenStreamOptions): PendingStream => {
+      const subject = crypto.randomUUID()
+      const stream = new CallHomeStream(env, subject, address, openOptions)
+      streams.set(subject, stream)
+      return {
+        connectionInfo: muxEnabled
+          ? muxConnectionInfo({ address, frontend_server_id: frontendServerId, stream_id: subject, context: openOptions.requestId })
+          : tcpConnectionInfo({ address, subject, context: openOptions.requestId, stream_type: "response" }),
+        isDone: () => stream.isDone(),
+        pause: () => stream.pause(),
+        resume: () => stream.resume(),
+        control: (message) => stream.control(message),
+        close: () => stream.close()
+      }
+    }
+
+    return {
+      transport: "tcp",
+      open: (openOptions) =>
+        Effect.suspend(() => {
+          const address = listener.address()
+          return address !== undefined && !listener.isShutDown()
+            ? Effect.succeed(openNow(address, openOptions))
+            : Effect.flatMap(listener.ensureListening, (advertised) => Effect.sync(() => openNow(advertised, openOptions)))
+        }),
+      muxConnectionCount: () => muxConnections.size,
+      dropMuxConnections: () => {
+        for (const conn of muxConnections) conn.resetAndDestroy()
+      }
+    }
+  })

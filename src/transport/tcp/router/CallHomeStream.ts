@@ -1,0 +1,338 @@
+/**
+ * One call-home response stream on the router, as a state machine without a socket: the part of
+ * docs/protocol.md section 4 (one-shot call-home) and section 6 (response mux v1) that both
+ * framings share.
+ *
+ * What it does:
+ * - Phases: waiting (opened, no worker yet) → prologue (the worker called home) → streaming (the
+ *   prologue said the handler started) → sentinel (complete_final read, one-shot only: waiting for
+ *   the `"sentinel"` frame) → closed. A mux stream goes from streaming straight to closed.
+ * - Settles exactly once: `onEnd` or `onError`, and nothing after `close()`. A prologue error is
+ *   a HandlerError (phase "prologue"), the in-band error body a HandlerError (phase "stream"), a
+ *   bad body or an out-of-place frame a TransportProtocolError, a stream cut short (its link
+ *   closed, a mux Reset, a sentinel before complete_final) TransportConnectionError
+ *   "StreamEndedEarly", no call-home within `callHomeTimeoutMs` TransportTimeoutError
+ *   "CallHomeTimeout".
+ * - Items are decoded synchronously and batched until `flush()`: the driver flushes once per
+ *   socket chunk, so the sink gets one `onItems` per stream per chunk.
+ * - `control` queues stop/kill until the worker has called home; `pause`/`resume` reach the link
+ *   (not reading the socket, or withholding mux credit); after complete_final a paused stream
+ *   resumes so that the sentinel is read, and the sentinel's wait is bounded.
+ *
+ * What it does not do: read sockets or frames. Its driver (OneShotConnection or MuxConnection)
+ * decodes the framing and turns it into the events below, and does the stream's I/O through its
+ * `StreamLink`. No Effect, and nothing allocated per item beyond the decoded value.
+ */
+import { readPrologue, STREAM_ENDED_EARLY } from "../../../protocol/CallHome.ts"
+import { payloadCodec } from "../../../protocol/PayloadCodec.ts"
+import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
+import type { ProtocolParseError } from "../../../protocol/ProtocolError.ts"
+import { decodeStreamBody } from "../../../protocol/RequestMessage.ts"
+import { toTransportProtocolError } from "../../../internal/protocolError.ts"
+import type { OpenStreamOptions, ResponseSink } from "../../../ResponsePlane.ts"
+import {
+  HandlerError,
+  TransportConnectionError,
+  TransportProtocolError,
+  TransportTimeoutError
+} from "../../../TransportError.ts"
+import type { TransportError } from "../../../TransportError.ts"
+import type { StreamEnv, StreamLink } from "./StreamLink.ts"
+
+/** The phases of a call-home stream, in order. */
+export const Phase = {
+  /** Opened; no worker has called home yet. */
+  Waiting: 0,
+  /** The worker called home; its prologue is next. */
+  Prologue: 1,
+  /** The handler started: items flow. */
+  Streaming: 2,
+  /** complete_final was read (one-shot): the sentinel is next. */
+  Sentinel: 3,
+  /** Over: its link is released or gone. */
+  Closed: 4
+} as const
+
+/** A phase of a call-home stream. */
+export type Phase = (typeof Phase)[keyof typeof Phase]
+
+/** One router-side call-home stream; see the module comment. */
+export class CallHomeStream {
+  /** The stream's single-use subject (a mux stream's id). */
+  readonly subject: string
+  private readonly requestId: string
+  private readonly endpoint: string
+  private readonly codec: PayloadCodec
+  private readonly sink: ResponseSink
+  private readonly env: StreamEnv
+  private state: Phase = Phase.Waiting
+  private current: StreamLink | undefined = undefined
+  /** A terminal callback was delivered, or `close()` was called: no more callbacks. */
+  private settled = false
+  /** `close()` was called. */
+  private closed = false
+  /** The link closed under the stream. */
+  private gone = false
+  private paused = false
+  private batch: Array<unknown> = []
+  private controls: Array<"stop" | "kill"> | undefined = undefined
+  private callHomeTimer: ReturnType<typeof setTimeout> | undefined
+  private sentinelTimer: ReturnType<typeof setTimeout> | undefined = undefined
+
+  /** Opens a stream waiting for its worker, which `address` names in the call-home timeout. */
+  constructor(env: StreamEnv, subject: string, address: string, options: OpenStreamOptions) {
+    this.env = env
+    this.subject = subject
+    this.requestId = options.requestId
+    this.endpoint = options.endpoint
+    this.codec = payloadCodec(options.codec)
+    this.sink = options.sink
+    this.callHomeTimer = setTimeout(() => this.callHomeTimedOut(address), env.callHomeTimeoutMs)
+  }
+
+  /** The current phase; drivers read it to map frames to events. */
+  get phase(): Phase {
+    return this.state
+  }
+
+  /** The link of a claimed stream, until it closes. */
+  get link(): StreamLink | undefined {
+    return this.current
+  }
+
+  // ---- the consumer's side (PendingStream) ---------------------------------------------------
+
+  /** True once the stream has ended or failed, or its link closed. */
+  isDone(): boolean {
+    return this.settled || this.gone || this.state === Phase.Closed
+  }
+
+  /** Sends stop or kill, queued until the worker has called home; dropped once the stream is over. */
+  control(message: "stop" | "kill"): void {
+    if (this.closed || this.state >= Phase.Sentinel) return
+    if (this.current !== undefined) this.current.control(message)
+    else (this.controls ??= []).push(message)
+  }
+
+  /** Takes no more data until `resume` (idempotent). */
+  pause(): void {
+    if (this.paused || this.closed) return
+    this.paused = true
+    this.current?.pause()
+  }
+
+  /** Takes data again after `pause` (idempotent). */
+  resume(): void {
+    if (!this.paused) return
+    this.paused = false
+    this.current?.resume()
+  }
+
+  /** Unregisters the stream; no callback follows. A live stream's worker hears a disconnect. Idempotent. */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    this.settled = true
+    clearTimeout(this.callHomeTimer)
+    this.env.forget(this.subject)
+    const phase = this.state
+    // After complete_final the sentinel (or its timer) releases the link.
+    if (phase === Phase.Sentinel) return
+    this.state = Phase.Closed
+    if (phase === Phase.Prologue || phase === Phase.Streaming) this.current?.cancel()
+  }
+
+  // ---- the worker's side: events from the driver ---------------------------------------------
+
+  /** The worker called home (handshake, or mux Prologue): attach `link`. Only while waiting. */
+  claim(link: StreamLink): void {
+    if (this.state !== Phase.Waiting) return
+    clearTimeout(this.callHomeTimer)
+    this.callHomeTimer = undefined
+    this.current = link
+    this.state = Phase.Prologue
+    if (this.paused) link.pause()
+    const queued = this.controls
+    if (queued === undefined) return
+    this.controls = undefined
+    for (const message of queued) link.control(message)
+  }
+
+  /** The prologue's JSON: the handler started, or why it could not. A second one is a protocol error. */
+  prologue(json: Uint8Array): void {
+    if (this.state !== Phase.Prologue) {
+      if (this.state === Phase.Streaming) this.unexpected("a second prologue in a response stream")
+      return
+    }
+    const prologue = readPrologue(json)
+    if (prologue._tag === "Started") {
+      this.state = Phase.Streaming
+      if (!this.settled) this.sink.onStart?.()
+    } else if (prologue._tag === "Refused") {
+      this.state = Phase.Closed
+      this.fail(new HandlerError({ endpoint: this.endpoint, requestId: this.requestId, detail: prologue.message, phase: "prologue" }))
+      this.current?.release(undefined)
+    } else this.malformed(prologue)
+  }
+
+  /** One stream body (a data frame): an item, complete_final, or the in-band error. Ignored unless streaming. */
+  data(body: Uint8Array): void {
+    if (this.state !== Phase.Streaming) return
+    const r = decodeStreamBody(this.codec, body)
+    if (r._tag === "Item") {
+      if (this.batch.length === 0) this.current!.batchStarted()
+      this.batch.push(r.data)
+      if (r.last) this.complete()
+    } else if (r._tag === "Complete") {
+      this.complete()
+    } else if (r._tag === "Error") {
+      this.flush()
+      this.state = Phase.Closed
+      this.fail(new HandlerError({ endpoint: this.endpoint, requestId: this.requestId, detail: r.message, phase: "stream" }))
+      this.current?.release(undefined)
+    } else this.malformed(r)
+  }
+
+  /** Mux End: complete_final and the sentinel in one. Before the prologue it is a protocol error. */
+  end(): void {
+    if (this.state === Phase.Streaming) this.complete()
+    else if (this.state === Phase.Prologue) this.unexpected("End before the stream's prologue")
+  }
+
+  /** The one-shot `"sentinel"`: after complete_final it releases the link; before, it cuts the stream short. */
+  sentinel(): void {
+    if (this.state === Phase.Sentinel) this.finish()
+    else if (this.state === Phase.Streaming) this.cutShort(new Error("sentinel before complete_final"))
+  }
+
+  /** Any other frame after complete_final (one-shot): ignored and logged; the link is released as after the sentinel. */
+  strayAfterEnd(): void {
+    if (this.state !== Phase.Sentinel) return
+    this.env.logDebug("unexpected frame after complete_final; closing", { subject: this.subject })
+    this.finish()
+  }
+
+  /** A frame that has no place here: TransportProtocolError "UnexpectedMessage". */
+  unexpected(detail: string): void {
+    this.protocolFailure(new TransportProtocolError({ reason: "UnexpectedMessage", transport: "tcp", target: this.subject, detail }))
+  }
+
+  /** Bytes that do not parse (the framing, the prologue or a body): TransportProtocolError with the parse error's reason. */
+  malformed(error: ProtocolParseError): void {
+    this.protocolFailure(toTransportProtocolError(error, "tcp", this.subject))
+  }
+
+  /** The worker cut the stream short while its link lives (mux Reset, early sentinel): "StreamEndedEarly". */
+  cutShort(cause: unknown): void {
+    if (this.state !== Phase.Prologue && this.state !== Phase.Streaming) return
+    this.endEarly(cause)
+    this.current?.release(undefined)
+  }
+
+  /**
+   * The link closed under the stream (socket closed, mux connection died). Between call-home and
+   * complete_final the stream fails: "StreamEndedEarly", or the connection's TransportProtocolError.
+   */
+  disconnected(cause: Error | undefined): void {
+    this.gone = true
+    this.current = undefined
+    clearTimeout(this.sentinelTimer)
+    if (this.state === Phase.Prologue || this.state === Phase.Streaming) {
+      if (cause instanceof TransportProtocolError) {
+        this.flush()
+        this.fail(new TransportProtocolError({ reason: cause.reason, transport: "tcp", target: this.subject, detail: cause.detail, cause }))
+      } else this.endEarly(cause)
+    }
+    this.state = Phase.Closed
+  }
+
+  /** The worker reset the stream before its call-home reached the router (mux): "ConnectionClosed" naming its reason. */
+  resetBeforeClaim(reason: string): void {
+    if (this.state !== Phase.Waiting) return
+    this.state = Phase.Closed
+    this.fail(this.connectionError("ConnectionClosed", `the worker reset the stream before its prologue reached the router: ${reason}`))
+  }
+
+  /** The server shuts down: "ConnectionClosed" (the server closes the sockets). */
+  serverClosed(): void {
+    clearTimeout(this.callHomeTimer)
+    clearTimeout(this.sentinelTimer)
+    this.state = Phase.Closed
+    this.fail(this.connectionError("ConnectionClosed", "the call-home server has shut down"))
+  }
+
+  /** Hands the items batched since the last flush to the sink, as one `onItems`. */
+  flush(): void {
+    const items = this.batch
+    if (items.length === 0) return
+    this.batch = []
+    if (!this.settled) this.sink.onItems(items)
+  }
+
+  // ---- transitions ---------------------------------------------------------------------------
+
+  private complete(): void {
+    this.flush()
+    const link = this.current!
+    const awaitsSentinel = link.awaitsSentinel
+    this.state = awaitsSentinel ? Phase.Sentinel : Phase.Closed
+    if (this.settle()) this.sink.onEnd()
+    if (!awaitsSentinel) return link.release(undefined)
+    if (this.state === Phase.Sentinel && !this.gone) {
+      // The stream is whole: read on (a pause taken in onItems must not hide the sentinel), and
+      // bound the wait for the sentinel so no socket outlives its stream for long.
+      this.resume()
+      this.sentinelTimer = setTimeout(() => this.finish(), this.env.sentinelTimeoutMs)
+      this.sentinelTimer.unref?.()
+    }
+  }
+
+  private finish(): void {
+    clearTimeout(this.sentinelTimer)
+    this.state = Phase.Closed
+    this.current?.release(undefined)
+  }
+
+  private protocolFailure(error: TransportProtocolError): void {
+    if (this.state === Phase.Waiting || this.state === Phase.Closed) return
+    this.flush()
+    this.state = Phase.Closed
+    this.fail(error)
+    this.current?.release(`protocol error: ${error.detail ?? error.reason}`)
+  }
+
+  private endEarly(cause: unknown): void {
+    this.flush()
+    this.state = Phase.Closed
+    this.fail(this.connectionError("StreamEndedEarly", STREAM_ENDED_EARLY, cause))
+  }
+
+  private callHomeTimedOut(address: string): void {
+    if (this.state !== Phase.Waiting) return
+    this.state = Phase.Closed
+    this.fail(
+      new TransportTimeoutError({
+        reason: "CallHomeTimeout",
+        transport: "tcp",
+        target: this.subject,
+        detail: `no worker called home to ${address} within ${this.env.callHomeTimeoutMs} ms`
+      })
+    )
+  }
+
+  private connectionError(reason: "ConnectionClosed" | "StreamEndedEarly", detail: string, cause?: unknown): TransportConnectionError {
+    return new TransportConnectionError({ reason, transport: "tcp", target: this.subject, detail, cause })
+  }
+
+  private settle(): boolean {
+    if (this.settled) return false
+    this.settled = true
+    clearTimeout(this.callHomeTimer)
+    this.env.forget(this.subject)
+    return true
+  }
+
+  private fail(error: TransportError | HandlerError): void {
+    if (this.settle()) this.sink.onError(error)
+  }
+}

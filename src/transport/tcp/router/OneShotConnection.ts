@@ -1,0 +1,117 @@
+/**
+ * The router's end of a one-shot call-home connection (docs/protocol.md section 4): one socket, one
+ * stream, TwoPartCodec frames.
+ *
+ * What it does: once the listener has read the handshake and the stream has been claimed, it
+ * takes over the socket's events, decodes every chunk synchronously in the 'data' handler and
+ * turns each frame into an event of the stream's state machine: a header-only prologue, data-only
+ * bodies (an empty frame carries nothing), the `"sentinel"` header; anything else is
+ * "UnexpectedMessage", and framing errors fail the stream. The stream's items are flushed once
+ * per chunk. As the stream's `StreamLink` it writes stop/kill frames, pauses and resumes reading,
+ * destroys the socket when the stream is over, and on `close()` before the end lets queued
+ * control frames drain (within `CLOSE_DRAIN_MS`) before destroying it. The socket's close is
+ * the stream's `disconnected`.
+ *
+ * What it does not do: read the handshake or pick the stream (CallHomeListener and
+ * CallHomeServer do), or decide what a frame means for the stream (CallHomeStream does).
+ */
+import type * as net from "node:net"
+import { controlFrame, isSentinel, preview } from "../../../protocol/CallHome.ts"
+import { makeDecoder } from "../../../protocol/TwoPartCodec.ts"
+import type { FrameDecoder } from "../../../protocol/TwoPartCodec.ts"
+import { Phase } from "./CallHomeStream.ts"
+import type { CallHomeStream } from "./CallHomeStream.ts"
+import type { StreamLink } from "./StreamLink.ts"
+
+/** How long `close()` lets queued control frames drain before destroying the socket. */
+export const CLOSE_DRAIN_MS = 1000
+
+/** One accepted one-shot socket carrying one claimed stream; see the module comment. */
+export class OneShotConnection implements StreamLink {
+  /** A one-shot stream ends with the `"sentinel"` frame after complete_final. */
+  readonly awaitsSentinel = true
+  private readonly socket: net.Socket
+  private readonly stream: CallHomeStream
+  private readonly decoder: FrameDecoder
+  private lastError: Error | undefined = undefined
+
+  /** A driver for `socket`, whose handshake claimed `stream`; frames up to `maxMessageSize`. */
+  constructor(socket: net.Socket, stream: CallHomeStream, maxMessageSize: number) {
+    this.socket = socket
+    this.stream = stream
+    this.decoder = makeDecoder({ maxMessageSize })
+  }
+
+  /** Takes over the socket's events and decodes `rest` (the bytes that followed the handshake in its chunk). */
+  start(rest: Uint8Array): void {
+    const socket = this.socket
+    socket.on("data", this.onData)
+    socket.on("error", (error) => {
+      this.lastError = error
+    })
+    socket.on("close", () => this.stream.disconnected(this.lastError))
+    if (rest.length > 0) this.onData(rest)
+  }
+
+  /** Writes a stop or kill frame. */
+  control(message: "stop" | "kill"): void {
+    if (!this.socket.destroyed) this.socket.write(controlFrame(message))
+  }
+
+  /** Stops reading the socket. */
+  pause(): void {
+    this.socket.pause()
+  }
+
+  /** Reads the socket again. */
+  resume(): void {
+    if (!this.socket.destroyed) this.socket.resume()
+  }
+
+  /** Nothing to do: the stream is flushed after every chunk. */
+  batchStarted(): void {}
+
+  /** Destroys the socket (a one-shot worker hears any end as the socket closing). */
+  release(_reset: string | undefined): void {
+    this.socket.destroy()
+  }
+
+  /** Ends the socket, letting a just-written stop/kill reach the worker within a bound. */
+  cancel(): void {
+    const socket = this.socket
+    if (socket.writableLength > 0) {
+      socket.end()
+      setTimeout(() => socket.destroy(), CLOSE_DRAIN_MS).unref?.()
+    } else socket.destroy()
+  }
+
+  private readonly onData = (chunk: Uint8Array): void => {
+    const error = this.decoder.decode(chunk, this.onFrame)
+    this.stream.flush()
+    if (error !== undefined) this.stream.malformed(error)
+  }
+
+  private readonly onFrame = (header: Uint8Array, body: Uint8Array): void => {
+    const stream = this.stream
+    switch (stream.phase) {
+      case Phase.Streaming:
+        if (header.length === 0) {
+          if (body.length > 0) stream.data(body)
+          return
+        }
+        // The only control frame a worker sends is the sentinel, and only after complete_final.
+        if (body.length === 0 && isSentinel(header)) return stream.sentinel()
+        return stream.unexpected(`unexpected control frame ${preview(header)} in a response stream`)
+      case Phase.Prologue:
+        if (header.length === 0 || body.length > 0) return stream.unexpected("expected a header-only prologue frame")
+        return stream.prologue(header)
+      case Phase.Sentinel:
+        // Normally the sentinel; anything else after complete_final is ignored. Either way the
+        // stream is whole and the router closes the socket.
+        if (header.length > 0 && body.length === 0 && isSentinel(header)) return stream.sentinel()
+        return stream.strayAfterEnd()
+      default:
+        return // Closed: the rest of the chunk is dropped
+    }
+  }
+}

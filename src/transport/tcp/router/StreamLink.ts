@@ -1,0 +1,43 @@
+/**
+ * The contract between a router-side call-home stream (CallHomeStream) and what carries it: the
+ * `StreamLink` its driver implements (a one-shot socket, or a stream on a mux connection), and
+ * the `StreamEnv` its server shares with every stream.
+ *
+ * Types only: no I/O, no state.
+ */
+
+/** A debug log line from a socket callback (never throws). */
+export type LogDebug = (message: string, annotations: Record<string, unknown>) => void
+
+/** How a claimed stream reaches its worker: a one-shot socket, or a stream on a mux connection. */
+export interface StreamLink {
+  /** True when a `"sentinel"` frame follows complete_final (one-shot); a mux stream is over at its end. */
+  readonly awaitsSentinel: boolean
+  /** Sends the router's stop or kill to the worker. */
+  control(message: "stop" | "kill"): void
+  /** Takes no more of the stream's data: the socket is not read (one-shot), no credit is granted (mux). */
+  pause(): void
+  /** Takes the stream's data again after `pause`. */
+  resume(): void
+  /** Items were queued since the last `flush()`: the driver must flush the stream at the end of the chunk. */
+  batchStarted(): void
+  /**
+   * The stream is over on the router's side: the link lets it go (the one-shot socket is
+   * destroyed; the mux stream is forgotten, with a Reset carrying `reset` when given).
+   */
+  release(reset: string | undefined): void
+  /** The consumer closed the stream before its end: the worker must hear a disconnect. */
+  cancel(): void
+}
+
+/** What every stream of one server shares. */
+export interface StreamEnv {
+  /** How long a stream waits for its worker to call home. */
+  readonly callHomeTimeoutMs: number
+  /** How long after complete_final a one-shot stream waits for the sentinel. */
+  readonly sentinelTimeoutMs: number
+  /** Removes a settled or closed stream from the server's table by subject: the subject is used up. */
+  readonly forget: (subject: string) => void
+  /** Debug logging from socket callbacks. */
+  readonly logDebug: LogDebug
+}
