@@ -1,0 +1,4 @@
+import { httpTcp } from "../support/stacks.ts"
+import { transportContract } from "./transportContract.ts"
+
+transportContract(httpTcp)

@@ -1,0 +1,4 @@
+import { httpTcpPooled } from "../support/stacks.ts"
+import { transportContract } from "./transportContract.ts"
+
+transportContract(httpTcpPooled)

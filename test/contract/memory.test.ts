@@ -1,0 +1,4 @@
+import { memory } from "../support/stacks.ts"
+import { transportContract } from "./transportContract.ts"
+
+transportContract(memory)
