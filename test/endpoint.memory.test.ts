@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Layer, Schema, Stream } from "effect"
+import { Deferred, Effect, Exit, Fiber, Layer, Stream } from "effect"
 import { Discovery } from "../src/Discovery.ts"
 import * as Endpoint from "../src/Endpoint.ts"
 import * as MemoryDiscovery from "../src/discovery/MemoryDiscovery.ts"
@@ -22,79 +22,6 @@ describe("Endpoint over the in-memory transport", () => {
         seen.push(...batch)
       })
       expect(seen).toEqual([1, 2, 3, 4, 5])
-    }).pipe(Effect.provide(memoryStack())))
-
-  it.live("keeps concurrent streams apart", () =>
-    Effect.gen(function*() {
-      yield* Endpoint.serveEmit("ns.comp.echo", (req: { id: number }, _ctx, emit: Endpoint.Emit<string>) =>
-        Effect.gen(function*() {
-          for (let i = 0; i < 20; i++) {
-            emit(`${req.id}:${i}`)
-            if (i % 5 === 0) yield* Effect.yieldNow
-          }
-        }))
-      const client = yield* Endpoint.client<{ id: number }, string>("ns.comp.echo")
-      const results = yield* Effect.forEach(
-        Array.from({ length: 200 }, (_, id) => id),
-        (id) => Stream.runCollect(client.generate({ id })),
-        { concurrency: "unbounded" }
-      )
-      results.forEach((items, id) => expect(items).toEqual(Array.from({ length: 20 }, (_, i) => `${id}:${i}`)))
-    }).pipe(Effect.provide(memoryStack())))
-
-  it.live("fails the stream with a typed HandlerError after the items sent before it", () =>
-    Effect.gen(function*() {
-      yield* Endpoint.serveEmit("ns.comp.fail", (_req: unknown, _ctx, emit: Endpoint.Emit<number>) =>
-        Effect.gen(function*() {
-          emit(1)
-          emit(2)
-          return yield* Effect.fail(new Error("model exploded"))
-        }))
-      const client = yield* Endpoint.client<unknown, number>("ns.comp.fail")
-      const seen: Array<number> = []
-      const error = yield* Effect.flip(
-        client.generate({}).pipe(Stream.runForEach((n) => Effect.sync(() => seen.push(n))))
-      )
-      expect(seen).toEqual([1, 2])
-      expect(error._tag).toBe("HandlerError")
-      if (error._tag === "HandlerError") {
-        expect(error.detail).toBe("model exploded")
-        expect(error.phase).toBe("stream")
-        expect(error.endpoint).toBe("ns.comp.fail")
-      }
-    }).pipe(Effect.provide(memoryStack())))
-
-  it.live("fails in the prologue when the request does not decode", () =>
-    Effect.gen(function*() {
-      yield* Endpoint.serve("ns.comp.typed", (req: { n: number }) => Stream.make(req.n), {
-        requestSchema: Schema.Struct({ n: Schema.Number })
-      })
-      const client = yield* Endpoint.client<unknown, number>("ns.comp.typed")
-      expect(yield* Stream.runCollect(client.generate({ n: 7 }))).toEqual([7])
-      const error = yield* Effect.flip(Stream.runCollect(client.generate({ n: "seven" })))
-      expect(error._tag).toBe("HandlerError")
-      if (error._tag === "HandlerError") {
-        expect(error.phase).toBe("prologue")
-        expect(error.detail).toContain("invalid request")
-      }
-    }).pipe(Effect.provide(memoryStack())))
-
-  it.live("sends stop on consumer cancellation, which interrupts the handler", () =>
-    Effect.gen(function*() {
-      const interrupted = yield* Deferred.make<number>()
-      yield* Endpoint.serveEmit("ns.comp.slow", (_req: unknown, _ctx, emit: Endpoint.Emit<number>) =>
-        Effect.gen(function*() {
-          for (let i = 0;; i++) {
-            emit(i)
-            yield* Effect.sleep(5)
-          }
-        }).pipe(Effect.onInterrupt(() => Deferred.succeed(interrupted, Date.now()))))
-      const client = yield* Endpoint.client<unknown, number>("ns.comp.slow")
-      const items = yield* Stream.runCollect(client.generate({}).pipe(Stream.take(3)))
-      const cancelledAt = Date.now()
-      expect(items).toEqual([0, 1, 2])
-      const at = yield* Deferred.await(interrupted).pipe(Effect.timeout(1000))
-      expect(at - cancelledAt).toBeLessThan(100)
     }).pipe(Effect.provide(memoryStack())))
 
   it.live("sends kill after the grace period when the handler ignores stop", () =>
@@ -137,14 +64,6 @@ describe("Endpoint over the in-memory transport", () => {
       const [stopAt, killAt] = controls.map((c) => Number(c.split("@")[1]))
       expect(killAt! - stopAt!).toBeGreaterThanOrEqual(90)
     }).pipe(Effect.provide(memoryStack({ DYN_CANCEL_GRACE_MS: "100" }))))
-
-  it.live("fails with EndpointNotFound when no instance serves the endpoint", () =>
-    Effect.gen(function*() {
-      const client = yield* Endpoint.client<unknown, number>("ns.comp.nobody")
-      const error = yield* Effect.flip(Stream.runCollect(client.generate({})))
-      expect(error._tag).toBe("EndpointNotFound")
-      expect(error.message).toContain("ns.comp.nobody")
-    }).pipe(Effect.provide(memoryStack())))
 
   it.live("flow control: a slow generate consumer pauses the stream, so the worker's Stream handler stalls; then everything arrives in order", () =>
     Effect.gen(function*() {
