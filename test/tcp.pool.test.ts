@@ -1,6 +1,6 @@
 /**
  * The pooled, multiplexed call-home plane (response mux v1, DYN_TCP_POOL_ENABLED=true) over real
- * loopback sockets: the worker's TcpResponseConnectionPool against the router's stream server, the
+ * loopback sockets: the worker's ConnectionPool against the router's stream server, the
  * Endpoint API on top of both, and hand-scripted raw peers that check the bytes on the wire.
  * Time-driven behaviour (idle timeout, max lifetime) runs on TestClock; everything else on real
  * time with small bounds.
@@ -32,10 +32,10 @@ import type { RequestMessage } from "../src/RequestPlane.ts"
 import type { ResponseSink } from "../src/ResponsePlane.ts"
 import * as MemoryTransport from "../src/transport/memory/MemoryTransport.ts"
 import { encodeMuxHandshake, muxConnectionInfo } from "../src/protocol/MuxHandshake.ts"
-import type { TcpResponseConnectionPool, TcpResponseConnectionPoolOptions } from "../src/transport/tcp/pool/TcpResponseConnectionPool.ts"
+import type { ConnectionPool, ConnectionPoolOptions, PooledConnection } from "../src/transport/tcp/worker/pool/ConnectionPool.ts"
 import * as TcpResponseTransport from "../src/transport/tcp/TcpResponseTransport.ts"
-import * as TcpStreamClient from "../src/transport/tcp/TcpStreamClient.ts"
-import * as TcpStreamServer from "../src/transport/tcp/TcpStreamServer.ts"
+import * as TcpStreamClient from "../src/transport/tcp/worker/CallHomeClient.ts"
+import * as TcpStreamServer from "../src/transport/tcp/router/CallHomeServer.ts"
 import { defaults, TransportConfig } from "../src/TransportConfig.ts"
 import type { HandlerError, TransportError } from "../src/TransportError.ts"
 import * as TransportRegistry from "../src/registry/index.ts"
@@ -165,7 +165,7 @@ const addressOf = (info: { readonly info: string }) => (JSON.parse(info.info) as
  * A router's stream server in mux mode and a worker's client with its pool, used directly:
  * `open` opens a router stream and calls home for it; `roundTrip` runs a whole stream.
  */
-const harness = (pool: Partial<TcpResponseConnectionPoolOptions> = {}, server: Partial<TcpStreamServer.TcpStreamServerOptions> = {}) =>
+const harness = (pool: Partial<ConnectionPoolOptions> = {}, server: Partial<TcpStreamServer.TcpStreamServerOptions> = {}) =>
   Effect.gen(function*() {
     const srv = yield* TcpStreamServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX, mux: true, ...server })
     const client = yield* TcpStreamClient.make({ maxMessageSize: MAX, pool: { minIdle: 0, ...pool } })
@@ -195,14 +195,14 @@ const harness = (pool: Partial<TcpResponseConnectionPoolOptions> = {}, server: P
     return { server: srv, client, pool: client.pool()!, open, roundTrip, target: () => target }
   })
 
-const ids = (pool: TcpResponseConnectionPool) => pool.connections().map((c) => c.id)
+const ids = (pool: ConnectionPool) => pool.connections().map((c) => c.id)
 
-/** The socket of a pooled connection (a private field, for failure drills). */
-const socketOf = (c: unknown) => (c as { socket: net.Socket }).socket
+/** The socket of a pooled connection (its MuxConnection's private field, for failure drills). */
+const socketOf = (c: PooledConnection | undefined) => (c!.conn as unknown as { socket: net.Socket }).socket
 
 // ---- the pool ---------------------------------------------------------------------------------
 
-describe("TcpResponseConnectionPool", () => {
+describe("ConnectionPool", () => {
   it.live("reuse: 50 sequential streams to one target create one connection", () =>
     Effect.gen(function*() {
       const h = yield* harness()
@@ -259,7 +259,7 @@ describe("TcpResponseConnectionPool", () => {
       const sample = () => {
         const conns = h.pool.connections()
         peakConnections = Math.max(peakConnections, conns.length, h.server.muxConnectionCount())
-        for (const c of conns) peakStreams = Math.max(peakStreams, c.streamCount())
+        for (const c of conns) peakStreams = Math.max(peakStreams, c.conn.streamCount())
       }
       const stream = (i: number) =>
         Effect.gen(function*() {
@@ -395,7 +395,7 @@ describe("TcpResponseConnectionPool", () => {
       const b = yield* h.open
       b.writer.prologue()
       expect(h.pool.connections().length).toBe(2)
-      expect(first!.streamCount()).toBe(1)
+      expect(first!.conn.streamCount()).toBe(1)
       a.writer.send("a2")
       a.writer.complete()
       yield* Effect.promise(() => a.rec.done)
@@ -438,7 +438,7 @@ describe("TcpResponseConnectionPool", () => {
       const [second] = h.pool.connections()
       const seen = yield* Effect.promise(() =>
         new Promise<string | undefined>((resolve) => {
-          socketOf(second).once("end", () => resolve(second!.problem()))
+          socketOf(second).once("end", () => resolve(second!.conn.problem()))
           socketOf(second).push(null)
         })
       )
@@ -586,13 +586,13 @@ const serveLost = Endpoint.serveEmit("ns.pool.lost", (req: { mode: "hang" | "don
  * Makes a pooled connection die as it queues its next Prologue: its socket is destroyed in the
  * same tick, so that frame (and whatever the stream queues after it) never reaches the socket.
  */
-const dieOnNextPrologue = (conn: unknown) => {
-  const target = conn as { enqueue: (s: unknown, kind: MuxKind, payload: Uint8Array | undefined) => void }
-  const enqueue = target.enqueue.bind(conn)
+const dieOnNextPrologue = (pc: PooledConnection) => {
+  const target = pc.conn as unknown as { enqueue: (s: unknown, kind: MuxKind, payload: Uint8Array | undefined) => void }
+  const enqueue = target.enqueue.bind(pc.conn)
   let prologues = 0
   target.enqueue = (s, kind, payload) => {
     enqueue(s, kind, payload)
-    if (kind === MuxKind.Prologue && prologues++ === 0) socketOf(conn).destroy(new Error("simulated link failure"))
+    if (kind === MuxKind.Prologue && prologues++ === 0) socketOf(pc).destroy(new Error("simulated link failure"))
   }
   return { prologues: () => prologues }
 }
@@ -639,7 +639,7 @@ describe("a dropped pooled connection", () => {
         expect(pool.connections().length).toBe(1) // all twenty share one connection
         const droppedAt = performance.now()
         if (side === "router") server.dropMuxConnections()
-        else for (const c of pool.connections()) c.destroy()
+        else for (const c of pool.connections()) c.conn.destroy()
         const results = yield* Effect.forEach(fibers, Fiber.join)
         for (const { at, e } of results) {
           expect(at - droppedAt).toBeLessThan(1000)
@@ -885,7 +885,7 @@ interface DecodedMux {
 /** Decodes compact frames from `bytes` (after skipping `skip` bytes). */
 const muxFrames = (bytes: Uint8Array, skip = 0): Array<DecodedMux> => {
   const out: Array<DecodedMux> = []
-  const error = makeMuxDecoder({ maxMessageSize: MAX, target: "raw", transport: "tcp" }).decode(bytes.subarray(skip), (kind, id, payload) =>
+  const error = makeMuxDecoder({ maxMessageSize: MAX }).decode(bytes.subarray(skip), (kind, id, payload) =>
     out.push({ kind, id: uuidFromStreamId(id), payload: payload.slice() }))
   if (error !== undefined) throw error
   return out
@@ -905,7 +905,7 @@ const rawMuxRouter = Effect.gen(function*() {
     const chunks: Array<Buffer> = []
     let resolveHandshake: (s: string) => void = () => {}
     const handshake = new Promise<string>((resolve) => (resolveHandshake = resolve))
-    const decoder = makeDecoder({ maxMessageSize: MAX, target: "raw", transport: "tcp" })
+    const decoder = makeDecoder({ maxMessageSize: MAX })
     let acked = false
     socket.on("data", (c: Buffer) => {
       if (!acked) {

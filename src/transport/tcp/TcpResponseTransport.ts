@@ -1,22 +1,19 @@
 /**
- * The TCP call-home response transport (PROTOCOL.md section 3) as a registry entry: the router's
- * `TcpStreamServer` and the worker's `TcpStreamClient`, built from `TransportConfig` and
- * registered in the `TransportRegistry` as transport "tcp" on the response plane.
+ * The TCP call-home response transport (docs/protocol.md sections 4 and 6) as a registry entry:
+ * the router's call-home server (`router/CallHomeServer.ts`) and the worker's client, built from
+ * `TransportConfig` and registered in the `TransportRegistry` as transport "tcp" on the response
+ * plane.
  *
  * What it does: `make` builds both sides from settings (scoped: the listener, the worker's
  * connection pool and every socket close with the scope); `layer` / `layerWith` register them for
  * the layer's life. `DYN_TCP_POOL_ENABLED=true` switches the router's server to handing out
  * pooled, multiplexed call-home info (response mux v1), and `DYN_TCP_POOL_KEEPALIVE_SECS` sets the
  * TCP keepalive of the pooled connections on both ends; the worker's client understands both
- * kinds whatever the flag says, and serves mux streams from its `TcpResponseConnectionPool`
+ * kinds whatever the flag says, and serves mux streams from its connection pool (`worker/pool/`)
  * (configured by `DYN_TCP_POOL_*`).
  *
  * What it does not do: the request plane, or pick itself: selection is the registry's job
  * (priority 10 by default, above the in-memory transport's 0).
- *
- * Note: `TransportRegistry` imports transport modules and this module imports it back. Only
- * the Effect.gen body of `layerWith` touches the imported `TransportRegistry` binding; nothing
- * at module level may.
  */
 import { Effect, Layer } from "effect"
 import type { Scope } from "effect"
@@ -24,9 +21,9 @@ import type { TransportCapabilities, TransportRegistration } from "../../Transpo
 import { TransportConfig } from "../../TransportConfig.ts"
 import type { TransportSettings } from "../../TransportConfig.ts"
 import { TransportRegistry } from "../../TransportRegistry.ts"
-import * as TcpResponseConnectionPool from "./pool/TcpResponseConnectionPool.ts"
-import * as TcpStreamClient from "./TcpStreamClient.ts"
-import * as TcpStreamServer from "./TcpStreamServer.ts"
+import * as ConnectionPool from "./worker/pool/ConnectionPool.ts"
+import * as CallHomeClient from "./worker/CallHomeClient.ts"
+import * as CallHomeServer from "./router/CallHomeServer.ts"
 
 /** The default registration priority of the TCP response transport. */
 export const DEFAULT_PRIORITY = 10
@@ -45,8 +42,8 @@ export const capabilities = (maxMessageSize: number, pooled = false): TransportC
 /** Both sides of the TCP response transport and its registration. */
 export interface TcpResponseTransport {
   readonly registration: TransportRegistration
-  readonly client: TcpStreamClient.TcpStreamClient
-  readonly server: TcpStreamServer.TcpStreamServer
+  readonly client: CallHomeClient.TcpStreamClient
+  readonly server: CallHomeServer.TcpStreamServer
 }
 
 /** Options of `make` and `layerWith`, beyond the settings. */
@@ -54,9 +51,9 @@ export interface TcpResponseTransportOptions {
   /** Registration priority (default `DEFAULT_PRIORITY`). */
   readonly priority?: number | undefined
   /** Client options that the settings do not cover (connect timeout, flush strategy, pool extras such as small test durations). */
-  readonly client?: Omit<TcpStreamClient.TcpStreamClientOptions, "maxMessageSize"> | undefined
+  readonly client?: Omit<CallHomeClient.TcpStreamClientOptions, "maxMessageSize"> | undefined
   /** Server options that the settings do not cover (sentinel and handshake timeouts). */
-  readonly server?: Pick<TcpStreamServer.TcpStreamServerOptions, "sentinelTimeoutMs" | "handshakeTimeoutMs" | "frontendServerId"> | undefined
+  readonly server?: Pick<CallHomeServer.TcpStreamServerOptions, "sentinelTimeoutMs" | "handshakeTimeoutMs" | "frontendServerId"> | undefined
 }
 
 /** Builds client and server from `settings` (tcpResponse.*, tcpMaxMessageSize) without a registry. */
@@ -65,7 +62,7 @@ export const make = (
   options: TcpResponseTransportOptions = {}
 ): Effect.Effect<TcpResponseTransport, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const server = yield* TcpStreamServer.make({
+    const server = yield* CallHomeServer.make({
       host: settings.tcpResponse.host,
       port: settings.tcpResponse.port,
       advertiseHost: settings.tcpResponse.advertiseHost,
@@ -75,8 +72,8 @@ export const make = (
       muxKeepaliveMs: settings.tcpPool.keepaliveMs,
       ...options.server
     })
-    const { maxMessageSize: _, ...pool } = TcpResponseConnectionPool.optionsFromSettings(settings)
-    const client = yield* TcpStreamClient.make({
+    const { maxMessageSize: _, ...pool } = ConnectionPool.optionsFromSettings(settings)
+    const client = yield* CallHomeClient.make({
       ...options.client,
       maxMessageSize: settings.tcpMaxMessageSize,
       pool: { ...pool, ...options.client?.pool }

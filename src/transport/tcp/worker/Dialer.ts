@@ -1,0 +1,87 @@
+/**
+ * The worker's outbound TCP connect, for one-shot call-home sockets and pooled mux connections:
+ * TCP_NODELAY always, TCP keepalive when asked, bounded by a timeout, with typed errors that
+ * name the address.
+ *
+ * What it does: `dial` connects and, inside the socket's connect handler, hands the socket to
+ * `onConnect`, whose result it succeeds with; whoever takes the socket attaches its listeners
+ * there, before any later event. No connection within `timeoutMs` is TransportTimeoutError
+ * "ConnectTimeout" ("no connection within N ms"); a refused or failed connect is
+ * TransportConnectionError "ConnectFailed" with the cause's message. Interrupting it, a timeout
+ * or a failure destroys the socket.
+ *
+ * What it does not do: retry, resolve anything itself (node:net does), TLS, or speak any
+ * protocol once connected.
+ */
+import * as net from "node:net"
+import { Effect } from "effect"
+import { TransportConnectionError, TransportTimeoutError } from "../../../TransportError.ts"
+import type { TransportError } from "../../../TransportError.ts"
+
+/** Where and how to connect. */
+export interface DialOptions {
+  readonly host: string
+  readonly port: number
+  /** "host:port", named in errors. */
+  readonly address: string
+  /** Bound on the connect. */
+  readonly timeoutMs: number
+  /** TCP keepalive initial delay (pooled connections); no keepalive when absent. */
+  readonly keepaliveMs?: number | undefined
+}
+
+/**
+ * Connects to `options.address` and succeeds with `onConnect(socket)`, called synchronously in
+ * the connect handler. `sockets`, when given, holds the socket from the start of the connect
+ * (so its owner can destroy it); a failed or abandoned connect removes it.
+ */
+export const dial = <A>(
+  options: DialOptions,
+  onConnect: (socket: net.Socket) => A,
+  sockets?: Set<net.Socket>
+): Effect.Effect<A, TransportError> =>
+  Effect.callback<A, TransportError>((resume) => {
+    const keepaliveMs = options.keepaliveMs
+    const socket = keepaliveMs === undefined
+      ? net.connect({ host: options.host, port: options.port, noDelay: true })
+      : net.connect({ host: options.host, port: options.port, noDelay: true, keepAlive: true, keepAliveInitialDelay: keepaliveMs })
+    sockets?.add(socket)
+    let settled = false
+    const cleanup = () => {
+      settled = true
+      clearTimeout(timer)
+      socket.off("connect", onConnected)
+      socket.off("error", onError)
+    }
+    const abandon = () => {
+      socket.destroy()
+      sockets?.delete(socket)
+    }
+    const timer = setTimeout(() => {
+      cleanup()
+      abandon()
+      resume(
+        Effect.fail(
+          new TransportTimeoutError({ reason: "ConnectTimeout", transport: "tcp", target: options.address, detail: `no connection within ${options.timeoutMs} ms` })
+        )
+      )
+    }, options.timeoutMs)
+    const onError = (cause: Error) => {
+      cleanup()
+      abandon()
+      resume(Effect.fail(new TransportConnectionError({ reason: "ConnectFailed", transport: "tcp", target: options.address, detail: cause.message, cause })))
+    }
+    const onConnected = () => {
+      cleanup()
+      socket.setNoDelay(true)
+      if (keepaliveMs !== undefined) socket.setKeepAlive(true, keepaliveMs)
+      resume(Effect.succeed(onConnect(socket)))
+    }
+    socket.once("connect", onConnected)
+    socket.once("error", onError)
+    return Effect.sync(() => {
+      if (settled) return
+      cleanup()
+      abandon()
+    })
+  })

@@ -1,0 +1,388 @@
+/**
+ * The worker's end of one pooled, multiplexed call-home connection (response mux v1,
+ * docs/protocol.md): the handshake, the framing, and the streams it carries.
+ *
+ * What it does:
+ * - On a connected socket (MuxConnect.ts dials), it sends the TwoPartCodec handshake
+ *   `{"kind": "response_mux", "version": 1, "frontend_server_id", "connection_id"}` at once and
+ *   reports the router's answer to `whenReady`: a ConnectionAck(0), else a typed error.
+ * - `openStream` returns the stream's writer (MuxStream.ts). Its frames pass through the
+ *   connection's `SendWindow` (credit) and leave batched: every frame of every stream queued in
+ *   one tick goes out in one socket write. No write is awaited.
+ * - Frames from the router: WindowUpdate and ConnectionAck feed the window (and the `AckLedger`);
+ *   Stop/Kill reach the stream's `onControl`; a Reset, a socket error or close, or a protocol
+ *   error reach `onDisconnect` of every stream concerned, at once.
+ * - A stream ends (its `onDone` runs, once) when its last frame has been queued for the socket,
+ *   or when the connection dies. `events.onUsage` says when the connection goes from no stream to
+ *   one and back; `events.onClose` says that it died, with the ids of the streams the router may
+ *   not have seen finish (unfinished: still open, or last frame never handed to the socket;
+ *   unconfirmed: written, not yet covered by a ConnectionAck; none after a graceful `close`), so
+ *   that its owner can reset them on another connection (`resetStream`).
+ *
+ * What it does not do: connect, pool, pick, count or replace connections (worker/pool/ does),
+ * retry, or time anything but the linger after a graceful close.
+ */
+import type * as net from "node:net"
+import { decodeConnectionAck, decodeWindowUpdate, encodeMuxHeader, makeMuxDecoder, MUX_HEADER_SIZE, MuxKind, streamKey } from "../../../protocol/MuxCodec.ts"
+import type { MuxDecoder } from "../../../protocol/MuxCodec.ts"
+import { encodeMuxHandshake } from "../../../protocol/MuxHandshake.ts"
+import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
+import type { ResponseWriter } from "../../../ResponsePlane.ts"
+import { TransportConnectionError, TransportProtocolError } from "../../../TransportError.ts"
+import type { TransportError } from "../../../TransportError.ts"
+import { toTransportProtocolError } from "../../../internal/protocolError.ts"
+import { Waiters } from "../../../internal/Waiters.ts"
+import { WriteBatcher } from "../../../internal/WriteBatcher.ts"
+import type { WriteTarget } from "../../../internal/writeFailure.ts"
+import { AckLedger } from "./AckLedger.ts"
+import { MuxStream, StreamState } from "./MuxStream.ts"
+import type { StreamHost } from "./MuxStream.ts"
+import { SendWindow } from "./SendWindow.ts"
+import type { FrameOutput } from "./SendWindow.ts"
+
+/** Options of one mux connection once connected. */
+export interface MuxConnectionOptions {
+  /** "host:port" of the router, named in errors. */
+  readonly address: string
+  /** The router's frontend_server_id, sent in the handshake. */
+  readonly frontendServerId: string
+  /** Largest frame sent or accepted, header included. */
+  readonly maxMessageSize: number
+  /** After a graceful close, how long to wait for the router's close before destroying. */
+  readonly lingerMs: number
+  /** Initial credit of each stream, in Data payload bytes. */
+  readonly streamWindow: number
+  /** Frame bytes that may be sent before a ConnectionAck covers them. */
+  readonly connectionWindow: number
+  /** When queued frames are flushed: "tick" (`process.nextTick`) or "immediate" (`setImmediate`). */
+  readonly flush: "tick" | "immediate"
+}
+
+/** What a connection tells its owner, once its handshake has succeeded. */
+export interface MuxConnectionEvents {
+  /** The connection went from no stream to one (`busy`), or from one to none. */
+  readonly onUsage: (busy: boolean) => void
+  /**
+   * The socket has closed. `byUs` is true when `close`/`destroy` closed it; otherwise `error` says
+   * what happened. `unfinished` and `unconfirmed` hold 16-byte stream ids (see the module
+   * comment); both are empty in the common case.
+   */
+  readonly onClose: (error: TransportError, byUs: boolean, unfinished: ReadonlyArray<Uint8Array>, unconfirmed: ReadonlyArray<Uint8Array>) => void
+}
+
+// Connection states.
+const HANDSHAKE = 0
+const OPEN = 1
+const CLOSING = 2 // close() called: no new streams, the socket is ending
+const CLOSED = 3
+
+const PENDING: unique symbol = Symbol("PENDING")
+const textDecoder = new TextDecoder()
+
+/** One pooled call-home connection to a router; see the module comment. */
+export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
+  /** The connection id sent in the handshake. */
+  readonly id: string
+  /** "host:port" of the router. */
+  readonly address: string
+  readonly frontendServerId: string
+  readonly maxMessageSize: number
+  /** The router's address, for write failures. */
+  readonly where: WriteTarget
+  private state = HANDSHAKE
+  private byUs = false
+  private readonly socket: net.Socket
+  private readonly options: MuxConnectionOptions
+  private readonly events: MuxConnectionEvents
+  private readonly streams = new Map<string, MuxStream>()
+  private readonly decoder: MuxDecoder
+  private readonly writes: WriteBatcher
+  private readonly window: SendWindow<MuxStream>
+  private readonly ledger = new AckLedger()
+  /** Frame bytes handed to the socket since the handshake. */
+  private written = 0
+  /** `whenWritable` callbacks waiting for the socket to drain. */
+  private readonly drainWaiters = new Waiters()
+  private lastError: Error | undefined = undefined
+  private failure: TransportError | undefined = undefined
+  private lingerTimer: ReturnType<typeof setTimeout> | undefined = undefined
+  /** The handshake's outcome (undefined: acknowledged), and who waits for it. */
+  private handshake: TransportError | undefined | typeof PENDING = PENDING
+  private onHandshake: ((error: TransportError | undefined) => void) | undefined = undefined
+
+  /** Takes a connected `socket` and sends the handshake at once. */
+  constructor(socket: net.Socket, id: string, options: MuxConnectionOptions, events: MuxConnectionEvents) {
+    this.socket = socket
+    this.id = id
+    this.address = options.address
+    this.frontendServerId = options.frontendServerId
+    this.maxMessageSize = options.maxMessageSize
+    this.where = { transport: "tcp", target: options.address }
+    this.options = options
+    this.events = events
+    this.window = new SendWindow<MuxStream>(options.streamWindow, options.connectionWindow, this)
+    this.writes = new WriteBatcher((chunk) => {
+      if (this.state !== CLOSED && !this.socket.destroyed) {
+        this.socket.write(chunk)
+        this.written += chunk.length
+      }
+    }, options.flush === "immediate" ? setImmediate : process.nextTick)
+    this.decoder = makeMuxDecoder({ maxMessageSize: options.maxMessageSize })
+    socket.on("data", (chunk: Buffer) => this.onData(chunk))
+    socket.on("error", (error) => {
+      this.lastError ??= error
+    })
+    socket.on("close", () => this.onSocketClose())
+    socket.on("drain", () => this.drainWaiters.wake())
+    socket.write(encodeMuxHandshake(options.frontendServerId, id))
+  }
+
+  /**
+   * Calls `f` once with the handshake's outcome (undefined: the router acknowledged it), now if
+   * known; a connection that has closed since its handshake reports why it closed.
+   */
+  whenReady(f: (error: TransportError | undefined) => void): void {
+    if (this.handshake === PENDING) this.onHandshake = f
+    else f(this.handshake ?? (this.state === CLOSED ? this.failure : undefined))
+  }
+
+  /** Streams open now. */
+  streamCount(): number {
+    return this.streams.size
+  }
+
+  /**
+   * Why this connection cannot take a new stream, or undefined when it can: not destroyed, not
+   * half-closed, not closing (a pool's validation before lending).
+   */
+  problem(): string | undefined {
+    const socket = this.socket
+    if (this.state === CLOSED || socket.destroyed) return "the socket is destroyed"
+    if (socket.readableEnded) return "the router half-closed the connection"
+    if (!socket.writable || socket.writableEnded) return "the socket is not writable"
+    if (this.state !== OPEN) return "the connection is closing"
+    return undefined
+  }
+
+  /**
+   * Opens a stream with these 16 id bytes; `onDone` runs once when it ends. Returns a
+   * TransportProtocolError (after running `onDone`) if the connection already carries that id.
+   */
+  openStream(id: Uint8Array, codec: PayloadCodec, onDone: () => void): ResponseWriter | TransportProtocolError {
+    const key = streamKey(id)
+    if (this.streams.has(key)) {
+      onDone()
+      return new TransportProtocolError({ reason: "BadHandshake", transport: "tcp", target: this.address, detail: "the stream id is already open on this connection" })
+    }
+    const stream = new MuxStream(this, key, id, codec, this.options.streamWindow, onDone)
+    this.streams.set(key, stream)
+    if (this.streams.size === 1) this.events.onUsage(true)
+    return stream
+  }
+
+  /**
+   * Queues a Reset with `payload` for a stream this connection does not carry (one of a
+   * connection that died), unless the connection cannot take frames now. Returns whether it was
+   * queued. It counts against the connection window, but never waits for it.
+   */
+  resetStream(id: Uint8Array, payload: Uint8Array): boolean {
+    if (this.problem() !== undefined) return false
+    this.writes.push(encodeMuxHeader(MuxKind.Reset, id, payload.length))
+    if (payload.length > 0) this.writes.push(payload)
+    this.window.countForeign(MUX_HEADER_SIZE + payload.length)
+    return true
+  }
+
+  /** Closes gracefully: flushes, ends our side, and destroys after `lingerMs` at the latest. */
+  close(): void {
+    if (this.state === CLOSED || this.state === CLOSING) return
+    this.state = CLOSING
+    this.byUs = true
+    this.writes.flush()
+    if (this.socket.destroyed) return
+    this.socket.end()
+    this.lingerTimer = setTimeout(() => this.socket.destroy(), this.options.lingerMs)
+    this.lingerTimer.unref?.()
+  }
+
+  /** Destroys the socket now; open streams report `error` (or a generic close) as a disconnect. */
+  destroy(error?: TransportError | undefined): void {
+    if (this.state === CLOSED) return
+    this.byUs = true
+    this.failure ??= error
+    // Frames already queued (e.g. the End of a stream that just finished) still go out.
+    this.writes.flush()
+    this.socket.destroy()
+  }
+
+  // ---- StreamHost: what the writers call ---------------------------------------------------
+
+  /** Queues a frame of `s`, or holds it back behind the stream's earlier frames or for credit. */
+  enqueue(s: MuxStream, kind: MuxKind, payload: Uint8Array | undefined): void {
+    this.window.offer(s, kind, payload)
+  }
+
+  /** Aborts `s`: its held frames are dropped (the router fails it on the Reset) and the Reset goes out now. */
+  abort(s: MuxStream, payload: Uint8Array): void {
+    this.window.sendNow(s, MuxKind.Reset, payload)
+    this.finish(s)
+  }
+
+  /** `s` has queued its last frame: it is done once nothing of it is held for credit. */
+  finish(s: MuxStream): void {
+    s.state = StreamState.Ending
+    s.waiters.wake() // nobody waits to write on a stream that is over
+    if (s.held === undefined) this.end(s)
+  }
+
+  /**
+   * Backpressure for `s`: false, and `f` runs later, while frames of `s` are held for credit
+   * or the socket's buffer is past its mark.
+   */
+  whenWritable(s: MuxStream, f: () => void): boolean {
+    if (this.state === CLOSED || this.socket.destroyed) return true
+    if (s.held !== undefined) return s.waiters.add(f)
+    this.writes.flushEarly()
+    return !this.socket.writableNeedDrain || this.drainWaiters.add(f)
+  }
+
+  // ---- FrameOutput: what the window lets out -------------------------------------------------
+
+  /** Queues the bytes of one frame for this tick's write. */
+  writeFrame(s: MuxStream, kind: MuxKind, payload: Uint8Array | undefined): void {
+    const len = payload === undefined ? 0 : payload.length
+    this.writes.push(encodeMuxHeader(kind, s.id, len))
+    if (len > 0) this.writes.push(payload!)
+  }
+
+  /** Every frame held for `s` has gone out: it ends if it was ending, else its writers may go on. */
+  framesReleased(s: MuxStream): void {
+    if (s.state === StreamState.Ending) this.end(s)
+    else s.waiters.wake()
+  }
+
+  private end(s: MuxStream): void {
+    s.state = StreamState.Done
+    s.waiters.wake()
+    this.streams.delete(s.key)
+    // Its last frame was just queued: the stream is whole for the router once an ack covers it.
+    this.ledger.ended(s.id, this.window.sent)
+    s.onDone()
+    if (this.streams.size === 0 && this.state !== CLOSED) this.events.onUsage(false)
+  }
+
+  // ---- reading -------------------------------------------------------------------------------
+
+  private onData(chunk: Buffer): void {
+    if (this.state === CLOSED) return
+    const error = this.decoder.decode(chunk, this.onFrame)
+    if (error !== undefined && this.state !== CLOSED) this.protocolFailure(toTransportProtocolError(error, "tcp", this.address))
+  }
+
+  private readonly onFrame = (kind: MuxKind, streamId: Uint8Array, payload: Uint8Array): void => {
+    if (this.state === HANDSHAKE) return this.handshakeFrame(kind, payload)
+    switch (kind) {
+      case MuxKind.ConnectionAck: {
+        const offset = decodeConnectionAck(payload)
+        this.ledger.acknowledge(offset)
+        this.window.acknowledge(offset)
+        return
+      }
+      case MuxKind.WindowUpdate: {
+        const s = this.streams.get(streamKey(streamId))
+        if (s !== undefined) this.window.grant(s, decodeWindowUpdate(payload))
+        return
+      }
+      case MuxKind.Stop:
+      case MuxKind.Kill:
+        this.streams.get(streamKey(streamId))?.control(kind === MuxKind.Stop ? "stop" : "kill")
+        return
+      case MuxKind.Reset: {
+        const s = this.streams.get(streamKey(streamId))
+        if (s === undefined) return
+        const reason = textDecoder.decode(payload)
+        this.window.drop(s)
+        this.streams.delete(s.key)
+        s.gone(() =>
+          new TransportConnectionError({ reason: "ConnectionClosed", transport: "tcp", target: this.address, detail: `the router reset the stream: ${reason}` })
+        )
+        if (this.streams.size === 0 && this.state !== CLOSED) this.events.onUsage(false)
+        return
+      }
+      default:
+        return this.protocolFailure(
+          new TransportProtocolError({
+            reason: "UnexpectedMessage",
+            transport: "tcp",
+            target: this.address,
+            detail: `the router sent a frame of kind ${kind}, which only a worker may send`
+          })
+        )
+    }
+  }
+
+  /** The router's first frame: a ConnectionAck(0) opens the connection; anything else breaks it. */
+  private handshakeFrame(kind: MuxKind, payload: Uint8Array): void {
+    if (kind !== MuxKind.ConnectionAck || decodeConnectionAck(payload) !== 0) {
+      return this.protocolFailure(
+        new TransportProtocolError({
+          reason: "BadHandshake",
+          transport: "tcp",
+          target: this.address,
+          detail: `expected ConnectionAck(0) after the mux handshake, got a ${kind === MuxKind.ConnectionAck ? "ConnectionAck with a non-zero offset" : `frame of kind ${kind}`}`
+        })
+      )
+    }
+    this.state = OPEN
+    this.settleHandshake(undefined)
+  }
+
+  private settleHandshake(error: TransportError | undefined): void {
+    this.handshake = error
+    const f = this.onHandshake
+    this.onHandshake = undefined
+    f?.(error)
+  }
+
+  private protocolFailure(error: TransportProtocolError): void {
+    this.failure ??= error
+    this.socket.destroy()
+  }
+
+  private onSocketClose(): void {
+    const wasHandshaking = this.state === HANDSHAKE
+    // After our graceful close the socket ended behind every queued byte: ended streams are whole.
+    const graceful = this.state === CLOSING
+    this.state = CLOSED
+    clearTimeout(this.lingerTimer)
+    this.writes.clear()
+    this.window.clear()
+    this.drainWaiters.wake()
+    const cause = this.lastError
+    const error = this.failure ??
+      new TransportConnectionError({
+        reason: wasHandshaking ? "Refused" : "ConnectionClosed",
+        transport: "tcp",
+        target: this.address,
+        detail: wasHandshaking
+          ? `the router closed the connection during the mux handshake${cause === undefined ? "" : `: ${cause.message}`}`
+          : this.byUs
+          ? "the pooled call-home connection was closed"
+          : `the router closed the pooled call-home connection${cause === undefined ? "" : `: ${cause.message}`}`,
+        cause
+      })
+    this.failure = error
+    if (wasHandshaking) return this.settleHandshake(error)
+    const streams = [...this.streams.values()]
+    this.streams.clear()
+    // Every stream still in the map is unfinished (one whose last frame is held for credit too), and
+    // so is an ended one whose last frame never reached the socket. One whose last frame was
+    // written but is not covered by a ConnectionAck is unconfirmed: the router may not have it.
+    const unfinished = streams.map((s) => s.id)
+    const unconfirmed: Array<Uint8Array> = []
+    if (!graceful) this.ledger.takeAll(this.written, unfinished, unconfirmed)
+    this.ledger.clear()
+    for (const s of streams) s.gone(() => error)
+    this.events.onClose(error, this.byUs, unfinished, unconfirmed)
+  }
+}
