@@ -77,7 +77,7 @@ export interface ResponseWriter {
   readonly prologue: (error?: string) => void
   /** Sends one item. */
   readonly send: (item: unknown) => WriteResult
-  /** Sends several items; on a failure, the items before the one that failed were sent. */
+  /** Sends several items, in order; on a failure, the items before the one that failed were sent, none after it. */
   readonly sendAll: (items: ReadonlyArray<unknown>) => WriteResult
   /** Reports a handler failure in-band and closes: the router fails with a HandlerError. */
   readonly fail: (message: string) => void

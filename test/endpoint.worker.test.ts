@@ -119,6 +119,22 @@ describe("response write failures over TCP call-home", () => {
       // The adapter failed with the write's error: the handler's Stream was not pulled further.
       expect(pulledAfter).toBe(false)
     }).pipe(Effect.provide(tcpStack())))
+
+  for (const pooled of [false, true]) {
+    it.live(`a bad item inside one chunk: the items before it arrive, none after it, then a typed failure (pool ${pooled})`, () =>
+      Effect.gen(function*() {
+        let result: string | undefined
+        yield* Endpoint.serveEmit("wk.write.chunk", (_req, _ctx, emit: Endpoint.Emit<unknown>) =>
+          Effect.sync(() => {
+            result = emit.all([1, 2, unencodable(), 4])._tag
+          }))
+        const client = yield* Endpoint.client<unknown, unknown>("wk.write.chunk")
+        const { error, seen } = yield* callFailing(client)
+        expect(result).toBe("Failure")
+        expect(seen).toEqual([1, 2])
+        expectWriteFailure(error)
+      }).pipe(Effect.provide(tcpStack({ DYN_TCP_POOL_ENABLED: String(pooled) }))))
+  }
 })
 
 interface LogLine {

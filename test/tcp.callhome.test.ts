@@ -18,8 +18,8 @@ import type { RequestMessage } from "../src/RequestPlane.ts"
 import type { ResponseSink } from "../src/ResponsePlane.ts"
 import * as MemoryTransport from "../src/transport/memory/MemoryTransport.ts"
 import * as TcpResponseTransport from "../src/transport/tcp/TcpResponseTransport.ts"
-import * as TcpStreamClient from "../src/transport/tcp/worker/CallHomeClient.ts"
-import * as TcpStreamServer from "../src/transport/tcp/router/CallHomeServer.ts"
+import * as CallHomeClient from "../src/transport/tcp/worker/CallHomeClient.ts"
+import * as CallHomeServer from "../src/transport/tcp/router/CallHomeServer.ts"
 import { blackhole } from "./support/blackhole.ts"
 import { TransportConfig } from "../src/TransportConfig.ts"
 import type { HandlerError, TransportError } from "../src/TransportError.ts"
@@ -366,7 +366,7 @@ describe("TCP call-home response plane, end to end", () => {
 describe("TCP call-home wire bytes", () => {
   it.live("the router sends stop/kill as header-only frames (queued until the worker calls home) and closes after the sentinel", () =>
     Effect.gen(function*() {
-      const server = yield* TcpStreamServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX })
+      const server = yield* CallHomeServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX })
       const rec = recordingSink()
       const pending = yield* server.open({ requestId: "req-1", endpoint: "ns.c.e", codec: "json", sink: rec.sink })
       expect(pending.connectionInfo.transport).toBe("tcp_server")
@@ -413,7 +413,7 @@ describe("TCP call-home wire bytes", () => {
     Effect.gen(function*() {
       const listeners = () => process.getActiveResourcesInfo().filter((r) => r === "TCPServerWrap").length
       const before = listeners()
-      const server = yield* TcpStreamServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX })
+      const server = yield* CallHomeServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX })
       expect(listeners()).toBe(before)
       const opened = yield* Effect.forEach(
         Array.from({ length: 20 }, (_, i) => i),
@@ -433,7 +433,7 @@ describe("TCP call-home wire bytes", () => {
       const blocker = net.createServer()
       yield* Effect.promise(() => new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", () => resolve())))
       const port = (blocker.address() as net.AddressInfo).port
-      const server = yield* TcpStreamServer.make({ host: "127.0.0.1", port, callHomeTimeoutMs: 5000, maxMessageSize: MAX })
+      const server = yield* CallHomeServer.make({ host: "127.0.0.1", port, callHomeTimeoutMs: 5000, maxMessageSize: MAX })
       const open = server.open({ requestId: "r", endpoint: "ns.c.e", codec: "json", sink: recordingSink().sink })
       const error = yield* Effect.flip(open)
       expect(error._tag).toBe("TransportConnectionError")
@@ -449,7 +449,7 @@ describe("TCP call-home wire bytes", () => {
 
   it.live("closes an accepted socket that never sends its handshake", () =>
     Effect.gen(function*() {
-      const server = yield* TcpStreamServer.make({
+      const server = yield* CallHomeServer.make({
         host: "127.0.0.1",
         port: 0,
         callHomeTimeoutMs: 5000,
@@ -468,7 +468,7 @@ describe("TCP call-home wire bytes", () => {
 
   it.live("closes the socket within the bound when the sentinel never follows complete_final", () =>
     Effect.gen(function*() {
-      const server = yield* TcpStreamServer.make({
+      const server = yield* CallHomeServer.make({
         host: "127.0.0.1",
         port: 0,
         callHomeTimeoutMs: 5000,
@@ -490,7 +490,7 @@ describe("TCP call-home wire bytes", () => {
 
   it.live("an error prologue fails the stream with a prologue HandlerError", () =>
     Effect.gen(function*() {
-      const server = yield* TcpStreamServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX })
+      const server = yield* CallHomeServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX })
       const rec = recordingSink()
       const pending = yield* server.open({ requestId: "req-3", endpoint: "ns.c.e", codec: "json", sink: rec.sink })
       const info = JSON.parse(pending.connectionInfo.info)
@@ -521,7 +521,7 @@ describe("TCP call-home wire bytes", () => {
         () => Effect.promise(() => new Promise<void>((resolve) => srv.close(() => resolve())))
       )
       const port = (srv.address() as net.AddressInfo).port
-      const client = yield* TcpStreamClient.make({ maxMessageSize: MAX })
+      const client = yield* CallHomeClient.make({ maxMessageSize: MAX })
       const connectionInfo = tcpConnectionInfo({ address: `127.0.0.1:${port}`, subject: "subj-1", context: "req-1", stream_type: "response" })
       const writer = yield* client.connect({ connectionInfo, requestId: "req-1", codec: "json" })
       let disconnected = false
@@ -569,7 +569,7 @@ describe("TCP call-home wire bytes", () => {
           })
       )
       const address = `127.0.0.1:${(srv.address() as net.AddressInfo).port}`
-      const client = yield* TcpStreamClient.make({ maxMessageSize: MAX })
+      const client = yield* CallHomeClient.make({ maxMessageSize: MAX })
       const connect = (subject: string) =>
         client.connect({
           connectionInfo: tcpConnectionInfo({ address, subject, context: "rq", stream_type: "response" }),
@@ -648,7 +648,7 @@ describe("TCP call-home wire bytes", () => {
           })
       )
       const address = `127.0.0.1:${(srv.address() as net.AddressInfo).port}`
-      const client = TcpStreamClient.makeUnsafe({ maxMessageSize: MAX, lingerMs: 100 })
+      const client = CallHomeClient.makeUnsafe({ maxMessageSize: MAX, lingerMs: 100 })
       const writer = yield* client.connect({
         connectionInfo: tcpConnectionInfo({ address, subject: "s", context: "rq", stream_type: "response" }),
         requestId: "rq",
@@ -665,7 +665,7 @@ describe("TCP call-home wire bytes", () => {
 
   it.live("the worker refuses bad connection info and reports unreachable routers", () =>
     Effect.gen(function*() {
-      const client = TcpStreamClient.makeUnsafe({ maxMessageSize: MAX })
+      const client = CallHomeClient.makeUnsafe({ maxMessageSize: MAX })
       const good = { address: "127.0.0.1:1", subject: "s", context: "rq", stream_type: "response" as const }
       const attempt = (connectionInfo: { transport: string; info: string }, requestId = "rq") =>
         Effect.flip(client.connect({ connectionInfo, requestId, codec: "json" }))
@@ -720,7 +720,7 @@ describe("TCP call-home wire bytes", () => {
           Stream.onExit((exit) => Effect.sync(() => (interrupted = Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause))))
         ))
       const registry = yield* TransportRegistry.TransportRegistry
-      const worker = registry.responseClientFor("tcp_server") as TcpStreamClient.TcpStreamClient
+      const worker = registry.responseClientFor("tcp_server") as CallHomeClient.CallHomeClient
       const client = yield* Endpoint.client<unknown, { i: number; token: string }>("ns.bp.cancel", { maxBufferedItems: 4 })
       // Pull 10 items slowly enough that the stream is paused, then stop.
       const got = yield* client.generate({}).pipe(
@@ -815,7 +815,7 @@ describe("TCP call-home wire bytes", () => {
   it.live("the worker's connect is bounded: ConnectTimeout naming the router when the connect never completes", () =>
     Effect.gen(function*() {
       const hole = yield* blackhole
-      const client = TcpStreamClient.makeUnsafe({ maxMessageSize: MAX, connectTimeoutMs: 200 })
+      const client = CallHomeClient.makeUnsafe({ maxMessageSize: MAX, connectTimeoutMs: 200 })
       const connectionInfo = tcpConnectionInfo({ address: hole.address, subject: "s", context: "rq", stream_type: "response" })
       const t0 = performance.now()
       const error = yield* Effect.flip(client.connect({ connectionInfo, requestId: "rq", codec: "json" }))

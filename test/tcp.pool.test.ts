@@ -34,8 +34,8 @@ import * as MemoryTransport from "../src/transport/memory/MemoryTransport.ts"
 import { encodeMuxHandshake, muxConnectionInfo } from "../src/protocol/MuxHandshake.ts"
 import type { ConnectionPool, ConnectionPoolOptions, PooledConnection } from "../src/transport/tcp/worker/pool/ConnectionPool.ts"
 import * as TcpResponseTransport from "../src/transport/tcp/TcpResponseTransport.ts"
-import * as TcpStreamClient from "../src/transport/tcp/worker/CallHomeClient.ts"
-import * as TcpStreamServer from "../src/transport/tcp/router/CallHomeServer.ts"
+import * as CallHomeClient from "../src/transport/tcp/worker/CallHomeClient.ts"
+import * as CallHomeServer from "../src/transport/tcp/router/CallHomeServer.ts"
 import { defaults, TransportConfig } from "../src/TransportConfig.ts"
 import type { HandlerError, TransportError } from "../src/TransportError.ts"
 import * as TransportRegistry from "../src/registry/index.ts"
@@ -67,8 +67,8 @@ const poolStack = (env: Record<string, string> = {}, options: TcpResponseTranspo
 /** The stack's router server and worker pool. */
 const planes = Effect.gen(function*() {
   const registry = yield* TransportRegistry.TransportRegistry
-  const server = (yield* registry.getResponseServer("tcp")) as TcpStreamServer.TcpStreamServer
-  const client = registry.responseClientFor("tcp_response_mux_v1") as TcpStreamClient.TcpStreamClient
+  const server = (yield* registry.getResponseServer("tcp")) as CallHomeServer.CallHomeServer
+  const client = registry.responseClientFor("tcp_response_mux_v1") as CallHomeClient.CallHomeClient
   return { server, client, pool: client.pool()! }
 })
 
@@ -165,10 +165,10 @@ const addressOf = (info: { readonly info: string }) => (JSON.parse(info.info) as
  * A router's stream server in mux mode and a worker's client with its pool, used directly:
  * `open` opens a router stream and calls home for it; `roundTrip` runs a whole stream.
  */
-const harness = (pool: Partial<ConnectionPoolOptions> = {}, server: Partial<TcpStreamServer.TcpStreamServerOptions> = {}) =>
+const harness = (pool: Partial<ConnectionPoolOptions> = {}, server: Partial<CallHomeServer.CallHomeServerOptions> = {}) =>
   Effect.gen(function*() {
-    const srv = yield* TcpStreamServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX, mux: true, ...server })
-    const client = yield* TcpStreamClient.make({ maxMessageSize: MAX, pool: { minIdle: 0, ...pool } })
+    const srv = yield* CallHomeServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX, mux: true, ...server })
+    const client = yield* CallHomeClient.make({ maxMessageSize: MAX, pool: { minIdle: 0, ...pool } })
     let target = ""
     const open = Effect.gen(function*() {
       const requestId = crypto.randomUUID()
@@ -514,7 +514,7 @@ describe("ConnectionPool", () => {
 
       // Many targets come and go: the bookkeeping follows the live ones and does not grow.
       const others = yield* Effect.forEach(Array.from({ length: 5 }), () =>
-        TcpStreamServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX, mux: true }))
+        CallHomeServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX, mux: true }))
       const addresses: Array<string> = []
       for (const srv of others) {
         const rec = recordingSink()
@@ -836,7 +836,7 @@ describe("Endpoint round trip with DYN_TCP_POOL_ENABLED=true", () => {
 
   it.live("with the flag off, nothing changes: tcp_server info, and a mux handshake is refused", () =>
     Effect.gen(function*() {
-      const server = yield* TcpStreamServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX })
+      const server = yield* CallHomeServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX })
       const pending = yield* server.open({ requestId: "r", endpoint: "e", codec: "json", sink: recordingSink().sink })
       expect(pending.connectionInfo.transport).toBe("tcp_server")
       const peer = yield* Effect.promise(() => rawConnect(addressOf(pending.connectionInfo)))
@@ -934,7 +934,7 @@ describe("response mux v1 wire bytes", () => {
   it.live("router: acks the handshake, demultiplexes interleaved streams, sends Stop/Kill/Reset, grants credits", () =>
     Effect.gen(function*() {
       const frontend = crypto.randomUUID()
-      const server = yield* TcpStreamServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX, mux: true, frontendServerId: frontend })
+      const server = yield* CallHomeServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX, mux: true, frontendServerId: frontend })
       const recA = recordingSink()
       const recB = recordingSink()
       const a = yield* server.open({ requestId: "ra", endpoint: "ns.c.e", codec: "json", sink: recA.sink })
@@ -1048,7 +1048,7 @@ describe("response mux v1 wire bytes", () => {
   it.live("router: a worker's Reset fails a pending unclaimed stream at once (ConnectionClosed); Resets for unknown streams are ignored", () =>
     Effect.gen(function*() {
       const frontend = crypto.randomUUID()
-      const server = yield* TcpStreamServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 30_000, maxMessageSize: MAX, mux: true, frontendServerId: frontend })
+      const server = yield* CallHomeServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 30_000, maxMessageSize: MAX, mux: true, frontendServerId: frontend })
       const idOf = (p: { connectionInfo: { info: string } }) => streamIdFromUuid((JSON.parse(p.connectionInfo.info) as { stream_id: string }).stream_id)!
       const recA = recordingSink()
       const recB = recordingSink()
@@ -1173,7 +1173,7 @@ describe("response mux v1 wire bytes", () => {
 
   it.live("router: the same port takes one-shot call-homes (subject = stream id) and refuses a stale frontend id", () =>
     Effect.gen(function*() {
-      const server = yield* TcpStreamServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX, mux: true })
+      const server = yield* CallHomeServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 5000, maxMessageSize: MAX, mux: true })
       const rec = recordingSink()
       const pending = yield* server.open({ requestId: "r1", endpoint: "ns.c.e", codec: "json", sink: rec.sink })
       const info = JSON.parse(pending.connectionInfo.info) as { address: string; stream_id: string }
@@ -1204,7 +1204,7 @@ describe("response mux v1 wire bytes", () => {
     Effect.gen(function*() {
       const frontend = crypto.randomUUID()
       const { address, sockets } = yield* rawMuxRouter
-      const client = yield* TcpStreamClient.make({ maxMessageSize: MAX, pool: { minIdle: 0 } })
+      const client = yield* CallHomeClient.make({ maxMessageSize: MAX, pool: { minIdle: 0 } })
       const connect = (requestId: string) => {
         const streamId = crypto.randomUUID()
         return Effect.map(
@@ -1298,7 +1298,7 @@ describe("response mux v1 wire bytes", () => {
     Effect.gen(function*() {
       const frontend = crypto.randomUUID()
       const { address, sockets } = yield* rawMuxRouter
-      const client = yield* TcpStreamClient.make({ maxMessageSize: MAX, pool: { minIdle: 0 } })
+      const client = yield* CallHomeClient.make({ maxMessageSize: MAX, pool: { minIdle: 0 } })
       const streamId = crypto.randomUUID()
       const id = streamIdFromUuid(streamId)!
       const writer = yield* client.connect({

@@ -17,22 +17,6 @@ export interface WriteTarget {
   readonly target: string
 }
 
-/** The encoded bodies of `items`, or the failure of the first that has no encoding. */
-export const encodeItems = (
-  codec: PayloadCodec,
-  items: ReadonlyArray<unknown>,
-  where: WriteTarget
-): Array<Uint8Array> | ResponseWriteError => {
-  const n = items.length
-  const bodies = new Array<Uint8Array>(n)
-  for (let i = 0; i < n; i++) {
-    const body = encodeItem(codec, items[i], where)
-    if (body instanceof ResponseWriteError) return body
-    bodies[i] = body
-  }
-  return bodies
-}
-
 /** The encoded body of one item, or why it has none. */
 export const encodeItem = (codec: PayloadCodec, item: unknown, where: WriteTarget): Uint8Array | ResponseWriteError => {
   try {

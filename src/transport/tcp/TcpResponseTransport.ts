@@ -42,8 +42,8 @@ export const capabilities = (maxMessageSize: number, pooled = false): TransportC
 /** Both sides of the TCP response transport and its registration. */
 export interface TcpResponseTransport {
   readonly registration: TransportRegistration
-  readonly client: CallHomeClient.TcpStreamClient
-  readonly server: CallHomeServer.TcpStreamServer
+  readonly client: CallHomeClient.CallHomeClient
+  readonly server: CallHomeServer.CallHomeServer
 }
 
 /** Options of `make` and `layerWith`, beyond the settings. */
@@ -51,9 +51,9 @@ export interface TcpResponseTransportOptions {
   /** Registration priority (default `DEFAULT_PRIORITY`). */
   readonly priority?: number | undefined
   /** Client options that the settings do not cover (connect timeout, flush strategy, pool extras such as small test durations). */
-  readonly client?: Omit<CallHomeClient.TcpStreamClientOptions, "maxMessageSize"> | undefined
+  readonly client?: Omit<CallHomeClient.CallHomeClientOptions, "maxMessageSize"> | undefined
   /** Server options that the settings do not cover (sentinel and handshake timeouts). */
-  readonly server?: Pick<CallHomeServer.TcpStreamServerOptions, "sentinelTimeoutMs" | "handshakeTimeoutMs" | "frontendServerId"> | undefined
+  readonly server?: Pick<CallHomeServer.CallHomeServerOptions, "sentinelTimeoutMs" | "handshakeTimeoutMs" | "frontendServerId"> | undefined
 }
 
 /** Builds client and server from `settings` (tcpResponse.*, tcpMaxMessageSize) without a registry. */

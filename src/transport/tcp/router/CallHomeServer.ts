@@ -45,7 +45,7 @@ import { OneShotConnection } from "./OneShotConnection.ts"
 export { STREAM_ENDED_EARLY } from "../../../protocol/CallHome.ts"
 
 /** Options of the call-home stream server. */
-export interface TcpStreamServerOptions {
+export interface CallHomeServerOptions {
   /** Bind address (`DYN_TCP_RESPONSE_HOST`). */
   readonly host: string
   /** Bind port; 0 picks a free one (`DYN_TCP_RESPONSE_PORT`). */
@@ -76,7 +76,7 @@ export interface TcpStreamServerOptions {
 }
 
 /** The call-home server, with a view of its pooled (mux) connections. */
-export interface TcpStreamServer extends ResponsePlaneServer {
+export interface CallHomeServer extends ResponsePlaneServer {
   /** Accepted mux connections open now. */
   readonly muxConnectionCount: () => number
   /**
@@ -98,7 +98,7 @@ export const DEFAULT_MUX_KEEPALIVE_MS = 60_000
  * with all its sockets, when the scope closes; streams still open then fail with
  * TransportConnectionError "ConnectionClosed".
  */
-export const make = (options: TcpStreamServerOptions): Effect.Effect<TcpStreamServer, never, Scope.Scope> =>
+export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServer, never, Scope.Scope> =>
   Effect.gen(function*() {
     const runSync = Effect.runSyncWith(yield* Effect.context<never>())
     const logDebug: LogDebug = (message, annotations) => {

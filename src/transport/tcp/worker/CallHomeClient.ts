@@ -45,7 +45,7 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 5000
 export const DEFAULT_LINGER_MS = 2000
 
 /** Options of the call-home client. */
-export interface TcpStreamClientOptions {
+export interface CallHomeClientOptions {
   /** Largest frame sent, prefix included (`DYN_TCP_MAX_MESSAGE_SIZE`). */
   readonly maxMessageSize: number
   /** Connect timeout (default `DEFAULT_CONNECT_TIMEOUT_MS`). */
@@ -65,7 +65,7 @@ export interface TcpStreamClientOptions {
 }
 
 /** The client, plus a way to close every socket it still has open. */
-export interface TcpStreamClient extends ResponsePlaneClient {
+export interface CallHomeClient extends ResponsePlaneClient {
   /** Destroys every open one-shot call-home socket (their writers report a disconnect), and closes a pool made on first use. */
   readonly closeAll: () => void
   /** How many one-shot call-home sockets are open (pooled connections are the pool's). */
@@ -115,7 +115,7 @@ const parseOneShotInfo = (
 }
 
 /** The pool options of a client: its own, or the `DYN_TCP_POOL_*` defaults. */
-const poolOptions = (options: TcpStreamClientOptions): ConnectionPool.ConnectionPoolOptions => ({
+const poolOptions = (options: CallHomeClientOptions): ConnectionPool.ConnectionPoolOptions => ({
   ...ConnectionPool.optionsFromSettings(defaults),
   flush: options.flush,
   ...options.pool,
@@ -129,10 +129,10 @@ const poolOptions = (options: TcpStreamClientOptions): ConnectionPool.Connection
  * `closeAll`.
  */
 export const makeUnsafe = (
-  options: TcpStreamClientOptions,
+  options: CallHomeClientOptions,
   pool?: ConnectionPool.ConnectionPool,
   context: Context.Context<never> = Context.empty()
-): TcpStreamClient => {
+): CallHomeClient => {
   const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS
   /** Every one-shot socket, from the start of its connect until it closes, and the writer of each connected one. */
   const sockets = new Set<net.Socket>()
@@ -224,7 +224,7 @@ export const makeUnsafe = (
  * Builds the call-home client and its connection pool in the caller's context; when the scope
  * closes, every one-shot socket is destroyed and the pool closes every pooled connection.
  */
-export const make = (options: TcpStreamClientOptions): Effect.Effect<TcpStreamClient, never, Scope.Scope> =>
+export const make = (options: CallHomeClientOptions): Effect.Effect<CallHomeClient, never, Scope.Scope> =>
   Effect.gen(function*() {
     const context = (yield* Effect.context<never>()) as Context.Context<never>
     const pool = yield* ConnectionPool.make(poolOptions(options))

@@ -8,7 +8,7 @@
  * router's Stop/Kill reach `onControl` (queued until a receiver registers); the stream's end
  * without our finishing it (a router's Reset, the connection's death) reaches `onDisconnect`.
  * `send`/`sendAll` return a failed `WriteResult` (never throw) for an item the codec cannot
- * encode or a frame above the connection's `maxMessageSize`; `sendAll` then sends none.
+ * encode or a frame above the connection's `maxMessageSize`; `sendAll` sends the items before it.
  *
  * What it does not do: encode frames, count credit or write (its `StreamHost`, the connection,
  * does), or know about pools. Per item: one encode, one size check, one call to the host.
@@ -23,7 +23,7 @@ import type { ResponseWriter, WriteResult } from "../../../ResponsePlane.ts"
 import { ResponseWriteError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
 import { Waiters } from "../../../internal/Waiters.ts"
-import { encodeItem, encodeItems, tooLarge } from "../../../internal/writeFailure.ts"
+import { encodeItem, tooLarge } from "../../../internal/writeFailure.ts"
 import type { WriteTarget } from "../../../internal/writeFailure.ts"
 import type { HeldFrame, WindowedStream } from "./SendWindow.ts"
 
@@ -101,17 +101,14 @@ export class MuxStream implements ResponseWriter, WindowedStream {
   }
 
   sendAll(items: ReadonlyArray<unknown>): WriteResult {
-    if (this.state !== StreamState.Open) return Exit.void
-    // Encode and check every item first, so a failure sends none of them.
-    const bodies = encodeItems(this.codec, items, this.host.where)
-    if (bodies instanceof ResponseWriteError) return Exit.fail(bodies)
-    for (let i = 0; i < bodies.length; i++) {
-      const error = this.oversized(bodies[i]!)
-      if (error !== undefined) return Exit.fail(error)
+    // In order: the items before one that cannot be written are sent, then the failure returns.
+    for (let i = 0; i < items.length; i++) {
+      const r = this.send(items[i])
+      if (r !== Exit.void) return r
     }
-    for (let i = 0; i < bodies.length; i++) this.host.enqueue(this, MuxKind.Data, bodies[i]!)
     return Exit.void
   }
+
 
   fail(message: string): void {
     if (this.state !== StreamState.Open) return

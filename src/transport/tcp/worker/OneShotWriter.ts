@@ -18,7 +18,7 @@
  *   `onDisconnect` fires once if the socket closes, errors or receives bytes that are not a
  *   control frame before `complete`/`fail`/`close`.
  * - `send`/`sendAll` return a failed `WriteResult` (never throw) for an item the codec cannot
- *   encode or a frame above `maxMessageSize`; `sendAll` then sends none of the items.
+ *   encode or a frame above `maxMessageSize`; `sendAll` sends the items before it, none after.
  *
  * What it does not do: connect (Dialer.ts), check the ConnectionInfo (CallHomeClient.ts), or
  * apply backpressure beyond the socket's own buffer (`whenWritable` waits for its drain).
@@ -37,7 +37,7 @@ import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import { Waiters } from "../../../internal/Waiters.ts"
 import { WriteBatcher } from "../../../internal/WriteBatcher.ts"
 import type { FlushSchedule } from "../../../internal/WriteBatcher.ts"
-import { encodeItem, encodeItems, tooLarge } from "../../../internal/writeFailure.ts"
+import { encodeItem, tooLarge } from "../../../internal/writeFailure.ts"
 import type { WriteTarget } from "../../../internal/writeFailure.ts"
 
 /** What every one-shot writer of a client shares. */
@@ -167,7 +167,7 @@ export const makeOneShotWriter = (
   // The handshake goes out with whatever is written in the same tick (usually the prologue).
   push(encodeCallHomeHandshake(subject))
 
-  return {
+  const writer: OneShotWriter = {
     prologue: (error) => {
       if (state !== OPEN) return
       if (error === undefined) push(PROLOGUE_OK_FRAME)
@@ -186,15 +186,11 @@ export const makeOneShotWriter = (
       return Exit.void
     },
     sendAll: (items) => {
-      if (state !== OPEN) return Exit.void
-      // Encode and check every item first, so a failure sends none of them.
-      const bodies = encodeItems(codec, items, where)
-      if (bodies instanceof ResponseWriteError) return Exit.fail(bodies)
-      for (let i = 0; i < bodies.length; i++) {
-        const error = oversized(bodies[i]!)
-        if (error !== undefined) return Exit.fail(error)
+      // In order: the items before one that cannot be written are sent, then the failure returns.
+      for (let i = 0; i < items.length; i++) {
+        const r = writer.send(items[i])
+        if (r !== Exit.void) return r
       }
-      for (let i = 0; i < bodies.length; i++) pushData(bodies[i]!)
       return Exit.void
     },
     fail: (message) => {
@@ -236,4 +232,5 @@ export const makeOneShotWriter = (
       return state === ENDING
     }
   }
+  return writer
 }
