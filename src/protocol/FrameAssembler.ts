@@ -3,35 +3,26 @@
  * formats start every frame with a fixed 24-byte prefix that tells how many bytes follow.
  *
  * What it does: take chunks of any size, find frame boundaries, validate each prefix through the
- * format's `FrameLayout` before buffering a byte of the frame (so an oversized frame is refused
- * at once), and hand each whole frame to the layout as offsets into the bytes that hold it. A
+ * format's `restLength` before buffering a byte of the frame (so an oversized frame is refused
+ * at once), and hand each whole frame to the format's `deliver` as offsets into the bytes that hold it. A
  * frame that sits whole inside one chunk is handed over where it lies (zero copy); only frames
  * that span chunks are copied, into one exact-size buffer each. It counts the bytes of complete
  * frames, and a frame handler may `stop()` the decoder after its frame (the rest of the chunk is
  * then the caller's: `stopOffset()`), which is how a connection switches framing mid-chunk.
  *
- * What it does not do: interpret prefixes or frames (the layouts do), throw on any input bytes,
- * use Effect, or do I/O. After a parse error the assembler is dead: every later call returns it.
+ * What it does not do: interpret prefixes or frames (each format's subclass does), throw on any
+ * input bytes, use Effect, or do I/O. After a parse error the assembler is dead: every later call returns it.
  */
 import { ProtocolParseError } from "./ProtocolError.ts"
 
 /** Size of the fixed prefix of both formats. */
 export const PREFIX_SIZE = 24
 
-/** How a format reads its prefix and delivers a frame. */
-export interface FrameLayout<H> {
-  /** The length of the frame after the prefix at `src[o..o+24]`, or why the prefix is refused. */
-  readonly restLength: (src: Uint8Array, o: number) => number | ProtocolParseError
-  /**
-   * Hands one frame to `handler`: its prefix at `prefix[p..p+24]`, the rest at
-   * `rest[start..end]`. Returns a parse error to refuse it (a checksum), which kills the decoder.
-   */
-  readonly deliver: (prefix: Uint8Array, p: number, rest: Uint8Array, start: number, end: number, handler: H) => ProtocolParseError | undefined
-}
-
-/** An incremental decoder over a `FrameLayout`; see the module comment. */
-export class FrameAssembler<H> {
-  private readonly layout: FrameLayout<H>
+/**
+ * An incremental decoder of one format; see the module comment. A format extends it with its
+ * two methods, `restLength` and `deliver`.
+ */
+export abstract class FrameAssembler<H> {
   private readonly maxMessageSize: number
   /** The current prefix, when it spans chunks or its frame does. */
   private readonly prefix = new Uint8Array(PREFIX_SIZE)
@@ -44,10 +35,18 @@ export class FrameAssembler<H> {
   private stoppedAt = -1
   private error: ProtocolParseError | undefined = undefined
 
-  constructor(layout: FrameLayout<H>, maxMessageSize: number) {
-    this.layout = layout
+  constructor(maxMessageSize: number) {
     this.maxMessageSize = maxMessageSize
   }
+
+  /** The length of the frame after the prefix at `src[o..o+24]`, or why the prefix is refused. */
+  protected abstract restLength(src: Uint8Array, o: number): number | ProtocolParseError
+
+  /**
+   * Hands one frame to `handler`: its prefix at `prefix[p..p+24]`, the rest at
+   * `rest[start..end]`. Returns a parse error to refuse it (a checksum), which kills the decoder.
+   */
+  protected abstract deliver(prefix: Uint8Array, p: number, rest: Uint8Array, start: number, end: number, handler: H): ProtocolParseError | undefined
 
   /**
    * Feeds one chunk; delivers every frame it completes, in order. Returns the first parse error,
@@ -57,7 +56,6 @@ export class FrameAssembler<H> {
   decode(chunk: Uint8Array, handler: H): ProtocolParseError | undefined {
     if (this.error !== undefined) return this.error
     if (this.stopped) return undefined
-    const layout = this.layout
     const len = chunk.length
     let off = 0
     while (off < len) {
@@ -72,7 +70,7 @@ export class FrameAssembler<H> {
         this.rest = undefined
         this.restFill = 0
         this.decoded += PREFIX_SIZE + rest.length
-        const bad = layout.deliver(this.prefix, 0, rest, 0, rest.length, handler)
+        const bad = this.deliver(this.prefix, 0, rest, 0, rest.length, handler)
         if (bad !== undefined) return this.fail(bad)
         if (this.stopped) return this.stopAt(off)
         continue
@@ -94,12 +92,12 @@ export class FrameAssembler<H> {
         src = this.prefix
         p = 0
       }
-      const restLen = layout.restLength(src, p)
+      const restLen = this.restLength(src, p)
       if (typeof restLen !== "number") return this.fail(restLen)
       if (len - off >= restLen) {
         // Zero copy: the rest of the frame is in this chunk.
         this.decoded += PREFIX_SIZE + restLen
-        const bad = layout.deliver(src, p, chunk, off, off + restLen, handler)
+        const bad = this.deliver(src, p, chunk, off, off + restLen, handler)
         off += restLen
         if (bad !== undefined) return this.fail(bad)
         if (this.stopped) return this.stopAt(off)

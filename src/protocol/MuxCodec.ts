@@ -33,7 +33,6 @@
  * reuses its chunk buffers must copy what it keeps.
  */
 import { FrameAssembler } from "./FrameAssembler.ts"
-import type { FrameLayout } from "./FrameAssembler.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
 
 /** Size of the fixed mux frame header: payload_len, kind, flags, reserved, stream_id. */
@@ -286,29 +285,24 @@ export const decodeMuxFrame = (bytes: Uint8Array, options: MuxDecoderOptions): M
   }
 }
 
-/** The mux layout: rest = payload; the header alone is validated. */
-const muxLayout = (options: MuxDecoderOptions): FrameLayout<MuxFrameHandler> => ({
-  restLength: (src, o) => checkHeader(src, o, options) ?? u32(src, o),
-  deliver: (prefix, p, rest, start, end, onFrame) => {
+/** The mux format: rest = payload; the header alone is validated. */
+class MuxFrameDecoder extends FrameAssembler<MuxFrameHandler> implements MuxDecoder {
+  private readonly options: MuxDecoderOptions
+  constructor(options: MuxDecoderOptions) {
+    super(options.maxMessageSize)
+    this.options = options
+  }
+  protected restLength(src: Uint8Array, o: number): number | ProtocolParseError {
+    return checkHeader(src, o, this.options) ?? u32(src, o)
+  }
+  protected deliver(prefix: Uint8Array, p: number, rest: Uint8Array, start: number, end: number, onFrame: MuxFrameHandler): undefined {
     onFrame(prefix[p + 4] as MuxKind, prefix.subarray(p + 8, p + MUX_HEADER_SIZE), start === end ? EMPTY : rest.subarray(start, end))
     return undefined
   }
-})
-
-/** One layout per maximum size, shared by every decoder with that limit (a connection makes one). */
-const layouts = new Map<number, FrameLayout<MuxFrameHandler>>()
-const layoutFor = (maxMessageSize: number): FrameLayout<MuxFrameHandler> => {
-  let layout = layouts.get(maxMessageSize)
-  if (layout === undefined) {
-    layout = muxLayout({ maxMessageSize })
-    if (layouts.size < 16) layouts.set(maxMessageSize, layout)
-  }
-  return layout
 }
 
 /**
  * A new incremental mux decoder. Synchronous and allocation-lean: one 24-byte header buffer for
  * its lifetime, one exact-size buffer per payload that spans chunks, nothing else per frame.
  */
-export const makeMuxDecoder = (options: MuxDecoderOptions): MuxDecoder =>
-  new FrameAssembler(layoutFor(options.maxMessageSize), options.maxMessageSize)
+export const makeMuxDecoder = (options: MuxDecoderOptions): MuxDecoder => new MuxFrameDecoder({ maxMessageSize: options.maxMessageSize })

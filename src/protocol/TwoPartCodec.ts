@@ -28,7 +28,6 @@
  */
 import { xxh3_64 } from "./Checksum.ts"
 import { FrameAssembler } from "./FrameAssembler.ts"
-import type { FrameLayout } from "./FrameAssembler.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
 
 /** Size of the fixed frame prefix: header_len, body_len, checksum (3 × u64 BE). */
@@ -235,40 +234,33 @@ export const decodeFrame = (bytes: Uint8Array, options: FrameDecoderOptions): Fr
   }
 }
 
-/** The TwoPartCodec layout: rest = header ‖ body, checksum verified when non-zero. */
-const twoPartLayout = (options: FrameDecoderOptions): FrameLayout<FrameHandler> => ({
-  restLength: (src, o) => {
-    const tooLarge = checkPrefix(src, o, options)
+/** The TwoPartCodec format: rest = header ‖ body, checksum verified when non-zero. */
+class TwoPartDecoder extends FrameAssembler<FrameHandler> implements FrameDecoder {
+  private readonly options: FrameDecoderOptions
+  constructor(options: FrameDecoderOptions) {
+    super(options.maxMessageSize)
+    this.options = options
+  }
+  protected restLength(src: Uint8Array, o: number): number | ProtocolParseError {
+    const tooLarge = checkPrefix(src, o, this.options)
     if (tooLarge !== undefined) return tooLarge
     return u32(src, o) * TWO_32 + u32(src, o + 4) + u32(src, o + 8) * TWO_32 + u32(src, o + 12)
-  },
-  deliver: (prefix, p, rest, start, end, onFrame) => {
+  }
+  protected deliver(prefix: Uint8Array, p: number, rest: Uint8Array, start: number, end: number, onFrame: FrameHandler): ProtocolParseError | undefined {
     const hi = u32(prefix, p + 16)
     const lo = u32(prefix, p + 20)
     if (hi !== 0 || lo !== 0) {
-      const bad = checkChecksum(rest.subarray(start, end), (BigInt(hi) << 32n) | BigInt(lo), options)
+      const bad = checkChecksum(rest.subarray(start, end), (BigInt(hi) << 32n) | BigInt(lo), this.options)
       if (bad !== undefined) return bad
     }
     const split = start + u32(prefix, p) * TWO_32 + u32(prefix, p + 4)
     onFrame(split === start ? EMPTY : rest.subarray(start, split), split === end ? EMPTY : rest.subarray(split, end))
     return undefined
   }
-})
-
-/** One layout per maximum size, shared by every decoder with that limit (a connection makes one). */
-const layouts = new Map<number, FrameLayout<FrameHandler>>()
-const layoutFor = (maxMessageSize: number): FrameLayout<FrameHandler> => {
-  let layout = layouts.get(maxMessageSize)
-  if (layout === undefined) {
-    layout = twoPartLayout({ maxMessageSize })
-    if (layouts.size < 16) layouts.set(maxMessageSize, layout)
-  }
-  return layout
 }
 
 /**
  * A new incremental decoder. Synchronous and allocation-lean: one 24-byte prefix buffer for
  * its lifetime, one exact-size buffer per frame that spans chunks, nothing else per frame.
  */
-export const makeDecoder = (options: FrameDecoderOptions): FrameDecoder =>
-  new FrameAssembler(layoutFor(options.maxMessageSize), options.maxMessageSize)
+export const makeDecoder = (options: FrameDecoderOptions): FrameDecoder => new TwoPartDecoder({ maxMessageSize: options.maxMessageSize })
