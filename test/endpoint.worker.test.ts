@@ -8,31 +8,9 @@ import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
 import { describe, expect, it } from "@effect/vitest"
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { Context, Deferred, Effect, Layer, Logger, References, Stream, Tracer } from "effect"
-import * as MemoryDiscovery from "../src/discovery/MemoryDiscovery.ts"
 import * as Endpoint from "../src/Endpoint.ts"
-import * as MemoryTransport from "../src/transport/memory/MemoryTransport.ts"
-import * as TcpResponseTransport from "../src/transport/tcp/TcpResponseTransport.ts"
-import { TransportConfig } from "../src/TransportConfig.ts"
 import type { ResponseWriteError } from "../src/TransportError.ts"
-import * as TransportRegistry from "../src/registry/index.ts"
-
-/** In-memory request plane + TCP call-home response plane + mem discovery, on loopback. */
-const tcpStack = (env: Record<string, string> = {}) =>
-  Layer.mergeAll(
-    Layer.mergeAll(MemoryTransport.layerWith({ planes: ["request"] }), TcpResponseTransport.layer).pipe(
-      Layer.provideMerge(TransportRegistry.layer)
-    ),
-    MemoryDiscovery.layer
-  ).pipe(
-    Layer.provideMerge(
-      TransportConfig.layerFromRecord({
-        DYN_TCP_RESPONSE_HOST: "127.0.0.1",
-        DYN_TCP_RESPONSE_PORT: "0",
-        DYN_CANCEL_GRACE_MS: "100",
-        ...env
-      })
-    )
-  )
+import { tcpStack } from "./support/stack.ts"
 
 /**
  * An item with no JSON encoding. (A bigint is not one: the json codec writes it as a bare number.)

@@ -3,27 +3,14 @@ import { execFile } from "node:child_process"
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { promisify } from "node:util"
-import { Effect, Layer, Stream } from "effect"
+import { Effect, Stream } from "effect"
 import { Discovery } from "../src/Discovery.ts"
-import * as MemoryDiscovery from "../src/discovery/MemoryDiscovery.ts"
 import * as Endpoint from "../src/Endpoint.ts"
 import type { RequestMessage } from "../src/RequestPlane.ts"
 import * as HttpRequestClient from "../src/transport/http/HttpRequestClient.ts"
-import * as HttpRequestTransport from "../src/transport/http/HttpRequestTransport.ts"
-import * as MemoryTransport from "../src/transport/memory/MemoryTransport.ts"
-import { TransportConfig } from "../src/TransportConfig.ts"
-import * as TransportRegistry from "../src/registry/index.ts"
+import { httpStack as stack } from "./support/stack.ts"
 
 const run = promisify(execFile)
-
-/** HTTP request plane + in-memory response plane, on loopback with an ephemeral port. */
-const stack = (env: Record<string, string> = {}) =>
-  Layer.mergeAll(
-    Layer.mergeAll(HttpRequestTransport.layer, MemoryTransport.layerWith({ planes: ["response"] })).pipe(
-      Layer.provideMerge(TransportRegistry.layer)
-    ),
-    MemoryDiscovery.layer
-  ).pipe(Layer.provideMerge(TransportConfig.layerFromRecord({ DYN_HTTP_RPC_HOST: "127.0.0.1", DYN_HTTP_RPC_PORT: "0", ...env })))
 
 const message = (id: string): RequestMessage => ({
   control: {

@@ -10,12 +10,11 @@ import { join } from "node:path"
 import { promisify } from "node:util"
 import { Effect, Layer, Stream } from "effect"
 import { Discovery } from "../src/Discovery.ts"
-import * as MemoryDiscovery from "../src/discovery/MemoryDiscovery.ts"
 import * as Endpoint from "../src/Endpoint.ts"
 import * as MetricsServer from "../src/observability/MetricsServer.ts"
 import * as Tracing from "../src/observability/Tracing.ts"
-import { TransportConfig } from "../src/TransportConfig.ts"
 import * as TransportRegistry from "../src/registry/index.ts"
+import { configuredStack } from "./support/stack.ts"
 
 const run = promisify(execFile)
 
@@ -42,17 +41,7 @@ const poolMetricNames = [
   "tcp_pool_validation_failures_total"
 ]
 
-const stack = (env: Record<string, string>) =>
-  Layer.mergeAll(TransportRegistry.layerFromConfig, MemoryDiscovery.layer).pipe(
-    Layer.provideMerge(
-      TransportConfig.layerFromRecord({
-        DYN_HTTP_RPC_HOST: "127.0.0.1",
-        DYN_HTTP_RPC_PORT: "0",
-        DYN_TCP_RESPONSE_HOST: "127.0.0.1",
-        ...env
-      })
-    )
-  )
+const stack = configuredStack
 
 const scrape = (url: string) => Effect.promise(() => fetch(`${url}/metrics`).then((r) => r.text()))
 

@@ -1,11 +1,10 @@
 // The recommended mode end to end: HTTP/2 request plane + TCP call-home response plane, both
 // over real loopback sockets, selected through DYN_* as users do.
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Layer, Scope, Stream } from "effect"
-import * as MemoryDiscovery from "../src/discovery/MemoryDiscovery.ts"
+import { Deferred, Effect, Exit, Scope, Stream } from "effect"
 import * as Endpoint from "../src/Endpoint.ts"
-import { TransportConfig } from "../src/TransportConfig.ts"
 import * as TransportRegistry from "../src/registry/index.ts"
+import { configuredStack } from "./support/stack.ts"
 
 const env = {
   DYN_REQUEST_PLANE: "http",
@@ -16,9 +15,7 @@ const env = {
   DYN_TCP_RESPONSE_PORT: "0",
   DYN_CANCEL_GRACE_MS: "200"
 }
-const stack = Layer.mergeAll(TransportRegistry.layerFromConfig, MemoryDiscovery.layer).pipe(
-  Layer.provideMerge(TransportConfig.layerFromRecord(env))
-)
+const stack = configuredStack(env)
 
 const sockets = () =>
   process.getActiveResourcesInfo().filter((r) => r === "TCPSocketWrap" || r === "TCPServerWrap").length

@@ -5,46 +5,25 @@
  */
 import * as net from "node:net"
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Deferred, Effect, Exit, Fiber, Layer, Stream } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, Stream } from "effect"
 import { json as jsonCodec } from "../src/protocol/PayloadCodec.ts"
 import { encodeStreamComplete, encodeStreamItem } from "../src/protocol/RequestMessage.ts"
 import { encodeFrame, encodeHeaderOnlyJson, makeDecoder } from "../src/protocol/TwoPartCodec.ts"
 import { tcpConnectionInfo } from "../src/ConnectionInfo.ts"
 import { Discovery } from "../src/Discovery.ts"
-import * as MemoryDiscovery from "../src/discovery/MemoryDiscovery.ts"
 import * as Endpoint from "../src/Endpoint.ts"
 import { requestTransportOf } from "../src/Instance.ts"
 import type { RequestMessage } from "../src/RequestPlane.ts"
 import type { ResponseSink } from "../src/ResponsePlane.ts"
-import * as MemoryTransport from "../src/transport/memory/MemoryTransport.ts"
-import * as TcpResponseTransport from "../src/transport/tcp/TcpResponseTransport.ts"
 import * as CallHomeClient from "../src/transport/tcp/worker/CallHomeClient.ts"
 import * as CallHomeServer from "../src/transport/tcp/router/CallHomeServer.ts"
 import { blackhole } from "./support/blackhole.ts"
-import { TransportConfig } from "../src/TransportConfig.ts"
 import type { HandlerError, TransportError } from "../src/TransportError.ts"
 import * as TransportRegistry from "../src/registry/index.ts"
 import { slowConsumer } from "./support/slowConsumer.ts"
+import { tcpStack } from "./support/stack.ts"
 
 // ---- stacks -----------------------------------------------------------------------------------
-
-/** In-memory request plane + TCP call-home response plane + mem discovery, on loopback. */
-const tcpStack = (env: Record<string, string> = {}, options: TcpResponseTransport.TcpResponseTransportOptions = {}) =>
-  Layer.mergeAll(
-    Layer.mergeAll(MemoryTransport.layerWith({ planes: ["request"] }), TcpResponseTransport.layerWith(options)).pipe(
-      Layer.provideMerge(TransportRegistry.layer)
-    ),
-    MemoryDiscovery.layer
-  ).pipe(
-    Layer.provideMerge(
-      TransportConfig.layerFromRecord({
-        DYN_TCP_RESPONSE_HOST: "127.0.0.1",
-        DYN_TCP_RESPONSE_PORT: "0",
-        DYN_CANCEL_GRACE_MS: "100",
-        ...env
-      })
-    )
-  )
 
 const MAX = 32 * 1024 * 1024
 

@@ -7,7 +7,7 @@
  */
 import * as net from "node:net"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Fiber, Layer, Schema, Stream } from "effect"
+import { Context, Deferred, Effect, Fiber, Schema, Stream } from "effect"
 import { PrometheusMetrics } from "effect/observability"
 import { TestClock } from "effect/testing"
 import {
@@ -26,20 +26,19 @@ import { json as jsonCodec } from "../src/protocol/PayloadCodec.ts"
 import { encodeStreamComplete, encodeStreamItem } from "../src/protocol/RequestMessage.ts"
 import { encodeFrame, encodeHeaderOnlyJson, makeDecoder } from "../src/protocol/TwoPartCodec.ts"
 import { Discovery } from "../src/Discovery.ts"
-import * as MemoryDiscovery from "../src/discovery/MemoryDiscovery.ts"
 import * as Endpoint from "../src/Endpoint.ts"
 import type { RequestMessage } from "../src/RequestPlane.ts"
 import type { ResponseSink } from "../src/ResponsePlane.ts"
-import * as MemoryTransport from "../src/transport/memory/MemoryTransport.ts"
 import { encodeMuxHandshake, muxConnectionInfo } from "../src/protocol/MuxHandshake.ts"
 import type { ConnectionPool, ConnectionPoolOptions, PooledConnection } from "../src/transport/tcp/worker/pool/ConnectionPool.ts"
 import * as TcpResponseTransport from "../src/transport/tcp/TcpResponseTransport.ts"
 import * as CallHomeClient from "../src/transport/tcp/worker/CallHomeClient.ts"
 import * as CallHomeServer from "../src/transport/tcp/router/CallHomeServer.ts"
-import { defaults, TransportConfig } from "../src/TransportConfig.ts"
+import { defaults } from "../src/TransportConfig.ts"
 import type { HandlerError, TransportError } from "../src/TransportError.ts"
 import * as TransportRegistry from "../src/registry/index.ts"
 import { slowConsumer } from "./support/slowConsumer.ts"
+import { tcpStack } from "./support/stack.ts"
 
 const MAX = 32 * 1024 * 1024
 
@@ -47,22 +46,7 @@ const MAX = 32 * 1024 * 1024
 
 /** In-memory request plane + pooled TCP call-home response plane + mem discovery, on loopback. */
 const poolStack = (env: Record<string, string> = {}, options: TcpResponseTransport.TcpResponseTransportOptions = {}) =>
-  Layer.mergeAll(
-    Layer.mergeAll(MemoryTransport.layerWith({ planes: ["request"] }), TcpResponseTransport.layerWith(options)).pipe(
-      Layer.provideMerge(TransportRegistry.layer)
-    ),
-    MemoryDiscovery.layer
-  ).pipe(
-    Layer.provideMerge(
-      TransportConfig.layerFromRecord({
-        DYN_TCP_RESPONSE_HOST: "127.0.0.1",
-        DYN_TCP_RESPONSE_PORT: "0",
-        DYN_CANCEL_GRACE_MS: "100",
-        DYN_TCP_POOL_ENABLED: "true",
-        ...env
-      })
-    )
-  )
+  tcpStack({ DYN_TCP_POOL_ENABLED: "true", ...env }, options)
 
 /** The stack's router server and worker pool. */
 const planes = Effect.gen(function*() {
