@@ -18,11 +18,33 @@ import { ProtocolParseError } from "./ProtocolError.ts"
 /** Size of the fixed prefix of both formats. */
 export const PREFIX_SIZE = 24
 
+/** What the decoders of both formats offer; `H` is the format's frame handler. */
+export interface IncrementalDecoder<H> {
+  /**
+   * Feeds one chunk; calls `onFrame` for every frame it completes, in order. Returns the first
+   * parse error, after which the decoder is dead and every later call returns that error. If
+   * `onFrame` throws, the exception propagates and the rest of that chunk is dropped.
+   */
+  decode(chunk: Uint8Array, onFrame: H): ProtocolParseError | undefined
+  /** Bytes of every complete frame decoded so far, prefixes included (a mux ConnectionAck's offset). */
+  bytesDecoded(): number
+  /** Bytes of a partial frame held so far (prefix bytes included). */
+  bufferedBytes(): number
+  /** True when no partial frame is buffered: a connection closing now ends on a frame boundary. */
+  isIdle(): boolean
+  /** The error that killed the decoder, if any. */
+  failure(): ProtocolParseError | undefined
+  /** Called from `onFrame`: `decode` returns after this frame and decodes nothing more (a switch of framing). */
+  stop(): void
+  /** After a `stop()`: the offset in the last chunk where the bytes after the stopping frame begin. */
+  stopOffset(): number
+}
+
 /**
  * An incremental decoder of one format; see the module comment. A format extends it with its
  * two methods, `restLength` and `deliver`.
  */
-export abstract class FrameAssembler<H> {
+export abstract class FrameAssembler<H> implements IncrementalDecoder<H> {
   private readonly maxMessageSize: number
   /** The current prefix, when it spans chunks or its frame does. */
   private readonly prefix = new Uint8Array(PREFIX_SIZE)

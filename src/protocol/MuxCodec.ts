@@ -33,6 +33,8 @@
  * reuses its chunk buffers must copy what it keeps.
  */
 import { FrameAssembler } from "./FrameAssembler.ts"
+import type { IncrementalDecoder } from "./FrameAssembler.ts"
+import { EMPTY, putU32, TWO_32, u32 } from "./Bytes.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
 
 /** Size of the fixed mux frame header: payload_len, kind, flags, reserved, stream_id. */
@@ -80,40 +82,10 @@ export interface MuxDecoderOptions {
 /** Receives each decoded frame; the views are valid as long as the chunk they alias. */
 export type MuxFrameHandler = (kind: MuxKind, streamId: Uint8Array, payload: Uint8Array) => void
 
-/** An incremental mux decoder; see `makeMuxDecoder`. */
-export interface MuxDecoder {
-  /**
-   * Feeds one chunk; calls `onFrame` for every frame it completes, in order. Returns the first
-   * protocol error, after which the decoder is dead and every later call returns that error.
-   * If `onFrame` throws, the exception propagates and the rest of that chunk is dropped.
-   */
-  decode(chunk: Uint8Array, onFrame: MuxFrameHandler): ProtocolParseError | undefined
-  /** Bytes of every complete frame decoded so far (headers included): a ConnectionAck's offset. */
-  bytesDecoded(): number
-  /** Bytes of a partial frame held so far (header bytes included). */
-  bufferedBytes(): number
-  /** True when no partial frame is buffered. */
-  isIdle(): boolean
-  /** The error that killed the decoder, if any. */
-  failure(): ProtocolParseError | undefined
-  /** Called from `onFrame`: `decode` returns after this frame and decodes nothing more. */
-  stop(): void
-  /** After a `stop()`: the offset in the last chunk where the bytes after the stopping frame begin. */
-  stopOffset(): number
-}
+/** An incremental decoder of this format; see `makeMuxDecoder`. */
+export type MuxDecoder = IncrementalDecoder<MuxFrameHandler>
 
-const EMPTY = new Uint8Array(0)
-const TWO_32 = 4294967296
 
-const u32 = (b: Uint8Array, o: number): number =>
-  ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0
-
-const putU32 = (b: Uint8Array, o: number, v: number): void => {
-  b[o] = v >>> 24
-  b[o + 1] = (v >>> 16) & 0xff
-  b[o + 2] = (v >>> 8) & 0xff
-  b[o + 3] = v & 0xff
-}
 
 const isNil = (b: Uint8Array, o: number): boolean => {
   for (let i = o; i < o + STREAM_ID_SIZE; i++) if (b[i] !== 0) return false

@@ -28,6 +28,8 @@
  */
 import { xxh3_64 } from "./Checksum.ts"
 import { FrameAssembler } from "./FrameAssembler.ts"
+import type { IncrementalDecoder } from "./FrameAssembler.ts"
+import { EMPTY, putU32, TWO_32, u32 } from "./Bytes.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
 
 /** Size of the fixed frame prefix: header_len, body_len, checksum (3 × u64 BE). */
@@ -51,41 +53,12 @@ export interface FrameDecoderOptions {
 /** Receives each decoded frame. The views are valid as long as the chunk they alias. */
 export type FrameHandler = (header: Uint8Array, body: Uint8Array) => void
 
-/** An incremental TwoPartCodec decoder; see `makeDecoder`. */
-export interface FrameDecoder {
-  /**
-   * Feeds one chunk; calls `onFrame` for every frame it completes, in order. Returns the first
-   * protocol error, after which the decoder is dead and every later call returns that error.
-   * If `onFrame` throws, the exception propagates; the decoder stays consistent but the rest
-   * of that chunk is dropped.
-   */
-  decode(chunk: Uint8Array, onFrame: FrameHandler): ProtocolParseError | undefined
-  /** Bytes of a partial frame held so far (prefix bytes included). */
-  bufferedBytes(): number
-  /** True when no partial frame is buffered: a socket closing now ends on a frame boundary. */
-  isIdle(): boolean
-  /** The error that killed the decoder, if any. */
-  failure(): ProtocolParseError | undefined
-  /** Called from `onFrame`: `decode` returns after this frame and decodes nothing more (a switch of framing). */
-  stop(): void
-  /** After a `stop()`: the offset in the last chunk where the bytes after the stopping frame begin. */
-  stopOffset(): number
-}
+/** An incremental decoder of this format; see `makeDecoder`. */
+export type FrameDecoder = IncrementalDecoder<FrameHandler>
 
-const EMPTY = new Uint8Array(0)
-const TWO_32 = 4294967296
 /** A u64 whose high word is at least this is >= 2^53: not a safe JS integer. */
 const UNSAFE_HI = 0x200000
 
-const u32 = (b: Uint8Array, o: number): number =>
-  ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0
-
-const putU32 = (b: Uint8Array, o: number, v: number): void => {
-  b[o] = v >>> 24
-  b[o + 1] = (v >>> 16) & 0xff
-  b[o + 2] = (v >>> 8) & 0xff
-  b[o + 3] = v & 0xff
-}
 
 const putU64 = (b: Uint8Array, o: number, v: number): void => {
   putU32(b, o, Math.floor(v / TWO_32))

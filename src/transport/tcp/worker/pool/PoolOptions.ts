@@ -63,26 +63,10 @@ export const optionsFromSettings = (settings: TransportSettings): ConnectionPool
   maxMessageSize: settings.tcpMaxMessageSize
 })
 
-/** Every option with its default applied. */
-export interface ResolvedPoolOptions {
-  readonly maxPerTarget: number
-  readonly minIdle: number
-  readonly idleTimeoutMs: number
-  readonly maxLifetimeMs: number
-  readonly keepaliveMs: number
-  readonly maxMessageSize: number
-  readonly connectTimeoutMs: number
-  readonly acquireTimeoutMs: number
-  /** `maxStreamsPerConnection`, at least 1. */
-  readonly maxStreams: number
-  readonly targetUtilization: number
-  readonly streamWindow: number
-  readonly connectionWindow: number
-  readonly lingerMs: number
-  readonly targetIdleTimeoutMs: number
-  readonly sweepIntervalMs: number
-  readonly flush: "tick" | "immediate"
-}
+/** Every option with its default applied (`maxStreamsPerConnection` as `maxStreams`, at least 1). */
+export type ResolvedPoolOptions =
+  & { readonly [K in Exclude<keyof ConnectionPoolOptions, "maxStreamsPerConnection">]-?: Exclude<ConnectionPoolOptions[K], undefined> }
+  & { readonly maxStreams: number }
 
 /** Applies the defaults. */
 export const resolveOptions = (options: ConnectionPoolOptions): ResolvedPoolOptions => {
