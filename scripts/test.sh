@@ -4,7 +4,9 @@
 #  - the Debian packages the tests need (nats-server, etcd-server, prometheus for promtool,
 #    curl, python3),
 #    installed when missing;
-#  - then the import rules (dependency-cruiser), typecheck and vitest, on the Node 24 that the `node` devDependency provides.
+#  - then the import rules (dependency-cruiser), typecheck and vitest, on the Node 24 that the `node` devDependency provides;
+#  - then the package as a user installs it (scripts/consumer-test.sh: npm pack, install into a
+#    fresh project, type-check and run README.md's examples, `npx transport-registry --help`).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -35,3 +37,7 @@ echo "node $(node --version)"
 npx depcruise src --output-type err
 npx tsc --noEmit
 npx vitest run "$@"
+# only for the whole suite: `npm test -- test/some.test.ts` runs just that file
+if [ "$#" -eq 0 ]; then
+  sh scripts/consumer-test.sh
+fi

@@ -51,7 +51,7 @@ const poolStack = (env: Record<string, string> = {}, options: TcpResponseTranspo
 /** The stack's router server and worker pool. */
 const planes = Effect.gen(function*() {
   const registry = yield* TransportRegistry.TransportRegistry
-  const server = (yield* registry.getResponseServer("tcp")) as CallHomeServer.CallHomeServer
+  const server = yield* registry.getResponseServer("tcp")
   const client = registry.responseClientFor("tcp_response_mux_v1") as CallHomeClient.CallHomeClient
   return { server, client, pool: client.pool()! }
 })
@@ -193,7 +193,7 @@ describe("ConnectionPool", () => {
       for (let i = 0; i < 50; i++) yield* h.roundTrip(3)
       const target = h.target()
       expect(h.pool.stats()).toMatchObject([{ target, connections: 1, active: 0, streams: 0 }])
-      expect(h.server.muxConnectionCount()).toBe(1)
+      expect(CallHomeServer.muxDrill(h.server).connectionCount()).toBe(1)
       const m = poolMetrics(target)
       expect(m).toMatchObject({ created: 1, reused: 49, acquisitions: 50, validationFailures: 0, active: 0, idle: 1 })
     }))
@@ -242,7 +242,7 @@ describe("ConnectionPool", () => {
       let peakStreams = 0
       const sample = () => {
         const conns = h.pool.connections()
-        peakConnections = Math.max(peakConnections, conns.length, h.server.muxConnectionCount())
+        peakConnections = Math.max(peakConnections, conns.length, CallHomeServer.muxDrill(h.server).connectionCount())
         for (const c of conns) peakStreams = Math.max(peakStreams, c.conn.streamCount())
       }
       const stream = (i: number) =>
@@ -273,7 +273,7 @@ describe("ConnectionPool", () => {
     Effect.gen(function*() {
       const { pool, server } = yield* planes
       let peak = 0
-      const sample = () => (peak = Math.max(peak, pool.connections().length, server.muxConnectionCount()))
+      const sample = () => (peak = Math.max(peak, pool.connections().length, CallHomeServer.muxDrill(server).connectionCount()))
       yield* Endpoint.serveEmit("ns.pool.burst", (req: { id: number }, _ctx, emit: Endpoint.Emit<string>) =>
         Effect.gen(function*() {
           sample()
@@ -298,7 +298,7 @@ describe("ConnectionPool", () => {
     Effect.gen(function*() {
       const { pool, server } = yield* planes
       let peak = 0
-      const sample = () => (peak = Math.max(peak, pool.connections().length, server.muxConnectionCount()))
+      const sample = () => (peak = Math.max(peak, pool.connections().length, CallHomeServer.muxDrill(server).connectionCount()))
       yield* Endpoint.serveEmit("ns.pool.many", (req: { id: number }, _ctx, emit: Endpoint.Emit<number>) =>
         Effect.sync(() => {
           sample()
@@ -325,14 +325,14 @@ describe("ConnectionPool", () => {
       const h = yield* harness({ minIdle: 2 })
       yield* h.roundTrip(1)
       const target = h.target()
-      expect(yield* eventually(() => h.pool.connections().length === 2 && h.server.muxConnectionCount() === 2)).toBe(true)
+      expect(yield* eventually(() => h.pool.connections().length === 2 && CallHomeServer.muxDrill(h.server).connectionCount() === 2)).toBe(true)
       const before = ids(h.pool)
       const m0 = poolMetrics(target)
-      h.server.dropMuxConnections()
+      CallHomeServer.muxDrill(h.server).dropConnections()
       expect(
         yield* eventually(() => {
           const now = ids(h.pool)
-          return now.length === 2 && now.every((id) => !before.includes(id)) && h.server.muxConnectionCount() === 2
+          return now.length === 2 && now.every((id) => !before.includes(id)) && CallHomeServer.muxDrill(h.server).connectionCount() === 2
         })
       ).toBe(true)
       const m1 = poolMetrics(target)
@@ -359,7 +359,7 @@ describe("ConnectionPool", () => {
       yield* realSleep(50)
       expect(h.pool.connections().length).toBe(3)
       yield* TestClock.adjust("2 seconds")
-      expect(yield* eventually(() => h.pool.connections().length === 1 && h.server.muxConnectionCount() === 1)).toBe(true)
+      expect(yield* eventually(() => h.pool.connections().length === 1 && CallHomeServer.muxDrill(h.server).connectionCount() === 1)).toBe(true)
       expect(poolMetrics(h.target())).toMatchObject({ idle: 1, active: 0, validationFailures: 0 })
       yield* h.roundTrip(1)
       expect(h.pool.connections().length).toBe(1)
@@ -386,7 +386,7 @@ describe("ConnectionPool", () => {
       expect(a.rec.events).toEqual(["start", "end"])
       expect(a.rec.items).toEqual(["a1", "a2"])
       // Drained: the old connection closes; the new one stays.
-      expect(yield* eventually(() => h.pool.connections().length === 1 && h.server.muxConnectionCount() === 1)).toBe(true)
+      expect(yield* eventually(() => h.pool.connections().length === 1 && CallHomeServer.muxDrill(h.server).connectionCount() === 1)).toBe(true)
       expect(h.pool.connections()[0]).not.toBe(first)
       b.writer.send("b1")
       b.writer.complete()
@@ -401,7 +401,7 @@ describe("ConnectionPool", () => {
       yield* h.roundTrip(2)
       const target = h.target()
       const [first] = h.pool.connections()
-      h.server.dropMuxConnections()
+      CallHomeServer.muxDrill(h.server).dropConnections()
       expect(yield* eventually(() => h.pool.connections().length === 0)).toBe(true)
       yield* h.roundTrip(2)
       expect(h.pool.connections().length).toBe(1)
@@ -483,7 +483,7 @@ describe("ConnectionPool", () => {
       yield* h.roundTrip(1)
       // right after the stream the target has its connections (min idle may still be filling)
       expect(h.pool.connections().length).toBeGreaterThanOrEqual(1)
-      expect(yield* eventually(() => h.pool.stats().length === 0 && h.server.muxConnectionCount() === 0)).toBe(true)
+      expect(yield* eventually(() => h.pool.stats().length === 0 && CallHomeServer.muxDrill(h.server).connectionCount() === 0)).toBe(true)
       // the gauges follow each worker-side socket's close event, which can trail the router's
       expect(yield* eventually(() => {
         const m = poolMetrics(h.target())
@@ -622,7 +622,7 @@ describe("a dropped pooled connection", () => {
         expect(yield* eventually(() => started === 20 && flowing === 20)).toBe(true)
         expect(pool.connections().length).toBe(1) // all twenty share one connection
         const droppedAt = performance.now()
-        if (side === "router") server.dropMuxConnections()
+        if (side === "router") CallHomeServer.muxDrill(server).dropConnections()
         else for (const c of pool.connections()) c.conn.destroy()
         const results = yield* Effect.forEach(fibers, Fiber.join)
         for (const { at, e } of results) {
@@ -751,7 +751,7 @@ describe("Endpoint round trip with DYN_TCP_POOL_ENABLED=true", () => {
       expect(m.reused - m0.reused).toBeGreaterThanOrEqual(499 - created)
       expect(m).toMatchObject({ active: 0, idle: pool.connections().length })
       expect(m.validationFailures - m0.validationFailures).toBe(0)
-      expect(server.muxConnectionCount()).toBe(pool.connections().length)
+      expect(CallHomeServer.muxDrill(server).connectionCount()).toBe(pool.connections().length)
       for (const name of ["created_total", "reused_total"]) expect(m.scrape).toContain(`# TYPE tcp_pool_connections_${name} counter`)
       expect(m.scrape).toContain("# TYPE tcp_pool_acquisition_latency_seconds histogram")
       expect(m.scrape).toContain("# TYPE tcp_pool_active_connections gauge")
@@ -983,7 +983,7 @@ describe("response mux v1 wire bytes", () => {
       const reset = muxFrames(peer.bytes(), 32).find((f) => f.kind === MuxKind.Reset)!
       expect([reset.id, text(reset.payload)]).toEqual([infoA.stream_id, "cancelled by the router"])
       expect(peer.socket.destroyed).toBe(false)
-      expect(server.muxConnectionCount()).toBe(1)
+      expect(CallHomeServer.muxDrill(server).connectionCount()).toBe(1)
 
       // A Prologue for a stream nobody opened: answered with a Reset; the connection stays.
       const stranger = crypto.randomUUID()
@@ -1012,7 +1012,7 @@ describe("response mux v1 wire bytes", () => {
       expect(recE.items).toEqual([1])
       expect(recE.error()).toMatchObject({ _tag: "TransportConnectionError", reason: "StreamEndedEarly", detail: "stream ended before generation completed" })
       yield* eventually(() => muxFrames(peer.bytes(), 32).some((f) => f.kind === MuxKind.Reset && f.id === uuidFromStreamId(idOf(d))))
-      expect(server.muxConnectionCount()).toBe(1)
+      expect(CallHomeServer.muxDrill(server).connectionCount()).toBe(1)
 
       // A framing error kills the connection: every stream on it fails at once.
       const recF = recordingSink()
@@ -1025,7 +1025,7 @@ describe("response mux v1 wire bytes", () => {
       yield* Effect.promise(() => recF.done)
       expect(recF.error()).toMatchObject({ _tag: "TransportProtocolError", reason: "MalformedFrame" })
       yield* Effect.promise(() => peer.closed).pipe(Effect.timeout(1000))
-      expect(yield* eventually(() => server.muxConnectionCount() === 0)).toBe(true)
+      expect(yield* eventually(() => CallHomeServer.muxDrill(server).connectionCount() === 0)).toBe(true)
       for (const p of [a, b, c, d, e, f]) p.close()
     }))
 
@@ -1090,7 +1090,7 @@ describe("response mux v1 wire bytes", () => {
       )
       expect(muxFrames(first.bytes(), 32).filter((f) => f.kind === MuxKind.Reset)).toEqual([])
       expect(muxFrames(first.bytes(), 32).length).toBe(beforeFirst)
-      expect(server.muxConnectionCount()).toBe(2)
+      expect(CallHomeServer.muxDrill(server).connectionCount()).toBe(2)
 
       // b was untouched and both connections still work.
       expect(recB.events).toEqual([])
@@ -1148,7 +1148,7 @@ describe("response mux v1 wire bytes", () => {
         yield* Endpoint.serveEmit("ns.pool.ka", (_req: unknown, _ctx, emit: Endpoint.Emit<number>) => Effect.sync(() => emit(1)))
         const client = yield* Endpoint.client<unknown, number>("ns.pool.ka")
         expect(yield* Stream.runCollect(client.generate({}))).toEqual([1])
-        expect(server.muxConnectionCount()).toBe(1)
+        expect(CallHomeServer.muxDrill(server).connectionCount()).toBe(1)
         return calls.map((c) => c.args)
       }).pipe(Effect.provide(poolStack({ DYN_TCP_POOL_MIN_IDLE: "0", DYN_TCP_POOL_KEEPALIVE_SECS: "7" })))
       // Both ends of the one pooled connection: the worker's and the router's.

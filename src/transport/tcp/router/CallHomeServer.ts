@@ -21,7 +21,9 @@
  *   bad bytes (a mux stream's worker gets a Reset; a one-shot socket is destroyed).
  * - When the scope closes: streams still open fail with TransportConnectionError
  *   "ConnectionClosed", every socket is destroyed and the listener closed.
- * - `muxConnectionCount` and `dropMuxConnections` (a crashed router, for tests and drills).
+ * - For tests and failure drills only, `muxDrill(server)` counts the accepted mux connections and
+ *   resets them all (a crashed router). It is not part of the service shape, and no package
+ *   subpath exports this module.
  *
  * What it does not do: pooling (the worker's side), TLS, request-plane work, or backpressure
  * beyond pause/resume and the mux credits (the sink is called synchronously). No Effect or fiber
@@ -75,15 +77,30 @@ export interface CallHomeServerOptions {
   readonly muxKeepaliveMs?: number | undefined
 }
 
-/** The call-home server, with a view of its pooled (mux) connections. */
-export interface CallHomeServer extends ResponsePlaneServer {
+/** The call-home server: a `ResponsePlaneServer` of transport "tcp". */
+export interface CallHomeServer extends ResponsePlaneServer {}
+
+/** A view of a call-home server's accepted mux connections, for tests and failure drills. */
+export interface MuxDrill {
   /** Accepted mux connections open now. */
-  readonly muxConnectionCount: () => number
+  readonly connectionCount: () => number
   /**
    * Resets every accepted mux connection, as a crashed router would (their streams fail with
-   * "StreamEndedEarly"). For tests and failure drills.
+   * "StreamEndedEarly").
    */
-  readonly dropMuxConnections: () => void
+  readonly dropConnections: () => void
+}
+
+const drills = new WeakMap<ResponsePlaneServer, MuxDrill>()
+
+/**
+ * The mux connections of a server that `make` built (tests and failure drills only; kept off the
+ * service, so it is no part of the public shape). Throws for any other server.
+ */
+export const muxDrill = (server: ResponsePlaneServer): MuxDrill => {
+  const drill = drills.get(server)
+  if (drill === undefined) throw new Error(`muxDrill: not a call-home server (transport ${server.transport})`)
+  return drill
 }
 
 /** Default bound on the wait for the sentinel after `complete_final`. */
@@ -183,7 +200,7 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
       }
     }
 
-    return {
+    const server: CallHomeServer = {
       transport: "tcp",
       open: (openOptions) =>
         Effect.suspend(() => {
@@ -191,10 +208,13 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
           return address !== undefined && !listener.isShutDown()
             ? Effect.succeed(openNow(address, openOptions))
             : Effect.flatMap(listener.ensureListening, (advertised) => Effect.sync(() => openNow(advertised, openOptions)))
-        }),
-      muxConnectionCount: () => muxConnections.size,
-      dropMuxConnections: () => {
+        })
+    }
+    drills.set(server, {
+      connectionCount: () => muxConnections.size,
+      dropConnections: () => {
         for (const conn of muxConnections) conn.resetAndDestroy()
       }
-    }
+    })
+    return server
   })
