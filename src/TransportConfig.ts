@@ -19,6 +19,8 @@ export type DiscoveryBackendKind = "mem" | "file" | "etcd"
 export type StreamFormat = "sse" | "ndjson" | "binary"
 /** The tracing modes. */
 export type TracingMode = "off" | "on" | "sampled"
+/** The log line formats (both on stderr): logfmt for people, json for log shippers. */
+export type LogFormat = "logfmt" | "json"
 
 /** The validated configuration. Durations are in milliseconds, sizes in bytes. */
 export interface TransportSettings {
@@ -31,6 +33,7 @@ export interface TransportSettings {
   readonly etcdEndpoints: ReadonlyArray<string>
   readonly metricsPort: number
   readonly log: string
+  readonly logFormat: LogFormat
   readonly tracing: TracingMode
   readonly metrics: boolean
   readonly otlpEndpoint: string | undefined
@@ -224,6 +227,7 @@ const vars = {
   etcdEndpoints: v("ETCD_ENDPOINTS", "http://localhost:2379", urlList, "etcd endpoints"),
   metricsPort: v("DYN_METRICS_PORT", "9090", port, "Port of /metrics, /health and /ready"),
   log: v("DYN_LOG", "info", logSpec, "Log level, globally or per module: info,transport.tcp.pool=debug"),
+  logFormat: v("DYN_LOG_FORMAT", "logfmt", oneOf("logfmt", "json"), "Format of log lines on stderr: logfmt, or json (one object per line) for log shippers"),
   tracing: v("DYN_TRACING", "on", oneOf("off", "on", "sampled"), "Tracing: off (no spans), on (a span per request), sampled (10% of requests)"),
   metrics: v("DYN_METRICS", "on", bool, "Record the transport metrics (off skips every recorder on the request path)"),
   otlpEndpoint: v("OTEL_EXPORTER_OTLP_ENDPOINT", "(unset)", httpUrl, "OTLP/HTTP collector base URL; spans are exported to {url}/v1/traces when set"),
@@ -302,6 +306,7 @@ export const fromRecord = (
       etcdEndpoints: p.etcdEndpoints,
       metricsPort: p.metricsPort,
       log: p.log,
+      logFormat: p.logFormat,
       tracing: p.tracing,
       metrics: p.metrics,
       otlpEndpoint: p.otlpEndpoint,
@@ -362,6 +367,18 @@ export const load: Effect.Effect<TransportSettings, TransportConfigError | Confi
     const result = fromRecord(raw)
     return result._tag === "ok" ? Effect.succeed(result.settings) : Effect.fail(result.error)
   }
+)
+
+/**
+ * `DYN_LOG_FORMAT` alone, for reporting a start-up failure in the format asked for even when
+ * other variables are bad: its value when valid, else "logfmt" (the full `load` reports it).
+ */
+export const loadLogFormat: Effect.Effect<LogFormat> = Config.option(Config.String(vars.logFormat.name)).pipe(
+  Effect.map((text) => {
+    const given = Option.getOrUndefined(text)
+    return (given === undefined ? undefined : vars.logFormat.parser.parse(given)) ?? "logfmt"
+  }),
+  Effect.orElseSucceed(() => "logfmt" as const)
 )
 
 /** The validated settings as a service. */

@@ -112,6 +112,8 @@ describe("CLI across processes (file discovery, http + tcp)", () => {
       const result = await run(process.execPath, [main, "call", "cli.none.generate", "--wait-ms", "100"], { env: envFor(dir) }).catch((e) => e)
       expect(result.code).not.toBe(0)
       expect(String(result.stderr)).toContain("cli.none.generate")
+      // it says how long it waited and where it looked
+      expect(String(result.stderr)).toContain(`no instance appeared within 100 ms (--wait-ms) in file discovery at ${dir}`)
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }

@@ -1,13 +1,17 @@
 /**
- * `transport-registry demo`: a worker and a router in one process on embedded defaults.
- * It streams one request to the terminal, then prints a latency table for every mode.
+ * `transport-registry demo` (what `npm start` runs): a worker and a router in one process. It
+ * reads `DYN_*` like every command (the CLI puts its embedded defaults, loopback, free ports and
+ * mem discovery, beneath the environment; bad values have already failed start-up), streams one
+ * request over the configured mode, then prints a latency table for every built mode with the
+ * configured one marked. The table is the user's output: stdout; logs go to stderr.
  */
 import { Console, Effect, Stream } from "effect"
 import * as Endpoint from "../Endpoint.ts"
+import { TransportConfig } from "../TransportConfig.ts"
 import { concurrent, sequential, table, us } from "./latency.ts"
-import { layerFor, modes } from "./modes.ts"
+import { layerFor, modeOf, modes } from "./modes.ts"
 import type { Mode } from "./modes.ts"
-import { tokenHandler } from "./tokenHandler.ts"
+import { tokenHandler, TokenRequestSchema } from "./tokenHandler.ts"
 import type { TokenRequest, TokenResponse } from "./tokenHandler.ts"
 
 const endpoint = "demo.backend.generate"
@@ -19,11 +23,19 @@ export interface DemoOptions {
   readonly inFlight: number
 }
 
+/** Serves the token handler and returns a client that sees its instance (discovery may poll). */
+const serveAndConnect = Effect.gen(function*() {
+  yield* Endpoint.serveEmit(endpoint, tokenHandler, { requestSchema: TokenRequestSchema })
+  const client = yield* Endpoint.client<TokenRequest, TokenResponse>(endpoint)
+  const deadline = Date.now() + 5000
+  while (client.instances().length === 0 && Date.now() < deadline) yield* Effect.sleep(20)
+  return client
+})
+
 const streamOne = (mode: Mode, prompt: string) =>
   Effect.gen(function*() {
-    yield* Endpoint.serveEmit(endpoint, tokenHandler)
-    const client = yield* Endpoint.client<TokenRequest, TokenResponse>(endpoint)
-    yield* Console.log(`Streaming one request over ${mode.name} (${mode.description}):`)
+    const client = yield* serveAndConnect
+    yield* Console.log(`Streaming one request over ${mode.name}, the configured mode (${mode.description}):`)
     yield* Effect.sync(() => process.stdout.write("  "))
     yield* client.generate({ prompt, delay_ms: 40 }).pipe(
       Stream.runForEach((item) => Effect.sync(() => process.stdout.write(`${item.token} `)))
@@ -33,28 +45,34 @@ const streamOne = (mode: Mode, prompt: string) =>
 
 const measure = (mode: Mode, options: DemoOptions) =>
   Effect.gen(function*() {
-    yield* Endpoint.serveEmit(endpoint, tokenHandler)
-    const client = yield* Endpoint.client<TokenRequest, TokenResponse>(endpoint)
+    const client = yield* serveAndConnect
     const request: TokenRequest = { max_tokens: 10 }
     let items = 0
     const once = client.call(request, (batch) => {
       items += batch.length
     })
-    yield* sequential(50, once) // warm-up
+    yield* sequential(Math.min(50, options.requests), once) // warm-up
     const seq = yield* sequential(options.requests, once)
     const conc = yield* concurrent(options.requests * 2, options.inFlight, once)
-    return { mode: mode.name, seq, conc, items }
+    return { seq, conc, items }
   }).pipe(Effect.scoped, Effect.provide(layerFor(mode)))
+
+/** The marker of the configured mode in the table. */
+export const configuredMarker = "(configured)"
 
 /** Runs the demo. */
 export const demo = (options: DemoOptions) =>
   Effect.gen(function*() {
-    yield* streamOne(modes[0]!, options.prompt)
+    const configured = modeOf(yield* TransportConfig)
+    yield* streamOne(configured, options.prompt)
+    // every built mode, and the configured one first when it is not one of them
+    const compared = modes.includes(configured) ? modes : [configured, ...modes]
     const rows: Array<Array<string>> = []
-    for (const mode of modes) {
+    for (const mode of compared) {
+      yield* Effect.logDebug("measuring").pipe(Effect.annotateLogs({ mode: mode.name }))
       const r = yield* measure(mode, options)
       rows.push([
-        r.mode,
+        mode === configured ? `${mode.name} ${configuredMarker}` : mode.name,
         us(r.seq.p50),
         us(r.seq.p95),
         us(r.seq.p99),
@@ -68,5 +86,8 @@ export const demo = (options: DemoOptions) =>
     )
     yield* Console.log(
       table(["mode", "p50", "p95", "p99", "req/s (seq)", `req/s (${options.inFlight} in flight)`, "p99 (in flight)"], rows)
+    )
+    yield* Console.log(
+      `\n${configuredMarker}: the mode DYN_REQUEST_PLANE, DYN_RESPONSE_PLANE and DYN_TCP_POOL_ENABLED select; the other rows override only those.`
     )
   })

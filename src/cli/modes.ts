@@ -1,11 +1,14 @@
 /**
- * The transport modes that exist, as the `DYN_*` settings that select them. The demo and the
- * benchmarks run each one in a single process on loopback with ephemeral ports.
+ * The transport modes that exist, as the `DYN_*` settings that select them, and the stack of
+ * one mode: the configuration as the current ConfigProvider gives it, with the mode's variables
+ * on top. The demo runs each one in a single process.
  */
 import { Layer } from "effect"
-import * as MemoryDiscovery from "../discovery/MemoryDiscovery.ts"
+import * as Discovery from "../discovery/layerConfig.ts"
 import { TransportConfig } from "../TransportConfig.ts"
+import type { TransportSettings } from "../TransportConfig.ts"
 import * as TransportRegistry from "../registry/index.ts"
+import { layerOverrides } from "./defaults.ts"
 
 /** A named mode and the variables that select it. */
 export interface Mode {
@@ -14,25 +17,12 @@ export interface Mode {
   readonly env: Readonly<Record<string, string>>
 }
 
-/** Settings every embedded mode shares: loopback and ephemeral ports, so nothing clashes. */
-export const embedded: Readonly<Record<string, string>> = {
-  DYN_HTTP_RPC_HOST: "127.0.0.1",
-  DYN_HTTP_RPC_PORT: "0",
-  DYN_HTTP_RESPONSE_HOST: "127.0.0.1",
-  DYN_HTTP_RESPONSE_PORT: "0",
-  DYN_TCP_RESPONSE_HOST: "127.0.0.1",
-  DYN_TCP_RESPONSE_PORT: "0",
-  DYN_TCP_REQUEST_HOST: "127.0.0.1",
-  DYN_TCP_REQUEST_PORT: "0",
-  DYN_DISCOVERY_BACKEND: "mem"
-}
-
-/** Every mode that is built, the default first. */
+/** Every mode that is built, the library's default first. */
 export const modes: ReadonlyArray<Mode> = [
   {
     name: "http+tcp",
     description: "HTTP/2 request plane + TCP call-home response plane (the default, Dynamo wire-compatible)",
-    env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "tcp" }
+    env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_POOL_ENABLED: "false" }
   },
   {
     name: "http+tcp pooled",
@@ -46,8 +36,29 @@ export const modes: ReadonlyArray<Mode> = [
   }
 ]
 
-/** A one-process stack for a mode: config, registry with its transports, and mem discovery. */
-export const layerFor = (mode: Mode, extra: Readonly<Record<string, string>> = {}) =>
-  Layer.mergeAll(TransportRegistry.layerFromConfig, MemoryDiscovery.layer).pipe(
-    Layer.provideMerge(TransportConfig.layerFromRecord({ ...embedded, ...mode.env, ...extra }))
+/**
+ * The mode `settings` select: one of `modes`, or (for a combination not listed) a mode named
+ * after its planes whose variables are the configuration itself.
+ */
+export const modeOf = (settings: TransportSettings): Mode => {
+  const found = modes.find((m) =>
+    m.env.DYN_REQUEST_PLANE === settings.requestPlane &&
+    m.env.DYN_RESPONSE_PLANE === settings.responsePlane &&
+    (settings.responsePlane !== "tcp" || (m.env.DYN_TCP_POOL_ENABLED === "true") === settings.tcpPool.enabled)
   )
+  if (found !== undefined) return found
+  const pooled = settings.responsePlane === "tcp" && settings.tcpPool.enabled ? " pooled" : ""
+  return {
+    name: `${settings.requestPlane}+${settings.responsePlane}${pooled}`,
+    description: `DYN_REQUEST_PLANE=${settings.requestPlane} DYN_RESPONSE_PLANE=${settings.responsePlane}${pooled}`,
+    env: {}
+  }
+}
+
+/** The configured stack: settings from the current ConfigProvider, its transports and discovery. */
+export const configuredStack = Layer.mergeAll(Discovery.layerConfig, TransportRegistry.layerFromConfig).pipe(
+  Layer.provideMerge(TransportConfig.layer)
+)
+
+/** The stack of `mode`: the configured one with the mode's variables winning over the environment. */
+export const layerFor = (mode: Mode) => configuredStack.pipe(Layer.provide(layerOverrides(mode.env)))
