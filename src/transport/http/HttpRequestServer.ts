@@ -1,8 +1,8 @@
 /**
  * The worker's HTTP request-plane server (PROTOCOL.md section 4).
  *
- * One TCP port answers both HTTP/1.1 and h2c with prior knowledge: each new connection is
- * sniffed for the HTTP/2 connection preface and handed to the matching node server.
+ * One TCP port answers both HTTP/1.1 and h2c with prior knowledge (`SniffingListener`: each
+ * new connection is sniffed for the HTTP/2 preface and handed to the matching node server).
  * `POST {root}/{subject}` with a request-plane message as body is answered 202 before the
  * handler runs; an unknown subject gets 404, a body that is not a valid message 400, a body
  * over the size limit 413, each with a JSON error. Other requests keep being served.
@@ -19,7 +19,6 @@
  */
 import * as http from "node:http"
 import * as http2 from "node:http2"
-import * as net from "node:net"
 import { Effect, Semaphore } from "effect"
 import type { Scope } from "effect"
 import { toTransportProtocolError } from "../../internal/protocolError.ts"
@@ -35,6 +34,7 @@ import { advertisedHost, hostPort, listen } from "../../internal/net.ts"
 import { fromH1Response, fromH2Stream } from "./InlineExchange.ts"
 import { formatOfInfo, HTTP_INLINE, inlineInfo } from "./HttpInlineHub.ts"
 import type { HttpInlineHubShape, InlineExchange } from "./HttpInlineHub.ts"
+import { makeSniffingListener } from "./SniffingListener.ts"
 
 /** Options of the server. */
 export interface HttpRequestServerOptions {
@@ -61,10 +61,8 @@ const isPlainJson = (contentType: string | undefined): boolean => {
   return type === "application/json" || type === "application/x-www-form-urlencoded"
 }
 
-const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-
-/** How long a new connection may take to send its first bytes (the preface or a request line). */
-export const SNIFF_TIMEOUT_MS = 10_000
+/** How long a new connection may take to send its first bytes (kept here for its importers). */
+export { SNIFF_TIMEOUT_MS } from "./SniffingListener.ts"
 
 const TRACE_HEADERS = ["traceparent", "tracestate", "x-request-id"] as const
 
@@ -80,7 +78,6 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
     const handlers = new Map<string, RequestHandler>()
     const root = options.rootPath === "/" ? "" : options.rootPath
     const prefix = `${root}/`
-    const sockets = new Set<net.Socket>()
 
     // An exchange waits in the hub until the response plane takes it; one whose client leaves
     // first is dropped.
@@ -232,32 +229,8 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
     })
     h2.on("sessionError", () => {})
 
-    // Sniff each connection: the HTTP/2 preface goes to h2, anything else to HTTP/1.1.
-    const front = net.createServer({ noDelay: true }, (socket) => {
-      sockets.add(socket)
-      socket.once("close", () => sockets.delete(socket))
-      socket.on("error", () => {})
-      let head: Buffer = Buffer.alloc(0)
-      // A connection that never sends its first bytes is closed, not held forever.
-      socket.setTimeout(SNIFF_TIMEOUT_MS, () => socket.destroy())
-      const onData = (chunk: Buffer) => {
-        head = head.length === 0 ? chunk : Buffer.concat([head, chunk])
-        const n = Math.min(head.length, H2_PREFACE.length)
-        const isH2 = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n))
-        if (isH2 && head.length < H2_PREFACE.length) return // need more bytes to decide
-        socket.off("data", onData)
-        socket.setTimeout(0)
-        socket.pause()
-        socket.unshift(head)
-        // node:http2 drains bytes already buffered in the socket, then reads the handle itself.
-        if (isH2) h2.emit("connection", socket)
-        else {
-          h1.emit("connection", socket)
-          socket.resume()
-        }
-      }
-      socket.on("data", onData)
-    })
+    // One port: the HTTP/2 preface goes to h2, anything else to HTTP/1.1.
+    const front = makeSniffingListener(h1, h2)
 
     // Listening starts on the first register, once: concurrent first registers wait for the
     // same listen (one permit), and a failed listen is tried again by the next register.
@@ -268,7 +241,7 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       Effect.suspend(() =>
         listening
           ? Effect.void
-          : Effect.map(listen(front, options.host, options.port, "http"), (port) => {
+          : Effect.map(listen(front.server, options.host, options.port, "http"), (port) => {
             boundPort = port
             listening = true
           })
@@ -276,12 +249,7 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
     )
 
     yield* Effect.addFinalizer(() =>
-      Effect.sync(() => {
-        for (const s of sockets) s.destroy()
-        front.close()
-        h1.close()
-        h2.close()
-      })
+      Effect.sync(() => front.close())
     )
 
     const host = advertisedHost(options.host, options.advertiseHost)
