@@ -1,6 +1,7 @@
 // bench/transport_comparison.ts: the recommended mode (HTTP/2 request plane + TCP call-home
 // response plane) against a raw node:http2 + node:net implementation of the same exchange,
-// in the same run, with each worker in its own process. Prints p50/p95/p99 of sequential
+// in the same run, with each worker in its own process. Also the pure HTTP mode (http + http) in each
+// response stream format (sse, ndjson, binary). Prints p50/p95/p99 of sequential
 // calls and req/s at 1 and 64 in flight, and the ratios to raw (only ratios are stable on a
 // noisy machine). Also measures the overhead of metrics and tracing (DYN_METRICS, DYN_TRACING).
 //
@@ -78,6 +79,10 @@ const main = async () => {
   rows.push(await runMode("http + tcp (call; metrics on, tracing off)", { DYN_METRICS: "on", DYN_TRACING: "off" }, false))
   rows.push(await runMode("http + tcp (call; metrics on, tracing on)", { DYN_METRICS: "on", DYN_TRACING: "on" }, false))
   rows.push(await runMode("http + tcp (generate Stream; defaults)", {}, true))
+  // The pure HTTP mode: each response in its request's own HTTP/2 response, in each format.
+  for (const format of ["sse", "ndjson", "binary"]) {
+    rows.push(await runMode(`http + http ${format} (call; defaults)`, { DYN_RESPONSE_PLANE: "http", DYN_HTTP_RESPONSE_STREAM_FORMAT: format }, false))
+  }
   const raw = rows[0]!
   console.log(
     table(

@@ -293,6 +293,14 @@ export const fromRecord = (
       expected: `at most DYN_TCP_POOL_MAX_PER_TARGET (${p.tcpPoolMaxPerTarget})`
     })
   }
+  if (problems.length === 0 && p.responsePlane === "http" && p.requestPlane !== "http") {
+    // The http response plane streams in the request's own HTTP response: it needs the http request plane.
+    problems.push({
+      variable: vars.responsePlane.name,
+      got: "http",
+      expected: `a response plane that DYN_REQUEST_PLANE=${p.requestPlane} can carry (http streams in the request's own HTTP response, so it needs DYN_REQUEST_PLANE=http)`
+    })
+  }
   if (problems.length > 0) return { _tag: "error", error: new TransportConfigError({ problems }) }
   return {
     _tag: "ok",

@@ -35,6 +35,15 @@ export * as MemoryTransport from "./transport/memory/MemoryTransport.ts"
 export * as HttpRequestTransport from "./transport/http/HttpRequestTransport.ts"
 /** The TCP call-home response plane, one-shot or pooled and multiplexed (`DYN_TCP_POOL_ENABLED`). */
 export * as TcpResponseTransport from "./transport/tcp/TcpResponseTransport.ts"
+/**
+ * The HTTP response plane (`DYN_RESPONSE_PLANE=http`): each response streams in its request's own
+ * HTTP/2 (or HTTP/1.1) response, as SSE, NDJSON or binary frames.
+ */
+export * as HttpResponseTransport from "./transport/http/HttpResponseTransport.ts"
+/** The seed's subject-based response server (`DYN_HTTP_RESPONSE_*`): `createResponseStream`, attached with `GET {root}/{subject}`. */
+export * as HttpResponseServer from "./transport/http/HttpResponseServer.ts"
+/** Reads a stream of the response server (`attach(url)`) as an Effect Stream. */
+export * as HttpResponseReader from "./transport/http/HttpResponseReader.ts"
 
 // Observability
 

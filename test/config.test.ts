@@ -110,6 +110,18 @@ describe("TransportConfig", () => {
     if (result._tag === "error") expect(result.error.message).toContain("DYN_TCP_POOL_MIN_IDLE")
   })
 
+  it("refuses the http response plane under another request plane, naming both variables", () => {
+    for (const requestPlane of ["memory", "nats", "tcp"]) {
+      const result = fromRecord({ DYN_REQUEST_PLANE: requestPlane, DYN_RESPONSE_PLANE: "http" })
+      expect(result._tag).toBe("error")
+      if (result._tag === "error") {
+        expect(result.error.message).toContain("DYN_RESPONSE_PLANE")
+        expect(result.error.message).toContain(`DYN_REQUEST_PLANE=${requestPlane}`)
+      }
+    }
+    expect(fromRecord({ DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "http" })._tag).toBe("ok")
+  })
+
   it("documents every variable in docs/configuration.md", () => {
     const doc = readFileSync(new URL("../docs/configuration.md", import.meta.url), "utf8")
     for (const v of variables) expect(doc, v.name).toContain(`\`${v.name}\``)

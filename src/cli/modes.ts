@@ -30,6 +30,11 @@ export const modes: ReadonlyArray<Mode> = [
     env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_POOL_ENABLED: "true" }
   },
   {
+    name: "http+http",
+    description: "HTTP/2 request plane, each response streamed in its request's own HTTP/2 response (SSE by default, DYN_HTTP_RESPONSE_STREAM_FORMAT)",
+    env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "http" }
+  },
+  {
     name: "memory",
     description: "in-memory request + in-memory response (one process)",
     env: { DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory" }

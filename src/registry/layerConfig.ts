@@ -8,6 +8,7 @@
 import { Effect, Layer } from "effect"
 import type { Config } from "effect"
 import * as HttpRequestTransport from "../transport/http/HttpRequestTransport.ts"
+import * as HttpResponseTransport from "../transport/http/HttpResponseTransport.ts"
 import * as MemoryTransport from "../transport/memory/MemoryTransport.ts"
 import * as TcpResponseTransport from "../transport/tcp/TcpResponseTransport.ts"
 import { noRequirements } from "../Transport.ts"
@@ -26,8 +27,7 @@ const transportLayer = (
     case "memory":
       return MemoryTransport.layerWith({ planes: [plane] })
     case "http":
-      if (plane === "request") return HttpRequestTransport.layer
-      break
+      return plane === "request" ? HttpRequestTransport.layer : HttpResponseTransport.layer
     case "tcp":
       if (plane === "response") return TcpResponseTransport.layer
       break

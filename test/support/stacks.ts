@@ -205,7 +205,7 @@ export const configStack = (env: Readonly<Record<string, string>>, overrides: Pa
   const response = record.DYN_RESPONSE_PLANE ?? "tcp"
   const pooled = ["true", "1", "yes", "on"].includes((record.DYN_TCP_POOL_ENABLED ?? "").toLowerCase())
   return {
-    name: `${request}+${response}${pooled ? " pooled" : ""}`,
+    name: `${request}+${response}${pooled ? " pooled" : ""}${response === "http" && record.DYN_HTTP_RESPONSE_STREAM_FORMAT !== undefined ? ` ${record.DYN_HTTP_RESPONSE_STREAM_FORMAT}` : ""}`,
     layer: Layer.mergeAll(TransportRegistry.layerFromConfig, MemoryDiscovery.layer).pipe(
       Layer.provideMerge(TransportConfig.layerFromRecord(record))
     ),
@@ -222,3 +222,12 @@ export const httpTcp = configStack({ DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLA
 
 /** P0: the same with pooled, multiplexed call-home connections. */
 export const httpTcpPooled = configStack({ DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_POOL_ENABLED: "true" })
+
+/** P1, pure HTTP: the response streams in the request's own HTTP/2 response, as SSE. */
+export const httpHttpSse = configStack({ DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "http", DYN_HTTP_RESPONSE_STREAM_FORMAT: "sse" })
+
+/** P1, pure HTTP, as NDJSON. */
+export const httpHttpNdjson = configStack({ DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "http", DYN_HTTP_RESPONSE_STREAM_FORMAT: "ndjson" })
+
+/** P1, pure HTTP, as binary two-part frames. */
+export const httpHttpBinary = configStack({ DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "http", DYN_HTTP_RESPONSE_STREAM_FORMAT: "binary" })

@@ -5,16 +5,24 @@
  * `send` POSTs the encoded request-plane message and resolves at the 202 ack; the timeout
  * (`DYN_HTTP_REQUEST_TIMEOUT`) covers the ack only. Non-2xx answers map to typed errors:
  * 404 `EndpointNotFound`, 413 `MessageTooLarge`, other 4xx `BadStatus`, 5xx
- * `ServerUnavailable`. The response stream is not its business.
+ * `ServerUnavailable`.
+ *
+ * The response stream is not its business, except in the pure HTTP mode: for a message whose
+ * `connection_info.transport` is `http_inline`, it asks for the stream's format (`accept`), takes
+ * the 200 as the ack and hands the HTTP/2 response to the pending stream of the same request id
+ * in the `HttpInlineHub` (`InlineStream.ts` reads it); a 422 is the worker's prologue refusal.
  */
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { Effect } from "effect"
 import type { Scope } from "effect"
+import { contentTypeOf } from "../../protocol/HttpStreamFormat.ts"
 import { encodeRequestMessage } from "../../protocol/RequestMessage.ts"
 import type { RequestMessage, RequestPlaneClient, RequestTarget } from "../../RequestPlane.ts"
 import { EndpointNotFound, TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../TransportError.ts"
 import type { TransportError } from "../../TransportError.ts"
+import { HTTP_INLINE } from "./HttpInlineHub.ts"
+import type { HttpInlineHubShape, InlinePending } from "./HttpInlineHub.ts"
 
 /** Options of the client. */
 export interface HttpRequestClientOptions {
@@ -22,6 +30,10 @@ export interface HttpRequestClientOptions {
   readonly timeoutMs: number
   /** Requests larger than this are refused before they are sent. */
   readonly maxMessageSize: number
+  /** The process's inline tables (pure HTTP mode); without it, `http_inline` requests fail. */
+  readonly inline?: HttpInlineHubShape | undefined
+  /** The HTTP/2 session's receive window, in bytes (pure HTTP mode: paused streams keep theirs). */
+  readonly sessionWindowSize?: number | undefined
 }
 
 interface Target {
@@ -72,6 +84,16 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
       })
       const forget = () => {
         if (sessions.get(origin) === session) sessions.delete(origin)
+      }
+      const window = options.sessionWindowSize
+      if (window !== undefined) {
+        session.once("connect", () => {
+          try {
+            session.setLocalWindowSize(window)
+          } catch {
+            // an older Node: keep the default
+          }
+        })
       }
       session.on("goaway", forget)
       session.on("close", forget)
@@ -126,6 +148,20 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
           )
         )
       }
+      let inline: InlinePending | undefined
+      if (message.control.connection_info.transport === HTTP_INLINE) {
+        inline = options.inline?.pending.get(message.control.id)
+        if (inline === undefined) {
+          return failNow(
+            new TransportProtocolError({
+              reason: "BadPayload",
+              transport: "http",
+              target: address,
+              detail: `no pending ${HTTP_INLINE} stream for request ${message.control.id} (the http response plane is not in this registry)`
+            })
+          )
+        }
+      }
       if (closed) {
         return failNow((new TransportConnectionError({ reason: "ConnectionClosed", transport: "http", target: address, detail: "client closed" })))
       }
@@ -165,6 +201,7 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
             ":path": t.path,
             "content-type": "application/octet-stream",
             "content-length": body.length,
+            ...(inline === undefined ? {} : { accept: contentTypeOf(inline.format) }),
             ...transportHeaders(message.headers)
           },
           { endStream: false }
@@ -192,6 +229,11 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
       const s = stream
       s.on("response", (headers) => {
         const status = Number(headers[":status"])
+        if (inline !== undefined && status === 200) {
+          // The ack; the body is the response stream.
+          finish(undefined)
+          return inline.attach(s, address)
+        }
         if (status === 202 || status === 200 || status === 204) {
           s.resume()
           return finish(undefined)
@@ -206,6 +248,11 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
           try {
             const parsed = JSON.parse(text) as { error?: unknown }
             if (typeof parsed.error === "string") detail = parsed.error
+            if (inline !== undefined && status === 422 && (parsed as { phase?: unknown }).phase === "prologue") {
+              // The worker accepted the request, and its handler refused it.
+              finish(undefined)
+              return inline.refuse(detail)
+            }
           } catch {
             // not JSON: keep the text
           }

@@ -1,26 +1,40 @@
 /**
  * The worker's HTTP request-plane server (PROTOCOL.md section 4).
  *
- * One TCP port answers both HTTP/1.1 and h2c with prior knowledge: each new connection is
- * sniffed for the HTTP/2 connection preface and handed to the matching node server.
+ * One TCP port answers both HTTP/1.1 and h2c with prior knowledge (`SniffingListener`: each
+ * new connection is sniffed for the HTTP/2 preface and handed to the matching node server).
  * `POST {root}/{subject}` with a request-plane message as body is answered 202 before the
  * handler runs; an unknown subject gets 404, a body that is not a valid message 400, a body
  * over the size limit 413, each with a JSON error. Other requests keep being served.
  *
- * It does not run handlers or stream responses: it hands each decoded message to the
- * registered `RequestHandler`, and the response plane carries the stream.
+ * Pure HTTP mode (`inline` given: the http response plane is served too): a POST whose message's
+ * `connection_info.transport` is `http_inline`, or whose body is plain JSON (`Content-Type:
+ * application/json`, or curl's default `application/x-www-form-urlencoded`: the request value
+ * itself; the message gets a fresh id, the json codec, and the format the `Accept` header asks
+ * for, or 406), is not answered 202: the exchange is kept in the `HttpInlineHub` by request id,
+ * and the http response plane's writer answers it with the stream.
+ *
+ * It does not run handlers or write streams: it hands each decoded message to the registered
+ * `RequestHandler`, and the response plane carries the stream.
  */
 import * as http from "node:http"
 import * as http2 from "node:http2"
-import * as net from "node:net"
 import { Effect, Semaphore } from "effect"
 import type { Scope } from "effect"
 import { toTransportProtocolError } from "../../internal/protocolError.ts"
 import { ProtocolParseError } from "../../protocol/ProtocolError.ts"
+import { formatFromAccept } from "../../protocol/HttpStreamFormat.ts"
+import type { StreamFormat } from "../../protocol/HttpStreamFormat.ts"
 import { decodeRequestMessage } from "../../protocol/RequestMessage.ts"
+import type { RequestControlMessage } from "../../ConnectionInfo.ts"
+import type { TransportType } from "../../Instance.ts"
 import { instanceSubject } from "../../RequestPlane.ts"
 import type { RequestHandler, RequestPlaneServer } from "../../RequestPlane.ts"
 import { advertisedHost, hostPort, listen } from "../../internal/net.ts"
+import { fromH1Response, fromH2Stream } from "./InlineExchange.ts"
+import { formatOfInfo, HTTP_INLINE, inlineInfo } from "./HttpInlineHub.ts"
+import type { HttpInlineHubShape, InlineExchange } from "./HttpInlineHub.ts"
+import { makeSniffingListener } from "./SniffingListener.ts"
 
 /** Options of the server. */
 export interface HttpRequestServerOptions {
@@ -29,12 +43,26 @@ export interface HttpRequestServerOptions {
   readonly rootPath: string
   readonly maxMessageSize: number
   readonly advertiseHost?: string | undefined
+  /** Pure HTTP mode: keep exchanges for the http response plane (see the module comment). */
+  readonly inline?: {
+    readonly hub: HttpInlineHubShape
+    /** The format of a plain JSON request whose Accept header names none. */
+    readonly fallbackFormat: StreamFormat
+  } | undefined
+  /** The transport form to advertise for a served URL (default `{ http: url }`). */
+  readonly advertise?: ((url: string) => TransportType) | undefined
 }
 
-const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+/** Keeps the exchange open for the response plane, in `format`. */
+type Keep = (requestId: string, format: StreamFormat, target: string) => InlineExchange
 
-/** How long a new connection may take to send its first bytes (the preface or a request line). */
-export const SNIFF_TIMEOUT_MS = 10_000
+const isPlainJson = (contentType: string | undefined): boolean => {
+  const type = (contentType ?? "").split(";")[0]!.trim().toLowerCase()
+  return type === "application/json" || type === "application/x-www-form-urlencoded"
+}
+
+/** How long a new connection may take to send its first bytes (kept here for its importers). */
+export { SNIFF_TIMEOUT_MS } from "./SniffingListener.ts"
 
 const TRACE_HEADERS = ["traceparent", "tracestate", "x-request-id"] as const
 
@@ -50,7 +78,17 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
     const handlers = new Map<string, RequestHandler>()
     const root = options.rootPath === "/" ? "" : options.rootPath
     const prefix = `${root}/`
-    const sockets = new Set<net.Socket>()
+
+    // An exchange waits in the hub until the response plane takes it; one whose client leaves
+    // first is dropped.
+    const keepExchange = (exchange: InlineExchange): InlineExchange => {
+      const exchanges = options.inline!.hub.exchanges
+      exchanges.set(exchange.requestId, exchange)
+      exchange.onClose(() => {
+        if (exchanges.get(exchange.requestId) === exchange) exchanges.delete(exchange.requestId)
+      })
+      return exchange
+    }
 
     // One exchange, whichever HTTP version carries it.
     const onExchange = (
@@ -58,7 +96,8 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       url: string,
       header: (name: string) => string | undefined,
       body: NodeJS.ReadableStream,
-      respond: (status: number, json?: Record<string, unknown>) => void
+      respond: (status: number, json?: Record<string, unknown>) => void,
+      keep: Keep
     ) => {
       const q = url.indexOf("?")
       const path = q < 0 ? url : url.slice(0, q)
@@ -72,6 +111,18 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       const handler = handlers.get(subject)
       if (handler === undefined) return respond(404, { error: "endpoint not found", endpoint: subject })
       if (method !== "POST") return respond(405, { error: "method not allowed: use POST", endpoint: subject })
+      const inline = options.inline
+      const plainJson = inline !== undefined && isPlainJson(header("content-type"))
+      let plainFormat: StreamFormat | undefined
+      if (plainJson) {
+        plainFormat = formatFromAccept(header("accept"), inline.fallbackFormat)
+        if (plainFormat === undefined) {
+          return respond(406, {
+            error: "the Accept header names no stream format served here (text/event-stream, application/x-ndjson, application/octet-stream)",
+            endpoint: subject
+          })
+        }
+      }
       const declared = Number(header("content-length") ?? "0")
       if (declared > options.maxMessageSize) {
         return respond(413, { error: `request of ${declared} bytes exceeds ${options.maxMessageSize}`, endpoint: subject })
@@ -92,15 +143,50 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       body.on("end", () => {
         if (refused) return
         const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
+        const headers: Record<string, string> = {}
+        for (const name of TRACE_HEADERS) {
+          const value = header(name)
+          if (value !== undefined) headers[name] = value
+        }
+        if (plainFormat !== undefined) {
+          // A plain JSON request (curl): the body is the request value.
+          let payload: unknown
+          try {
+            payload = bytes.length === 0 ? null : JSON.parse(bytes.toString("utf8"))
+          } catch (cause) {
+            return respond(400, { error: `the body is not JSON: ${(cause as Error).message}`, endpoint: subject })
+          }
+          const id = crypto.randomUUID()
+          const control: RequestControlMessage = {
+            id,
+            request_type: "single_in",
+            response_type: "many_out",
+            payload_codec: "json",
+            connection_info: { transport: HTTP_INLINE, info: inlineInfo(plainFormat) }
+          }
+          headers["x-request-id"] ??= id
+          keep(id, plainFormat, subject)
+          return handler({ control, payload, headers })
+        }
         const decoded = decodeRequestMessage(bytes, { maxMessageSize: options.maxMessageSize })
         if (decoded instanceof ProtocolParseError) {
           const error = toTransportProtocolError(decoded, "http", subject)
           return respond(400, { error: error.message, reason: error.reason, endpoint: subject })
         }
-        const headers: Record<string, string> = {}
-        for (const name of TRACE_HEADERS) {
-          const value = header(name)
-          if (value !== undefined) headers[name] = value
+        const info = decoded.control.connection_info
+        if (info.transport === HTTP_INLINE) {
+          const format = formatOfInfo(info.info)
+          if (inline === undefined || format === undefined) {
+            return respond(400, {
+              error: inline === undefined
+                ? `this worker does not serve the ${HTTP_INLINE} response plane (DYN_RESPONSE_PLANE is not http)`
+                : `bad ${HTTP_INLINE} connection info: ${info.info}`,
+              endpoint: subject
+            })
+          }
+          // No ack: the response itself, streamed by the response plane, is the answer.
+          keep(decoded.control.id, format, subject)
+          return handler({ control: decoded.control, payload: decoded.payload, headers })
         }
         respond(202)
         // The ack is out; the handler runs after it.
@@ -119,7 +205,7 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
           res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) })
           res.end(text)
         }
-      }))
+      }, (requestId, format, target) => keepExchange(fromH1Response(res, { requestId, format, target }))))
     // HTTP/2 through the stream API (lighter than the compatibility API).
     const h2 = http2.createServer({})
     h2.on("stream", (stream, headers) => {
@@ -137,37 +223,14 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
             stream.respond({ ":status": status, "content-type": "application/json" })
             stream.end(JSON.stringify(json))
           }
-        }
+        },
+        (requestId, format, target) => keepExchange(fromH2Stream(stream, { requestId, format, target }))
       )
     })
     h2.on("sessionError", () => {})
 
-    // Sniff each connection: the HTTP/2 preface goes to h2, anything else to HTTP/1.1.
-    const front = net.createServer({ noDelay: true }, (socket) => {
-      sockets.add(socket)
-      socket.once("close", () => sockets.delete(socket))
-      socket.on("error", () => {})
-      let head: Buffer = Buffer.alloc(0)
-      // A connection that never sends its first bytes is closed, not held forever.
-      socket.setTimeout(SNIFF_TIMEOUT_MS, () => socket.destroy())
-      const onData = (chunk: Buffer) => {
-        head = head.length === 0 ? chunk : Buffer.concat([head, chunk])
-        const n = Math.min(head.length, H2_PREFACE.length)
-        const isH2 = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n))
-        if (isH2 && head.length < H2_PREFACE.length) return // need more bytes to decide
-        socket.off("data", onData)
-        socket.setTimeout(0)
-        socket.pause()
-        socket.unshift(head)
-        // node:http2 drains bytes already buffered in the socket, then reads the handle itself.
-        if (isH2) h2.emit("connection", socket)
-        else {
-          h1.emit("connection", socket)
-          socket.resume()
-        }
-      }
-      socket.on("data", onData)
-    })
+    // One port: the HTTP/2 preface goes to h2, anything else to HTTP/1.1.
+    const front = makeSniffingListener(h1, h2)
 
     // Listening starts on the first register, once: concurrent first registers wait for the
     // same listen (one permit), and a failed listen is tried again by the next register.
@@ -178,7 +241,7 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       Effect.suspend(() =>
         listening
           ? Effect.void
-          : Effect.map(listen(front, options.host, options.port, "http"), (port) => {
+          : Effect.map(listen(front.server, options.host, options.port, "http"), (port) => {
             boundPort = port
             listening = true
           })
@@ -186,12 +249,7 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
     )
 
     yield* Effect.addFinalizer(() =>
-      Effect.sync(() => {
-        for (const s of sockets) s.destroy()
-        front.close()
-        h1.close()
-        h2.close()
-      })
+      Effect.sync(() => front.close())
     )
 
     const host = advertisedHost(options.host, options.advertiseHost)
@@ -205,7 +263,8 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
             Effect.sync(() => handlers.set(subject, handler)),
             () => Effect.sync(() => handlers.delete(subject))
           )
-          return { http: `http://${hostPort(host, boundPort)}${root}/${subject}` }
+          const url = `http://${hostPort(host, boundPort)}${root}/${subject}`
+          return options.advertise === undefined ? { http: url } : options.advertise(url)
         })
     }
     return server

@@ -2,13 +2,19 @@
  * The HTTP/2 request plane as a layer: the client and the server, registered in the
  * `TransportRegistry` as transport "http" on the request plane, configured from
  * `DYN_HTTP_RPC_*`, `DYN_HTTP_REQUEST_TIMEOUT` and `DYN_TCP_MAX_MESSAGE_SIZE`.
+ *
+ * With `DYN_RESPONSE_PLANE=http` (the pure HTTP mode) the server keeps `http_inline` exchanges
+ * for the http response plane and advertises the seed's unified form, both sides "http"; client
+ * and server share the process's `HttpInlineHub` with `HttpResponseTransport`.
  */
 import { Effect, Layer } from "effect"
 import type { TransportCapabilities } from "../../Transport.ts"
 import { TransportConfig } from "../../TransportConfig.ts"
 import { TransportRegistry } from "../../TransportRegistry.ts"
+import * as HttpInlineHub from "./HttpInlineHub.ts"
 import * as HttpRequestClient from "./HttpRequestClient.ts"
 import * as HttpRequestServer from "./HttpRequestServer.ts"
+import * as HttpResponseTransport from "./HttpResponseTransport.ts"
 
 /** The HTTP request plane's capabilities for a given size limit. */
 export const capabilities = (maxMessageSize: number): TransportCapabilities => ({
@@ -23,15 +29,36 @@ export const layer: Layer.Layer<never, never, TransportRegistry | TransportConfi
   Effect.gen(function*() {
     const registry = yield* TransportRegistry
     const config = yield* TransportConfig
+    const hub = yield* HttpInlineHub.HttpInlineHub
+    const pureHttp = config.responsePlane === "http"
     const client = yield* HttpRequestClient.make({
       timeoutMs: config.httpRpc.requestTimeoutMs,
-      maxMessageSize: config.tcpMaxMessageSize
+      maxMessageSize: config.tcpMaxMessageSize,
+      inline: hub,
+      ...(pureHttp ? { sessionWindowSize: 32 * 1024 * 1024 } : {})
     })
+    const format = config.httpResponse.streamFormat
     const server = yield* HttpRequestServer.make({
       host: config.httpRpc.host,
       port: config.httpRpc.port,
       rootPath: config.httpRpc.rootPath,
-      maxMessageSize: config.tcpMaxMessageSize
+      maxMessageSize: config.tcpMaxMessageSize,
+      ...(pureHttp
+        ? {
+          inline: { hub, fallbackFormat: format },
+          advertise: (url: string) => ({
+            unified: {
+              request_transport: { transport_id: "http", address: url, capabilities: capabilities(config.tcpMaxMessageSize), metadata: {} },
+              response_transport: {
+                transport_id: "http",
+                address: url,
+                capabilities: HttpResponseTransport.capabilities(config.tcpMaxMessageSize),
+                metadata: { connection_transport: HttpInlineHub.HTTP_INLINE, format }
+              }
+            }
+          })
+        }
+        : {})
     })
     yield* registry.registerRequest({
       registration: {
@@ -44,4 +71,4 @@ export const layer: Layer.Layer<never, never, TransportRegistry | TransportConfi
       server
     })
   })
-)
+).pipe(Layer.provide(HttpInlineHub.layer))

@@ -1,0 +1,128 @@
+/**
+ * The NDJSON response stream format (`application/x-ndjson`, docs/protocol.md "HTTP response
+ * stream formats"): one JSON object per `\n`-terminated line.
+ *
+ * ```
+ * {"data":<item>}\n                                  one item, wrapped so that any item is unambiguous
+ * {"event":"done"}\n                                 the end marker
+ * {"event":"error","tag":"...","message":"..."}\n    a handler failure, the end
+ * ```
+ *
+ * The decoder accepts `\r\n`, skips blank (whitespace-only) lines, and requires the last line's
+ * `\n` (a body cut inside a line is a partial line). A line that is not JSON, or is JSON but none
+ * of the three shapes, is "BadPayload"; a line longer than `maxMessageSize` is
+ * "MessageTooLarge"; a non-blank line after the end is "UnexpectedMessage".
+ *
+ * Does not: throw on any input bytes, use Effect, or do I/O.
+ */
+import { json } from "./PayloadCodec.ts"
+import { ProtocolParseError } from "./ProtocolError.ts"
+import {
+  afterEnd,
+  concatBytes,
+  endedWithoutMarker,
+  flushItems,
+  LineReader,
+  NOT_JSON,
+  parseJson,
+  previewText,
+  type StreamDecoder,
+  type StreamEncoder,
+  type StreamEvent,
+  utf8Text
+} from "./HttpStreamEvent.ts"
+
+const textEncoder = new TextEncoder()
+const ITEM_PREFIX = textEncoder.encode(`{"data":`)
+const ITEM_SUFFIX = textEncoder.encode("}\n")
+const DONE = textEncoder.encode(`{"event":"done"}\n`)
+
+/** The NDJSON encoder. */
+export const ndjsonEncoder: StreamEncoder = {
+  item: (value) => concatBytes(ITEM_PREFIX, json.encode(value), ITEM_SUFFIX),
+  done: () => DONE.slice(),
+  error: (tag, message) => textEncoder.encode(`${JSON.stringify({ event: "error", tag, message })}\n`),
+  heartbeat: () => undefined
+}
+
+const isBlank = (bytes: Uint8Array): boolean => {
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i]
+    if (b !== 32 && b !== 9 && b !== 13 && b !== 10) return false
+  }
+  return true
+}
+
+const hasOwn = (o: object, key: string): boolean => Object.prototype.hasOwnProperty.call(o, key)
+
+class NdjsonDecoder implements StreamDecoder {
+  private readonly lines: LineReader
+  private ended = false
+  private failure: ProtocolParseError | undefined = undefined
+  private items: Array<unknown> = []
+  private event: StreamEvent | undefined = undefined
+  private readonly onLine = (line: Uint8Array): ProtocolParseError | undefined => this.line(line)
+
+  constructor(maxMessageSize: number) {
+    this.lines = new LineReader(maxMessageSize, false)
+  }
+
+  decode(chunk: Uint8Array, onEvent: (event: StreamEvent) => void): ProtocolParseError | undefined {
+    if (this.failure !== undefined) return this.failure
+    const bad = this.lines.feed(chunk, this.onLine)
+    if (bad !== undefined) this.failure = bad
+    const items = this.items
+    const event = this.event
+    this.items = []
+    this.event = undefined
+    flushItems(items, onEvent)
+    if (event !== undefined) onEvent(event)
+    return bad
+  }
+
+  end(): ProtocolParseError | undefined {
+    if (this.failure !== undefined) return this.failure
+    const partial = this.lines.heldBytes() > 0 && !isBlank(this.lines.partial())
+    if (this.ended) {
+      if (partial) this.failure = afterEnd("a partial line")
+    } else {
+      this.failure = partial
+        ? new ProtocolParseError("MalformedFrame", "stream ended inside a line, without its end marker")
+        : endedWithoutMarker()
+    }
+    return this.failure
+  }
+
+  private line(bytes: Uint8Array): ProtocolParseError | undefined {
+    if (isBlank(bytes)) return undefined
+    const text = utf8Text(bytes)
+    if (text === undefined) return new ProtocolParseError("BadPayload", "an NDJSON line is not valid UTF-8")
+    if (this.ended) return afterEnd(`the line ${previewText(text)}`)
+    const v = parseJson(text)
+    if (v === NOT_JSON) return new ProtocolParseError("BadPayload", `an NDJSON line is not JSON: ${previewText(text)}`)
+    if (typeof v === "object" && v !== null && !Array.isArray(v)) {
+      const r = v as { data?: unknown; event?: unknown; tag?: unknown; message?: unknown }
+      if (hasOwn(r, "data") && !hasOwn(r, "event")) {
+        this.items.push(r.data)
+        return undefined
+      }
+      if (r.event === "done") {
+        this.ended = true
+        this.event = { _tag: "Done" }
+        return undefined
+      }
+      if (r.event === "error" && typeof r.tag === "string" && typeof r.message === "string") {
+        this.ended = true
+        this.event = { _tag: "Error", tag: r.tag, message: r.message }
+        return undefined
+      }
+    }
+    return new ProtocolParseError(
+      "BadPayload",
+      `an NDJSON line is none of {"data"}, {"event":"done"}, {"event":"error","tag","message"}: ${previewText(text)}`
+    )
+  }
+}
+
+/** A new NDJSON decoder. */
+export const makeNdjsonDecoder = (maxMessageSize: number): StreamDecoder => new NdjsonDecoder(maxMessageSize)

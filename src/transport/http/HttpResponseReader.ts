@@ -1,0 +1,130 @@
+/**
+ * The router's reader of an HTTP response stream (the seed's `HttpResponseClient` side): `attach`
+ * GETs the stream's URL over h2c (prior knowledge, one session per stream) and decodes its body
+ * with `makeStreamDecoder`.
+ *
+ * What it does: items arrive in order; the end marker ends the Stream; the worker's in-band error
+ * fails it with `HandlerError` (phase "prologue" for the tag "prologue", else "stream"); a body that
+ * ends without its end marker, or a connection that dies, fails it with `TransportConnectionError`
+ * (StreamEndedEarly / ConnectionClosed / ConnectFailed); bad bytes with `TransportProtocolError`;
+ * a status other than 200 with `TransportProtocolError` (UnknownSubject for 404, else BadStatus).
+ * Interrupting the Stream cancels the HTTP/2 stream, so the worker sees its client go.
+ *
+ * What it does not do: retry, pool sessions, or send stop/kill (the HTTP response plane has none).
+ */
+import * as http2 from "node:http2"
+import { Cause, Effect, Queue, Stream } from "effect"
+import { contentTypeOf, makeStreamDecoder } from "../../protocol/HttpStreamFormat.ts"
+import type { StreamEvent, StreamFormat } from "../../protocol/HttpStreamFormat.ts"
+import { toTransportProtocolError } from "../../internal/protocolError.ts"
+import { HandlerError, TransportConnectionError, TransportProtocolError } from "../../TransportError.ts"
+import type { TransportError } from "../../TransportError.ts"
+
+/** Options of `attach`. */
+export interface AttachOptions {
+  /** Largest message the decoder accepts. Default 32 MiB. */
+  readonly maxMessageSize?: number | undefined
+}
+
+const FORMATS: ReadonlyArray<StreamFormat> = ["sse", "ndjson", "binary"]
+
+const formatOfContentType = (contentType: string | undefined): StreamFormat | undefined => {
+  const base = (contentType ?? "").split(";")[0]!.trim().toLowerCase()
+  return FORMATS.find((f) => contentTypeOf(f).split(";")[0]!.trim().toLowerCase() === base)
+}
+
+/**
+ * The items of the response stream at `url`, asking for `format` (by default any, and the
+ * response's content type picks the decoder).
+ */
+export const attach = (
+  url: string,
+  format?: StreamFormat,
+  options?: AttachOptions
+): Stream.Stream<unknown, TransportError | HandlerError> =>
+  Stream.callback<unknown, TransportError | HandlerError>((queue) =>
+    Effect.acquireRelease(
+      Effect.sync(() => {
+        const maxMessageSize = options?.maxMessageSize ?? 32 * 1024 * 1024
+        let over = false
+        const failWith = (error: TransportError | HandlerError) => {
+          if (over) return
+          over = true
+          Queue.failCauseUnsafe(queue, Cause.fail(error))
+        }
+        let parsed: URL
+        try {
+          parsed = new URL(url)
+        } catch (cause) {
+          failWith(new TransportConnectionError({ reason: "ConnectFailed", transport: "http", target: url, detail: "not a URL", cause }))
+          return undefined
+        }
+        const subject = parsed.pathname.slice(parsed.pathname.lastIndexOf("/") + 1)
+        const session = http2.connect(parsed.origin)
+        session.on("error", (cause) =>
+          failWith(new TransportConnectionError({ reason: "ConnectFailed", transport: "http", target: url, detail: cause.message, cause })))
+        const headers: http2.OutgoingHttpHeaders = { ":method": "GET", ":path": parsed.pathname + parsed.search }
+        if (format !== undefined) headers.accept = contentTypeOf(format)
+        const req = session.request(headers, { endStream: true })
+        const onEvent = (event: StreamEvent) => {
+          if (over) return
+          if (event._tag === "Items") Queue.offerAllUnsafe(queue, event.items)
+          else if (event._tag === "Done") {
+            over = true
+            Queue.endUnsafe(queue)
+          } else {
+            failWith(new HandlerError({ endpoint: url, requestId: subject, detail: event.message, phase: event.tag === "prologue" ? "prologue" : "stream" }))
+          }
+        }
+        req.on("response", (headers) => {
+          const status = Number(headers[":status"])
+          if (status !== 200) {
+            let body = ""
+            req.setEncoding("utf8")
+            req.on("data", (t: string) => (body += t.length < 4096 ? t : ""))
+            req.on("end", () =>
+              failWith(new TransportProtocolError({ reason: status === 404 ? "UnknownSubject" : "BadStatus", transport: "http", target: url, detail: `HTTP ${status}: ${body}` })))
+            return
+          }
+          const ct = headers["content-type"]
+          const chosen = formatOfContentType(Array.isArray(ct) ? ct[0] : ct) ?? format
+          if (chosen === undefined) {
+            failWith(new TransportProtocolError({ reason: "BadPayload", transport: "http", target: url, detail: `unknown content type ${String(ct)}` }))
+            req.close(http2.constants.NGHTTP2_CANCEL)
+            return
+          }
+          const decoder = makeStreamDecoder(chosen, { maxMessageSize })
+          req.on("data", (chunk: Buffer) => {
+            if (over) return
+            const error = decoder.decode(chunk, onEvent)
+            if (error !== undefined && !over) {
+              failWith(toTransportProtocolError(error, "http", url))
+              req.close(http2.constants.NGHTTP2_CANCEL)
+            }
+          })
+          req.on("end", () => {
+            if (over) return
+            const error = decoder.end()
+            if (error !== undefined) {
+              failWith(new TransportConnectionError({ reason: "StreamEndedEarly", transport: "http", target: url, detail: `stream ended before generation completed: ${error.detail}`, cause: error }))
+            } else if (!over) {
+              over = true
+              Queue.endUnsafe(queue)
+            }
+          })
+        })
+        req.on("error", (cause) =>
+          failWith(new TransportConnectionError({ reason: "ConnectionClosed", transport: "http", target: url, detail: cause.message, cause })))
+        req.on("close", () => {
+          if (!over) {
+            failWith(new TransportConnectionError({ reason: "StreamEndedEarly", transport: "http", target: url, detail: "stream ended before generation completed" }))
+          }
+        })
+        return session
+      }),
+      (session) =>
+        Effect.sync(() => {
+          if (session !== undefined && !session.destroyed) session.destroy()
+        })
+    )
+  )

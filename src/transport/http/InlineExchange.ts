@@ -1,0 +1,89 @@
+/**
+ * `InlineExchange` adapters over the two things the worker's request server can keep open: an
+ * HTTP/2 server stream and an HTTP/1.1 response (chunked: no content-length is ever sent).
+ *
+ * They only translate calls; the writer (`InlineWriter.ts`) decides what to write and when.
+ */
+import type * as http from "node:http"
+import * as http2 from "node:http2"
+import type { StreamFormat } from "../../protocol/HttpStreamFormat.ts"
+import type { InlineExchange } from "./HttpInlineHub.ts"
+
+const { NGHTTP2_CANCEL } = http2.constants
+
+interface Common {
+  readonly requestId: string
+  readonly format: StreamFormat
+  readonly target: string
+}
+
+const onceClose = (emitter: NodeJS.EventEmitter, isOver: () => boolean) => {
+  let receivers: Array<(detail: string) => void> = []
+  let fired: string | undefined
+  const fire = (detail: string) => {
+    if (fired !== undefined) return
+    fired = detail
+    const r = receivers
+    receivers = []
+    for (const f of r) f(detail)
+  }
+  emitter.once("close", () => fire(isOver() ? "closed" : "the client closed the HTTP exchange"))
+  return (f: (detail: string) => void) => {
+    if (fired !== undefined) f(fired)
+    else receivers.push(f)
+  }
+}
+
+/** The exchange of an HTTP/2 server stream. */
+export const fromH2Stream = (stream: http2.ServerHttp2Stream, common: Common): InlineExchange => ({
+  ...common,
+  respond: (status, contentType, body) => {
+    if (stream.destroyed || stream.closed || stream.headersSent) return
+    if (body === undefined) stream.respond({ ":status": status, "content-type": contentType })
+    else {
+      stream.respond({ ":status": status, "content-type": contentType })
+      stream.end(body)
+    }
+  },
+  write: (chunk) => {
+    if (!stream.destroyed && !stream.closed && !stream.writableEnded) stream.write(chunk)
+  },
+  end: () => {
+    if (!stream.destroyed && !stream.closed && !stream.writableEnded) stream.end()
+  },
+  reset: () => {
+    if (!stream.destroyed && !stream.closed) stream.close(NGHTTP2_CANCEL)
+  },
+  needsDrain: () => stream.writableNeedDrain,
+  onDrain: (f) => void stream.on("drain", f),
+  onClose: onceClose(stream, () => stream.writableFinished),
+  isClosed: () => stream.destroyed || stream.closed
+})
+
+/** The exchange of an HTTP/1.1 response (chunked transfer encoding). */
+export const fromH1Response = (res: http.ServerResponse, common: Common): InlineExchange => ({
+  ...common,
+  respond: (status, contentType, body) => {
+    if (res.destroyed || res.headersSent) return
+    if (body === undefined) {
+      res.writeHead(status, { "content-type": contentType, "cache-control": "no-cache" })
+      res.flushHeaders()
+    } else {
+      res.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(body) })
+      res.end(body)
+    }
+  },
+  write: (chunk) => {
+    if (!res.destroyed && !res.writableEnded) res.write(chunk)
+  },
+  end: () => {
+    if (!res.destroyed && !res.writableEnded) res.end()
+  },
+  reset: () => {
+    if (!res.destroyed) res.destroy()
+  },
+  needsDrain: () => res.writableNeedDrain,
+  onDrain: (f) => void res.on("drain", f),
+  onClose: onceClose(res, () => res.writableFinished),
+  isClosed: () => res.destroyed || res.writableFinished
+})

@@ -1,0 +1,196 @@
+/**
+ * The worker's `ResponseWriter` for one response that streams in the request's own HTTP
+ * response (`http_inline`), over an `InlineExchange` (HTTP/2 stream or HTTP/1.1 chunked response).
+ *
+ * What it does:
+ * - `prologue()` sends 200 with the format's content type; `prologue(error)` sends 422 with the
+ *   JSON body `{ error, tag: "HandlerError", phase: "prologue" }` and ends.
+ * - Items are encoded by the format's `StreamEncoder` and queued on a `WriteBatcher`: everything
+ *   written in one tick leaves in one write. `complete` adds the done marker, `fail` the error
+ *   event (tag "HandlerError"), then the response ends after that flush. `close` resets it.
+ * - `onDisconnect` fires once when the exchange closes before the writer ended it (the router
+ *   reset the stream, or the connection died); nothing is written after it.
+ * - `whenWritable` follows the exchange's `writableNeedDrain` / 'drain' (the HTTP/2 window: a
+ *   router that pauses the stream holds the handler back).
+ * - SSE only: a heartbeat comment every `heartbeatMs` while idle (unref'd timer, cleared at the end).
+ * Writes never throw: an item with no JSON encoding, or above `maxMessageSize`, returns a failed
+ * `WriteResult`.
+ *
+ * What it does not do: take the exchange (the response-plane client does) or stop/kill messages:
+ * the router cancels by resetting the stream, which is `onDisconnect`.
+ */
+import { Exit } from "effect"
+import { contentTypeOf, makeEncoder } from "../../protocol/HttpStreamFormat.ts"
+import type { ResponseWriter } from "../../ResponsePlane.ts"
+import { ResponseWriteError, TransportConnectionError } from "../../TransportError.ts"
+import type { TransportError } from "../../TransportError.ts"
+import { Waiters } from "../../internal/Waiters.ts"
+import { WriteBatcher } from "../../internal/WriteBatcher.ts"
+import type { FlushSchedule } from "../../internal/WriteBatcher.ts"
+import { tooLarge } from "../../internal/writeFailure.ts"
+import type { WriteTarget } from "../../internal/writeFailure.ts"
+import type { InlineExchange } from "./HttpInlineHub.ts"
+
+/** Options of a writer. */
+export interface InlineWriterOptions {
+  readonly maxMessageSize: number
+  /** SSE heartbeat period while idle, in ms (default 15 s). */
+  readonly heartbeatMs?: number | undefined
+  readonly schedule?: FlushSchedule | undefined
+}
+
+/** The default SSE heartbeat period. */
+export const HEARTBEAT_MS = 15_000
+
+// Writer states.
+const OPEN = 0
+const ENDING = 1 // complete/fail: flush, then end
+const OVER = 2 // ended, reset, refused or gone
+
+/** The writer of `exchange`. */
+export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriterOptions): ResponseWriter => {
+  const { maxMessageSize } = options
+  const encoder = makeEncoder(exchange.format)
+  const where: WriteTarget = { transport: "http", target: exchange.target }
+  let state = OPEN
+  let started = false
+  let wroteSinceBeat = false
+  let disconnectReceiver: ((error: TransportError) => void) | undefined
+  let disconnect: TransportError | undefined
+  let heartbeat: ReturnType<typeof setInterval> | undefined
+
+  const writes = new WriteBatcher(
+    (chunk) => {
+      if (state !== OVER) exchange.write(chunk)
+    },
+    options.schedule,
+    () => {
+      if (state === ENDING) {
+        state = OVER
+        exchange.end()
+      }
+    }
+  )
+  const waiters = new Waiters()
+  exchange.onDrain(() => waiters.wake())
+
+  const stopHeartbeat = () => {
+    if (heartbeat !== undefined) clearInterval(heartbeat)
+    heartbeat = undefined
+  }
+
+  const start = () => {
+    if (started) return
+    started = true
+    exchange.respond(200, contentTypeOf(exchange.format))
+    const period = options.heartbeatMs ?? HEARTBEAT_MS
+    if (encoder.heartbeat() !== undefined && period > 0) {
+      heartbeat = setInterval(() => {
+        if (state !== OPEN) return stopHeartbeat()
+        if (wroteSinceBeat) {
+          wroteSinceBeat = false
+          return
+        }
+        const beat = encoder.heartbeat()
+        if (beat !== undefined) writes.push(beat)
+      }, period)
+      heartbeat.unref?.()
+    }
+  }
+
+  const finish = () => {
+    state = ENDING
+    stopHeartbeat()
+    writes.requestFlush()
+    waiters.wake()
+  }
+
+  exchange.onClose((detail) => {
+    const wasOpen = state === OPEN || state === ENDING
+    state = OVER
+    stopHeartbeat()
+    writes.clear()
+    waiters.wake()
+    if (!wasOpen) return
+    const e = new TransportConnectionError({ reason: "ConnectionClosed", transport: "http", target: exchange.target, detail })
+    disconnect = e
+    disconnectReceiver?.(e)
+  })
+
+  const push = (bytes: Uint8Array) => {
+    wroteSinceBeat = true
+    writes.push(bytes)
+  }
+
+  const writer: ResponseWriter = {
+    prologue: (error) => {
+      if (state !== OPEN || started) return
+      if (error === undefined) return start()
+      started = true
+      state = OVER
+      stopHeartbeat()
+      exchange.respond(422, "application/json", JSON.stringify({ error, tag: "HandlerError", phase: "prologue" }))
+    },
+    send: (item) => {
+      if (state !== OPEN) return Exit.void
+      let bytes: Uint8Array
+      try {
+        bytes = encoder.item(item)
+      } catch (cause) {
+        return Exit.fail(
+          new ResponseWriteError({
+            reason: "EncodeFailed",
+            transport: "http",
+            target: exchange.target,
+            detail: cause instanceof Error ? cause.message : String(cause),
+            cause
+          })
+        )
+      }
+      if (bytes.length > maxMessageSize) return Exit.fail(tooLarge(where, bytes.length, maxMessageSize))
+      start()
+      push(bytes)
+      writes.flushEarly()
+      return Exit.void
+    },
+    sendAll: (items) => {
+      for (let i = 0; i < items.length; i++) {
+        const r = writer.send(items[i])
+        if (r !== Exit.void) return r
+      }
+      return Exit.void
+    },
+    fail: (message) => {
+      if (state !== OPEN) return
+      start()
+      push(encoder.error("HandlerError", message))
+      finish()
+    },
+    complete: () => {
+      if (state !== OPEN) return
+      start()
+      push(encoder.done())
+      finish()
+    },
+    close: () => {
+      if (state === OVER) return
+      state = OVER
+      stopHeartbeat()
+      writes.clear()
+      waiters.wake()
+      exchange.reset()
+    },
+    onControl: () => {
+      // The router cancels by resetting the HTTP stream: that is `onDisconnect`.
+    },
+    onDisconnect: (f) => {
+      disconnectReceiver = f
+      if (disconnect !== undefined) f(disconnect)
+    },
+    whenWritable: (f) => {
+      if (state !== OPEN || !exchange.needsDrain()) return true
+      return waiters.add(f)
+    }
+  }
+  return writer
+}

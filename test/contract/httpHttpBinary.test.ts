@@ -1,0 +1,4 @@
+import { httpHttpBinary } from "../support/stacks.ts"
+import { transportContract } from "./transportContract.ts"
+
+transportContract(httpHttpBinary)

@@ -1,0 +1,4 @@
+import { httpHttpNdjson } from "../support/stacks.ts"
+import { transportContract } from "./transportContract.ts"
+
+transportContract(httpHttpNdjson)

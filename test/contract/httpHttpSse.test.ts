@@ -1,0 +1,4 @@
+import { httpHttpSse } from "../support/stacks.ts"
+import { transportContract } from "./transportContract.ts"
+
+transportContract(httpHttpSse)
