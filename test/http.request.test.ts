@@ -51,8 +51,15 @@ describe("HTTP request plane", () => {
       expect(yield* Effect.promise(() => curlStatus(`${base}/nope`))).toBe("404")
       expect(yield* Effect.promise(() => curlStatus(`${base}/nope`, ["--http2-prior-knowledge"]))).toBe("404")
       // a garbage body on a known endpoint is a 400, and the server keeps serving
-      expect(yield* Effect.promise(() => curlStatus(url, ["--data-binary", "garbage"]))).toBe("400")
-      expect(yield* Effect.promise(() => curlStatus(url, ["--http2-prior-knowledge", "--data-binary", "garbage"]))).toBe("400")
+      const binary = ["-H", "content-type: application/octet-stream", "--data-binary", "garbage"]
+      expect(yield* Effect.promise(() => curlStatus(url, binary))).toBe("400")
+      expect(yield* Effect.promise(() => curlStatus(url, ["--http2-prior-knowledge", ...binary]))).toBe("400")
+      // a plain JSON body (curl's default content type, or application/json) needs the pure HTTP
+      // mode: this worker's response plane is not http, so 415 with a message that says so
+      expect(yield* Effect.promise(() => curlStatus(url, ["-d", `{"prompt":"hi"}`]))).toBe("415")
+      expect(yield* Effect.promise(() => curlStatus(url, ["--http2-prior-knowledge", "-H", "content-type: application/json", "-d", "{}"]))).toBe("415")
+      const { stdout: why } = yield* Effect.promise(() => run("curl", ["-s", "-X", "POST", "-d", "{}", url]))
+      expect(why).toContain("DYN_RESPONSE_PLANE=http")
       // a malformed percent-escape in the path is a 400, not a crashed worker
       expect(yield* Effect.promise(() => curlStatus(`${base}/%E0%A4%A`))).toBe("400")
       expect(yield* Effect.promise(() => curlStatus(`${base}/%ZZ`, ["--http2-prior-knowledge"]))).toBe("400")

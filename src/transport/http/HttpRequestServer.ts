@@ -112,6 +112,13 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       if (handler === undefined) return respond(404, { error: "endpoint not found", endpoint: subject })
       if (method !== "POST") return respond(405, { error: "method not allowed: use POST", endpoint: subject })
       const inline = options.inline
+      if (inline === undefined && isPlainJson(header("content-type"))) {
+        // A plain JSON body (curl) needs the response to stream in this response: the pure HTTP mode.
+        return respond(415, {
+          error: "this worker streams responses over its response plane, not in the HTTP response: plain JSON requests need DYN_RESPONSE_PLANE=http; send a TwoPartCodec request-plane message (application/octet-stream) otherwise",
+          endpoint: subject
+        })
+      }
       const plainJson = inline !== undefined && isPlainJson(header("content-type"))
       let plainFormat: StreamFormat | undefined
       if (plainJson) {
