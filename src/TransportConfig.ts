@@ -8,6 +8,8 @@
  */
 import { Config, Context, Data, Effect, Layer, Option } from "effect"
 import type { ConfigProvider } from "effect"
+import { bool, byteSize, host, httpUrl, logSpec, millis, natsUrl, nonNegativeInt, oneOf, port, positiveInt, seconds, text, urlList, urlPath } from "./TransportConfigParsers.ts"
+import type { Parser } from "./TransportConfigParsers.ts"
 
 /** The request planes a process can serve and call on. */
 export type RequestPlaneKind = "http" | "nats" | "tcp" | "memory"
@@ -94,107 +96,6 @@ export class TransportConfigError extends Data.TaggedError("TransportConfigError
     }):\n${lines.join("\n")}`
   }
 }
-
-type Parser<A> = { readonly expected: string; readonly parse: (text: string) => A | undefined }
-
-const intIn = (min: number, max: number, expected: string): Parser<number> => ({
-  expected,
-  parse: (t) => {
-    if (!/^-?\d+$/.test(t.trim())) return undefined
-    const n = Number(t.trim())
-    return Number.isSafeInteger(n) && n >= min && n <= max ? n : undefined
-  }
-})
-const port = intIn(0, 65535, "a port number from 0 to 65535 (0 picks a free port)")
-const positiveInt = intIn(1, Number.MAX_SAFE_INTEGER, "a positive integer")
-const nonNegativeInt = intIn(0, Number.MAX_SAFE_INTEGER, "an integer >= 0")
-/** Node timers hold at most 2^31-1 ms; a larger delay would silently fire after 1 ms. */
-const MAX_TIMER_MS = 2_147_483_647
-const seconds: Parser<number> = {
-  expected: "a number of seconds from 0.001 to 2147483 (decimals allowed)",
-  parse: (t) => {
-    if (!/^\d+(\.\d+)?$/.test(t.trim())) return undefined
-    const ms = Math.round(Number(t.trim()) * 1000)
-    return ms >= 1 && ms <= MAX_TIMER_MS ? ms : undefined
-  }
-}
-const millis = intIn(0, 3_600_000, "a number of milliseconds from 0 to 3600000")
-const bool: Parser<boolean> = {
-  expected: "true or false (also 1/0, yes/no, on/off)",
-  parse: (t) => {
-    const v = t.trim().toLowerCase()
-    if (["true", "1", "yes", "on"].includes(v)) return true
-    if (["false", "0", "no", "off"].includes(v)) return false
-    return undefined
-  }
-}
-const oneOf = <const L extends string>(...values: ReadonlyArray<L>): Parser<L> => ({
-  expected: `one of ${values.join(", ")}`,
-  parse: (t) => (values as ReadonlyArray<string>).includes(t.trim()) ? (t.trim() as L) : undefined
-})
-const text: Parser<string> = {
-  expected: "a non-empty string",
-  parse: (t) => (t.trim() === "" ? undefined : t.trim())
-}
-const host: Parser<string> = {
-  expected: "a host name or IP address without spaces",
-  parse: (t) => (/^[A-Za-z0-9.:\-_[\]]+$/.test(t.trim()) ? t.trim() : undefined)
-}
-const urlPath: Parser<string> = {
-  expected: "a path starting with / (no trailing /)",
-  parse: (t) => {
-    const v = t.trim()
-    return /^\/[A-Za-z0-9._~\-/]*$/.test(v) && (v === "/" || !v.endsWith("/")) ? v : undefined
-  }
-}
-const urlList: Parser<ReadonlyArray<string>> = {
-  expected: "a comma-separated list of http(s):// URLs",
-  parse: (t) => {
-    const parts = t.split(",").map((s) => s.trim()).filter((s) => s !== "")
-    if (parts.length === 0) return undefined
-    for (const p of parts) {
-      try {
-        const u = new URL(p)
-        if (u.protocol !== "http:" && u.protocol !== "https:") return undefined
-      } catch {
-        return undefined
-      }
-    }
-    return parts
-  }
-}
-const httpUrl: Parser<string> = {
-  expected: "an http(s):// URL",
-  parse: (t) => {
-    try {
-      const u = new URL(t.trim())
-      return u.protocol === "http:" || u.protocol === "https:" ? t.trim() : undefined
-    } catch {
-      return undefined
-    }
-  }
-}
-const natsUrl: Parser<string> = {
-  expected: "a nats:// URL (or a comma-separated list of them)",
-  parse: (t) => {
-    const parts = t.split(",").map((s) => s.trim())
-    return parts.every((p) => /^(nats|tls):\/\/[^\s]+$/.test(p)) ? t.trim() : undefined
-  }
-}
-const levels = ["trace", "debug", "info", "warn", "error", "fatal", "off"]
-const logSpec: Parser<string> = {
-  expected: `a level (${levels.join(", ")}), optionally followed by module=level pairs: info,transport.tcp.pool=debug`,
-  parse: (t) => {
-    const parts = t.split(",").map((s) => s.trim().toLowerCase())
-    const ok = parts.every((part, i) => {
-      const eq = part.indexOf("=")
-      if (eq < 0) return i === 0 && levels.includes(part)
-      return /^[a-z0-9_.-]+$/.test(part.slice(0, eq)) && levels.includes(part.slice(eq + 1))
-    })
-    return ok ? parts.join(",") : undefined
-  }
-}
-const byteSize = intIn(1024, 2 ** 32 - 1, "a size in bytes from 1024 to 4294967295")
 
 /** Documentation of one variable: its name, default, what it accepts and what it means. */
 export interface VariableDoc {
