@@ -61,6 +61,21 @@ const isPlainJson = (contentType: string | undefined): boolean => {
   return type === "application/json" || type === "application/x-www-form-urlencoded"
 }
 
+/**
+ * HTTP/2 session limits of the request server. A router keeps one session per worker and resets
+ * a stream for every cancellation (in the pure HTTP mode, every consumer that stops early), so
+ * Node's reset-flood guard (a burst of 1,000 resets, then 33 a second) would close the session
+ * and fail every call on it, cancelled or not. The guard stays on, far above what cancellations
+ * reach (a burst of 100,000, then 10,000 a second): this port serves routers, not the internet
+ * (docs/transports.md). Session memory is 64 MB rather than Node's 10 MB, for many streams in
+ * flight.
+ */
+export const H2_SESSION_LIMITS: http2.ServerOptions = {
+  streamResetBurst: 100_000,
+  streamResetRate: 10_000,
+  maxSessionMemory: 64
+}
+
 /** How long a new connection may take to send its first bytes (kept here for its importers). */
 export { SNIFF_TIMEOUT_MS } from "./SniffingListener.ts"
 
@@ -213,8 +228,9 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
           res.end(text)
         }
       }, (requestId, format, target) => keepExchange(fromH1Response(res, { requestId, format, target }))))
-    // HTTP/2 through the stream API (lighter than the compatibility API).
-    const h2 = http2.createServer({})
+    // HTTP/2 through the stream API (lighter than the compatibility API), with the session
+    // limits set on purpose (H2_SESSION_LIMITS).
+    const h2 = http2.createServer(H2_SESSION_LIMITS)
     h2.on("stream", (stream, headers) => {
       stream.on("error", () => {})
       onExchange(
