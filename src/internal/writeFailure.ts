@@ -44,3 +44,15 @@ export const tooLarge = (where: WriteTarget, size: number, maxMessageSize: numbe
 /** `Exit.void`, or the failed Exit of `error`. */
 export const resultOf = (error: ResponseWriteError | undefined): WriteResult =>
   error === undefined ? Exit.void : Exit.fail(error)
+
+/**
+ * `sendAll` in terms of `send`: the items in order, stopping at the first that cannot be written
+ * (the items before it are sent, none after it), whose failure it returns.
+ */
+export const sendEach = (send: (item: unknown) => WriteResult, items: ReadonlyArray<unknown>): WriteResult => {
+  for (let i = 0; i < items.length; i++) {
+    const r = send(items[i])
+    if (r !== Exit.void) return r
+  }
+  return Exit.void
+}

@@ -28,7 +28,7 @@ import type { TransportError } from "../../TransportError.ts"
 import { ResponseWriteError, TransportConnectionError, TransportTimeoutError } from "../../TransportError.ts"
 import { Waiters } from "../../internal/Waiters.ts"
 import { WriteBatcher } from "../../internal/WriteBatcher.ts"
-import { tooLarge } from "../../internal/writeFailure.ts"
+import { tooLarge, sendEach } from "../../internal/writeFailure.ts"
 import type { WriteTarget } from "../../internal/writeFailure.ts"
 
 /** The response side of one exchange, whichever HTTP version carries it. */
@@ -267,13 +267,7 @@ export const openResponseStream = (options: ResponseStreamOptions): ResponseStre
       }
       return Exit.void
     },
-    sendAll: (items) => {
-      for (let i = 0; i < items.length; i++) {
-        const r = writer.send(items[i])
-        if (r !== Exit.void) return r
-      }
-      return Exit.void
-    },
+    sendAll: (items) => sendEach(writer.send, items),
     fail: (message) => {
       if (state === GONE || ending) return
       terminal({ _tag: "Error", tag: "stream", message })

@@ -27,7 +27,7 @@ import type { TransportError } from "../../TransportError.ts"
 import { Waiters } from "../../internal/Waiters.ts"
 import { WriteBatcher } from "../../internal/WriteBatcher.ts"
 import type { FlushSchedule } from "../../internal/WriteBatcher.ts"
-import { tooLarge } from "../../internal/writeFailure.ts"
+import { tooLarge, sendEach } from "../../internal/writeFailure.ts"
 import type { WriteTarget } from "../../internal/writeFailure.ts"
 import type { InlineExchange } from "./HttpInlineHub.ts"
 
@@ -153,13 +153,7 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
       writes.flushEarly()
       return Exit.void
     },
-    sendAll: (items) => {
-      for (let i = 0; i < items.length; i++) {
-        const r = writer.send(items[i])
-        if (r !== Exit.void) return r
-      }
-      return Exit.void
-    },
+    sendAll: (items) => sendEach(writer.send, items),
     fail: (message) => {
       if (state !== OPEN) return
       start()

@@ -23,7 +23,7 @@ import type { ResponseWriter, WriteResult } from "../../../ResponsePlane.ts"
 import { ResponseWriteError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
 import { Waiters } from "../../../internal/Waiters.ts"
-import { encodeItem, tooLarge } from "../../../internal/writeFailure.ts"
+import { encodeItem, sendEach, tooLarge } from "../../../internal/writeFailure.ts"
 import type { WriteTarget } from "../../../internal/writeFailure.ts"
 import type { HeldFrame, WindowedStream } from "./SendWindow.ts"
 
@@ -101,13 +101,11 @@ export class MuxStream implements ResponseWriter, WindowedStream {
   }
 
   sendAll(items: ReadonlyArray<unknown>): WriteResult {
-    // In order: the items before one that cannot be written are sent, then the failure returns.
-    for (let i = 0; i < items.length; i++) {
-      const r = this.send(items[i])
-      if (r !== Exit.void) return r
-    }
-    return Exit.void
+    return sendEach(this.sendOne, items)
   }
+
+  /** `send`, bound: what `sendAll` writes each item with. */
+  private readonly sendOne = (item: unknown): WriteResult => this.send(item)
 
 
   fail(message: string): void {

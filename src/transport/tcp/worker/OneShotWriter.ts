@@ -37,7 +37,7 @@ import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import { Waiters } from "../../../internal/Waiters.ts"
 import { WriteBatcher } from "../../../internal/WriteBatcher.ts"
 import type { FlushSchedule } from "../../../internal/WriteBatcher.ts"
-import { encodeItem, tooLarge } from "../../../internal/writeFailure.ts"
+import { encodeItem, tooLarge, sendEach } from "../../../internal/writeFailure.ts"
 import type { WriteTarget } from "../../../internal/writeFailure.ts"
 
 /** What every one-shot writer of a client shares. */
@@ -185,14 +185,7 @@ export const makeOneShotWriter = (
       pushData(body)
       return Exit.void
     },
-    sendAll: (items) => {
-      // In order: the items before one that cannot be written are sent, then the failure returns.
-      for (let i = 0; i < items.length; i++) {
-        const r = writer.send(items[i])
-        if (r !== Exit.void) return r
-      }
-      return Exit.void
-    },
+    sendAll: (items) => sendEach(writer.send, items),
     fail: (message) => {
       if (state !== OPEN) return
       const body = encodeStreamError(codec, message)
