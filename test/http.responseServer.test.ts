@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { execFile } from "node:child_process"
 import * as http from "node:http"
+import * as net from "node:net"
 import { promisify } from "node:util"
 import { Effect, Exit, Fiber, Stream } from "effect"
 import type { StreamFormat } from "../src/protocol/HttpStreamFormat.ts"
@@ -213,5 +214,34 @@ describe("HTTP response server", () => {
       }))
       const error = yield* Effect.promise(() => disconnected(writer))
       expect(error.reason).toBe("ConnectionClosed")
+    }))
+
+  it.live("the reader's wait for a silent server is bounded: a typed ConnectTimeout, and the socket is closed", () =>
+    Effect.gen(function*() {
+      const accepted: Array<net.Socket> = []
+      const silent = net.createServer((socket) => {
+        accepted.push(socket)
+      })
+      yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve))),
+        () => Effect.sync(() => {
+          for (const socket of accepted) socket.destroy()
+          silent.close()
+        })
+      )
+      const port = (silent.address() as net.AddressInfo).port
+      const started = performance.now()
+      const exit = yield* Effect.exit(
+        Stream.runCollect(HttpResponseReader.attach(`http://127.0.0.1:${port}/v1/rpc/response/x`, "sse", { responseTimeoutMs: 300 }))
+      )
+      expect(performance.now() - started).toBeLessThan(2000)
+      expect(Exit.isFailure(exit) && JSON.stringify(exit.cause)).toContain("ConnectTimeout")
+      // The reader gave up its connection: the silent server sees it close.
+      yield* Effect.promise(() => new Promise<void>((resolve) => {
+        const socket = accepted[0]!
+        if (socket.destroyed || socket.readableEnded) return resolve()
+        socket.once("close", () => resolve())
+        socket.resume()
+      })).pipe(Effect.timeout(2000))
     }))
 })

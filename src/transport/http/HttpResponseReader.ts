@@ -13,24 +13,29 @@
  * What it does not do: retry, pool sessions, or send stop/kill (the HTTP response plane has none).
  */
 import * as http2 from "node:http2"
+import * as net from "node:net"
 import { Cause, Effect, Queue, Stream } from "effect"
-import { contentTypeOf, makeStreamDecoder } from "../../protocol/HttpStreamFormat.ts"
+import { STREAM_ENDED_EARLY } from "../../protocol/CallHome.ts"
+import { contentTypeOf, makeStreamDecoder, STREAM_FORMATS } from "../../protocol/HttpStreamFormat.ts"
 import type { StreamEvent, StreamFormat } from "../../protocol/HttpStreamFormat.ts"
 import { toTransportProtocolError } from "../../internal/protocolError.ts"
-import { HandlerError, TransportConnectionError, TransportProtocolError } from "../../TransportError.ts"
+import { HandlerError, TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../TransportError.ts"
 import type { TransportError } from "../../TransportError.ts"
 
 /** Options of `attach`. */
 export interface AttachOptions {
   /** Largest message the decoder accepts. Default 32 MiB. */
   readonly maxMessageSize?: number | undefined
+  /** Bound on connecting and receiving the response headers, in ms. Default `DEFAULT_RESPONSE_TIMEOUT_MS`. */
+  readonly responseTimeoutMs?: number | undefined
 }
 
-const FORMATS: ReadonlyArray<StreamFormat> = ["sse", "ndjson", "binary"]
+/** Default bound on connecting and receiving the response headers. */
+export const DEFAULT_RESPONSE_TIMEOUT_MS = 5000
 
 const formatOfContentType = (contentType: string | undefined): StreamFormat | undefined => {
   const base = (contentType ?? "").split(";")[0]!.trim().toLowerCase()
-  return FORMATS.find((f) => contentTypeOf(f).split(";")[0]!.trim().toLowerCase() === base)
+  return STREAM_FORMATS.find((f) => contentTypeOf(f).split(";")[0]!.trim().toLowerCase() === base)
 }
 
 /**
@@ -60,7 +65,17 @@ export const attach = (
           return undefined
         }
         const subject = parsed.pathname.slice(parsed.pathname.lastIndexOf("/") + 1)
-        const session = http2.connect(parsed.origin)
+        // TCP_NODELAY from the start, as the request client: Nagle would hold small events back.
+        const session = http2.connect(parsed.origin, {
+          createConnection: () => net.connect({ host: parsed.hostname, port: Number(parsed.port || 80), noDelay: true })
+        })
+        // Connecting and the response headers are bounded: a frozen server fails the Stream typed.
+        const timeoutMs = options?.responseTimeoutMs ?? DEFAULT_RESPONSE_TIMEOUT_MS
+        const timer = setTimeout(() => {
+          failWith(new TransportTimeoutError({ reason: "ConnectTimeout", transport: "http", target: url, detail: `no response headers within ${timeoutMs} ms` }))
+          session.destroy()
+        }, timeoutMs)
+        session.once("close", () => clearTimeout(timer))
         session.on("error", (cause) =>
           failWith(new TransportConnectionError({ reason: "ConnectFailed", transport: "http", target: url, detail: cause.message, cause })))
         const headers: http2.OutgoingHttpHeaders = { ":method": "GET", ":path": parsed.pathname + parsed.search }
@@ -77,6 +92,7 @@ export const attach = (
           }
         }
         req.on("response", (headers) => {
+          clearTimeout(timer)
           const status = Number(headers[":status"])
           if (status !== 200) {
             let body = ""
@@ -106,7 +122,7 @@ export const attach = (
             if (over) return
             const error = decoder.end()
             if (error !== undefined) {
-              failWith(new TransportConnectionError({ reason: "StreamEndedEarly", transport: "http", target: url, detail: `stream ended before generation completed: ${error.detail}`, cause: error }))
+              failWith(new TransportConnectionError({ reason: "StreamEndedEarly", transport: "http", target: url, detail: `${STREAM_ENDED_EARLY}: ${error.detail}`, cause: error }))
             } else if (!over) {
               over = true
               Queue.endUnsafe(queue)
@@ -117,7 +133,7 @@ export const attach = (
           failWith(new TransportConnectionError({ reason: "ConnectionClosed", transport: "http", target: url, detail: cause.message, cause })))
         req.on("close", () => {
           if (!over) {
-            failWith(new TransportConnectionError({ reason: "StreamEndedEarly", transport: "http", target: url, detail: "stream ended before generation completed" }))
+            failWith(new TransportConnectionError({ reason: "StreamEndedEarly", transport: "http", target: url, detail: STREAM_ENDED_EARLY }))
           }
         })
         return session
