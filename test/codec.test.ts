@@ -618,6 +618,16 @@ describe("RequestMessage", () => {
 
 describe("stream bodies", () => {
 
+  it("refuses an item with no encoding instead of writing a body without data (undefined, a function, a symbol)", () => {
+    for (const codec of [json, msgpack]) {
+      for (const item of [undefined, () => 1, Symbol("s")]) {
+        expect(() => encodeStreamItem(codec, item)).toThrow(PayloadCodecError)
+      }
+    }
+    // nested undefined is JSON's own business (dropped from objects, null in arrays), as before
+    expect(text(encodeStreamItem(json, { a: undefined, b: [undefined] }))).toBe(`{"data":{"b":[null]},"complete_final":false}`)
+  })
+
   it("encodes items, completion and errors (json, by hand)", () => {
     expect(text(encodeStreamItem(json, { text: "hi" }))).toBe(`{"data":{"text":"hi"},"complete_final":false}`)
     expect(text(encodeStreamComplete(json))).toBe(`{"complete_final":true}`)

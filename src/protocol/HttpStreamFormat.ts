@@ -28,7 +28,7 @@ import type { StreamDecoder, StreamEncoder, StreamEvent } from "./HttpStreamEven
 import { makeNdjsonDecoder, ndjsonEncoder } from "./Ndjson.ts"
 import { json } from "./PayloadCodec.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
-import { decodeStreamBody, encodeStreamComplete, encodeStreamError } from "./RequestMessage.ts"
+import { decodeStreamBody, encodeStreamComplete, encodeStreamError, encodeStreamItem } from "./RequestMessage.ts"
 import { makeSseDecoder, sseEncoder } from "./Sse.ts"
 import { encodeFrame, makeDecoder } from "./TwoPartCodec.ts"
 import type { FrameDecoder } from "./TwoPartCodec.ts"
@@ -88,19 +88,8 @@ export const formatFromAccept = (accept: string | undefined, fallback: StreamFor
 
 const BINARY_DONE = concatBytes(encodeFrame(undefined, encodeStreamComplete(json)), SENTINEL_FRAME)
 
-const textEncoder = new TextEncoder()
-const ITEM_HEAD = textEncoder.encode(`{"data":`)
-const ITEM_TAIL = textEncoder.encode(`,"complete_final":false}`)
-
-/**
- * The body `encodeStreamItem(json, value)` writes, `{"data":<item>,"complete_final":false}`, built
- * around the item's own encoding so that an item with no JSON form (undefined, a function) throws
- * rather than vanish from the object.
- */
-const itemBody = (value: unknown): Uint8Array => concatBytes(ITEM_HEAD, json.encode(value), ITEM_TAIL)
-
 const binaryEncoder: StreamEncoder = {
-  item: (value) => encodeFrame(undefined, itemBody(value)),
+  item: (value) => encodeFrame(undefined, encodeStreamItem(json, value)),
   done: () => BINARY_DONE.slice(),
   error: (_tag, message) => encodeFrame(undefined, encodeStreamError(json, message)),
   heartbeat: () => undefined

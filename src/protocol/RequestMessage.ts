@@ -17,7 +17,7 @@
  * returned as a `ProtocolParseError`, never thrown.
  */
 import type { RequestControlMessage } from "../ConnectionInfo.ts"
-import { type PayloadCodec, payloadCodec } from "./PayloadCodec.ts"
+import { type PayloadCodec, payloadCodec, PayloadCodecError } from "./PayloadCodec.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
 import { decodeFrame, encodeFrame, type FrameDecoderOptions } from "./TwoPartCodec.ts"
 
@@ -127,10 +127,16 @@ export const decodeRequestMessage = (
 
 /**
  * Body of a call-home data frame carrying one item: `{"data": item, "complete_final": false}`.
- * Throws `PayloadCodecError` if the item has no encoding in `codec`.
+ * Throws `PayloadCodecError` if the item has no encoding in `codec` (undefined, a function or a
+ * symbol included).
  */
-export const encodeStreamItem = (codec: PayloadCodec, item: unknown): Uint8Array =>
-  codec.encode({ data: item, complete_final: false })
+export const encodeStreamItem = (codec: PayloadCodec, item: unknown): Uint8Array => {
+  // JSON would drop such a `data` key without a word, and the router would refuse the body.
+  if (item === undefined || typeof item === "function" || typeof item === "symbol") {
+    throw new PayloadCodecError(codec.name, "encode", new TypeError(`a ${typeof item} has no encoding as a stream item`))
+  }
+  return codec.encode({ data: item, complete_final: false })
+}
 
 /** Body of the last call-home data frame: `{"complete_final": true}`. */
 export const encodeStreamComplete = (codec: PayloadCodec): Uint8Array => codec.encode({ complete_final: true })
