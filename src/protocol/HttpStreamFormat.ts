@@ -131,7 +131,7 @@ class BinaryDecoder implements StreamDecoder {
     }
     const items = this.items
     const event = this.event
-    this.items = []
+    if (items.length > 0) this.items = []
     this.event = undefined
     flushItems(items, onEvent)
     if (event !== undefined) onEvent(event)

@@ -75,7 +75,7 @@ class SseDecoder implements StreamDecoder {
     if (bad !== undefined) this.failure = bad
     const items = this.items
     const event = this.event
-    this.items = []
+    if (items.length > 0) this.items = []
     this.event = undefined
     flushItems(items, onEvent)
     if (event !== undefined) onEvent(event)

@@ -78,27 +78,16 @@ export const makeInlineStream = (options: InlineStreamOptions): PendingStream & 
     const endedEarly = (detail: string) =>
       new TransportConnectionError({ reason: "StreamEndedEarly", transport: "http", target: address, detail })
     const decoder = makeStreamDecoder(format, { maxMessageSize: options.maxMessageSize })
-    // One onItems per chunk: items of the chunk's events are gathered, and handed over before
-    // an end or an error event and after the chunk.
-    let batch: Array<unknown> | undefined
-    const flush = () => {
-      const b = batch
-      if (b === undefined) return
-      batch = undefined
-      if (!finished) sink.onItems(b)
-    }
+    // One onItems per chunk: a decoder reports at most one Items event per chunk (a fresh array,
+    // handed over as it is), before its Done or Error.
     const onEvent = (e: StreamEvent) => {
       if (finished) return
       switch (e._tag) {
         case "Items":
-          if (batch === undefined) batch = e.items.slice()
-          else for (const item of e.items) batch.push(item)
-          return
+          return sink.onItems(e.items)
         case "Done":
-          flush()
           return end()
         case "Error":
-          flush()
           return fail(
             new HandlerError({ endpoint, requestId, detail: e.tag === "HandlerError" ? e.message : `${e.tag}: ${e.message}`, phase: "stream" })
           )
@@ -107,7 +96,6 @@ export const makeInlineStream = (options: InlineStreamOptions): PendingStream & 
     s.on("data", (chunk: Buffer) => {
       if (finished) return
       const error = decoder.decode(chunk, onEvent)
-      flush()
       if (error !== undefined && !finished) {
         fail(toTransportProtocolError(error, "http", address))
         reset()
@@ -116,7 +104,6 @@ export const makeInlineStream = (options: InlineStreamOptions): PendingStream & 
     s.on("end", () => {
       if (finished) return
       const error = decoder.end()
-      flush()
       if (finished) return
       // Whatever the decoder still missed, the body stopped short of its end marker.
       fail(endedEarly(`the response body ended before the end of the stream${error === undefined ? "" : `: ${error.detail}`}`))
