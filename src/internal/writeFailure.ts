@@ -41,10 +41,6 @@ export const tooLarge = (where: WriteTarget, size: number, maxMessageSize: numbe
     detail: `a ${size}-byte frame exceeds the maximum message size of ${maxMessageSize} bytes`
   })
 
-/** `Exit.void`, or the failed Exit of `error`. */
-export const resultOf = (error: ResponseWriteError | undefined): WriteResult =>
-  error === undefined ? Exit.void : Exit.fail(error)
-
 /**
  * `sendAll` in terms of `send`: the items in order, stopping at the first that cannot be written
  * (the items before it are sent, none after it), whose failure it returns.

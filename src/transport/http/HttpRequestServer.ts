@@ -76,8 +76,6 @@ export const H2_SESSION_LIMITS: http2.ServerOptions = {
   maxSessionMemory: 64
 }
 
-/** How long a new connection may take to send its first bytes (kept here for its importers). */
-export { SNIFF_TIMEOUT_MS } from "./SniffingListener.ts"
 
 const TRACE_HEADERS = ["traceparent", "tracestate", "x-request-id"] as const
 
@@ -293,5 +291,3 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
     return server
   })
 
-/** For tests and the CLI: the port a started server is bound to is in its advertised URL. */
-export const portOf = (url: string): number => Number(new URL(url).port)

@@ -43,8 +43,6 @@ import type { LogDebug, StreamEnv } from "./StreamLink.ts"
 import { MuxConnection } from "./MuxConnection.ts"
 import { OneShotConnection } from "./OneShotConnection.ts"
 
-/** The detail of every "StreamEndedEarly" failure. */
-export { STREAM_ENDED_EARLY } from "../../../protocol/CallHome.ts"
 
 /** Options of the call-home stream server. */
 export interface CallHomeServerOptions {

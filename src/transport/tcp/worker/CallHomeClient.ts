@@ -35,14 +35,13 @@ import { dial } from "./Dialer.ts"
 import { makeOneShotWriter } from "./OneShotWriter.ts"
 import type { OneShotSettings, OneShotWriter } from "./OneShotWriter.ts"
 import * as ConnectionPool from "./pool/ConnectionPool.ts"
+import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_LINGER_MS } from "./pool/PoolOptions.ts"
 
 /** The `ConnectionInfo.transport` of a one-shot call-home stream. */
 export const connectionTransport = "tcp_server"
 
-/** Bound on a call-home connect (Dynamo has none; we fail rather than hang). */
-export const DEFAULT_CONNECT_TIMEOUT_MS = 5000
-/** Bound on the wait for the router to close the socket after we ended our side. */
-export const DEFAULT_LINGER_MS = 2000
+// A call-home connect is bounded (Dynamo has none; we fail rather than hang), and so is the wait
+// for the router to close the socket after we ended our side: the pool's defaults, one-shot too.
 
 /** Options of the call-home client. */
 export interface CallHomeClientOptions {

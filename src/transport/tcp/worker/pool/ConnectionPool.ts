@@ -59,14 +59,8 @@ import { makeTargetPool } from "./TargetConnections.ts"
 import { MISS } from "./TargetPool.ts"
 import type { PoolTarget, TargetPool } from "./TargetPool.ts"
 
-/** The pool's defaults, and its options from `DYN_TCP_POOL_*` settings. */
-export {
-  DEFAULT_ACQUIRE_TIMEOUT_MS,
-  DEFAULT_CONNECT_TIMEOUT_MS,
-  DEFAULT_LINGER_MS,
-  DEFAULT_MAX_STREAMS_PER_CONNECTION,
-  optionsFromSettings
-} from "./PoolOptions.ts"
+/** The pool's options from `DYN_TCP_POOL_*` settings (its defaults are in PoolOptions.ts). */
+export { optionsFromSettings } from "./PoolOptions.ts"
 /** The pool's options, a pooled connection as the pool sees it, and a target. */
 export type { ConnectionPoolOptions } from "./PoolOptions.ts"
 export type { PooledConnection } from "./PooledConnection.ts"

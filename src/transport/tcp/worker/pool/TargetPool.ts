@@ -137,16 +137,10 @@ export class TargetPool {
         this.releaseLease(lease)
         continue
       }
-      const problem = pc.conn.problem()
-      if (problem !== undefined) {
+      const unusable = this.check(pc)
+      if (unusable !== undefined) {
         this.releaseLease(lease)
-        env.runFork(this.invalidate(pc, problem))
-        continue
-      }
-      const age = env.clock.currentTimeMillisUnsafe() - pc.createdAt
-      if (age >= env.options.maxLifetimeMs) {
-        this.releaseLease(lease)
-        env.runFork(this.retire(pc, ROTATING, { ageMs: age }))
+        env.runFork(unusable)
         continue
       }
       this.fastAcquisitions++
@@ -172,7 +166,7 @@ export class TargetPool {
     const problem = pc.conn.problem()
     if (problem !== undefined) return this.invalidate(pc, problem)
     const age = this.env.clock.currentTimeMillisUnsafe() - pc.createdAt
-    return age >= this.env.options.maxLifetimeMs ? this.retire(pc, ROTATING, { ageMs: age }) : undefined
+    return age >= this.env.options.maxLifetimeMs ? this.rotate(pc, age) : undefined
   }
 
   // ---- connection lifecycle -----------------------------------------------------------------
@@ -190,7 +184,7 @@ export class TargetPool {
     })
   }
 
-  /** Retires a connection older than maxLifetime. */
+  /** Retires a connection older than maxLifetime (drain, then close). */
   rotate(pc: PooledConnection, ageMs: number): Effect.Effect<void> {
     return this.retire(pc, ROTATING, { ageMs })
   }
