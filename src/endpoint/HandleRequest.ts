@@ -30,6 +30,8 @@ export interface RequestSetup<Req, Res, E, R> {
   readonly instanceId: bigint
   readonly transportId: TransportId
   readonly tracing: TracingMode
+  /** Debug logs are on (the call-home line is built only then). */
+  readonly debug: boolean
   readonly registry: TransportRegistryShape
   /** Decodes the payload; undefined takes it as it is. */
   readonly decode: ((payload: unknown) => Exit.Exit<Req, unknown>) | undefined
@@ -42,6 +44,8 @@ type Ended = "stop" | "kill" | "disconnect" | undefined
 /** The function that runs one request of the endpoint described by `setup`. */
 export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, E, R>) => {
   const { endpoint, registry, tracing } = setup
+  // The same for every request of the endpoint.
+  const handleAttributes = Tracing.rpcAttributes(setup.endpointPath, undefined, setup.transportId, undefined)
 
   /** The writer of the call-home connection, or undefined (logged) when there is none. */
   const callHome = (message: RequestMessage): Effect.Effect<ResponseWriter | undefined> => {
@@ -53,14 +57,14 @@ export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, 
         Effect.as(undefined)
       )
     }
-    const connect = Effect.logDebug("calling home").pipe(
-      Effect.annotateLogs("connectionTransport", connectionTransport),
-      Effect.andThen(client.connect({
-        connectionInfo: message.control.connection_info,
-        requestId: message.control.id,
-        codec: message.control.payload_codec ?? "json"
-      }))
-    )
+    const connectOnly = client.connect({
+      connectionInfo: message.control.connection_info,
+      requestId: message.control.id,
+      codec: message.control.payload_codec ?? "json"
+    })
+    const connect = setup.debug
+      ? Effect.logDebug("calling home").pipe(Effect.annotateLogs("connectionTransport", connectionTransport), Effect.andThen(connectOnly))
+      : connectOnly
     const traced = tracing === "off"
       ? connect
       : Effect.withSpan(connect, "call-home", {
@@ -125,7 +129,7 @@ export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, 
         {
           kind: "server",
           parent: Tracing.extractParent(message.headers),
-          attributes: Tracing.rpcAttributes(setup.endpointPath, undefined, setup.transportId, undefined)
+          attributes: handleAttributes
         },
         (span) => Effect.provideService(serveRequest(message, span), Tracer.ParentSpan, span)
       )

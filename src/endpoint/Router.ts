@@ -125,12 +125,14 @@ export const client = <Req = unknown, Res = unknown>(
         }
         const address = target.address
         if (tracing === "off") return callOn({ address, requestTransport, request, onItems, headers: callOptions?.headers, onOpen })
+        const sampled = tracing === "on" || Math.random() < Tracing.sampleRatio
         return Effect.useSpan(
           `send ${endpoint}`,
           {
             kind: "client",
-            sampled: tracing === "on" || Math.random() < Tracing.sampleRatio,
-            attributes: Tracing.rpcAttributes(endpointPath, address, requestTransport.registration.transport_id, responseId)
+            sampled,
+            // An unsampled span is never exported: its attributes (a URL parse for http) are not built.
+            attributes: sampled ? Tracing.rpcAttributes(endpointPath, address, requestTransport.registration.transport_id, responseId) : undefined
           },
           (span) => {
             let items = 0

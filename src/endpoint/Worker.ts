@@ -7,7 +7,7 @@
  * It does not run a request itself (`HandleRequest.ts` does: call-home, prologue, handler, end
  * of stream) nor write items (`Emit.ts`).
  */
-import { Effect, FiberSet, Schema, Stream } from "effect"
+import { Effect, FiberSet, LogLevel, References, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import { Discovery } from "../Discovery.ts"
 import type { DiscoveryError } from "../Discovery.ts"
@@ -97,6 +97,8 @@ export const serveEmit = <Req, Res, E = never, R = never>(
       instanceId,
       transportId,
       tracing: config.tracing,
+      // Read once: a request builds its debug line only when debug logs are on.
+      debug: LogLevel.isGreaterThanOrEqualTo("Debug", yield* References.MinimumLogLevel),
       registry,
       decode: options.requestSchema === undefined ? undefined : Schema.decodeUnknownExit(options.requestSchema),
       handler
