@@ -300,6 +300,14 @@ describe("pure HTTP mode (http request plane + http response plane)", () => {
       refused.prologue("invalid request: n")
       expect(status).toBe(422)
       expect(JSON.parse(written[0]!)).toEqual({ error: "invalid request: n", tag: "HandlerError", phase: "prologue" })
+      // An error text that does not fit in one event is replaced by one that does: the stream still fails.
+      written.length = 0
+      const failing = makeInlineWriter(fake("ndjson"), { maxMessageSize: 200 })
+      failing.prologue()
+      failing.fail("x".repeat(1000))
+      await sleep(5)
+      const lines = written.join("").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l))
+      expect(lines).toEqual([{ event: "error", tag: "HandlerError", message: "handler failed; its error text exceeds the maximum message size" }])
     })()
   })
 

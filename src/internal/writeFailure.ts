@@ -52,3 +52,12 @@ export const sendEach = (send: (item: unknown) => WriteResult, items: ReadonlyAr
   }
   return Exit.void
 }
+
+/** What replaces a handler's error text that does not fit in one frame: the stream still fails. */
+export const ERROR_TEXT_TOO_LARGE = "handler failed; its error text exceeds the maximum message size"
+
+/** `encode(message)`, or `encode(ERROR_TEXT_TOO_LARGE)` when that is more than `maxBytes`. */
+export const errorWithin = (encode: (message: string) => Uint8Array, message: string, maxBytes: number): Uint8Array => {
+  const body = encode(message)
+  return body.length <= maxBytes ? body : encode(ERROR_TEXT_TOO_LARGE)
+}

@@ -69,10 +69,11 @@ export const attach = (
         const session = http2.connect(parsed.origin, {
           createConnection: () => net.connect({ host: parsed.hostname, port: Number(parsed.port || 80), noDelay: true })
         })
-        // Connecting and the response headers are bounded: a frozen server fails the Stream typed.
+        // Connecting, the response headers (and an error answer's body) are bounded: a frozen
+        // server fails the Stream typed.
         const timeoutMs = options?.responseTimeoutMs ?? DEFAULT_RESPONSE_TIMEOUT_MS
         const timer = setTimeout(() => {
-          failWith(new TransportTimeoutError({ reason: "ConnectTimeout", transport: "http", target: url, detail: `no response headers within ${timeoutMs} ms` }))
+          failWith(new TransportTimeoutError({ reason: "ConnectTimeout", transport: "http", target: url, detail: `no response (its headers, or an error answer's whole body) within ${timeoutMs} ms` }))
           session.destroy()
         }, timeoutMs)
         session.once("close", () => clearTimeout(timer))
@@ -92,16 +93,19 @@ export const attach = (
           }
         }
         req.on("response", (headers) => {
-          clearTimeout(timer)
           const status = Number(headers[":status"])
           if (status !== 200) {
+            // The error body is read within the same bound, and at most its first 4 KiB are kept.
             let body = ""
             req.setEncoding("utf8")
-            req.on("data", (t: string) => (body += t.length < 4096 ? t : ""))
+            req.on("data", (t: string) => {
+              if (body.length < 4096) body += t.slice(0, 4096 - body.length)
+            })
             req.on("end", () =>
               failWith(new TransportProtocolError({ reason: status === 404 ? "UnknownSubject" : "BadStatus", transport: "http", target: url, detail: `HTTP ${status}: ${body}` })))
             return
           }
+          clearTimeout(timer)
           const ct = headers["content-type"]
           const chosen = formatOfContentType(Array.isArray(ct) ? ct[0] : ct) ?? format
           if (chosen === undefined) {

@@ -28,7 +28,7 @@ import type { TransportError } from "../../TransportError.ts"
 import { ResponseWriteError, TransportConnectionError, TransportTimeoutError } from "../../TransportError.ts"
 import { Waiters } from "../../internal/Waiters.ts"
 import { WriteBatcher } from "../../internal/WriteBatcher.ts"
-import { tooLarge, sendEach } from "../../internal/writeFailure.ts"
+import { errorWithin, sendEach, tooLarge } from "../../internal/writeFailure.ts"
 import type { WriteTarget } from "../../internal/writeFailure.ts"
 
 /** The response side of one exchange, whichever HTTP version carries it. */
@@ -171,7 +171,7 @@ export const openResponseStream = (options: ResponseStreamOptions): ResponseStre
   const terminal = (event: Exclude<Held, { _tag: "Item" }>) => {
     ending = true
     if (state === PENDING) held.push(event)
-    else if (state === ATTACHED) writes.push(event._tag === "Error" ? encoder.error(event.tag, event.message) : encoder.done())
+    else if (state === ATTACHED) writes.push(event._tag === "Error" ? errorWithin((m) => encoder.error(event.tag, m), event.message, maxMessageSize) : encoder.done())
     waiters.wake()
   }
 
@@ -206,12 +206,26 @@ export const openResponseStream = (options: ResponseStreamOptions): ResponseStre
       if (h._tag === "Item") {
         const bytes = sameFormat ? h.bytes : encode(h.value)
         if (bytes instanceof ResponseWriteError) {
-          writes.push(encoder.error("stream", bytes.message))
+          // A held item the client's format cannot carry: the stream ends here with an error
+          // event, and its writer hears that it is over (nothing more is written after the end).
+          writes.push(errorWithin((m) => encoder.error("stream", m), bytes.message, maxMessageSize))
+          const error = new TransportConnectionError({
+            reason: "SendFailed",
+            transport: "http",
+            target: url,
+            detail: `a held item could not be re-encoded for the client's format: ${bytes.message}`
+          })
+          const wasEnding = ending
+          ending = true
+          if (!wasEnding) {
+            disconnect = error
+            disconnectReceiver?.(error)
+          }
           break
         }
         writes.push(bytes)
       } else if (h._tag === "Done") writes.push(encoder.done())
-      else writes.push(encoder.error(h.tag, h.message))
+      else writes.push(errorWithin((m) => encoder.error(h.tag, m), h.message, maxMessageSize))
     }
     writes.requestFlush()
     waiters.wake()

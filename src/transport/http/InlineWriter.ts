@@ -27,7 +27,7 @@ import type { TransportError } from "../../TransportError.ts"
 import { Waiters } from "../../internal/Waiters.ts"
 import { WriteBatcher } from "../../internal/WriteBatcher.ts"
 import type { FlushSchedule } from "../../internal/WriteBatcher.ts"
-import { tooLarge, sendEach } from "../../internal/writeFailure.ts"
+import { errorWithin, sendEach, tooLarge } from "../../internal/writeFailure.ts"
 import type { WriteTarget } from "../../internal/writeFailure.ts"
 import type { InlineExchange } from "./HttpInlineHub.ts"
 
@@ -157,7 +157,7 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
     fail: (message) => {
       if (state !== OPEN) return
       start()
-      push(encoder.error("HandlerError", message))
+      push(errorWithin((m) => encoder.error("HandlerError", m), message, maxMessageSize))
       finish()
     },
     complete: () => {

@@ -23,7 +23,7 @@ import type { ResponseWriter, WriteResult } from "../../../ResponsePlane.ts"
 import { ResponseWriteError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
 import { Waiters } from "../../../internal/Waiters.ts"
-import { encodeItem, sendEach, tooLarge } from "../../../internal/writeFailure.ts"
+import { encodeItem, errorWithin, sendEach, tooLarge } from "../../../internal/writeFailure.ts"
 import type { WriteTarget } from "../../../internal/writeFailure.ts"
 import type { HeldFrame, WindowedStream } from "./SendWindow.ts"
 
@@ -48,7 +48,6 @@ export interface StreamHost {
   whenWritable(s: MuxStream, f: () => void): boolean
 }
 
-const ERROR_TOO_LARGE = "handler failed; its error text exceeds the maximum message size"
 /** The Reset payload of a writer closed without `complete`. */
 const RESET_CLOSED = encodeResetPayload("closed by the worker")
 
@@ -110,9 +109,7 @@ export class MuxStream implements ResponseWriter, WindowedStream {
 
   fail(message: string): void {
     if (this.state !== StreamState.Open) return
-    const body = encodeStreamError(this.codec, message)
-    // An error text too large for a frame is replaced by one that fits: the stream still fails.
-    this.host.enqueue(this, MuxKind.Data, this.oversized(body) === undefined ? body : encodeStreamError(this.codec, ERROR_TOO_LARGE))
+    this.host.enqueue(this, MuxKind.Data, errorWithin((m) => encodeStreamError(this.codec, m), message, this.host.maxMessageSize - MUX_HEADER_SIZE))
     this.host.finish(this)
   }
 

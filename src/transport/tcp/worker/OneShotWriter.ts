@@ -37,7 +37,7 @@ import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import { Waiters } from "../../../internal/Waiters.ts"
 import { WriteBatcher } from "../../../internal/WriteBatcher.ts"
 import type { FlushSchedule } from "../../../internal/WriteBatcher.ts"
-import { encodeItem, tooLarge, sendEach } from "../../../internal/writeFailure.ts"
+import { encodeItem, errorWithin, sendEach, tooLarge } from "../../../internal/writeFailure.ts"
 import type { WriteTarget } from "../../../internal/writeFailure.ts"
 
 /** What every one-shot writer of a client shares. */
@@ -188,9 +188,7 @@ export const makeOneShotWriter = (
     sendAll: (items) => sendEach(writer.send, items),
     fail: (message) => {
       if (state !== OPEN) return
-      const body = encodeStreamError(codec, message)
-      // An error text too large for a frame is replaced by one that fits: the stream still fails.
-      pushData(oversized(body) === undefined ? body : encodeStreamError(codec, "handler failed; its error text exceeds the maximum message size"))
+      pushData(errorWithin((m) => encodeStreamError(codec, m), message, maxMessageSize - FRAME_PREFIX_SIZE))
       finish()
     },
     complete: () => {
