@@ -84,6 +84,15 @@ describe("demo (npm start)", () => {
     for (const line of stderr.trim().split("\n")) expect(line).toMatch(logfmtLine)
   }, 60_000)
 
+  it("refuses a --data that is not JSON with a logfmt line naming the flag, and exit 1", async () => {
+    const { code, stdout, stderr } = await runCli(["call", "a.b.c", "--data", "{nope"], cleanEnv())
+    expect(code).toBe(1)
+    expect(stdout).toBe("")
+    expect(stderr).toMatch(logfmtLine)
+    expect(stderr).toContain("error=InvalidFlag")
+    expect(stderr).toContain("--data: not valid JSON")
+  })
+
   it("streams over the configured mode and marks it in a table of every built mode", async () => {
     const { code, stdout, stderr } = await runCli(
       ["demo", "--requests", "20", "--in-flight", "4", "--prompt", "alpha beta gamma"],

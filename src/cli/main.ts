@@ -44,6 +44,13 @@ const LogFormatFlag = GlobalFlag.Setting("log-format")({
 /** A command failed and its failure has been logged; the process exits 1. */
 class CommandFailed extends Data.TaggedError("CommandFailed")<{}> {}
 
+/** A flag's value that cannot be used: which flag, and why. */
+class InvalidFlag extends Data.TaggedError("InvalidFlag")<{ readonly flag: string; readonly detail: string }> {
+  override get message(): string {
+    return `${this.flag}: ${this.detail}`
+  }
+}
+
 /** Logs a failure: a bad configuration as one line per bad variable, anything else as one line. */
 const reportFailure = (cause: Cause.Cause<unknown>): Effect.Effect<void> => {
   const configErrors = cause.reasons.flatMap((r) => (r._tag === "Fail" && r.error instanceof TransportConfigError ? [r.error] : []))
@@ -67,6 +74,12 @@ const reportFailure = (cause: Cause.Cause<unknown>): Effect.Effect<void> => {
  * `--log-level`, DYN_LOG_FORMAT, `--log-format`), provides the settings, and logs any failure
  * in that format before failing with `CommandFailed`.
  */
+/** A command's failure: logged (unless it is an interruption), then `CommandFailed` (exit 1). */
+const failed = (cause: Cause.Cause<unknown>): Effect.Effect<never, CommandFailed> =>
+  Cause.hasInterruptsOnly(cause)
+    ? Effect.failCause(cause as Cause.Cause<never>)
+    : reportFailure(cause).pipe(Effect.andThen(Effect.fail(new CommandFailed())))
+
 const runCommand = <A, E, R>(
   defaults: Readonly<Record<string, string>>,
   program: Effect.Effect<A, E, R>
@@ -75,20 +88,14 @@ const runCommand = <A, E, R>(
     const formatFlag = yield* LogFormatFlag
     const levelFlag = yield* GlobalFlag.LogLevel
     const early: LogFormat = Option.isSome(formatFlag) ? formatFlag.value : yield* loadLogFormat
-    const failed = (format: LogFormat) => (cause: Cause.Cause<unknown>): Effect.Effect<never, CommandFailed> =>
-      Cause.hasInterruptsOnly(cause)
-        ? Effect.failCause(cause as Cause.Cause<never>)
-        : reportFailure(cause).pipe(
-          Effect.provide(Logging.layer({ log: "info", format })),
-          Effect.andThen(Effect.fail(new CommandFailed()))
-        )
-    const settings = yield* load.pipe(Effect.catchCause(failed(early)))
+    // Before the settings are known, failures are reported at info level in the early format.
+    const settings = yield* load.pipe(
+      Effect.catchCause((cause) => failed(cause).pipe(Effect.provide(Logging.layer({ log: "info", format: early }))))
+    )
     const format = Option.isSome(formatFlag) ? formatFlag.value : settings.logFormat
     const logging = Logging.layer({ log: settings.log, format, level: Option.getOrUndefined(levelFlag) })
     return yield* program.pipe(
-      Effect.catchCause((cause): Effect.Effect<never, E | CommandFailed> =>
-        Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause) : reportFailure(cause).pipe(Effect.andThen(Effect.fail(new CommandFailed())))
-      ),
+      Effect.catchCause(failed),
       Effect.provideService(TransportConfig, settings),
       Effect.provide(logging)
     )
@@ -195,7 +202,7 @@ const callCommand = Command.make(
       Effect.gen(function*() {
         const data = yield* Effect.try({
           try: () => JSON.parse(options.data) as unknown,
-          catch: (e) => new Error(`--data is not valid JSON: ${(e as Error).message}`)
+          catch: (e) => new InvalidFlag({ flag: "--data", detail: `not valid JSON: ${(e as Error).message}` })
         })
         yield* call({
           endpoint: options.endpoint,
