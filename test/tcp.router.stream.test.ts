@@ -62,7 +62,8 @@ const harness = (env: Partial<StreamEnv> = {}) => {
     },
     SUBJECT,
     ADDRESS,
-    { requestId: "req-1", endpoint: "ns.c.e", codec: "json", sink }
+    { requestId: "req-1", endpoint: "ns.c.e", codec: "json", sink },
+    { transport: "tcp_server", info: "{}" }
   )
   table.set(SUBJECT, stream)
   /** Terminal callbacks so far. */

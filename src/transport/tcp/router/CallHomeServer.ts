@@ -184,18 +184,13 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
 
     const openNow = (address: string, openOptions: OpenStreamOptions): PendingStream => {
       const subject = crypto.randomUUID()
-      const stream = new CallHomeStream(env, subject, address, openOptions)
+      const connectionInfo = muxEnabled
+        ? muxConnectionInfo({ address, frontend_server_id: frontendServerId, stream_id: subject, context: openOptions.requestId })
+        : tcpConnectionInfo({ address, subject, context: openOptions.requestId, stream_type: "response" })
+      // The stream is the PendingStream itself (its methods are the consumer's side).
+      const stream = new CallHomeStream(env, subject, address, openOptions, connectionInfo)
       streams.set(subject, stream)
-      return {
-        connectionInfo: muxEnabled
-          ? muxConnectionInfo({ address, frontend_server_id: frontendServerId, stream_id: subject, context: openOptions.requestId })
-          : tcpConnectionInfo({ address, subject, context: openOptions.requestId, stream_type: "response" }),
-        isDone: () => stream.isDone(),
-        pause: () => stream.pause(),
-        resume: () => stream.resume(),
-        control: (message) => stream.control(message),
-        close: () => stream.close()
-      }
+      return stream
     }
 
     const server: CallHomeServer = {

@@ -29,7 +29,8 @@ import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
 import type { ProtocolParseError } from "../../../protocol/ProtocolError.ts"
 import { decodeStreamBody } from "../../../protocol/RequestMessage.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
-import type { OpenStreamOptions, ResponseSink } from "../../../ResponsePlane.ts"
+import type { ConnectionInfo } from "../../../ConnectionInfo.ts"
+import type { OpenStreamOptions, PendingStream, ResponseSink } from "../../../ResponsePlane.ts"
 import {
   HandlerError,
   TransportConnectionError,
@@ -57,9 +58,11 @@ export const Phase = {
 export type Phase = (typeof Phase)[keyof typeof Phase]
 
 /** One router-side call-home stream; see the module comment. */
-export class CallHomeStream {
+export class CallHomeStream implements PendingStream {
   /** The stream's single-use subject (a mux stream's id). */
   readonly subject: string
+  /** The call-home address to send with the request. */
+  readonly connectionInfo: ConnectionInfo
   private readonly requestId: string
   private readonly endpoint: string
   private readonly codec: PayloadCodec
@@ -79,10 +82,14 @@ export class CallHomeStream {
   private callHomeTimer: ReturnType<typeof setTimeout> | undefined
   private sentinelTimer: ReturnType<typeof setTimeout> | undefined = undefined
 
-  /** Opens a stream waiting for its worker, which `address` names in the call-home timeout. */
-  constructor(env: StreamEnv, subject: string, address: string, options: OpenStreamOptions) {
+  /**
+   * Opens a stream waiting for its worker, which `address` names in the call-home timeout;
+   * `connectionInfo` is the call-home address that travels with the request.
+   */
+  constructor(env: StreamEnv, subject: string, address: string, options: OpenStreamOptions, connectionInfo: ConnectionInfo) {
     this.env = env
     this.subject = subject
+    this.connectionInfo = connectionInfo
     this.requestId = options.requestId
     this.endpoint = options.endpoint
     this.codec = payloadCodec(options.codec)
