@@ -42,6 +42,7 @@ import { CallHomeStream, Phase } from "./CallHomeStream.ts"
 import type { LogDebug, StreamEnv } from "./StreamLink.ts"
 import { MuxConnection } from "./MuxConnection.ts"
 import { OneShotConnection } from "./OneShotConnection.ts"
+import { makeDebugLog } from "../../../internal/debugLog.ts"
 
 
 /** Options of the call-home stream server. */
@@ -115,14 +116,7 @@ export const DEFAULT_MUX_KEEPALIVE_MS = 60_000
  */
 export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServer, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const runSync = Effect.runSyncWith(yield* Effect.context<never>())
-    const logDebug: LogDebug = (message, annotations) => {
-      try {
-        runSync(Effect.logDebug(message).pipe(Effect.annotateLogs(annotations)))
-      } catch {
-        // logging must never break the socket path
-      }
-    }
+    const logDebug: LogDebug = (yield* makeDebugLog("transport.tcp.router")).now
     const muxEnabled = options.mux === true
     const frontendServerId = options.frontendServerId ?? crypto.randomUUID()
     const muxKeepaliveMs = options.muxKeepaliveMs ?? DEFAULT_MUX_KEEPALIVE_MS

@@ -5,8 +5,9 @@
  *
  * It decides nothing itself.
  */
-import { Clock, Effect, LogLevel, References } from "effect"
+import { Clock, Effect } from "effect"
 import type { Context, Fiber } from "effect"
+import { makeDebugLog } from "../../../../internal/debugLog.ts"
 import type { ResolvedPoolOptions } from "./PoolOptions.ts"
 
 const MODULE = "transport.tcp.pool"
@@ -19,7 +20,7 @@ export interface PoolEnv {
   readonly debug: boolean
   /** A debug log (a no-op Effect when debug is off). */
   readonly log: (message: string, annotations: Record<string, unknown>) => Effect.Effect<void>
-  /** A debug log from a socket callback (not per frame): one small fiber, only when debug is on. */
+  /** A debug log from a socket callback (not per frame), only when debug is on. */
   readonly logNow: (message: string, annotations: Record<string, unknown>) => void
   /** Runs an effect with the pool's context, not the default runtime's. */
   readonly runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.Fiber<A, E>
@@ -33,17 +34,13 @@ export const makePoolEnv = (options: ResolvedPoolOptions): Effect.Effect<PoolEnv
     const context = (yield* Effect.context<never>()) as Context.Context<never>
     const runFork = Effect.runForkWith(context)
     const clock = yield* Clock.Clock
-    const debug = LogLevel.isGreaterThanOrEqualTo("Debug", yield* References.MinimumLogLevel)
-    const log = (message: string, annotations: Record<string, unknown>): Effect.Effect<void> =>
-      debug ? Effect.logDebug(message).pipe(Effect.annotateLogs({ module: MODULE, ...annotations })) : Effect.void
+    const debugLog = yield* makeDebugLog(MODULE)
     return {
       options,
       clock,
-      debug,
-      log,
-      logNow: (message, annotations) => {
-        if (debug) runFork(log(message, annotations))
-      },
+      debug: debugLog.enabled,
+      log: debugLog.log,
+      logNow: debugLog.now,
       runFork: (effect) => runFork(effect),
       closed: false
     }
