@@ -4,7 +4,7 @@
  */
 import { networkInterfaces } from "node:os"
 import type { Server } from "node:net"
-import { Effect } from "effect"
+import { Effect, Semaphore } from "effect"
 import type { TransportId } from "../Transport.ts"
 import { TransportConnectionError } from "../TransportError.ts"
 
@@ -43,4 +43,26 @@ export const listen = (server: Server, host: string, port: number, transport: Tr
     server.once("error", onError)
     server.once("listening", onListening)
     server.listen(port, host)
+  })
+
+/**
+ * An Effect that starts `server` listening the first time it runs and succeeds with the bound
+ * port; later runs return that port. Concurrent first runs wait for the same listen (one permit),
+ * and a failed listen is tried again by the next run.
+ */
+export const listenOnce = (
+  server: Server,
+  host: string,
+  port: number,
+  transport: TransportId
+): Effect.Effect<Effect.Effect<number, TransportConnectionError>> =>
+  Effect.map(Semaphore.make(1), (lock) => {
+    let bound: number | undefined
+    return lock.withPermits(1)(
+      Effect.suspend(() =>
+        bound !== undefined
+          ? Effect.succeed(bound)
+          : Effect.map(listen(server, host, port, transport), (p) => (bound = p))
+      )
+    )
   })

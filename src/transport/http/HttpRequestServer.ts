@@ -19,7 +19,7 @@
  */
 import * as http from "node:http"
 import * as http2 from "node:http2"
-import { Effect, Semaphore } from "effect"
+import { Effect } from "effect"
 import type { Scope } from "effect"
 import { toTransportProtocolError } from "../../internal/protocolError.ts"
 import { ProtocolParseError } from "../../protocol/ProtocolError.ts"
@@ -30,7 +30,7 @@ import type { RequestControlMessage } from "../../ConnectionInfo.ts"
 import type { TransportType } from "../../Instance.ts"
 import { instanceSubject } from "../../RequestPlane.ts"
 import type { RequestHandler, RequestPlaneServer } from "../../RequestPlane.ts"
-import { advertisedHost, hostPort, listen } from "../../internal/net.ts"
+import { advertisedHost, hostPort, listenOnce } from "../../internal/net.ts"
 import { fromH1Response, fromH2Stream } from "./InlineExchange.ts"
 import { formatOfInfo, HTTP_INLINE, inlineInfo } from "./HttpInlineHub.ts"
 import type { HttpInlineHubShape, InlineExchange } from "./HttpInlineHub.ts"
@@ -253,21 +253,8 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
     // One port: the HTTP/2 preface goes to h2, anything else to HTTP/1.1.
     const front = makeSniffingListener(h1, h2)
 
-    // Listening starts on the first register, once: concurrent first registers wait for the
-    // same listen (one permit), and a failed listen is tried again by the next register.
-    let listening = false
-    let boundPort = options.port
-    const startLock = yield* Semaphore.make(1)
-    const start = startLock.withPermits(1)(
-      Effect.suspend(() =>
-        listening
-          ? Effect.void
-          : Effect.map(listen(front.server, options.host, options.port, "http"), (port) => {
-            boundPort = port
-            listening = true
-          })
-      )
-    )
+    // Listening starts on first use, once (a failed listen is tried again); `start` gives the port.
+    const start = yield* listenOnce(front.server, options.host, options.port, "http")
 
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => front.close())
@@ -278,7 +265,7 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       transport: "http",
       register: (key, handler) =>
         Effect.gen(function*() {
-          yield* start
+          const boundPort = yield* start
           const subject = instanceSubject(key)
           yield* Effect.acquireRelease(
             Effect.sync(() => handlers.set(subject, handler)),

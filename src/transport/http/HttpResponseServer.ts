@@ -26,14 +26,14 @@
 import { randomBytes } from "node:crypto"
 import * as http from "node:http"
 import * as http2 from "node:http2"
-import { Context, Effect, Layer, Semaphore } from "effect"
+import { Context, Effect, Layer } from "effect"
 import type { Scope } from "effect"
 import { contentTypeOf, formatFromAccept, makeEncoder } from "../../protocol/HttpStreamFormat.ts"
 import type { StreamFormat } from "../../protocol/HttpStreamFormat.ts"
 import type { ResponseWriter } from "../../ResponsePlane.ts"
 import { TransportConfig } from "../../TransportConfig.ts"
 import type { TransportConnectionError } from "../../TransportError.ts"
-import { advertisedHost, hostPort, listen } from "../../internal/net.ts"
+import { advertisedHost, hostPort, listenOnce } from "../../internal/net.ts"
 import { openResponseStream } from "./HttpResponseStream.ts"
 import type { ResponseExchange, ResponseStream } from "./HttpResponseStream.ts"
 import { makeSniffingListener } from "./SniffingListener.ts"
@@ -180,19 +180,8 @@ export const make = (options: HttpResponseServerOptions): Effect.Effect<HttpResp
 
     const front = makeSniffingListener(h1, h2)
 
-    let listening = false
-    let boundPort = options.port
-    const startLock = yield* Semaphore.make(1)
-    const start = startLock.withPermits(1)(
-      Effect.suspend(() =>
-        listening
-          ? Effect.void
-          : Effect.map(listen(front.server, options.host, options.port, "http"), (port) => {
-            boundPort = port
-            listening = true
-          })
-      )
-    )
+    // Listening starts on first use, once (a failed listen is tried again); `start` gives the port.
+    const start = yield* listenOnce(front.server, options.host, options.port, "http")
     const open = new Set<ResponseStream>()
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
@@ -226,7 +215,7 @@ export const make = (options: HttpResponseServerOptions): Effect.Effect<HttpResp
 
     return {
       createResponseStream: (streamOptions) =>
-        Effect.map(start, () => {
+        Effect.map(start, (boundPort) => {
           const subject = randomBytes(16).toString("hex")
           const url = `http://${hostPort(host, boundPort)}${root}/${subject}`
           const writer = openStream(subject, url, streamOptions?.timeoutMs ?? options.timeoutMs)
