@@ -22,6 +22,7 @@
  * `PayloadCodecError`, for a value with no JSON form), write sockets, keep timers (the writer
  * sends `heartbeat()` on its own clock), or use Effect.
  */
+import type { StreamFormat } from "../TransportConfig.ts"
 import { isSentinel, SENTINEL_FRAME } from "./CallHome.ts"
 import { afterEnd, concatBytes, endedWithoutMarker, flushItems } from "./HttpStreamEvent.ts"
 import type { StreamDecoder, StreamEncoder, StreamEvent } from "./HttpStreamEvent.ts"
@@ -35,8 +36,8 @@ import type { FrameDecoder } from "./TwoPartCodec.ts"
 
 export type { StreamDecoder, StreamEncoder, StreamEvent } from "./HttpStreamEvent.ts"
 
-/** A response stream format of the HTTP response plane (`DYN_HTTP_RESPONSE_STREAM_FORMAT`). */
-export type StreamFormat = "sse" | "ndjson" | "binary"
+/** The three formats (the type is the domain's: `DYN_HTTP_RESPONSE_STREAM_FORMAT` names one). */
+export type { StreamFormat } from "../TransportConfig.ts"
 
 /** Every format, in order of preference. */
 export const STREAM_FORMATS: ReadonlyArray<StreamFormat> = ["sse", "ndjson", "binary"]

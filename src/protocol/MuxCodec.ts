@@ -92,7 +92,7 @@ const isNil = (b: Uint8Array, o: number): boolean => {
   return true
 }
 
-const malformed = (_options: MuxDecoderOptions, detail: string): ProtocolParseError =>
+const malformed = (detail: string): ProtocolParseError =>
   new ProtocolParseError("MalformedFrame", detail)
 
 /**
@@ -108,27 +108,27 @@ const checkHeader = (src: Uint8Array, o: number, options: MuxDecoderOptions): Pr
       `mux frame of ${MUX_HEADER_SIZE + len} bytes (24-byte header + payload_len ${len}) exceeds the maximum message size of ${options.maxMessageSize} bytes`
     )
   }
-  if (kind < 1 || kind > 8) return malformed(options, `unknown mux frame kind ${kind}`)
-  if (src[o + 5] !== 0) return malformed(options, `mux ${kindName(kind)} frame has flags ${src[o + 5]}, expected 0`)
+  if (kind < 1 || kind > 8) return malformed(`unknown mux frame kind ${kind}`)
+  if (src[o + 5] !== 0) return malformed(`mux ${kindName(kind)} frame has flags ${src[o + 5]}, expected 0`)
   if (src[o + 6] !== 0 || src[o + 7] !== 0) {
-    return malformed(options, `mux ${kindName(kind)} frame has reserved bits ${(src[o + 6]! << 8) | src[o + 7]!}, expected 0`)
+    return malformed(`mux ${kindName(kind)} frame has reserved bits ${(src[o + 6]! << 8) | src[o + 7]!}, expected 0`)
   }
   const nil = isNil(src, o + 8)
   switch (kind) {
     case MuxKind.ConnectionAck:
-      if (len !== 8) return malformed(options, `mux ConnectionAck payload is ${len} bytes, expected 8`)
-      if (!nil) return malformed(options, "mux ConnectionAck carries a non-nil stream id")
+      if (len !== 8) return malformed(`mux ConnectionAck payload is ${len} bytes, expected 8`)
+      if (!nil) return malformed("mux ConnectionAck carries a non-nil stream id")
       return undefined
     case MuxKind.WindowUpdate:
-      if (len !== 4) return malformed(options, `mux WindowUpdate payload is ${len} bytes, expected 4`)
+      if (len !== 4) return malformed(`mux WindowUpdate payload is ${len} bytes, expected 4`)
       break
     case MuxKind.Stop:
     case MuxKind.Kill:
     case MuxKind.End:
-      if (len !== 0) return malformed(options, `mux ${kindName(kind)} frame carries a ${len}-byte payload, expected none`)
+      if (len !== 0) return malformed(`mux ${kindName(kind)} frame carries a ${len}-byte payload, expected none`)
       break
   }
-  if (nil) return malformed(options, `mux ${kindName(kind)} frame has the nil stream id, which only a ConnectionAck may carry`)
+  if (nil) return malformed(`mux ${kindName(kind)} frame has the nil stream id, which only a ConnectionAck may carry`)
   return undefined
 }
 
@@ -237,15 +237,13 @@ export const streamKey = (id: Uint8Array): string => {
  */
 export const decodeMuxFrame = (bytes: Uint8Array, options: MuxDecoderOptions): MuxFrame | ProtocolParseError => {
   if (bytes.length < MUX_HEADER_SIZE) {
-    return malformed(options, `truncated mux frame: ${bytes.length} bytes, shorter than the 24-byte header`)
+    return malformed(`truncated mux frame: ${bytes.length} bytes, shorter than the 24-byte header`)
   }
   const bad = checkHeader(bytes, 0, options)
   if (bad !== undefined) return bad
   const total = MUX_HEADER_SIZE + u32(bytes, 0)
   if (bytes.length !== total) {
-    return malformed(
-      options,
-      bytes.length < total
+    return malformed(bytes.length < total
         ? `truncated mux frame: ${bytes.length} of ${total} bytes`
         : `${bytes.length - total} trailing bytes after a ${total}-byte mux frame`
     )

@@ -75,7 +75,6 @@ const u64Big = (b: Uint8Array, o: number): bigint => (BigInt(u32(b, o)) << 32n) 
 const hex64 = (v: bigint): string => `0x${v.toString(16).padStart(16, "0")}`
 
 const protocolError = (
-  _options: FrameDecoderOptions,
   reason: "MalformedFrame" | "MessageTooLarge" | "ChecksumMismatch",
   detail: string,
   cause?: unknown
@@ -95,30 +94,22 @@ const checkPrefix = (src: Uint8Array, o: number, options: FrameDecoderOptions): 
   // Error path only: exact arithmetic, whatever the lengths.
   const h = u64Big(src, o)
   const b = u64Big(src, o + 8)
-  return protocolError(
-    options,
-    "MessageTooLarge",
+  return protocolError("MessageTooLarge",
     `frame of ${24n + h + b} bytes (24-byte prefix + header_len ${h} + body_len ${b}) exceeds the maximum message size of ${options.maxMessageSize} bytes`
   )
 }
 
 /** Verifies a non-zero checksum over `region` (= header ‖ body). */
-const checkChecksum = (
-  region: Uint8Array,
-  expected: bigint,
-  options: FrameDecoderOptions
-): ProtocolParseError | undefined => {
+const checkChecksum = (region: Uint8Array, expected: bigint): ProtocolParseError | undefined => {
   let actual: bigint
   try {
     actual = xxh3_64(region)
   } catch (cause) {
-    return protocolError(options, "ChecksumMismatch", "cannot verify a non-zero checksum: xxh3 unavailable", cause)
+    return protocolError("ChecksumMismatch", "cannot verify a non-zero checksum: xxh3 unavailable", cause)
   }
   return actual === expected
     ? undefined
-    : protocolError(
-      options,
-      "ChecksumMismatch",
+    : protocolError("ChecksumMismatch",
       `frame checksum ${hex64(expected)} does not match xxh3_64 ${hex64(actual)} of its ${region.length} header+body bytes`
     )
 }
@@ -177,9 +168,7 @@ export const encodeHeaderOnlyJson = (value: unknown): Uint8Array => {
  */
 export const decodeFrame = (bytes: Uint8Array, options: FrameDecoderOptions): Frame | ProtocolParseError => {
   if (bytes.length < FRAME_PREFIX_SIZE) {
-    return protocolError(
-      options,
-      "MalformedFrame",
+    return protocolError("MalformedFrame",
       `truncated frame: ${bytes.length} bytes, shorter than the 24-byte prefix`
     )
   }
@@ -189,16 +178,14 @@ export const decodeFrame = (bytes: Uint8Array, options: FrameDecoderOptions): Fr
   const b = u32(bytes, 8) * TWO_32 + u32(bytes, 12)
   const total = FRAME_PREFIX_SIZE + h + b
   if (bytes.length !== total) {
-    return protocolError(
-      options,
-      "MalformedFrame",
+    return protocolError("MalformedFrame",
       bytes.length < total
         ? `truncated frame: ${bytes.length} of ${total} bytes (header_len ${h}, body_len ${b})`
         : `${bytes.length - total} trailing bytes after a ${total}-byte frame (header_len ${h}, body_len ${b})`
     )
   }
   if (u32(bytes, 16) !== 0 || u32(bytes, 20) !== 0) {
-    const bad = checkChecksum(bytes.subarray(FRAME_PREFIX_SIZE), u64Big(bytes, 16), options)
+    const bad = checkChecksum(bytes.subarray(FRAME_PREFIX_SIZE), u64Big(bytes, 16))
     if (bad !== undefined) return bad
   }
   return {
@@ -223,7 +210,7 @@ class TwoPartDecoder extends FrameAssembler<FrameHandler> implements FrameDecode
     const hi = u32(prefix, p + 16)
     const lo = u32(prefix, p + 20)
     if (hi !== 0 || lo !== 0) {
-      const bad = checkChecksum(rest.subarray(start, end), (BigInt(hi) << 32n) | BigInt(lo), this.options)
+      const bad = checkChecksum(rest.subarray(start, end), (BigInt(hi) << 32n) | BigInt(lo))
       if (bad !== undefined) return bad
     }
     const split = start + u32(prefix, p) * TWO_32 + u32(prefix, p + 4)

@@ -16,6 +16,7 @@ import * as http2 from "node:http2"
 import * as net from "node:net"
 import { Cause, Effect, Queue, Stream } from "effect"
 import { STREAM_ENDED_EARLY } from "../../protocol/CallHome.ts"
+import { DEFAULT_MAX_MESSAGE_SIZE } from "../../protocol/TwoPartCodec.ts"
 import { contentTypeOf, makeStreamDecoder, STREAM_FORMATS } from "../../protocol/HttpStreamFormat.ts"
 import type { StreamEvent, StreamFormat } from "../../protocol/HttpStreamFormat.ts"
 import { toTransportProtocolError } from "../../internal/protocolError.ts"
@@ -50,7 +51,7 @@ export const attach = (
   Stream.callback<unknown, TransportError | HandlerError>((queue) =>
     Effect.acquireRelease(
       Effect.sync(() => {
-        const maxMessageSize = options?.maxMessageSize ?? 32 * 1024 * 1024
+        const maxMessageSize = options?.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE
         let over = false
         const failWith = (error: TransportError | HandlerError) => {
           if (over) return

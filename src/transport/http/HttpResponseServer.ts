@@ -28,7 +28,8 @@ import * as http from "node:http"
 import * as http2 from "node:http2"
 import { Context, Effect, Layer } from "effect"
 import type { Scope } from "effect"
-import { contentTypeOf, formatFromAccept, makeEncoder } from "../../protocol/HttpStreamFormat.ts"
+import { contentTypeOf, formatFromAccept, makeEncoder, STREAM_FORMATS } from "../../protocol/HttpStreamFormat.ts"
+import { DEFAULT_MAX_MESSAGE_SIZE } from "../../protocol/TwoPartCodec.ts"
 import type { StreamFormat } from "../../protocol/HttpStreamFormat.ts"
 import type { ResponseWriter } from "../../ResponsePlane.ts"
 import { TransportConfig } from "../../TransportConfig.ts"
@@ -36,6 +37,7 @@ import type { TransportConnectionError } from "../../TransportError.ts"
 import { advertisedHost, hostPort, listenOnce } from "../../internal/net.ts"
 import { openResponseStream } from "./HttpResponseStream.ts"
 import type { ResponseExchange, ResponseStream } from "./HttpResponseStream.ts"
+import { HEARTBEAT_MS } from "./InlineWriter.ts"
 import { makeSniffingListener } from "./SniffingListener.ts"
 
 /** Options of the server. */
@@ -92,9 +94,9 @@ const USED_MEMORY = 10_000
 /** Builds the server. It listens on the first `createResponseStream`; its scope closes it. */
 export const make = (options: HttpResponseServerOptions): Effect.Effect<HttpResponseServerShape, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const maxMessageSize = options.maxMessageSize ?? 32 * 1024 * 1024
+    const maxMessageSize = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE
     const maxHeldBytes = options.maxHeldBytes ?? 1024 * 1024
-    const heartbeatMs = options.heartbeatMs ?? 15_000
+    const heartbeatMs = options.heartbeatMs ?? HEARTBEAT_MS
     const root = options.rootPath === "/" ? "" : options.rootPath.replace(/\/+$/, "")
     const prefix = `${root}/`
     const streams = new Map<string, ResponseStream>()
@@ -122,7 +124,7 @@ export const make = (options: HttpResponseServerOptions): Effect.Effect<HttpResp
       if (x.method !== "GET") return x.reply(405, { error: "method not allowed: use GET", subject }, { allow: "GET" })
       const format = formatFromAccept(x.accept, options.streamFormat)
       if (format === undefined) {
-        return x.reply(406, { error: `cannot serve ${x.accept}; accepted: ${(["sse", "ndjson", "binary"] as const).map((f) => contentTypeOf(f)).join(", ")}`, subject })
+        return x.reply(406, { error: `cannot serve ${x.accept}; accepted: ${STREAM_FORMATS.map((f) => contentTypeOf(f)).join(", ")}`, subject })
       }
       streams.delete(subject)
       markUsed(subject)
