@@ -130,10 +130,13 @@ export const decodeEndpointPath = (path: string): EndpointPath | string => {
 /** "ns.component.endpoint" from its parts. */
 export const formatEndpointPath = (p: EndpointPath): string => `${p.namespace}.${p.component}.${p.endpoint}`
 
-/** The transport id an instance wants requests on, whatever record form it uses. */
-export const requestTransportOf = (transport: TransportType): { readonly id: TransportId; readonly address: string } => {
+/** The transport id an instance wants requests on, whatever record form it uses, and the unified form's metadata. */
+export const requestTransportOf = (
+  transport: TransportType
+): { readonly id: TransportId; readonly address: string; readonly metadata?: Readonly<Record<string, string>> } => {
   if ("nats_tcp" in transport) return { id: "nats", address: transport.nats_tcp }
   if ("http" in transport) return { id: "http", address: transport.http }
   if ("tcp" in transport) return { id: "tcp", address: transport.tcp }
-  return { id: transport.unified.request_transport.transport_id, address: transport.unified.request_transport.address }
+  const r = transport.unified.request_transport
+  return { id: r.transport_id, address: r.address, metadata: r.metadata }
 }

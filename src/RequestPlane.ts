@@ -6,7 +6,7 @@
  * acknowledged the request (HTTP 202, NATS reply, TCP ack); the response stream itself
  * travels on the response plane.
  */
-import type { Effect, Scope } from "effect"
+import type { Effect, Scope, Stream } from "effect"
 import type { RequestControlMessage } from "./ConnectionInfo.ts"
 import type { EndpointPath, TransportType } from "./Instance.ts"
 import type { TransportId } from "./Transport.ts"
@@ -21,12 +21,26 @@ export interface RequestMessage {
   /** The request value. Wire transports encode it with `control.payload_codec`. */
   readonly payload: unknown
   readonly headers: RequestHeaders
+  /**
+   * A streamed request (bidirectional streaming; `control.request_type` is "many_in"): the items
+   * that follow the request value. On the router, the transport runs this Stream and sends each
+   * item, with flow control; a failure of the Stream is sent to the worker as the request stream's
+   * error. On the worker, the transport provides a Stream of the items as they arrive, which fails
+   * with a `TransportError` when the router's stream failed or the connection died. Only transports
+   * registered with `bidirectional: true` carry it; others never see it set.
+   */
+  readonly items?: Stream.Stream<unknown, unknown> | undefined
 }
 
 /** Where to send: the address from the instance record, and the endpoint's name for errors. */
 export interface RequestTarget {
   readonly address: string
   readonly endpoint: string
+  /**
+   * The `metadata` of the instance record's unified `request_transport`, when it has that form
+   * (for example `{"tcp_mux": "1"}`: the worker also speaks the full TCP mode). Empty otherwise.
+   */
+  readonly metadata?: Readonly<Record<string, string>> | undefined
 }
 
 /** The router's side: send a request and wait for the ack. */
@@ -58,6 +72,20 @@ export interface ServedEndpointKey {
   readonly instanceId: bigint
 }
 
+/**
+ * Whether a worker takes one more request now: undefined to admit it, or why not. "overloaded":
+ * the endpoint is at its in-flight cap; "unavailable": it is draining (shutting down). Request
+ * servers ask before they ack, and refuse with the reason (TCP: Dynamo's `Server overloaded: ...`
+ * and `Server unavailable: ...` ack texts).
+ */
+export type Admission = () => { readonly refuse: "overloaded" | "unavailable"; readonly detail: string } | undefined
+
+/** Options of `RequestPlaneServer.register`. */
+export interface RegisterOptions {
+  /** Asked before each request is acked; absent means every request is admitted. */
+  readonly admit?: Admission | undefined
+}
+
 /** The worker's side: route requests for an endpoint to a handler. */
 export interface RequestPlaneServer {
   readonly transport: TransportId
@@ -65,7 +93,11 @@ export interface RequestPlaneServer {
    * Serves `key` for the life of the scope. Returns the transport form to advertise in
    * discovery (`{"http": url}`, `{"nats_tcp": subject}`, ...).
    */
-  readonly register: (key: ServedEndpointKey, handler: RequestHandler) => Effect.Effect<TransportType, TransportError, Scope.Scope>
+  readonly register: (
+    key: ServedEndpointKey,
+    handler: RequestHandler,
+    options?: RegisterOptions
+  ) => Effect.Effect<TransportType, TransportError, Scope.Scope>
 }
 
 /** The NATS-style subject of an endpoint instance: `{ns}_{component}.{endpoint}-{id hex}`. */
