@@ -1,0 +1,50 @@
+/**
+ * The seam between the TCP request plane's two framings on one port: what `TcpRequestServer`
+ * (the listener, Dynamo framing) hands to the full mode (`../full/`), and what the request-plane
+ * client asks of the full mode. Types only.
+ */
+import type * as net from "node:net"
+import type { Admission, RequestHandler, RequestMessage, RequestTarget, ServedEndpointKey } from "../../../RequestPlane.ts"
+import type { EndpointNotFound, TransportError } from "../../../TransportError.ts"
+
+/** One endpoint a worker serves on its TCP request port. */
+export interface ServedTcpEndpoint {
+  readonly key: ServedEndpointKey
+  readonly handler: RequestHandler
+  readonly admit: Admission | undefined
+}
+
+/** The endpoints a TCP request server serves, by the endpoint path as it travels on the wire. */
+export interface TcpEndpointTable {
+  /** The endpoint for a wire path, or undefined when none is served under it. */
+  readonly lookup: (path: string) => ServedTcpEndpoint | undefined
+  /** True once the worker is draining (its scope is closing): new requests are refused "unavailable". */
+  readonly draining: () => boolean
+}
+
+/** The worker side of the full mode, as the TCP request server sees it. */
+export interface FullModeAcceptor {
+  /**
+   * Takes over `socket`, a connection whose first bytes (`head`, everything read so far, at least
+   * the two zero bytes that start the hello) began with the full-mode hello. The server has removed
+   * its own 'data' listener; the acceptor reads, writes and closes the socket from now on, and
+   * calls `release` exactly once when the socket has closed.
+   */
+  readonly accept: (socket: net.Socket, head: Uint8Array, endpoints: TcpEndpointTable, release: () => void) => void
+}
+
+/** The router side of the full mode, as the TCP request-plane client sees it. */
+export interface FullModeSender {
+  /** Like `RequestPlaneClient.sendCallback`, over a persistent full-mode connection to the target. */
+  readonly sendCallback: (
+    target: RequestTarget,
+    message: RequestMessage,
+    onAck: (error: TransportError | EndpointNotFound | undefined) => void
+  ) => () => void
+}
+
+/** The unified record's metadata key (value "1") that says a worker speaks the full mode. */
+export const TCP_MUX_METADATA_KEY = "tcp_mux"
+
+/** True when the target's instance record advertised the full mode. */
+export const speaksFullMode = (target: RequestTarget): boolean => target.metadata?.[TCP_MUX_METADATA_KEY] === "1"
