@@ -128,7 +128,7 @@ describe("MuxCodec byte vectors", () => {
   })
 
   it("every kind's number is the one section 7 gives", () => {
-    expect(MuxKind).toEqual({ Prologue: 1, Data: 2, End: 3, Stop: 4, Kill: 5, WindowUpdate: 6, Reset: 7, ConnectionAck: 8 })
+    expect(MuxKind).toEqual({ Prologue: 1, Data: 2, End: 3, Stop: 4, Kill: 5, WindowUpdate: 6, Reset: 7, ConnectionAck: 8, Request: 9, RequestData: 10, RequestEnd: 11, Error: 12, Ping: 13, Pong: 14 })
     expect([1, 2, 3, 4, 5, 6, 7, 8, 9].map(kindName)).toEqual([
       "Prologue", "Data", "End", "Stop", "Kill", "WindowUpdate", "Reset", "ConnectionAck", "kind 9"
     ])

@@ -1,6 +1,10 @@
 /**
- * The compact frame of Dynamo's "response mux v1" (PROTOCOL.md section 7): the framing of a
- * pooled, multiplexed call-home connection once its handshake is done.
+ * The compact frame of Dynamo's "response mux v1" (PROTOCOL.md section 7; docs/protocol.md
+ * section 6): the framing of a pooled, multiplexed call-home connection once its handshake is
+ * done, and of the full TCP mode (docs/protocol.md section 9) once its hello is answered. The full
+ * mode adds kinds 9 Request, 10 RequestData, 11 RequestEnd, 12 Error, 13 Ping and 14 Pong, which
+ * a decoder accepts only with `fullMode: true` (a pooled call-home decoder refuses them as
+ * unknown kinds).
  *
  * ```
  * payload_len : u32 BE
@@ -23,6 +27,12 @@
  *   whole in one chunk are handed out as views, without copying; it counts the bytes it has
  *   decoded (the offset a ConnectionAck reports).
  * - `decodeMuxFrame` decodes exactly one complete frame from a buffer.
+ * - Full mode: the header rules above hold for kinds 1-8; Request, RequestData and RequestEnd
+ *   need a non-nil id, RequestEnd no payload, a Request payload at least its 4 bytes of lengths;
+ *   Ping and Pong the nil id and exactly 8 bytes; an Error any id and any payload. Encoders:
+ *   `encodePing` / `encodePong` / `decodePingNonce`, `encodeErrorFrame` / `decodeErrorText`,
+ *   `encodeFullRequestPayload` / `encodeRequestFrame` / `decodeFullRequestPayload` (the Request
+ *   payload is Dynamo's request head, TcpRequestFrame.ts, then the request message).
  *
  * What it does not do: interpret payloads beyond the two fixed-size kinds (Prologue, Data and
  * Reset payloads are defined in docs/protocol.md and handled by the transport), the TwoPartCodec
@@ -36,6 +46,7 @@ import { FrameAssembler } from "./FrameAssembler.ts"
 import type { IncrementalDecoder } from "./FrameAssembler.ts"
 import { EMPTY, putU32, TWO_32, u32 } from "./Bytes.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
+import { decodeTcpRequestHead, encodeTcpRequestHead } from "./TcpRequestFrame.ts"
 
 /** Size of the fixed mux frame header: payload_len, kind, flags, reserved, stream_id. */
 export const MUX_HEADER_SIZE = 24
@@ -52,16 +63,57 @@ export const MuxKind = {
   Kill: 5,
   WindowUpdate: 6,
   Reset: 7,
-  ConnectionAck: 8
+  ConnectionAck: 8,
+  /** Full mode only: a request opens a stream (router -> worker). */
+  Request: 9,
+  /** Full mode only: one item of a streamed request (router -> worker). */
+  RequestData: 10,
+  /** Full mode only: the request's item stream is whole (router -> worker). */
+  RequestEnd: 11,
+  /** Full mode only: a stream refused or failed (stream id), or a connection's closing reason (nil id). */
+  Error: 12,
+  /** Full mode only: a heartbeat (nil id, 8 bytes). */
+  Ping: 13,
+  /** Full mode only: the answer to a Ping (its 8 bytes echoed). */
+  Pong: 14
 } as const
 
-/** A frame kind: 1 to 8. */
+/** A frame kind: 1 to 8 (every mode), 9 to 14 (the full mode only). */
 export type MuxKind = (typeof MuxKind)[keyof typeof MuxKind]
 
-const KIND_NAMES = ["", "Prologue", "Data", "End", "Stop", "Kill", "WindowUpdate", "Reset", "ConnectionAck"] as const
+const KIND_NAMES = [
+  "",
+  "Prologue",
+  "Data",
+  "End",
+  "Stop",
+  "Kill",
+  "WindowUpdate",
+  "Reset",
+  "ConnectionAck",
+  "Request",
+  "RequestData",
+  "RequestEnd",
+  "Error",
+  "Ping",
+  "Pong"
+] as const
 
-/** The name of a kind ("Data"), or "kind N" for a number that is not one. */
-export const kindName = (kind: number): string => (kind >= 1 && kind <= 8 ? KIND_NAMES[kind]! : `kind ${kind}`)
+/** The highest kind of the pooled call-home framing (section 7). */
+export const MAX_POOLED_KIND = 8
+
+/** The highest kind of the full mode. */
+export const MAX_FULL_MODE_KIND = 14
+
+/** The name of a pooled-mode kind ("Data"), or "kind N" for a number that is not one (9-14 included: see `fullModeKindName`). */
+export const kindName = (kind: number): string => (kind >= 1 && kind <= MAX_POOLED_KIND ? KIND_NAMES[kind]! : `kind ${kind}`)
+
+/** The name of a full-mode kind ("Request"), or "kind N" for a number that is not one. */
+export const fullModeKindName = (kind: number): string =>
+  kind >= 1 && kind <= MAX_FULL_MODE_KIND ? KIND_NAMES[kind]! : `kind ${kind}`
+
+/** Size of a Ping or Pong payload: an opaque u64. */
+export const PING_PAYLOAD_SIZE = 8
 
 /** The nil UUID: the stream id of every ConnectionAck, and of nothing else. */
 export const NIL_STREAM_ID: Uint8Array = new Uint8Array(STREAM_ID_SIZE)
@@ -77,6 +129,11 @@ export interface MuxFrame {
 export interface MuxDecoderOptions {
   /** Largest accepted frame, header included (24 + payload_len). */
   readonly maxMessageSize: number
+  /**
+   * Accept the full mode's kinds 9-14 (Request, RequestData, RequestEnd, Error, Ping, Pong).
+   * Default false: a pooled call-home connection refuses them as unknown kinds.
+   */
+  readonly fullMode?: boolean | undefined
 }
 
 /** Receives each decoded frame; the views are valid as long as the chunk they alias. */
@@ -108,10 +165,12 @@ const checkHeader = (src: Uint8Array, o: number, options: MuxDecoderOptions): Pr
       `mux frame of ${MUX_HEADER_SIZE + len} bytes (24-byte header + payload_len ${len}) exceeds the maximum message size of ${options.maxMessageSize} bytes`
     )
   }
-  if (kind < 1 || kind > 8) return malformed(`unknown mux frame kind ${kind}`)
-  if (src[o + 5] !== 0) return malformed(`mux ${kindName(kind)} frame has flags ${src[o + 5]}, expected 0`)
+  if (kind < 1 || kind > (options.fullMode === true ? MAX_FULL_MODE_KIND : MAX_POOLED_KIND)) {
+    return malformed(`unknown mux frame kind ${kind}`)
+  }
+  if (src[o + 5] !== 0) return malformed(`mux ${fullModeKindName(kind)} frame has flags ${src[o + 5]}, expected 0`)
   if (src[o + 6] !== 0 || src[o + 7] !== 0) {
-    return malformed(`mux ${kindName(kind)} frame has reserved bits ${(src[o + 6]! << 8) | src[o + 7]!}, expected 0`)
+    return malformed(`mux ${fullModeKindName(kind)} frame has reserved bits ${(src[o + 6]! << 8) | src[o + 7]!}, expected 0`)
   }
   const nil = isNil(src, o + 8)
   switch (kind) {
@@ -125,10 +184,21 @@ const checkHeader = (src: Uint8Array, o: number, options: MuxDecoderOptions): Pr
     case MuxKind.Stop:
     case MuxKind.Kill:
     case MuxKind.End:
-      if (len !== 0) return malformed(`mux ${kindName(kind)} frame carries a ${len}-byte payload, expected none`)
+    case MuxKind.RequestEnd:
+      if (len !== 0) return malformed(`mux ${fullModeKindName(kind)} frame carries a ${len}-byte payload, expected none`)
       break
+    case MuxKind.Request:
+      if (len < 4) return malformed(`mux Request payload is ${len} bytes, shorter than its 4 bytes of lengths`)
+      break
+    case MuxKind.Ping:
+    case MuxKind.Pong:
+      if (len !== PING_PAYLOAD_SIZE) return malformed(`mux ${fullModeKindName(kind)} payload is ${len} bytes, expected 8`)
+      if (!nil) return malformed(`mux ${fullModeKindName(kind)} carries a non-nil stream id`)
+      return undefined
+    case MuxKind.Error:
+      return undefined
   }
-  if (nil) return malformed(`mux ${kindName(kind)} frame has the nil stream id, which only a ConnectionAck may carry`)
+  if (nil) return malformed(`mux ${fullModeKindName(kind)} frame has the nil stream id, which only a ConnectionAck may carry`)
   return undefined
 }
 
@@ -157,6 +227,89 @@ export const encodeMuxFrame = (kind: MuxKind, streamId: Uint8Array, payload?: Ui
   writeHeader(out, kind, streamId, len)
   if (len > 0) out.set(payload!, MUX_HEADER_SIZE)
   return out
+}
+
+/** A Ping carrying `nonce` (its low 64 bits, a u64). */
+export const encodePing = (nonce: bigint): Uint8Array => {
+  const out = new Uint8Array(MUX_HEADER_SIZE + PING_PAYLOAD_SIZE)
+  writeHeader(out, MuxKind.Ping, NIL_STREAM_ID, PING_PAYLOAD_SIZE)
+  const n = BigInt.asUintN(64, nonce)
+  putU32(out, MUX_HEADER_SIZE, Number(n >> 32n))
+  putU32(out, MUX_HEADER_SIZE + 4, Number(n & 0xffffffffn))
+  return out
+}
+
+/** The Pong answering a Ping: its 8 payload bytes echoed (the caller passes the Ping's payload). */
+export const encodePong = (pingPayload: Uint8Array): Uint8Array => {
+  const out = new Uint8Array(MUX_HEADER_SIZE + PING_PAYLOAD_SIZE)
+  writeHeader(out, MuxKind.Pong, NIL_STREAM_ID, PING_PAYLOAD_SIZE)
+  out.set(pingPayload.subarray(0, PING_PAYLOAD_SIZE), MUX_HEADER_SIZE)
+  return out
+}
+
+/** The u64 of a Ping or Pong payload (exactly 8 bytes, as the decoder guarantees). */
+export const decodePingNonce = (payload: Uint8Array): bigint =>
+  (BigInt(u32(payload, 0)) << 32n) | BigInt(u32(payload, 4))
+
+const textEncoder = new TextEncoder()
+const lossyUtf8 = new TextDecoder("utf-8", { ignoreBOM: true })
+
+/**
+ * An Error frame: `text` as UTF-8. With a stream id: that stream was refused (worker -> router)
+ * or its request items failed (router -> worker). With `NIL_STREAM_ID`: the sender's reason for
+ * closing the connection.
+ */
+export const encodeErrorFrame = (streamId: Uint8Array, text: string): Uint8Array =>
+  encodeMuxFrame(MuxKind.Error, streamId, textEncoder.encode(text))
+
+/** The text of an Error payload (UTF-8; bad bytes become U+FFFD: the text is for people). */
+export const decodeErrorText = (payload: Uint8Array): string => (payload.length === 0 ? "" : lossyUtf8.decode(payload))
+
+/**
+ * A Request payload: the Dynamo request head (u16 path_len, path, u16 headers_len, headers JSON)
+ * then the section 2 request message, without the u32 payload_len (the mux length covers it).
+ * "MessageTooLarge" when the path or headers exceed 65535 bytes.
+ */
+export const encodeFullRequestPayload = (
+  path: string,
+  headers: Readonly<Record<string, string>>,
+  requestMessage: Uint8Array
+): Uint8Array | ProtocolParseError => {
+  const head = encodeTcpRequestHead(path, headers)
+  if (head instanceof ProtocolParseError) return head
+  const out = new Uint8Array(head.length + requestMessage.length)
+  out.set(head, 0)
+  out.set(requestMessage, head.length)
+  return out
+}
+
+/** A whole Request frame for `streamId`; errors as `encodeFullRequestPayload`. */
+export const encodeRequestFrame = (
+  streamId: Uint8Array,
+  path: string,
+  headers: Readonly<Record<string, string>>,
+  requestMessage: Uint8Array
+): Uint8Array | ProtocolParseError => {
+  const head = encodeTcpRequestHead(path, headers)
+  if (head instanceof ProtocolParseError) return head
+  const len = head.length + requestMessage.length
+  const out = new Uint8Array(MUX_HEADER_SIZE + len)
+  writeHeader(out, MuxKind.Request, streamId, len)
+  out.set(head, MUX_HEADER_SIZE)
+  out.set(requestMessage, MUX_HEADER_SIZE + head.length)
+  return out
+}
+
+/**
+ * Reads a Request payload: path, headers, and `message` (a view of the rest: the section 2
+ * request message, not decoded here). Errors as `decodeTcpRequestHead` ("MalformedFrame").
+ */
+export const decodeFullRequestPayload = (
+  payload: Uint8Array
+): { path: string; headers: Record<string, string>; message: Uint8Array } | ProtocolParseError => {
+  const head = decodeTcpRequestHead(payload, 0)
+  if (head instanceof ProtocolParseError) return head
+  return { path: head.path, headers: head.headers, message: head.end === payload.length ? EMPTY : payload.subarray(head.end) }
 }
 
 /** A WindowUpdate granting `credits` (a u32) bytes to `streamId`. */
@@ -275,4 +428,5 @@ class MuxFrameDecoder extends FrameAssembler<MuxFrameHandler> implements MuxDeco
  * A new incremental mux decoder. Synchronous and allocation-lean: one 24-byte header buffer for
  * its lifetime, one exact-size buffer per payload that spans chunks, nothing else per frame.
  */
-export const makeMuxDecoder = (options: MuxDecoderOptions): MuxDecoder => new MuxFrameDecoder({ maxMessageSize: options.maxMessageSize })
+export const makeMuxDecoder = (options: MuxDecoderOptions): MuxDecoder =>
+  new MuxFrameDecoder({ maxMessageSize: options.maxMessageSize, fullMode: options.fullMode === true })
