@@ -70,11 +70,25 @@ export interface TransportSettings {
     readonly keepaliveMs: number
   }
   readonly tcpRequest: {
+    /** Bind address of the worker's TCP request server (`DYN_TCP_REQUEST_HOST`, alias `DYN_TCP_RPC_HOST`). */
     readonly host: string
+    /** Its port (`DYN_TCP_REQUEST_PORT`, alias `DYN_TCP_RPC_PORT`); 0 picks a free one. */
     readonly port: number
+    /** The host routers dial (`DYN_TCP_REQUEST_ADVERTISE_HOST`, alias `DYN_TCP_RPC_ADVERTISE_HOST`); undefined: derived. */
+    readonly advertiseHost: string | undefined
     readonly maxConnections: number
     readonly heartbeatIntervalMs: number
     readonly connectionTimeoutMs: number
+    /** Router: how long a request waits for its ack (`DYN_TCP_REQUEST_TIMEOUT`). */
+    readonly ackTimeoutMs: number
+    /** Router: bound on a connect to a worker (`DYN_TCP_CONNECT_TIMEOUT`). */
+    readonly connectTimeoutMs: number
+    /** Router: most connections per worker host:port (`DYN_TCP_POOL_SIZE`). */
+    readonly poolSize: number
+    /** Router: requests awaiting their ack per connection before another is opened (`DYN_TCP_CHANNEL_BUFFER`). */
+    readonly channelBuffer: number
+    /** Whether a worker advertises, and a router uses, the full TCP mode (`DYN_TCP_FULL_MODE`). */
+    readonly fullMode: boolean
   }
 }
 
@@ -103,17 +117,23 @@ export interface VariableDoc {
   readonly default: string
   readonly accepts: string
   readonly description: string
+  /**
+   * Another name read for the same setting (Dynamo's), when it has one. Either may be set; both
+   * set to different values is a `TransportConfigError`.
+   */
+  readonly alias?: string | undefined
 }
 
 interface Variable<A> extends VariableDoc {
   readonly parser: Parser<A>
 }
 
-const v = <A>(name: string, def: string, parser: Parser<A>, description: string): Variable<A> => ({
+const v = <A>(name: string, def: string, parser: Parser<A>, description: string, alias?: string): Variable<A> => ({
   name,
   default: def,
   accepts: parser.expected,
-  description,
+  description: alias === undefined ? description : `${description} (alias: \`${alias}\`, Dynamo's name)`,
+  ...(alias === undefined ? {} : { alias }),
   parser
 })
 
@@ -154,11 +174,43 @@ const vars = {
   tcpPoolIdleTimeout: v("DYN_TCP_POOL_IDLE_TIMEOUT_SECS", "300", seconds, "Close a pooled connection idle this long (beyond the warm ones)"),
   tcpPoolMaxLifetime: v("DYN_TCP_POOL_MAX_LIFETIME_SECS", "3600", seconds, "Rotate a pooled connection this old: it drains its streams, then closes"),
   tcpPoolKeepalive: v("DYN_TCP_POOL_KEEPALIVE_SECS", "60", seconds, "TCP keepalive: idle time before the first probe on pooled connections"),
-  tcpRequestHost: v("DYN_TCP_REQUEST_HOST", "0.0.0.0", host, "TCP request server bind address"),
-  tcpRequestPort: v("DYN_TCP_REQUEST_PORT", "9001", port, "TCP request server port"),
-  tcpRequestMaxConnections: v("DYN_TCP_REQUEST_MAX_CONNECTIONS", "1000", positiveInt, "Max concurrent connections"),
-  tcpRequestHeartbeat: v("DYN_TCP_REQUEST_HEARTBEAT_INTERVAL_SECS", "30", seconds, "Heartbeat interval"),
-  tcpRequestConnectionTimeout: v("DYN_TCP_REQUEST_CONNECTION_TIMEOUT_SECS", "60", seconds, "Connection timeout")
+  tcpRequestHost: v("DYN_TCP_REQUEST_HOST", "0.0.0.0", host, "TCP request server bind address (worker)", "DYN_TCP_RPC_HOST"),
+  tcpRequestPort: v("DYN_TCP_REQUEST_PORT", "9001", port, "TCP request server port (worker); both framings share it", "DYN_TCP_RPC_PORT"),
+  tcpRequestAdvertiseHost: v(
+    "DYN_TCP_REQUEST_ADVERTISE_HOST",
+    "(auto)",
+    host,
+    "Host that routers dial for TCP requests; by default the bind address, or the first non-internal IPv4 when binding 0.0.0.0",
+    "DYN_TCP_RPC_ADVERTISE_HOST"
+  ),
+  tcpRequestMaxConnections: v(
+    "DYN_TCP_REQUEST_MAX_CONNECTIONS",
+    "1000",
+    positiveInt,
+    "Max concurrent connections to the TCP request server; beyond it a connection is refused with the reason, then closed"
+  ),
+  tcpRequestHeartbeat: v("DYN_TCP_REQUEST_HEARTBEAT_INTERVAL_SECS", "30", seconds, "Full TCP mode: ping interval; a peer silent for two intervals is dead"),
+  tcpRequestConnectionTimeout: v(
+    "DYN_TCP_REQUEST_CONNECTION_TIMEOUT_SECS",
+    "60",
+    seconds,
+    "The TCP request server drops a connection silent (nothing received) for longer than this"
+  ),
+  tcpRequestTimeout: v("DYN_TCP_REQUEST_TIMEOUT", "5", seconds, "Router: how long a TCP request waits for the worker's ack"),
+  tcpConnectTimeout: v("DYN_TCP_CONNECT_TIMEOUT", "5", seconds, "Router: bound on a TCP connect to a worker's request port"),
+  tcpPoolSize: v("DYN_TCP_POOL_SIZE", "100", positiveInt, "Router: most TCP request connections per worker host:port"),
+  tcpChannelBuffer: v(
+    "DYN_TCP_CHANNEL_BUFFER",
+    "1024",
+    positiveInt,
+    "Router: requests awaiting their ack on one TCP request connection before another is opened (and, with every connection full, before requests wait)"
+  ),
+  tcpFullMode: v(
+    "DYN_TCP_FULL_MODE",
+    "true",
+    bool,
+    "Full TCP mode (requests and responses multiplexed on one connection): a worker advertises it, a router uses it with workers that advertise it; false means Dynamo's framing + call-home only"
+  )
 } as const
 
 type Vars = typeof vars
@@ -177,14 +229,37 @@ export const fromRecord = (
   const problems: Array<ConfigProblem> = []
   const out: Record<string, unknown> = {}
   for (const [key, variable] of Object.entries(vars) as Array<[keyof Vars, Variable<unknown>]>) {
-    const given = raw[variable.name]
-    if (given === undefined || given === "") {
+    const own = raw[variable.name]
+    const aliased = variable.alias === undefined ? undefined : raw[variable.alias]
+    const ownSet = own !== undefined && own !== ""
+    const aliasSet = aliased !== undefined && aliased !== ""
+    if (!ownSet && !aliasSet) {
       out[key] = variable.default === "(auto)" || variable.default === "(unset)" ? undefined : variable.parser.parse(variable.default)
       continue
     }
+    const name = ownSet ? variable.name : variable.alias!
+    const given = ownSet ? own : aliased!
     const value = variable.parser.parse(given)
-    if (value === undefined) problems.push({ variable: variable.name, got: given, expected: variable.parser.expected })
-    else out[key] = value
+    if (value === undefined) {
+      problems.push({ variable: name, got: given, expected: variable.parser.expected })
+      continue
+    }
+    if (ownSet && aliasSet) {
+      const other = variable.parser.parse(aliased!)
+      if (other === undefined) {
+        problems.push({ variable: variable.alias!, got: aliased!, expected: variable.parser.expected })
+        continue
+      }
+      if (JSON.stringify(other) !== JSON.stringify(value)) {
+        problems.push({
+          variable: variable.name,
+          got: given,
+          expected: `the same value as its alias ${variable.alias} (set to ${JSON.stringify(aliased)}), or only one of the two set`
+        })
+        continue
+      }
+    }
+    out[key] = value
   }
   const p = out as unknown as Parsed
   if (problems.length === 0 && p.tcpPoolMinIdle > p.tcpPoolMaxPerTarget) {
@@ -252,9 +327,15 @@ export const fromRecord = (
       tcpRequest: {
         host: p.tcpRequestHost,
         port: p.tcpRequestPort,
+        advertiseHost: p.tcpRequestAdvertiseHost,
         maxConnections: p.tcpRequestMaxConnections,
         heartbeatIntervalMs: p.tcpRequestHeartbeat,
-        connectionTimeoutMs: p.tcpRequestConnectionTimeout
+        connectionTimeoutMs: p.tcpRequestConnectionTimeout,
+        ackTimeoutMs: p.tcpRequestTimeout,
+        connectTimeoutMs: p.tcpConnectTimeout,
+        poolSize: p.tcpPoolSize,
+        channelBuffer: p.tcpChannelBuffer,
+        fullMode: p.tcpFullMode
       }
     }
   }
@@ -262,7 +343,11 @@ export const fromRecord = (
 
 /** The raw text of every variable, read through Effect Config (the current ConfigProvider). */
 const rawConfig: Config.Config<Record<string, string | undefined>> = Config.all(
-  Object.fromEntries(Object.values(vars).map((variable) => [variable.name, Config.option(Config.String(variable.name))]))
+  Object.fromEntries(
+    Object.values(vars).flatMap((variable: Variable<unknown>) =>
+      [variable.name, ...(variable.alias === undefined ? [] : [variable.alias])].map((name) => [name, Config.option(Config.String(name))])
+    )
+  )
 ).pipe(
   Config.map((record) =>
     Object.fromEntries(Object.entries(record).map(([k, o]) => [k, Option.getOrUndefined(o as Option.Option<string>)]))

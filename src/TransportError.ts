@@ -12,9 +12,12 @@ import type { PlaneType, TransportCapabilities, TransportId } from "./Transport.
 const describe = (head: string, target: string, detail: string | undefined): string =>
   detail === undefined || detail === "" ? `${head} (target ${target})` : `${head} (target ${target}): ${detail}`
 
-/** A wait that ran out of time: an ack, a call-home, a connect, a pool acquisition. */
+/**
+ * A wait that ran out of time: an ack, a call-home, a connect, a pool acquisition, or a peer that
+ * stopped answering heartbeats ("HeartbeatTimeout": nothing heard for two heartbeat intervals).
+ */
 export class TransportTimeoutError extends Data.TaggedError("TransportTimeoutError")<{
-  readonly reason: "AckTimeout" | "CallHomeTimeout" | "ConnectTimeout" | "AcquireTimeout" | "StreamTimeout"
+  readonly reason: "AckTimeout" | "CallHomeTimeout" | "ConnectTimeout" | "AcquireTimeout" | "StreamTimeout" | "HeartbeatTimeout"
   readonly transport: TransportId
   readonly target: string
   readonly detail?: string | undefined
@@ -29,7 +32,11 @@ export class TransportTimeoutError extends Data.TaggedError("TransportTimeoutErr
   }
 }
 
-/** A connection that could not be made, was refused, or died. */
+/**
+ * A connection that could not be made, was refused, or died. "Overloaded": the worker refused the
+ * request because it is at its in-flight cap (Dynamo's `Server overloaded:` ack); "ServerUnavailable":
+ * it cannot serve it now (draining, unknown to it, `Server unavailable:`).
+ */
 export class TransportConnectionError extends Data.TaggedError("TransportConnectionError")<{
   readonly reason:
     | "ConnectFailed"
@@ -38,6 +45,7 @@ export class TransportConnectionError extends Data.TaggedError("TransportConnect
     | "SendFailed"
     | "Refused"
     | "ServerUnavailable"
+    | "Overloaded"
     | "ListenFailed"
   readonly transport: TransportId
   readonly target: string

@@ -26,9 +26,15 @@ describe("TransportConfig", () => {
     expect(defaults.tcpRequest).toEqual({
       host: "0.0.0.0",
       port: 9001,
+      advertiseHost: undefined,
       maxConnections: 1000,
       heartbeatIntervalMs: 30_000,
-      connectionTimeoutMs: 60_000
+      connectionTimeoutMs: 60_000,
+      ackTimeoutMs: 5000,
+      connectTimeoutMs: 5000,
+      poolSize: 100,
+      channelBuffer: 1024,
+      fullMode: true
     })
     expect(defaults.tcpMaxMessageSize).toBe(32 * 1024 * 1024)
     expect(defaults.metricsPort).toBe(9090)
@@ -120,6 +126,73 @@ describe("TransportConfig", () => {
       }
     }
     expect(fromRecord({ DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "http" })._tag).toBe("ok")
+  })
+
+  describe("the TCP request plane's Dynamo aliases (DYN_TCP_RPC_*)", () => {
+    const ok = (record: Record<string, string>) => {
+      const result = fromRecord(record)
+      if (result._tag === "error") throw result.error
+      return result.settings.tcpRequest
+    }
+    const problems = (record: Record<string, string>) => {
+      const result = fromRecord(record)
+      expect(result._tag).toBe("error")
+      return result._tag === "error" ? result.error : undefined
+    }
+
+    it("reads Dynamo's names when ours are unset", () => {
+      const t = ok({ DYN_TCP_RPC_HOST: "10.0.0.5", DYN_TCP_RPC_PORT: "7001", DYN_TCP_RPC_ADVERTISE_HOST: "worker-1.internal" })
+      expect([t.host, t.port, t.advertiseHost]).toEqual(["10.0.0.5", 7001, "worker-1.internal"])
+    })
+
+    it("takes both names when they agree (compared as values)", () => {
+      const t = ok({ DYN_TCP_REQUEST_PORT: "7001", DYN_TCP_RPC_PORT: " 7001", DYN_TCP_REQUEST_HOST: "0.0.0.0", DYN_TCP_RPC_HOST: "0.0.0.0" })
+      expect([t.host, t.port]).toEqual(["0.0.0.0", 7001])
+    })
+
+    it("fails with a clear error when both names are set and disagree, naming both and both values", () => {
+      const error = problems({ DYN_TCP_REQUEST_PORT: "9001", DYN_TCP_RPC_PORT: "7001", DYN_TCP_REQUEST_ADVERTISE_HOST: "a", DYN_TCP_RPC_ADVERTISE_HOST: "b" })!
+      expect(error.problems.map((p) => p.variable)).toEqual(["DYN_TCP_REQUEST_PORT", "DYN_TCP_REQUEST_ADVERTISE_HOST"])
+      expect(error.message).toContain(`DYN_TCP_REQUEST_PORT="9001": expected the same value as its alias DYN_TCP_RPC_PORT (set to "7001"), or only one of the two set`)
+      expect(error.message).toContain("DYN_TCP_RPC_ADVERTISE_HOST")
+    })
+
+    it("names the alias when its own value is bad", () => {
+      expect(problems({ DYN_TCP_RPC_PORT: "70000" })!.problems).toEqual([
+        { variable: "DYN_TCP_RPC_PORT", got: "70000", expected: "a port number from 0 to 65535 (0 picks a free port)" }
+      ])
+      expect(problems({ DYN_TCP_REQUEST_PORT: "9001", DYN_TCP_RPC_PORT: "x" })!.problems[0]!.variable).toBe("DYN_TCP_RPC_PORT")
+    })
+
+    it.effect("reads the aliases through the ConfigProvider too", () =>
+      Effect.gen(function*() {
+        const settings = yield* load.pipe(
+          Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnvRecord({ DYN_TCP_RPC_PORT: "7002", DYN_TCP_REQUEST_TIMEOUT: "0.5", DYN_TCP_FULL_MODE: "false" })))
+        )
+        expect(settings.tcpRequest.port).toBe(7002)
+        expect(settings.tcpRequest.ackTimeoutMs).toBe(500)
+        expect(settings.tcpRequest.fullMode).toBe(false)
+      }))
+
+    it("validates the router's TCP variables", () => {
+      for (const [name, bad] of [
+        ["DYN_TCP_POOL_SIZE", "0"],
+        ["DYN_TCP_CHANNEL_BUFFER", "-1"],
+        ["DYN_TCP_CONNECT_TIMEOUT", "soon"],
+        ["DYN_TCP_REQUEST_TIMEOUT", "0"],
+        ["DYN_TCP_FULL_MODE", "maybe"]
+      ] as const) {
+        expect(problems({ [name]: bad })!.problems[0]!.variable, `${name}=${bad}`).toBe(name)
+      }
+    })
+
+    it("documents each alias beside its variable", () => {
+      const doc = readFileSync(new URL("../docs/configuration.md", import.meta.url), "utf8")
+      for (const v of variables.filter((v) => v.alias !== undefined)) {
+        const row = doc.split("\n").find((l) => l.startsWith(`| \`${v.name}\``))
+        expect(row, v.name).toContain(`\`${v.alias}\``)
+      }
+    })
   })
 
   it("documents every variable in docs/configuration.md", () => {

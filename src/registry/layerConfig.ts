@@ -10,6 +10,7 @@ import type { Config } from "effect"
 import * as HttpRequestTransport from "../transport/http/HttpRequestTransport.ts"
 import * as HttpResponseTransport from "../transport/http/HttpResponseTransport.ts"
 import * as MemoryTransport from "../transport/memory/MemoryTransport.ts"
+import * as TcpRequestTransport from "../transport/tcp/request/TcpRequestTransport.ts"
 import * as TcpResponseTransport from "../transport/tcp/TcpResponseTransport.ts"
 import { noRequirements } from "../Transport.ts"
 import type { TransportId } from "../Transport.ts"
@@ -29,8 +30,7 @@ const transportLayer = (
     case "http":
       return plane === "request" ? HttpRequestTransport.layer : HttpResponseTransport.layer
     case "tcp":
-      if (plane === "response") return TcpResponseTransport.layer
-      break
+      return plane === "response" ? TcpResponseTransport.layer : TcpRequestTransport.layer
   }
   return Layer.effectDiscard(
     Effect.fail(new NoTransportAvailable({ plane, required: noRequirements, transport: kind as TransportId }))

@@ -231,3 +231,15 @@ export const httpHttpNdjson = configStack({ DYN_REQUEST_PLANE: "http", DYN_RESPO
 
 /** P1, pure HTTP, as binary two-part frames. */
 export const httpHttpBinary = configStack({ DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "http", DYN_HTTP_RESPONSE_STREAM_FORMAT: "binary" })
+
+/** The TCP request plane in Dynamo's framing (no full mode), TCP call-home response plane. */
+export const tcpTcp = configStack(
+  { DYN_REQUEST_PLANE: "tcp", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_FULL_MODE: "false" },
+  { name: "tcp (Dynamo framing)+tcp" }
+)
+
+/** The same with pooled, multiplexed call-home connections. */
+export const tcpTcpPooled = configStack(
+  { DYN_REQUEST_PLANE: "tcp", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_FULL_MODE: "false", DYN_TCP_POOL_ENABLED: "true" },
+  { name: "tcp (Dynamo framing)+tcp pooled" }
+)

@@ -1,0 +1,4 @@
+import { tcpTcp } from "../support/stacks.ts"
+import { transportContract } from "./transportContract.ts"
+
+transportContract(tcpTcp)
