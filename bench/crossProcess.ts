@@ -10,22 +10,58 @@ import * as TransportRegistry from "../src/registry/index.ts"
 
 const root = new URL("..", import.meta.url).pathname
 
-/** Forks `script` (relative to the project) and resolves with its first stdout line. */
-export const startChild = (script: string, args: ReadonlyArray<string>, env: Record<string, string>) =>
-  new Promise<{ child: ChildProcess; firstLine: string }>((resolve, reject) => {
+/**
+ * Forks `script` (relative to the project) and resolves with its first stdout line. The child's
+ * stderr goes to this process's stderr unless `quiet`; if the child exits before its first line,
+ * the rejection's message says why, from its logged errors (see `childFailure`). `exited()` says
+ * the same after a child that had started exits (undefined while it runs).
+ */
+export const startChild = (
+  script: string,
+  args: ReadonlyArray<string>,
+  env: Record<string, string>,
+  options: { readonly quiet?: boolean } = {}
+) =>
+  new Promise<{ child: ChildProcess; firstLine: string; exited: () => string | undefined }>((resolve, reject) => {
     const child = fork(join(root, script), args, {
       env: { ...process.env, ...env },
       execArgv: ["--no-warnings"],
-      stdio: ["ignore", "pipe", "inherit", "ipc"]
+      stdio: ["ignore", "pipe", "pipe", "ipc"]
     })
     let buf = ""
+    let stderr = ""
+    let exitReason: string | undefined
+    const exited = () => exitReason
     child.stdout!.on("data", (c: Buffer) => {
       buf += c.toString()
       const nl = buf.indexOf("\n")
-      if (nl >= 0) resolve({ child, firstLine: buf.slice(0, nl) })
+      if (nl >= 0) resolve({ child, firstLine: buf.slice(0, nl), exited })
     })
-    child.on("exit", (code) => reject(new Error(`${script} exited with ${code}`)))
+    child.stderr!.on("data", (c: Buffer) => {
+      if (options.quiet !== true) process.stderr.write(c)
+      stderr = (stderr + c.toString()).slice(-8192)
+    })
+    child.on("close", (code, signal) => {
+      exitReason = `exited with ${signal ?? code}: ${childFailure(script, code, stderr)}`
+      reject(new Error(childFailure(script, code, stderr)))
+    })
   })
+
+/**
+ * Why a child exited: its logged errors (the CLI's logfmt lines), each as `<error tag>: <message>`
+ * or its fields, joined by "; "; else its last stderr line; else its exit code.
+ */
+export const childFailure = (script: string, code: number | null, stderr: string): string => {
+  const lines = stderr.split("\n").map((l) => l.trim()).filter((l) => l.length > 0)
+  const errors = lines.filter((l) => l.includes("level=ERROR")).map((line) => {
+    const message = /message="((?:[^"\\]|\\.)*)"/.exec(line)?.[1]?.replace(/\\(.)/g, "$1")
+    const tag = /\berror=(\S+)/.exec(line)?.[1]
+    if (message !== undefined && tag !== undefined) return `${tag}: ${message}`
+    return line.replace(/^timestamp=\S+ level=ERROR fiber=\S+ /, "")
+  })
+  const why = errors.length > 0 ? errors.join("; ") : lines.at(-1)
+  return why === undefined ? `${script} exited with ${code}` : why.slice(0, 600)
+}
 
 /** HTTP request plane + TCP call-home on loopback, ephemeral ports, file discovery in `dir`. */
 export const recommendedEnv = (dir: string, extra: Record<string, string> = {}): Record<string, string> => ({
