@@ -12,17 +12,24 @@ import { Cause, Channel, Effect, Exit, Scope, Stream } from "effect"
 import type { Array as Arr } from "effect"
 import type { PendingStream } from "../ResponsePlane.ts"
 
-/** A call that hands over each batch, and its pending stream once opened (for pause/resume). */
+/**
+ * A call that hands over each batch, and its pending stream once opened (for pause/resume);
+ * `items`, when given, is the streamed request's item Stream.
+ */
 export type FlowCall<Req, Res, O, E> = (
   request: Req,
   onItems: (items: ReadonlyArray<Res>) => void,
   options: O | undefined,
-  onOpen: (pending: PendingStream) => void
+  onOpen: (pending: PendingStream) => void,
+  items?: Stream.Stream<unknown, unknown> | undefined
 ) => Effect.Effect<void, E>
 
-/** `generate` over `flow`, holding at most about `maxBuffered` items for a slow consumer. */
+/**
+ * `generate` over `flow`, holding at most about `maxBuffered` items for a slow consumer; with
+ * `requestItems`, the call sends a streamed request (`generateDuplex`).
+ */
 export const makeGenerate = <Req, Res, O, E>(flow: FlowCall<Req, Res, O, E>, maxBuffered: number) =>
-(request: Req, options?: O): Stream.Stream<Res, E> =>
+(request: Req, options?: O, requestItems?: Stream.Stream<unknown, unknown>): Stream.Stream<Res, E> =>
   Stream.fromChannel(Channel.fromTransform((_upstream, scope) =>
     Effect.gen(function*() {
       let buffer: Array<Res> = []
@@ -53,7 +60,7 @@ export const makeGenerate = <Req, Res, O, E>(flow: FlowCall<Req, Res, O, E>, max
         notify()
       }, options, (p) => {
         pending = p
-      }).pipe(
+      }, requestItems).pipe(
         Effect.exit,
         Effect.flatMap((e) =>
           Effect.sync(() => {

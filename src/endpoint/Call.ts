@@ -4,10 +4,15 @@
  * A `CallState` decides every transition; this module only wires it to the transports, the
  * metrics and the Effect. Interrupting the call sends `stop`, then `kill` after the grace period.
  *
+ * A streamed request (`items`, request_type "many_in") hands its item Stream to the request
+ * transport, which pulls it; when the call is over (complete, failed or cancelled) the send is
+ * cancelled too, so a transport still pulling the items stops and interrupts the Stream.
+ *
  * It does not pick the instance or open spans (`Router.ts` does), and does nothing per item but
  * hand the batch to the consumer.
  */
 import { Effect } from "effect"
+import type { Stream } from "effect"
 import type { PayloadCodecName } from "../ConnectionInfo.ts"
 import type { RequestHeaders, RequestMessage } from "../RequestPlane.ts"
 import type { PendingStream, ResponsePlaneServer } from "../ResponsePlane.ts"
@@ -37,12 +42,16 @@ export interface CallSetup {
 /** One call's arguments. */
 export interface CallArgs<Req, Res> {
   readonly address: string
+  /** The unified record's request-transport metadata, if any. */
+  readonly metadata: Readonly<Record<string, string>> | undefined
   readonly requestTransport: RequestTransport
   readonly request: Req
   readonly onItems: (items: ReadonlyArray<Res>) => void
   readonly headers: RequestHeaders | undefined
   /** Receives the pending stream once opened (for flow control). */
   readonly onOpen: ((pending: PendingStream) => void) | undefined
+  /** A streamed request's items; undefined for a plain request. */
+  readonly items: Stream.Stream<unknown, unknown> | undefined
 }
 
 const toEffect = (outcome: CallOutcome<CallError>): Effect.Effect<void, CallError> =>
@@ -78,6 +87,7 @@ export const makeCallOn = (setup: CallSetup) => {
         }
       })
       Metrics.streamDelta(responseId, "response", 1)
+      let cancelSend: (() => void) | undefined
       const sink = { onItems: state.items, onEnd: state.end, onError: state.error }
       return setup.responseServer.open({ requestId, endpoint, codec, sink }).pipe(
         Effect.tapError((error) =>
@@ -89,27 +99,35 @@ export const makeCallOn = (setup: CallSetup) => {
         Effect.flatMap((opened) => {
           state.opened(opened)
           args.onOpen?.(opened)
-          const message: RequestMessage = {
-            control: {
-              id: requestId,
-              request_type: "single_in",
-              response_type: "many_out",
-              payload_codec: codec,
-              connection_info: opened.connectionInfo,
-              ...(setup.metadata === undefined ? {} : { metadata: setup.metadata })
-            },
-            payload: args.request,
-            headers: { ...args.headers, "x-request-id": requestId }
+          const control: RequestMessage["control"] = {
+            id: requestId,
+            request_type: args.items === undefined ? "single_in" : "many_in",
+            response_type: "many_out",
+            payload_codec: codec,
+            connection_info: opened.connectionInfo,
+            ...(setup.metadata === undefined ? {} : { metadata: setup.metadata })
           }
+          const headers = { ...args.headers, "x-request-id": requestId }
+          const message: RequestMessage = args.items === undefined
+            ? { control, payload: args.request, headers }
+            : { control, payload: args.request, headers, items: args.items }
+          const target = { address: args.address, endpoint, metadata: args.metadata }
           // One callback waits for both the ack and the stream: a complete stream implies the
           // ack, so the call ends with the stream even if the ack is still on its way.
           return Effect.callback<void, CallError>((resume) => {
             state.wait((outcome) => resume(toEffect(outcome)))
-            state.sent(sendLean(setup.runSend, args.requestTransport.client, { address: args.address, endpoint }, message, state.ack))
+            cancelSend = sendLean(setup.runSend, args.requestTransport.client, target, message, state.ack)
+            state.sent(cancelSend)
             return Effect.sync(() => state.cancel())
           })
         }),
-        Effect.onExit(() => Effect.sync(() => state.finish()))
+        Effect.onExit(() =>
+          Effect.sync(() => {
+            state.finish()
+            // The call is over: a streamed request's items are no longer wanted.
+            if (args.items !== undefined) cancelSend?.()
+          })
+        )
       )
     })
 }

@@ -1,7 +1,8 @@
 /**
  * Runs one request on the worker, start to end: call home to the router, decode the request,
- * send the prologue, run the handler with an `emit`, and end the stream according to how the
- * handler ended (complete, failed, a failed write, interrupted, or stopped by the router).
+ * send the prologue, run the handler with an `emit` (and, for a streamed request, the item
+ * Stream its transport delivered), and end the stream according to how the handler ended
+ * (complete, failed, a failed write, interrupted, or stopped by the router).
  *
  * Each request's work runs with the log annotations `{ endpoint, requestId }` and, unless
  * tracing is off, inside the `handle <endpoint>` span (parent: the router's span, from the
@@ -11,17 +12,18 @@
  * It does not accept requests, count them or manage fibers: `Worker.ts` does.
  */
 import { Cause, Effect, Exit, Tracer } from "effect"
+import type { Stream } from "effect"
 import type { EndpointPath } from "../Instance.ts"
 import type { RequestMessage } from "../RequestPlane.ts"
 import type { ResponseWriter } from "../ResponsePlane.ts"
 import type { TransportId } from "../Transport.ts"
 import type { TracingMode } from "../TransportConfig.ts"
-import type { ResponseWriteError } from "../TransportError.ts"
+import type { ResponseWriteError, TransportError } from "../TransportError.ts"
 import type { TransportRegistryShape } from "../TransportRegistry.ts"
 import * as Tracing from "../observability/Tracing.ts"
 import { makeEmitter } from "./Emit.ts"
 import { describeFailure, describeWriteFailure } from "./FailureText.ts"
-import type { EmitHandler, HandlerContext } from "./Handler.ts"
+import type { HandlerContext, RunnableHandler } from "./Handler.ts"
 
 /** What every request of one served endpoint shares. */
 export interface RequestSetup<Req, Res, E, R> {
@@ -35,7 +37,7 @@ export interface RequestSetup<Req, Res, E, R> {
   readonly registry: TransportRegistryShape
   /** Decodes the payload; undefined takes it as it is. */
   readonly decode: ((payload: unknown) => Exit.Exit<Req, unknown>) | undefined
-  readonly handler: EmitHandler<Req, Res, E, R>
+  readonly handler: RunnableHandler<Req, Res, E, R>
 }
 
 /** Why the router's side ended the stream early. */
@@ -79,7 +81,13 @@ export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, 
   }
 
   /** Runs the handler on a connected writer, then ends the stream. */
-  const runHandler = (request: Req, context: HandlerContext, writer: ResponseWriter, span: Tracer.Span | undefined) => {
+  const runHandler = (
+    request: Req,
+    context: HandlerContext,
+    items: RequestMessage["items"],
+    writer: ResponseWriter,
+    span: Tracer.Span | undefined
+  ) => {
     const emitter = makeEmitter<Res>(writer)
     let ended: Ended
     return Effect.withFiber<Exit.Exit<void, E>, never, R>((fiber) => {
@@ -92,7 +100,8 @@ export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, 
         ended ??= "disconnect"
         fiber.interruptUnsafe()
       })
-      return Effect.exit(setup.handler(request, context, emitter.emit))
+      // The transport's item Stream fails with a TransportError only (RequestPlane.ts).
+      return Effect.exit(setup.handler(request, context, emitter.emit, items as Stream.Stream<unknown, TransportError> | undefined))
     }).pipe(
       Effect.onExit((exit) =>
         Effect.sync(() => {
@@ -118,7 +127,7 @@ export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, 
       }
       writer.prologue()
       const context: HandlerContext = { requestId: message.control.id, endpoint, instanceId: setup.instanceId, headers: message.headers }
-      return runHandler(request, context, writer, span)
+      return runHandler(request, context, message.items, writer, span)
     })
 
   return (message: RequestMessage): Effect.Effect<void, never, R> => {

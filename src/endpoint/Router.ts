@@ -2,8 +2,10 @@
  * The router side of an endpoint: `client` builds an `EndpointClient` for the life of a scope.
  * Each call picks an instance from the live instance set, opens the `send <endpoint>` span
  * (unless tracing is off), and runs one call on that instance; `generate` is the buffered
- * Stream over it. Sends that need a fiber run in a runtime captured when the client was built,
- * so they keep its logger, tracer and services, and end with its scope.
+ * Stream over it. The duplex forms (`generateDuplex`, `callDuplex`) also send a Stream of request
+ * items, and need an instance whose request transport is bidirectional. Sends that need a fiber
+ * run in a runtime captured when the client was built, so they keep its logger, tracer and
+ * services, and end with its scope.
  *
  * It does not run the call's transitions (`CallState.ts`), wire the transports (`Call.ts`),
  * watch discovery (`InstanceSet.ts`) or buffer items (`BufferedStream.ts`).
@@ -16,7 +18,7 @@ import type { EndpointPath, Instance } from "../Instance.ts"
 import type { RequestHeaders } from "../RequestPlane.ts"
 import type { PendingStream } from "../ResponsePlane.ts"
 import { noRequirements } from "../Transport.ts"
-import type { TransportId } from "../Transport.ts"
+import type { TransportCapabilities, TransportId } from "../Transport.ts"
 import { TransportConfig } from "../TransportConfig.ts"
 import { EndpointNotFound, NoTransportAvailable } from "../TransportError.ts"
 import type { CallError, InvalidEndpointPath } from "../TransportError.ts"
@@ -68,9 +70,39 @@ export interface EndpointClient<Req, Res> {
     onItems: (items: ReadonlyArray<Res>) => void,
     options?: CallOptions
   ) => Effect.Effect<void, CallError>
+  /**
+   * Bidirectional streaming: sends `request`, then streams `items` after it as a streamed
+   * request (request_type "many_in"), and streams the responses. The request transport pulls
+   * `items` only as fast as it sends them (flow control), and interrupts it when the call is
+   * over (complete, failed or cancelled), so a worker that ends early stops the producer. If
+   * `items` fails, the call does not: the worker's item Stream fails with a `TransportError`
+   * carrying its message, and the call ends as the worker's handler decides. The instance's
+   * request transport must be bidirectional (registered so here, and advertised so in the
+   * instance's unified record), otherwise the Stream fails at once with `NoTransportAvailable`
+   * requiring `bidirectional: true`.
+   */
+  readonly generateDuplex: <Item, E2>(
+    request: Req,
+    items: Stream.Stream<Item, E2>,
+    options?: CallOptions
+  ) => Stream.Stream<Res, CallError>
+  /** The lean core of `generateDuplex`: `call` with a Stream of request items. */
+  readonly callDuplex: <Item, E2>(
+    request: Req,
+    items: Stream.Stream<Item, E2>,
+    onItems: (items: ReadonlyArray<Res>) => void,
+    options?: CallOptions
+  ) => Effect.Effect<void, CallError>
   /** The instances currently known. */
   readonly instances: () => ReadonlyArray<Instance>
 }
+
+/** The capabilities a streamed request needs of a request transport. */
+const bidirectional: TransportCapabilities = { ...noRequirements, bidirectional: true }
+
+/** True when the instance's record advertises a bidirectional request transport (the unified form only). */
+const advertisesBidirectional = (instance: Instance): boolean =>
+  "unified" in instance.transport && instance.transport.unified.request_transport.capabilities.bidirectional
 
 /**
  * A client of `path` for the life of the scope. It keeps the endpoint's instance list
@@ -104,12 +136,16 @@ export const client = <Req = unknown, Res = unknown>(
     })
     const instances = yield* InstanceSet.make(endpointPath, endpoint)
 
-    /** `call`, and `onOpen` receives the response plane's pending stream (for flow control). */
+    /**
+     * `call`, and `onOpen` receives the response plane's pending stream (for flow control);
+     * `requestItems` makes it a streamed request.
+     */
     const callFlow = (
       request: Req,
       onItems: (items: ReadonlyArray<Res>) => void,
       callOptions: CallOptions | undefined,
-      onOpen: ((pending: PendingStream) => void) | undefined
+      onOpen: ((pending: PendingStream) => void) | undefined,
+      requestItems?: Stream.Stream<unknown, unknown>
     ): Effect.Effect<void, CallError> =>
       Effect.suspend(() => {
         const routing = callOptions?.routing ?? options.routing ?? "round-robin"
@@ -123,8 +159,14 @@ export const client = <Req = unknown, Res = unknown>(
         if (requestTransport === undefined) {
           return Effect.fail(new NoTransportAvailable({ plane: "request", required: noRequirements, transport: target.id }))
         }
+        if (requestItems !== undefined && !(requestTransport.registration.capabilities.bidirectional && advertisesBidirectional(instance))) {
+          return Effect.fail(new NoTransportAvailable({ plane: "request", required: bidirectional, transport: target.id }))
+        }
         const address = target.address
-        if (tracing === "off") return callOn({ address, requestTransport, request, onItems, headers: callOptions?.headers, onOpen })
+        const metadata = target.metadata
+        if (tracing === "off") {
+          return callOn({ address, metadata, requestTransport, request, onItems, headers: callOptions?.headers, onOpen, items: requestItems })
+        }
         const sampled = tracing === "on" || Math.random() < Tracing.sampleRatio
         return Effect.useSpan(
           `send ${endpoint}`,
@@ -141,7 +183,7 @@ export const client = <Req = unknown, Res = unknown>(
               onItems(batch)
             }
             const headers = { ...callOptions?.headers, ...Tracing.injectHeaders(span) }
-            return callOn({ address, requestTransport, request, onItems: counted, headers, onOpen }).pipe(
+            return callOn({ address, metadata, requestTransport, request, onItems: counted, headers, onOpen, items: requestItems }).pipe(
               Effect.ensuring(Effect.sync(() => span.attribute("rpc.response.items", items)))
             )
           }
@@ -154,7 +196,23 @@ export const client = <Req = unknown, Res = unknown>(
     const maxBuffered = options.maxBufferedItems === undefined
       ? DEFAULT_MAX_BUFFERED_ITEMS
       : Math.max(1, Math.floor(options.maxBufferedItems) || 1)
-    const generate = makeGenerate(callFlow, maxBuffered)
+    const generateFlow = makeGenerate(callFlow, maxBuffered)
+    const generate = (request: Req, callOptions?: CallOptions) => generateFlow(request, callOptions)
+    const generateDuplex = <Item, E2>(request: Req, items: Stream.Stream<Item, E2>, callOptions?: CallOptions) =>
+      generateFlow(request, callOptions, items)
+    const callDuplex = <Item, E2>(
+      request: Req,
+      items: Stream.Stream<Item, E2>,
+      onItems: (items: ReadonlyArray<Res>) => void,
+      callOptions?: CallOptions
+    ) => callFlow(request, onItems, callOptions, undefined, items)
 
-    return { path: endpointPath, call, generate, instances: instances.instances } satisfies EndpointClient<Req, Res>
+    return {
+      path: endpointPath,
+      call,
+      generate,
+      generateDuplex,
+      callDuplex,
+      instances: instances.instances
+    } satisfies EndpointClient<Req, Res>
   })

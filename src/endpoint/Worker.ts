@@ -2,7 +2,10 @@
  * The worker side of an endpoint: `serveEmit` registers an emit-style handler on a request-plane
  * server and the instance in discovery, and runs each accepted request on its own fiber in a
  * runtime captured from the caller's context (logger, tracer and services carry over); `serve`
- * is the Stream adapter over it.
+ * is the Stream adapter over it, and `serveDuplex` the adapter for a handler that also takes the
+ * request's item Stream (bidirectional streaming). Each endpoint has an admission check
+ * (`Admission.ts`: the in-flight cap, and refusal while draining) that its request server asks
+ * before each ack.
  *
  * It does not run a request itself (`HandleRequest.ts` does: call-home, prologue, handler, end
  * of stream) nor write items (`Emit.ts`).
@@ -22,8 +25,10 @@ import { TransportRegistry } from "../TransportRegistry.ts"
 import * as Health from "../observability/Health.ts"
 import * as MetricsModule from "../observability/Metrics.ts"
 import { parseEndpointPath } from "./EndpointPath.ts"
+import { makeAdmission } from "./Admission.ts"
+import type { Emit } from "./Emit.ts"
 import { makeHandleRequest } from "./HandleRequest.ts"
-import type { EmitHandler, StreamHandler } from "./Handler.ts"
+import type { DuplexHandler, EmitHandler, RunnableHandler, StreamHandler } from "./Handler.ts"
 import { makeInFlight } from "./InFlight.ts"
 
 /** Options of `serve` and `serveEmit`. */
@@ -35,10 +40,21 @@ export interface ServeOptions<Req> {
   /** Decodes each request; a request that does not decode fails in the prologue. */
   readonly requestSchema?: Schema.Codec<Req, unknown> | undefined
   /**
-   * On shutdown, after the instance left discovery and the request plane, how long running
-   * handlers may take to finish before they are interrupted (default 0: interrupt at once).
+   * On shutdown, after the instance left discovery, how long running handlers may take to
+   * finish before they are interrupted (default 0: interrupt at once). Meanwhile the request
+   * plane still answers for the endpoint, refusing new requests "unavailable" (a router with a
+   * stale instance list gets a typed `ServerUnavailable`, not `EndpointNotFound`); it stops
+   * serving the endpoint after the drain.
    */
   readonly drainTimeoutMs?: number | undefined
+  /**
+   * The most requests this endpoint runs at once (admitted and not finished). Beyond it, its
+   * request server refuses a request before the ack, "overloaded" (memory and http: a
+   * `TransportConnectionError` with reason "Overloaded" at the router; TCP: Dynamo's `Server
+   * overloaded: ...` ack). Default: unlimited. A positive integer (its integer part, at least 1);
+   * `Infinity` also means unlimited.
+   */
+  readonly maxInFlight?: number | undefined
 }
 
 /** A served endpoint. */
@@ -49,22 +65,35 @@ export interface ServedEndpoint {
   readonly inFlight: () => number
   /** Waits until no handler runs, at most `timeoutMs`; true when drained. */
   readonly drain: (timeoutMs: number) => Effect.Effect<boolean>
+  /** True once the scope started closing: new requests are refused "unavailable". */
+  readonly draining: () => boolean
 }
+
+/** What `serveEmit`, `serve` and `serveDuplex` return. */
+type Served<R> = Effect.Effect<
+  ServedEndpoint,
+  TransportError | NoTransportAvailable | DiscoveryError | InvalidEndpointPath,
+  Scope.Scope | TransportRegistry | Discovery | TransportConfig | R
+>
 
 /**
  * Serves `path` ("ns.component.endpoint") with an emit-style handler until the scope closes.
- * Closing the scope removes the instance from discovery, stops accepting requests, and
- * interrupts running handlers (their routers see a HandlerError, never a silent end).
+ * Closing the scope first refuses new requests ("unavailable"), then removes the instance from
+ * discovery, drains (`drainTimeoutMs`), leaves the request plane, and interrupts running
+ * handlers (their routers see a HandlerError, never a silent end).
  */
 export const serveEmit = <Req, Res, E = never, R = never>(
   path: string,
   handler: EmitHandler<Req, Res, E, R>,
   options: ServeOptions<Req> = {}
-): Effect.Effect<
-  ServedEndpoint,
-  TransportError | NoTransportAvailable | DiscoveryError | InvalidEndpointPath,
-  Scope.Scope | TransportRegistry | Discovery | TransportConfig | R
-> =>
+): Served<R> => serveRunnable(path, handler, options)
+
+/** `serveEmit` for a handler that also takes the request's item Stream. */
+const serveRunnable = <Req, Res, E = never, R = never>(
+  path: string,
+  handler: RunnableHandler<Req, Res, E, R>,
+  options: ServeOptions<Req>
+): Served<R> =>
   Effect.gen(function*() {
     const endpointPath = yield* parseEndpointPath(path)
     const endpoint = formatEndpointPath(endpointPath)
@@ -76,21 +105,9 @@ export const serveEmit = <Req, Res, E = never, R = never>(
     const server = yield* registry.getRequestServer(transportId)
     const instanceId = options.instanceId ?? randomInstanceId()
     const inFlight = makeInFlight()
+    const admission = makeAdmission({ endpoint, maxInFlight: options.maxInFlight, running: inFlight.count })
 
     const run = yield* FiberSet.makeRuntime<R>()
-    // Finalizers run in reverse: leave discovery, leave the request plane, drain, then interrupt.
-    const drainTimeoutMs = options.drainTimeoutMs ?? 0
-    if (drainTimeoutMs > 0) {
-      yield* Effect.addFinalizer(() =>
-        Effect.flatMap(inFlight.drain(drainTimeoutMs), (drained) =>
-          drained
-            ? Effect.void
-            : Effect.logWarning("drain timed out; interrupting handlers").pipe(
-              Effect.annotateLogs({ endpoint, inFlight: inFlight.count() })
-            ))
-      )
-    }
-
     const handleRequest = makeHandleRequest<Req, Res, E, R>({
       endpoint,
       endpointPath,
@@ -105,6 +122,7 @@ export const serveEmit = <Req, Res, E = never, R = never>(
     })
 
     const onRequest = (message: RequestMessage) => {
+      admission.started()
       inFlight.begin()
       Metrics.recordServerRequest(transportId)
       Metrics.streamDelta(transportId, "request", 1)
@@ -115,7 +133,20 @@ export const serveEmit = <Req, Res, E = never, R = never>(
       })
     }
 
-    const transport = yield* server.register({ path: endpointPath, instanceId }, onRequest)
+    const transport = yield* server.register({ path: endpointPath, instanceId }, onRequest, { admit: admission.admit })
+    // Finalizers run in reverse: refuse new requests ("unavailable"), leave discovery, drain
+    // (the request plane still answers, refusing), leave the request plane, then interrupt.
+    const drainTimeoutMs = options.drainTimeoutMs ?? 0
+    if (drainTimeoutMs > 0) {
+      yield* Effect.addFinalizer(() =>
+        Effect.flatMap(inFlight.drain(drainTimeoutMs), (drained) =>
+          drained
+            ? Effect.void
+            : Effect.logWarning("drain timed out; interrupting handlers").pipe(
+              Effect.annotateLogs({ endpoint, inFlight: inFlight.count() })
+            ))
+      )
+    }
     const instance: Instance = {
       type: "Endpoint",
       namespace: endpointPath.namespace,
@@ -126,7 +157,16 @@ export const serveEmit = <Req, Res, E = never, R = never>(
     }
     yield* discovery.register(instance)
     yield* Effect.acquireRelease(Effect.sync(Health.endpointUp), () => Effect.sync(Health.endpointDown))
-    return { path: endpointPath, instance, inFlight: inFlight.count, drain: inFlight.drain } satisfies ServedEndpoint
+    // Added last, so it runs first when the scope closes: from then on, requests are refused
+    // "unavailable" while the instance leaves discovery and the request plane.
+    yield* Effect.addFinalizer(() => Effect.sync(admission.startDraining))
+    return {
+      path: endpointPath,
+      instance,
+      inFlight: inFlight.count,
+      drain: inFlight.drain,
+      draining: admission.draining
+    } satisfies ServedEndpoint
   })
 
 /**
@@ -141,10 +181,34 @@ export const serve = <Req, Res, E = never, R = never>(
 ) =>
   serveEmit<Req, Res, E | ResponseWriteError, R>(
     path,
-    (request, context, emit) =>
-      Stream.runForEachArray(handler(request, context), (items) => {
-        const written = emit.all(items)
-        return written._tag === "Failure" ? written : emit.ready
-      }),
+    (request, context, emit) => writeAll(handler(request, context), emit),
+    options
+  )
+
+/** Writes every chunk of `stream` with `emit.all`, waiting on `emit.ready` after each. */
+const writeAll = <Res, E, R>(stream: Stream.Stream<Res, E, R>, emit: Emit<Res>): Effect.Effect<void, E | ResponseWriteError, R> =>
+  Stream.runForEachArray(stream, (chunk) => {
+    const written = emit.all(chunk)
+    return written._tag === "Failure" ? written : emit.ready
+  })
+
+/**
+ * Serves `path` with a duplex Stream handler (bidirectional streaming): the handler gets the
+ * request value and a Stream of the items the router streams after it (`generateDuplex`), and
+ * returns the response Stream, written as `serve` writes it. A request sent without items
+ * (`generate`, `call`) gives an empty item Stream. The item Stream fails with a typed
+ * `TransportError` when the router's own item Stream failed (the error carries its message) or
+ * the connection died; what the handler does then (fail, or go on) is how the call ends. Items
+ * are not checked against a schema (`requestSchema` covers the request value only).
+ */
+export const serveDuplex = <Req, Item, Res, E = never, R = never>(
+  path: string,
+  handler: DuplexHandler<Req, Item, Res, E, R>,
+  options: ServeOptions<Req> = {}
+): Served<R> =>
+  serveRunnable<Req, Res, E | ResponseWriteError, R>(
+    path,
+    (request, context, emit, items) =>
+      writeAll(handler(request, items === undefined ? Stream.empty : (items as Stream.Stream<Item, TransportError>), context), emit),
     options
   )

@@ -5,7 +5,8 @@
  * `send` POSTs the encoded request-plane message and resolves at the 202 ack; the timeout
  * (`DYN_HTTP_REQUEST_TIMEOUT`) covers the ack only. Non-2xx answers map to typed errors:
  * 404 `EndpointNotFound`, 413 `MessageTooLarge`, other 4xx `BadStatus`, 5xx
- * `ServerUnavailable`.
+ * `ServerUnavailable`, except a 503 whose error text is Dynamo's `Server overloaded: ...` (the
+ * worker's admission refusal at its in-flight cap): `Overloaded`.
  *
  * The response stream is not its business, except in the pure HTTP mode: for a message whose
  * `connection_info.transport` is `http_inline`, it asks for the stream's format (`accept`), takes
@@ -261,8 +262,8 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
             return finish((new TransportProtocolError({ reason: "MessageTooLarge", transport: "http", target: address, detail })))
           }
           if (status >= 500) {
-            return finish((new TransportConnectionError({ reason: "ServerUnavailable", transport: "http", target: address, detail: `HTTP ${status}: ${detail}` }))
-            )
+            const reason = status === 503 && detail.startsWith("Server overloaded:") ? "Overloaded" : "ServerUnavailable"
+            return finish(new TransportConnectionError({ reason, transport: "http", target: address, detail: `HTTP ${status}: ${detail}` }))
           }
           finish((new TransportProtocolError({ reason: "BadStatus", transport: "http", target: address, detail: `HTTP ${status}: ${detail}` })))
         })

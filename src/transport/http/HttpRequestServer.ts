@@ -5,7 +5,9 @@
  * new connection is sniffed for the HTTP/2 preface and handed to the matching node server).
  * `POST {root}/{subject}` with a request-plane message as body is answered 202 before the
  * handler runs; an unknown subject gets 404, a body that is not a valid message 400, a body
- * over the size limit 413, each with a JSON error. Other requests keep being served.
+ * over the size limit 413, each with a JSON error. A request the endpoint's admission check
+ * refuses (at its in-flight cap, or draining) gets 503 with Dynamo's texts in `error`
+ * (`Server overloaded: ...`, `Server unavailable: ...`). Other requests keep being served.
  *
  * Pure HTTP mode (`inline` given: the http response plane is served too): a POST whose message's
  * `connection_info.transport` is `http_inline`, or whose body is plain JSON (`Content-Type:
@@ -29,7 +31,7 @@ import { decodeRequestMessage } from "../../protocol/RequestMessage.ts"
 import type { RequestControlMessage } from "../../ConnectionInfo.ts"
 import type { TransportType } from "../../Instance.ts"
 import { instanceSubject } from "../../RequestPlane.ts"
-import type { RequestHandler, RequestPlaneServer } from "../../RequestPlane.ts"
+import type { Admission, RequestHandler, RequestPlaneServer } from "../../RequestPlane.ts"
 import { advertisedHost, hostPort, listenOnce } from "../../internal/net.ts"
 import { fromH1Response, fromH2Stream } from "./InlineExchange.ts"
 import { formatOfInfo, HTTP_INLINE, inlineInfo } from "./HttpInlineHub.ts"
@@ -79,6 +81,20 @@ export const H2_SESSION_LIMITS: http2.ServerOptions = {
 
 const TRACE_HEADERS = ["traceparent", "tracestate", "x-request-id"] as const
 
+/** A served subject: its handler and admission check. */
+interface Served {
+  readonly handler: RequestHandler
+  readonly admit: Admission | undefined
+}
+
+/** The 503 body of a request the admission check refused, or undefined when admitted (asked last, just before the handler). */
+const refusalBody = (admit: Admission | undefined, endpoint: string): Record<string, unknown> | undefined => {
+  const refused = admit?.()
+  if (refused === undefined) return undefined
+  const head = refused.refuse === "overloaded" ? "Server overloaded" : "Server unavailable"
+  return { error: `${head}: ${refused.detail}`, reason: refused.refuse, endpoint }
+}
+
 const single = (value: string | ReadonlyArray<string> | undefined): string | undefined =>
   typeof value === "string" ? value : value?.[0]
 
@@ -88,7 +104,7 @@ const single = (value: string | ReadonlyArray<string> | undefined): string | und
  */
 export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPlaneServer, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const handlers = new Map<string, RequestHandler>()
+    const handlers = new Map<string, Served>()
     const root = options.rootPath === "/" ? "" : options.rootPath
     const prefix = `${root}/`
 
@@ -121,8 +137,9 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       } catch {
         return respond(400, { error: "malformed percent-encoding in the path", path })
       }
-      const handler = handlers.get(subject)
-      if (handler === undefined) return respond(404, { error: "endpoint not found", endpoint: subject })
+      const served = handlers.get(subject)
+      if (served === undefined) return respond(404, { error: "endpoint not found", endpoint: subject })
+      const handler = served.handler
       if (method !== "POST") return respond(405, { error: "method not allowed: use POST", endpoint: subject })
       const inline = options.inline
       if (inline === undefined && isPlainJson(header("content-type"))) {
@@ -185,6 +202,8 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
             connection_info: { transport: HTTP_INLINE, info: inlineInfo(plainFormat) }
           }
           headers["x-request-id"] ??= id
+          const refusal = refusalBody(served.admit, subject)
+          if (refusal !== undefined) return respond(503, refusal)
           keep(id, plainFormat, subject)
           return handler({ control, payload, headers })
         }
@@ -204,10 +223,14 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
               endpoint: subject
             })
           }
+          const refusal = refusalBody(served.admit, subject)
+          if (refusal !== undefined) return respond(503, refusal)
           // No ack: the response itself, streamed by the response plane, is the answer.
           keep(decoded.control.id, format, subject)
           return handler({ control: decoded.control, payload: decoded.payload, headers })
         }
+        const refusal = refusalBody(served.admit, subject)
+        if (refusal !== undefined) return respond(503, refusal)
         respond(202)
         // The ack is out; the handler runs after it.
         handler({ control: decoded.control, payload: decoded.payload, headers })
@@ -263,12 +286,12 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
     const host = advertisedHost(options.host, options.advertiseHost)
     const server: RequestPlaneServer = {
       transport: "http",
-      register: (key, handler) =>
+      register: (key, handler, registerOptions) =>
         Effect.gen(function*() {
           const boundPort = yield* start
           const subject = instanceSubject(key)
           yield* Effect.acquireRelease(
-            Effect.sync(() => handlers.set(subject, handler)),
+            Effect.sync(() => handlers.set(subject, { handler, admit: registerOptions?.admit })),
             () => Effect.sync(() => handlers.delete(subject))
           )
           const url = `http://${hostPort(host, boundPort)}${root}/${subject}`

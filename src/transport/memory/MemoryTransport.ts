@@ -1,20 +1,26 @@
 /**
  * The in-memory transport: both planes inside one process, with the semantics of the wire
- * transports (ack before the handler runs, ordered streaming, prologue errors, stop/kill,
- * call-home timeout, "stream ended before generation completed", unknown endpoints and
- * subjects refused with typed errors) and none of their bytes.
+ * transports (ack before the handler runs, admission refusals, ordered streaming, streamed
+ * requests with flow control, prologue errors, stop/kill, call-home timeout, "stream ended
+ * before generation completed", unknown endpoints and subjects refused with typed errors) and
+ * none of their bytes.
  *
- * It is what tests swap in, and the one-process embedded mode. Requests and items are passed
- * by reference, not copied. Two layers that share a `MemoryHub` can talk to each other.
+ * It is what tests swap in, and the one-process embedded mode, and the reference request plane
+ * for bidirectional streaming: a streamed request's items are pulled from the router's Stream
+ * (on a fiber of the router's layer) only while fewer than `ITEM_WINDOW` wait for the worker.
+ * Requests and items are passed by reference, not copied. Two layers that share a `MemoryHub`
+ * can talk to each other.
  */
-import { Effect, Exit, Layer } from "effect"
+import { Cause, Effect, Exit, FiberSet, Layer, Queue, Stream } from "effect"
+import type { Fiber } from "effect"
 import type { ConnectionInfo } from "../../ConnectionInfo.ts"
 import type { TransportType } from "../../Instance.ts"
 import { instanceSubject } from "../../RequestPlane.ts"
-import type { RequestHandler, RequestMessage, RequestPlaneClient, RequestPlaneServer, RequestTarget } from "../../RequestPlane.ts"
+import type { Admission, RequestHandler, RequestMessage, RequestPlaneClient, RequestPlaneServer, RequestTarget } from "../../RequestPlane.ts"
 import type { PendingStream, ResponsePlaneClient, ResponsePlaneServer, ResponseSink, ResponseWriter } from "../../ResponsePlane.ts"
 import type { TransportCapabilities } from "../../Transport.ts"
 import { EndpointNotFound, HandlerError, TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../TransportError.ts"
+import type { TransportError } from "../../TransportError.ts"
 import { TransportConfig } from "../../TransportConfig.ts"
 import { TransportRegistry } from "../../TransportRegistry.ts"
 import { Waiters } from "../../internal/Waiters.ts"
@@ -45,9 +51,15 @@ interface PendingEntry {
   readonly waiters: Waiters
 }
 
+/** A served endpoint in the hub: its handler and admission check. */
+export interface MemoryServed {
+  readonly handler: RequestHandler
+  readonly admit: Admission | undefined
+}
+
 /** The shared state of in-memory request handlers and pending streams. */
 export interface MemoryHub {
-  readonly handlers: Map<string, RequestHandler>
+  readonly handlers: Map<string, MemoryServed>
   readonly pending: Map<string, PendingEntry>
 }
 
@@ -58,35 +70,138 @@ const addressPrefix = "memory://"
 
 const noop = () => {}
 
-/** Hands `message` to the handler at `target` after the ack (as with HTTP 202), or names why not. */
-const deliver = (hub: MemoryHub, target: RequestTarget, message: RequestMessage): EndpointNotFound | undefined => {
-  const handler = hub.handlers.get(target.address)
-  if (handler === undefined) return new EndpointNotFound({ endpoint: target.endpoint, target: target.address })
-  queueMicrotask(() => handler(message))
-  return undefined
+/**
+ * How many items of a streamed request may wait for the worker before the router's item Stream
+ * is no longer pulled (the in-memory counterpart of the wire's per-stream credit).
+ */
+export const ITEM_WINDOW = 16
+
+/** Runs a fiber in the router's layer (its logger, tracer and scope). */
+export type RunFork = (effect: Effect.Effect<void, unknown>) => Fiber.Fiber<void, unknown>
+
+/** The text of the router's item Stream failure: its squashed error's message. */
+const describeCause = (cause: Cause.Cause<unknown>): string => {
+  const error = Cause.squash(cause)
+  if (error instanceof Error) return error.message
+  return typeof error === "string" ? error : String(error)
 }
 
-/** The request plane client and server over a hub. */
-export const makeRequestPlane = (hub: MemoryHub): { client: RequestPlaneClient; server: RequestPlaneServer } => ({
+/**
+ * Carries a streamed request's items to the worker: a fiber of the router's runtime pulls
+ * `items` while the window has room, and the worker reads them as a Stream. The worker's Stream
+ * ends when the router's does, and fails typed when it failed (its message) or was stopped
+ * (`stop`, or the router's layer closing). Returns the worker's Stream and `stop`.
+ */
+const carryItems = (
+  run: RunFork,
+  items: Stream.Stream<unknown, unknown>,
+  target: string
+): { readonly stream: Stream.Stream<unknown, TransportError>; readonly stop: () => void } => {
+  const queue = Effect.runSync(Queue.bounded<unknown, TransportError | Cause.Done>(ITEM_WINDOW))
+  const fiber = run(Stream.runForEachArray(items, (chunk) => Queue.offerAll(queue, chunk)))
+  fiber.addObserver((exit) => {
+    if (Exit.isSuccess(exit)) Queue.endUnsafe(queue)
+    else if (Cause.hasInterruptsOnly(exit.cause)) {
+      Queue.failCauseUnsafe(
+        queue,
+        Cause.fail(
+          new TransportConnectionError({
+            reason: "ConnectionClosed",
+            transport: "memory",
+            target,
+            detail: "the router stopped sending the request's items"
+          })
+        )
+      )
+    } else {
+      Queue.failCauseUnsafe(
+        queue,
+        Cause.fail(
+          new TransportConnectionError({
+            reason: "StreamEndedEarly",
+            transport: "memory",
+            target,
+            detail: `the router's request item stream failed: ${describeCause(exit.cause)}`,
+            cause: Cause.squash(exit.cause)
+          })
+        )
+      )
+    }
+  })
+  return { stream: Stream.fromQueue(queue), stop: () => fiber.interruptUnsafe() }
+}
+
+/** Asks `served` to admit one more request: undefined, or the typed refusal. */
+const refusal = (served: MemoryServed, target: RequestTarget): TransportConnectionError | undefined => {
+  const refused = served.admit?.()
+  if (refused === undefined) return undefined
+  return new TransportConnectionError({
+    reason: refused.refuse === "overloaded" ? "Overloaded" : "ServerUnavailable",
+    transport: "memory",
+    target: target.address,
+    detail: `Server ${refused.refuse}: ${refused.detail}`
+  })
+}
+
+/**
+ * Hands `message` to the handler at `target` after the ack (as with HTTP 202), or names why
+ * not; a streamed request's items start flowing at the ack. Returns the refusal, or the
+ * function that stops a streamed request's items (`noop` for a plain one).
+ */
+const deliver = (
+  hub: MemoryHub,
+  run: RunFork,
+  target: RequestTarget,
+  message: RequestMessage
+): EndpointNotFound | TransportConnectionError | (() => void) => {
+  const served = hub.handlers.get(target.address)
+  if (served === undefined) return new EndpointNotFound({ endpoint: target.endpoint, target: target.address })
+  const refused = refusal(served, target)
+  if (refused !== undefined) return refused
+  const handler = served.handler
+  if (message.items === undefined) {
+    queueMicrotask(() => handler(message))
+    return noop
+  }
+  const carried = carryItems(run, message.items, target.address)
+  const delivered: RequestMessage = { control: message.control, payload: message.payload, headers: message.headers, items: carried.stream }
+  queueMicrotask(() => handler(delivered))
+  return carried.stop
+}
+
+/**
+ * The request plane client and server over a hub. `run` forks the fibers that pull streamed
+ * requests' items (default: the global runtime; the layer passes its own).
+ */
+export const makeRequestPlane = (
+  hub: MemoryHub,
+  run: RunFork = (effect) => Effect.runFork(effect)
+): { client: RequestPlaneClient; server: RequestPlaneServer } => ({
   client: {
     transport: "memory",
+    // The Effect form cannot stop a streamed request's items early; `sendCallback`'s cancel does.
     send: (target, message) =>
       Effect.suspend(() => {
-        const error = deliver(hub, target, message)
-        return error === undefined ? Effect.void : Effect.fail(error)
+        const delivered = deliver(hub, run, target, message)
+        return typeof delivered === "function" ? Effect.void : Effect.fail(delivered)
       }),
     sendCallback: (target, message, onAck) => {
-      onAck(deliver(hub, target, message))
+      const delivered = deliver(hub, run, target, message)
+      if (typeof delivered === "function") {
+        onAck(undefined)
+        return delivered
+      }
+      onAck(delivered)
       return noop
     }
   },
   server: {
     transport: "memory",
-    register: (key, handler) =>
+    register: (key, handler, options) =>
       Effect.acquireRelease(
         Effect.sync(() => {
           const address = addressPrefix + instanceSubject(key)
-          hub.handlers.set(address, handler)
+          hub.handlers.set(address, { handler, admit: options?.admit })
           const side = { transport_id: "memory" as const, address, capabilities, metadata: {} }
           const transport: TransportType = { unified: { request_transport: side, response_transport: side } }
           return { address, transport }
@@ -285,9 +400,11 @@ export const layerWith = (options: MemoryTransportOptions = {}) =>
       const priority = options.priority ?? 0
       const planes = options.planes ?? ["request", "response"]
       if (planes.includes("request")) {
+        // Item pumps run in the layer's context and end with it.
+        const run = yield* FiberSet.makeRuntime<never, void, unknown>()
         yield* registry.registerRequest({
           registration: { transport_id: "memory", plane_type: "request", capabilities, priority },
-          ...makeRequestPlane(hub)
+          ...makeRequestPlane(hub, run)
         })
       }
       if (planes.includes("response")) {
