@@ -35,6 +35,21 @@ export const modes: ReadonlyArray<Mode> = [
     env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "http" }
   },
   {
+    name: "tcp+tcp",
+    description: "the full TCP mode: requests and their response streams multiplexed on one persistent connection, with heartbeats, flow control and streamed requests (DYN_TCP_FULL_MODE=true)",
+    env: { DYN_REQUEST_PLANE: "tcp", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_FULL_MODE: "true", DYN_TCP_POOL_ENABLED: "false" }
+  },
+  {
+    name: "tcp+tcp dynamo",
+    description: "Dynamo's TCP request plane (pipelined frames, FIFO acks) + TCP call-home (DYN_TCP_FULL_MODE=false)",
+    env: { DYN_REQUEST_PLANE: "tcp", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_FULL_MODE: "false", DYN_TCP_POOL_ENABLED: "false" }
+  },
+  {
+    name: "tcp+tcp dynamo pooled",
+    description: "Dynamo's TCP request plane + pooled, multiplexed TCP call-home",
+    env: { DYN_REQUEST_PLANE: "tcp", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_FULL_MODE: "false", DYN_TCP_POOL_ENABLED: "true" }
+  },
+  {
     name: "memory",
     description: "in-memory request + in-memory response (one process)",
     env: { DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory" }
@@ -49,7 +64,8 @@ export const modeOf = (settings: TransportSettings): Mode => {
   const found = modes.find((m) =>
     m.env.DYN_REQUEST_PLANE === settings.requestPlane &&
     m.env.DYN_RESPONSE_PLANE === settings.responsePlane &&
-    (settings.responsePlane !== "tcp" || (m.env.DYN_TCP_POOL_ENABLED === "true") === settings.tcpPool.enabled)
+    (settings.responsePlane !== "tcp" || (m.env.DYN_TCP_POOL_ENABLED === "true") === settings.tcpPool.enabled) &&
+    (settings.requestPlane !== "tcp" || (m.env.DYN_TCP_FULL_MODE === "true") === settings.tcpRequest.fullMode)
   )
   if (found !== undefined) return found
   const pooled = settings.responsePlane === "tcp" && settings.tcpPool.enabled ? " pooled" : ""

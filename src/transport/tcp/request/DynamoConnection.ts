@@ -113,12 +113,13 @@ export class DynamoConnection {
     if (endpoints.draining()) return this.reject(unavailableAck(DRAINING_DETAIL))
     const endpoint = endpoints.lookup(path)
     if (endpoint === undefined) return this.reject(unknownEndpointText(path))
+    const decoded = decodeRequestMessage(payload, { maxMessageSize: this.options.maxMessageSize })
+    if (decoded instanceof ProtocolParseError) return this.reject(unavailableAck(`bad request message: ${decoded.detail}`))
+    // Admission reserves a slot for the handler: ask last, right before the ack.
     const refusal = endpoint.admit?.()
     if (refusal !== undefined) {
       return this.reject(refusal.refuse === "overloaded" ? overloadedAck(refusal.detail) : unavailableAck(refusal.detail))
     }
-    const decoded = decodeRequestMessage(payload, { maxMessageSize: this.options.maxMessageSize })
-    if (decoded instanceof ProtocolParseError) return this.reject(unavailableAck(`bad request message: ${decoded.detail}`))
     this.batcher.push(ACCEPTED_ACK)
     // The ack is queued ahead of anything the handler's call-home sends; the handler must not throw.
     try {

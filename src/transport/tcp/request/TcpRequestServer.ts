@@ -207,7 +207,11 @@ export const make = (options: TcpRequestServerOptions): Effect.Effect<TcpRequest
           const paths = wirePathsOf({ instanceIdHex: key.instanceId.toString(16), ...key.path })
           yield* Effect.acquireRelease(
             Effect.sync(() => {
-              for (const path of paths) endpoints.set(path, entry)
+              // The first path is the endpoint's own; the older `<id hex>/<endpoint>` alias is set
+              // only while free, so two endpoints of one name on one instance never take each other's.
+              paths.forEach((path, i) => {
+                if (i === 0 || !endpoints.has(path)) endpoints.set(path, entry)
+              })
             }),
             () =>
               Effect.sync(() => {
