@@ -12,11 +12,18 @@
  * kinds whatever the flag says, and serves mux streams from its connection pool (`worker/pool/`)
  * (configured by `DYN_TCP_POOL_*`).
  *
+ * The full TCP mode (`full/`) shares the process's `FullModeHub` with it: the router's server
+ * keeps its streams in the hub's table (the full mode's connections feed them), and the worker's
+ * client first looks for the request id among the hub's full-mode writers: a request that came
+ * in on a full-mode connection streams its response back on that connection, without a dial.
+ *
  * What it does not do: the request plane, or pick itself: selection is the registry's job
  * (priority 10 by default, above the in-memory transport's 0).
  */
 import { Effect, Layer } from "effect"
 import type { Scope } from "effect"
+import type { ConnectOptions, ResponseWriter } from "../../ResponsePlane.ts"
+import type { TransportError } from "../../TransportError.ts"
 import type { TransportCapabilities, TransportRegistration } from "../../Transport.ts"
 import { TransportConfig } from "../../TransportConfig.ts"
 import type { TransportSettings } from "../../TransportConfig.ts"
@@ -24,6 +31,7 @@ import { TransportRegistry } from "../../TransportRegistry.ts"
 import * as ConnectionPool from "./worker/pool/ConnectionPool.ts"
 import * as CallHomeClient from "./worker/CallHomeClient.ts"
 import * as CallHomeServer from "./router/CallHomeServer.ts"
+import * as FullModeHub from "./full/FullModeHub.ts"
 
 /** The default registration priority of the TCP response transport. */
 export const DEFAULT_PRIORITY = 10
@@ -56,13 +64,32 @@ export interface TcpResponseTransportOptions {
   readonly server?: Pick<CallHomeServer.CallHomeServerOptions, "sentinelTimeoutMs" | "handshakeTimeoutMs" | "frontendServerId"> | undefined
 }
 
-/** Builds client and server from `settings` (tcpResponse.*, tcpMaxMessageSize) without a registry. */
+/**
+ * `client`, but a request that arrived on a full-mode connection gets the writer the full mode
+ * opened for it on that connection (taken from `hub` by request id) instead of a call-home.
+ */
+export const withFullModeWriters = (client: CallHomeClient.CallHomeClient, hub: FullModeHub.FullModeHubShape): CallHomeClient.CallHomeClient => {
+  const connect = (options: ConnectOptions): Effect.Effect<ResponseWriter, TransportError> => {
+    const writer = hub.writers.get(options.requestId)
+    if (writer === undefined) return client.connect(options)
+    hub.writers.delete(options.requestId)
+    return Effect.succeed(writer)
+  }
+  return { ...client, connect }
+}
+
+/**
+ * Builds client and server from `settings` (tcpResponse.*, tcpMaxMessageSize) without a registry,
+ * over the full mode's `hub` (default: tables of its own).
+ */
 export const make = (
   settings: TransportSettings,
-  options: TcpResponseTransportOptions = {}
+  options: TcpResponseTransportOptions = {},
+  hub: FullModeHub.FullModeHubShape = FullModeHub.makeHub()
 ): Effect.Effect<TcpResponseTransport, never, Scope.Scope> =>
   Effect.gen(function*() {
     const server = yield* CallHomeServer.make({
+      streams: hub.streams,
       host: settings.tcpResponse.host,
       port: settings.tcpResponse.port,
       advertiseHost: settings.tcpResponse.advertiseHost,
@@ -73,11 +100,12 @@ export const make = (
       ...options.server
     })
     const { maxMessageSize: _, ...pool } = ConnectionPool.optionsFromSettings(settings)
-    const client = yield* CallHomeClient.make({
+    const callHome = yield* CallHomeClient.make({
       ...options.client,
       maxMessageSize: settings.tcpMaxMessageSize,
       pool: { ...pool, ...options.client?.pool }
     })
+    const client = withFullModeWriters(callHome, hub)
     return {
       registration: {
         transport_id: "tcp",
@@ -90,16 +118,20 @@ export const make = (
     }
   })
 
-/** Registers the TCP response transport, built from `TransportConfig`, for the layer's life. */
+/**
+ * Registers the TCP response transport, built from `TransportConfig`, for the layer's life, over
+ * the build's `FullModeHub` (shared with the full TCP mode).
+ */
 export const layerWith = (options: TcpResponseTransportOptions = {}): Layer.Layer<never, never, TransportRegistry | TransportConfig> =>
   Layer.effectDiscard(
     Effect.gen(function*() {
       const registry = yield* TransportRegistry
       const config = yield* TransportConfig
-      const transport = yield* make(config, options)
+      const hub = yield* FullModeHub.FullModeHub
+      const transport = yield* make(config, options, hub)
       yield* registry.registerResponse(transport)
     })
-  )
+  ).pipe(Layer.provide(FullModeHub.layer))
 
 /** Registers the TCP response transport with the default options. */
 export const layer: Layer.Layer<never, never, TransportRegistry | TransportConfig> = layerWith()

@@ -21,6 +21,8 @@ import type { TransportCapabilities, TransportRegistration } from "../../../Tran
 import { TransportConfig } from "../../../TransportConfig.ts"
 import type { TransportSettings } from "../../../TransportConfig.ts"
 import type { EndpointNotFound, TransportError } from "../../../TransportError.ts"
+import * as FullMode from "../full/FullMode.ts"
+import { TcpFullMode } from "../full/FullMode.ts"
 import { TransportRegistry } from "../../../TransportRegistry.ts"
 import * as DynamoRequestClient from "./DynamoRequestClient.ts"
 import { speaksFullMode } from "./FullModeHooks.ts"
@@ -120,18 +122,16 @@ export const make = (
   })
 
 /**
- * Registers the TCP request plane, built from `TransportConfig`, for the layer's life.
- *
- * The full mode plugs in here: today `fullMode` is undefined (Dynamo's framing only). Once
- * `../full/FullMode.ts` exports its `TcpFullMode` service, the lead wires it with one line:
- * `const fullMode = Option.getOrUndefined(yield* Effect.serviceOption(TcpFullMode))`.
+ * Registers the TCP request plane, built from `TransportConfig`, for the layer's life, with the
+ * full mode (`../full/FullMode.ts`), which shares its per-process hub with the tcp response plane's
+ * layer (both provide `FullModeHub.layer`, so one build holds one hub).
  */
 export const layer: Layer.Layer<never, never, TransportRegistry | TransportConfig> = Layer.effectDiscard(
   Effect.gen(function*() {
     const registry = yield* TransportRegistry
     const config = yield* TransportConfig
-    const fullMode: TcpFullModeParts | undefined = undefined
+    const fullMode: TcpFullModeParts = yield* TcpFullMode
     const transport = yield* make(config, fullMode)
     yield* registry.registerRequest({ registration: transport.registration, client: transport.client, server: transport.server })
   })
-)
+).pipe(Layer.provide(FullMode.layer))

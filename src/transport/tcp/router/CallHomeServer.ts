@@ -74,6 +74,12 @@ export interface CallHomeServerOptions {
    * One-shot sockets are left as they are.
    */
   readonly muxKeepaliveMs?: number | undefined
+  /**
+   * The table the server keeps its open streams in, by subject (default: its own). The TCP
+   * response transport passes the process's `FullModeHub` table, so that the full TCP mode's
+   * connections feed the same streams.
+   */
+  readonly streams?: Map<string, CallHomeStream> | undefined
 }
 
 /** The call-home server: a `ResponsePlaneServer` of transport "tcp". */
@@ -122,7 +128,7 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
     const muxKeepaliveMs = options.muxKeepaliveMs ?? DEFAULT_MUX_KEEPALIVE_MS
 
     /** Streams not yet settled or closed, by subject. */
-    const streams = new Map<string, CallHomeStream>()
+    const streams = options.streams ?? new Map<string, CallHomeStream>()
     const muxConnections = new Set<MuxConnection>()
     const env: StreamEnv = {
       callHomeTimeoutMs: options.callHomeTimeoutMs,
@@ -170,7 +176,8 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
       acceptMux: muxEnabled,
       routes: { oneShot: claimOneShot, mux: acceptMux },
       onShutdown: () => {
-        for (const stream of [...streams.values()]) stream.serverClosed()
+        // Only this server's streams: the table may be shared (FullModeHub).
+        for (const stream of [...streams.values()]) if (stream.openedIn(env)) stream.serverClosed()
       },
       logDebug
     })

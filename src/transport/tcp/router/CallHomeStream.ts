@@ -97,6 +97,11 @@ export class CallHomeStream implements PendingStream {
     this.callHomeTimer = setTimeout(() => this.callHomeTimedOut(address), env.callHomeTimeoutMs)
   }
 
+  /** True when `env` is the environment this stream was opened with (its server's). */
+  openedIn(env: StreamEnv): boolean {
+    return this.env === env
+  }
+
   /** The current phase; drivers read it to map frames to events. */
   get phase(): Phase {
     return this.state
@@ -238,7 +243,8 @@ export class CallHomeStream implements PendingStream {
 
   /**
    * The link closed under the stream (socket closed, mux connection died). Between call-home and
-   * complete_final the stream fails: "StreamEndedEarly", or the connection's TransportProtocolError.
+   * complete_final the stream fails: "StreamEndedEarly", or the connection's TransportProtocolError
+   * or TransportTimeoutError (a full-mode peer that missed its heartbeats: "HeartbeatTimeout").
    */
   disconnected(cause: Error | undefined): void {
     this.gone = true
@@ -248,6 +254,9 @@ export class CallHomeStream implements PendingStream {
       if (cause instanceof TransportProtocolError) {
         this.flush()
         this.fail(new TransportProtocolError({ reason: cause.reason, transport: "tcp", target: this.subject, detail: cause.detail, cause }))
+      } else if (cause instanceof TransportTimeoutError) {
+        this.flush()
+        this.fail(new TransportTimeoutError({ reason: cause.reason, transport: "tcp", target: this.subject, detail: cause.detail, cause }))
       } else this.endEarly(cause)
     }
     this.state = Phase.Closed
@@ -258,6 +267,16 @@ export class CallHomeStream implements PendingStream {
     if (this.state !== Phase.Waiting) return
     this.state = Phase.Closed
     this.fail(this.connectionError("ConnectionClosed", `the worker reset the stream before its prologue reached the router: ${reason}`))
+  }
+
+  /**
+   * The request meant to start this stream failed before the worker started it (the full mode:
+   * refused, no ack in time, or its connection lost): a stream still waiting fails with `error`.
+   */
+  abandon(error: TransportError): void {
+    if (this.state !== Phase.Waiting) return
+    this.state = Phase.Closed
+    this.fail(error)
   }
 
   /** The server shuts down: "ConnectionClosed" (the server closes the sockets). */

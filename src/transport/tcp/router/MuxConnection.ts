@@ -1,28 +1,33 @@
 /**
  * The router's end of one pooled, multiplexed call-home connection (response mux v1,
- * docs/protocol.md section 6): compact frames in, streams' events out.
+ * docs/protocol.md section 6): compact frames in, streams' events out. The full TCP mode's router
+ * connection (`../full/RouterConnection.ts`) extends it: same streams, same credits, over a socket
+ * it dialled itself.
  *
  * What it does:
- * - `start(rest)` answers the handshake with ConnectionAck(0), then decodes `rest` (the bytes that
- *   followed the handshake in its chunk) and every later chunk synchronously in the socket's
- *   'data' handler with the incremental MuxCodec decoder; the streams that got items are flushed
- *   once at the end of each chunk (one `onItems` per stream per chunk).
- * - Dispatch: a Prologue for a stream this connection does not carry claims it from the server's
- *   table (one still waiting), else is answered with a Reset. Data, End, a second Prologue and
- *   the worker's Reset go to the claimed stream's state machine. A Reset for a stream not on this
- *   connection (the worker lost the one that carried it) fails a stream still waiting at once,
- *   or ends one claimed on another mux connection; any other is ignored (no Reset goes back).
- *   Other frames of streams it does not carry are dropped.
+ * - `start(rest)` answers the handshake with ConnectionAck(0) (`greet`; the full mode has its own
+ *   hello), then decodes `rest` (the bytes that followed the handshake in its chunk) and every
+ *   later chunk synchronously in the socket's 'data' handler with the incremental MuxCodec
+ *   decoder; the streams that got items are flushed once at the end of each chunk (one `onItems`
+ *   per stream per chunk).
+ * - Dispatch: a Prologue for a stream this connection does not carry claims it (`claimable`: from
+ *   the server's table, one still waiting), else is answered with a Reset. Data, End, a second
+ *   Prologue and the worker's Reset go to the claimed stream's state machine. A Reset for a stream
+ *   not on this connection (`resetUnclaimed`: the worker lost the one that carried it) fails a
+ *   stream still waiting at once, or ends one claimed on another mux connection; any other is
+ *   ignored (no Reset goes back). Other frames of streams it does not carry are dropped.
  * - As each stream's `StreamLink`: Stop/Kill frames, credits (a Data payload spends credit the
  *   router grants back once delivered, withheld while the stream is paused), a Reset when the
  *   router ends a live stream abnormally.
- * - Credits (docs/protocol.md, "Flow control"): a WindowUpdate once 64 KiB are owed to a stream,
- *   a ConnectionAck of the cumulative bytes decoded once 64 KiB are unacknowledged, and whatever
- *   is owed 1 ms after it was first owed. Everything queued in one tick leaves in one write.
+ * - Credits (`ReceiveCredit`): a WindowUpdate once 64 KiB are owed to a stream, a ConnectionAck of
+ *   the cumulative bytes decoded once 64 KiB are unacknowledged, and whatever is owed 1 ms after it
+ *   was first owed. Everything queued in one tick leaves in one write (`out`).
  * - Stop or Kill from a worker and framing errors are protocol errors of the whole connection:
- *   it is destroyed. When the socket closes, every stream it carries is `disconnected` with the
- *   cause (socket error or TransportProtocolError), then `onClose` runs. Keepalive is set by the
- *   server. A worker's WindowUpdate and ConnectionAck are ignored.
+ *   it is destroyed (after `farewell`, which the full mode uses to send its closing Error frame).
+ *   When the socket closes, every stream it carries is `disconnected` with the cause (socket error
+ *   or the typed error it was destroyed with), then `closed` and `onClose` run. Keepalive is set
+ *   by the server. A worker's WindowUpdate and ConnectionAck are ignored (`creditFrame`); kinds
+ *   beyond 8 are refused (`otherFrame`) unless a subclass reads them.
  *
  * What it does not do: read the handshake (CallHomeListener), hold streams' state
  * (CallHomeStream), or time anything but the 1 ms credit timer.
@@ -31,19 +36,21 @@ import type * as net from "node:net"
 import {
   encodeConnectionAck,
   encodeMuxFrame,
-  encodeWindowUpdate,
   makeMuxDecoder,
+  MUX_HEADER_SIZE,
   MuxKind,
   streamKey,
   uuidFromStreamId
 } from "../../../protocol/MuxCodec.ts"
 import type { MuxDecoder } from "../../../protocol/MuxCodec.ts"
-import { CREDIT_UPDATE_BYTES, CREDIT_UPDATE_MS, encodeResetPayload } from "../../../protocol/MuxHandshake.ts"
+import { encodeResetPayload } from "../../../protocol/MuxHandshake.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
-import { WriteBatcher } from "../../../internal/WriteBatcher.ts"
+import { FrameBatcher, writePieces } from "../worker/FrameBatcher.ts"
 import { TransportProtocolError } from "../../../TransportError.ts"
 import { Phase } from "./CallHomeStream.ts"
 import type { CallHomeStream } from "./CallHomeStream.ts"
+import { owedCredit, ReceiveCredit } from "./ReceiveCredit.ts"
+import type { OwedCredit } from "./ReceiveCredit.ts"
 import type { LogDebug, StreamLink } from "./StreamLink.ts"
 
 /** Options of a router-side mux connection. */
@@ -60,26 +67,37 @@ export interface MuxConnectionOptions {
   readonly logDebug: LogDebug
   /** The socket closed (after its streams were disconnected). */
   readonly onClose: (conn: MuxConnection) => void
+  /** Decode the full mode's kinds 9-14 too (a full-mode connection reads them in `otherFrame`); default false. */
+  readonly fullMode?: boolean | undefined
 }
 
 const textDecoder = new TextDecoder()
 
+/** True when the 16 stream id bytes of `a` and `b` are equal. */
+const sameId = (a: Uint8Array, b: Uint8Array): boolean => {
+  for (let i = 0; i < 16; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
 /** A stream claimed on a mux connection: its key, id and the credit it is owed. */
-class MuxStreamLink implements StreamLink {
+export class MuxStreamLink implements StreamLink {
   readonly awaitsSentinel = false
   readonly conn: MuxConnection
   readonly key: string
   readonly id: Uint8Array
   readonly stream: CallHomeStream
+  /** The credit owed to the worker for this stream's Data. */
+  readonly credit: OwedCredit
   private paused = false
   /** Data bytes delivered while paused, granted on resume. */
-  private owed = 0
+  private withheld = 0
 
   constructor(conn: MuxConnection, key: string, id: Uint8Array, stream: CallHomeStream) {
     this.conn = conn
     this.key = key
     this.id = id
     this.stream = stream
+    this.credit = owedCredit(id)
   }
 
   control(message: "stop" | "kill"): void {
@@ -92,15 +110,15 @@ class MuxStreamLink implements StreamLink {
 
   resume(): void {
     this.paused = false
-    const owed = this.owed
-    this.owed = 0
-    if (owed > 0 && this.stream.phase === Phase.Streaming) this.conn.grant(this.key, this.id, owed)
+    const withheld = this.withheld
+    this.withheld = 0
+    if (withheld > 0 && this.stream.phase === Phase.Streaming) this.conn.grant(this.credit, withheld)
   }
 
   /** `n` Data payload bytes were delivered: credit owed to the worker, granted unless paused. */
   delivered(n: number): void {
-    if (this.paused) this.owed += n
-    else this.conn.grant(this.key, this.id, n)
+    if (this.paused) this.withheld += n
+    else this.conn.grant(this.credit, n)
   }
 
   batchStarted(): void {
@@ -117,51 +135,51 @@ class MuxStreamLink implements StreamLink {
   }
 }
 
-interface Owed {
-  readonly id: Uint8Array
-  n: number
-}
-
 /** One accepted mux connection; see the module comment. */
 export class MuxConnection {
   /** The worker's "host:port". */
   readonly remote: string
   /** The worker's connection id. */
   readonly connectionId: string
-  private readonly socket: net.Socket
-  private readonly options: MuxConnectionOptions
-  private readonly decoder: MuxDecoder
+  protected readonly socket: net.Socket
+  protected readonly options: MuxConnectionOptions
+  protected readonly decoder: MuxDecoder
   /** The streams this connection carries, by stream key. */
-  private readonly links = new Map<string, MuxStreamLink>()
+  protected readonly links = new Map<string, MuxStreamLink>()
   /** Streams with items batched in the current chunk. */
   private dirty: Array<CallHomeStream> = []
-  private readonly owed = new Map<string, Owed>()
-  private readonly writes = new WriteBatcher((chunk) => {
-    if (!this.socket.destroyed) this.socket.write(chunk)
-  })
-  private acked = 0
-  private timer: ReturnType<typeof setTimeout> | undefined = undefined
-  private cause: Error | undefined = undefined
-  private closed = false
+  /** The stream of the last frame dispatched (while it is on the connection). */
+  private lastLink: MuxStreamLink | undefined = undefined
+  protected readonly credit: ReceiveCredit
+  protected readonly writes: FrameBatcher
+  /** Why the connection closed (the first error seen or given). */
+  protected cause: Error | undefined = undefined
+  /** The socket is closing or closed: no frame is read or written any more. */
+  protected closed = false
 
-  /** A driver for `options.socket`, whose handshake was accepted. */
+  /** A driver for `options.socket`; it listens for the socket's error and close at once, and reads from `start`. */
   constructor(options: MuxConnectionOptions) {
     this.options = options
     this.socket = options.socket
     this.remote = options.remote
     this.connectionId = options.connectionId
-    this.decoder = makeMuxDecoder({ maxMessageSize: options.maxMessageSize })
-  }
-
-  /** Acks the handshake, takes over the socket's events, and decodes `rest`. */
-  start(rest: Uint8Array): void {
+    this.decoder = makeMuxDecoder({ maxMessageSize: options.maxMessageSize, fullMode: options.fullMode === true })
+    this.writes = new FrameBatcher((chunks) => {
+      if (!this.socket.destroyed) writePieces(this.socket, chunks)
+    })
+    // Credit frames stay outside the connection window (ReceiveCredit.ts): not through `out`.
+    this.credit = new ReceiveCredit((frame) => this.writes.bytes(frame), () => this.decoder.bytesDecoded())
     const socket = this.socket
-    this.writes.push(encodeConnectionAck(0))
-    socket.on("data", this.onData)
     socket.on("error", (error) => {
       this.cause ??= error
     })
     socket.on("close", () => this.onSocketClose())
+  }
+
+  /** Greets the worker (`greet`), takes over the socket's data, and decodes `rest`. */
+  start(rest: Uint8Array): void {
+    this.greet()
+    this.socket.on("data", this.onData)
     if (rest.length > 0) this.onData(rest)
   }
 
@@ -173,27 +191,22 @@ export class MuxConnection {
   /** Queues a frame to the worker (dropped once the connection is closing). */
   send(kind: MuxKind, streamId: Uint8Array, payload?: Uint8Array | undefined): void {
     if (this.closed || this.socket.destroyed) return
-    this.writes.push(encodeMuxFrame(kind, streamId, payload))
+    this.out(encodeMuxFrame(kind, streamId, payload))
   }
 
-  /** Records `n` Data payload bytes delivered to a stream: credit owed to the worker. */
-  grant(key: string, streamId: Uint8Array, n: number): void {
-    let owed = this.owed.get(key)
-    if (owed === undefined) {
-      owed = { id: streamId, n: 0 }
-      this.owed.set(key, owed)
-    }
-    owed.n += n
-    if (owed.n >= CREDIT_UPDATE_BYTES) {
-      this.owed.delete(key)
-      this.writes.push(encodeWindowUpdate(owed.id, owed.n))
-    } else this.arm()
+  /** Records `n` Data payload bytes delivered to a stream (`credit` is its record): credit owed to the worker. */
+  grant(credit: OwedCredit, n: number): void {
+    this.credit.grant(credit, n)
   }
 
   /** Drops a stream that is over and any credit owed to it. */
   forget(key: string): void {
+    const link = this.links.get(key)
+    if (link === undefined) return
     this.links.delete(key)
-    this.owed.delete(key)
+    if (this.lastLink === link) this.lastLink = undefined
+    this.credit.forget(link.credit)
+    this.released(key)
   }
 
   /** Flushes `stream`'s items once this chunk is decoded. */
@@ -201,15 +214,73 @@ export class MuxConnection {
     this.dirty.push(stream)
   }
 
-  private destroy(cause: Error): void {
+  /** Streams this connection carries now. */
+  streamCount(): number {
+    return this.links.size
+  }
+
+  // ---- hooks (the full mode overrides them) -----------------------------------------------------
+
+  /**
+   * Queues one frame (or part of one) for this tick's write: every frame the connection sends
+   * passes here (credit owed to the worker goes with it).
+   */
+  protected out(frame: Uint8Array): void {
+    this.credit.piggyback()
+    this.writes.bytes(frame)
+  }
+
+  /** The first frame on the connection: the mux handshake's ConnectionAck(0). */
+  protected greet(): void {
+    this.out(encodeConnectionAck(0))
+  }
+
+  /** A chunk arrived (before it is decoded). */
+  protected chunkArrived(): void {}
+
+  /** A WindowUpdate or ConnectionAck from the worker: ignored (nothing flows router to worker under credit). */
+  protected creditFrame(_kind: MuxKind, _streamId: Uint8Array, _payload: Uint8Array): void {}
+
+  /** A frame of a kind beyond the pooled framing (only a full-mode decoder lets them through): a protocol error. */
+  protected otherFrame(kind: MuxKind, _streamId: Uint8Array, _payload: Uint8Array): void {
+    this.unexpected(`a worker sent a frame of kind ${kind}, which this connection does not read`)
+  }
+
+  /** The stream a Prologue for `streamId` claims: one waiting in the server's table, else undefined (answered with a Reset). */
+  protected claimable(_key: string, streamId: Uint8Array): CallHomeStream | undefined {
+    const stream = this.options.streams.get(uuidFromStreamId(streamId))
+    return stream !== undefined && stream.phase === Phase.Waiting ? stream : undefined
+  }
+
+  /** A stream this connection carried is over on the router's side (its link was released). */
+  protected released(_key: string): void {}
+
+  /** Before the socket is destroyed for `cause` (a protocol error, or the owner's reason). */
+  protected farewell(_cause: Error): void {}
+
+  /** After the socket closed and every claimed stream was disconnected with `cause`. */
+  protected closedWith(_cause: Error | undefined): void {}
+
+  /** Destroys the connection for `cause`: queued frames (after `farewell`) still go out first. */
+  destroy(cause: Error): void {
+    if (this.closed) return
     this.cause ??= cause
+    this.farewell(cause)
     this.closed = true
     this.writes.flush()
     this.socket.destroy()
   }
 
-  private readonly onData = (chunk: Uint8Array): void => {
+  /** The worker sent something that has no place here: a protocol error of the connection. */
+  protected unexpected(detail: string): void {
+    this.destroy(new TransportProtocolError({ reason: "UnexpectedMessage", transport: "tcp", target: this.remote, detail }))
+  }
+
+  // ---- reading -----------------------------------------------------------------------------------
+
+  protected readonly onData = (chunk: Uint8Array): void => {
     if (this.closed) return
+    this.chunkArrived()
     const error = this.decoder.decode(chunk, this.onFrame)
     if (this.dirty.length > 0) {
       const streams = this.dirty
@@ -217,34 +288,39 @@ export class MuxConnection {
       for (const stream of streams) stream.flush()
     }
     if (error !== undefined) return this.destroy(toTransportProtocolError(error, "tcp", this.remote))
-    const unacked = this.decoder.bytesDecoded() - this.acked
-    if (unacked >= CREDIT_UPDATE_BYTES) this.ack()
-    else if (unacked > 0) this.arm()
+    this.credit.chunkDecoded()
   }
 
   private readonly onFrame = (kind: MuxKind, streamId: Uint8Array, payload: Uint8Array): void => {
     if (this.closed) return
     switch (kind) {
+      case MuxKind.Prologue:
+      case MuxKind.Data:
+      case MuxKind.End:
+      case MuxKind.Reset:
+        break
       case MuxKind.WindowUpdate:
       case MuxKind.ConnectionAck:
-        return
+        this.credit.creditFrameDecoded(MUX_HEADER_SIZE + payload.length)
+        return this.creditFrame(kind, streamId, payload)
       case MuxKind.Stop:
       case MuxKind.Kill:
-        return this.destroy(
-          new TransportProtocolError({
-            reason: "UnexpectedMessage",
-            transport: "tcp",
-            target: this.remote,
-            detail: `a worker sent a ${kind === MuxKind.Stop ? "Stop" : "Kill"} frame, which only a router may send`
-          })
-        )
+        return this.unexpected(`a worker sent a ${kind === MuxKind.Stop ? "Stop" : "Kill"} frame, which only a router may send`)
+      default:
+        return this.otherFrame(kind, streamId, payload)
     }
-    const key = streamKey(streamId)
-    const link = this.links.get(key)
-    if (link === undefined) {
-      if (kind === MuxKind.Prologue) this.claim(key, streamId, payload)
-      else if (kind === MuxKind.Reset) this.resetElsewhere(streamId, payload)
-      return
+    // A stream's frames tend to come together (Prologue, Data..., End in one chunk): the last
+    // stream is found by comparing id bytes, without a key string and a map lookup per frame.
+    let link = this.lastLink
+    if (link === undefined || !sameId(link.id, streamId)) {
+      const key = streamKey(streamId)
+      link = this.links.get(key)
+      if (link === undefined) {
+        if (kind === MuxKind.Prologue) this.claim(key, streamId, payload)
+        else if (kind === MuxKind.Reset) this.resetUnclaimed(key, streamId, payload)
+        return
+      }
+      this.lastLink = link
     }
     const stream = link.stream
     switch (kind) {
@@ -265,10 +341,9 @@ export class MuxConnection {
 
   /** A Prologue for a stream this connection does not carry: claim it if it is waiting, else answer with a Reset. */
   private claim(key: string, streamId: Uint8Array, payload: Uint8Array): void {
-    const subject = uuidFromStreamId(streamId)
-    const stream = this.options.streams.get(subject)
-    if (stream === undefined || stream.phase !== Phase.Waiting) {
-      this.options.logDebug("refused mux stream", { remote: this.remote, stream: subject, reason: "unknown or already-served stream id" })
+    const stream = this.claimable(key, streamId)
+    if (stream === undefined) {
+      this.options.logDebug("refused mux stream", { remote: this.remote, stream: uuidFromStreamId(streamId), reason: "unknown or already-served stream id" })
       this.send(MuxKind.Reset, streamId, encodeResetPayload("unknown or already-served stream id"))
       return
     }
@@ -283,7 +358,7 @@ export class MuxConnection {
    * that carried it. A stream still waiting fails now rather than at the call-home timeout; one
    * claimed on another mux connection ends as if that one had closed; anything else is ignored.
    */
-  private resetElsewhere(streamId: Uint8Array, payload: Uint8Array): void {
+  protected resetUnclaimed(_key: string, streamId: Uint8Array, payload: Uint8Array): void {
     const stream = this.options.streams.get(uuidFromStreamId(streamId))
     if (stream === undefined) return
     if (stream.phase === Phase.Waiting) {
@@ -296,37 +371,22 @@ export class MuxConnection {
     stream.cutShort(new Error(`the worker reset the stream: ${textDecoder.decode(payload)}`))
   }
 
-  private ack(): void {
-    this.acked = this.decoder.bytesDecoded()
-    this.writes.push(encodeConnectionAck(this.acked))
-  }
-
-  private arm(): void {
-    if (this.timer !== undefined || this.closed) return
-    this.timer = setTimeout(this.onTimer, CREDIT_UPDATE_MS)
-  }
-
-  private readonly onTimer = (): void => {
-    this.timer = undefined
-    if (this.closed || this.socket.destroyed) return
-    for (const owed of this.owed.values()) this.writes.push(encodeWindowUpdate(owed.id, owed.n))
-    this.owed.clear()
-    if (this.decoder.bytesDecoded() > this.acked) this.ack()
-  }
-
   private onSocketClose(): void {
     this.closed = true
-    clearTimeout(this.timer)
-    this.timer = undefined
+    this.credit.stop()
     this.writes.clear()
-    this.owed.clear()
     const links = [...this.links.values()]
     this.links.clear()
+    this.lastLink = undefined
     this.options.onClose(this)
     const cause = this.cause
     if (links.length > 0 || cause !== undefined) {
       this.options.logDebug("mux connection closed", { remote: this.remote, connection: this.connectionId, streams: links.length, cause: cause?.message })
     }
-    for (const link of links) link.stream.disconnected(cause)
+    for (const link of links) {
+      link.stream.disconnected(cause)
+      this.released(link.key)
+    }
+    this.closedWith(cause)
   }
 }

@@ -19,11 +19,16 @@
  *   unconfirmed: written, not yet covered by a ConnectionAck; none after a graceful `close`), so
  *   that its owner can reset them on another connection (`resetStream`).
  *
+ * The full TCP mode's worker connection (`../full/WorkerConnection.ts`) extends it: no handshake
+ * (`handshake: false`, the full mode's hello came before), the full mode's kinds decoded and
+ * handed to `otherFrame`, its own frames sent with `pushControl`, and `farewell` before a
+ * protocol error closes the socket.
+ *
  * What it does not do: connect, pool, pick, count or replace connections (worker/pool/ does),
  * retry, or time anything but the linger after a graceful close.
  */
 import type * as net from "node:net"
-import { decodeConnectionAck, decodeWindowUpdate, encodeMuxHeader, makeMuxDecoder, MUX_HEADER_SIZE, MuxKind, streamKey } from "../../../protocol/MuxCodec.ts"
+import { decodeConnectionAck, decodeWindowUpdate, makeMuxDecoder, MUX_HEADER_SIZE, MuxKind, streamKey } from "../../../protocol/MuxCodec.ts"
 import type { MuxDecoder } from "../../../protocol/MuxCodec.ts"
 import { encodeMuxHandshake } from "../../../protocol/MuxHandshake.ts"
 import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
@@ -32,7 +37,7 @@ import { TransportConnectionError, TransportProtocolError } from "../../../Trans
 import type { TransportError } from "../../../TransportError.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import { Waiters } from "../../../internal/Waiters.ts"
-import { WriteBatcher } from "../../../internal/WriteBatcher.ts"
+import { FrameBatcher, writePieces } from "./FrameBatcher.ts"
 import type { WriteTarget } from "../../../internal/writeFailure.ts"
 import { AckLedger } from "./AckLedger.ts"
 import { MuxStream, StreamState } from "./MuxStream.ts"
@@ -56,6 +61,13 @@ export interface MuxConnectionOptions {
   readonly connectionWindow: number
   /** When queued frames are flushed: "tick" (`process.nextTick`) or "immediate" (`setImmediate`). */
   readonly flush: "tick" | "immediate"
+  /**
+   * Send the response mux handshake and wait for the router's ConnectionAck(0) (default true).
+   * False: the connection is open at once (the full mode, whose hello came before).
+   */
+  readonly handshake?: boolean | undefined
+  /** Decode the full mode's kinds 9-14 too (handed to `otherFrame`); default false. */
+  readonly fullMode?: boolean | undefined
 }
 
 /** What a connection tells its owner, once its handshake has succeeded. */
@@ -91,12 +103,13 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
   readonly where: WriteTarget
   private state = HANDSHAKE
   private byUs = false
-  private readonly socket: net.Socket
+  protected readonly socket: net.Socket
   private readonly options: MuxConnectionOptions
   private readonly events: MuxConnectionEvents
-  private readonly streams = new Map<string, MuxStream>()
-  private readonly decoder: MuxDecoder
-  private readonly writes: WriteBatcher
+  /** The open streams, by stream key. */
+  protected readonly streams = new Map<string, MuxStream>()
+  protected readonly decoder: MuxDecoder
+  private readonly writes: FrameBatcher
   private readonly window: SendWindow<MuxStream>
   private readonly ledger = new AckLedger()
   /** Frame bytes handed to the socket since the handshake. */
@@ -110,7 +123,7 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
   private handshake: TransportError | undefined | typeof PENDING = PENDING
   private onHandshake: ((error: TransportError | undefined) => void) | undefined = undefined
 
-  /** Takes a connected `socket` and sends the handshake at once. */
+  /** Takes a connected `socket` and sends the handshake at once (unless `options.handshake` is false: then it is open). */
   constructor(socket: net.Socket, id: string, options: MuxConnectionOptions, events: MuxConnectionEvents) {
     this.socket = socket
     this.id = id
@@ -121,20 +134,20 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
     this.options = options
     this.events = events
     this.window = new SendWindow<MuxStream>(options.streamWindow, options.connectionWindow, this)
-    this.writes = new WriteBatcher((chunk) => {
-      if (this.state !== CLOSED && !this.socket.destroyed) {
-        this.socket.write(chunk)
-        this.written += chunk.length
-      }
+    this.writes = new FrameBatcher((chunks) => {
+      if (this.state !== CLOSED && !this.socket.destroyed) this.written += writePieces(this.socket, chunks)
     }, options.flush === "immediate" ? setImmediate : process.nextTick)
-    this.decoder = makeMuxDecoder({ maxMessageSize: options.maxMessageSize })
+    this.decoder = makeMuxDecoder({ maxMessageSize: options.maxMessageSize, fullMode: options.fullMode === true })
     socket.on("data", (chunk: Buffer) => this.onData(chunk))
     socket.on("error", (error) => {
       this.lastError ??= error
     })
     socket.on("close", () => this.onSocketClose())
     socket.on("drain", () => this.drainWaiters.wake())
-    socket.write(encodeMuxHandshake(options.frontendServerId, id))
+    if (options.handshake === false) {
+      this.state = OPEN
+      this.handshake = undefined
+    } else socket.write(encodeMuxHandshake(options.frontendServerId, id))
   }
 
   /**
@@ -187,10 +200,36 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
    */
   resetStream(id: Uint8Array, payload: Uint8Array): boolean {
     if (this.problem() !== undefined) return false
-    this.writes.push(encodeMuxHeader(MuxKind.Reset, id, payload.length))
-    if (payload.length > 0) this.writes.push(payload)
+    this.writes.frame(MuxKind.Reset, id, payload)
     this.window.countForeign(MUX_HEADER_SIZE + payload.length)
     return true
+  }
+
+  /**
+   * Queues a frame of no stream's window (a full-mode Ping, Pong, Error, WindowUpdate or
+   * ConnectionAck) for this tick's write, unless the connection is closed. It counts against the
+   * connection window (the router's ConnectionAck covers it) unless `counted` is false (credit
+   * frames, which stay outside it), but never waits for it.
+   */
+  pushControl(frame: Uint8Array, counted = true): void {
+    if (this.state === CLOSED || this.socket.destroyed) return
+    this.writes.bytes(frame)
+    if (counted) this.window.countForeign(frame.length)
+  }
+
+  /** True once the socket has closed. */
+  isClosed(): boolean {
+    return this.state === CLOSED
+  }
+
+  /** Why the connection closed, once it has (what its streams were told). */
+  closeError(): TransportError | undefined {
+    return this.state === CLOSED ? this.failure : undefined
+  }
+
+  /** Decodes bytes read from the socket before this connection took it over (the full mode's hello chunk). */
+  feed(chunk: Uint8Array): void {
+    if (chunk.length > 0) this.onData(chunk)
   }
 
   /** Closes gracefully: flushes, ends our side, and destroys after `lingerMs` at the latest. */
@@ -250,9 +289,7 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
 
   /** Queues the bytes of one frame for this tick's write. */
   writeFrame(s: MuxStream, kind: MuxKind, payload: Uint8Array | undefined): void {
-    const len = payload === undefined ? 0 : payload.length
-    this.writes.push(encodeMuxHeader(kind, s.id, len))
-    if (len > 0) this.writes.push(payload!)
+    this.writes.frame(kind, s.id, payload)
   }
 
   /** Every frame held for `s` has gone out: it ends if it was ending, else its writers may go on. */
@@ -273,22 +310,52 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
 
   // ---- reading -------------------------------------------------------------------------------
 
-  private onData(chunk: Buffer): void {
+  private onData(chunk: Uint8Array): void {
     if (this.state === CLOSED) return
+    this.chunkArrived()
     const error = this.decoder.decode(chunk, this.onFrame)
-    if (error !== undefined && this.state !== CLOSED) this.protocolFailure(toTransportProtocolError(error, "tcp", this.address))
+    if (error !== undefined && this.state !== CLOSED) return this.protocolFailure(toTransportProtocolError(error, "tcp", this.address))
+    this.chunkDecoded()
   }
+
+  // ---- hooks (the full mode overrides them) -----------------------------------------------------
+
+  /** A chunk arrived (before it is decoded). */
+  protected chunkArrived(): void {}
+
+  /** A chunk was decoded without error. */
+  protected chunkDecoded(): void {}
+
+  /** A credit frame (ConnectionAck or WindowUpdate) of `bytes` was decoded (the full mode does not acknowledge them). */
+  protected creditFrameDecoded(_bytes: number): void {}
+
+  /** A frame the response framing does not read from a router (Prologue, Data, End, and the full mode's kinds): a protocol error. */
+  protected otherFrame(kind: MuxKind, _streamId: Uint8Array, _payload: Uint8Array): void {
+    this.protocolFailure(
+      new TransportProtocolError({
+        reason: "UnexpectedMessage",
+        transport: "tcp",
+        target: this.address,
+        detail: `the router sent a frame of kind ${kind}, which only a worker may send`
+      })
+    )
+  }
+
+  /** Before the socket is destroyed for a protocol error `error`. */
+  protected farewell(_error: TransportProtocolError): void {}
 
   private readonly onFrame = (kind: MuxKind, streamId: Uint8Array, payload: Uint8Array): void => {
     if (this.state === HANDSHAKE) return this.handshakeFrame(kind, payload)
     switch (kind) {
       case MuxKind.ConnectionAck: {
+        this.creditFrameDecoded(MUX_HEADER_SIZE + payload.length)
         const offset = decodeConnectionAck(payload)
         this.ledger.acknowledge(offset)
         this.window.acknowledge(offset)
         return
       }
       case MuxKind.WindowUpdate: {
+        this.creditFrameDecoded(MUX_HEADER_SIZE + payload.length)
         const s = this.streams.get(streamKey(streamId))
         if (s !== undefined) this.window.grant(s, decodeWindowUpdate(payload))
         return
@@ -310,14 +377,7 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
         return
       }
       default:
-        return this.protocolFailure(
-          new TransportProtocolError({
-            reason: "UnexpectedMessage",
-            transport: "tcp",
-            target: this.address,
-            detail: `the router sent a frame of kind ${kind}, which only a worker may send`
-          })
-        )
+        return this.otherFrame(kind, streamId, payload)
     }
   }
 
@@ -344,8 +404,13 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
     f?.(error)
   }
 
-  private protocolFailure(error: TransportProtocolError): void {
+  /** Destroys the connection for a protocol error (after `farewell`); its streams report it. */
+  protected protocolFailure(error: TransportProtocolError): void {
+    if (this.state === CLOSED) return
     this.failure ??= error
+    this.decoder.stop() // nothing after this frame is read
+    this.farewell(error)
+    this.writes.flush()
     this.socket.destroy()
   }
 

@@ -15,6 +15,9 @@
  * - `sendNow` writes a frame ahead of the stream's held frames, which it drops (a worker's Reset);
  *   `countForeign` counts a frame of no stream here (a Reset for a dead connection's stream).
  *
+ * The full mode's router uses the same window for request items (the mirror image): there the
+ * credited kind is RequestData (`creditedKind`).
+ *
  * What it does not do: encode bytes, write to a socket, or decide when a stream ends (the
  * connection does, in `FrameOutput`). Per frame it allocates nothing unless the frame is held.
  */
@@ -52,14 +55,17 @@ export class SendWindow<S extends WindowedStream> {
   readonly streamWindow: number
   /** Frame bytes that may be outstanding (sent, not acknowledged). */
   readonly connectionWindow: number
+  /** The kind whose payload spends stream credit: Data (responses), or RequestData (the full mode's request items). */
+  readonly creditedKind: MuxKind
   private readonly out: FrameOutput<S>
   /** Streams with frames held, in the order they were blocked. */
   private blocked: Array<S> = []
 
-  constructor(streamWindow: number, connectionWindow: number, out: FrameOutput<S>) {
+  constructor(streamWindow: number, connectionWindow: number, out: FrameOutput<S>, creditedKind: MuxKind = MuxKind.Data) {
     this.streamWindow = streamWindow
     this.connectionWindow = connectionWindow
     this.out = out
+    this.creditedKind = creditedKind
   }
 
   /** Sends a frame of `s` now, or holds it behind the stream's earlier frames or for credit. */
@@ -68,7 +74,7 @@ export class SendWindow<S extends WindowedStream> {
       s.held.push({ kind, payload })
       return
     }
-    if (kind === MuxKind.Data && !this.canSend(s, payload!.length)) {
+    if (kind === this.creditedKind && !this.canSend(s, payload!.length)) {
       s.held = [{ kind, payload }]
       this.blocked.push(s)
       return
@@ -120,7 +126,7 @@ export class SendWindow<S extends WindowedStream> {
 
   private send(s: S, kind: MuxKind, payload: Uint8Array | undefined): void {
     const len = payload === undefined ? 0 : payload.length
-    if (kind === MuxKind.Data) s.credit -= len
+    if (kind === this.creditedKind) s.credit -= len
     this.sent += MUX_HEADER_SIZE + len
     this.out.writeFrame(s, kind, payload)
   }
@@ -130,6 +136,9 @@ export class SendWindow<S extends WindowedStream> {
     const blocked = this.blocked
     let i = 0
     while (i < blocked.length) {
+      // No frame fits in the connection window now: the other streams wait too (no scan of them all).
+      const unacked = this.sent - this.acked
+      if (unacked > 0 && unacked + MUX_HEADER_SIZE > this.connectionWindow) break
       const s = blocked[i]!
       const held = s.held
       if (held === undefined) {
@@ -139,7 +148,7 @@ export class SendWindow<S extends WindowedStream> {
       let k = 0
       while (k < held.length) {
         const f = held[k]!
-        if (f.kind === MuxKind.Data && !this.canSend(s, f.payload!.length)) break
+        if (f.kind === this.creditedKind && !this.canSend(s, f.payload!.length)) break
         this.send(s, f.kind, f.payload)
         k++
       }

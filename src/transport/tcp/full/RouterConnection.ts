@@ -1,0 +1,513 @@
+/**
+ * The router's end of one full-mode connection (docs/protocol.md, "The full TCP mode"): requests
+ * out, their response streams in, on one socket it dialled to a worker's TCP request port.
+ *
+ * What it does:
+ * - `dial` connects (TCP_NODELAY) and writes the 12-byte hello at once. Requests submitted before
+ *   the worker's answer are queued behind it (pipelined): an answer other than Accepted fails them
+ *   with the worker's reason (status 2: TransportConnectionError "Refused"; status 1:
+ *   TransportProtocolError "BadHandshake"). No answer within `connectTimeoutMs` is
+ *   TransportTimeoutError "ConnectTimeout"; a failed connect is "ConnectFailed".
+ * - `submit` writes a request's Request frame (stream id = its response stream's subject) and
+ *   starts its item pump when the request is a stream of items (`ItemPump.ts`); RequestData
+ *   leaves under the stream's credit and the connection window (`SendWindow`, the mirror image of
+ *   the worker's), granted by the worker's WindowUpdates and ConnectionAcks.
+ * - The worker's first frame of a stream is the ack: a Prologue acks and claims the stream for the
+ *   router's `CallHomeStream` (the response frames then feed it exactly as on a pooled call-home
+ *   connection: this class extends `router/MuxConnection`); an Error frame (or a Reset) refuses
+ *   it: the ack fails typed (`rejectionError`: "Overloaded", "ServerUnavailable", EndpointNotFound,
+ *   "BadPayload", "Refused"). No answer within `ackTimeoutMs` fails the ack with
+ *   TransportTimeoutError "AckTimeout" (one timer per connection, for the oldest request) and
+ *   resets the stream.
+ * - Heartbeats (`Heartbeat.ts`): a Ping once nothing was heard for an interval; nothing heard for
+ *   two intervals closes the connection with TransportTimeoutError "HeartbeatTimeout". Pings are
+ *   answered with Pongs. A worker's Error with the nil id is its reason for closing.
+ * - When the socket closes, every request still waiting for its ack fails with the connection's
+ *   typed error, at once, and every claimed stream is disconnected (`CallHomeStream`).
+ *
+ * What it does not do: choose connections, queue beyond a connection, or reconnect (the sender's
+ * targets do), or interpret response frames beyond the ack (`router/MuxConnection`,
+ * `CallHomeStream`). Nothing runs per frame but synchronous code; every frame queued in one tick
+ * leaves in one write.
+ */
+import * as net from "node:net"
+import { encodeHello, HelloStatus, readHelloAnswer } from "../../../protocol/FullModeHello.ts"
+import {
+  decodeConnectionAck,
+  decodeErrorText,
+  decodeWindowUpdate,
+  encodeErrorFrame,
+  encodePing,
+  encodePong,
+  MUX_HEADER_SIZE,
+  MuxKind,
+  NIL_STREAM_ID,
+  streamKey as keyOf
+} from "../../../protocol/MuxCodec.ts"
+import { isParseError } from "../../../protocol/ProtocolError.ts"
+import { TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../../TransportError.ts"
+import type { EndpointNotFound, TransportError } from "../../../TransportError.ts"
+import { toTransportProtocolError } from "../../../internal/protocolError.ts"
+import { Waiters } from "../../../internal/Waiters.ts"
+import { rejectionError } from "../request/DynamoClientConnection.ts"
+import { Phase } from "../router/CallHomeStream.ts"
+import type { CallHomeStream } from "../router/CallHomeStream.ts"
+import { MuxConnection } from "../router/MuxConnection.ts"
+import type { LogDebug } from "../router/StreamLink.ts"
+import { SendWindow } from "../worker/SendWindow.ts"
+import type { FrameOutput } from "../worker/SendWindow.ts"
+import { FullRequest, RequestState } from "./FullRequest.ts"
+import { Heartbeat } from "./Heartbeat.ts"
+import { pumpItems } from "./ItemPump.ts"
+import type { RunFork } from "./ItemPump.ts"
+
+/** Settings of one router connection. */
+export interface RouterConnectionOptions {
+  /** The worker's "host:port" (named in errors). */
+  readonly address: string
+  readonly host: string
+  readonly port: number
+  /** Largest frame sent or accepted, header included. */
+  readonly maxMessageSize: number
+  readonly heartbeatIntervalMs: number
+  /** Bound on connect + the hello's answer. */
+  readonly connectTimeoutMs: number
+  /** Bound on a request's wait for its first frame. */
+  readonly ackTimeoutMs: number
+  /** Initial credit of each stream's request items, in payload bytes. */
+  readonly streamWindow: number
+  /** Frame bytes that may be sent before a ConnectionAck covers them. */
+  readonly connectionWindow: number
+  /** Runs item pumps. */
+  readonly run: RunFork
+  readonly logDebug: LogDebug
+}
+
+/** What a connection tells its target. */
+export interface RouterConnectionEvents {
+  /** The worker accepted the hello. */
+  readonly onOpen: (conn: RouterConnection) => void
+  /** A request left the connection (a slot is free). */
+  readonly onSlotFreed: (conn: RouterConnection) => void
+  /** The socket closed; `opened` says whether the worker had accepted the hello. */
+  readonly onClose: (conn: RouterConnection, error: TransportError, opened: boolean) => void
+}
+
+const HELLO = 0
+const OPEN = 1
+const CLOSED = 2
+
+const NO_STREAMS: ReadonlyMap<string, CallHomeStream> = new Map()
+const textEncoder = new TextEncoder()
+let pingNonce = 0n
+
+/** One dialled full-mode connection; see the module comment. */
+export class RouterConnection extends MuxConnection implements FrameOutput<FullRequest> {
+  private phase = HELLO
+  private readonly settings: RouterConnectionOptions
+  private readonly events: RouterConnectionEvents
+  /** Requests on this connection (sent, started), by stream key. */
+  private readonly requests = new Map<string, FullRequest>()
+  private readonly window: SendWindow<FullRequest>
+  private readonly drainWaiters = new Waiters()
+  private heartbeat: Heartbeat | undefined = undefined
+  private hello: Uint8Array = new Uint8Array(0)
+  private connectTimer: ReturnType<typeof setTimeout> | undefined
+  private connected = false
+  /** Requests in the order they were sent, for the ack timeout (entries before `ackHead` are done with). */
+  private ackQueue: Array<FullRequest> = []
+  private ackHead = 0
+  private ackTimer: ReturnType<typeof setTimeout> | undefined = undefined
+  private peerReason: string | undefined = undefined
+
+  /** Dials `options.address`, writes the hello, and reads the answer. */
+  static dial(options: RouterConnectionOptions, events: RouterConnectionEvents): RouterConnection {
+    return new RouterConnection(net.connect({ host: options.host, port: options.port, noDelay: true }), options, events)
+  }
+
+  private constructor(socket: net.Socket, options: RouterConnectionOptions, events: RouterConnectionEvents) {
+    super({
+      socket,
+      remote: options.address,
+      connectionId: "",
+      maxMessageSize: options.maxMessageSize,
+      streams: NO_STREAMS,
+      logDebug: options.logDebug,
+      onClose: () => {},
+      fullMode: true
+    })
+    this.settings = options
+    this.events = events
+    this.window = new SendWindow<FullRequest>(options.streamWindow, options.connectionWindow, this, MuxKind.RequestData)
+    socket.write(encodeHello())
+    socket.once("connect", () => {
+      this.connected = true
+    })
+    socket.on("data", this.onHelloData)
+    socket.on("drain", () => this.drainWaiters.wake())
+    // Timers run before I/O in a turn of the event loop: after a busy stretch the answer may be
+    // waiting unread. The deadline is judged after one more I/O turn (setImmediate), not before.
+    this.connectTimer = setTimeout(() => {
+      setImmediate(() => {
+        if (this.phase !== HELLO || this.closed) return
+        this.destroy(
+          new TransportTimeoutError({
+            reason: "ConnectTimeout",
+            transport: "tcp",
+            target: options.address,
+            detail: `no full-mode hello answer within ${options.connectTimeoutMs} ms`
+          })
+        )
+      })
+    }, options.connectTimeoutMs)
+  }
+
+  /** True while it takes requests (connecting or open). */
+  get accepting(): boolean {
+    return this.phase !== CLOSED && !this.closed
+  }
+
+  /** True once the worker accepted the hello. */
+  get isOpen(): boolean {
+    return this.phase === OPEN
+  }
+
+  /** Requests on the connection now. */
+  load(): number {
+    return this.requests.size
+  }
+
+  /** Closes the connection (the router is shutting down): its streams fail with `error`. */
+  close(error: TransportError): void {
+    this.destroy(error)
+  }
+
+  /** Sends `req`'s Request frame (and starts its item pump); the ack comes later, or its failure. */
+  submit(req: FullRequest): void {
+    if (!this.accepting) return req.ack(this.closedError())
+    if (this.requests.has(req.key)) {
+      return req.ack(new TransportProtocolError({ reason: "BadPayload", transport: "tcp", target: this.remote, detail: "the stream is already open on this connection" }))
+    }
+    req.state = RequestState.Sent
+    req.credit = this.settings.streamWindow
+    req.sentAt = performance.now()
+    this.requests.set(req.key, req)
+    this.credit.piggyback()
+    const head = req.head!
+    const message = req.message!
+    req.head = undefined
+    req.message = undefined
+    this.writes.frame2(MuxKind.Request, req.id, head, message)
+    this.window.countForeign(MUX_HEADER_SIZE + head.length + message.length)
+    this.ackQueue.push(req)
+    if (this.ackTimer === undefined) this.armAckTimer(req.sentAt)
+    if (req.items !== undefined) {
+      req.stopPump = pumpItems(this.settings.run, req.items, req.codec, {
+        maxMessageSize: this.settings.maxMessageSize,
+        send: (payload) => {
+          if (req.state !== RequestState.Done) this.window.offer(req, MuxKind.RequestData, payload)
+        },
+        whenWritable: (f) => this.whenWritable(req, f),
+        end: () => {
+          if (req.state !== RequestState.Done) this.window.offer(req, MuxKind.RequestEnd, undefined)
+        },
+        fail: (text) => {
+          if (req.state !== RequestState.Done) this.window.offer(req, MuxKind.Error, textEncoder.encode(text))
+        }
+      })
+    }
+  }
+
+  // ---- FrameOutput: request items let out by the window --------------------------------------
+
+  /** Queues one frame of `req` for this tick's write (the window has counted it). */
+  writeFrame(req: FullRequest, kind: MuxKind, payload: Uint8Array | undefined): void {
+    if (this.closed) return
+    this.writes.frame(kind, req.id, payload)
+  }
+
+  /** Every frame held for `req` went out: its pump may go on. */
+  framesReleased(req: FullRequest): void {
+    req.wakeWriters()
+  }
+
+  // ---- MuxConnection hooks --------------------------------------------------------------------
+
+  /** Every frame but the window's passes here: counted, for the worker's ConnectionAck. */
+  protected override out(frame: Uint8Array): void {
+    this.credit.piggyback()
+    this.writes.bytes(frame)
+    this.window.countForeign(frame.length)
+  }
+
+  /** The hello was the greeting. */
+  protected override greet(): void {}
+
+  protected override chunkArrived(): void {
+    this.heartbeat?.heard()
+  }
+
+  protected override claimable(key: string): CallHomeStream | undefined {
+    const req = this.requests.get(key)
+    if (req === undefined || req.state !== RequestState.Sent) return undefined
+    req.state = RequestState.Started
+    req.ack(undefined)
+    this.trimAckQueue()
+    if (req.stream.phase === Phase.Waiting) return req.stream
+    // The caller closed the stream before the worker started it: the base answers with a Reset.
+    this.finish(req, true)
+    return undefined
+  }
+
+  protected override released(key: string): void {
+    const req = this.requests.get(key)
+    if (req !== undefined) this.finish(req, true)
+  }
+
+  protected override creditFrame(kind: MuxKind, streamId: Uint8Array, payload: Uint8Array): void {
+    if (kind === MuxKind.ConnectionAck) return this.window.acknowledge(decodeConnectionAck(payload))
+    const req = this.requests.get(keyOf(streamId))
+    if (req !== undefined && req.state !== RequestState.Done) this.window.grant(req, decodeWindowUpdate(payload))
+  }
+
+  protected override otherFrame(kind: MuxKind, streamId: Uint8Array, payload: Uint8Array): void {
+    switch (kind) {
+      case MuxKind.Ping:
+        return this.out(encodePong(payload))
+      case MuxKind.Pong:
+        return
+      case MuxKind.Error:
+        return this.errorFrame(streamId, decodeErrorText(payload))
+      default:
+        return this.unexpected(`a worker sent a frame of kind ${kind}, which only a router may send`)
+    }
+  }
+
+  protected override resetUnclaimed(key: string, _streamId: Uint8Array, payload: Uint8Array): void {
+    const req = this.requests.get(key)
+    if (req === undefined || req.state !== RequestState.Sent) return
+    const detail = `the worker reset the stream before it started: ${decodeErrorText(payload)}`
+    this.refuse(req, new TransportConnectionError({ reason: "ConnectionClosed", transport: "tcp", target: this.remote, detail }))
+  }
+
+  protected override farewell(cause: Error): void {
+    if (!(cause instanceof TransportProtocolError) || this.phase !== OPEN) return
+    this.out(encodeErrorFrame(NIL_STREAM_ID, `protocol error: ${cause.detail ?? cause.reason}`))
+  }
+
+  protected override closedWith(cause: Error | undefined): void {
+    const opened = this.phase === OPEN
+    this.phase = CLOSED
+    clearTimeout(this.connectTimer)
+    clearTimeout(this.ackTimer)
+    this.ackTimer = undefined
+    this.heartbeat?.stop()
+    this.window.clear()
+    this.drainWaiters.wake()
+    const error = this.typedCause(cause, opened)
+    const pending = [...this.requests.values()]
+    this.requests.clear()
+    this.ackQueue = []
+    this.ackHead = 0
+    for (const req of pending) {
+      this.finish(req, false)
+      req.ack(error)
+      req.stream.abandon(error)
+    }
+    this.events.onClose(this, error, opened)
+  }
+
+  // ---- internals ------------------------------------------------------------------------------
+
+  private readonly onHelloData = (chunk: Buffer): void => {
+    if (this.phase !== HELLO) return
+    const bytes = this.hello.length === 0 ? chunk : Buffer.concat([this.hello, chunk])
+    const answer = readHelloAnswer(bytes)
+    if (isParseError(answer)) return this.destroy(toTransportProtocolError(answer, "tcp", this.remote))
+    if (answer._tag === "NeedMore") {
+      this.hello = bytes
+      return
+    }
+    this.hello = new Uint8Array(0)
+    this.socket.off("data", this.onHelloData)
+    clearTimeout(this.connectTimer)
+    this.connectTimer = undefined
+    if (answer.status === HelloStatus.VersionNotSupported) {
+      return this.destroy(
+        new TransportProtocolError({
+          reason: "BadHandshake",
+          transport: "tcp",
+          target: this.remote,
+          detail: `the worker does not speak full-mode version 1 (it speaks ${answer.version}): ${answer.reason}`
+        })
+      )
+    }
+    if (answer.status !== HelloStatus.Accepted) {
+      return this.destroy(
+        new TransportConnectionError({ reason: "Refused", transport: "tcp", target: this.remote, detail: `the worker refused the full-mode connection: ${answer.reason}` })
+      )
+    }
+    this.phase = OPEN
+    this.heartbeat = new Heartbeat(
+      this.settings.heartbeatIntervalMs,
+      "whenSilent",
+      () => this.out(encodePing(++pingNonce)),
+      (silentMs) => this.heartbeatMissed(silentMs)
+    )
+    this.events.onOpen(this)
+    this.start(bytes.subarray(answer.size))
+  }
+
+  private heartbeatMissed(silentMs: number): void {
+    const detail = `nothing heard from the worker for ${Math.round(silentMs)} ms (two heartbeat intervals of ${this.settings.heartbeatIntervalMs} ms)`
+    this.out(encodeErrorFrame(NIL_STREAM_ID, `missed heartbeats: ${detail}`))
+    this.destroy(new TransportTimeoutError({ reason: "HeartbeatTimeout", transport: "tcp", target: this.remote, detail }))
+  }
+
+  /** An Error frame: a refusal of a request not yet started, or (nil id) the worker's reason for closing. */
+  private errorFrame(streamId: Uint8Array, text: string): void {
+    if (isNil(streamId)) {
+      this.peerReason = text
+      this.cause ??= new TransportConnectionError({
+        reason: "ConnectionClosed",
+        transport: "tcp",
+        target: this.remote,
+        detail: `the worker is closing the full-mode connection: ${text}`
+      })
+      return
+    }
+    const key = keyOf(streamId)
+    const req = this.requests.get(key)
+    if (req !== undefined && req.state === RequestState.Sent) return this.refuse(req, rejectionError(text, this.remote, req.endpoint))
+    // An Error after the stream started has no place: the stream ends as cut short.
+    this.links.get(key)?.stream.cutShort(new Error(`the worker failed the stream: ${text}`))
+  }
+
+  /** The worker refused `req` before starting it: the ack fails with `error`, the stream too. */
+  private refuse(req: FullRequest, error: TransportError | EndpointNotFound): void {
+    this.finish(req, true)
+    req.ack(error)
+    req.stream.abandon(
+      error._tag === "EndpointNotFound"
+        ? new TransportConnectionError({ reason: "ServerUnavailable", transport: "tcp", target: this.remote, detail: error.detail ?? error.message })
+        : error
+    )
+  }
+
+  /** `req` is over on this connection: its pump stops and its slot is free. */
+  private finish(req: FullRequest, notify: boolean): void {
+    if (req.state === RequestState.Done) return
+    req.state = RequestState.Done
+    this.requests.delete(req.key)
+    this.window.drop(req)
+    req.held = undefined
+    req.wakeWriters()
+    const stop = req.stopPump
+    req.stopPump = undefined
+    stop?.()
+    if (notify && !this.closed) this.events.onSlotFreed(this)
+  }
+
+  /** Backpressure for `req`'s pump: false while its frames are held for credit or the socket is past its mark. */
+  private whenWritable(req: FullRequest, f: () => void): boolean {
+    if (req.state === RequestState.Done || this.closed) return true
+    if (req.held !== undefined) return req.waitWritable(f)
+    this.writes.flushEarly()
+    return !this.socket.writableNeedDrain || this.drainWaiters.add(f)
+  }
+
+  /**
+   * Lets go of the answered requests at the head of the ack queue (answers come about in order),
+   * so that the queue holds only requests still waiting, not every request of the last timeout.
+   */
+  private trimAckQueue(): void {
+    const queue = this.ackQueue
+    let head = this.ackHead
+    while (head < queue.length && queue[head]!.state !== RequestState.Sent) head++
+    if (head === queue.length) {
+      queue.length = 0
+      head = 0
+    } else if (head >= 1024 && head * 2 >= queue.length) {
+      queue.splice(0, head)
+      head = 0
+    }
+    this.ackHead = head
+  }
+
+  private armAckTimer(sentAt: number): void {
+    const due = sentAt + this.settings.ackTimeoutMs - performance.now()
+    this.ackTimer = setTimeout(this.onAckTimer, Math.max(1, Math.ceil(due)))
+    this.ackTimer.unref?.()
+  }
+
+  /** After one I/O turn (answers may be waiting unread after a busy stretch), sweeps the overdue acks. */
+  private readonly onAckTimer = (): void => {
+    setImmediate(this.sweepAcks)
+  }
+
+  /** Fails the requests whose ack is overdue, oldest first, and re-arms for the next. */
+  private readonly sweepAcks = (): void => {
+    this.ackTimer = undefined
+    if (this.closed) return
+    const now = performance.now()
+    const queue = this.ackQueue
+    let head = this.ackHead
+    while (head < queue.length) {
+      const req = queue[head]!
+      if (req.state !== RequestState.Sent) {
+        head++
+        continue
+      }
+      if (now - req.sentAt < this.settings.ackTimeoutMs) break
+      head++
+      this.timedOut(req)
+    }
+    if (head === queue.length) {
+      this.ackQueue = []
+      head = 0
+    } else if (head >= 1024 && head * 2 >= queue.length) {
+      this.ackQueue = queue.slice(head)
+      head = 0
+    }
+    this.ackHead = head
+    if (head < this.ackQueue.length) this.armAckTimer(this.ackQueue[head]!.sentAt)
+  }
+
+  private timedOut(req: FullRequest): void {
+    const detail = `no answer from the worker within ${this.settings.ackTimeoutMs} ms`
+    this.send(MuxKind.Reset, req.id, textEncoder.encode("no ack in time"))
+    const error = new TransportTimeoutError({ reason: "AckTimeout", transport: "tcp", target: this.remote, detail })
+    this.finish(req, true)
+    req.ack(error)
+    req.stream.abandon(error)
+  }
+
+  private closedError(): TransportError {
+    return new TransportConnectionError({ reason: "ConnectionClosed", transport: "tcp", target: this.remote, detail: "the full-mode connection is closed" })
+  }
+
+  /** The typed error the requests of a closed connection fail with. */
+  private typedCause(cause: Error | undefined, opened: boolean): TransportError {
+    if (cause instanceof TransportConnectionError || cause instanceof TransportProtocolError || cause instanceof TransportTimeoutError) return cause
+    const why = cause === undefined ? "" : `: ${cause.message}`
+    if (!this.connected) {
+      return new TransportConnectionError({ reason: "ConnectFailed", transport: "tcp", target: this.remote, detail: `cannot connect${why}`, cause })
+    }
+    if (!opened) {
+      return new TransportConnectionError({
+        reason: "Refused",
+        transport: "tcp",
+        target: this.remote,
+        detail: `the worker closed the connection before answering the full-mode hello${why}`,
+        cause
+      })
+    }
+    const reason = this.peerReason === undefined ? why : `: ${this.peerReason}`
+    return new TransportConnectionError({ reason: "ConnectionClosed", transport: "tcp", target: this.remote, detail: `the full-mode connection closed${reason}`, cause })
+  }
+}
+
+const isNil = (id: Uint8Array): boolean => {
+  for (let i = 0; i < 16; i++) if (id[i] !== 0) return false
+  return true
+}

@@ -1,0 +1,306 @@
+/**
+ * The router's side of the full mode as the TCP request plane uses it (`FullModeSender`):
+ * persistent connections per worker host:port, and `sendCallback` over them.
+ *
+ * What it does:
+ * - `sendCallback(target, message, onAck)` finds the response stream the request's
+ *   ConnectionInfo names (its subject or stream_id) in the TCP response plane's table (the
+ *   process's `FullModeHub`), encodes the Request frame (stream id = that subject; the endpoint
+ *   path the target's address gives, `tcpWirePath`), and submits it on a connection to the
+ *   address's host:port. The ack arrives through `onAck` (the worker's Prologue, or its typed
+ *   refusal); the response frames feed the stream. A request that cannot be sent (a bad address,
+ *   no such stream, an encoding failure, a frame above the maximum message size) fails at once.
+ *   The returned function cancels the wait for the ack (a request still queued is then dropped).
+ * - Per host:port: requests go to the first connection with fewer than `maxStreamsPerConnection`
+ *   streams (`DYN_TCP_CHANNEL_BUFFER`); when every one is full a new one is dialled, up to
+ *   `maxConnectionsPerTarget` (`DYN_TCP_POOL_SIZE`); beyond that, requests wait in order for a
+ *   free slot. A connection lost is replaced on the next request. Failed connects back off
+ *   (50 ms doubling to 2 s): while backing off, requests fail at once with the last connect
+ *   error, naming when the next attempt is.
+ * - `closeAll` closes every connection (streams fail "ConnectionClosed").
+ *
+ * What it does not do: speak the wire (`RouterConnection`), open response streams (the TCP
+ * response plane does), or retry a request.
+ */
+import { Effect } from "effect"
+import type { Stream } from "effect"
+import { MUX_HEADER_SIZE, streamIdFromUuid, streamKey } from "../../../protocol/MuxCodec.ts"
+import { payloadCodec } from "../../../protocol/PayloadCodec.ts"
+import { isParseError } from "../../../protocol/ProtocolError.ts"
+import { encodeRequestMessage } from "../../../protocol/RequestMessage.ts"
+import { parseTcpAddress, tcpWirePath } from "../../../protocol/TcpAddress.ts"
+import { encodeTcpRequestHead } from "../../../protocol/TcpRequestFrame.ts"
+import type { ConnectionInfo } from "../../../ConnectionInfo.ts"
+import type { RequestMessage, RequestTarget } from "../../../RequestPlane.ts"
+import { TransportConnectionError, TransportProtocolError } from "../../../TransportError.ts"
+import type { TransportError } from "../../../TransportError.ts"
+import { toTransportProtocolError } from "../../../internal/protocolError.ts"
+import type { FullModeSender } from "../request/FullModeHooks.ts"
+import { Phase } from "../router/CallHomeStream.ts"
+import type { CallHomeStream } from "../router/CallHomeStream.ts"
+import type { LogDebug } from "../router/StreamLink.ts"
+import { parseAddress } from "../worker/CallHomeClient.ts"
+import { FullRequest, RequestState } from "./FullRequest.ts"
+import type { AckError } from "./FullRequest.ts"
+import type { RunFork } from "./ItemPump.ts"
+import { RouterConnection } from "./RouterConnection.ts"
+import type { RouterConnectionEvents, RouterConnectionOptions } from "./RouterConnection.ts"
+
+/** First delay after a failed connect. */
+export const BACKOFF_BASE_MS = 50
+/** Longest delay between connect attempts. */
+export const BACKOFF_MAX_MS = 2000
+
+/** Options of the sender. */
+export interface SenderOptions {
+  /** Largest frame sent or accepted, header included (`DYN_TCP_MAX_MESSAGE_SIZE`). */
+  readonly maxMessageSize: number
+  /** Ping interval; two silent intervals kill a connection (`DYN_TCP_REQUEST_HEARTBEAT_INTERVAL_SECS`). */
+  readonly heartbeatIntervalMs: number
+  /** Bound on connect + hello answer (`DYN_TCP_CONNECT_TIMEOUT`). */
+  readonly connectTimeoutMs: number
+  /** Bound on a request's wait for its ack (`DYN_TCP_REQUEST_TIMEOUT`). */
+  readonly ackTimeoutMs: number
+  /** Streams per connection before another is dialled (`DYN_TCP_CHANNEL_BUFFER`). */
+  readonly maxStreamsPerConnection: number
+  /** Connections per worker host:port (`DYN_TCP_POOL_SIZE`). */
+  readonly maxConnectionsPerTarget: number
+  /** Initial credit of each stream's request items (default 256 KiB). */
+  readonly streamWindow: number
+  /** Request frame bytes in flight before a ConnectionAck (default 256 KiB). */
+  readonly connectionWindow: number
+  /** The TCP response plane's open streams, by subject (`FullModeHub.streams`). */
+  readonly streams: ReadonlyMap<string, CallHomeStream>
+  /** Runs the item pumps of streamed requests (default: `Effect.runFork`). */
+  readonly run?: RunFork | undefined
+  readonly logDebug?: LogDebug | undefined
+}
+
+/** The sender, plus what its owner and tests need. */
+export interface Sender extends FullModeSender {
+  /** Closes every connection; their streams fail with TransportConnectionError "ConnectionClosed". */
+  readonly closeAll: () => void
+  /** The connections to `hostPort` ("host:port"), or to every worker. */
+  readonly connections: (hostPort?: string) => ReadonlyArray<RouterConnection>
+}
+
+interface Route {
+  readonly target: Target
+  readonly wirePath: string
+}
+
+const ROUTE_CACHE_MAX = 4096
+const noop = () => {}
+
+/** The subject (tcp_server) or stream_id (tcp_response_mux_v1) of a call-home ConnectionInfo. */
+export const streamSubjectOf = (info: ConnectionInfo): string | undefined => {
+  const text = info.info
+  // Our own server writes these keys; look them up without parsing the whole text first.
+  for (const key of ["\"subject\":\"", "\"stream_id\":\""]) {
+    const at = text.indexOf(key)
+    if (at >= 0) {
+      const start = at + key.length
+      if (text.charCodeAt(start + 36) === 34) return text.slice(start, start + 36)
+    }
+  }
+  try {
+    const parsed = JSON.parse(text) as { subject?: unknown; stream_id?: unknown }
+    const value = parsed?.subject ?? parsed?.stream_id
+    return typeof value === "string" ? value : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** One worker host:port: its connections and the requests waiting for a slot. */
+class Target {
+  /** "host:port". */
+  readonly address: string
+  readonly conns: Array<RouterConnection> = []
+  private waiting: Array<FullRequest> = []
+  private failures = 0
+  private retryAt = 0
+  private lastError: TransportError | undefined = undefined
+  private readonly options: RouterConnectionOptions
+  private readonly sender: SenderOptions
+  private readonly events: RouterConnectionEvents
+
+  constructor(options: RouterConnectionOptions, sender: SenderOptions) {
+    this.address = options.address
+    this.options = options
+    this.sender = sender
+    this.events = {
+      onOpen: () => {
+        this.failures = 0
+        this.lastError = undefined
+      },
+      onSlotFreed: (conn) => this.slotFreed(conn),
+      onClose: (conn, error, opened) => this.closed(conn, error, opened)
+    }
+  }
+
+  submit(req: FullRequest): void {
+    const max = this.sender.maxStreamsPerConnection
+    const conns = this.conns
+    for (let i = 0; i < conns.length; i++) {
+      const c = conns[i]!
+      if (c.accepting && c.load() < max) return c.submit(req)
+    }
+    if (conns.length < this.sender.maxConnectionsPerTarget) {
+      const wait = this.retryAt - performance.now()
+      if (wait > 0 && this.lastError !== undefined) {
+        const e = this.lastError
+        return req.ack(
+          new TransportConnectionError({
+            reason: "ConnectFailed",
+            transport: "tcp",
+            target: this.options.address,
+            detail: `${e.detail ?? e.reason} (backing off: next connect attempt in ${Math.ceil(wait)} ms)`,
+            cause: e
+          })
+        )
+      }
+      const conn = RouterConnection.dial(this.options, this.events)
+      conns.push(conn)
+      return conn.submit(req)
+    }
+    this.waiting.push(req)
+  }
+
+  closeAll(error: TransportError): void {
+    for (const c of [...this.conns]) c.close(error)
+    const waiting = this.waiting
+    this.waiting = []
+    for (const req of waiting) req.ack(error)
+  }
+
+  private slotFreed(conn: RouterConnection): void {
+    if (this.waiting.length === 0) return
+    const max = this.sender.maxStreamsPerConnection
+    while (this.waiting.length > 0 && conn.accepting && conn.load() < max) {
+      const req = this.waiting.shift()!
+      if (req.state === RequestState.Queued && !req.ackDone) conn.submit(req)
+    }
+  }
+
+  private closed(conn: RouterConnection, error: TransportError, opened: boolean): void {
+    const i = this.conns.indexOf(conn)
+    if (i >= 0) this.conns.splice(i, 1)
+    if (!opened) {
+      this.failures++
+      this.lastError = error
+      this.retryAt = performance.now() + Math.min(BACKOFF_BASE_MS * 2 ** (this.failures - 1), BACKOFF_MAX_MS)
+    }
+    if (this.waiting.length === 0) return
+    const waiting = this.waiting
+    this.waiting = []
+    for (const req of waiting) {
+      if (req.state !== RequestState.Queued || req.ackDone) continue
+      if (opened) this.submit(req)
+      else req.ack(error)
+    }
+  }
+}
+
+/** Builds the sender; see the module comment. */
+export const makeSender = (options: SenderOptions): Sender => {
+  const run: RunFork = options.run ?? ((effect) => Effect.runFork(effect))
+  const logDebug: LogDebug = options.logDebug ?? noop
+  const targets = new Map<string, Target>()
+  const routes = new Map<string, Route | TransportProtocolError>()
+
+  const routeOf = (address: string): Route | TransportProtocolError => {
+    const known = routes.get(address)
+    if (known !== undefined) return known
+    const parsed = parseTcpAddress(address)
+    let route: Route | TransportProtocolError
+    if (isParseError(parsed)) route = toTransportProtocolError(parsed, "tcp", address)
+    else {
+      const hp = parseAddress(parsed.hostPort)
+      if (hp === undefined) {
+        route = new TransportProtocolError({ reason: "MalformedFrame", transport: "tcp", target: address, detail: `${JSON.stringify(parsed.hostPort)} is not host:port` })
+      } else {
+        let target = targets.get(parsed.hostPort)
+        if (target === undefined) {
+          target = new Target(
+            {
+              address: parsed.hostPort,
+              host: hp.host,
+              port: hp.port,
+              maxMessageSize: options.maxMessageSize,
+              heartbeatIntervalMs: options.heartbeatIntervalMs,
+              connectTimeoutMs: options.connectTimeoutMs,
+              ackTimeoutMs: options.ackTimeoutMs,
+              streamWindow: options.streamWindow,
+              connectionWindow: options.connectionWindow,
+              run,
+              logDebug
+            },
+            options
+          )
+          targets.set(parsed.hostPort, target)
+        }
+        route = { target, wirePath: tcpWirePath(parsed) }
+      }
+    }
+    if (routes.size >= ROUTE_CACHE_MAX) routes.clear()
+    routes.set(address, route)
+    return route
+  }
+
+  const sendCallback = (target: RequestTarget, message: RequestMessage, onAck: (error: AckError | undefined) => void): (() => void) => {
+    const route = routeOf(target.address)
+    if (route instanceof TransportProtocolError) {
+      onAck(route)
+      return noop
+    }
+    const where = route.target.address
+    const fail = (reason: TransportProtocolError["reason"], detail: string, stream?: CallHomeStream) => {
+      const error = new TransportProtocolError({ reason, transport: "tcp", target: where, detail })
+      onAck(error)
+      stream?.abandon(error)
+      return noop
+    }
+    const subject = streamSubjectOf(message.control.connection_info)
+    const stream = subject === undefined ? undefined : options.streams.get(subject)
+    const id = subject === undefined ? undefined : streamIdFromUuid(subject)
+    if (stream === undefined || id === undefined || stream.phase !== Phase.Waiting) {
+      return fail(
+        "BadHandshake",
+        `the full TCP mode carries the response on its own connection, for a stream of this router's TCP response plane; the request's ConnectionInfo (${message.control.connection_info.transport}) names none waiting`
+      )
+    }
+    let body: Uint8Array
+    try {
+      body = encodeRequestMessage(message.control, message.payload)
+    } catch (cause) {
+      return fail("BadPayload", `the request cannot be encoded: ${cause instanceof Error ? cause.message : String(cause)}`, stream)
+    }
+    // The Request payload is the Dynamo request head then the message (MuxCodec.encodeFullRequestPayload),
+    // queued as two parts: the connection writes them into its batch without a frame of their own.
+    const head = encodeTcpRequestHead(route.wirePath, message.headers)
+    if (isParseError(head)) return fail(head.reason === "MessageTooLarge" ? "MessageTooLarge" : "MalformedFrame", head.detail, stream)
+    const size = MUX_HEADER_SIZE + head.length + body.length
+    if (size > options.maxMessageSize) {
+      return fail("MessageTooLarge", `a ${size}-byte Request frame exceeds the maximum message size of ${options.maxMessageSize} bytes`, stream)
+    }
+    const items: Stream.Stream<unknown, unknown> | undefined = message.items
+    const req = new FullRequest(streamKey(id), id, stream, head, body, target.endpoint, items, payloadCodec(message.control.payload_codec), onAck)
+    route.target.submit(req)
+    return () => req.cancelAck()
+  }
+
+  return {
+    sendCallback,
+    closeAll: () => {
+      const error = new TransportConnectionError({ reason: "ConnectionClosed", transport: "tcp", target: "full mode", detail: "the router's full-mode connections were closed" })
+      for (const target of targets.values()) target.closeAll(error)
+      targets.clear()
+      routes.clear()
+    },
+    connections: (hostPort) => {
+      if (hostPort !== undefined) return [...(targets.get(hostPort)?.conns ?? [])]
+      return [...targets.values()].flatMap((t) => t.conns)
+    }
+  }
+}

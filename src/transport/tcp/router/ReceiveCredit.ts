@@ -1,0 +1,138 @@
+/**
+ * The receiving side of mux flow control (docs/protocol.md, "Flow control"), without a socket:
+ * the credit a receiver owes its sender, per stream and per connection. The router's mux
+ * connections grant response Data credit with it; the full mode's worker grants request item
+ * credit with it (the mirror image).
+ *
+ * What it does: `grant` records payload bytes a stream has consumed, on the stream's own
+ * `OwedCredit` record (no map lookup per frame); a WindowUpdate goes out as soon as 64 KiB are
+ * owed to one stream. `chunkDecoded` compares the bytes decoded with the last ConnectionAck:
+ * 64 KiB unacknowledged send one at once. Whatever is owed, stream or connection, goes out 1 ms
+ * after it was first owed (one timer per connection, armed only while something is owed), or
+ * earlier with `piggyback`, which its owner calls when it is about to send frames anyway: the
+ * credit then rides in the same write instead of costing a write (and a wake-up of the peer) of
+ * its own. Credit frames (WindowUpdate, ConnectionAck) do not count on either side
+ * (`creditFrameDecoded` takes the received ones out of the count): otherwise each side's
+ * ConnectionAck would make the other owe one, and two idle peers would ack each other forever.
+ *
+ * What it does not do: decode, write (frames go to `push`), or decide when bytes count as
+ * consumed (its owner calls `grant`).
+ */
+import { encodeConnectionAck, encodeWindowUpdate } from "../../../protocol/MuxCodec.ts"
+import { CREDIT_UPDATE_BYTES, CREDIT_UPDATE_MS } from "../../../protocol/MuxHandshake.ts"
+
+/** The credit owed to one stream (kept by the stream's owner, e.g. on its link). */
+export interface OwedCredit {
+  /** The stream's 16 id bytes. */
+  readonly id: Uint8Array
+  /** Payload bytes consumed and not yet granted back. */
+  owed: number
+  /** True while it sits in the connection's list of streams owed credit. */
+  listed: boolean
+}
+
+/** A fresh record for the stream `id`. */
+export const owedCredit = (id: Uint8Array): OwedCredit => ({ id, owed: 0, listed: false })
+
+/** The credit one connection's receiver owes; see the module comment. */
+export class ReceiveCredit {
+  private owedList: Array<OwedCredit> = []
+  private readonly push: (frame: Uint8Array) => void
+  private readonly bytesDecoded: () => number
+  private acked = 0
+  /** Bytes of credit frames decoded: not acknowledged. */
+  private uncounted = 0
+  private timer: ReturnType<typeof setTimeout> | undefined = undefined
+  private stopped = false
+
+  /**
+   * Frames go to `push` (which must not count them against the owner's own send window: credit
+   * frames are outside it); `bytesDecoded` is the decoder's cumulative count.
+   */
+  constructor(push: (frame: Uint8Array) => void, bytesDecoded: () => number) {
+    this.push = push
+    this.bytesDecoded = bytesDecoded
+  }
+
+  /** `n` payload bytes of the stream whose record is `credit` were consumed: owed to the sender. */
+  grant(credit: OwedCredit, n: number): void {
+    if (this.stopped || n <= 0) return
+    credit.owed += n
+    if (credit.owed >= CREDIT_UPDATE_BYTES) {
+      const owed = credit.owed
+      credit.owed = 0
+      this.push(encodeWindowUpdate(credit.id, owed))
+      return
+    }
+    if (!credit.listed) {
+      credit.listed = true
+      this.owedList.push(credit)
+    }
+    this.arm()
+  }
+
+  /** Drops what is owed to a stream that is over (it leaves the list at the next send). */
+  forget(credit: OwedCredit): void {
+    credit.owed = 0
+  }
+
+  /** A credit frame (WindowUpdate or ConnectionAck) of `bytes`, header included, was decoded: it is not acknowledged. */
+  creditFrameDecoded(bytes: number): void {
+    this.uncounted += bytes
+  }
+
+  /** A chunk was decoded: acknowledge at once past 64 KiB, else within 1 ms. */
+  chunkDecoded(): void {
+    if (this.stopped) return
+    const unacked = this.bytesDecoded() - this.uncounted - this.acked
+    if (unacked >= CREDIT_UPDATE_BYTES) this.ack()
+    else if (unacked > 0) this.arm()
+  }
+
+  /** The owner is sending frames this tick: whatever is owed goes with them now (no timer, no write of its own). */
+  piggyback(): void {
+    if (this.timer === undefined) return
+    clearTimeout(this.timer)
+    this.timer = undefined
+    this.sendOwed()
+  }
+
+  /** The connection is gone: nothing more is sent and the timer is cleared. */
+  stop(): void {
+    this.stopped = true
+    clearTimeout(this.timer)
+    this.timer = undefined
+    this.owedList = []
+  }
+
+  private ack(): void {
+    this.acked = this.bytesDecoded() - this.uncounted
+    this.push(encodeConnectionAck(this.acked))
+  }
+
+  private arm(): void {
+    if (this.timer !== undefined || this.stopped) return
+    this.timer = setTimeout(this.onTimer, CREDIT_UPDATE_MS)
+  }
+
+  private readonly onTimer = (): void => {
+    this.timer = undefined
+    if (!this.stopped) this.sendOwed()
+  }
+
+  private sendOwed(): void {
+    const list = this.owedList
+    if (list.length > 0) {
+      this.owedList = []
+      for (let i = 0; i < list.length; i++) {
+        const credit = list[i]!
+        credit.listed = false
+        if (credit.owed > 0) {
+          this.push(encodeWindowUpdate(credit.id, credit.owed))
+          credit.owed = 0
+        }
+      }
+    }
+    if (this.bytesDecoded() - this.uncounted > this.acked) this.ack()
+  }
+}
