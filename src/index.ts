@@ -33,6 +33,8 @@ export * as TransportConfig from "./TransportConfig.ts"
 export * as MemoryTransport from "./transport/memory/MemoryTransport.ts"
 /** The HTTP/2 (h2c, and HTTP/1.1 on the same port) request plane. */
 export * as HttpRequestTransport from "./transport/http/HttpRequestTransport.ts"
+/** The NATS request plane (`DYN_REQUEST_PLANE=nats`, Dynamo's legacy mode) on a real nats-server (`NATS_SERVER`). */
+export * as NatsRequestTransport from "./transport/nats/NatsRequestTransport.ts"
 /** The TCP call-home response plane, one-shot or pooled and multiplexed (`DYN_TCP_POOL_ENABLED`). */
 export * as TcpResponseTransport from "./transport/tcp/TcpResponseTransport.ts"
 /**
