@@ -1,10 +1,10 @@
 /**
  * Discovery: which worker instances serve an endpoint.
  *
- * A service with three operations: register an instance for the life of a scope, list the
- * instances of an endpoint, and watch them change as a Stream (a snapshot first, then
- * additions and removals). Backends live in `discovery/`: `mem` (this process), and later
- * `file` and `etcd`.
+ * A service with four operations: the instance id a worker process advertises, register an
+ * instance for the life of a scope, list the instances of an endpoint, and watch them change as
+ * a Stream (a snapshot first, then additions and removals). Backends live in `discovery/`:
+ * `mem` (this process), `file` (one host) and `etcd` (leases, any number of hosts).
  */
 import { Context, Data } from "effect"
 import type { Effect, Scope, Stream } from "effect"
@@ -32,6 +32,13 @@ export class DiscoveryError extends Data.TaggedError("DiscoveryError")<{
 export interface DiscoveryShape {
   /** The backend's name: mem, file, etcd. */
   readonly backend: string
+  /**
+   * The instance id this process advertises, held until the scope closes. etcd: the id of the
+   * process lease (one per process, shared by every endpoint it serves, as Dynamo's primary
+   * lease), granted on first use and revoked when its last holder's scope closes. mem and file:
+   * a fresh random 63-bit id on each call.
+   */
+  readonly instanceId: Effect.Effect<bigint, DiscoveryError, Scope.Scope>
   /** Registers `instance` until the scope closes. */
   readonly register: (instance: Instance) => Effect.Effect<void, DiscoveryError, Scope.Scope>
   /** The current instances of an endpoint. */

@@ -5,6 +5,7 @@
 import { Effect, Layer, Queue, Stream } from "effect"
 import { Discovery, endpointPrefix, instanceKey } from "../Discovery.ts"
 import type { DiscoveryEvent, DiscoveryShape } from "../Discovery.ts"
+import { randomInstanceId } from "../Instance.ts"
 import type { Instance } from "../Instance.ts"
 
 /** The shared state: instances by key, and watchers by endpoint prefix. */
@@ -25,6 +26,7 @@ export const make = (store: MemoryDiscoveryStore = makeStore()): DiscoveryShape 
   const snapshot = (prefix: string) => [...store.instances.entries()].filter(([k]) => k.startsWith(prefix)).map(([, v]) => v)
   return {
     backend: "mem",
+    instanceId: Effect.sync(randomInstanceId),
     register: (instance) =>
       Effect.acquireRelease(
         Effect.sync(() => {

@@ -1,33 +1,26 @@
 /**
- * The discovery backend that `DYN_DISCOVERY_BACKEND` names, as a layer.
- * `mem` and `file` are built; `etcd` fails start-up with a message saying so until they exist.
+ * The discovery backend that `DYN_DISCOVERY_BACKEND` names, as a layer: `mem` (this process),
+ * `file` (`DYN_DISCOVERY_PATH`, one host) or `etcd` (`ETCD_ENDPOINTS`, leases of
+ * `ETCD_LEASE_TTL` seconds). Building it does not reach etcd: the first `list`, `watch`,
+ * `instanceId` or `register` does, and fails typed (`DiscoveryError`) when etcd is out of reach.
  */
-import { Data, Effect, Layer } from "effect"
+import { Effect, Layer } from "effect"
 import type { Discovery } from "../Discovery.ts"
 import { TransportConfig } from "../TransportConfig.ts"
+import * as EtcdDiscovery from "./EtcdDiscovery.ts"
 import * as FileDiscovery from "./FileDiscovery.ts"
 import * as MemoryDiscovery from "./MemoryDiscovery.ts"
 
-/** The configured backend is not available in this build. */
-export class DiscoveryBackendUnavailable extends Data.TaggedError("DiscoveryBackendUnavailable")<{
-  readonly backend: string
-}> {
-  override get message(): string {
-    return `discovery backend ${this.backend} is not available in this build (DYN_DISCOVERY_BACKEND); use mem or file`
-  }
-}
-
 /** The configured discovery backend. */
-export const layerConfig: Layer.Layer<Discovery, DiscoveryBackendUnavailable, TransportConfig> = Layer.unwrap(
-  Effect.gen(function*() {
-    const config = yield* TransportConfig
+export const layerConfig: Layer.Layer<Discovery, never, TransportConfig> = Layer.unwrap(
+  Effect.map(TransportConfig, (config): Layer.Layer<Discovery, never, TransportConfig> => {
     switch (config.discoveryBackend) {
       case "mem":
         return MemoryDiscovery.layer
       case "file":
         return FileDiscovery.layer
-      default:
-        return yield* Effect.fail(new DiscoveryBackendUnavailable({ backend: config.discoveryBackend }))
+      case "etcd":
+        return EtcdDiscovery.layer
     }
   })
 )

@@ -14,7 +14,7 @@ import { Effect, FiberSet, LogLevel, References, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import { Discovery } from "../Discovery.ts"
 import type { DiscoveryError } from "../Discovery.ts"
-import { formatEndpointPath, randomInstanceId } from "../Instance.ts"
+import { formatEndpointPath } from "../Instance.ts"
 import type { EndpointPath, Instance } from "../Instance.ts"
 import type { RequestMessage } from "../RequestPlane.ts"
 import { noRequirements } from "../Transport.ts"
@@ -35,7 +35,10 @@ import { makeInFlight } from "./InFlight.ts"
 export interface ServeOptions<Req> {
   /** The request transport to serve on; by default the highest-priority registered one. */
   readonly transport?: TransportId | undefined
-  /** The instance id to advertise; by default a random 63-bit id. */
+  /**
+   * The instance id to advertise; by default discovery's `instanceId` (etcd: the process lease's
+   * id; mem and file: a random 63-bit id).
+   */
   readonly instanceId?: bigint | undefined
   /** Decodes each request; a request that does not decode fails in the prologue. */
   readonly requestSchema?: Schema.Codec<Req, unknown> | undefined
@@ -103,7 +106,8 @@ const serveRunnable = <Req, Res, E = never, R = never>(
     const Metrics = MetricsModule.recorders(config.metrics)
     const transportId = options.transport ?? (yield* registry.select("request", noRequirements))
     const server = yield* registry.getRequestServer(transportId)
-    const instanceId = options.instanceId ?? randomInstanceId()
+    // etcd: the process lease's id, held while the endpoint is served (mem, file: random).
+    const instanceId = options.instanceId ?? (yield* discovery.instanceId)
     const inFlight = makeInFlight()
     const admission = makeAdmission({ endpoint, maxInFlight: options.maxInFlight, running: inFlight.count })
 
