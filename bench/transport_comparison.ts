@@ -13,7 +13,11 @@
 // - http + tcp (the recommended mode), with metrics and tracing off/on (their overhead is printed);
 // - http + http in each response stream format (sse, ndjson, binary);
 // - tcp + tcp (Dynamo framing, call-home), tcp + tcp pooled, and the tcp full mode, with the
-//   issue-13 targets (full mode p50 <= 1.5x the corked floor, req/s at 64 >= 0.5x).
+//   issue-13 targets (full mode p50 <= 1.5x the corked floor, req/s at 64 >= 0.5x);
+// - nats + tcp (Dynamo's legacy mode: NATS request plane, call-home), one-shot and pooled, on a
+//   nats-server this bench starts on a free loopback port (unavailable when nats-server is not on
+//   PATH); its ratios are to the raw dynamo shape (a persistent request link and pooled call-home:
+//   the NATS rows add the broker's hop).
 // A row whose mode cannot start (NoTransportAvailable, a configuration error, a worker that exits,
 // a worker whose instance record does not advertise the wire the row names) prints
 // "unavailable: <reason>"; a row that fails while measuring prints "failed: <reason>";
@@ -32,6 +36,8 @@ import { recommendedEnv, routerLayer, startChild } from "./crossProcess.ts"
 import { startRawBaseline } from "./rawRouter.ts"
 import type { RawBaseline } from "./rawRouter.ts"
 import { startRawTcpBaseline } from "./rawTcpRouter.ts"
+import { startNatsServer } from "../test/support/servers.ts"
+import type { NatsServer } from "../test/support/servers.ts"
 
 const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(`--${name}`)
@@ -211,6 +217,8 @@ const TCP_DYNAMO = "tcp + tcp (Dynamo framing, call-home; call; metrics off, tra
 const TCP_POOLED = "tcp + tcp pooled (Dynamo framing, pooled call-home; call; metrics off, tracing off)"
 const TCP_FULL = "tcp full mode (call; metrics off, tracing off)"
 const TCP_FULL_DEFAULTS = "tcp full mode (call; defaults)"
+const NATS_TCP = "nats + tcp (call-home; call; metrics off, tracing off)"
+const NATS_POOLED = "nats + tcp pooled (pooled call-home; call; metrics off, tracing off)"
 
 /** The transport of a worker's instance record (its first stdout line), as JSON text. */
 const recordTransport = (record: string): string => {
@@ -227,9 +235,16 @@ const advertisesFullMode = (record: string) =>
 const advertisesDynamoOnly = (record: string) =>
   /"tcp_mux"/.test(record) ? `the worker advertises the full mode although DYN_TCP_FULL_MODE=false: ${recordTransport(record)}` : undefined
 
+/** The NATS request plane: the worker advertises Dynamo's `{"nats_tcp": subject}`. */
+const advertisesNats = (record: string) =>
+  /"nats_tcp"/.test(record) ? undefined : `the worker's instance record does not advertise nats_tcp: ${recordTransport(record)}`
+/** The NATS request plane's env (NATS_SERVER is added once the bench's nats-server runs). */
+const natsEnv = (extra: Record<string, string>): Record<string, string> => ({ DYN_REQUEST_PLANE: "nats", DYN_RESPONSE_PLANE: "tcp", ...extra })
+
 /**
  * This project's rows: name, env, Stream or call, the raw baseline its ratios are taken to, and
  * a check of the worker's record (the row is unavailable when the record names another wire).
+ * `nats`: the row needs the bench's nats-server.
  */
 const modes: ReadonlyArray<{
   name: string
@@ -237,6 +252,7 @@ const modes: ReadonlyArray<{
   stream: boolean
   baseline: string
   check?: (record: string) => string | undefined
+  nats?: boolean
 }> = [
   { name: HTTP_BARE, env: lean, stream: false, baseline: RAW_HTTP },
   { name: HTTP_METRICS, env: { DYN_METRICS: "on", DYN_TRACING: "off" }, stream: false, baseline: RAW_HTTP },
@@ -265,7 +281,10 @@ const modes: ReadonlyArray<{
     check: advertisesDynamoOnly
   },
   { name: TCP_FULL, env: tcpEnv({ DYN_TCP_FULL_MODE: "true", ...lean }), stream: false, baseline: RAW_CORKED, check: advertisesFullMode },
-  { name: TCP_FULL_DEFAULTS, env: tcpEnv({ DYN_TCP_FULL_MODE: "true" }), stream: false, baseline: RAW_CORKED, check: advertisesFullMode }
+  { name: TCP_FULL_DEFAULTS, env: tcpEnv({ DYN_TCP_FULL_MODE: "true" }), stream: false, baseline: RAW_CORKED, check: advertisesFullMode },
+  // Dynamo's legacy mode (issue 11): the NATS request plane through a real nats-server, call-home.
+  { name: NATS_TCP, env: natsEnv({ DYN_TCP_POOL_ENABLED: "false", ...lean }), stream: false, baseline: RAW_DYNAMO, check: advertisesNats, nats: true },
+  { name: NATS_POOLED, env: natsEnv({ DYN_TCP_POOL_ENABLED: "true", ...lean }), stream: false, baseline: RAW_DYNAMO, check: advertisesNats, nats: true }
 ]
 const baselineOf = new Map(modes.map((m) => [m.name, m.baseline]))
 
@@ -278,10 +297,23 @@ const main = async () => {
   outcomes.push(await runRaw(RAW_HTTP, () => startRawBaseline({ pooled: false, items: ITEMS, size: SIZE })))
   outcomes.push(await runRaw(RAW_CORKED, () => startRawTcpBaseline({ shape: "corked", items: ITEMS, size: SIZE })))
   outcomes.push(await runRaw(RAW_DYNAMO, () => startRawTcpBaseline({ shape: "dynamo", items: ITEMS, size: SIZE })))
+  // One nats-server for the NATS rows, started before the first of them; a start that fails makes them unavailable.
+  let nats: NatsServer | { readonly failed: string } | undefined
   for (const mode of modes) {
     if (ONLY !== undefined && !mode.name.startsWith(ONLY)) continue
+    if (mode.nats === true) {
+      nats ??= await startNatsServer().catch((e: unknown) => ({ failed: describeError(e) }))
+      if ("failed" in nats) {
+        outcomes.push({ _tag: "unavailable", name: mode.name, reason: `no nats-server: ${nats.failed}` })
+        console.log(`  ${mode.name}: unavailable: no nats-server: ${nats.failed}`)
+        continue
+      }
+      outcomes.push(await runMode(mode.name, { ...mode.env, NATS_SERVER: nats.url }, mode.stream, mode.check))
+      continue
+    }
     outcomes.push(await runMode(mode.name, mode.env, mode.stream, mode.check))
   }
+  if (nats !== undefined && !("failed" in nats)) await nats.stop()
 
   const rows = new Map(outcomes.flatMap((o) => (o._tag === "ok" ? [[o.row.name, o.row] as const] : [])))
   const x = (n: number) => n.toFixed(2) + "x"
@@ -351,6 +383,9 @@ const main = async () => {
   console.log(`tcp + tcp (Dynamo framing) / ${RAW_DYNAMO}:`)
   console.log(against(TCP_DYNAMO, dynamo, RAW_DYNAMO, false))
   console.log(against(TCP_POOLED, dynamo, RAW_DYNAMO, false))
+  console.log(`nats + tcp (legacy mode, through nats-server) / ${RAW_DYNAMO}:`)
+  console.log(against(NATS_TCP, dynamo, RAW_DYNAMO, false))
+  console.log(against(NATS_POOLED, dynamo, RAW_DYNAMO, false))
   process.exit(0)
 }
 main().catch((e) => {

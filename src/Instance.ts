@@ -1,20 +1,41 @@
 /**
  * Worker instances as discovery records (PROTOCOL.md section 5), byte-compatible with Dynamo.
  *
+ * Every record form is read: the legacy `{"nats_tcp": subject}`, `{"http": url}` and
+ * `{"tcp": address}`, and the seed's `{"unified": {request_transport, response_transport}}`.
+ * Fields this project does not use are kept, at the top level (Dynamo's `device_type`, and
+ * whatever later versions add) and inside the unified form's TransportEndpoints and
+ * capabilities, so a record read and written back means the same. `request_plane_codec` (the
+ * codec the worker wants request bodies in) is read, typed loosely (any text, so that a codec
+ * this project does not speak still round-trips); the router honours it.
+ *
  * `instance_id` is an unsigned 64-bit integer, often above 2^53: it is a `bigint` here, parsed
- * from the JSON text without loss and written back as the same digits. This module only
- * defines and (de)serializes records; storing them is the job of `Discovery`.
+ * from the JSON text without loss and written back as the same digits. So is any other integer
+ * beyond 2^53 in a kept field. This module only defines and (de)serializes records; storing them
+ * is the job of `Discovery`.
  */
 import { Schema } from "effect"
 import { TransportCapabilities, TransportId } from "./Transport.ts"
 
-/** One side of the seed's unified transport form: which transport, where, and what it can do. */
-export const TransportEndpoint = Schema.Struct({
-  transport_id: TransportId,
-  address: Schema.String,
-  capabilities: TransportCapabilities,
-  metadata: Schema.Record(Schema.String, Schema.String)
-})
+/** Fields a reader does not know, kept as they were read. */
+const Rest = [Schema.Record(Schema.String, Schema.Unknown)] as const
+
+/** TransportCapabilities as records carry them: the known flags, plus any field a later writer adds. */
+const RecordCapabilities = Schema.StructWithRest(TransportCapabilities, Rest)
+
+/**
+ * One side of the seed's unified transport form: which transport, where, and what it can do.
+ * Unknown fields are kept.
+ */
+export const TransportEndpoint = Schema.StructWithRest(
+  Schema.Struct({
+    transport_id: TransportId,
+    address: Schema.String,
+    capabilities: RecordCapabilities,
+    metadata: Schema.Record(Schema.String, Schema.String)
+  }),
+  Rest
+)
 /** One side of the seed's unified transport form: which transport, where, and what it can do. */
 export type TransportEndpoint = typeof TransportEndpoint.Type
 
@@ -27,22 +48,33 @@ export const TransportType = Schema.Union([
   Schema.Struct({ http: Schema.String }),
   Schema.Struct({ tcp: Schema.String }),
   Schema.Struct({
-    unified: Schema.Struct({ request_transport: TransportEndpoint, response_transport: TransportEndpoint })
+    unified: Schema.StructWithRest(
+      Schema.Struct({ request_transport: TransportEndpoint, response_transport: TransportEndpoint }),
+      Rest
+    )
   })
 ])
 /** How to reach an instance (see the schema). */
 export type TransportType = typeof TransportType.Type
 
-/** An endpoint instance as discovery stores it. */
-export const Instance = Schema.Struct({
-  type: Schema.Literal("Endpoint"),
-  namespace: Schema.String,
-  component: Schema.String,
-  endpoint: Schema.String,
-  instance_id: Schema.BigInt,
-  transport: TransportType
-})
-/** An endpoint instance as discovery stores it. */
+/**
+ * An endpoint instance as discovery stores it. Besides the fields below, a record keeps every
+ * top-level field it was read with (Dynamo's `device_type`, ...): they are written back as read.
+ */
+export const Instance = Schema.StructWithRest(
+  Schema.Struct({
+    type: Schema.Literal("Endpoint"),
+    namespace: Schema.String,
+    component: Schema.String,
+    endpoint: Schema.String,
+    instance_id: Schema.BigInt,
+    transport: TransportType,
+    /** The codec the worker wants request bodies in (Dynamo: "json" | "msgpack"); absent: the router's own. */
+    request_plane_codec: Schema.optionalKey(Schema.String)
+  }),
+  Rest
+)
+/** An endpoint instance as discovery stores it (plus any field it was read with). */
 export type Instance = typeof Instance.Type
 
 const U64_MAX = (1n << 64n) - 1n
@@ -57,11 +89,18 @@ const JSONx = JSON as unknown as {
 
 /**
  * Parses JSON text in which the given keys hold u64 integers, keeping their exact digits as
- * bigint. Throws a SyntaxError or RangeError naming the problem.
+ * bigint. Any other integer beyond 2^53 is read as a bigint too, so that no digit is lost (a
+ * field this reader does not know round-trips exactly). Throws a SyntaxError or RangeError
+ * naming the problem.
  */
 export const parseJsonWithU64 = (text: string, u64Keys: ReadonlySet<string>): unknown =>
   JSONx.parse(text, (key, value, context) => {
-    if (!u64Keys.has(key) || typeof value !== "number") return value
+    if (typeof value !== "number") return value
+    if (!u64Keys.has(key)) {
+      if (Number.isSafeInteger(value)) return value
+      const raw = context.source
+      return raw !== undefined && /^-?\d+$/.test(raw) ? BigInt(raw) : value
+    }
     const source = context.source ?? String(value)
     if (!/^\d+$/.test(source)) throw new RangeError(`${key} must be an unsigned integer, got ${source}`)
     const n = BigInt(source)
@@ -78,16 +117,27 @@ const instanceKeys = new Set(["instance_id"])
 /** Decodes a discovery record from its JSON text. Throws a descriptive error on bad input. */
 export const instanceFromJson = (text: string): Instance => decodeInstance(parseJsonWithU64(text, instanceKeys))
 
-/** Encodes a discovery record as JSON text, in Dynamo's key order, with the u64 id's exact digits. */
-export const instanceToJson = (instance: Instance): string =>
-  stringifyWithU64({
+const knownKeys: ReadonlyArray<string> = ["type", "namespace", "component", "endpoint", "instance_id", "transport"]
+
+/**
+ * Encodes a discovery record as JSON text: Dynamo's fields in Dynamo's order, then every other
+ * field (`request_plane_codec`, and the ones kept from reading) in the order it has, with every
+ * bigint written as its exact digits.
+ */
+export const instanceToJson = (instance: Instance): string => {
+  const ordered: Record<string, unknown> = {
     type: instance.type,
     namespace: instance.namespace,
     component: instance.component,
     endpoint: instance.endpoint,
     instance_id: instance.instance_id,
     transport: instance.transport
-  })
+  }
+  for (const key of Object.keys(instance)) {
+    if (!knownKeys.includes(key)) ordered[key] = instance[key]
+  }
+  return stringifyWithU64(ordered)
+}
 
 /** The instance id as Dynamo prints it in subjects and keys: lowercase hex. */
 export const instanceIdHex = (id: bigint): string => id.toString(16)
@@ -140,3 +190,16 @@ export const requestTransportOf = (
   const r = transport.unified.request_transport
   return { id: r.transport_id, address: r.address, metadata: r.metadata }
 }
+
+/**
+ * The response transport an instance asks for: the unified form's `response_transport`, or
+ * undefined for the legacy forms (Dynamo's workers, which call home over TCP).
+ */
+export const responseTransportOf = (
+  transport: TransportType
+): { readonly id: TransportId; readonly address: string; readonly metadata: Readonly<Record<string, string>> } | undefined => {
+  if (!("unified" in transport)) return undefined
+  const r = transport.unified.response_transport
+  return { id: r.transport_id, address: r.address, metadata: r.metadata }
+}
+

@@ -8,7 +8,7 @@
  */
 import { Config, Context, Data, Effect, Layer, Option } from "effect"
 import type { ConfigProvider } from "effect"
-import { bool, byteSize, host, httpUrl, logSpec, millis, natsUrl, nonNegativeInt, oneOf, port, positiveInt, seconds, text, urlList, urlPath } from "./TransportConfigParsers.ts"
+import { bool, byteSize, host, httpUrl, intIn, logSpec, millis, natsUrl, nonNegativeInt, oneOf, port, positiveInt, seconds, text, urlList, urlPath } from "./TransportConfigParsers.ts"
 import type { Parser } from "./TransportConfigParsers.ts"
 
 /** The request planes a process can serve and call on. */
@@ -32,7 +32,11 @@ export interface TransportSettings {
   readonly discoveryBackend: DiscoveryBackendKind
   readonly discoveryPath: string
   readonly natsServer: string
+  /** Router: how long a NATS request waits for the worker's ack, the NATS reply (`DYN_NATS_REQUEST_TIMEOUT`). */
+  readonly natsRequestTimeoutMs: number
   readonly etcdEndpoints: ReadonlyArray<string>
+  /** TTL of the etcd discovery backend's process lease, in whole seconds (`ETCD_LEASE_TTL`). */
+  readonly etcdLeaseTtlSeconds: number
   readonly metricsPort: number
   readonly log: string
   readonly logFormat: LogFormat
@@ -42,6 +46,10 @@ export interface TransportSettings {
   readonly serviceName: string
   readonly tcpMaxMessageSize: number
   readonly cancelGraceMs: number
+  /** Router: most instances one call is sent to, failovers included (`DYN_ROUTER_MAX_ATTEMPTS`; 1 turns failover off). */
+  readonly routerMaxAttempts: number
+  /** Router: how long an instance that keeps failing before its ack is skipped (`DYN_ROUTER_QUARANTINE_SECS`). */
+  readonly routerQuarantineMs: number
   readonly httpRpc: {
     readonly host: string
     readonly port: number
@@ -145,7 +153,19 @@ const vars = {
   discoveryBackend: v("DYN_DISCOVERY_BACKEND", "mem", oneOf("mem", "file", "etcd"), "Discovery backend"),
   discoveryPath: v("DYN_DISCOVERY_PATH", ".dynamo-discovery", text, "Directory of the file discovery backend"),
   natsServer: v("NATS_SERVER", "nats://localhost:4222", natsUrl, "NATS server URL(s)"),
+  natsRequestTimeout: v(
+    "DYN_NATS_REQUEST_TIMEOUT",
+    "5",
+    seconds,
+    "Router: how long a NATS request waits for the worker's ack (the NATS reply); also bounds the first connect to nats-server"
+  ),
   etcdEndpoints: v("ETCD_ENDPOINTS", "http://localhost:2379", urlList, "etcd endpoints"),
+  etcdLeaseTtl: v(
+    "ETCD_LEASE_TTL",
+    "10",
+    intIn(1, 2_147_483, "a whole number of seconds from 1 to 2147483"),
+    "TTL of the etcd discovery lease: a worker killed without cleanup leaves routers' sets within about this long (etcd raises a TTL below its minimum, 2 s with its default election timeout)"
+  ),
   metricsPort: v("DYN_METRICS_PORT", "9090", port, "Port of /metrics, /health and /ready"),
   log: v("DYN_LOG", "info", logSpec, "Log level, globally or per module: info,transport.tcp.pool=debug"),
   logFormat: v("DYN_LOG_FORMAT", "logfmt", oneOf("logfmt", "json"), "Format of log lines on stderr: logfmt, or json (one object per line) for log shippers"),
@@ -155,6 +175,18 @@ const vars = {
   serviceName: v("OTEL_SERVICE_NAME", "transport-registry", text, "service.name of exported spans"),
   tcpMaxMessageSize: v("DYN_TCP_MAX_MESSAGE_SIZE", String(32 * 1024 * 1024), byteSize, "Largest frame accepted or sent, in bytes"),
   cancelGraceMs: v("DYN_CANCEL_GRACE_MS", "1000", millis, "After a consumer cancels: how long after `stop` the router waits before `kill`"),
+  routerMaxAttempts: v(
+    "DYN_ROUTER_MAX_ATTEMPTS",
+    "3",
+    positiveInt,
+    "Router: most instances one call is sent to; a send that fails before the ack (connection refused or lost, worker unavailable or overloaded, endpoint gone) is retried on another instance, never after the ack. 1 turns failover off"
+  ),
+  routerQuarantineSecs: v(
+    "DYN_ROUTER_QUARANTINE_SECS",
+    "10",
+    seconds,
+    "Router: an instance with 3 consecutive connection failures before its ack is skipped for this long (while other instances exist); logged and counted in transport_instance_quarantined_total"
+  ),
   httpRpcHost: v("DYN_HTTP_RPC_HOST", "0.0.0.0", host, "HTTP request server bind address"),
   httpRpcPort: v("DYN_HTTP_RPC_PORT", "8081", port, "HTTP request server port"),
   httpRpcRootPath: v("DYN_HTTP_RPC_ROOT_PATH", "/v1/rpc", urlPath, "HTTP request API root path"),
@@ -287,7 +319,9 @@ export const fromRecord = (
       discoveryBackend: p.discoveryBackend,
       discoveryPath: p.discoveryPath,
       natsServer: p.natsServer,
+      natsRequestTimeoutMs: p.natsRequestTimeout,
       etcdEndpoints: p.etcdEndpoints,
+      etcdLeaseTtlSeconds: p.etcdLeaseTtl,
       metricsPort: p.metricsPort,
       log: p.log,
       logFormat: p.logFormat,
@@ -297,6 +331,8 @@ export const fromRecord = (
       serviceName: p.serviceName,
       tcpMaxMessageSize: p.tcpMaxMessageSize,
       cancelGraceMs: p.cancelGraceMs,
+      routerMaxAttempts: p.routerMaxAttempts,
+      routerQuarantineMs: p.routerQuarantineSecs,
       httpRpc: {
         host: p.httpRpcHost,
         port: p.httpRpcPort,

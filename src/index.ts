@@ -35,6 +35,7 @@ export * as MemoryTransport from "./transport/memory/MemoryTransport.ts"
 export * as HttpRequestTransport from "./transport/http/HttpRequestTransport.ts"
 /** The NATS request plane (`DYN_REQUEST_PLANE=nats`, Dynamo's legacy mode) on a real nats-server (`NATS_SERVER`). */
 export * as NatsRequestTransport from "./transport/nats/NatsRequestTransport.ts"
+export * as TcpRequestTransport from "./transport/tcp/request/TcpRequestTransport.ts"
 /** The TCP call-home response plane, one-shot or pooled and multiplexed (`DYN_TCP_POOL_ENABLED`). */
 export * as TcpResponseTransport from "./transport/tcp/TcpResponseTransport.ts"
 /**

@@ -4,13 +4,13 @@
  * - `demo` (what `npm start` runs): a worker and a router in one process, every mode.
  * - `worker --endpoint ns.comp.ep`: serve the built-in token handler.
  * - `call ns.comp.ep --data '<json>'`: call an endpoint and print each item as a JSON line.
+ * - `list ns.comp.ep`: the instances of an endpoint in discovery, with their transports and ids.
  *
  * Every command reads `DYN_*` (through `TransportConfig`, with the CLI's defaults of
  * `defaults.ts` beneath the environment) before it does anything, and fails on bad values
  * naming every bad variable. Output for the user goes to stdout (call's items, worker's instance
  * record, the demo's table); every log line, errors included, goes to stderr in one format:
- * logfmt, or json with `--log-format json` / `DYN_LOG_FORMAT=json`. Room is left for `list`
- * and `bench`.
+ * logfmt, or json with `--log-format json` / `DYN_LOG_FORMAT=json`. Room is left for `bench`.
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Cause, Data, Effect, Exit, Layer, Option } from "effect"
@@ -26,6 +26,7 @@ import { call } from "./call.ts"
 import { cliDefaults, defaultDiscoveryPath, demoDefaults, layerDefaults } from "./defaults.ts"
 import { demo } from "./demo.ts"
 import { describe, environmentSection, formatter, HelpSections } from "./help.ts"
+import { list } from "./list.ts"
 import { tokenLimits, tokenRequestFields } from "./tokenHandler.ts"
 import { worker } from "./worker.ts"
 
@@ -217,18 +218,54 @@ const callCommand = Command.make(
   Command.withDescription("Call an endpoint and print each response item as a JSON line on stdout; it never waits forever"),
   Command.annotate(HelpSections, [
     environmentSection(
-      ["DYN_DISCOVERY_BACKEND", "DYN_DISCOVERY_PATH", "DYN_RESPONSE_PLANE", "DYN_TCP_RESPONSE_HOST", "DYN_TCP_POOL_ENABLED", "DYN_TCP_CALL_HOME_TIMEOUT_SECS", "DYN_LOG", "DYN_LOG_FORMAT"],
+      [
+        "DYN_DISCOVERY_BACKEND",
+        "DYN_DISCOVERY_PATH",
+        "DYN_RESPONSE_PLANE",
+        "DYN_TCP_RESPONSE_HOST",
+        "DYN_TCP_POOL_ENABLED",
+        "DYN_TCP_CALL_HOME_TIMEOUT_SECS",
+        "NATS_SERVER",
+        "DYN_ROUTER_MAX_ATTEMPTS",
+        "DYN_LOG",
+        "DYN_LOG_FORMAT"
+      ],
       cliDefaults,
-      [moreVariables]
+      [
+        "call reaches a worker of any mode (http, tcp, nats request plane; tcp call-home or inline http responses), as its record says.",
+        moreVariables
+      ]
     )
+  ])
+)
+
+const listCommand = Command.make(
+  "list",
+  {
+    endpoint: Argument.String("endpoint").pipe(Argument.withDescription("namespace.component.endpoint")),
+    json: Flag.Boolean("json").pipe(
+      Flag.withDescription(describe("Print each instance record as one JSON line, exactly as discovery holds it, instead of the table", { default: "false" })),
+      Flag.withDefault(false)
+    )
+  },
+  (options) => runCommand(cliDefaults, list({ endpoint: options.endpoint, json: options.json }).pipe(Effect.provide(Discovery.layerConfig)))
+).pipe(
+  Command.withDescription(
+    "List the instances of an endpoint in discovery: ids (hex and decimal), request transport and address, response plane, and the record's other fields"
+  ),
+  Command.annotate(HelpSections, [
+    environmentSection(["DYN_DISCOVERY_BACKEND", "DYN_DISCOVERY_PATH", "ETCD_ENDPOINTS", "DYN_LOG", "DYN_LOG_FORMAT"], cliDefaults, [
+      "The response column: \"tcp call-home\" for the legacy record forms (the worker calls the router back over TCP), else the unified form's response transport.",
+      moreVariables
+    ])
   ])
 )
 
 const root = Command.make("transport-registry").pipe(
   Command.withDescription(
-    `Pluggable request/response transports for distributed inference. worker and call find each other through file discovery in ${defaultDiscoveryPath} unless DYN_DISCOVERY_* say otherwise.`
+    `Pluggable request/response transports for distributed inference. worker, call and list find each other through file discovery in ${defaultDiscoveryPath} unless DYN_DISCOVERY_* say otherwise.`
   ),
-  Command.withSubcommands([demoCommand, workerCommand, callCommand]),
+  Command.withSubcommands([demoCommand, workerCommand, callCommand, listCommand]),
   Command.withGlobalFlags([LogFormatFlag])
 )
 

@@ -1,50 +1,52 @@
 /**
- * One router call on one instance: open a pending stream on the response plane, send the
- * request with its ConnectionInfo, and wait for the ack and the stream in one `Effect.callback`.
- * A `CallState` decides every transition; this module only wires it to the transports, the
- * metrics and the Effect. Interrupting the call sends `stop`, then `kill` after the grace period.
+ * One router call on one instance: open a pending stream on the response plane the instance's
+ * route names, send the request with its ConnectionInfo (the body in the route's codec), and wait
+ * for the ack and the stream in one `Effect.callback`. A `CallState` decides every transition;
+ * this module only wires it to the transports, the metrics and the Effect. Interrupting the call
+ * sends `stop`, then `kill` after the grace period.
+ *
+ * A failure before the ack that may go to another instance (`Failover.isRetryableBeforeAck`, and
+ * no item reached the consumer) fails as a `PreAckFailure` carrying the error; the router decides
+ * whether to retry. Each attempt is a call of its own here: a fresh request id and pending stream.
  *
  * A streamed request (`items`, request_type "many_in") hands its item Stream to the request
  * transport, which pulls it; when the call is over (complete, failed or cancelled) the send is
  * cancelled too, so a transport still pulling the items stops and interrupts the Stream.
  *
- * It does not pick the instance or open spans (`Router.ts` does), and does nothing per item but
- * hand the batch to the consumer.
+ * It does not pick the instance, retry or open spans (`Router.ts` does), and does nothing per item
+ * but hand the batch to the consumer.
  */
 import { Effect } from "effect"
 import type { Stream } from "effect"
-import type { PayloadCodecName } from "../ConnectionInfo.ts"
+import type { Instance } from "../Instance.ts"
 import type { RequestHeaders, RequestMessage } from "../RequestPlane.ts"
-import type { PendingStream, ResponsePlaneServer } from "../ResponsePlane.ts"
-import type { TransportId } from "../Transport.ts"
+import type { PendingStream } from "../ResponsePlane.ts"
 import { errorTypeOf } from "../TransportError.ts"
 import type { CallError } from "../TransportError.ts"
-import type { RequestTransport } from "../TransportRegistry.ts"
 import type * as MetricsModule from "../observability/Metrics.ts"
 import { CallState } from "./CallState.ts"
 import type { CallOutcome } from "./CallState.ts"
+import { isRetryableBeforeAck, PreAckFailure } from "./Failover.ts"
+import type { Route } from "./Route.ts"
 import { sendLean } from "./SendRequest.ts"
 import type { RunSend } from "./SendRequest.ts"
 
 /** What every call of one client shares. */
 export interface CallSetup {
   readonly endpoint: string
-  readonly responseId: TransportId
-  readonly responseServer: ResponsePlaneServer
-  readonly codec: PayloadCodecName
   readonly graceMs: number
   readonly metadata: Readonly<Record<string, unknown>> | undefined
   readonly metrics: MetricsModule.Recorders
   /** Runs a transport's `send` Effect in the client's context. */
   readonly runSend: RunSend
+  /** Called when an instance acked a request (the quarantine clears its run of failures). */
+  readonly onAcked?: ((instance: Instance) => void) | undefined
 }
 
 /** One call's arguments. */
 export interface CallArgs<Req, Res> {
-  readonly address: string
-  /** The unified record's request-transport metadata, if any. */
-  readonly metadata: Readonly<Record<string, string>> | undefined
-  readonly requestTransport: RequestTransport
+  /** The instance and how to reach it. */
+  readonly route: Route
   readonly request: Req
   readonly onItems: (items: ReadonlyArray<Res>) => void
   readonly headers: RequestHeaders | undefined
@@ -59,20 +61,26 @@ const toEffect = (outcome: CallOutcome<CallError>): Effect.Effect<void, CallErro
 
 /** The call function of a client set up by `setup`. */
 export const makeCallOn = (setup: CallSetup) => {
-  const { endpoint, responseId, codec, metrics: Metrics } = setup
-  return <Req, Res>(args: CallArgs<Req, Res>): Effect.Effect<void, CallError> =>
+  const { endpoint, metrics: Metrics } = setup
+  return <Req, Res>(args: CallArgs<Req, Res>): Effect.Effect<void, CallError | PreAckFailure> =>
     Effect.suspend(() => {
+      const route = args.route
+      const { responseId, codec } = route
       const requestId = crypto.randomUUID()
-      const requestTransportId = args.requestTransport.registration.transport_id
+      const requestTransportId = route.requestTransport.registration.transport_id
       const startedAt = performance.now()
-      const state = new CallState<Res, CallError>(args.onItems, {
+      // Set when the ack failed while nothing had arrived: that failure is how the call ends.
+      let failedBeforeAck = false
+      const state: CallState<Res, CallError> = new CallState<Res, CallError>(args.onItems, {
         graceMs: setup.graceMs,
         hooks: {
           onAck: (error) => {
             if (error === undefined) {
               Metrics.recordRequest(requestTransportId, "request", (performance.now() - startedAt) / 1000)
+              setup.onAcked?.(route.instance)
               return
             }
+            if (state.phase === "pending") failedBeforeAck = true
             const type = errorTypeOf(error)
             if (type !== undefined) Metrics.recordError(requestTransportId, type)
           },
@@ -89,7 +97,7 @@ export const makeCallOn = (setup: CallSetup) => {
       Metrics.streamDelta(responseId, "response", 1)
       let cancelSend: (() => void) | undefined
       const sink = { onItems: state.items, onEnd: state.end, onError: state.error }
-      return setup.responseServer.open({ requestId, endpoint, codec, sink }).pipe(
+      return route.responseServer.open({ requestId, endpoint, codec, sink }).pipe(
         Effect.tapError((error) =>
           Effect.sync(() => {
             const type = errorTypeOf(error)
@@ -111,12 +119,18 @@ export const makeCallOn = (setup: CallSetup) => {
           const message: RequestMessage = args.items === undefined
             ? { control, payload: args.request, headers }
             : { control, payload: args.request, headers, items: args.items }
-          const target = { address: args.address, endpoint, metadata: args.metadata }
+          const target = { address: route.address, endpoint, metadata: route.metadata }
           // One callback waits for both the ack and the stream: a complete stream implies the
           // ack, so the call ends with the stream even if the ack is still on its way.
-          return Effect.callback<void, CallError>((resume) => {
-            state.wait((outcome) => resume(toEffect(outcome)))
-            cancelSend = sendLean(setup.runSend, args.requestTransport.client, target, message, state.ack)
+          return Effect.callback<void, CallError | PreAckFailure>((resume) => {
+            state.wait((outcome) =>
+              resume(
+                outcome._tag === "Failed" && failedBeforeAck && isRetryableBeforeAck(outcome.error)
+                  ? Effect.fail(new PreAckFailure(outcome.error))
+                  : toEffect(outcome)
+              )
+            )
+            cancelSend = sendLean(setup.runSend, route.requestTransport.client, target, message, state.ack)
             state.sent(cancelSend)
             return Effect.sync(() => state.cancel())
           })

@@ -1,6 +1,8 @@
 /**
  * The router's view of an endpoint's instances: a discovery watch keeps the set current for the
- * life of the scope, and `pick` chooses one per call (round-robin, random, or by instance id).
+ * life of the scope, and `pick` chooses one per call (round-robin, random, or by instance id),
+ * skipping the instances a call already tried and, while others are left, the ones to avoid
+ * (quarantined). Picking allocates nothing.
  *
  * The first snapshot must arrive (its failure is the caller's); after that a failed watch is
  * logged and restarted, so the set never freezes silently. It does not send anything or know
@@ -19,8 +21,22 @@ export type Routing = "round-robin" | "random" | { readonly instanceId: bigint }
 export interface InstanceSet {
   /** The instances currently known. */
   readonly instances: () => ReadonlyArray<Instance>
-  /** The instance to call, or undefined when none matches. */
-  readonly pick: (routing: Routing) => Instance | undefined
+  /**
+   * The instance to call, or undefined when none matches. Round-robin and random skip the ids in
+   * `tried` always, and the ones `avoid` says while another is left; by instance id, neither
+   * applies (that instance or nothing).
+   */
+  readonly pick: (
+    routing: Routing,
+    avoid?: ((instanceId: bigint) => boolean) | undefined,
+    tried?: ReadonlyArray<bigint> | undefined
+  ) => Instance | undefined
+}
+
+/** Options of `make`. */
+export interface InstanceSetOptions {
+  /** Called for each instance that left the set (removed, or absent from a new snapshot). */
+  readonly onRemoved?: ((instance: Instance) => void) | undefined
 }
 
 /** The instance list after one discovery event. */
@@ -33,16 +49,24 @@ export const applyEvent = (instances: ReadonlyArray<Instance>, event: DiscoveryE
 /** Watches `path` in discovery until the scope closes; succeeds once the first snapshot arrived. */
 export const make = (
   path: EndpointPath,
-  endpoint: string
+  endpoint: string,
+  options: InstanceSetOptions = {}
 ): Effect.Effect<InstanceSet, DiscoveryError, Scope.Scope | Discovery> =>
   Effect.gen(function*() {
     const discovery = yield* Discovery
     let instances: ReadonlyArray<Instance> = []
+    const onRemoved = options.onRemoved
     const first = yield* Deferred.make<void, DiscoveryError>()
     yield* discovery.watch(path).pipe(
       Stream.runForEach((event) =>
         Effect.sync(() => {
+          const before = instances
           instances = applyEvent(instances, event)
+          if (onRemoved !== undefined && event._tag !== "Added") {
+            for (const old of before) {
+              if (!instances.some((i) => i.instance_id === old.instance_id)) onRemoved(old)
+            }
+          }
         }).pipe(Effect.andThen(Deferred.succeed(first, undefined)))
       ),
       Effect.tapCause((cause) =>
@@ -60,11 +84,29 @@ export const make = (
     yield* Deferred.await(first)
 
     let next = 0
-    const pick = (routing: Routing): Instance | undefined => {
-      if (instances.length === 0) return undefined
-      if (routing === "round-robin") return instances[next++ % instances.length]
-      if (routing === "random") return instances[Math.floor(Math.random() * instances.length)]
-      return instances.find((i) => i.instance_id === routing.instanceId)
+    const pick = (
+      routing: Routing,
+      avoid?: ((instanceId: bigint) => boolean) | undefined,
+      tried?: ReadonlyArray<bigint> | undefined
+    ): Instance | undefined => {
+      const list = instances
+      const n = list.length
+      if (n === 0) return undefined
+      if (typeof routing === "object") return list.find((i) => i.instance_id === routing.instanceId)
+      const start = routing === "round-robin" ? next++ : Math.floor(Math.random() * n)
+      if (avoid === undefined && tried === undefined) return list[start % n]
+      let fallback: Instance | undefined
+      for (let k = 0; k < n; k++) {
+        const candidate = list[(start + k) % n]!
+        const id = candidate.instance_id
+        if (tried !== undefined && tried.includes(id)) continue
+        if (avoid !== undefined && avoid(id)) {
+          fallback ??= candidate
+          continue
+        }
+        return candidate
+      }
+      return fallback
     }
     return { instances: () => instances, pick }
   })

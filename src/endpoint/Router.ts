@@ -7,18 +7,31 @@
  * run in a runtime captured when the client was built, so they keep its logger, tracer and
  * services, and end with its scope.
  *
+ * Mixed deployments: each instance is called the way its record says (`Route.ts`): its request
+ * transport, its response plane (per call, from the picked instance), its codec. The route is
+ * cached per record, so the per-call path does no registry lookup.
+ *
+ * Failover: a call that fails before the ack in a way that means the worker never took it
+ * (`Failover.ts`) goes to another instance, at most `DYN_ROUTER_MAX_ATTEMPTS` instances in all,
+ * never one it already tried; round-robin and random routing only (a call routed to one instance
+ * id, and a streamed request, are not retried). Nothing is retried after the ack. Instances that
+ * keep failing before their ack are quarantined (`Quarantine.ts`, `DYN_ROUTER_QUARANTINE_SECS`):
+ * picks skip them while others are left; each quarantine is logged (warning) and counted. An
+ * instance this router cannot reach (no client for its transport, a codec it does not speak) is
+ * skipped while another can be reached; when none can, the call fails with the typed reason.
+ *
  * It does not run the call's transitions (`CallState.ts`), wire the transports (`Call.ts`),
- * watch discovery (`InstanceSet.ts`) or buffer items (`BufferedStream.ts`).
+ * resolve routes (`Route.ts`), watch discovery (`InstanceSet.ts`) or buffer items
+ * (`BufferedStream.ts`).
  */
 import { Effect, FiberSet, Stream } from "effect"
 import type { Scope } from "effect"
 import type { Discovery, DiscoveryError } from "../Discovery.ts"
-import { formatEndpointPath, requestTransportOf } from "../Instance.ts"
+import { formatEndpointPath } from "../Instance.ts"
 import type { EndpointPath, Instance } from "../Instance.ts"
 import type { RequestHeaders } from "../RequestPlane.ts"
-import type { PendingStream } from "../ResponsePlane.ts"
-import { noRequirements } from "../Transport.ts"
-import type { TransportCapabilities, TransportId } from "../Transport.ts"
+import type { PendingStream, ResponsePlaneServer } from "../ResponsePlane.ts"
+import type { TransportId } from "../Transport.ts"
 import { TransportConfig } from "../TransportConfig.ts"
 import { EndpointNotFound, NoTransportAvailable } from "../TransportError.ts"
 import type { CallError, InvalidEndpointPath } from "../TransportError.ts"
@@ -28,15 +41,23 @@ import * as Tracing from "../observability/Tracing.ts"
 import { makeGenerate } from "./BufferedStream.ts"
 import { makeCallOn } from "./Call.ts"
 import { parseEndpointPath } from "./EndpointPath.ts"
+import { countsTowardsQuarantine, isPreAckFailure } from "./Failover.ts"
+import type { PreAckFailure } from "./Failover.ts"
 import * as InstanceSet from "./InstanceSet.ts"
 import type { Routing } from "./InstanceSet.ts"
+import { Quarantine } from "./Quarantine.ts"
+import { bidirectional, makeRoutes } from "./Route.ts"
+import type { Route, RouteResult } from "./Route.ts"
 import type { AckError } from "./SendRequest.ts"
 
 /** Options of `client`. */
 export interface ClientOptions {
   /** Instance choice: round-robin (default), random, or one instance id. */
   readonly routing?: Routing | undefined
-  /** The response transport; by default the highest-priority registered streaming one. */
+  /**
+   * The response transport for every instance. By default each instance's record decides: the
+   * unified form's `response_transport`, else "tcp" call-home (`Route.ts`).
+   */
   readonly responseTransport?: TransportId | undefined
   /** Metadata sent in every request's control header. */
   readonly metadata?: Readonly<Record<string, unknown>> | undefined
@@ -97,12 +118,8 @@ export interface EndpointClient<Req, Res> {
   readonly instances: () => ReadonlyArray<Instance>
 }
 
-/** The capabilities a streamed request needs of a request transport. */
-const bidirectional: TransportCapabilities = { ...noRequirements, bidirectional: true }
-
-/** True when the instance's record advertises a bidirectional request transport (the unified form only). */
-const advertisesBidirectional = (instance: Instance): boolean =>
-  "unified" in instance.transport && instance.transport.unified.request_transport.capabilities.bidirectional
+/** The most instances one call may skip over because this router cannot reach them. */
+const MAX_UNREACHABLE_SKIPS = 64
 
 /**
  * A client of `path` for the life of the scope. It keeps the endpoint's instance list
@@ -122,19 +139,125 @@ export const client = <Req = unknown, Res = unknown>(
     const registry = yield* TransportRegistry
     const config = yield* TransportConfig
     const tracing = config.tracing
-    const responseId = options.responseTransport ??
+    const metrics = MetricsModule.recorders(config.metrics)
+
+    // Every registered response server, by id, once: routes pick one per instance.
+    const responseServers = new Map<TransportId, ResponsePlaneServer>()
+    for (const r of registry.registrations()) {
+      if (r.plane_type === "response" && !responseServers.has(r.transport_id)) {
+        responseServers.set(r.transport_id, yield* registry.getResponseServer(r.transport_id))
+      }
+    }
+    if (options.responseTransport !== undefined && !responseServers.has(options.responseTransport)) {
+      yield* registry.getResponseServer(options.responseTransport)
+    }
+    const defaultResponse = options.responseTransport ??
       (yield* registry.select("response", { streaming: true, persistent_connections: false, bidirectional: false }))
+    const routes = makeRoutes({
+      codec: config.requestPlaneCodec,
+      responseTransport: options.responseTransport,
+      defaultResponse,
+      requestTransport: registry.requestTransportUnsafe,
+      responseServers
+    })
+
+    metrics.initEndpoint(endpoint)
+    const quarantine = yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        new Quarantine({
+          quarantineMs: config.routerQuarantineMs,
+          metrics: {
+            quarantined: () => metrics.recordQuarantine(endpoint),
+            delta: (d) => metrics.quarantineDelta(endpoint, d)
+          }
+        })
+      ),
+      (q) => Effect.sync(() => q.close())
+    )
+    const maxAttempts = config.routerMaxAttempts
     const callOn = makeCallOn({
       endpoint,
-      responseId,
-      responseServer: yield* registry.getResponseServer(responseId),
-      codec: config.requestPlaneCodec,
       graceMs: config.cancelGraceMs,
       metadata: options.metadata,
-      metrics: MetricsModule.recorders(config.metrics),
-      runSend: yield* FiberSet.makeRuntime<never, void, AckError>()
+      metrics,
+      runSend: yield* FiberSet.makeRuntime<never, void, AckError>(),
+      onAcked: (instance) => quarantine.succeeded(instance.instance_id)
     })
-    const instances = yield* InstanceSet.make(endpointPath, endpoint)
+    const instances = yield* InstanceSet.make(endpointPath, endpoint, {
+      onRemoved: (instance) => quarantine.forget(instance.instance_id)
+    })
+
+    /**
+     * The route of the next instance to call: skips `tried`, prefers instances not in
+     * quarantine, and skips instances this router cannot reach while another can be reached.
+     */
+    const pickRoute = (routing: Routing, tried: ReadonlyArray<bigint> | undefined): RouteResult | EndpointNotFound | undefined => {
+      let skipped = tried
+      let unreachable: RouteResult | undefined
+      for (let k = 0; k < MAX_UNREACHABLE_SKIPS; k++) {
+        const instance = instances.pick(routing, quarantine.size === 0 ? undefined : quarantine.has, skipped)
+        if (instance === undefined) break
+        const route = routes(instance)
+        if (route._tag === "Route" || typeof routing === "object") return route
+        unreachable ??= route
+        skipped = skipped === undefined ? [instance.instance_id] : [...skipped, instance.instance_id]
+      }
+      if (unreachable !== undefined) return unreachable
+      if (tried !== undefined) return undefined
+      const detail = typeof routing === "object" ? `no instance ${routing.instanceId}` : "no instance registered"
+      return new EndpointNotFound({ endpoint, detail })
+    }
+
+    /** The warning of a quarantine: which instance, why, and for how long. */
+    const logQuarantine = (instance: Instance, reason: CallError) =>
+      Effect.logWarning("instance quarantined after repeated failures before the ack").pipe(
+        Effect.annotateLogs({
+          module: "endpoint",
+          endpoint,
+          instance_id: instance.instance_id.toString(16),
+          instance_id_decimal: instance.instance_id.toString(),
+          reason: reason.message,
+          quarantine_secs: config.routerQuarantineMs / 1000
+        })
+      )
+
+    /** One call, on `route` first, failing over on `PreAckFailure` (see the module comment). */
+    const attempt = (
+      first: Route,
+      routing: Routing,
+      run: (route: Route) => Effect.Effect<void, CallError | PreAckFailure>,
+      failover: boolean
+    ): Effect.Effect<void, CallError> => {
+      const onFailure = (route: Route, tried: ReadonlyArray<bigint> | undefined, n: number) => (failure: PreAckFailure): Effect.Effect<void, CallError> =>
+        Effect.suspend(() => {
+          const error = failure.error
+          const instance = route.instance
+          const quarantined = countsTowardsQuarantine(error) && quarantine.failed(instance.instance_id)
+          const log = quarantined ? logQuarantine(instance, error) : Effect.void
+          const triedNow = tried === undefined ? [instance.instance_id] : [...tried, instance.instance_id]
+          const next = failover && n < maxAttempts ? pickRoute(routing, triedNow) : undefined
+          if (next === undefined || next._tag !== "Route") return Effect.andThen(log, Effect.fail(error))
+          metrics.recordRetry(endpoint)
+          return log.pipe(
+            Effect.andThen(
+              Effect.logDebug("retrying on another instance").pipe(
+                Effect.annotateLogs({
+                  module: "endpoint",
+                  endpoint,
+                  failed_instance_id: instance.instance_id.toString(16),
+                  instance_id: next.instance.instance_id.toString(16),
+                  attempt: n + 1,
+                  reason: error.message
+                })
+              )
+            ),
+            Effect.andThen(go(next, triedNow, n + 1))
+          )
+        })
+      const go = (route: Route, tried: ReadonlyArray<bigint> | undefined, n: number): Effect.Effect<void, CallError> =>
+        Effect.catchIf(run(route), isPreAckFailure, onFailure(route, tried, n))
+      return go(first, undefined, 1)
+    }
 
     /**
      * `call`, and `onOpen` receives the response plane's pending stream (for flow control);
@@ -149,32 +272,28 @@ export const client = <Req = unknown, Res = unknown>(
     ): Effect.Effect<void, CallError> =>
       Effect.suspend(() => {
         const routing = callOptions?.routing ?? options.routing ?? "round-robin"
-        const instance = instances.pick(routing)
-        if (instance === undefined) {
-          const detail = typeof routing === "object" ? `no instance ${routing.instanceId}` : "no instance registered"
-          return Effect.fail(new EndpointNotFound({ endpoint, detail }))
+        const first = pickRoute(routing, undefined)!
+        if (first._tag !== "Route") return Effect.fail(first)
+        if (requestItems !== undefined && !first.bidirectional) {
+          return Effect.fail(
+            new NoTransportAvailable({ plane: "request", required: bidirectional, transport: first.requestTransport.registration.transport_id })
+          )
         }
-        const target = requestTransportOf(instance.transport)
-        const requestTransport = registry.requestTransportUnsafe(target.id)
-        if (requestTransport === undefined) {
-          return Effect.fail(new NoTransportAvailable({ plane: "request", required: noRequirements, transport: target.id }))
-        }
-        if (requestItems !== undefined && !(requestTransport.registration.capabilities.bidirectional && advertisesBidirectional(instance))) {
-          return Effect.fail(new NoTransportAvailable({ plane: "request", required: bidirectional, transport: target.id }))
-        }
-        const address = target.address
-        const metadata = target.metadata
+        // A streamed request may have sent items before failing: it is never retried.
+        const failover = maxAttempts > 1 && typeof routing !== "object" && requestItems === undefined
         if (tracing === "off") {
-          return callOn({ address, metadata, requestTransport, request, onItems, headers: callOptions?.headers, onOpen, items: requestItems })
+          const run = (route: Route) => callOn({ route, request, onItems, headers: callOptions?.headers, onOpen, items: requestItems })
+          return attempt(first, routing, run, failover)
         }
         const sampled = tracing === "on" || Math.random() < Tracing.sampleRatio
+        const requestId = first.requestTransport.registration.transport_id
         return Effect.useSpan(
           `send ${endpoint}`,
           {
             kind: "client",
             sampled,
             // An unsampled span is never exported: its attributes (a URL parse for http) are not built.
-            attributes: sampled ? Tracing.rpcAttributes(endpointPath, address, requestTransport.registration.transport_id, responseId) : undefined
+            attributes: sampled ? Tracing.rpcAttributes(endpointPath, first.address, requestId, first.responseId) : undefined
           },
           (span) => {
             let items = 0
@@ -183,8 +302,17 @@ export const client = <Req = unknown, Res = unknown>(
               onItems(batch)
             }
             const headers = { ...callOptions?.headers, ...Tracing.injectHeaders(span) }
-            return callOn({ address, metadata, requestTransport, request, onItems: counted, headers, onOpen, items: requestItems }).pipe(
-              Effect.ensuring(Effect.sync(() => span.attribute("rpc.response.items", items)))
+            let attempts = 0
+            const run = (route: Route) => {
+              attempts++
+              return callOn({ route, request, onItems: counted, headers, onOpen, items: requestItems })
+            }
+            return attempt(first, routing, run, failover).pipe(
+              Effect.ensuring(Effect.sync(() => {
+                span.attribute("rpc.response.items", items)
+                // A failed-over call: how many instances it was sent to (the attributes above name the first).
+                if (attempts > 1) span.attribute("transport.attempts", attempts)
+              }))
             )
           }
         )

@@ -3,8 +3,9 @@
  * for hot paths (cached per label set, so recording is a map lookup and an update).
  *
  * Names and labels are the seed's; labels are bounded (transport, plane, error_type, target =
- * host:port). Latencies are histograms in seconds, with buckets from 50 µs to 5 min. Exposed
- * in Prometheus text by `observability/MetricsServer.ts`.
+ * host:port; the router's failover series, which the seed does not have, are by endpoint =
+ * "ns.component.endpoint"). Latencies are histograms in seconds, with buckets from 50 µs to
+ * 5 min. Exposed in Prometheus text by `observability/MetricsServer.ts`.
  */
 import { Context, Metric } from "effect"
 import type { PlaneType, TransportId } from "../Transport.ts"
@@ -39,6 +40,21 @@ export const transportActiveStreams = Metric.gauge("transport_active_streams", {
 export const transportServerRequestsTotal = Metric.counter("transport_server_requests_total", {
   description: "Requests accepted (acked) by this process's request-plane servers",
   incremental: true
+})
+
+/** transport_request_retries_total{endpoint}: calls sent again, to another instance, after a failure before the ack. */
+export const transportRequestRetriesTotal = Metric.counter("transport_request_retries_total", {
+  description: "Router failovers: a send that failed before the ack (connection refused or lost, worker unavailable or overloaded, endpoint gone), sent again to another instance",
+  incremental: true
+})
+/** transport_instance_quarantined_total{endpoint}: instances put in quarantine after repeated failures before the ack. */
+export const transportInstanceQuarantinedTotal = Metric.counter("transport_instance_quarantined_total", {
+  description: "Instances a router quarantined (skipped for DYN_ROUTER_QUARANTINE_SECS) after consecutive connection failures before the ack",
+  incremental: true
+})
+/** transport_quarantined_instances{endpoint}: instances in quarantine now. */
+export const transportQuarantinedInstances = Metric.gauge("transport_quarantined_instances", {
+  description: "Instances in quarantine now, summed over this process's clients of the endpoint"
 })
 
 /** tcp_pool_connections_created_total{target} */
@@ -89,6 +105,9 @@ const latency = bind(transportRequestLatency)
 const errors = bind(transportErrorsTotal)
 const active = bind(transportActiveStreams)
 const serverRequests = bind(transportServerRequestsTotal)
+const retries = bind(transportRequestRetriesTotal)
+const quarantined = bind(transportInstanceQuarantinedTotal)
+const quarantinedNow = bind(transportQuarantinedInstances)
 
 /** Counts a request (or stream) on `transport`/`plane`, and records its latency in seconds. */
 export const recordRequest = (transport: TransportId, plane: PlaneType, seconds: number): void => {
@@ -110,6 +129,28 @@ export const streamDelta = (transport: TransportId, plane: PlaneType, delta: 1 |
 /** Counts a request accepted by a worker's request server. */
 export const recordServerRequest = (transport: TransportId): void => {
   serverRequests({ transport }, transport).updateUnsafe(1, none)
+}
+
+/** Counts a failover: a call sent again to another instance of `endpoint` ("ns.component.endpoint"). */
+export const recordRetry = (endpoint: string): void => {
+  retries({ endpoint }, endpoint).updateUnsafe(1, none)
+}
+
+/** Counts an instance of `endpoint` put in quarantine. */
+export const recordQuarantine = (endpoint: string): void => {
+  quarantined({ endpoint }, endpoint).updateUnsafe(1, none)
+}
+
+/** Moves the quarantined-instances gauge of `endpoint` by `delta` (+1 in, -1 out). */
+export const quarantineDelta = (endpoint: string, delta: 1 | -1): void => {
+  quarantinedNow({ endpoint }, endpoint).modifyUnsafe(delta, none)
+}
+
+/** Creates the zero-valued failover series of `endpoint` (retries, quarantines, quarantined now), from a router's first client of it. */
+export const initEndpoint = (endpoint: string): void => {
+  retries({ endpoint }, endpoint).updateUnsafe(0, none)
+  quarantined({ endpoint }, endpoint).updateUnsafe(0, none)
+  quarantinedNow({ endpoint }, endpoint).modifyUnsafe(0, none)
 }
 
 /** Recorders of the pool metrics for one target (host:port). */
@@ -164,6 +205,10 @@ export interface Recorders {
   readonly recordError: typeof recordError
   readonly streamDelta: typeof streamDelta
   readonly recordServerRequest: typeof recordServerRequest
+  readonly recordRetry: typeof recordRetry
+  readonly recordQuarantine: typeof recordQuarantine
+  readonly quarantineDelta: typeof quarantineDelta
+  readonly initEndpoint: typeof initEndpoint
 }
 
 const noop = () => {}
@@ -171,5 +216,14 @@ const noop = () => {}
 /** Recorders for `DYN_METRICS=on` (real) or `off` (no-ops). */
 export const recorders = (enabled: boolean): Recorders =>
   enabled
-    ? { recordRequest, recordError, streamDelta, recordServerRequest }
-    : { recordRequest: noop, recordError: noop, streamDelta: noop, recordServerRequest: noop }
+    ? { recordRequest, recordError, streamDelta, recordServerRequest, recordRetry, recordQuarantine, quarantineDelta, initEndpoint }
+    : {
+      recordRequest: noop,
+      recordError: noop,
+      streamDelta: noop,
+      recordServerRequest: noop,
+      recordRetry: noop,
+      recordQuarantine: noop,
+      quarantineDelta: noop,
+      initEndpoint: noop
+    }

@@ -243,3 +243,15 @@ export const tcpTcpPooled = configStack(
   { DYN_REQUEST_PLANE: "tcp", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_FULL_MODE: "false", DYN_TCP_POOL_ENABLED: "true" },
   { name: "tcp (Dynamo framing)+tcp pooled" }
 )
+
+/**
+ * Legacy mode: the NATS request plane on the nats-server at `natsServer` (the contract file starts
+ * one: `test/support/servers.ts`), TCP call-home response plane. The peer worker's child process
+ * gets the same `NATS_SERVER`.
+ */
+export const natsTcp = (natsServer: string) =>
+  configStack({ DYN_REQUEST_PLANE: "nats", DYN_RESPONSE_PLANE: "tcp", NATS_SERVER: natsServer })
+
+/** The same with pooled, multiplexed call-home connections. */
+export const natsTcpPooled = (natsServer: string) =>
+  configStack({ DYN_REQUEST_PLANE: "nats", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_POOL_ENABLED: "true", NATS_SERVER: natsServer })
