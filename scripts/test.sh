@@ -21,12 +21,19 @@ command -v promtool >/dev/null 2>&1 || need="$need prometheus"
 command -v curl >/dev/null 2>&1 || need="$need curl"
 # python3: test/support/blackhole.ts (a listener that never accepts, for connect timeouts)
 command -v python3 >/dev/null 2>&1 || need="$need python3-minimal"
+# ip and ss: test/multihost.netns.test.ts (network namespaces joined by veth pairs)
+command -v ip >/dev/null 2>&1 || need="$need iproute2"
+command -v ss >/dev/null 2>&1 || need="$need iproute2"
 if [ -n "$need" ]; then
   echo "installing Debian packages:$need"
   SUDO=""
   [ "$(id -u)" = "0" ] || SUDO="sudo"
   $SUDO apt-get update -qq || true
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $need
+  if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $need; then
+    echo "the tests need these Debian packages, and they could not be installed here:$need" >&2
+    echo "install them (as root: apt-get install$need), or put nats-server, etcd, promtool, curl, python3, ip and ss on PATH, then run npm test again" >&2
+    exit 1
+  fi
   # the prometheus package starts a server through its init scripts on some systems; tests do not need it
   $SUDO service prometheus stop >/dev/null 2>&1 || true
 fi
