@@ -441,4 +441,33 @@ describe("full mode: refusals", () => {
     await until(() => fake.frames.some((f) => f.kind === MuxKind.Reset))
     expect(r.fullMode.sender.connections()).toHaveLength(1)
   })
+
+  it("a router busy for longer than its timeouts right after dialling does not blame the worker: the hello's answer and the acks still count", async () => {
+    const w = await worker()
+    w.serve("ns/comp/ep", counter(3))
+    const r = await router({ connectTimeoutMs: 150, ackTimeoutMs: 150 })
+    // The first call dials; then the router's loop is blocked (as by thousands of requests
+    // submitted in one synchronous stretch) for longer than both timeouts, before the connect.
+    const first = r.call(w.address("ns/comp/ep"), {})
+    const until = performance.now() + 400
+    while (performance.now() < until) {
+      // busy
+    }
+    const call = await first
+    expect(await call.acked).toBeUndefined()
+    expect((await call.done).items).toHaveLength(3)
+  })
+
+  it("a worker that accepts the connection but never answers the hello: ConnectTimeout once the hello has waited connectTimeoutMs", async () => {
+    const server = net.createServer((socket) => void socket.on("error", () => {}))
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanups.push(() => void server.close())
+    const port = (server.address() as net.AddressInfo).port
+    const r = await router({ connectTimeoutMs: 150 })
+    const sent = performance.now()
+    const acked = await (await r.call(`127.0.0.1:${port}/1/ns/comp/ep`, {})).acked
+    expect(acked).toMatchObject({ _tag: "TransportTimeoutError", reason: "ConnectTimeout" })
+    expect((acked as TransportError).detail).toContain("hello answer")
+    expect(performance.now() - sent).toBeGreaterThanOrEqual(140)
+  })
 })

@@ -44,7 +44,7 @@
  */
 import { FrameAssembler } from "./FrameAssembler.ts"
 import type { IncrementalDecoder } from "./FrameAssembler.ts"
-import { EMPTY, putU32, TWO_32, u32 } from "./Bytes.ts"
+import { alloc, EMPTY, putU32, TWO_32, u32 } from "./Bytes.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
 import { decodeTcpRequestHead, encodeTcpRequestHead } from "./TcpRequestFrame.ts"
 
@@ -223,7 +223,7 @@ export const encodeMuxHeader = (kind: MuxKind, streamId: Uint8Array, payloadLen:
 /** Encodes one frame (header and payload in one buffer). An absent payload is empty. */
 export const encodeMuxFrame = (kind: MuxKind, streamId: Uint8Array, payload?: Uint8Array | undefined): Uint8Array => {
   const len = payload === undefined ? 0 : payload.length
-  const out = new Uint8Array(MUX_HEADER_SIZE + len)
+  const out = alloc(MUX_HEADER_SIZE + len)
   writeHeader(out, kind, streamId, len)
   if (len > 0) out.set(payload!, MUX_HEADER_SIZE)
   return out
@@ -251,7 +251,6 @@ export const encodePong = (pingPayload: Uint8Array): Uint8Array => {
 export const decodePingNonce = (payload: Uint8Array): bigint =>
   (BigInt(u32(payload, 0)) << 32n) | BigInt(u32(payload, 4))
 
-const textEncoder = new TextEncoder()
 const lossyUtf8 = new TextDecoder("utf-8", { ignoreBOM: true })
 
 /**
@@ -260,7 +259,7 @@ const lossyUtf8 = new TextDecoder("utf-8", { ignoreBOM: true })
  * closing the connection.
  */
 export const encodeErrorFrame = (streamId: Uint8Array, text: string): Uint8Array =>
-  encodeMuxFrame(MuxKind.Error, streamId, textEncoder.encode(text))
+  encodeMuxFrame(MuxKind.Error, streamId, Buffer.from(text, "utf8"))
 
 /** The text of an Error payload (UTF-8; bad bytes become U+FFFD: the text is for people). */
 export const decodeErrorText = (payload: Uint8Array): string => (payload.length === 0 ? "" : lossyUtf8.decode(payload))
@@ -277,7 +276,7 @@ export const encodeFullRequestPayload = (
 ): Uint8Array | ProtocolParseError => {
   const head = encodeTcpRequestHead(path, headers)
   if (head instanceof ProtocolParseError) return head
-  const out = new Uint8Array(head.length + requestMessage.length)
+  const out = alloc(head.length + requestMessage.length)
   out.set(head, 0)
   out.set(requestMessage, head.length)
   return out
@@ -293,7 +292,7 @@ export const encodeRequestFrame = (
   const head = encodeTcpRequestHead(path, headers)
   if (head instanceof ProtocolParseError) return head
   const len = head.length + requestMessage.length
-  const out = new Uint8Array(MUX_HEADER_SIZE + len)
+  const out = alloc(MUX_HEADER_SIZE + len)
   writeHeader(out, MuxKind.Request, streamId, len)
   out.set(head, MUX_HEADER_SIZE)
   out.set(requestMessage, MUX_HEADER_SIZE + head.length)

@@ -29,7 +29,7 @@
  * that reuses its chunk buffers must copy what it keeps.
  */
 import type { IncrementalDecoder } from "./FrameAssembler.ts"
-import { EMPTY, putU32, u32 } from "./Bytes.ts"
+import { alloc, EMPTY, putU32, u32 } from "./Bytes.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
 
 /** The largest path or headers field: their lengths are u16. */
@@ -82,8 +82,21 @@ const EMPTY_HEADERS = encoder.encode("{}")
  * the field with serde and refuses empty bytes, so writers never send them (readers accept them).
  */
 const headersBytes = (headers: Readonly<Record<string, string>>): Uint8Array => {
-  for (const _ in headers) return encoder.encode(JSON.stringify(headers))
+  // Buffer.from: small results come from Node's shared pool (TextEncoder allocates an array of its own).
+  for (const _ in headers) return Buffer.from(JSON.stringify(headers), "utf8")
   return EMPTY_HEADERS
+}
+
+/** The last path encoded, and its bytes (a router sends many requests to one endpoint path). */
+let lastPath = ""
+let lastPathBytes: Uint8Array = EMPTY
+
+const pathBytes = (path: string): Uint8Array => {
+  if (path !== lastPath) {
+    lastPathBytes = Buffer.from(path, "utf8")
+    lastPath = path
+  }
+  return lastPathBytes
 }
 
 const encodeHeadParts = (
@@ -92,7 +105,7 @@ const encodeHeadParts = (
   extra: number
 ): { out: Uint8Array; o: number } | ProtocolParseError => {
   if (path.length === 0) return malformed("a request frame needs a non-empty endpoint path")
-  const p = encoder.encode(path)
+  const p = pathBytes(path)
   if (p.length > MAX_HEAD_FIELD) {
     return new ProtocolParseError("MessageTooLarge", `endpoint path of ${p.length} bytes exceeds the u16 limit of ${MAX_HEAD_FIELD}`)
   }
@@ -100,7 +113,7 @@ const encodeHeadParts = (
   if (h.length > MAX_HEAD_FIELD) {
     return new ProtocolParseError("MessageTooLarge", `request headers of ${h.length} bytes exceed the u16 limit of ${MAX_HEAD_FIELD}`)
   }
-  const out = new Uint8Array(4 + p.length + h.length + extra)
+  const out = alloc(4 + p.length + h.length + extra)
   putU16(out, 0, p.length)
   out.set(p, 2)
   putU16(out, 2 + p.length, h.length)

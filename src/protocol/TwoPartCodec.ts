@@ -29,7 +29,7 @@
 import { xxh3_64 } from "./Checksum.ts"
 import { FrameAssembler } from "./FrameAssembler.ts"
 import type { IncrementalDecoder } from "./FrameAssembler.ts"
-import { EMPTY, putU32, TWO_32, u32 } from "./Bytes.ts"
+import { alloc, EMPTY, putU32, TWO_32, u32 } from "./Bytes.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
 
 /** Size of the fixed frame prefix: header_len, body_len, checksum (3 × u64 BE). */
@@ -135,7 +135,7 @@ export const encodeFramePrefix = (headerLen: number, bodyLen: number, checksum: 
 export const encodeFrame = (header: Uint8Array | undefined, body: Uint8Array | undefined): Uint8Array => {
   const h = header === undefined ? 0 : header.length
   const b = body === undefined ? 0 : body.length
-  const out = new Uint8Array(FRAME_PREFIX_SIZE + h + b)
+  const out = alloc(FRAME_PREFIX_SIZE + h + b)
   writePrefix(out, h, b)
   if (h > 0) out.set(header!, FRAME_PREFIX_SIZE)
   if (b > 0) out.set(body!, FRAME_PREFIX_SIZE + h)

@@ -6,7 +6,8 @@
  * - `dial` connects (TCP_NODELAY) and writes the 12-byte hello at once. Requests submitted before
  *   the worker's answer are queued behind it (pipelined): an answer other than Accepted fails them
  *   with the worker's reason (status 2: TransportConnectionError "Refused"; status 1:
- *   TransportProtocolError "BadHandshake"). No answer within `connectTimeoutMs` is
+ *   TransportProtocolError "BadHandshake"). No connection within `connectTimeoutMs` of the dial,
+ *   or no answer within `connectTimeoutMs` of the connect (when the hello leaves), is
  *   TransportTimeoutError "ConnectTimeout"; a failed connect is "ConnectFailed".
  * - `submit` writes a request's Request frame (stream id = its response stream's subject) and
  *   starts its item pump when the request is a stream of items (`ItemPump.ts`); RequestData
@@ -16,9 +17,11 @@
  *   router's `CallHomeStream` (the response frames then feed it exactly as on a pooled call-home
  *   connection: this class extends `router/MuxConnection`); an Error frame (or a Reset) refuses
  *   it: the ack fails typed (`rejectionError`: "Overloaded", "ServerUnavailable", EndpointNotFound,
- *   "BadPayload", "Refused"). No answer within `ackTimeoutMs` fails the ack with
- *   TransportTimeoutError "AckTimeout" (one timer per connection, for the oldest request) and
- *   resets the stream.
+ *   "BadPayload", "Refused"). No answer within `ackTimeoutMs` of the Request frame's write fails
+ *   the ack with TransportTimeoutError "AckTimeout" (one timer per connection, for the oldest
+ *   request) and resets the stream; from the submit on, the ack timeout replaces the stream's
+ *   call-home timeout. Deadlines count from when the bytes leave and are judged after one more
+ *   I/O turn, so a router busy in one long synchronous stretch does not blame the worker for it.
  * - Heartbeats (`Heartbeat.ts`): a Ping once nothing was heard for an interval; nothing heard for
  *   two intervals closes the connection with TransportTimeoutError "HeartbeatTimeout". Pings are
  *   answered with Pongs. A worker's Error with the nil id is its reason for closing.
@@ -118,6 +121,8 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
   private ackQueue: Array<FullRequest> = []
   private ackHead = 0
   private ackTimer: ReturnType<typeof setTimeout> | undefined = undefined
+  /** `stampSent` is queued for this tick. */
+  private stampScheduled = false
   private peerReason: string | undefined = undefined
 
   /** Dials `options.address`, writes the hello, and reads the answer. */
@@ -142,24 +147,38 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
     socket.write(encodeHello())
     socket.once("connect", () => {
       this.connected = true
+      // The hello leaves now: the answer's wait starts here. A router busy for longer than the
+      // timeout right after dialling (submitting thousands of requests in one synchronous
+      // stretch) must not count its own busy time against the worker, which had no chance yet.
+      this.armConnectTimer()
     })
     socket.on("data", this.onHelloData)
     socket.on("drain", () => this.drainWaiters.wake())
-    // Timers run before I/O in a turn of the event loop: after a busy stretch the answer may be
-    // waiting unread. The deadline is judged after one more I/O turn (setImmediate), not before.
-    this.connectTimer = setTimeout(() => {
+    this.armConnectTimer()
+  }
+
+  /** Bounds the connect (from the dial), then the hello's answer (from the connect), by `connectTimeoutMs` each. */
+  private armConnectTimer(): void {
+    clearTimeout(this.connectTimer)
+    const connected = this.connected
+    // Timers run before I/O in a turn of the event loop: after a busy stretch the connect or the
+    // answer may be waiting unread. The deadline is judged after one more I/O turn (setImmediate),
+    // and only if that turn did not connect (a connect re-arms the timer for the answer).
+    const timer = setTimeout(() => {
       setImmediate(() => {
-        if (this.phase !== HELLO || this.closed) return
+        if (this.phase !== HELLO || this.closed || this.connectTimer !== timer) return
+        const ms = this.settings.connectTimeoutMs
         this.destroy(
           new TransportTimeoutError({
             reason: "ConnectTimeout",
             transport: "tcp",
-            target: options.address,
-            detail: `no full-mode hello answer within ${options.connectTimeoutMs} ms`
+            target: this.settings.address,
+            detail: connected ? `no full-mode hello answer within ${ms} ms of the hello` : `no connection within ${ms} ms`
           })
         )
       })
-    }, options.connectTimeoutMs)
+    }, this.settings.connectTimeoutMs)
+    this.connectTimer = timer
   }
 
   /** True while it takes requests (connecting or open). */
@@ -190,9 +209,10 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
     }
     req.state = RequestState.Sent
     req.credit = this.settings.streamWindow
-    req.sentAt = performance.now()
+    req.sentAt = 0 // stamped when this tick's frames are written (`stampSent`)
+    // From now on the ack timeout bounds the wait for the worker's Prologue, not the call-home timeout.
+    req.stream.stopCallHomeTimer()
     this.requests.set(req.key, req)
-    this.credit.piggyback()
     const head = req.head!
     const message = req.message!
     req.head = undefined
@@ -200,7 +220,10 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
     this.writes.frame2(MuxKind.Request, req.id, head, message)
     this.window.countForeign(MUX_HEADER_SIZE + head.length + message.length)
     this.ackQueue.push(req)
-    if (this.ackTimer === undefined) this.armAckTimer(req.sentAt)
+    if (!this.stampScheduled) {
+      this.stampScheduled = true
+      process.nextTick(this.stampSent)
+    }
     if (req.items !== undefined) {
       req.stopPump = pumpItems(this.settings.run, req.items, req.codec, {
         maxMessageSize: this.settings.maxMessageSize,
@@ -235,7 +258,6 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
 
   /** Every frame but the window's passes here: counted, for the worker's ConnectionAck. */
   protected override out(frame: Uint8Array): void {
-    this.credit.piggyback()
     this.writes.bytes(frame)
     this.window.countForeign(frame.length)
   }
@@ -432,6 +454,26 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
       head = 0
     }
     this.ackHead = head
+  }
+
+  /**
+   * Right after this tick's write (queued after the batch's flush): the requests submitted in the
+   * tick count as sent from now. Their ack timeout starts when they leave, not when they were
+   * submitted: a router busy for longer than the timeout in one synchronous stretch (thousands of
+   * requests submitted at once) does not count its own busy time against the worker.
+   */
+  private readonly stampSent = (): void => {
+    this.stampScheduled = false
+    const queue = this.ackQueue
+    if (queue.length === 0) return
+    const now = performance.now()
+    // The requests not yet stamped are the newest: at the end of the queue (trims only drop its head).
+    for (let i = queue.length - 1; i >= 0 && queue[i]!.sentAt === 0; i--) queue[i]!.sentAt = now
+    if (this.ackTimer === undefined && !this.closed) {
+      let head = this.ackHead
+      while (head < queue.length && queue[head]!.state !== RequestState.Sent) head++
+      if (head < queue.length) this.armAckTimer(queue[head]!.sentAt)
+    }
   }
 
   private armAckTimer(sentAt: number): void {

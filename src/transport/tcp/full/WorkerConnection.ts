@@ -154,10 +154,9 @@ export class WorkerConnection extends MuxConnection {
     this.grants.chunkDecoded()
   }
 
-  /** A response frame is queued: credit owed to the router rides in the same write. */
-  override enqueue(s: MuxStream, kind: MuxKind, payload: Uint8Array | undefined): void {
-    this.grants.piggyback()
-    super.enqueue(s, kind, payload)
+  /** This tick's frames are about to be written: credit owed to the router rides in the same write. */
+  protected override beforeFlush(): void {
+    this.grants?.piggyback() // (undefined only while the base class is being constructed)
   }
 
   protected override creditFrameDecoded(bytes: number): void {

@@ -97,6 +97,15 @@ export class CallHomeStream implements PendingStream {
     this.callHomeTimer = setTimeout(() => this.callHomeTimedOut(address), env.callHomeTimeoutMs)
   }
 
+  /**
+   * The wait for the worker is bounded elsewhere from now on (the full TCP mode: its request was
+   * sent, and the ack timeout bounds the wait for its Prologue): the call-home timeout stops.
+   */
+  stopCallHomeTimer(): void {
+    clearTimeout(this.callHomeTimer)
+    this.callHomeTimer = undefined
+  }
+
   /** True when `env` is the environment this stream was opened with (its server's). */
   openedIn(env: StreamEnv): boolean {
     return this.env === env

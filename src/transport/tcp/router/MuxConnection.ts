@@ -21,7 +21,8 @@
  *   router ends a live stream abnormally.
  * - Credits (`ReceiveCredit`): a WindowUpdate once 64 KiB are owed to a stream, a ConnectionAck of
  *   the cumulative bytes decoded once 64 KiB are unacknowledged, and whatever is owed 1 ms after it
- *   was first owed. Everything queued in one tick leaves in one write (`out`).
+ *   was first owed, or with the next write if that comes first. Everything queued in one tick
+ *   leaves in one write (`out`).
  * - Stop or Kill from a worker and framing errors are protocol errors of the whole connection:
  *   it is destroyed (after `farewell`, which the full mode uses to send its closing Error frame).
  *   When the socket closes, every stream it carries is `disconnected` with the cause (socket error
@@ -164,9 +165,10 @@ export class MuxConnection {
     this.remote = options.remote
     this.connectionId = options.connectionId
     this.decoder = makeMuxDecoder({ maxMessageSize: options.maxMessageSize, fullMode: options.fullMode === true })
+    // Credit owed to the worker rides in every write (`piggyback` once per flush).
     this.writes = new FrameBatcher((chunks) => {
       if (!this.socket.destroyed) writePieces(this.socket, chunks)
-    })
+    }, process.nextTick, () => this.credit.piggyback())
     // Credit frames stay outside the connection window (ReceiveCredit.ts): not through `out`.
     this.credit = new ReceiveCredit((frame) => this.writes.bytes(frame), () => this.decoder.bytesDecoded())
     const socket = this.socket
@@ -226,7 +228,6 @@ export class MuxConnection {
    * passes here (credit owed to the worker goes with it).
    */
   protected out(frame: Uint8Array): void {
-    this.credit.piggyback()
     this.writes.bytes(frame)
   }
 

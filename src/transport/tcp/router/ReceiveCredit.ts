@@ -9,9 +9,10 @@
  * owed to one stream. `chunkDecoded` compares the bytes decoded with the last ConnectionAck:
  * 64 KiB unacknowledged send one at once. Whatever is owed, stream or connection, goes out 1 ms
  * after it was first owed (one timer per connection, armed only while something is owed), or
- * earlier with `piggyback`, which its owner calls when it is about to send frames anyway: the
- * credit then rides in the same write instead of costing a write (and a wake-up of the peer) of
- * its own. Credit frames (WindowUpdate, ConnectionAck) do not count on either side
+ * earlier with `piggyback`, which its owner calls when it is about to write anyway (its batch's
+ * `beforeFlush`, once per write): the credit then rides in the same write instead of costing a
+ * write (and a wake-up of the peer) of its own, and the timer is set and cleared at most once
+ * per write, not once per frame sent. Credit frames (WindowUpdate, ConnectionAck) do not count on either side
  * (`creditFrameDecoded` takes the received ones out of the count): otherwise each side's
  * ConnectionAck would make the other owe one, and two idle peers would ack each other forever.
  *

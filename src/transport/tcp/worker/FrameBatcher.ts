@@ -64,14 +64,18 @@ export class FrameBatcher {
   private scheduled = false
   private readonly write: (chunks: ReadonlyArray<Uint8Array>) => void
   private readonly schedule: FlushSchedule
+  private readonly beforeFlush: (() => void) | undefined
 
   /**
    * `write` receives each tick's bytes: one piece, or several to write corked, in order; it
-   * decides whether the socket can still take them.
+   * decides whether the socket can still take them. `beforeFlush`, when given, runs at the start
+   * of every flush that has something to write, and may queue more frames into it (credit owed
+   * to the peer rides in the same write).
    */
-  constructor(write: (chunks: ReadonlyArray<Uint8Array>) => void, schedule: FlushSchedule = process.nextTick) {
+  constructor(write: (chunks: ReadonlyArray<Uint8Array>) => void, schedule: FlushSchedule = process.nextTick, beforeFlush?: () => void) {
     this.write = write
     this.schedule = schedule
+    this.beforeFlush = beforeFlush
   }
 
   /** True while a flush is scheduled. */
@@ -141,6 +145,8 @@ export class FrameBatcher {
 
   /** Writes what is queued now (no-op when empty). */
   flush(): void {
+    // Still "scheduled" while the hook queues frames: they join this flush, no other is scheduled.
+    if (this.queued > 0) this.beforeFlush?.()
     this.scheduled = false
     if (this.queued === 0) return
     const tail = this.len > this.start ? this.buf.subarray(this.start, this.len) : undefined

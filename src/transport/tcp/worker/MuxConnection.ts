@@ -136,7 +136,7 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
     this.window = new SendWindow<MuxStream>(options.streamWindow, options.connectionWindow, this)
     this.writes = new FrameBatcher((chunks) => {
       if (this.state !== CLOSED && !this.socket.destroyed) this.written += writePieces(this.socket, chunks)
-    }, options.flush === "immediate" ? setImmediate : process.nextTick)
+    }, options.flush === "immediate" ? setImmediate : process.nextTick, () => this.beforeFlush())
     this.decoder = makeMuxDecoder({ maxMessageSize: options.maxMessageSize, fullMode: options.fullMode === true })
     socket.on("data", (chunk: Buffer) => this.onData(chunk))
     socket.on("error", (error) => {
@@ -325,6 +325,9 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
 
   /** A chunk was decoded without error. */
   protected chunkDecoded(): void {}
+
+  /** This tick's frames are about to be written (frames queued here join the write). */
+  protected beforeFlush(): void {}
 
   /** A credit frame (ConnectionAck or WindowUpdate) of `bytes` was decoded (the full mode does not acknowledge them). */
   protected creditFrameDecoded(_bytes: number): void {}
