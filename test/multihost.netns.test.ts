@@ -7,14 +7,14 @@
  *                         request plane, one on HTTP (:8081, bound to 10.213.77.2), both
  *                         answering over TCP call-home, registered in etcd with a 3 s lease
  *   router  10.213.77.3   a router process (test/support/netnsRouter.ts) whose call-home listener
- *                         binds 10.213.77.3 (pooled call-home, TCP keepalive 1 s), and
+ *                         binds 10.213.77.3 (one-shot call-home, the default, with TCP keepalive 1 s), and
  *                         `transport-registry call` (plain call-home)
  *
  * It shows: the records advertise the worker namespace's address (never loopback or 0.0.0.0) and
  * every listener binds its namespace's address; the router streams from the worker over NATS and
  * over HTTP (library and CLI). With the worker's link taken down mid-stream (a pulled cable: no
  * FIN, no RST), every call fails typed within a bound: the CLI's through its --idle-timeout
- * (`CallTimeout`), the router's pooled streams through TCP keepalive (`TransportConnectionError`,
+ * (`CallTimeout`), the router's call-home streams through TCP keepalive (`TransportConnectionError`,
  * about keepalive + 10 probes of 1 s); and both instances leave the router's set once their lease
  * expires (TTL + 2 s at most). The timings are annotated. (A plain call-home stream with no idle
  * bound has nothing that notices the cut: it stays open, and is not tested here.)
@@ -184,7 +184,7 @@ beforeAll(async () => {
     DYN_REQUEST_PLANE: "nats",
     DYN_RESPONSE_PLANE: "tcp",
     DYN_TCP_RESPONSE_HOST: addr("router"),
-    DYN_TCP_POOL_ENABLED: "true",
+    DYN_TCP_POOL_ENABLED: "false",
     DYN_TCP_POOL_KEEPALIVE_SECS: "1"
   }, process.execPath, nodeArgs(routerScript, [NATS_ENDPOINT, HTTP_ENDPOINT]))
   ;[natsWorkerId, httpWorkerId] = await Promise.all([workerId(natsWorker, 20_000), workerId(httpWorker, 20_000)])
@@ -262,7 +262,7 @@ describe("multi-host over network namespaces (etcd + nats-server | worker | rout
       // Both instances leave the router's set once their lease expires (the worker still runs, cut off).
       instancesBecome(NATS_ENDPOINT, [], (TTL_SECONDS + 3) * 1000),
       instancesBecome(HTTP_ENDPOINT, [], (TTL_SECONDS + 3) * 1000),
-      // The router's pooled streams: TCP keepalive finds the peer gone.
+      // The router's call-home streams (one connection each): TCP keepalive finds the peer gone.
       router.waitFor(() => callOutcome("nats-slow"), 20_000),
       router.waitFor(() => callOutcome("http-slow"), 20_000)
     ])
@@ -281,7 +281,7 @@ describe("multi-host over network namespaces (etcd + nats-server | worker | rout
     await annotate(
       `link down -> CLI CallTimeout after ${cliExit.ms} ms (--idle-timeout ${IDLE_MS}); ` +
         `instances removed after ${leaveMs} ms (TTL ${TTL_SECONDS} s); ` +
-        `pooled library calls failed after ${since(natsCall.at)} ms (nats, ${natsCall.reason}) and ${since(httpCall.at)} ms (http, ${httpCall.reason}) (keepalive 1 s)`
+        `library calls failed after ${since(natsCall.at)} ms (nats, ${natsCall.reason}) and ${since(httpCall.at)} ms (http, ${httpCall.reason}) (keepalive 1 s)`
     )
   }, 30_000)
 })

@@ -69,7 +69,7 @@ export interface CallHomeServerOptions {
   /** This server's `frontend_server_id` in mux mode (default: a fresh uuid v4). */
   readonly frontendServerId?: string | undefined
   /**
-   * TCP keepalive initial delay of accepted mux connections (`DYN_TCP_POOL_KEEPALIVE_SECS`,
+   * TCP keepalive initial delay of accepted call-home connections, mux and one-shot (`DYN_TCP_POOL_KEEPALIVE_SECS`,
    * default `DEFAULT_MUX_KEEPALIVE_MS`), so a worker that vanished without a FIN is noticed.
    * One-shot sockets are left as they are.
    */
@@ -140,6 +140,9 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
     const claimOneShot = (socket: net.Socket, subject: string, rest: Uint8Array): string | undefined => {
       const stream = streams.get(subject)
       if (stream === undefined || stream.phase !== Phase.Waiting) return `unknown or already-served subject ${subject}`
+      // A stream can run for minutes: keepalive notices a worker whose host vanished without a FIN
+      // (a network cut) after about the delay plus Node's ten 1 s probes, instead of never.
+      socket.setKeepAlive(true, muxKeepaliveMs)
       const conn = new OneShotConnection(socket, stream, options.maxMessageSize)
       stream.claim(conn)
       conn.start(rest)
