@@ -1106,7 +1106,7 @@ describe("response mux v1 wire bytes", () => {
       second.socket.destroy()
     }))
 
-  it.live("router: accepted mux connections get TCP keepalive (DYN_TCP_POOL_KEEPALIVE_SECS); one-shot sockets are left as they were", () =>
+  it.live("router: accepted call-home connections, mux and one-shot, get TCP keepalive (DYN_TCP_POOL_KEEPALIVE_SECS)", () =>
     Effect.gen(function*() {
       const calls: Array<{ local: number | undefined; args: Array<unknown> }> = []
       const original = net.Socket.prototype.setKeepAlive
@@ -1127,7 +1127,7 @@ describe("response mux v1 wire bytes", () => {
       // Router-side sockets are those whose local port is the server's.
       expect(calls.filter((c) => c.local === port).map((c) => c.args)).toEqual([[true, 12_345]])
 
-      // A one-shot call-home on the same port: no keepalive set on it.
+      // A one-shot call-home on the same port gets the same keepalive (a network cut must not hang it).
       const rec = recordingSink()
       const pending = yield* h.server.open({ requestId: "r1", endpoint: "ns.c.e", codec: "json", sink: rec.sink })
       const oneShot = yield* Effect.promise(() => rawConnect(h.target()))
@@ -1138,7 +1138,7 @@ describe("response mux v1 wire bytes", () => {
         encodeHeaderOnlyJson("sentinel")
       ]))
       yield* Effect.promise(() => rec.done)
-      expect(calls.filter((c) => c.local === port).length).toBe(1)
+      expect(calls.filter((c) => c.local === port).map((c) => c.args)).toEqual([[true, 12_345], [true, 12_345]])
       pending.close()
 
       // The layer wires DYN_TCP_POOL_KEEPALIVE_SECS to the router's mux sockets.
