@@ -88,6 +88,6 @@ export const demo = (options: DemoOptions) =>
       table(["mode", "p50", "p95", "p99", "req/s (seq)", `req/s (${options.inFlight} in flight)`, "p99 (in flight)"], rows)
     )
     yield* Console.log(
-      `\n${configuredMarker}: the mode DYN_REQUEST_PLANE, DYN_RESPONSE_PLANE and DYN_TCP_POOL_ENABLED select; the other rows override only those.`
+      `\n${configuredMarker}: the mode DYN_REQUEST_PLANE, DYN_RESPONSE_PLANE, DYN_TCP_POOL_ENABLED and DYN_TCP_FULL_MODE select; the other rows override only those.`
     )
   })
