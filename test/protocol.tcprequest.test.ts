@@ -21,18 +21,15 @@ import {
   ACCEPTED_ACK,
   AT_CAPACITY_DETAIL,
   classifyAck,
-  decodeTcpRequestHead,
   encodeTcpAck,
-  encodeTcpRequestFrame,
-  encodeTcpRequestHead,
   makeTcpAckDecoder,
-  makeTcpRequestDecoder,
   overloadedAck,
   SERVER_OVERLOADED,
   SERVER_UNAVAILABLE,
   unavailableAck,
   unknownEndpointAck
-} from "../src/protocol/TcpRequestFrame.ts"
+} from "../src/protocol/TcpAck.ts"
+import { decodeTcpRequestHead, encodeTcpRequestFrame, encodeTcpRequestHead, makeTcpRequestDecoder } from "../src/protocol/TcpRequestFrame.ts"
 
 // ---------------------------------------------------------------------------------------------
 // helpers (independent of the code under test)

@@ -1,22 +1,20 @@
 /**
  * Dynamo's shipped TCP request plane (PROTOCOL.md section 8; docs/protocol.md, "Dynamo's TCP
- * request plane"): the request frame a router pipelines on a plain TCP connection, and the
- * length-prefixed acks the worker answers with, in request order.
+ * request plane"): the request frame a router pipelines on a plain TCP connection. The acks
+ * the worker answers with, in request order, are TcpAck.ts's.
  *
  * ```
- * request (router -> worker)            ack (worker -> router, FIFO)
- *   endpoint_path_len : u16 BE            len  : u32 BE
- *   endpoint_path     : UTF-8             text : len bytes UTF-8 (empty = accepted)
+ * request (router -> worker)
+ *   endpoint_path_len : u16 BE
+ *   endpoint_path     : UTF-8
  *   headers_len       : u16 BE
  *   headers           : JSON object of string to string ({} when none; readers also take empty bytes)
  *   payload_len       : u32 BE
  *   payload           : the section 2 request message
  * ```
  *
- * What it does: encode both (`encodeTcpRequestFrame`, `encodeTcpRequestHead`, `encodeTcpAck`,
- * `overloadedAck`, `unavailableAck`, `unknownEndpointAck`), classify an ack text (`classifyAck`),
- * and decode both incrementally (`makeTcpRequestDecoder`, `makeTcpAckDecoder`): synchronous, any
- * chunking, the frame size checked from its length fields before its payload is buffered, with
+ * What it does: encode the request (`encodeTcpRequestFrame`, `encodeTcpRequestHead`) and decode
+ * it incrementally (`makeTcpRequestDecoder`): synchronous, any chunking, the frame size checked from its length fields before its payload is buffered, with
  * the method set of `IncrementalDecoder` (FrameAssembler.ts) so drivers treat all decoders alike.
  * `decodeTcpRequestHead` reads the head alone (the full mode's Request payload reuses it).
  *
@@ -31,6 +29,8 @@
 import type { IncrementalDecoder } from "./FrameAssembler.ts"
 import { alloc, EMPTY, putU32, u32 } from "./Bytes.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
+import { allocate, DecoderBase } from "./TcpDecoderBase.ts"
+import type { TcpDecoderOptions } from "./TcpDecoderBase.ts"
 
 /** The largest path or headers field: their lengths are u16. */
 export const MAX_HEAD_FIELD = 65535
@@ -38,33 +38,15 @@ export const MAX_HEAD_FIELD = 65535
 /** Bytes of a request frame that are not path, headers or payload: two u16 and one u32. */
 export const TCP_REQUEST_OVERHEAD = 8
 
-/** Dynamo's rejection prefix for a worker at its in-flight cap. */
-export const SERVER_OVERLOADED = "Server overloaded"
-
-/** Dynamo's rejection prefix for a worker that cannot take requests (draining, shutting down). */
-export const SERVER_UNAVAILABLE = "Server unavailable"
-
-/** The detail Dynamo's worker gives when its queue is full: `Server overloaded: worker at capacity`. */
-export const AT_CAPACITY_DETAIL = "worker at capacity"
-
-/** Dynamo's rejection prefix for a path no endpoint is registered under (see `unknownEndpointAck`). */
-export const UNKNOWN_ENDPOINT = "Unknown endpoint"
 
 /** Receives each decoded request: the endpoint path, the headers, and the payload (a view; see the module comment). */
 export type TcpRequestFrameHandler = (path: string, headers: Record<string, string>, payload: Uint8Array) => void
 
-/** Receives each decoded ack text ("" = accepted). */
-export type TcpAckHandler = (text: string) => void
-
 /** An incremental decoder of request frames; see `makeTcpRequestDecoder`. */
 export type TcpRequestDecoder = IncrementalDecoder<TcpRequestFrameHandler>
 
-/** An incremental decoder of acks; see `makeTcpAckDecoder`. */
-export type TcpAckDecoder = IncrementalDecoder<TcpAckHandler>
-
 const encoder = new TextEncoder()
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
-const lossyUtf8 = new TextDecoder("utf-8", { ignoreBOM: true })
 
 const malformed = (detail: string): ProtocolParseError => new ProtocolParseError("MalformedFrame", detail)
 
@@ -200,51 +182,7 @@ export const decodeTcpRequestHead = (
 }
 
 // ---------------------------------------------------------------------------------------------
-// Ack texts
-
-/** An empty ack: the request was accepted. One shared buffer: never write to it. */
-export const ACCEPTED_ACK: Uint8Array = new Uint8Array(4)
-
-/** An ack: u32 length + UTF-8 text. No text (or "") = accepted. */
-export const encodeTcpAck = (text?: string): Uint8Array => {
-  if (text === undefined || text.length === 0) return new Uint8Array(4)
-  const t = encoder.encode(text)
-  const out = new Uint8Array(4 + t.length)
-  putU32(out, 0, t.length)
-  out.set(t, 4)
-  return out
-}
-
-/** Dynamo's overload rejection text: `Server overloaded: <detail>`. */
-export const overloadedAck = (detail: string): string => `${SERVER_OVERLOADED}: ${detail}`
-
-/** Dynamo's unavailable rejection text: `Server unavailable: <detail>`. */
-export const unavailableAck = (detail: string): string => `${SERVER_UNAVAILABLE}: ${detail}`
-
-/** Dynamo's text for a path no endpoint serves: `Unknown endpoint: <path>` (the connection stays open). */
-export const unknownEndpointAck = (path: string): string => `${UNKNOWN_ENDPOINT}: ${path}`
-
-/**
- * What an ack text means: empty = accepted; `Server overloaded...` = overloaded; `Server
- * unavailable...` and Dynamo's `Unknown endpoint: <path>` (this worker does not serve that
- * path: try another) = unavailable; anything else (`Decode error: ...`, `Read error: ...`,
- * `Request too large`, `Invalid endpoint path`) = rejected.
- */
-export const classifyAck = (text: string): "accepted" | "overloaded" | "unavailable" | "rejected" => {
-  if (text.length === 0) return "accepted"
-  if (text.startsWith(SERVER_OVERLOADED)) return "overloaded"
-  if (text.startsWith(SERVER_UNAVAILABLE) || text.startsWith(UNKNOWN_ENDPOINT)) return "unavailable"
-  return "rejected"
-}
-
-// ---------------------------------------------------------------------------------------------
-// Incremental decoders
-
-/** Limits of a decoder. */
-export interface TcpDecoderOptions {
-  /** Largest accepted frame, every byte included (request: 8 + path + headers + payload; ack: 4 + text). */
-  readonly maxMessageSize: number
-}
+// The incremental decoder
 
 /**
  * What a head scan found at `b[o..o+n]`: `need` = the head bytes known to be needed so far (more
@@ -274,49 +212,6 @@ const scanHead = (b: Uint8Array, o: number, n: number, max: number): HeadScan | 
   const payloadLen = u32(b, o + headLen - 4)
   if (headLen + payloadLen > max) return tooLarge(headLen + payloadLen, max, "")
   return { done: true, pathLen, headersLen, headLen, payloadLen }
-}
-
-/** What both decoders share: stop, counters, death. */
-abstract class DecoderBase {
-  protected decoded = 0
-  protected stopped = false
-  protected stoppedAt = -1
-  protected error: ProtocolParseError | undefined = undefined
-
-  /** Called from a handler: `decode` returns after this frame and decodes nothing more. */
-  stop(): void {
-    this.stopped = true
-  }
-  /** After a `stop()`: the offset in the last chunk where the bytes after the stopping frame begin. */
-  stopOffset(): number {
-    return this.stoppedAt
-  }
-  /** Bytes of every complete frame so far. */
-  bytesDecoded(): number {
-    return this.decoded
-  }
-  /** The error that killed the decoder, if any. */
-  failure(): ProtocolParseError | undefined {
-    return this.error
-  }
-  protected stopAt(off: number): undefined {
-    this.stoppedAt = off
-    return undefined
-  }
-  protected fail(error: ProtocolParseError): ProtocolParseError {
-    this.error = error
-    this.release()
-    return error
-  }
-  protected abstract release(): void
-}
-
-const allocate = (size: number, max: number): Uint8Array | ProtocolParseError => {
-  try {
-    return new Uint8Array(size)
-  } catch (cause) {
-    return new ProtocolParseError("MessageTooLarge", `cannot allocate a ${size}-byte buffer (max message size ${max})`, cause)
-  }
 }
 
 class RequestDecoder extends DecoderBase implements TcpRequestDecoder {
@@ -465,91 +360,3 @@ class RequestDecoder extends DecoderBase implements TcpRequestDecoder {
  * strings are "MalformedFrame". After an error the decoder is dead.
  */
 export const makeTcpRequestDecoder = (options: TcpDecoderOptions): TcpRequestDecoder => new RequestDecoder(options)
-
-class AckDecoder extends DecoderBase implements TcpAckDecoder {
-  private readonly max: number
-  private readonly prefix = new Uint8Array(4)
-  private prefixFill = 0
-  private text: Uint8Array | undefined = undefined
-  private textFill = 0
-
-  constructor(options: TcpDecoderOptions) {
-    super()
-    this.max = options.maxMessageSize
-  }
-
-  protected release(): void {
-    this.text = undefined
-    this.textFill = 0
-    this.prefixFill = 0
-  }
-
-  decode(chunk: Uint8Array, handler: TcpAckHandler): ProtocolParseError | undefined {
-    if (this.error !== undefined) return this.error
-    if (this.stopped) return undefined
-    const len = chunk.length
-    let off = 0
-    while (off < len) {
-      const text = this.text
-      if (text !== undefined) {
-        const n = Math.min(text.length - this.textFill, len - off)
-        text.set(chunk.subarray(off, off + n), this.textFill)
-        this.textFill += n
-        off += n
-        if (this.textFill < text.length) break
-        this.text = undefined
-        this.textFill = 0
-        this.decoded += 4 + text.length
-        handler(lossyUtf8.decode(text))
-        if (this.stopped) return this.stopAt(off)
-        continue
-      }
-      let textLen: number
-      if (this.prefixFill === 0 && len - off >= 4) {
-        textLen = u32(chunk, off)
-        off += 4
-      } else {
-        const n = Math.min(4 - this.prefixFill, len - off)
-        this.prefix.set(chunk.subarray(off, off + n), this.prefixFill)
-        this.prefixFill += n
-        off += n
-        if (this.prefixFill < 4) break
-        this.prefixFill = 0
-        textLen = u32(this.prefix, 0)
-      }
-      if (4 + textLen > this.max) {
-        return this.fail(new ProtocolParseError("MessageTooLarge", `TCP ack of ${4 + textLen} bytes exceeds the maximum message size of ${this.max} bytes`))
-      }
-      if (len - off >= textLen) {
-        this.decoded += 4 + textLen
-        const t = textLen === 0 ? "" : lossyUtf8.decode(chunk.subarray(off, off + textLen))
-        off += textLen
-        handler(t)
-        if (this.stopped) return this.stopAt(off)
-        continue
-      }
-      const buf = allocate(textLen, this.max)
-      if (buf instanceof ProtocolParseError) return this.fail(buf)
-      buf.set(chunk.subarray(off, len), 0)
-      this.text = buf
-      this.textFill = len - off
-      off = len
-    }
-    return undefined
-  }
-
-  bufferedBytes(): number {
-    return this.text === undefined ? this.prefixFill : 4 + this.textFill
-  }
-
-  isIdle(): boolean {
-    return this.text === undefined && this.prefixFill === 0
-  }
-}
-
-/**
- * A new incremental decoder of acks (u32 length + text, decoded as UTF-8 with replacement
- * characters for bad bytes: the text is for people). An ack above `maxMessageSize` (4 + its
- * length) is "MessageTooLarge", refused before its text is buffered.
- */
-export const makeTcpAckDecoder = (options: TcpDecoderOptions): TcpAckDecoder => new AckDecoder(options)

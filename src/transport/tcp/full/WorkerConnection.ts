@@ -32,7 +32,7 @@ import { decodeErrorText, decodeFullRequestPayload, encodeErrorFrame, encodePing
 import { payloadCodec } from "../../../protocol/PayloadCodec.ts"
 import { isParseError } from "../../../protocol/ProtocolError.ts"
 import { decodeRequestMessage } from "../../../protocol/RequestMessage.ts"
-import { overloadedAck, unavailableAck } from "../../../protocol/TcpRequestFrame.ts"
+import { overloadedAck, unavailableAck } from "../../../protocol/TcpAck.ts"
 import type { RequestMessage } from "../../../RequestPlane.ts"
 import type { ResponseWriter } from "../../../ResponsePlane.ts"
 import { TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../../TransportError.ts"

@@ -22,8 +22,8 @@
 import * as net from "node:net"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import { WriteBatcher } from "../../../internal/WriteBatcher.ts"
-import { classifyAck, makeTcpAckDecoder } from "../../../protocol/TcpRequestFrame.ts"
-import type { TcpAckDecoder } from "../../../protocol/TcpRequestFrame.ts"
+import { classifyAck, makeTcpAckDecoder } from "../../../protocol/TcpAck.ts"
+import type { TcpAckDecoder } from "../../../protocol/TcpAck.ts"
 import { EndpointNotFound, TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
 
