@@ -24,6 +24,7 @@ import { EndpointNotFound, TransportConnectionError, TransportProtocolError, Tra
 import type { TransportError } from "../../TransportError.ts"
 import { HTTP_INLINE } from "./HttpInlineHub.ts"
 import type { HttpInlineHubShape, InlinePending } from "./HttpInlineHub.ts"
+import { sendFromCallback } from "../../internal/sendFromCallback.ts"
 
 /** Options of the client. */
 export interface HttpRequestClientOptions {
@@ -287,11 +288,7 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
     const client: RequestPlaneClient = {
       transport: "http",
       sendCallback,
-      send: (target, message) =>
-        Effect.callback<void, TransportError | EndpointNotFound>((resume) => {
-          const cancel = sendCallback(target, message, (error) => resume(error === undefined ? Effect.void : Effect.fail(error)))
-          return Effect.sync(cancel)
-        })
+      send: sendFromCallback(sendCallback)
     }
     return client
   })

@@ -34,6 +34,7 @@ import type { RequestMessage, RequestPlaneClient, RequestTarget } from "../../Re
 import { EndpointNotFound, TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../TransportError.ts"
 import type { TransportError } from "../../TransportError.ts"
 import type { NatsConnectionHandle } from "./NatsConnection.ts"
+import { sendFromCallback } from "../../internal/sendFromCallback.ts"
 
 /** Options of the client. */
 export interface NatsRequestClientOptions {
@@ -343,11 +344,7 @@ export const make = (options: NatsRequestClientOptions): Effect.Effect<NatsReque
     return {
       transport: "nats",
       sendCallback,
-      send: (target, message) =>
-        Effect.callback<void, AckError>((resume) => {
-          const cancel = sendCallback(target, message, (error) => resume(error === undefined ? Effect.void : Effect.fail(error)))
-          return Effect.sync(cancel)
-        }),
+      send: sendFromCallback(sendCallback),
       pendingCount: () => pending.size
     }
   })

@@ -35,6 +35,7 @@ import { TransportConnectionError, TransportProtocolError, TransportTimeoutError
 import type { EndpointNotFound, TransportError } from "../../../TransportError.ts"
 import { DynamoClientConnection } from "./DynamoClientConnection.ts"
 import type { ClientConnectionEvents, PendingAck } from "./DynamoClientConnection.ts"
+import { sendFromCallback } from "../../../internal/sendFromCallback.ts"
 
 /** Options of the client. */
 export interface DynamoRequestClientOptions {
@@ -202,11 +203,7 @@ export const make = (options: DynamoRequestClientOptions): Effect.Effect<DynamoR
     const client: DynamoRequestClient = {
       transport: "tcp",
       sendCallback,
-      send: (target, message) =>
-        Effect.callback<void, TransportError | EndpointNotFound>((resume) => {
-          const cancel = sendCallback(target, message, (error) => resume(error === undefined ? Effect.void : Effect.fail(error)))
-          return Effect.sync(cancel)
-        }),
+      send: sendFromCallback(sendCallback),
       connections: (hostPort) => pools.get(hostPort)?.size() ?? 0
     }
     return client

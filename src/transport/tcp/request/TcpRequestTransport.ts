@@ -28,6 +28,7 @@ import * as DynamoRequestClient from "./DynamoRequestClient.ts"
 import { speaksFullMode } from "./FullModeHooks.ts"
 import type { FullModeAcceptor, FullModeSender } from "./FullModeHooks.ts"
 import * as TcpRequestServer from "./TcpRequestServer.ts"
+import { sendFromCallback } from "../../../internal/sendFromCallback.ts"
 
 /** The default registration priority of the TCP request plane. */
 export const DEFAULT_PRIORITY = 10
@@ -101,11 +102,7 @@ export const make = (
       client = {
         transport: "tcp",
         sendCallback,
-        send: (target, message) =>
-          Effect.callback<void, TransportError | EndpointNotFound>((resume) => {
-            const cancel = sendCallback(target, message, (error) => resume(error === undefined ? Effect.void : Effect.fail(error)))
-            return Effect.sync(cancel)
-          })
+        send: sendFromCallback(sendCallback)
       }
     }
     return {
