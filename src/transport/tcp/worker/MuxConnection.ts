@@ -15,9 +15,8 @@
  * - A stream ends (its `onDone` runs, once) when its last frame has been queued for the socket,
  *   or when the connection dies. `events.onUsage` says when the connection goes from no stream to
  *   one and back; `events.onClose` says that it died, with the ids of the streams the router may
- *   not have seen finish (unfinished: still open, or last frame never handed to the socket;
- *   unconfirmed: written, not yet covered by a ConnectionAck; none after a graceful `close`), so
- *   that its owner can reset them on another connection (`resetStream`).
+ *   not have seen finish (MuxFailure.ts sorts them), so that its owner can reset them on another
+ *   connection (`resetStream`).
  *
  * The full TCP mode's worker connection (`../full/WorkerConnection.ts`) extends it: no handshake
  * (`handshake: false`, the full mode's hello came before), the full mode's kinds decoded and
@@ -33,17 +32,20 @@ import type { MuxDecoder } from "../../../protocol/MuxCodec.ts"
 import { encodeMuxHandshake } from "../../../protocol/MuxHandshake.ts"
 import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
 import type { ResponseWriter } from "../../../ResponsePlane.ts"
-import { TransportConnectionError, TransportProtocolError } from "../../../TransportError.ts"
-import type { TransportError } from "../../../TransportError.ts"
+import type { TransportError, TransportProtocolError } from "../../../TransportError.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import { Waiters } from "../../../internal/Waiters.ts"
 import { FrameBatcher, writePieces } from "./FrameBatcher.ts"
 import type { WriteTarget } from "../../../internal/writeFailure.ts"
 import { AckLedger } from "./AckLedger.ts"
+import { badHandshakeError, connectionProblem, duplicateStreamError, socketClosedError, streamResetError, takeUnfinished, unexpectedFrameError } from "./MuxFailure.ts"
+import type { MuxConnectionEvents } from "./MuxFailure.ts"
 import { MuxStream, StreamState } from "./MuxStream.ts"
 import type { StreamHost } from "./MuxStream.ts"
 import { SendWindow } from "./SendWindow.ts"
 import type { FrameOutput } from "./SendWindow.ts"
+
+export type { MuxConnectionEvents } from "./MuxFailure.ts"
 
 /** Options of one mux connection once connected. */
 export interface MuxConnectionOptions {
@@ -70,18 +72,6 @@ export interface MuxConnectionOptions {
   readonly fullMode?: boolean | undefined
 }
 
-/** What a connection tells its owner, once its handshake has succeeded. */
-export interface MuxConnectionEvents {
-  /** The connection went from no stream to one (`busy`), or from one to none. */
-  readonly onUsage: (busy: boolean) => void
-  /**
-   * The socket has closed. `byUs` is true when `close`/`destroy` closed it; otherwise `error` says
-   * what happened. `unfinished` and `unconfirmed` hold 16-byte stream ids (see the module
-   * comment); both are empty in the common case.
-   */
-  readonly onClose: (error: TransportError, byUs: boolean, unfinished: ReadonlyArray<Uint8Array>, unconfirmed: ReadonlyArray<Uint8Array>) => void
-}
-
 // Connection states.
 const HANDSHAKE = 0
 const OPEN = 1
@@ -89,7 +79,6 @@ const CLOSING = 2 // close() called: no new streams, the socket is ending
 const CLOSED = 3
 
 const PENDING: unique symbol = Symbol("PENDING")
-const textDecoder = new TextDecoder()
 
 /** One pooled call-home connection to a router; see the module comment. */
 export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
@@ -169,12 +158,7 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
    * half-closed, not closing (a pool's validation before lending).
    */
   problem(): string | undefined {
-    const socket = this.socket
-    if (this.state === CLOSED || socket.destroyed) return "the socket is destroyed"
-    if (socket.readableEnded) return "the router half-closed the connection"
-    if (!socket.writable || socket.writableEnded) return "the socket is not writable"
-    if (this.state !== OPEN) return "the connection is closing"
-    return undefined
+    return connectionProblem(this.socket, this.state === CLOSED, this.state === OPEN)
   }
 
   /**
@@ -185,7 +169,7 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
     const key = streamKey(id)
     if (this.streams.has(key)) {
       onDone()
-      return new TransportProtocolError({ reason: "BadHandshake", transport: "tcp", target: this.address, detail: "the stream id is already open on this connection" })
+      return duplicateStreamError(this.address)
     }
     const stream = new MuxStream(this, key, id, codec, this.options.streamWindow, onDone)
     this.streams.set(key, stream)
@@ -334,14 +318,7 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
 
   /** A frame the response framing does not read from a router (Prologue, Data, End, and the full mode's kinds): a protocol error. */
   protected otherFrame(kind: MuxKind, _streamId: Uint8Array, _payload: Uint8Array): void {
-    this.protocolFailure(
-      new TransportProtocolError({
-        reason: "UnexpectedMessage",
-        transport: "tcp",
-        target: this.address,
-        detail: `the router sent a frame of kind ${kind}, which only a worker may send`
-      })
-    )
+    this.protocolFailure(unexpectedFrameError(this.address, kind))
   }
 
   /** Before the socket is destroyed for a protocol error `error`. */
@@ -370,12 +347,10 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
       case MuxKind.Reset: {
         const s = this.streams.get(streamKey(streamId))
         if (s === undefined) return
-        const reason = textDecoder.decode(payload)
+        const error = streamResetError(this.address, payload)
         this.window.drop(s)
         this.streams.delete(s.key)
-        s.gone(() =>
-          new TransportConnectionError({ reason: "ConnectionClosed", transport: "tcp", target: this.address, detail: `the router reset the stream: ${reason}` })
-        )
+        s.gone(error)
         if (this.streams.size === 0 && this.state !== CLOSED) this.events.onUsage(false)
         return
       }
@@ -386,16 +361,7 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
 
   /** The router's first frame: a ConnectionAck(0) opens the connection; anything else breaks it. */
   private handshakeFrame(kind: MuxKind, payload: Uint8Array): void {
-    if (kind !== MuxKind.ConnectionAck || decodeConnectionAck(payload) !== 0) {
-      return this.protocolFailure(
-        new TransportProtocolError({
-          reason: "BadHandshake",
-          transport: "tcp",
-          target: this.address,
-          detail: `expected ConnectionAck(0) after the mux handshake, got a ${kind === MuxKind.ConnectionAck ? "ConnectionAck with a non-zero offset" : `frame of kind ${kind}`}`
-        })
-      )
-    }
+    if (kind !== MuxKind.ConnectionAck || decodeConnectionAck(payload) !== 0) return this.protocolFailure(badHandshakeError(this.address, kind))
     this.state = OPEN
     this.settleHandshake(undefined)
   }
@@ -426,30 +392,10 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
     this.writes.clear()
     this.window.clear()
     this.drainWaiters.wake()
-    const cause = this.lastError
-    const error = this.failure ??
-      new TransportConnectionError({
-        reason: wasHandshaking ? "Refused" : "ConnectionClosed",
-        transport: "tcp",
-        target: this.address,
-        detail: wasHandshaking
-          ? `the router closed the connection during the mux handshake${cause === undefined ? "" : `: ${cause.message}`}`
-          : this.byUs
-          ? "the pooled call-home connection was closed"
-          : `the router closed the pooled call-home connection${cause === undefined ? "" : `: ${cause.message}`}`,
-        cause
-      })
+    const error = this.failure ?? socketClosedError(this.address, wasHandshaking, this.byUs, this.lastError)
     this.failure = error
     if (wasHandshaking) return this.settleHandshake(error)
-    const streams = [...this.streams.values()]
-    this.streams.clear()
-    // Every stream still in the map is unfinished (one whose last frame is held for credit too), and
-    // so is an ended one whose last frame never reached the socket. One whose last frame was
-    // written but is not covered by a ConnectionAck is unconfirmed: the router may not have it.
-    const unfinished = streams.map((s) => s.id)
-    const unconfirmed: Array<Uint8Array> = []
-    if (!graceful) this.ledger.takeAll(this.written, unfinished, unconfirmed)
-    this.ledger.clear()
+    const { streams, unfinished, unconfirmed } = takeUnfinished(this.streams, this.ledger, this.written, graceful)
     for (const s of streams) s.gone(() => error)
     this.events.onClose(error, this.byUs, unfinished, unconfirmed)
   }
