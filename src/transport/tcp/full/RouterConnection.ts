@@ -5,10 +5,8 @@
  * What it does:
  * - `dial` connects (TCP_NODELAY) and writes the 12-byte hello at once. Requests submitted before
  *   the worker's answer are queued behind it (pipelined): an answer other than Accepted fails them
- *   with the worker's reason (status 2: TransportConnectionError "Refused"; status 1:
- *   TransportProtocolError "BadHandshake"). No connection within `connectTimeoutMs` of the dial,
- *   or no answer within `connectTimeoutMs` of the connect (when the hello leaves), is
- *   TransportTimeoutError "ConnectTimeout"; a failed connect is "ConnectFailed".
+ *   with the worker's reason ("Refused", "BadHandshake"); no connection or no answer in time is
+ *   "ConnectTimeout", a failed connect "ConnectFailed" (`RouterHandshake.ts` reads and judges).
  * - `submit` writes a request's Request frame (stream id = its response stream's subject) and
  *   starts its item pump when the request is a stream of items (`ItemPump.ts`); RequestData
  *   leaves under the stream's credit and the connection window (`SendWindow`, the mirror image of
@@ -18,10 +16,8 @@
  *   connection: this class extends `router/MuxConnection`); an Error frame (or a Reset) refuses
  *   it: the ack fails typed (`rejectionError`: "Overloaded", "ServerUnavailable", EndpointNotFound,
  *   "BadPayload", "Refused"). No answer within `ackTimeoutMs` of the Request frame's write fails
- *   the ack with TransportTimeoutError "AckTimeout" (one timer per connection, for the oldest
- *   request) and resets the stream; from the submit on, the ack timeout replaces the stream's
- *   call-home timeout. Deadlines count from when the bytes leave and are judged after one more
- *   I/O turn, so a router busy in one long synchronous stretch does not blame the worker for it.
+ *   the ack with TransportTimeoutError "AckTimeout" and resets the stream (`AckDeadlines.ts`
+ *   keeps the deadlines); from the submit on, the ack timeout replaces the call-home timeout.
  * - Heartbeats (`Heartbeat.ts`): a Ping once nothing was heard for an interval; nothing heard for
  *   two intervals closes the connection with TransportTimeoutError "HeartbeatTimeout". Pings are
  *   answered with Pongs. A worker's Error with the nil id is its reason for closing.
@@ -34,7 +30,7 @@
  * leaves in one write.
  */
 import * as net from "node:net"
-import { encodeHello, HelloStatus, readHelloAnswer } from "../../../protocol/FullModeHello.ts"
+import { encodeHello } from "../../../protocol/FullModeHello.ts"
 import {
   decodeConnectionAck,
   decodeErrorText,
@@ -47,10 +43,8 @@ import {
   NIL_STREAM_ID,
   streamKey as keyOf
 } from "../../../protocol/MuxCodec.ts"
-import { isParseError } from "../../../protocol/ProtocolError.ts"
 import { TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../../TransportError.ts"
 import type { EndpointNotFound, TransportError } from "../../../TransportError.ts"
-import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import { Waiters } from "../../../internal/Waiters.ts"
 import { rejectionError } from "../request/DynamoClientConnection.ts"
 import { Phase } from "../router/CallHomeStream.ts"
@@ -59,10 +53,12 @@ import { MuxConnection } from "../router/MuxConnection.ts"
 import type { LogDebug } from "../router/StreamLink.ts"
 import { SendWindow } from "../worker/SendWindow.ts"
 import type { FrameOutput } from "../worker/SendWindow.ts"
+import { AckDeadlines } from "./AckDeadlines.ts"
 import { FullRequest, RequestState } from "./FullRequest.ts"
 import { Heartbeat } from "./Heartbeat.ts"
 import { pumpItems } from "./ItemPump.ts"
 import type { RunFork } from "./ItemPump.ts"
+import { closedError, closeError, ConnectDeadline, HelloAnswerReader, peerClosingError } from "./RouterHandshake.ts"
 
 /** Settings of one router connection. */
 export interface RouterConnectionOptions {
@@ -114,15 +110,13 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
   private readonly window: SendWindow<FullRequest>
   private readonly drainWaiters = new Waiters()
   private heartbeat: Heartbeat | undefined = undefined
-  private hello: Uint8Array = new Uint8Array(0)
-  private connectTimer: ReturnType<typeof setTimeout> | undefined
+  /** Bounds the connect, then the hello's answer. */
+  private readonly connectDeadline: ConnectDeadline
   private connected = false
-  /** Requests in the order they were sent, for the ack timeout (entries before `ackHead` are done with). */
-  private ackQueue: Array<FullRequest> = []
-  private ackHead = 0
-  private ackTimer: ReturnType<typeof setTimeout> | undefined = undefined
-  /** `stampSent` is queued for this tick. */
-  private stampScheduled = false
+  /** The sent requests waiting for their ack, and the ack timer. */
+  private readonly acks: AckDeadlines
+  /** The worker's answer to the hello, gathered until whole. */
+  private readonly hello: HelloAnswerReader
   private peerReason: string | undefined = undefined
 
   /** Dials `options.address`, writes the hello, and reads the answer. */
@@ -144,41 +138,20 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
     this.settings = options
     this.events = events
     this.window = new SendWindow<FullRequest>(options.streamWindow, options.connectionWindow, this, MuxKind.RequestData)
+    this.hello = new HelloAnswerReader(options.address)
+    this.connectDeadline = new ConnectDeadline(options.connectTimeoutMs, options.address, () => this.phase === HELLO && !this.closed, (error) => this.destroy(error))
+    this.acks = new AckDeadlines(options.ackTimeoutMs, () => this.closed, (req) => this.timedOut(req))
     socket.write(encodeHello())
     socket.once("connect", () => {
       this.connected = true
       // The hello leaves now: the answer's wait starts here. A router busy for longer than the
       // timeout right after dialling (submitting thousands of requests in one synchronous
       // stretch) must not count its own busy time against the worker, which had no chance yet.
-      this.armConnectTimer()
+      this.connectDeadline.arm(true)
     })
     socket.on("data", this.onHelloData)
     socket.on("drain", () => this.drainWaiters.wake())
-    this.armConnectTimer()
-  }
-
-  /** Bounds the connect (from the dial), then the hello's answer (from the connect), by `connectTimeoutMs` each. */
-  private armConnectTimer(): void {
-    clearTimeout(this.connectTimer)
-    const connected = this.connected
-    // Timers run before I/O in a turn of the event loop: after a busy stretch the connect or the
-    // answer may be waiting unread. The deadline is judged after one more I/O turn (setImmediate),
-    // and only if that turn did not connect (a connect re-arms the timer for the answer).
-    const timer = setTimeout(() => {
-      setImmediate(() => {
-        if (this.phase !== HELLO || this.closed || this.connectTimer !== timer) return
-        const ms = this.settings.connectTimeoutMs
-        this.destroy(
-          new TransportTimeoutError({
-            reason: "ConnectTimeout",
-            transport: "tcp",
-            target: this.settings.address,
-            detail: connected ? `no full-mode hello answer within ${ms} ms of the hello` : `no connection within ${ms} ms`
-          })
-        )
-      })
-    }, this.settings.connectTimeoutMs)
-    this.connectTimer = timer
+    this.connectDeadline.arm(false)
   }
 
   /** True while it takes requests (connecting or open). */
@@ -203,13 +176,13 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
 
   /** Sends `req`'s Request frame (and starts its item pump); the ack comes later, or its failure. */
   submit(req: FullRequest): void {
-    if (!this.accepting) return req.ack(this.closedError())
+    if (!this.accepting) return req.ack(closedError(this.remote))
     if (this.requests.has(req.key)) {
       return req.ack(new TransportProtocolError({ reason: "BadPayload", transport: "tcp", target: this.remote, detail: "the stream is already open on this connection" }))
     }
     req.state = RequestState.Sent
     req.credit = this.settings.streamWindow
-    req.sentAt = 0 // stamped when this tick's frames are written (`stampSent`)
+    req.sentAt = 0 // stamped when this tick's frames are written (`AckDeadlines`)
     // From now on the ack timeout bounds the wait for the worker's Prologue, not the call-home timeout.
     req.stream.stopCallHomeTimer()
     this.requests.set(req.key, req)
@@ -219,11 +192,7 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
     req.message = undefined
     this.writes.frame2(MuxKind.Request, req.id, head, message)
     this.window.countForeign(MUX_HEADER_SIZE + head.length + message.length)
-    this.ackQueue.push(req)
-    if (!this.stampScheduled) {
-      this.stampScheduled = true
-      process.nextTick(this.stampSent)
-    }
+    this.acks.sent(req)
     if (req.items !== undefined) {
       req.stopPump = pumpItems(this.settings.run, req.items, req.codec, {
         maxMessageSize: this.settings.maxMessageSize,
@@ -274,7 +243,7 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
     if (req === undefined || req.state !== RequestState.Sent) return undefined
     req.state = RequestState.Started
     req.ack(undefined)
-    this.trimAckQueue()
+    this.acks.trim()
     if (req.stream.phase === Phase.Waiting) return req.stream
     // The caller closed the stream before the worker started it: the base answers with a Reset.
     this.finish(req, true)
@@ -320,17 +289,14 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
   protected override closedWith(cause: Error | undefined): void {
     const opened = this.phase === OPEN
     this.phase = CLOSED
-    clearTimeout(this.connectTimer)
-    clearTimeout(this.ackTimer)
-    this.ackTimer = undefined
+    this.connectDeadline.clear()
+    this.acks.stop()
     this.heartbeat?.stop()
     this.window.clear()
     this.drainWaiters.wake()
-    const error = this.typedCause(cause, opened)
+    const error = closeError(cause, this.remote, this.connected, opened, this.peerReason)
     const pending = [...this.requests.values()]
     this.requests.clear()
-    this.ackQueue = []
-    this.ackHead = 0
     for (const req of pending) {
       this.finish(req, false)
       req.ack(error)
@@ -343,32 +309,12 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
 
   private readonly onHelloData = (chunk: Buffer): void => {
     if (this.phase !== HELLO) return
-    const bytes = this.hello.length === 0 ? chunk : Buffer.concat([this.hello, chunk])
-    const answer = readHelloAnswer(bytes)
-    if (isParseError(answer)) return this.destroy(toTransportProtocolError(answer, "tcp", this.remote))
-    if (answer._tag === "NeedMore") {
-      this.hello = bytes
-      return
-    }
-    this.hello = new Uint8Array(0)
+    const outcome = this.hello.read(chunk)
+    if (outcome === undefined) return
+    if (!outcome.complete) return this.destroy(outcome.error!)
     this.socket.off("data", this.onHelloData)
-    clearTimeout(this.connectTimer)
-    this.connectTimer = undefined
-    if (answer.status === HelloStatus.VersionNotSupported) {
-      return this.destroy(
-        new TransportProtocolError({
-          reason: "BadHandshake",
-          transport: "tcp",
-          target: this.remote,
-          detail: `the worker does not speak full-mode version 1 (it speaks ${answer.version}): ${answer.reason}`
-        })
-      )
-    }
-    if (answer.status !== HelloStatus.Accepted) {
-      return this.destroy(
-        new TransportConnectionError({ reason: "Refused", transport: "tcp", target: this.remote, detail: `the worker refused the full-mode connection: ${answer.reason}` })
-      )
-    }
+    this.connectDeadline.clear()
+    if (outcome.error !== undefined) return this.destroy(outcome.error)
     this.phase = OPEN
     this.heartbeat = new Heartbeat(
       this.settings.heartbeatIntervalMs,
@@ -377,7 +323,7 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
       (silentMs) => this.heartbeatMissed(silentMs)
     )
     this.events.onOpen(this)
-    this.start(bytes.subarray(answer.size))
+    this.start(outcome.rest)
   }
 
   private heartbeatMissed(silentMs: number): void {
@@ -390,12 +336,7 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
   private errorFrame(streamId: Uint8Array, text: string): void {
     if (isNil(streamId)) {
       this.peerReason = text
-      this.cause ??= new TransportConnectionError({
-        reason: "ConnectionClosed",
-        transport: "tcp",
-        target: this.remote,
-        detail: `the worker is closing the full-mode connection: ${text}`
-      })
+      this.cause ??= peerClosingError(text, this.remote)
       return
     }
     const key = keyOf(streamId)
@@ -438,83 +379,7 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
     return !this.socket.writableNeedDrain || this.drainWaiters.add(f)
   }
 
-  /**
-   * Lets go of the answered requests at the head of the ack queue (answers come about in order),
-   * so that the queue holds only requests still waiting, not every request of the last timeout.
-   */
-  private trimAckQueue(): void {
-    const queue = this.ackQueue
-    let head = this.ackHead
-    while (head < queue.length && queue[head]!.state !== RequestState.Sent) head++
-    if (head === queue.length) {
-      queue.length = 0
-      head = 0
-    } else if (head >= 1024 && head * 2 >= queue.length) {
-      queue.splice(0, head)
-      head = 0
-    }
-    this.ackHead = head
-  }
-
-  /**
-   * Right after this tick's write (queued after the batch's flush): the requests submitted in the
-   * tick count as sent from now. Their ack timeout starts when they leave, not when they were
-   * submitted: a router busy for longer than the timeout in one synchronous stretch (thousands of
-   * requests submitted at once) does not count its own busy time against the worker.
-   */
-  private readonly stampSent = (): void => {
-    this.stampScheduled = false
-    const queue = this.ackQueue
-    if (queue.length === 0) return
-    const now = performance.now()
-    // The requests not yet stamped are the newest: at the end of the queue (trims only drop its head).
-    for (let i = queue.length - 1; i >= 0 && queue[i]!.sentAt === 0; i--) queue[i]!.sentAt = now
-    if (this.ackTimer === undefined && !this.closed) {
-      let head = this.ackHead
-      while (head < queue.length && queue[head]!.state !== RequestState.Sent) head++
-      if (head < queue.length) this.armAckTimer(queue[head]!.sentAt)
-    }
-  }
-
-  private armAckTimer(sentAt: number): void {
-    const due = sentAt + this.settings.ackTimeoutMs - performance.now()
-    this.ackTimer = setTimeout(this.onAckTimer, Math.max(1, Math.ceil(due)))
-    this.ackTimer.unref?.()
-  }
-
-  /** After one I/O turn (answers may be waiting unread after a busy stretch), sweeps the overdue acks. */
-  private readonly onAckTimer = (): void => {
-    setImmediate(this.sweepAcks)
-  }
-
-  /** Fails the requests whose ack is overdue, oldest first, and re-arms for the next. */
-  private readonly sweepAcks = (): void => {
-    this.ackTimer = undefined
-    if (this.closed) return
-    const now = performance.now()
-    const queue = this.ackQueue
-    let head = this.ackHead
-    while (head < queue.length) {
-      const req = queue[head]!
-      if (req.state !== RequestState.Sent) {
-        head++
-        continue
-      }
-      if (now - req.sentAt < this.settings.ackTimeoutMs) break
-      head++
-      this.timedOut(req)
-    }
-    if (head === queue.length) {
-      this.ackQueue = []
-      head = 0
-    } else if (head >= 1024 && head * 2 >= queue.length) {
-      this.ackQueue = queue.slice(head)
-      head = 0
-    }
-    this.ackHead = head
-    if (head < this.ackQueue.length) this.armAckTimer(this.ackQueue[head]!.sentAt)
-  }
-
+  /** `req`'s ack is overdue (`AckDeadlines`): the stream is reset and the ack fails with "AckTimeout". */
   private timedOut(req: FullRequest): void {
     const detail = `no answer from the worker within ${this.settings.ackTimeoutMs} ms`
     this.send(MuxKind.Reset, req.id, textEncoder.encode("no ack in time"))
@@ -522,30 +387,6 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
     this.finish(req, true)
     req.ack(error)
     req.stream.abandon(error)
-  }
-
-  private closedError(): TransportError {
-    return new TransportConnectionError({ reason: "ConnectionClosed", transport: "tcp", target: this.remote, detail: "the full-mode connection is closed" })
-  }
-
-  /** The typed error the requests of a closed connection fail with. */
-  private typedCause(cause: Error | undefined, opened: boolean): TransportError {
-    if (cause instanceof TransportConnectionError || cause instanceof TransportProtocolError || cause instanceof TransportTimeoutError) return cause
-    const why = cause === undefined ? "" : `: ${cause.message}`
-    if (!this.connected) {
-      return new TransportConnectionError({ reason: "ConnectFailed", transport: "tcp", target: this.remote, detail: `cannot connect${why}`, cause })
-    }
-    if (!opened) {
-      return new TransportConnectionError({
-        reason: "Refused",
-        transport: "tcp",
-        target: this.remote,
-        detail: `the worker closed the connection before answering the full-mode hello${why}`,
-        cause
-      })
-    }
-    const reason = this.peerReason === undefined ? why : `: ${this.peerReason}`
-    return new TransportConnectionError({ reason: "ConnectionClosed", transport: "tcp", target: this.remote, detail: `the full-mode connection closed${reason}`, cause })
   }
 }
 
