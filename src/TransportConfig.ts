@@ -6,6 +6,8 @@
  * together: bad values fail start-up with one `TransportConfigError` that names every bad
  * variable, the value it got, and what it accepts. There is no silent fallback to a default.
  */
+import { readFileSync } from "node:fs"
+import { createSecureContext } from "node:tls"
 import { Config, Context, Data, Effect, Layer, Option } from "effect"
 import type { ConfigProvider } from "effect"
 import { bool, byteSize, host, httpUrl, intIn, logSpec, millis, natsUrl, nonNegativeInt, oneOf, port, positiveInt, seconds, text, urlList, urlPath } from "./TransportConfigParsers.ts"
@@ -98,6 +100,41 @@ export interface TransportSettings {
     /** Whether a worker advertises, and a router uses, the full TCP mode (`DYN_TCP_FULL_MODE`). */
     readonly fullMode: boolean
   }
+  /** TLS on the TCP planes (`DYN_TCP_TLS_*`); off when unset. See `TcpTlsSettings`. */
+  readonly tcpTls: TcpTlsSettings
+  // ---- inactivity timeouts (issue 15 item 2) ----
+  /**
+   * Router: a response stream that receives nothing (no item, no heartbeat) for this long fails
+   * with TransportTimeoutError "StreamIdle" (`DYN_STREAM_IDLE_TIMEOUT_SECS`); 0 turns it off.
+   */
+  readonly streamIdleTimeoutMs: number
+  // ---- connection caps (issue 15 item 7; docs/security.md) ----
+  /**
+   * Most connections each listener holds at once, handshaking or not; one beyond is closed at once
+   * (`DYN_TCP_RESPONSE_MAX_CONNECTIONS`, `DYN_HTTP_RPC_MAX_CONNECTIONS`,
+   * `DYN_HTTP_RESPONSE_MAX_CONNECTIONS`). The TCP request server's is `tcpRequest.maxConnections`.
+   */
+  readonly connectionCaps: {
+    /** Router: the call-home server (one-shot sockets and pooled connections together). */
+    readonly tcpResponse: number
+    /** Worker: the HTTP request server (HTTP/1.1 and h2c together). */
+    readonly httpRpc: number
+    /** Worker: the seed's HTTP response server (`HttpResponseServer`). */
+    readonly httpResponse: number
+  }  // ---- HTTP/2 client sessions (issue 15 item 1; docs/transports.md, http request plane) ----
+  /**
+   * Router: how the http request client spreads its requests over HTTP/2 sessions to one worker
+   * (`DYN_HTTP_CLIENT_MAX_STREAMS_PER_SESSION`, `DYN_HTTP_CLIENT_MAX_SESSIONS`,
+   * `DYN_HTTP_CLIENT_SESSION_MEMORY_MB`).
+   */
+  readonly httpClientSessions: {
+    /** Streams in flight on one session before another is opened to the same worker. */
+    readonly maxStreamsPerSession: number
+    /** Most sessions per worker; beyond, the least loaded takes the request. */
+    readonly maxSessionsPerOrigin: number
+    /** Each session's memory cap, in MB (Node's `maxSessionMemory`). */
+    readonly maxSessionMemoryMb: number
+  }
 }
 
 /** One variable's problem: its name, the text it had, and what it accepts. */
@@ -144,6 +181,115 @@ const v = <A>(name: string, def: string, parser: Parser<A>, description: string,
   ...(alias === undefined ? {} : { alias }),
   parser
 })
+
+/** `seconds`, or 0 for off (inactivity timeouts, issue 15 item 2). */
+const secondsOrOff: Parser<number> = {
+  expected: `0 (off) or ${seconds.expected}`,
+  parse: (raw) => (/^0+(\.0+)?$/.test(raw.trim()) ? 0 : seconds.parse(raw))
+}
+
+// ---- TLS on the TCP planes (DYN_TCP_TLS_*, Dynamo's names and roles; docs/security.md, "TLS") ----
+
+/**
+ * TLS on the TCP planes (call-home, the TCP request server, both framings, and their dialers), as
+ * Dynamo configures it. Server role: every TCP listener speaks TLS when `certPath` and `keyPath`
+ * are set, presenting that certificate (no client certificate is asked for). Client role: every
+ * TCP dialer speaks TLS when `caCertPath` is set, and verifies the server against that CA and the
+ * dialled host (or `serverName`). Paths are checked at start-up: readable, PEM, key matching cert.
+ */
+export interface TcpTlsSettings {
+  /** PEM certificate (chain) the TCP listeners present (`DYN_TCP_TLS_CERT_PATH`). */
+  readonly certPath: string | undefined
+  /** PEM private key of that certificate (`DYN_TCP_TLS_KEY_PATH`). */
+  readonly keyPath: string | undefined
+  /** PEM CA(s) the TCP dialers verify servers against (`DYN_TCP_TLS_CA_CERT_PATH`); set, dialers speak TLS. */
+  readonly caCertPath: string | undefined
+  /** Name verified in the server's certificate, instead of the dialled host (`DYN_TCP_TLS_SERVER_NAME`). */
+  readonly serverName: string | undefined
+  /** A listener drops a connection whose TLS handshake is not done within this (`DYN_TCP_TLS_HANDSHAKE_TIMEOUT_SECS`). */
+  readonly handshakeTimeoutMs: number
+}
+
+const tcpTlsVars = {
+  tcpTlsCertPath: v(
+    "DYN_TCP_TLS_CERT_PATH",
+    "(unset)",
+    text,
+    "PEM certificate (chain), TLS server role: with DYN_TCP_TLS_KEY_PATH, every TCP listener (call-home server, TCP request server) speaks TLS only. Checked at start-up"
+  ),
+  tcpTlsKeyPath: v("DYN_TCP_TLS_KEY_PATH", "(unset)", text, "PEM private key of DYN_TCP_TLS_CERT_PATH; one set without the other is a start-up error"),
+  tcpTlsCaCertPath: v(
+    "DYN_TCP_TLS_CA_CERT_PATH",
+    "(unset)",
+    text,
+    "PEM CA certificate(s), TLS client role: when set, every TCP dialer (router to a worker's request port, worker calling home) speaks TLS and verifies the server's certificate against these CAs (not the system roots) and its name"
+  ),
+  tcpTlsServerName: v(
+    "DYN_TCP_TLS_SERVER_NAME",
+    "(unset)",
+    host,
+    "Name the TCP dialers verify in the server's certificate (and send as SNI) instead of the host they dial: for a certificate with a DNS name reached by IP"
+  ),
+  tcpTlsHandshakeTimeout: v(
+    "DYN_TCP_TLS_HANDSHAKE_TIMEOUT_SECS",
+    "10",
+    seconds,
+    "A TLS listener closes a connection whose handshake is not done within this (a dialer's handshake counts in its own connect timeout)"
+  )
+} as const
+
+/** The problems of the TLS paths: set in pairs, readable, PEM, and a key that matches its certificate. */
+const tcpTlsProblems = (p: {
+  readonly tcpTlsCertPath: string | undefined
+  readonly tcpTlsKeyPath: string | undefined
+  readonly tcpTlsCaCertPath: string | undefined
+}): ReadonlyArray<ConfigProblem> => {
+  const problems: Array<ConfigProblem> = []
+  const { tcpTlsCaCertPath: caVar, tcpTlsCertPath: certVar, tcpTlsKeyPath: keyVar } = tcpTlsVars
+  const read = (variable: string, path: string | undefined, marker: RegExp, what: string): Buffer | undefined => {
+    if (path === undefined) return undefined
+    let bytes: Buffer
+    try {
+      bytes = readFileSync(path)
+    } catch (cause) {
+      problems.push({ variable, got: path, expected: `a readable ${what} file (${(cause as Error).message})` })
+      return undefined
+    }
+    if (!marker.test(bytes.toString("latin1"))) {
+      problems.push({ variable, got: path, expected: `a ${what} file (no PEM block of that kind in it)` })
+      return undefined
+    }
+    return bytes
+  }
+  const cert = read(certVar.name, p.tcpTlsCertPath, /-----BEGIN CERTIFICATE-----/, "PEM certificate")
+  const key = read(keyVar.name, p.tcpTlsKeyPath, /-----BEGIN [A-Z ]*PRIVATE KEY-----/, "PEM private key")
+  const ca = read(caVar.name, p.tcpTlsCaCertPath, /-----BEGIN CERTIFICATE-----/, "PEM CA certificate")
+  if (p.tcpTlsCertPath !== undefined && p.tcpTlsKeyPath === undefined) {
+    problems.push({ variable: keyVar.name, got: "", expected: `the private key of ${certVar.name} (${p.tcpTlsCertPath}): a certificate without its key cannot serve TLS` })
+  }
+  if (p.tcpTlsKeyPath !== undefined && p.tcpTlsCertPath === undefined) {
+    problems.push({ variable: certVar.name, got: "", expected: `the certificate of ${keyVar.name} (${p.tcpTlsKeyPath}): a key without its certificate cannot serve TLS` })
+  }
+  if (cert !== undefined && key !== undefined) {
+    try {
+      createSecureContext({ cert, key })
+    } catch (cause) {
+      problems.push({
+        variable: keyVar.name,
+        got: p.tcpTlsKeyPath!,
+        expected: `the private key of the certificate in ${certVar.name} (${p.tcpTlsCertPath}): ${(cause as Error).message}`
+      })
+    }
+  }
+  if (ca !== undefined) {
+    try {
+      createSecureContext({ ca })
+    } catch (cause) {
+      problems.push({ variable: caVar.name, got: p.tcpTlsCaCertPath!, expected: `PEM CA certificates (${(cause as Error).message})` })
+    }
+  }
+  return problems
+}
 
 /** Every variable, in documentation order. */
 const vars = {
@@ -242,6 +388,56 @@ const vars = {
     "true",
     bool,
     "Full TCP mode (requests and responses multiplexed on one connection): a worker advertises it, a router uses it with workers that advertise it; false means Dynamo's framing + call-home only"
+  ),
+  ...tcpTlsVars,
+  // ---- inactivity timeouts (issue 15 item 2) ----
+  // Default 300 s: long enough for the longest prefill we expect (minutes, for contexts of a
+  // million tokens) on the one plane that has no heartbeat (Dynamo's one-shot call-home, where a
+  // prefill is pure silence); everywhere else heartbeats keep a slow but healthy stream alive, so
+  // the default only bounds how long a frozen worker holds a call.
+  streamIdleTimeout: v(
+    "DYN_STREAM_IDLE_TIMEOUT_SECS",
+    "300",
+    secondsOrOff,
+    "Router: a response stream that receives nothing (no item, no heartbeat) for this long fails with TransportTimeoutError StreamIdle, and its worker is told to stop; 0 turns it off. Heartbeats (HTTP/2 PING, SSE comments, pooled-mux and full-mode Ping/Pong) keep a slow but healthy stream alive; Dynamo's one-shot call-home has none, so there the value must exceed the longest prefill"
+  ),
+  // ---- connection caps (issue 15 item 7; docs/security.md) ----
+  tcpResponseMaxConnections: v(
+    "DYN_TCP_RESPONSE_MAX_CONNECTIONS",
+    "50000",
+    positiveInt,
+    "Router: most connections the call-home server holds at once (one per one-shot stream, plus the pooled ones); one beyond is closed at once"
+  ),
+  httpRpcMaxConnections: v(
+    "DYN_HTTP_RPC_MAX_CONNECTIONS",
+    "10000",
+    positiveInt,
+    "Worker: most connections the HTTP request server holds at once (HTTP/1.1 and h2c); one beyond is closed at once"
+  ),
+  httpResponseMaxConnections: v(
+    "DYN_HTTP_RESPONSE_MAX_CONNECTIONS",
+    "10000",
+    positiveInt,
+    "Worker: most connections the HTTP response server (subject GETs) holds at once; one beyond is closed at once"
+  ),
+  // ---- HTTP/2 client sessions (issue 15 item 1; docs/transports.md, http request plane) ----
+  httpClientMaxStreamsPerSession: v(
+    "DYN_HTTP_CLIENT_MAX_STREAMS_PER_SESSION",
+    "1000",
+    positiveInt,
+    "Router: HTTP/2 streams in flight on one session to a worker before the http request client opens another session to it (never more than the worker's SETTINGS allow)"
+  ),
+  httpClientMaxSessions: v(
+    "DYN_HTTP_CLIENT_MAX_SESSIONS",
+    "16",
+    positiveInt,
+    "Router: most HTTP/2 sessions the http request client opens to one worker; when all are full, the least loaded takes the request"
+  ),
+  httpClientSessionMemoryMb: v(
+    "DYN_HTTP_CLIENT_SESSION_MEMORY_MB",
+    "64",
+    positiveInt,
+    "Router: memory cap of each HTTP/2 client session, in MB (Node's default of 10 made a session with ~9,000 requests awaiting their 202 reset its own streams)"
   )
 } as const
 
@@ -309,6 +505,7 @@ export const fromRecord = (
       expected: `a response plane that DYN_REQUEST_PLANE=${p.requestPlane} can carry (http streams in the request's own HTTP response, so it needs DYN_REQUEST_PLANE=http)`
     })
   }
+  problems.push(...tcpTlsProblems(p))
   if (problems.length > 0) return { _tag: "error", error: new TransportConfigError({ problems }) }
   return {
     _tag: "ok",
@@ -372,6 +569,24 @@ export const fromRecord = (
         poolSize: p.tcpPoolSize,
         channelBuffer: p.tcpChannelBuffer,
         fullMode: p.tcpFullMode
+      },
+      tcpTls: {
+        certPath: p.tcpTlsCertPath,
+        keyPath: p.tcpTlsKeyPath,
+        caCertPath: p.tcpTlsCaCertPath,
+        serverName: p.tcpTlsServerName,
+        handshakeTimeoutMs: p.tcpTlsHandshakeTimeout
+      },
+      streamIdleTimeoutMs: p.streamIdleTimeout,
+      connectionCaps: {
+        tcpResponse: p.tcpResponseMaxConnections,
+        httpRpc: p.httpRpcMaxConnections,
+        httpResponse: p.httpResponseMaxConnections
+      },
+      httpClientSessions: {
+        maxStreamsPerSession: p.httpClientMaxStreamsPerSession,
+        maxSessionsPerOrigin: p.httpClientMaxSessions,
+        maxSessionMemoryMb: p.httpClientSessionMemoryMb
       }
     }
   }
@@ -438,3 +653,18 @@ export const defaults: TransportSettings = (() => {
 
 /** A ConfigProvider built from a record, for tests that exercise the Config path. */
 export type { ConfigProvider }
+
+// ---- the benchmark's child processes (issue 14, `transport-registry bench`) ----
+
+/**
+ * The environment for a child process that the benchmark configures on its own: this process's
+ * environment without any DYN_*, OTEL_* or NATS_SERVER variable, plus `overrides`. A benchmark
+ * row's worker gets its mode's variables and nothing the user happened to export.
+ */
+export const childEnvironment = (overrides: Readonly<Record<string, string>>): Record<string, string> => {
+  const env: Record<string, string> = {}
+  for (const [name, value] of Object.entries(process.env)) {
+    if (value !== undefined && !/^(DYN_|OTEL_)/.test(name) && name !== "NATS_SERVER") env[name] = value
+  }
+  return { ...env, ...overrides }
+}

@@ -15,9 +15,11 @@ const describe = (head: string, target: string, detail: string | undefined): str
 /**
  * A wait that ran out of time: an ack, a call-home, a connect, a pool acquisition, or a peer that
  * stopped answering heartbeats ("HeartbeatTimeout": nothing heard for two heartbeat intervals).
+ * "StreamIdle": a response stream that received nothing, no item and no heartbeat, for
+ * `DYN_STREAM_IDLE_TIMEOUT_SECS` (a frozen worker).
  */
 export class TransportTimeoutError extends Data.TaggedError("TransportTimeoutError")<{
-  readonly reason: "AckTimeout" | "CallHomeTimeout" | "ConnectTimeout" | "AcquireTimeout" | "StreamTimeout" | "HeartbeatTimeout"
+  readonly reason: "AckTimeout" | "CallHomeTimeout" | "ConnectTimeout" | "AcquireTimeout" | "StreamTimeout" | "HeartbeatTimeout" | "StreamIdle"
   readonly transport: TransportId
   readonly target: string
   readonly detail?: string | undefined
@@ -35,7 +37,9 @@ export class TransportTimeoutError extends Data.TaggedError("TransportTimeoutErr
 /**
  * A connection that could not be made, was refused, or died. "Overloaded": the worker refused the
  * request because it is at its in-flight cap (Dynamo's `Server overloaded:` ack); "ServerUnavailable":
- * it cannot serve it now (draining, unknown to it, `Server unavailable:`).
+ * it cannot serve it now (draining, unknown to it, `Server unavailable:`). "TlsHandshakeFailed":
+ * the TCP connect succeeded but the TLS handshake did not (`DYN_TCP_TLS_*`: a certificate the CA
+ * does not verify, a name mismatch, a plaintext peer).
  */
 export class TransportConnectionError extends Data.TaggedError("TransportConnectionError")<{
   readonly reason:
@@ -47,6 +51,7 @@ export class TransportConnectionError extends Data.TaggedError("TransportConnect
     | "ServerUnavailable"
     | "Overloaded"
     | "ListenFailed"
+    | "TlsHandshakeFailed"
   readonly transport: TransportId
   readonly target: string
   readonly detail?: string | undefined

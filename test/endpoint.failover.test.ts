@@ -74,9 +74,9 @@ const stack = (discovery: DiscoveryShape, env: Readonly<Record<string, string>> 
 const built = (discovery: DiscoveryShape, env: Readonly<Record<string, string>> = {}) => Layer.build(stack(discovery, env))
 
 const counterValue = (metric: Metric.Metric<number, Metric.CounterState<number>>, endpoint: string) =>
-  Effect.map(Metric.value(Metric.withAttributes(metric, { endpoint })), (s) => s.count)
+  Effect.map(Metric.value(Metric.withAttributes(metric, { endpoint, role: "client" })), (s) => s.count)
 const gaugeValue = (endpoint: string) =>
-  Effect.map(Metric.value(Metric.withAttributes(Metrics.transportQuarantinedInstances, { endpoint })), (s) => s.value)
+  Effect.map(Metric.value(Metric.withAttributes(Metrics.transportQuarantinedInstances, { endpoint, role: "client" })), (s) => s.value)
 
 interface LogLine {
   readonly level: string

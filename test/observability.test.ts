@@ -65,20 +65,38 @@ describe("metrics", () => {
         yield* Effect.flip(Stream.runDrain(failing.generate(1)))
         const text = yield* scrape(server.url)
 
-        const req = `transport_requests_total{transport="${mode.request}",plane="request"}`
-        const resp = `transport_requests_total{transport="${mode.response}",plane="response"}`
+        const req = `transport_requests_total{transport="${mode.request}",plane="request",role="client"}`
+        const resp = `transport_requests_total{transport="${mode.response}",plane="response",role="client"}`
         expect(valueOf(text, req) - valueOf(before, req)).toBe(8)
         expect(valueOf(text, resp) - valueOf(before, resp)).toBe(8)
-        const count = `transport_request_latency_seconds_count{transport="${mode.request}",plane="request"}`
+        const count = `transport_request_latency_seconds_count{transport="${mode.request}",plane="request",role="client"}`
         expect(valueOf(text, count) - valueOf(before, count)).toBe(8)
-        expect(valueOf(text, `transport_active_streams{transport="${mode.response}",plane="response"}`)).toBe(0)
+        expect(valueOf(text, `transport_active_streams{transport="${mode.response}",plane="response",role="client"}`)).toBe(0)
+        // the worker half, in the same process, counted the same 8 requests as role="server" (when
+        // each handler had ended: polled, since the router may see the end first)
+        const served = `transport_requests_total{transport="${mode.request}",plane="request",role="server"}`
+        let final = text
+        for (let i = 0; i < 100 && valueOf(final, served) - valueOf(before, served) < 8; i++) {
+          yield* Effect.sleep(20)
+          final = yield* scrape(server.url)
+        }
+        expect(valueOf(final, served) - valueOf(before, served)).toBe(8)
+        const servedResponse = `transport_requests_total{transport="${mode.response}",plane="response",role="server"}`
+        expect(valueOf(final, servedResponse) - valueOf(before, servedResponse)).toBe(8)
+        // every transport and pool series says which side recorded it
+        const series = text.split("\n").filter((l) => /^(transport_|tcp_pool_)/.test(l))
+        expect(series.length).toBeGreaterThan(0)
+        for (const line of series) expect(line).toMatch(/role="(client|server)"/)
         for (const name of [
           "transport_requests_total",
           "transport_request_latency_seconds",
           "transport_errors_total",
           "transport_active_streams"
         ]) {
+          expect(text, name).toContain(`# HELP ${name} `)
           expect(text, name).toContain(`# TYPE ${name} `)
+          // from start-up, before any traffic
+          expect(before, name).toContain(`# TYPE ${name} `)
         }
         if (mode.env.DYN_TCP_POOL_ENABLED === "true") {
           for (const name of poolMetricNames) expect(text, name).toContain(`# TYPE ${name} `)
@@ -120,7 +138,7 @@ describe("metrics", () => {
       const error = yield* Effect.flip(Stream.runDrain(client.generate(1)))
       expect(error._tag).toBe("TransportTimeoutError")
       const text = yield* scrape(server.url)
-      const series = `transport_errors_total{transport="memory",error_type="timeout"}`
+      const series = `transport_errors_total{transport="memory",error_type="timeout",role="client"}`
       expect(valueOf(text, series) - valueOf(before, series)).toBe(1)
     }).pipe(Effect.provide(stack({ DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory", DYN_TCP_CALL_HOME_TIMEOUT_SECS: "0.1" }))))
 
@@ -174,7 +192,7 @@ describe("tracing", () => {
       const before = yield* scrape(server.url)
       yield* Stream.runDrain(client.generate(2))
       const after = yield* scrape(server.url)
-      const series = `transport_requests_total{transport="memory",plane="request"}`
+      const series = `transport_requests_total{transport="memory",plane="request",role="client"}`
       expect(valueOf(after, series)).toBe(valueOf(before, series))
     }).pipe(Effect.provide(stack({ DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory", DYN_METRICS: "off" }))))
 

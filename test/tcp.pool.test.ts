@@ -112,7 +112,7 @@ const valueOf = (scrape: string, series: string): number => {
 /** Every pool metric of `target`, scraped from the global registry. */
 const rawPoolMetrics = (target: string) => {
   const scrape = PrometheusMetrics.formatUnsafe(Context.empty())
-  const label = `{target="${target}"}`
+  const label = `{target="${target}",role="server"}`
   return {
     created: valueOf(scrape, `tcp_pool_connections_created_total${label}`),
     reused: valueOf(scrape, `tcp_pool_connections_reused_total${label}`),
@@ -1202,8 +1202,9 @@ describe("response mux v1 wire bytes", () => {
       const s1 = yield* connect("r1")
       expect(sockets.length).toBe(1)
       const hs = JSON.parse(yield* Effect.promise(() => sockets[0]!.handshake)) as Record<string, unknown>
-      expect(Object.keys(hs)).toEqual(["kind", "version", "frontend_server_id", "connection_id"])
-      expect([hs.kind, hs.version, hs.frontend_server_id]).toEqual(["response_mux", 1, frontend])
+      // "ping": 1 offers heartbeats (docs/protocol.md section 6, "Heartbeats"); a router may ignore it.
+      expect(Object.keys(hs)).toEqual(["kind", "version", "frontend_server_id", "connection_id", "ping"])
+      expect([hs.kind, hs.version, hs.frontend_server_id, hs.ping]).toEqual(["response_mux", 1, frontend, 1])
       s1.writer.prologue()
       s1.writer.send({ text: "hello" })
       s1.writer.sendAll([2, 3])

@@ -5,12 +5,13 @@
  * - `worker --endpoint ns.comp.ep`: serve the built-in token handler.
  * - `call ns.comp.ep --data '<json>'`: call an endpoint and print each item as a JSON line.
  * - `list ns.comp.ep`: the instances of an endpoint in discovery, with their transports and ids.
+ * - `bench`: every mode against raw Node baselines and other stacks (`bench/command.ts`).
  *
  * Every command reads `DYN_*` (through `TransportConfig`, with the CLI's defaults of
  * `defaults.ts` beneath the environment) before it does anything, and fails on bad values
  * naming every bad variable. Output for the user goes to stdout (call's items, worker's instance
  * record, the demo's table); every log line, errors included, goes to stderr in one format:
- * logfmt, or json with `--log-format json` / `DYN_LOG_FORMAT=json`. Room is left for `bench`.
+ * logfmt, or json with `--log-format json` / `DYN_LOG_FORMAT=json`.
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Cause, Data, Effect, Exit, Layer, Option } from "effect"
@@ -22,6 +23,7 @@ import * as Tracing from "../observability/Tracing.ts"
 import { load, loadLogFormat, TransportConfig, TransportConfigError } from "../TransportConfig.ts"
 import type { LogFormat } from "../TransportConfig.ts"
 import * as TransportRegistry from "../registry/index.ts"
+import { benchCommand } from "./bench/command.ts"
 import { call } from "./call.ts"
 import { cliDefaults, defaultDiscoveryPath, demoDefaults, layerDefaults } from "./defaults.ts"
 import { demo } from "./demo.ts"
@@ -211,7 +213,7 @@ const callCommand = Command.make(
           waitMs: options.wait,
           timeoutMs: options.timeout,
           idleTimeoutMs: options.idleTimeout
-        }).pipe(Effect.provide(Configured))
+        }).pipe(Effect.provide(Layer.mergeAll(Configured, Tracing.layerConfig)))
       })
     )
 ).pipe(
@@ -265,7 +267,7 @@ const root = Command.make("transport-registry").pipe(
   Command.withDescription(
     `Pluggable request/response transports for distributed inference. worker, call and list find each other through file discovery in ${defaultDiscoveryPath} unless DYN_DISCOVERY_* say otherwise.`
   ),
-  Command.withSubcommands([demoCommand, workerCommand, callCommand, listCommand]),
+  Command.withSubcommands([demoCommand, workerCommand, callCommand, listCommand, benchCommand]),
   Command.withGlobalFlags([LogFormatFlag])
 )
 

@@ -21,6 +21,7 @@ import type { TracingMode } from "../TransportConfig.ts"
 import type { ResponseWriteError, TransportError } from "../TransportError.ts"
 import type { TransportRegistryShape } from "../TransportRegistry.ts"
 import * as Tracing from "../observability/Tracing.ts"
+import { recordFailure } from "../observability/Metrics.ts"
 import { makeEmitter } from "./Emit.ts"
 import { describeFailure, describeWriteFailure } from "./FailureText.ts"
 import type { HandlerContext, RunnableHandler } from "./Handler.ts"
@@ -77,7 +78,7 @@ export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, 
     return Effect.flatMap(Effect.exit(traced), (connected) =>
       Exit.isSuccess(connected)
         ? Effect.succeed(connected.value)
-        : Effect.as(Effect.logWarning("call-home failed", connected.cause), undefined))
+        : Effect.as(Effect.logWarning("call-home failed", connected.cause).pipe(Effect.ensuring(Effect.sync(() => recordFailure(connected.cause, "server")))), undefined))
   }
 
   /** Runs the handler on a connected writer, then ends the stream. */
@@ -90,13 +91,15 @@ export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, 
   ) => {
     const emitter = makeEmitter<Res>(writer)
     let ended: Ended
+    let lost: TransportError | undefined
     return Effect.withFiber<Exit.Exit<void, E>, never, R>((fiber) => {
       writer.onControl((m) => {
         ended ??= m
         if (m === "kill") writer.close()
         fiber.interruptUnsafe()
       })
-      writer.onDisconnect(() => {
+      writer.onDisconnect((error) => {
+        lost ??= error
         ended ??= "disconnect"
         fiber.interruptUnsafe()
       })
@@ -106,6 +109,7 @@ export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, 
       Effect.onExit((exit) =>
         Effect.sync(() => {
           span?.attribute("rpc.response.items", emitter.items())
+          if (ended === "disconnect") recordFailure(lost, "server")
           endStream(writer, Exit.isSuccess(exit) ? exit.value : exit, ended, emitter.failure())
         })
       )

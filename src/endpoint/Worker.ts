@@ -103,7 +103,7 @@ const serveRunnable = <Req, Res, E = never, R = never>(
     const registry = yield* TransportRegistry
     const discovery = yield* Discovery
     const config = yield* TransportConfig
-    const Metrics = MetricsModule.recorders(config.metrics)
+    const Metrics = MetricsModule.recorders(config.metrics, "server")
     const transportId = options.transport ?? (yield* registry.select("request", noRequirements))
     const server = yield* registry.getRequestServer(transportId)
     // etcd: the process lease's id, held while the endpoint is served (mem, file: random).
@@ -130,9 +130,11 @@ const serveRunnable = <Req, Res, E = never, R = never>(
       inFlight.begin()
       Metrics.recordServerRequest(transportId)
       Metrics.streamDelta(transportId, "request", 1)
+      const served = Metrics.serving(transportId, registry.responseClientFor(message.control.connection_info.transport)?.transport)
       const fiber = run(handleRequest(message))
       fiber.addObserver(() => {
         Metrics.streamDelta(transportId, "request", -1)
+        served()
         inFlight.end()
       })
     }

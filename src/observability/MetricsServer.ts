@@ -1,8 +1,11 @@
 /**
  * The observability HTTP server on `DYN_METRICS_PORT`: `/metrics` in Prometheus text format
  * (every Effect Metric in the default registry, through `effect/observability`'s
- * PrometheusMetrics), `/health` (liveness: 200 while the process runs) and `/ready`
+ * PrometheusMetrics, then the HELP and TYPE of every declared family that has no series yet:
+ * `Metrics.declaredFamilies`), `/health` (liveness: 200 while the process runs) and `/ready`
  * (200 when it serves an endpoint registered in discovery, else 503).
+ *
+ * It does not record anything (`Metrics.ts` does) nor push metrics anywhere: Prometheus pulls.
  */
 import * as http from "node:http"
 import { Context, Effect, Layer } from "effect"
@@ -12,6 +15,20 @@ import { TransportConfig } from "../TransportConfig.ts"
 import type { TransportConnectionError } from "../TransportError.ts"
 import { hostPort, listen } from "../internal/net.ts"
 import * as Health from "./Health.ts"
+import * as Metrics from "./Metrics.ts"
+
+const escapeHelp = (text: string) => text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")
+
+/**
+ * The /metrics text: every series in the registry of `context`, then the HELP and TYPE lines of
+ * each declared family that has no series (so every family is listed from start-up).
+ */
+export const exposition = (context: Context.Context<never> = Context.empty()): string => {
+  const text = PrometheusMetrics.formatUnsafe(context)
+  const missing = Metrics.declaredFamilies().filter((f) => !text.includes(`# TYPE ${f.name} `))
+  if (missing.length === 0) return text
+  return text + missing.map((f) => `# HELP ${f.name} ${escapeHelp(f.help)}\n# TYPE ${f.name} ${f.type}\n`).join("")
+}
 
 /** A running metrics server. */
 export interface MetricsServer {
@@ -26,7 +43,7 @@ export const make = (options: { readonly host: string; readonly port: number }):
     const server = http.createServer((req, res) => {
       const path = (req.url ?? "/").split("?")[0]
       if (path === "/metrics") {
-        const text = PrometheusMetrics.formatUnsafe(context)
+        const text = exposition(context)
         res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" })
         res.end(text)
       } else if (path === "/health") {
@@ -51,7 +68,13 @@ export const make = (options: { readonly host: string; readonly port: number }):
     return { port, url: `http://${hostPort(options.host === "0.0.0.0" ? "127.0.0.1" : options.host, port)}` }
   })
 
-/** The server on `DYN_METRICS_PORT` (all interfaces). */
+/**
+ * The server on `DYN_METRICS_PORT` (all interfaces). With `DYN_TCP_POOL_ENABLED=true` it lists
+ * the pool's families from start-up too.
+ */
 export const layer: Layer.Layer<never, TransportConnectionError, TransportConfig> = Layer.effectDiscard(
-  Effect.flatMap(TransportConfig, (config) => make({ host: "0.0.0.0", port: config.metricsPort }))
+  Effect.flatMap(TransportConfig, (config) => {
+    if (config.tcpPool.enabled) Metrics.declarePool()
+    return make({ host: "0.0.0.0", port: config.metricsPort })
+  })
 )

@@ -86,14 +86,30 @@ export const parseMuxInfo = (connectionInfo: ConnectionInfo, requestId: string):
   return { address, frontendServerId: frontend_server_id, streamId: stream_id as string, streamIdBytes: bytes }
 }
 
-/** The worker's first frame on a new mux connection (a TwoPartCodec header-only frame). */
-export const encodeMuxHandshake = (frontendServerId: string, connectionId: string): Uint8Array =>
-  encodeHeaderOnlyJson({ kind: MUX_HANDSHAKE_KIND, version: MUX_VERSION, frontend_server_id: frontendServerId, connection_id: connectionId })
+/** The handshake's `ping` value that offers heartbeats (Ping/Pong, kinds 13 and 14). */
+export const MUX_PING_VERSION = 1
+
+/**
+ * The worker's first frame on a new mux connection (a TwoPartCodec header-only frame). With
+ * `heartbeats` it ends with `"ping":1`: the worker answers the router's Ping (kind 13) with a Pong
+ * (kind 14) on this connection (docs/protocol.md section 6, "Heartbeats"); a router that does not
+ * know the field ignores it and sends no Ping.
+ */
+export const encodeMuxHandshake = (frontendServerId: string, connectionId: string, heartbeats = false): Uint8Array =>
+  encodeHeaderOnlyJson({
+    kind: MUX_HANDSHAKE_KIND,
+    version: MUX_VERSION,
+    frontend_server_id: frontendServerId,
+    connection_id: connectionId,
+    ...(heartbeats ? { ping: MUX_PING_VERSION } : {})
+  })
 
 /** A checked handshake. */
 export interface MuxHandshake {
   readonly frontendServerId: string
   readonly connectionId: string
+  /** The worker offered heartbeats (`"ping": 1`); absent otherwise. */
+  readonly heartbeats?: true | undefined
 }
 
 /**
@@ -110,7 +126,9 @@ export const parseMuxHandshake = (value: Record<string, unknown>): MuxHandshake 
     return `frontend_server_id ${JSON.stringify(frontend_server_id)} is not a UUID`
   }
   if (typeof connection_id !== "string" || connection_id === "") return `connection_id ${JSON.stringify(connection_id)} is not a string`
-  return { frontendServerId: frontend_server_id, connectionId: connection_id }
+  return value.ping === MUX_PING_VERSION
+    ? { frontendServerId: frontend_server_id, connectionId: connection_id, heartbeats: true }
+    : { frontendServerId: frontend_server_id, connectionId: connection_id }
 }
 
 const textEncoder = new TextEncoder()

@@ -140,7 +140,8 @@ export const callOnlyLayer: Layer.Layer<never, never, TransportRegistry | Transp
         maxMessageSize: max,
         inline: hub,
         // It may carry inline (http+http) streams: the pure HTTP mode's window.
-        sessionWindowSize: 32 * 1024 * 1024
+        sessionWindowSize: 32 * 1024 * 1024,
+        ...settings.httpClientSessions
       })
       yield* request("http", HttpRequestTransport.capabilities(max), client)
     }
@@ -161,7 +162,7 @@ export const callOnlyLayer: Layer.Layer<never, never, TransportRegistry | Transp
       yield* request("nats", NatsRequestTransport.capabilities(max), nats.client)
     }
     if (settings.responsePlane !== "http") {
-      const http = HttpResponseTransport.make(hub, { format: settings.httpResponse.streamFormat, maxMessageSize: max })
+      const http = HttpResponseTransport.make(hub, { format: settings.httpResponse.streamFormat, maxMessageSize: max, idleTimeoutMs: settings.streamIdleTimeoutMs })
       yield* response("http", HttpResponseTransport.capabilities(max), http.server)
     }
     if (settings.responsePlane !== "tcp") {

@@ -1,7 +1,12 @@
 /**
  * The router's HTTP request-plane client (PROTOCOL.md section 4), on node:http2 (h2c).
  *
- * One persistent HTTP/2 session per origin, replaced after a GOAWAY, an error or a close.
+ * A small set of persistent HTTP/2 sessions per origin (`SessionSet`): a request goes on the
+ * first open session with fewer than `maxStreamsPerSession` streams in flight; when every open
+ * one has that many, another is opened, up to `maxSessionsPerOrigin`; past that, the least
+ * loaded takes it. A session is dropped from the set after a GOAWAY, an error or a close. Each
+ * session's memory cap is set on purpose (`maxSessionMemoryMb`): Node's default of 10 MB made a
+ * router with ~9,000 requests waiting for their 202 on one session reset its own streams.
  * `send` POSTs the encoded request-plane message and resolves at the 202 ack; the timeout
  * (`DYN_HTTP_REQUEST_TIMEOUT`) covers the ack only. Non-2xx answers map to typed errors:
  * 404 `EndpointNotFound`, 413 `MessageTooLarge`, other 4xx `BadStatus`, 5xx
@@ -36,6 +41,34 @@ export interface HttpRequestClientOptions {
   readonly inline?: HttpInlineHubShape | undefined
   /** The HTTP/2 session's receive window, in bytes (pure HTTP mode: paused streams keep theirs). */
   readonly sessionWindowSize?: number | undefined
+  /**
+   * Streams in flight on one session before another session to the same origin is opened
+   * (default `DEFAULT_SESSION_LIMITS.maxStreamsPerSession`). Never above what the worker's
+   * SETTINGS allow (its `maxConcurrentStreams`).
+   */
+  readonly maxStreamsPerSession?: number | undefined
+  /** Most sessions per origin (default `DEFAULT_SESSION_LIMITS.maxSessionsPerOrigin`). */
+  readonly maxSessionsPerOrigin?: number | undefined
+  /** Memory cap of each session, in MB (Node's `maxSessionMemory`; default `DEFAULT_SESSION_LIMITS.maxSessionMemoryMb`). */
+  readonly maxSessionMemoryMb?: number | undefined
+}
+
+/**
+ * The client's HTTP/2 session limits by default. 1,000 streams per session keep each session
+ * far below its memory cap (a request waiting for its 202 holds a few KB of it), and below the
+ * worker's `maxConcurrentStreams` (`H2_SESSION_LIMITS`); 16 sessions carry 16,000 streams in
+ * flight to one worker before sessions are shared beyond that; 64 MB per session.
+ */
+export const DEFAULT_SESSION_LIMITS = {
+  maxStreamsPerSession: 1_000,
+  maxSessionsPerOrigin: 16,
+  maxSessionMemoryMb: 64
+} as const
+
+/** One session of an origin's set, with its streams in flight. */
+interface Slot {
+  readonly session: http2.ClientHttp2Session
+  inFlight: number
 }
 
 interface Target {
@@ -60,9 +93,12 @@ const transportHeaders = (headers: Readonly<Record<string, string>>): Record<str
 /** Builds the client; closing the scope closes every session. */
 export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPlaneClient, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const sessions = new Map<string, http2.ClientHttp2Session>()
+    const sessions = new Map<string, Array<Slot>>()
     const targets = new Map<string, Target>()
     let closed = false
+    const perSession = Math.max(1, options.maxStreamsPerSession ?? DEFAULT_SESSION_LIMITS.maxStreamsPerSession)
+    const maxSessions = Math.max(1, options.maxSessionsPerOrigin ?? DEFAULT_SESSION_LIMITS.maxSessionsPerOrigin)
+    const sessionMemory = Math.max(1, options.maxSessionMemoryMb ?? DEFAULT_SESSION_LIMITS.maxSessionMemoryMb)
 
     const targetOf = (address: string): Target => {
       let t = targets.get(address)
@@ -75,17 +111,19 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
       return t
     }
 
-    const sessionFor = (origin: string): http2.ClientHttp2Session => {
-      const existing = sessions.get(origin)
-      if (existing !== undefined && !existing.closed && !existing.destroyed) return existing
+    const open = (origin: string, slots: Array<Slot>): Slot => {
       const url = new URL(origin)
       const session = http2.connect(origin, {
-        peerMaxConcurrentStreams: 1000,
+        peerMaxConcurrentStreams: perSession,
+        maxSessionMemory: sessionMemory,
         // TCP_NODELAY from the start: Nagle would add tens of ms per request.
         createConnection: () => net.connect({ host: url.hostname, port: Number(url.port || 80), noDelay: true })
       })
+      const slot: Slot = { session, inFlight: 0 }
       const forget = () => {
-        if (sessions.get(origin) === session) sessions.delete(origin)
+        const i = slots.indexOf(slot)
+        if (i >= 0) slots.splice(i, 1)
+        if (slots.length === 0 && sessions.get(origin) === slots) sessions.delete(origin)
       }
       const window = options.sessionWindowSize
       if (window !== undefined) {
@@ -100,14 +138,38 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
       session.on("goaway", forget)
       session.on("close", forget)
       session.on("error", forget)
-      sessions.set(origin, session)
-      return session
+      slots.push(slot)
+      return slot
+    }
+
+    /** The most streams a session may carry: ours, or fewer if the worker's SETTINGS say so. */
+    const capOf = (slot: Slot): number => {
+      const theirs = slot.session.remoteSettings?.maxConcurrentStreams
+      return theirs !== undefined && theirs > 0 && theirs < perSession ? theirs : perSession
+    }
+
+    // The first open session with room; else a new one while there are fewer than maxSessions;
+    // else the least loaded.
+    const slotFor = (origin: string): Slot => {
+      let slots = sessions.get(origin)
+      if (slots === undefined) {
+        slots = []
+        sessions.set(origin, slots)
+      }
+      let least: Slot | undefined
+      for (const slot of slots) {
+        if (slot.session.closed || slot.session.destroyed) continue
+        if (slot.inFlight < capOf(slot)) return slot
+        if (least === undefined || slot.inFlight < least.inFlight) least = slot
+      }
+      if (least === undefined || slots.length < maxSessions) return open(origin, slots)
+      return least
     }
 
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         closed = true
-        for (const s of sessions.values()) s.destroy()
+        for (const slots of sessions.values()) for (const slot of slots) slot.session.destroy()
         sessions.clear()
       })
     )
@@ -167,7 +229,8 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
       if (closed) {
         return failNow((new TransportConnectionError({ reason: "ConnectionClosed", transport: "http", target: address, detail: "client closed" })))
       }
-      const session = sessionFor(t.origin)
+      const slot = slotFor(t.origin)
+      const session = slot.session
       let done = false
       let stream: http2.ClientHttp2Stream | undefined
       const finish = (error: TransportError | EndpointNotFound | undefined) => {
@@ -229,6 +292,10 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
         return noop
       }
       const s = stream
+      slot.inFlight++
+      s.once("close", () => {
+        slot.inFlight--
+      })
       s.on("response", (headers) => {
         const status = Number(headers[":status"])
         if (inline !== undefined && status === 200) {

@@ -14,7 +14,8 @@
  * application/json`, or curl's default `application/x-www-form-urlencoded`: the request value
  * itself; the message gets a fresh id, the json codec, and the format the `Accept` header asks
  * for, or 406), is not answered 202: the exchange is kept in the `HttpInlineHub` by request id,
- * and the http response plane's writer answers it with the stream.
+ * and the http response plane's writer answers it with the stream. A request whose id already has a
+ * kept exchange is refused with 409 (it would take the other request's stream).
  *
  * It does not run handlers or write streams: it hands each decoded message to the registered
  * `RequestHandler`, and the response plane carries the stream.
@@ -33,6 +34,7 @@ import type { TransportType } from "../../Instance.ts"
 import { instanceSubject } from "../../RequestPlane.ts"
 import type { Admission, RequestHandler, RequestPlaneServer } from "../../RequestPlane.ts"
 import { advertisedHost, hostPort, listenOnce } from "../../internal/net.ts"
+import { recordError } from "../../observability/Metrics.ts"
 import { fromH1Response, fromH2Stream } from "./InlineExchange.ts"
 import { formatOfInfo, HTTP_INLINE, inlineInfo } from "./HttpInlineHub.ts"
 import type { HttpInlineHubShape, InlineExchange } from "./HttpInlineHub.ts"
@@ -53,6 +55,8 @@ export interface HttpRequestServerOptions {
   } | undefined
   /** The transport form to advertise for a served URL (default `{ http: url }`). */
   readonly advertise?: ((url: string) => TransportType) | undefined
+  /** Most connections at once, HTTP/1.1 and h2c (`DYN_HTTP_RPC_MAX_CONNECTIONS`); absent: no cap. */
+  readonly maxConnections?: number | undefined
 }
 
 /** Keeps the exchange open for the response plane, in `format`. */
@@ -64,20 +68,28 @@ const isPlainJson = (contentType: string | undefined): boolean => {
 }
 
 /**
- * HTTP/2 session limits of the request server. A router keeps one session per worker and resets
- * a stream for every cancellation (in the pure HTTP mode, every consumer that stops early), so
- * Node's reset-flood guard (a burst of 1,000 resets, then 33 a second) would close the session
- * and fail every call on it, cancelled or not. The guard stays on, far above what cancellations
- * reach (a burst of 100,000, then 10,000 a second): this port serves routers, not the internet
- * (docs/transports.md). Session memory is 64 MB rather than Node's 10 MB, for many streams in
- * flight.
+ * HTTP/2 session limits of the request server, each set on purpose (docs/transports.md, "Session
+ * limits"):
+ * - `streamResetBurst` / `streamResetRate`: a router resets a stream for every cancellation (in
+ *   the pure HTTP mode, every consumer that stops early), and Node's reset-flood guard (a burst of
+ *   1,000 resets, then 33 a second) closed the whole session at 1,000 cancellations, failing every
+ *   call on it, cancelled or not. The guard stays on, far above what cancellations reach (a burst
+ *   of 100,000, then 10,000 a second): this port serves routers, not the internet.
+ * - `maxSessionMemory`: 64 MB rather than Node's 10 MB, for many streams in flight on a session.
+ * - `settings.maxConcurrentStreams`: 8,192 streams per session (Node's default is unlimited). This
+ *   project's router opens another session at 1,000 (`HttpRequestClient.DEFAULT_SESSION_LIMITS`);
+ *   a router on one connection per worker (Dynamo's) waits on its side beyond 8,192, and no one
+ *   connection makes the worker hold more.
+ * - `maxSessionRejectedStreams`: 100 (Node's default, said here): a peer that keeps opening
+ *   streams the session must refuse (over its memory or stream limit) loses the session.
  */
 export const H2_SESSION_LIMITS: http2.ServerOptions = {
   streamResetBurst: 100_000,
   streamResetRate: 10_000,
-  maxSessionMemory: 64
+  maxSessionMemory: 64,
+  maxSessionRejectedStreams: 100,
+  settings: { maxConcurrentStreams: 8_192 }
 }
-
 
 const TRACE_HEADERS = ["traceparent", "tracestate", "x-request-id"] as const
 
@@ -125,9 +137,15 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       url: string,
       header: (name: string) => string | undefined,
       body: NodeJS.ReadableStream,
-      respond: (status: number, json?: Record<string, unknown>) => void,
+      reply: (status: number, json?: Record<string, unknown>) => void,
       keep: Keep
     ) => {
+      // Every refusal counts in transport_errors_total (role server): 503 and 404 as connection (the
+      // router's ServerUnavailable/Overloaded), any other 4xx as protocol.
+      const respond: typeof reply = (status, json) => {
+        if (status >= 400) recordError("http", status === 503 || status === 404 ? "connection" : "protocol", "server")
+        reply(status, json)
+      }
       const q = url.indexOf("?")
       const path = q < 0 ? url : url.slice(0, q)
       if (!path.startsWith(prefix)) return respond(404, { error: "not found", path })
@@ -223,6 +241,10 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
               endpoint: subject
             })
           }
+          // A request id already kept is refused: the second would take the first one's stream.
+          if (inline.hub.exchanges.has(decoded.control.id)) {
+            return respond(409, { error: `request id ${decoded.control.id} already has a response stream on this worker`, endpoint: subject })
+          }
           const refusal = refusalBody(served.admit, subject)
           if (refusal !== undefined) return respond(503, refusal)
           // No ack: the response itself, streamed by the response plane, is the answer.
@@ -274,7 +296,7 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
     h2.on("sessionError", () => {})
 
     // One port: the HTTP/2 preface goes to h2, anything else to HTTP/1.1.
-    const front = makeSniffingListener(h1, h2)
+    const front = makeSniffingListener(h1, h2, options.maxConnections)
 
     // Listening starts on first use, once (a failed listen is tried again); `start` gives the port.
     const start = yield* listenOnce(front.server, options.host, options.port, "http")

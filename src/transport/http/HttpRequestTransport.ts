@@ -35,7 +35,8 @@ export const layer: Layer.Layer<never, never, TransportRegistry | TransportConfi
       timeoutMs: config.httpRpc.requestTimeoutMs,
       maxMessageSize: config.tcpMaxMessageSize,
       inline: hub,
-      ...(pureHttp ? { sessionWindowSize: 32 * 1024 * 1024 } : {})
+      ...(pureHttp ? { sessionWindowSize: 32 * 1024 * 1024 } : {}),
+      ...config.httpClientSessions
     })
     const format = config.httpResponse.streamFormat
     const server = yield* HttpRequestServer.make({
@@ -43,6 +44,7 @@ export const layer: Layer.Layer<never, never, TransportRegistry | TransportConfi
       port: config.httpRpc.port,
       rootPath: config.httpRpc.rootPath,
       maxMessageSize: config.tcpMaxMessageSize,
+      maxConnections: config.connectionCaps.httpRpc,
       ...(pureHttp
         ? {
           inline: { hub, fallbackFormat: format },

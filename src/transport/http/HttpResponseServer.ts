@@ -9,7 +9,8 @@
  *   (`formatFromAccept`, falling back to the configured format). Answers: 200 and the stream;
  *   404 for an unknown subject (or a path outside the root, or a stream that timed out); 405
  *   for a method other than GET; 406 for an Accept it cannot serve; 409 for a subject that
- *   already has (or had) its client. Only the 200 uses up the subject.
+ *   already has (or had) its client. Only the 200 uses up the subject. Over HTTP/1.1 a refused
+ *   request's connection is closed after the answer.
  * - Each stream (`HttpResponseStream`) holds what is written before its client attaches (past
  *   `maxHeldBytes`, default 1 MiB, `whenWritable` says wait; past 16 x it is dropped with
  *   SendFailed), waits at most `timeoutMs` for its client (then StreamTimeout), reports a
@@ -56,6 +57,8 @@ export interface HttpResponseServerOptions {
   readonly maxHeldBytes?: number | undefined
   /** Idle time after which an SSE stream gets a heartbeat. Default 15 s. */
   readonly heartbeatMs?: number | undefined
+  /** Most connections at once (`DYN_HTTP_RESPONSE_MAX_CONNECTIONS`); absent: no cap. */
+  readonly maxConnections?: number | undefined
 }
 
 /** Where a client attaches: the seed's `TransportAddress::Http { url }`. */
@@ -140,6 +143,8 @@ export const make = (options: HttpResponseServerOptions): Effect.Effect<HttpResp
         accept: req.headers.accept,
         reply: (status, json, headers) => {
           const text = JSON.stringify(json)
+          // A refused GET (unknown, used or malformed subject) also closes its connection.
+          if (status >= 400) res.shouldKeepAlive = false
           res.writeHead(status, { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(text) })
           res.end(text)
         },
@@ -180,7 +185,7 @@ export const make = (options: HttpResponseServerOptions): Effect.Effect<HttpResp
     })
     h2.on("sessionError", () => {})
 
-    const front = makeSniffingListener(h1, h2)
+    const front = makeSniffingListener(h1, h2, options.maxConnections)
 
     // Listening starts on first use, once (a failed listen is tried again); `start` gives the port.
     const start = yield* listenOnce(front.server, options.host, options.port, "http")
@@ -237,7 +242,8 @@ export const layer: Layer.Layer<HttpResponseServer, never, TransportConfig> = La
       rootPath: config.httpResponse.rootPath,
       streamFormat: config.httpResponse.streamFormat,
       timeoutMs: config.httpResponse.timeoutMs,
-      maxMessageSize: config.tcpMaxMessageSize
+      maxMessageSize: config.tcpMaxMessageSize,
+      maxConnections: config.connectionCaps.httpResponse
     })
   })
 )

@@ -23,6 +23,7 @@ import { TransportRegistry } from "../../TransportRegistry.ts"
 import * as HttpInlineHub from "./HttpInlineHub.ts"
 import { makeInlineStream } from "./InlineStream.ts"
 import { makeInlineWriter } from "./InlineWriter.ts"
+import { InlineIdle } from "./InlineIdle.ts"
 
 /** The http response plane's capabilities: streaming on the request's persistent HTTP/2 session. */
 export const capabilities = (maxMessageSize: number): TransportCapabilities => ({
@@ -38,6 +39,11 @@ export interface HttpResponseTransportOptions {
   readonly maxMessageSize: number
   /** SSE heartbeat period while idle (default 15 s). */
   readonly heartbeatMs?: number | undefined
+  /**
+   * Router: a stream that receives nothing (no chunk, no PING answer on its session) for this long
+   * fails with TransportTimeoutError "StreamIdle" (`DYN_STREAM_IDLE_TIMEOUT_SECS`); 0 or absent: off.
+   */
+  readonly idleTimeoutMs?: number | undefined
   readonly priority?: number | undefined
 }
 
@@ -47,6 +53,7 @@ export const make = (hub: HttpInlineHub.HttpInlineHubShape, options: HttpRespons
   readonly client: ResponsePlaneClient
   readonly server: ResponsePlaneServer
 } => {
+  const idle = options.idleTimeoutMs !== undefined && options.idleTimeoutMs > 0 ? new InlineIdle(options.idleTimeoutMs) : undefined
   const server: ResponsePlaneServer = {
     transport: "http",
     open: (open) =>
@@ -57,6 +64,7 @@ export const make = (hub: HttpInlineHub.HttpInlineHubShape, options: HttpRespons
           format: options.format,
           sink: open.sink,
           maxMessageSize: options.maxMessageSize,
+          idle,
           onClose: () => {
             if (hub.pending.get(open.requestId) === stream) hub.pending.delete(open.requestId)
           }
@@ -107,7 +115,12 @@ export const layerWith = (
       const config = yield* TransportConfig
       const hub = yield* HttpInlineHub.HttpInlineHub
       yield* registry.registerResponse(
-        make(hub, { ...options, format: config.httpResponse.streamFormat, maxMessageSize: config.tcpMaxMessageSize })
+        make(hub, {
+          idleTimeoutMs: config.streamIdleTimeoutMs,
+          ...options,
+          format: config.httpResponse.streamFormat,
+          maxMessageSize: config.tcpMaxMessageSize
+        })
       )
     })
   ).pipe(Layer.provide(HttpInlineHub.layer))

@@ -12,20 +12,24 @@
  *   CANCEL): the worker sees its exchange close and interrupts the handler;
  * - `pause`/`resume` pause the HTTP/2 stream: it is not read, its window is not reopened, and the
  *   worker's writes wait for it.
+ * - With `idle` (`DYN_STREAM_IDLE_TIMEOUT_SECS`), an attached stream is watched by the server's
+ *   `InlineIdle` sweep (every chunk marks it active; its session's PING acks count too): quiet for
+ *   the timeout, it fails with TransportTimeoutError "StreamIdle" and is reset (CANCEL).
  *
- * What it does not do: send the request (HttpRequestClient.ts) or time out the worker (the
- * request's ack timeout covers the wait for the 200).
+ * What it does not do: send the request (HttpRequestClient.ts) or time out the wait for the 200
+ * (the request's ack timeout covers it).
  */
 import * as http2 from "node:http2"
 import type { ConnectionInfo } from "../../ConnectionInfo.ts"
 import { makeStreamDecoder } from "../../protocol/HttpStreamFormat.ts"
 import type { StreamEvent, StreamFormat } from "../../protocol/HttpStreamFormat.ts"
 import type { PendingStream, ResponseSink } from "../../ResponsePlane.ts"
-import { HandlerError, TransportConnectionError } from "../../TransportError.ts"
+import { HandlerError, TransportConnectionError, TransportTimeoutError } from "../../TransportError.ts"
 import type { TransportError } from "../../TransportError.ts"
 import { toTransportProtocolError } from "../../internal/protocolError.ts"
 import { HTTP_INLINE, inlineInfo } from "./HttpInlineHub.ts"
 import type { InlinePending } from "./HttpInlineHub.ts"
+import type { InlineIdle, InlineWatched } from "./InlineIdle.ts"
 
 const { NGHTTP2_CANCEL } = http2.constants
 
@@ -38,6 +42,8 @@ export interface InlineStreamOptions {
   readonly maxMessageSize: number
   /** Called once when the stream is closed (removes it from the hub). */
   readonly onClose: () => void
+  /** The server's inactivity sweep; absent: no idle timeout. */
+  readonly idle?: InlineIdle | undefined
 }
 
 /** One inline stream: the PendingStream the router holds, and the hub entry the request client attaches. */
@@ -48,15 +54,21 @@ export const makeInlineStream = (options: InlineStreamOptions): PendingStream & 
   let closed = false
   let paused = false
   let stream: http2.ClientHttp2Stream | undefined
+  let watched: InlineWatched | undefined
 
+  const unwatch = () => {
+    if (watched !== undefined) options.idle?.unwatch(watched)
+  }
   const end = () => {
     if (finished) return
     finished = true
+    unwatch()
     sink.onEnd()
   }
   const fail = (error: TransportError | HandlerError) => {
     if (finished) return
     finished = true
+    unwatch()
     sink.onError(error)
   }
   const reset = () => {
@@ -66,6 +78,7 @@ export const makeInlineStream = (options: InlineStreamOptions): PendingStream & 
   const cancel = () => {
     if (finished) return
     finished = true
+    unwatch()
     reset()
   }
 
@@ -93,8 +106,30 @@ export const makeInlineStream = (options: InlineStreamOptions): PendingStream & 
           )
       }
     }
+    const idle = options.idle
+    const session = s.session
+    const w: InlineWatched | undefined = idle === undefined || session === undefined ? undefined : {
+      active: true,
+      seenAt: 0,
+      session,
+      isPaused: () => paused,
+      onIdle: (silentMs, idleMs) => {
+        fail(
+          new TransportTimeoutError({
+            reason: "StreamIdle",
+            transport: "http",
+            target: address,
+            detail: `request ${requestId} received nothing (no item, no heartbeat, no PING answer) from the worker for ${
+              Math.round(silentMs / 100) / 10
+            } s; the idle timeout is ${Math.round(idleMs / 100) / 10} s (DYN_STREAM_IDLE_TIMEOUT_SECS)`
+          })
+        )
+        reset()
+      }
+    }
     s.on("data", (chunk: Buffer) => {
       if (finished) return
+      if (w !== undefined) w.active = true
       const error = decoder.decode(chunk, onEvent)
       if (error !== undefined && !finished) {
         fail(toTransportProtocolError(error, "http", address))
@@ -113,6 +148,10 @@ export const makeInlineStream = (options: InlineStreamOptions): PendingStream & 
       if (!finished) fail(endedEarly(`HTTP/2 stream closed (code ${s.rstCode ?? "none"}) before the end of the stream`))
     })
     if (paused) s.pause()
+    if (w !== undefined) {
+      watched = w
+      idle!.watch(w)
+    }
   }
 
   return {

@@ -2,7 +2,7 @@
  * One TCP port for both HTTP versions: each new connection is sniffed for the HTTP/2
  * connection preface (h2c with prior knowledge) and handed to the given `node:http2` server,
  * anything else to the given `node:http` server. A connection that sends nothing within
- * `SNIFF_TIMEOUT_MS` is closed, not held forever.
+ * `SNIFF_TIMEOUT_MS` is closed, not held forever; one beyond `maxConnections` open ones is closed at once.
  *
  * It does not listen (the caller passes `server` to `internal/net.listen`), route requests, or
  * know any transport: the two node servers it feeds do that.
@@ -24,10 +24,14 @@ export interface SniffingListener {
   readonly close: () => void
 }
 
-/** A front server handing each connection to `h1` or `h2` by its first bytes. */
-export const makeSniffingListener = (h1: http.Server, h2: http2.Http2Server): SniffingListener => {
+/**
+ * A front server handing each connection to `h1` or `h2` by its first bytes. With `maxConnections`,
+ * a connection beyond that many open ones is destroyed at once (the port's connection cap).
+ */
+export const makeSniffingListener = (h1: http.Server, h2: http2.Http2Server, maxConnections?: number): SniffingListener => {
   const sockets = new Set<net.Socket>()
   const server = net.createServer({ noDelay: true }, (socket) => {
+    if (maxConnections !== undefined && sockets.size >= maxConnections) return void socket.destroy()
     sockets.add(socket)
     socket.once("close", () => sockets.delete(socket))
     socket.on("error", () => {})

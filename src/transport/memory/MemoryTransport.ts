@@ -21,6 +21,7 @@ import type { PendingStream, ResponsePlaneClient, ResponsePlaneServer, ResponseS
 import type { TransportCapabilities } from "../../Transport.ts"
 import { EndpointNotFound, HandlerError, TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../TransportError.ts"
 import type { TransportError } from "../../TransportError.ts"
+import { recordError } from "../../observability/Metrics.ts"
 import { TransportConfig } from "../../TransportConfig.ts"
 import { TransportRegistry } from "../../TransportRegistry.ts"
 import { Waiters } from "../../internal/Waiters.ts"
@@ -135,6 +136,7 @@ const carryItems = (
 const refusal = (served: MemoryServed, target: RequestTarget): TransportConnectionError | undefined => {
   const refused = served.admit?.()
   if (refused === undefined) return undefined
+  recordError("memory", "connection", "server")
   return new TransportConnectionError({
     reason: refused.refuse === "overloaded" ? "Overloaded" : "ServerUnavailable",
     transport: "memory",

@@ -29,6 +29,7 @@ import { overloadedAck, unavailableAck } from "../../protocol/TcpAck.ts"
 import { instanceSubject } from "../../RequestPlane.ts"
 import type { Admission, RequestHandler, RequestHeaders, RequestPlaneServer } from "../../RequestPlane.ts"
 import { TransportConnectionError } from "../../TransportError.ts"
+import { recordError } from "../../observability/Metrics.ts"
 import type { NatsConnectionHandle } from "./NatsConnection.ts"
 
 /** Options of the server. */
@@ -82,12 +83,14 @@ export const serveMessage = (
   const decoded = decodeRequestMessage(msg.data, { maxMessageSize })
   if (decoded instanceof ProtocolParseError) {
     const text = badMessageText(decoded.detail)
+    recordError("nats", "protocol", "server")
     msg.respond(encoder.encode(text))
     return text
   }
   const refused = admit?.()
   if (refused !== undefined) {
     const text = refused.refuse === "overloaded" ? overloadedAck(refused.detail) : unavailableAck(refused.detail)
+    recordError("nats", "connection", "server")
     msg.respond(encoder.encode(text))
     return text
   }
@@ -113,14 +116,19 @@ export const make = (options: NatsRequestServerOptions): Effect.Effect<RequestPl
     const subscribe = (nc: NatsConnection, subject: string, handler: RequestHandler, admit: Admission | undefined) =>
       nc.subscribe(subject, {
         callback: (error, msg) => {
-          if (error !== null) return warn("NATS subscription error", { subject, error: error.message })
+          if (error !== null) {
+            recordError("nats", "connection", "server")
+            return warn("NATS subscription error", { subject, error: error.message })
+          }
           if (msg.reply === undefined || msg.reply === "") {
+            recordError("nats", "protocol", "server")
             return warn("dropped a NATS message without a reply subject: it cannot be acked", { subject })
           }
           try {
             serveMessage(msg, handler, admit, options.maxMessageSize)
           } catch (cause) {
             // respond() throws only when the connection is closed or the reply is too large.
+            recordError("nats", "connection", "server")
             warn("could not answer a NATS request", { subject, error: cause instanceof Error ? cause.message : String(cause) })
           }
         }

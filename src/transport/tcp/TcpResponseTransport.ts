@@ -32,6 +32,7 @@ import * as ConnectionPool from "./worker/pool/ConnectionPool.ts"
 import * as CallHomeClient from "./worker/CallHomeClient.ts"
 import * as CallHomeServer from "./router/CallHomeServer.ts"
 import * as FullModeHub from "./full/FullModeHub.ts"
+import { tcpTlsOf } from "../../internal/Tls.ts"
 
 /** The default registration priority of the TCP response transport. */
 export const DEFAULT_PRIORITY = 10
@@ -88,7 +89,9 @@ export const make = (
   hub: FullModeHub.FullModeHubShape = FullModeHub.makeHub()
 ): Effect.Effect<TcpResponseTransport, never, Scope.Scope> =>
   Effect.gen(function*() {
+    const tls = tcpTlsOf(settings.tcpTls)
     const server = yield* CallHomeServer.make({
+      tls: tls.server,
       streams: hub.streams,
       host: settings.tcpResponse.host,
       port: settings.tcpResponse.port,
@@ -97,10 +100,13 @@ export const make = (
       maxMessageSize: settings.tcpMaxMessageSize,
       mux: settings.tcpPool.enabled,
       muxKeepaliveMs: settings.tcpPool.keepaliveMs,
+      idleTimeoutMs: settings.streamIdleTimeoutMs,
+      maxConnections: settings.connectionCaps.tcpResponse,
       ...options.server
     })
     const { maxMessageSize: _, ...pool } = ConnectionPool.optionsFromSettings(settings)
     const callHome = yield* CallHomeClient.make({
+      tls: tls.client,
       ...options.client,
       maxMessageSize: settings.tcpMaxMessageSize,
       pool: { ...pool, ...options.client?.pool }

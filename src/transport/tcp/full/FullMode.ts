@@ -21,6 +21,8 @@ import { DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW } from "../../../proto
 import { TransportConfig } from "../../../TransportConfig.ts"
 import type { TransportSettings } from "../../../TransportConfig.ts"
 import { makeDebugLog } from "../../../internal/debugLog.ts"
+import { tcpTlsOf } from "../../../internal/Tls.ts"
+import type { ClientTls } from "../../../internal/Tls.ts"
 import type { FullModeAcceptor, FullModeSender } from "../request/FullModeHooks.ts"
 import { DEFAULT_LINGER_MS } from "../worker/pool/PoolOptions.ts"
 import { makeAcceptor } from "./Acceptor.ts"
@@ -62,6 +64,8 @@ export interface FullModeOptions {
   readonly connectionWindow?: number | undefined
   /** Worker: how long a graceful close waits for the router's close (default 2 s). */
   readonly lingerMs?: number | undefined
+  /** Router: TLS of its dials (`DYN_TCP_TLS_CA_CERT_PATH`); the worker's TLS is its TCP request server's. */
+  readonly tls?: ClientTls | undefined
 }
 
 /** The full mode built by `make`: the service's shape plus both sides' handles (tests, drills). */
@@ -81,7 +85,8 @@ export const optionsFromSettings = (settings: TransportSettings): FullModeOption
   ackTimeoutMs: settings.tcpRequest.ackTimeoutMs,
   maxStreamsPerConnection: settings.tcpRequest.channelBuffer,
   maxConnectionsPerTarget: settings.tcpRequest.poolSize,
-  idleTimeoutMs: settings.tcpRequest.connectionTimeoutMs
+  idleTimeoutMs: settings.tcpRequest.connectionTimeoutMs,
+  tls: tcpTlsOf(settings.tcpTls).client
 })
 
 /** Builds both sides over `hub`; see the module comment. */
@@ -103,7 +108,8 @@ export const make = (options: FullModeOptions, hub: FullModeHub.FullModeHubShape
       connectionWindow,
       streams: hub.streams,
       run: (effect) => runFork(effect),
-      logDebug: log.now
+      logDebug: log.now,
+      tls: options.tls
     })
     const acceptor = makeAcceptor({
       maxMessageSize: options.maxMessageSize,

@@ -29,7 +29,9 @@
  * `CallHomeStream`). Nothing runs per frame but synchronous code; every frame queued in one tick
  * leaves in one write.
  */
-import * as net from "node:net"
+import type * as net from "node:net"
+import { connect, readyEvent, tlsHandshakeError } from "../../../internal/Tls.ts"
+import type { ClientTls } from "../../../internal/Tls.ts"
 import { encodeHello } from "../../../protocol/FullModeHello.ts"
 import {
   decodeConnectionAck,
@@ -80,6 +82,8 @@ export interface RouterConnectionOptions {
   /** Runs item pumps. */
   readonly run: RunFork
   readonly logDebug: LogDebug
+  /** TLS of the dial (`DYN_TCP_TLS_CA_CERT_PATH`): connected means handshake done; plaintext when absent. */
+  readonly tls?: ClientTls | undefined
 }
 
 /** What a connection tells its target. */
@@ -121,7 +125,7 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
 
   /** Dials `options.address`, writes the hello, and reads the answer. */
   static dial(options: RouterConnectionOptions, events: RouterConnectionEvents): RouterConnection {
-    return new RouterConnection(net.connect({ host: options.host, port: options.port, noDelay: true }), options, events)
+    return new RouterConnection(connect({ host: options.host, port: options.port, tls: options.tls }), options, events)
   }
 
   private constructor(socket: net.Socket, options: RouterConnectionOptions, events: RouterConnectionEvents) {
@@ -142,7 +146,7 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
     this.connectDeadline = new ConnectDeadline(options.connectTimeoutMs, options.address, () => this.phase === HELLO && !this.closed, (error) => this.destroy(error))
     this.acks = new AckDeadlines(options.ackTimeoutMs, () => this.closed, (req) => this.timedOut(req))
     socket.write(encodeHello())
-    socket.once("connect", () => {
+    socket.once(readyEvent(socket), () => {
       this.connected = true
       // The hello leaves now: the answer's wait starts here. A router busy for longer than the
       // timeout right after dialling (submitting thousands of requests in one synchronous
@@ -294,7 +298,7 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
     this.heartbeat?.stop()
     this.window.clear()
     this.drainWaiters.wake()
-    const error = closeError(cause, this.remote, this.connected, opened, this.peerReason)
+    const error = tlsHandshakeError(this.socket, this.remote, cause) ?? closeError(cause, this.remote, this.connected, opened, this.peerReason)
     const pending = [...this.requests.values()]
     this.requests.clear()
     for (const req of pending) {

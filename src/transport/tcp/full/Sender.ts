@@ -45,6 +45,7 @@ import type { AckError } from "./FullRequest.ts"
 import type { RunFork } from "./ItemPump.ts"
 import { RouterConnection } from "./RouterConnection.ts"
 import type { RouterConnectionEvents, RouterConnectionOptions } from "./RouterConnection.ts"
+import type { ClientTls } from "../../../internal/Tls.ts"
 
 /** First delay after a failed connect. */
 export const BACKOFF_BASE_MS = 50
@@ -74,6 +75,8 @@ export interface SenderOptions {
   /** Runs the item pumps of streamed requests (default: `Effect.runFork`). */
   readonly run?: RunFork | undefined
   readonly logDebug?: LogDebug | undefined
+  /** TLS of every dial (`DYN_TCP_TLS_CA_CERT_PATH`); plaintext when absent. */
+  readonly tls?: ClientTls | undefined
 }
 
 /** The sender, plus what its owner and tests need. */
@@ -234,7 +237,8 @@ export const makeSender = (options: SenderOptions): Sender => {
               streamWindow: options.streamWindow,
               connectionWindow: options.connectionWindow,
               run,
-              logDebug
+              logDebug,
+              tls: options.tls
             },
             options
           )

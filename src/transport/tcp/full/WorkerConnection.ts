@@ -37,6 +37,7 @@ import type { RequestMessage } from "../../../RequestPlane.ts"
 import type { ResponseWriter } from "../../../ResponsePlane.ts"
 import { TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../../TransportError.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
+import { recordError } from "../../../observability/Metrics.ts"
 import { DRAINING_DETAIL, unknownEndpointText } from "../request/DynamoConnection.ts"
 import type { TcpEndpointTable } from "../request/FullModeHooks.ts"
 import { owedCredit, ReceiveCredit } from "../router/ReceiveCredit.ts"
@@ -251,10 +252,12 @@ export class WorkerConnection extends MuxConnection {
 
   /** Refuses a request before it starts: its Error frame, nothing more of that stream. */
   private refuse(streamId: Uint8Array, text: string): void {
+    recordError("tcp", text.includes("bad request message") ? "protocol" : "connection", "server")
     this.pushControl(encodeErrorFrame(streamId, text))
   }
 
   private protocolError(detail: string): void {
+    recordError("tcp", "protocol", "server")
     this.protocolFailure(new TransportProtocolError({ reason: "UnexpectedMessage", transport: "tcp", target: this.address, detail }))
   }
 
@@ -285,6 +288,7 @@ export class WorkerConnection extends MuxConnection {
       byIdle ? `the connection timeout of ${idle} ms` : `two heartbeat intervals of ${interval} ms`
     })`
     this.pushControl(encodeErrorFrame(NIL_STREAM_ID, `${byIdle ? "idle timeout" : "missed heartbeats"}: ${detail}`))
+    recordError("tcp", "timeout", "server")
     this.destroy(new TransportTimeoutError({ reason: "HeartbeatTimeout", transport: "tcp", target: this.address, detail }))
   }
 

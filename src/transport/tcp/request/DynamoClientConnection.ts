@@ -16,10 +16,16 @@
  *   or `ConnectTimeout` before it connected, `ConnectionClosed` after; an ack that breaks the framing
  *   or that no request awaits closes it with a `TransportProtocolError`. Nothing waits forever.
  *
+ * With `tls` (`DYN_TCP_TLS_CA_CERT_PATH`) it connects with TLS (internal/Tls.ts): it counts as
+ * connected once the handshake completed, within the same connect timeout, and a failed handshake
+ * is TransportConnectionError "TlsHandshakeFailed" naming the worker.
+ *
  * What it does not do: choose connections, open more of them or back off (DynamoRequestClient.ts),
  * or encode requests.
  */
-import * as net from "node:net"
+import type * as net from "node:net"
+import { connect, readyEvent, tlsHandshakeError } from "../../../internal/Tls.ts"
+import type { ClientTls } from "../../../internal/Tls.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import { WriteBatcher } from "../../../internal/WriteBatcher.ts"
 import { classifyAck, makeTcpAckDecoder } from "../../../protocol/TcpAck.ts"
@@ -50,6 +56,8 @@ export interface ClientConnectionOptions {
   readonly connectTimeoutMs: number
   readonly ackTimeoutMs: number
   readonly maxMessageSize: number
+  /** TLS, verifying the worker (`DYN_TCP_TLS_CA_CERT_PATH`); plaintext when absent. */
+  readonly tls?: ClientTls | undefined
 }
 
 /** What a connection tells its pool. */
@@ -110,7 +118,7 @@ export class DynamoClientConnection {
     this.options = options
     this.events = events
     this.decoder = makeTcpAckDecoder({ maxMessageSize: options.maxMessageSize })
-    const socket = net.connect({ host: options.host, port: options.port, noDelay: true })
+    const socket = connect({ host: options.host, port: options.port, tls: options.tls })
     this.socket = socket
     this.batcher = new WriteBatcher((chunk) => {
       if (!socket.destroyed) socket.write(chunk)
@@ -124,7 +132,7 @@ export class DynamoClientConnection {
       })
       socket.destroy()
     }, options.connectTimeoutMs)
-    socket.once("connect", this.onConnected)
+    socket.once(readyEvent(socket), this.onConnected)
     socket.on("data", this.onData)
     socket.on("error", (cause) => {
       this.lastSocketError = cause
@@ -241,7 +249,7 @@ export class DynamoClientConnection {
       error = this.failure
       if (wasConnecting) connectFailure = error
     } else if (wasConnecting) {
-      connectFailure = new TransportConnectionError({
+      connectFailure = tlsHandshakeError(this.socket, this.options.hostPort, cause) ?? new TransportConnectionError({
         reason: "ConnectFailed",
         transport: "tcp",
         target: this.options.hostPort,

@@ -26,6 +26,8 @@ import { ProtocolParseError } from "../../../protocol/ProtocolError.ts"
 import { decodeRequestMessage } from "../../../protocol/RequestMessage.ts"
 import { ACCEPTED_ACK, encodeTcpAck, overloadedAck, unavailableAck } from "../../../protocol/TcpAck.ts"
 import { makeTcpRequestDecoder } from "../../../protocol/TcpRequestFrame.ts"
+import { recordError } from "../../../observability/Metrics.ts"
+import type { ErrorType } from "../../../observability/Metrics.ts"
 import type { TcpRequestDecoder } from "../../../protocol/TcpRequestFrame.ts"
 import type { RequestHeaders } from "../../../RequestPlane.ts"
 import { WriteBatcher } from "../../../internal/WriteBatcher.ts"
@@ -104,7 +106,8 @@ export class DynamoConnection {
     }
   }
 
-  private reject(text: string): void {
+  private reject(text: string, type: ErrorType = "connection"): void {
+    recordError("tcp", type, "server")
     this.batcher.push(encodeTcpAck(text))
   }
 
@@ -115,7 +118,7 @@ export class DynamoConnection {
     const endpoint = endpoints.lookup(path)
     if (endpoint === undefined) return this.reject(unknownEndpointText(path))
     const decoded = decodeRequestMessage(payload, { maxMessageSize: this.options.maxMessageSize })
-    if (decoded instanceof ProtocolParseError) return this.reject(unavailableAck(`bad request message: ${decoded.detail}`))
+    if (decoded instanceof ProtocolParseError) return this.reject(unavailableAck(`bad request message: ${decoded.detail}`), "protocol")
     // Admission reserves a slot for the handler: ask last, right before the ack.
     const refusal = endpoint.admit?.()
     if (refusal !== undefined) {
@@ -132,7 +135,7 @@ export class DynamoConnection {
 
   private fail(error: ProtocolParseError): void {
     this.closing = true
-    this.reject(unavailableAck(`closing the connection: ${error.detail}`))
+    this.reject(unavailableAck(`closing the connection: ${error.detail}`), "protocol")
     this.batcher.flush()
     this.socket.end()
     this.options.onProtocolError(error)

@@ -36,6 +36,7 @@ import type { EndpointNotFound, TransportError } from "../../../TransportError.t
 import { DynamoClientConnection } from "./DynamoClientConnection.ts"
 import type { ClientConnectionEvents, PendingAck } from "./DynamoClientConnection.ts"
 import { sendFromCallback } from "../../../internal/sendFromCallback.ts"
+import type { ClientTls } from "../../../internal/Tls.ts"
 
 /** Options of the client. */
 export interface DynamoRequestClientOptions {
@@ -49,6 +50,8 @@ export interface DynamoRequestClientOptions {
   readonly channelBuffer: number
   /** Frames larger than this are refused before they are sent (`DYN_TCP_MAX_MESSAGE_SIZE`). */
   readonly maxMessageSize: number
+  /** TLS of every connection (`DYN_TCP_TLS_CA_CERT_PATH`, internal/Tls.ts); plaintext when absent. */
+  readonly tls?: ClientTls | undefined
 }
 
 /** The client, with what tests read. */
@@ -307,7 +310,8 @@ class HostPool implements ClientConnectionEvents {
         hostPort: this.route.hostPort,
         connectTimeoutMs: this.options.connectTimeoutMs,
         ackTimeoutMs: this.options.ackTimeoutMs,
-        maxMessageSize: this.options.maxMessageSize
+        maxMessageSize: this.options.maxMessageSize,
+        tls: this.options.tls
       },
       this
     )

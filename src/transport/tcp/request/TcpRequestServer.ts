@@ -20,13 +20,16 @@
  * - drops a Dynamo-framed connection silent for longer than `connectionTimeoutMs` (and one that
  *   never says which framing it speaks), with a log line; a full-mode connection's liveness is the
  *   full mode's (heartbeats);
+ * - with `tls` (`DYN_TCP_TLS_CERT_PATH`/`_KEY_PATH`) listens as a `tls.Server`: everything above
+ *   happens on the decrypted socket once its handshake completed (the two-byte sniff included); a
+ *   failed handshake (a plaintext or untrusting router) closes that connection only, with a log line;
  * - on scope close: refuses new requests ("unavailable", the table's `draining`), stops accepting,
  *   closes every connection (full-mode ones too) and the listener, waiting at most 2 s.
  *
  * What it does not do: decode requests itself (DynamoConnection.ts), speak the full mode
  * (`../full/`), run handlers, or carry responses.
  */
-import * as net from "node:net"
+import type * as net from "node:net"
 import { Effect } from "effect"
 import type { Scope } from "effect"
 import type { TransportType } from "../../../Instance.ts"
@@ -37,6 +40,9 @@ import { encodeTcpAck, unavailableAck } from "../../../protocol/TcpAck.ts"
 import type { RequestPlaneServer } from "../../../RequestPlane.ts"
 import type { TransportCapabilities } from "../../../Transport.ts"
 import { advertisedHost, hostPort, listenOnce } from "../../../internal/net.ts"
+import { recordError } from "../../../observability/Metrics.ts"
+import { createServer } from "../../../internal/Tls.ts"
+import type { ServerTls } from "../../../internal/Tls.ts"
 import { DynamoConnection } from "./DynamoConnection.ts"
 import { TCP_MUX_METADATA_KEY } from "./FullModeHooks.ts"
 import type { FullModeAcceptor, ServedTcpEndpoint, TcpEndpointTable } from "./FullModeHooks.ts"
@@ -56,6 +62,8 @@ export interface TcpRequestServerOptions {
   readonly fullMode?: FullModeAcceptor | undefined
   /** With a full mode: advertise the unified form with `{"tcp_mux": "1"}` (default true). */
   readonly advertiseFullMode?: boolean | undefined
+  /** TLS on the port, both framings (`DYN_TCP_TLS_CERT_PATH`/`_KEY_PATH`); undefined: plaintext. */
+  readonly tls?: ServerTls | undefined
 }
 
 /** The server: a `RequestPlaneServer`, plus what tests and the layer read. */
@@ -136,6 +144,7 @@ export const make = (options: TcpRequestServerOptions): Effect.Effect<TcpRequest
       // Answered in the connection's own framing, then closed (the idle timeout bounds a peer that never closes).
       const refuse = (reason: string, full: boolean, status: HelloStatus = HelloStatus.Refused) => {
         log("warn", "refused a TCP request connection", { remote, reason, framing: full ? "full mode" : "dynamo" })
+        recordError("tcp", "connection", "server")
         socket.end(full ? encodeHelloAnswer(status, reason) : encodeTcpAck(unavailableAck(reason)))
       }
 
@@ -174,7 +183,8 @@ export const make = (options: TcpRequestServerOptions): Effect.Effect<TcpRequest
       socket.on("data", onData)
     }
 
-    const server = net.createServer({ noDelay: true }, accept)
+    const server = createServer(options.tls, accept, (error, remote) =>
+      log("warn", "refused a TCP request connection: TLS handshake failed", { remote, error: error.message }))
     server.on("error", ignore)
     const start = yield* listenOnce(server, options.host, options.port, "tcp")
     const host = advertisedHost(options.host, options.advertiseHost)

@@ -29,6 +29,7 @@ import { speaksFullMode } from "./FullModeHooks.ts"
 import type { FullModeAcceptor, FullModeSender } from "./FullModeHooks.ts"
 import * as TcpRequestServer from "./TcpRequestServer.ts"
 import { sendFromCallback } from "../../../internal/sendFromCallback.ts"
+import { tcpTlsOf } from "../../../internal/Tls.ts"
 
 /** The default registration priority of the TCP request plane. */
 export const DEFAULT_PRIORITY = 10
@@ -74,7 +75,9 @@ export const make = (
   Effect.gen(function*() {
     const t = settings.tcpRequest
     const useFullMode = fullMode !== undefined && t.fullMode
+    const tls = tcpTlsOf(settings.tcpTls)
     const server = yield* TcpRequestServer.make({
+      tls: tls.server,
       host: t.host,
       port: t.port,
       advertiseHost: t.advertiseHost,
@@ -89,7 +92,8 @@ export const make = (
       connectTimeoutMs: t.connectTimeoutMs,
       poolSize: t.poolSize,
       channelBuffer: t.channelBuffer,
-      maxMessageSize: settings.tcpMaxMessageSize
+      maxMessageSize: settings.tcpMaxMessageSize,
+      tls: tls.client
     })
     let client: RequestPlaneClient = dynamo
     if (useFullMode) {

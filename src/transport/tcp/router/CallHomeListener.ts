@@ -6,12 +6,17 @@
  * - `ensureListening` starts the listener on first use and yields the advertised "host:port";
  *   concurrent first calls share one listen, a failed listen ("ListenFailed") is retried by the
  *   next call, and interrupting one caller never cancels the shared listen.
- * - Every accepted socket gets TCP_NODELAY and a bound on its handshake (`handshakeTimeoutMs`).
+ * - At most `maxConnections` accepted sockets at once: one beyond is destroyed at once.
+ * - Every accepted socket gets TCP_NODELAY and a bound on its handshake (`handshakeTimeoutMs`), and
+ *   its first frame may be at most `MAX_HANDSHAKE_FRAME_SIZE` (64 KiB).
  *   Its first TwoPartCodec frame, decoded synchronously in the 'data' handler, is read with
  *   `readCallHomeHandshake`; the decoder stops right after it and the bytes that followed go to
  *   the route with the socket: `routes.oneShot` for `{"subject", "stream_type": "response"}`,
  *   `routes.mux` for a response mux v1 handshake (only when `acceptMux`). A bad first frame, a
  *   missing handshake, or a route's refusal destroys that socket only, logged at debug.
+ * - With `tls` (`DYN_TCP_TLS_CERT_PATH`/`_KEY_PATH`) the listener is a `tls.Server`: a socket
+ *   reaches the above once its handshake completed, decrypted; a failed handshake (a plaintext or
+ *   untrusting worker) closes that socket only, logged at debug.
  * - `shutdown` refuses further listens, runs `onShutdown`, destroys every accepted socket and
  *   closes the listener (waiting at most 2 s).
  *
@@ -25,6 +30,9 @@ import type { MuxHandshake } from "../../../protocol/MuxHandshake.ts"
 import { makeDecoder } from "../../../protocol/TwoPartCodec.ts"
 import { advertisedHost, hostPort } from "../../../internal/net.ts"
 import { TransportConnectionError } from "../../../TransportError.ts"
+import { recordError } from "../../../observability/Metrics.ts"
+import { createServer } from "../../../internal/Tls.ts"
+import type { ServerTls } from "../../../internal/Tls.ts"
 import type { LogDebug } from "./StreamLink.ts"
 
 /**
@@ -51,7 +59,17 @@ export interface CallHomeListenerOptions {
   /** Runs at the start of `shutdown`, after further listens are refused. */
   readonly onShutdown: () => void
   readonly logDebug: LogDebug
+  /** TLS (`DYN_TCP_TLS_CERT_PATH`/`_KEY_PATH`): sockets reach the routes decrypted; undefined: plaintext. */
+  readonly tls?: ServerTls | undefined
+  /** Most accepted sockets at once (`DYN_TCP_RESPONSE_MAX_CONNECTIONS`); one beyond is destroyed at once. Absent: no cap. */
+  readonly maxConnections?: number | undefined
 }
+
+/**
+ * Largest first frame an accepted socket may send (64 KiB): a handshake is a few hundred bytes, and
+ * a peer that has not said who it is gets no buffer of `maxMessageSize` (32 MiB) on a 24-byte claim.
+ */
+export const MAX_HANDSHAKE_FRAME_SIZE = 64 * 1024
 
 /** A lazily started call-home listener; see the module comment. */
 export interface CallHomeListener {
@@ -78,19 +96,25 @@ export const makeListener = (options: CallHomeListenerOptions): CallHomeListener
   let shutDown = false
 
   const accept = (socket: net.Socket) => {
+    if (options.maxConnections !== undefined && sockets.size >= options.maxConnections) {
+      logDebug("refused call-home connection", { remote: socket.remoteAddress, reason: `too many connections (max ${options.maxConnections})` })
+      socket.destroy()
+      return
+    }
     sockets.add(socket)
     socket.once("close", () => sockets.delete(socket))
     socket.on("error", ignore) // the driver records errors once it has the socket
     socket.setNoDelay(true)
     const remote = hostPort(socket.remoteAddress ?? "?", socket.remotePort ?? 0)
-    const decoder = makeDecoder({ maxMessageSize: options.maxMessageSize })
+    const decoder = makeDecoder({ maxMessageSize: Math.min(options.maxMessageSize, MAX_HANDSHAKE_FRAME_SIZE) })
     let first: ReturnType<typeof readCallHomeHandshake> | undefined
 
-    const refuse = (why: string) => {
+    const refuse = (why: string, type: "timeout" | "protocol" = "protocol") => {
+      recordError("tcp", type, "client")
       logDebug("refused call-home connection", { remote, reason: why })
       socket.destroy()
     }
-    const onTimeout = () => refuse(`no handshake within ${options.handshakeTimeoutMs} ms`)
+    const onTimeout = () => refuse(`no handshake within ${options.handshakeTimeoutMs} ms`, "timeout")
     const onFrame = (header: Uint8Array, body: Uint8Array) => {
       first = readCallHomeHandshake(header, body, options.acceptMux)
       decoder.stop() // the bytes after the handshake belong to the route
@@ -132,7 +156,7 @@ export const makeListener = (options: CallHomeListenerOptions): CallHomeListener
     }
     const waiters = [resume]
     starting = waiters
-    const srv = net.createServer({ noDelay: true }, accept)
+    const srv = createServer(options.tls, accept, (error, remote) => logDebug("refused call-home connection: TLS handshake failed", { remote, error: error.message }))
     server = srv
     const onError = (cause: Error) => {
       srv.off("listening", onListening)

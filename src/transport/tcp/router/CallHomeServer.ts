@@ -19,13 +19,19 @@
  *   after `close()`; "CallHomeTimeout" after `callHomeTimeoutMs`, "StreamEndedEarly" when cut
  *   short, HandlerError for the worker's prologue or in-band error, TransportProtocolError for
  *   bad bytes (a mux stream's worker gets a Reset; a one-shot socket is destroyed).
+ * - Inactivity (`idleTimeoutMs`, `DYN_STREAM_IDLE_TIMEOUT_SECS`): one `IdleSweep` per server looks
+ *   at every stream of its table that has called home (one-shot, pooled, and the full mode's,
+ *   which share the table) and fails one that received nothing, no item and no heartbeat, for the
+ *   timeout with TransportTimeoutError "StreamIdle" (`CallHomeStream.idleOut`); on the way it
+ *   pings the pooled connections whose worker offered heartbeats and that have been silent for
+ *   the ping interval (`MuxConnection.keepAlive`). The sweep runs while streams are open.
  * - When the scope closes: streams still open fail with TransportConnectionError
  *   "ConnectionClosed", every socket is destroyed and the listener closed.
  * - For tests and failure drills only, `muxDrill(server)` counts the accepted mux connections and
  *   resets them all (a crashed router). It is not part of the service shape, and no package
  *   subpath exports this module.
  *
- * What it does not do: pooling (the worker's side), TLS, request-plane work, or backpressure
+ * What it does not do: pooling (the worker's side), TLS itself (the listener takes `tls`), request-plane work, or backpressure
  * beyond pause/resume and the mux credits (the sink is called synchronously). No Effect or fiber
  * runs per frame or per chunk; Effect starts and stops the listener, and logs from socket
  * callbacks through the context captured in `make`.
@@ -43,6 +49,8 @@ import type { LogDebug, StreamEnv } from "./StreamLink.ts"
 import { MuxConnection } from "./MuxConnection.ts"
 import { OneShotConnection } from "./OneShotConnection.ts"
 import { makeDebugLog } from "../../../internal/debugLog.ts"
+import { idleTimings, IdleSweep } from "../../../internal/IdleSweep.ts"
+import type { ServerTls } from "../../../internal/Tls.ts"
 
 
 /** Options of the call-home stream server. */
@@ -80,6 +88,15 @@ export interface CallHomeServerOptions {
    * connections feed the same streams.
    */
   readonly streams?: Map<string, CallHomeStream> | undefined
+  /**
+   * A stream that has called home and receives nothing (no item, no heartbeat) for this long fails
+   * with TransportTimeoutError "StreamIdle" (`DYN_STREAM_IDLE_TIMEOUT_SECS`); 0 or absent: off.
+   */
+  readonly idleTimeoutMs?: number | undefined
+  /** TLS on the listener (`DYN_TCP_TLS_CERT_PATH`/`_KEY_PATH`, `internal/Tls.ts`); undefined: plaintext. */
+  readonly tls?: ServerTls | undefined
+  /** Most accepted sockets at once, one-shot and mux (`DYN_TCP_RESPONSE_MAX_CONNECTIONS`); absent: no cap. */
+  readonly maxConnections?: number | undefined
 }
 
 /** The call-home server: a `ResponsePlaneServer` of transport "tcp". */
@@ -162,13 +179,18 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
         maxMessageSize: options.maxMessageSize,
         streams,
         logDebug,
-        onClose: (closed) => muxConnections.delete(closed)
+        onClose: (closed) => muxConnections.delete(closed),
+        heartbeats: handshake.heartbeats === true
       })
       muxConnections.add(conn)
       logDebug("accepted mux connection", { remote, connection: handshake.connectionId })
       conn.start(rest)
       return undefined
     }
+
+    const idleMs = options.idleTimeoutMs ?? 0
+    const sweep = idleMs > 0 ? makeSweep(idleMs, streams, env, muxConnections) : undefined
+    if (sweep !== undefined) yield* Effect.addFinalizer(() => Effect.sync(() => sweep.stop()))
 
     const listener = makeListener({
       host: options.host,
@@ -182,7 +204,9 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
         // Only this server's streams: the table may be shared (FullModeHub).
         for (const stream of [...streams.values()]) if (stream.openedIn(env)) stream.serverClosed()
       },
-      logDebug
+      logDebug,
+      tls: options.tls,
+      maxConnections: options.maxConnections
     })
     yield* Effect.addFinalizer(() => listener.shutdown)
 
@@ -194,6 +218,7 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
       // The stream is the PendingStream itself (its methods are the consumer's side).
       const stream = new CallHomeStream(env, subject, address, openOptions, connectionInfo)
       streams.set(subject, stream)
+      sweep?.wake()
       return stream
     }
 
@@ -215,3 +240,38 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
     })
     return server
   })
+
+/**
+ * The server's inactivity sweep: pings silent pooled connections with heartbeats, and fails the
+ * streams of `env` quiet for `idleMs` (judged again after one I/O turn). Runs while any is open.
+ */
+const makeSweep = (
+  idleMs: number,
+  streams: ReadonlyMap<string, CallHomeStream>,
+  env: StreamEnv,
+  muxConnections: ReadonlySet<MuxConnection>
+): IdleSweep => {
+  const timings = idleTimings(idleMs)
+  const sweep: IdleSweep = new IdleSweep(timings, (now) => {
+    for (const conn of muxConnections) conn.keepAlive(now, timings.pingMs)
+    let watching = false
+    let idle: Array<CallHomeStream> | undefined
+    for (const stream of streams.values()) {
+      if (!stream.openedIn(env)) continue
+      watching = true
+      if (stream.quietFor(now) >= idleMs) (idle ??= []).push(stream)
+    }
+    if (idle !== undefined) {
+      const candidates = idle
+      sweep.confirm(() => {
+        const later = performance.now()
+        for (const stream of candidates) {
+          const quiet = stream.quietFor(later)
+          if (quiet >= idleMs) stream.idleOut(quiet, idleMs)
+        }
+      })
+    }
+    return watching
+  })
+  return sweep
+}

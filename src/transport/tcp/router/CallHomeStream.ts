@@ -12,7 +12,12 @@
  *   bad body or an out-of-place frame a TransportProtocolError, a stream cut short (its link
  *   closed, a mux Reset, a sentinel before complete_final) TransportConnectionError
  *   "StreamEndedEarly", no call-home within `callHomeTimeoutMs` TransportTimeoutError
- *   "CallHomeTimeout".
+ *   "CallHomeTimeout", nothing received for the idle timeout TransportTimeoutError "StreamIdle".
+ * - Inactivity (`DYN_STREAM_IDLE_TIMEOUT_SECS`): every frame of the stream sets `active` (an
+ *   `Activity`: one store, no clock). The server's sweep asks `quietFor(now)`, which also counts
+ *   the link's connection-level heartbeats (`StreamLink.heardAt`), and calls `idleOut` when it ran
+ *   out: the stream fails, the worker gets a Kill and the link is released (the one-shot socket is
+ *   destroyed, the mux stream gets a Reset). A paused stream is not idle: the router holds it back.
  * - Items are decoded synchronously and batched until `flush()`: the driver flushes once per
  *   socket chunk, so the sink gets one `onItems` per stream per chunk.
  * - `control` queues stop/kill until the worker has called home; `pause`/`resume` reach the link
@@ -39,6 +44,11 @@ import {
 } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
 import type { StreamEnv, StreamLink } from "./StreamLink.ts"
+import { lastSeen } from "../../../internal/IdleSweep.ts"
+import type { Activity } from "../../../internal/IdleSweep.ts"
+
+/** Milliseconds as seconds for people: "300", "1.5". */
+const secondsText = (ms: number): string => String(Math.round(ms / 100) / 10)
 
 /** The phases of a call-home stream, in order. */
 export const Phase = {
@@ -58,7 +68,7 @@ export const Phase = {
 export type Phase = (typeof Phase)[keyof typeof Phase]
 
 /** One router-side call-home stream; see the module comment. */
-export class CallHomeStream implements PendingStream {
+export class CallHomeStream implements PendingStream, Activity {
   /** The stream's single-use subject (a mux stream's id). */
   readonly subject: string
   /** The call-home address to send with the request. */
@@ -81,6 +91,10 @@ export class CallHomeStream implements PendingStream {
   private controls: Array<"stop" | "kill"> | undefined = undefined
   private callHomeTimer: ReturnType<typeof setTimeout> | undefined
   private sentinelTimer: ReturnType<typeof setTimeout> | undefined = undefined
+  /** A frame of this stream arrived since the idle sweep last looked (`Activity`). */
+  active = false
+  /** When the idle sweep last saw this stream active (`Activity`). */
+  seenAt = 0
 
   /**
    * Opens a stream waiting for its worker, which `address` names in the call-home timeout;
@@ -146,6 +160,7 @@ export class CallHomeStream implements PendingStream {
   resume(): void {
     if (!this.paused) return
     this.paused = false
+    this.active = true // its silence while paused was the router's doing
     this.current?.resume()
   }
 
@@ -172,6 +187,7 @@ export class CallHomeStream implements PendingStream {
     this.callHomeTimer = undefined
     this.current = link
     this.state = Phase.Prologue
+    this.active = true
     if (this.paused) link.pause()
     const queued = this.controls
     if (queued === undefined) return
@@ -181,6 +197,7 @@ export class CallHomeStream implements PendingStream {
 
   /** The prologue's JSON: the handler started, or why it could not. A second one is a protocol error. */
   prologue(json: Uint8Array): void {
+    this.active = true
     if (this.state !== Phase.Prologue) {
       if (this.state === Phase.Streaming) this.unexpected("a second prologue in a response stream")
       return
@@ -199,6 +216,7 @@ export class CallHomeStream implements PendingStream {
   /** One stream body (a data frame): an item, complete_final, or the in-band error. Ignored unless streaming. */
   data(body: Uint8Array): void {
     if (this.state !== Phase.Streaming) return
+    this.active = true
     const r = decodeStreamBody(this.codec, body)
     if (r._tag === "Item") {
       if (this.batch.length === 0) this.current!.batchStarted()
@@ -294,6 +312,47 @@ export class CallHomeStream implements PendingStream {
     clearTimeout(this.sentinelTimer)
     this.state = Phase.Closed
     this.fail(this.connectionError("ConnectionClosed", "the call-home server has shut down"))
+  }
+
+  /**
+   * For the idle sweep, at sweep time `now`: how long (ms) nothing arrived for this stream, its
+   * own frames or its link's heartbeats; -1 when it is not watched (not yet called home, over, or
+   * paused by the router).
+   */
+  quietFor(now: number): number {
+    if ((this.state !== Phase.Prologue && this.state !== Phase.Streaming) || this.settled) return -1
+    if (this.paused) {
+      this.active = true
+      return -1
+    }
+    let seen = lastSeen(this, now)
+    const heard = this.current?.heardAt?.(now)
+    if (heard !== undefined && heard > seen) seen = heard
+    return now - seen
+  }
+
+  /**
+   * Nothing arrived for `silentMs` (at least the idle timeout `idleMs`): TransportTimeoutError
+   * "StreamIdle" naming the worker, then Kill and release (a Reset on a mux connection).
+   */
+  idleOut(silentMs: number, idleMs: number): void {
+    if (this.state !== Phase.Prologue && this.state !== Phase.Streaming) return
+    const link = this.current
+    this.flush()
+    this.state = Phase.Closed
+    const peer = link?.peer ?? this.subject
+    this.fail(
+      new TransportTimeoutError({
+        reason: "StreamIdle",
+        transport: "tcp",
+        target: peer,
+        detail: `stream ${this.subject} received nothing (no item, no heartbeat) from the worker for ${secondsText(silentMs)} s; ` +
+          `the idle timeout is ${secondsText(idleMs)} s (DYN_STREAM_IDLE_TIMEOUT_SECS)`
+      })
+    )
+    if (link === undefined) return
+    link.control("kill")
+    link.release(`idle timeout: nothing received for ${secondsText(silentMs)} s`)
   }
 
   /** Hands the items batched since the last flush to the sink, as one `onItems`. */

@@ -30,13 +30,22 @@
  *   by the server. A worker's WindowUpdate and ConnectionAck are ignored (`creditFrame`); kinds
  *   beyond 8 are refused (`otherFrame`) unless a subclass reads them.
  *
+ * - Heartbeats (docs/protocol.md section 6, "Heartbeats"): when the worker's handshake offered
+ *   them (`heartbeats`), the decoder also takes kinds 9-14, of which only Ping (answered with a
+ *   Pong) and Pong are read; the server's idle sweep calls `keepAlive`, which sends a Ping once the
+ *   connection carrying streams has been silent for the ping interval. On such a connection (and
+ *   on every full-mode one) any frame shows that the worker is alive for every stream it carries
+ *   (`heardAt`): a slow stream is not idle while its connection answers.
+ *
  * What it does not do: read the handshake (CallHomeListener), hold streams' state
- * (CallHomeStream), or time anything but the 1 ms credit timer.
+ * (CallHomeStream), or time anything but the 1 ms credit timer (the server's sweep drives pings).
  */
 import type * as net from "node:net"
 import {
   encodeConnectionAck,
   encodeMuxFrame,
+  encodePing,
+  encodePong,
   makeMuxDecoder,
   MUX_HEADER_SIZE,
   MuxKind,
@@ -53,6 +62,8 @@ import type { CallHomeStream } from "./CallHomeStream.ts"
 import { owedCredit, ReceiveCredit } from "./ReceiveCredit.ts"
 import type { OwedCredit } from "./ReceiveCredit.ts"
 import type { LogDebug, StreamLink } from "./StreamLink.ts"
+import { lastSeen } from "../../../internal/IdleSweep.ts"
+import type { Activity } from "../../../internal/IdleSweep.ts"
 
 /** Options of a router-side mux connection. */
 export interface MuxConnectionOptions {
@@ -70,9 +81,15 @@ export interface MuxConnectionOptions {
   readonly onClose: (conn: MuxConnection) => void
   /** Decode the full mode's kinds 9-14 too (a full-mode connection reads them in `otherFrame`); default false. */
   readonly fullMode?: boolean | undefined
+  /**
+   * The worker's handshake offered heartbeats (`"ping": 1`): it answers a Ping with a Pong, and
+   * any frame counts as a sign of life for every stream (the full mode always has them). Default false.
+   */
+  readonly heartbeats?: boolean | undefined
 }
 
 const textDecoder = new TextDecoder()
+let pingNonce = 0n
 
 /** True when the 16 stream id bytes of `a` and `b` are equal. */
 const sameId = (a: Uint8Array, b: Uint8Array): boolean => {
@@ -134,6 +151,14 @@ export class MuxStreamLink implements StreamLink {
   cancel(): void {
     this.release("cancelled by the router")
   }
+
+  get peer(): string {
+    return this.conn.remote
+  }
+
+  heardAt(now: number): number | undefined {
+    return this.conn.heardAt(now)
+  }
 }
 
 /** One accepted mux connection; see the module comment. */
@@ -157,6 +182,12 @@ export class MuxConnection {
   protected cause: Error | undefined = undefined
   /** The socket is closing or closed: no frame is read or written any more. */
   protected closed = false
+  /** True when any frame is a sign of life for every stream (heartbeats offered, or the full mode). */
+  private readonly heartbeats: boolean
+  /** Set by every chunk; read by the idle sweep. */
+  private readonly liveness: Activity = { active: false, seenAt: performance.now() }
+  /** When `keepAlive` last sent a Ping. */
+  private pingedAt = 0
 
   /** A driver for `options.socket`; it listens for the socket's error and close at once, and reads from `start`. */
   constructor(options: MuxConnectionOptions) {
@@ -164,7 +195,8 @@ export class MuxConnection {
     this.socket = options.socket
     this.remote = options.remote
     this.connectionId = options.connectionId
-    this.decoder = makeMuxDecoder({ maxMessageSize: options.maxMessageSize, fullMode: options.fullMode === true })
+    this.heartbeats = options.fullMode === true || options.heartbeats === true
+    this.decoder = makeMuxDecoder({ maxMessageSize: options.maxMessageSize, fullMode: this.heartbeats })
     // Credit owed to the worker rides in every write (`piggyback` once per flush).
     this.writes = new FrameBatcher((chunks) => {
       if (!this.socket.destroyed) writePieces(this.socket, chunks)
@@ -221,6 +253,25 @@ export class MuxConnection {
     return this.links.size
   }
 
+  /**
+   * For the idle sweep, at sweep time `now`: when the worker last showed life on this connection,
+   * when that counts for every stream on it (heartbeats); else undefined.
+   */
+  heardAt(now: number): number | undefined {
+    return this.heartbeats ? lastSeen(this.liveness, now) : undefined
+  }
+
+  /**
+   * For the idle sweep (pooled connections with heartbeats): a Ping when the connection carries
+   * streams and nothing arrived for `pingMs`, at most one per `pingMs`.
+   */
+  keepAlive(now: number, pingMs: number): void {
+    if (!this.heartbeats || this.closed || this.links.size === 0) return
+    if (now - lastSeen(this.liveness, now) < pingMs || now - this.pingedAt < pingMs) return
+    this.pingedAt = now
+    this.out(encodePing(++pingNonce))
+  }
+
   // ---- hooks (the full mode overrides them) -----------------------------------------------------
 
   /**
@@ -242,8 +293,13 @@ export class MuxConnection {
   /** A WindowUpdate or ConnectionAck from the worker: ignored (nothing flows router to worker under credit). */
   protected creditFrame(_kind: MuxKind, _streamId: Uint8Array, _payload: Uint8Array): void {}
 
-  /** A frame of a kind beyond the pooled framing (only a full-mode decoder lets them through): a protocol error. */
-  protected otherFrame(kind: MuxKind, _streamId: Uint8Array, _payload: Uint8Array): void {
+  /**
+   * A frame of a kind beyond the pooled framing (only a full-mode decoder lets them through): with
+   * heartbeats, a Ping is answered and a Pong read (it counted as a chunk); anything else is a protocol error.
+   */
+  protected otherFrame(kind: MuxKind, _streamId: Uint8Array, payload: Uint8Array): void {
+    if (kind === MuxKind.Pong) return
+    if (kind === MuxKind.Ping) return this.out(encodePong(payload))
     this.unexpected(`a worker sent a frame of kind ${kind}, which this connection does not read`)
   }
 
@@ -281,6 +337,7 @@ export class MuxConnection {
 
   protected readonly onData = (chunk: Uint8Array): void => {
     if (this.closed) return
+    this.liveness.active = true
     this.chunkArrived()
     const error = this.decoder.decode(chunk, this.onFrame)
     if (this.dirty.length > 0) {

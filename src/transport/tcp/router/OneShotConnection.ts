@@ -22,6 +22,7 @@ import type { FrameDecoder } from "../../../protocol/TwoPartCodec.ts"
 import { Phase } from "./CallHomeStream.ts"
 import type { CallHomeStream } from "./CallHomeStream.ts"
 import type { StreamLink } from "./StreamLink.ts"
+import { hostPort } from "../../../internal/net.ts"
 
 /** How long `close()` lets queued control frames drain before destroying the socket. */
 export const CLOSE_DRAIN_MS = 1000
@@ -66,6 +67,16 @@ export class OneShotConnection implements StreamLink {
   /** Reads the socket again. */
   resume(): void {
     if (!this.socket.destroyed) this.socket.resume()
+  }
+
+  /** The worker's "host:port" (read when asked: only an idle timeout names it). */
+  get peer(): string {
+    return hostPort(this.socket.remoteAddress ?? "?", this.socket.remotePort ?? 0)
+  }
+
+  /** Dynamo's one-shot call-home has no heartbeat: only the stream's own frames count. */
+  heardAt(_now: number): number | undefined {
+    return undefined
   }
 
   /** Nothing to do: the stream is flushed after every chunk. */

@@ -28,6 +28,14 @@ export interface StreamLink {
   release(reset: string | undefined): void
   /** The consumer closed the stream before its end: the worker must hear a disconnect. */
   cancel(): void
+  /** The worker's "host:port", named in an idle timeout. */
+  readonly peer?: string | undefined
+  /**
+   * The inactivity sweep asks (at sweep time `now`): when the link last showed that the worker is
+   * alive for every stream it carries (a mux connection with heartbeats: any frame), or undefined
+   * when only the stream's own frames count (a one-shot socket, a mux connection without them).
+   */
+  heardAt?(now: number): number | undefined
 }
 
 /** What every stream of one server shares. */

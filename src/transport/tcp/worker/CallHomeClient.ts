@@ -16,7 +16,8 @@
  *   `options.pool` says otherwise. `closeAll` flushes and ends one-shot sockets whose stream has
  *   finished, destroys the others, and closes a pool made on first use.
  *
- * What it does not do: write frames (OneShotWriter.ts, MuxStream.ts), retry connects, or TLS.
+ * What it does not do: write frames (OneShotWriter.ts, MuxStream.ts), retry connects, or TLS
+ * itself (`options.tls` goes to the Dialer, one-shot and pooled).
  */
 import type * as net from "node:net"
 import { Context, Effect, Exit, Scope } from "effect"
@@ -32,6 +33,7 @@ import { TransportProtocolError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import { dial } from "./Dialer.ts"
+import type { ClientTls } from "../../../internal/Tls.ts"
 import { makeOneShotWriter } from "./OneShotWriter.ts"
 import type { OneShotSettings, OneShotWriter } from "./OneShotWriter.ts"
 import * as ConnectionPool from "./pool/ConnectionPool.ts"
@@ -61,6 +63,8 @@ export interface CallHomeClientOptions {
    * defaults; `maxMessageSize` and `flush` come from this client's options).
    */
   readonly pool?: Partial<Omit<ConnectionPool.ConnectionPoolOptions, "maxMessageSize">> | undefined
+  /** TLS of every call-home dial, one-shot and pooled (`DYN_TCP_TLS_CA_CERT_PATH`); plaintext when absent. */
+  readonly tls?: ClientTls | undefined
 }
 
 /** The client, plus a way to close every socket it still has open. */
@@ -117,6 +121,7 @@ const parseOneShotInfo = (
 const poolOptions = (options: CallHomeClientOptions): ConnectionPool.ConnectionPoolOptions => ({
   ...ConnectionPool.optionsFromSettings(defaults),
   flush: options.flush,
+  tls: options.tls,
   ...options.pool,
   maxMessageSize: options.maxMessageSize
 })
@@ -188,7 +193,7 @@ export const makeUnsafe = (
       const info = parseOneShotInfo(connectOptions)
       if (isParseError(info)) return Effect.fail(badInfo(connectOptions.connectionInfo, info))
       const codec = payloadCodec(connectOptions.codec)
-      return dial({ host: info.host, port: info.port, address: info.address, timeoutMs: connectTimeoutMs }, (socket) => {
+      return dial({ host: info.host, port: info.port, address: info.address, timeoutMs: connectTimeoutMs, tls: options.tls }, (socket) => {
         const writer = makeOneShotWriter(socket, info.address, info.subject, codec, settings)
         writers.set(socket, writer)
         return writer

@@ -10,13 +10,19 @@
  * TransportConnectionError "ConnectFailed" with the cause's message. Interrupting it, a timeout
  * or a failure destroys the socket.
  *
- * What it does not do: retry, resolve anything itself (node:net does), TLS, or speak any
- * protocol once connected.
+ * With `tls` (`DYN_TCP_TLS_CA_CERT_PATH`) the socket is a TLS one (internal/Tls.ts) and "connected"
+ * means its handshake completed, within the same timeout; a failed handshake is
+ * TransportConnectionError "TlsHandshakeFailed" naming the address.
+ *
+ * What it does not do: retry, resolve anything itself (node:net does), or speak any protocol once
+ * connected.
  */
-import * as net from "node:net"
+import type * as net from "node:net"
 import { Effect } from "effect"
 import { TransportConnectionError, TransportTimeoutError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
+import { connect, readyEvent, tlsHandshakeError } from "../../../internal/Tls.ts"
+import type { ClientTls } from "../../../internal/Tls.ts"
 
 /** Where and how to connect. */
 export interface DialOptions {
@@ -28,6 +34,8 @@ export interface DialOptions {
   readonly timeoutMs: number
   /** TCP keepalive initial delay (pooled connections); no keepalive when absent. */
   readonly keepaliveMs?: number | undefined
+  /** TLS, verifying the router (`DYN_TCP_TLS_CA_CERT_PATH`); plaintext when absent. */
+  readonly tls?: ClientTls | undefined
 }
 
 /**
@@ -42,15 +50,14 @@ export const dial = <A>(
 ): Effect.Effect<A, TransportError> =>
   Effect.callback<A, TransportError>((resume) => {
     const keepaliveMs = options.keepaliveMs
-    const socket = keepaliveMs === undefined
-      ? net.connect({ host: options.host, port: options.port, noDelay: true })
-      : net.connect({ host: options.host, port: options.port, noDelay: true, keepAlive: true, keepAliveInitialDelay: keepaliveMs })
+    const socket = connect({ host: options.host, port: options.port, keepaliveMs, tls: options.tls })
+    const ready = readyEvent(socket)
     sockets?.add(socket)
     let settled = false
     const cleanup = () => {
       settled = true
       clearTimeout(timer)
-      socket.off("connect", onConnected)
+      socket.off(ready, onConnected)
       socket.off("error", onError)
     }
     const abandon = () => {
@@ -69,7 +76,8 @@ export const dial = <A>(
     const onError = (cause: Error) => {
       cleanup()
       abandon()
-      resume(Effect.fail(new TransportConnectionError({ reason: "ConnectFailed", transport: "tcp", target: options.address, detail: cause.message, cause })))
+      const tlsError = tlsHandshakeError(socket, options.address, cause)
+      resume(Effect.fail(tlsError ?? new TransportConnectionError({ reason: "ConnectFailed", transport: "tcp", target: options.address, detail: cause.message, cause })))
     }
     const onConnected = () => {
       cleanup()
@@ -77,7 +85,7 @@ export const dial = <A>(
       if (keepaliveMs !== undefined) socket.setKeepAlive(true, keepaliveMs)
       resume(Effect.succeed(onConnect(socket)))
     }
-    socket.once("connect", onConnected)
+    socket.once(ready, onConnected)
     socket.once("error", onError)
     return Effect.sync(() => {
       if (settled) return

@@ -16,6 +16,7 @@ import { Effect } from "effect"
 import { TransportTimeoutError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
 import { dial } from "./Dialer.ts"
+import type { ClientTls } from "../../../internal/Tls.ts"
 import { MuxConnection } from "./MuxConnection.ts"
 import type { MuxConnectionEvents, MuxConnectionOptions } from "./MuxConnection.ts"
 
@@ -27,6 +28,8 @@ export interface MuxConnectOptions extends MuxConnectionOptions {
   readonly connectTimeoutMs: number
   /** TCP keepalive initial delay. */
   readonly keepaliveMs: number
+  /** TLS of the dial (`DYN_TCP_TLS_CA_CERT_PATH`); plaintext when absent. */
+  readonly tls?: ClientTls | undefined
 }
 
 /**
@@ -42,7 +45,7 @@ export const connectMux = <A>(
   Effect.suspend(() => {
     const deadline = performance.now() + options.connectTimeoutMs
     const dialed = dial(
-      { host: options.host, port: options.port, address: options.address, timeoutMs: options.connectTimeoutMs, keepaliveMs: options.keepaliveMs },
+      { host: options.host, port: options.port, address: options.address, timeoutMs: options.connectTimeoutMs, keepaliveMs: options.keepaliveMs, tls: options.tls },
       (socket) => new MuxConnection(socket, crypto.randomUUID(), options, events)
     )
     return Effect.flatMap(dialed, (conn) => awaitHandshake(conn, deadline, options, onReady))

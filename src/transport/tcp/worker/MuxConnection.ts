@@ -11,7 +11,9 @@
  *   one tick goes out in one socket write. No write is awaited.
  * - Frames from the router: WindowUpdate and ConnectionAck feed the window (and the `AckLedger`);
  *   Stop/Kill reach the stream's `onControl`; a Reset, a socket error or close, or a protocol
- *   error reach `onDisconnect` of every stream concerned, at once.
+ *   error reach `onDisconnect` of every stream concerned, at once. The handshake offers
+ *   heartbeats (`"ping": 1`): a router's Ping is answered with a Pong (its idle timeout then
+ *   tells this live worker from a frozen one); other full-mode kinds stay protocol errors.
  * - A stream ends (its `onDone` runs, once) when its last frame has been queued for the socket,
  *   or when the connection dies. `events.onUsage` says when the connection goes from no stream to
  *   one and back; `events.onClose` says that it died, with the ids of the streams the router may
@@ -27,7 +29,7 @@
  * retry, or time anything but the linger after a graceful close.
  */
 import type * as net from "node:net"
-import { decodeConnectionAck, decodeWindowUpdate, makeMuxDecoder, MUX_HEADER_SIZE, MuxKind, streamKey } from "../../../protocol/MuxCodec.ts"
+import { decodeConnectionAck, decodeWindowUpdate, encodePong, makeMuxDecoder, MUX_HEADER_SIZE, MuxKind, streamKey } from "../../../protocol/MuxCodec.ts"
 import type { MuxDecoder } from "../../../protocol/MuxCodec.ts"
 import { encodeMuxHandshake } from "../../../protocol/MuxHandshake.ts"
 import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
@@ -126,7 +128,8 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
     this.writes = new FrameBatcher((chunks) => {
       if (this.state !== CLOSED && !this.socket.destroyed) this.written += writePieces(this.socket, chunks)
     }, options.flush === "immediate" ? setImmediate : process.nextTick, () => this.beforeFlush())
-    this.decoder = makeMuxDecoder({ maxMessageSize: options.maxMessageSize, fullMode: options.fullMode === true })
+    // A pooled connection offers heartbeats: its decoder takes kinds 9-14, and `otherFrame` reads only Ping and Pong.
+    this.decoder = makeMuxDecoder({ maxMessageSize: options.maxMessageSize, fullMode: options.fullMode === true || options.handshake !== false })
     socket.on("data", (chunk: Buffer) => this.onData(chunk))
     socket.on("error", (error) => {
       this.lastError ??= error
@@ -136,7 +139,7 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
     if (options.handshake === false) {
       this.state = OPEN
       this.handshake = undefined
-    } else socket.write(encodeMuxHandshake(options.frontendServerId, id))
+    } else socket.write(encodeMuxHandshake(options.frontendServerId, id, true))
   }
 
   /**
@@ -317,7 +320,9 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
   protected creditFrameDecoded(_bytes: number): void {}
 
   /** A frame the response framing does not read from a router (Prologue, Data, End, and the full mode's kinds): a protocol error. */
-  protected otherFrame(kind: MuxKind, _streamId: Uint8Array, _payload: Uint8Array): void {
+  protected otherFrame(kind: MuxKind, _streamId: Uint8Array, payload: Uint8Array): void {
+    if (kind === MuxKind.Ping) return this.pushControl(encodePong(payload))
+    if (kind === MuxKind.Pong) return
     this.protocolFailure(unexpectedFrameError(this.address, kind))
   }
 

@@ -4,8 +4,9 @@
  *
  * What it does: counts, publishes to `tcp_pool_active_connections` / `tcp_pool_idle_connections`
  * (observability/Metrics.ts `poolRecorder`), and drops an address's entry once no target pool of
- * it is live and its last connection has closed (the gauges then read 0), so the book does not
- * grow with targets long gone.
+ * it is live and its last connection has closed, removing every `tcp_pool_*` series of that
+ * target from the registry, so neither the book nor /metrics grows with targets long gone (a
+ * router that comes back on the address starts new series at zero).
  *
  * What it does not do: decide when a connection is active or idle (the target pool does).
  */
@@ -46,10 +47,10 @@ export class GaugeBook {
     g.recorder.setIdle(g.idle)
   }
 
-  /** Drops the entry of an address with no live target pool and no open connection (its gauges read 0). */
+  /** Drops the entry of an address with no live target pool and no open connection, and its series. */
   prune(g: AddressGauges): void {
     if (g.targets > 0 || g.active > 0 || g.idle > 0) return
-    this.publish(g)
+    g.recorder.remove()
     if (this.byAddress.get(g.address) === g) this.byAddress.delete(g.address)
   }
 

@@ -7,6 +7,7 @@
  */
 import { DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW } from "../../../../protocol/MuxHandshake.ts"
 import type { TransportSettings } from "../../../../TransportConfig.ts"
+import type { ClientTls } from "../../../../internal/Tls.ts"
 
 /** Default bound on connect + handshake (section 7: 5 s). */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 5000
@@ -51,6 +52,8 @@ export interface ConnectionPoolOptions {
   readonly sweepIntervalMs?: number | undefined
   /** Write flushing: "tick" (default) or "immediate". */
   readonly flush?: "tick" | "immediate" | undefined
+  /** TLS of the pooled dials (`DYN_TCP_TLS_CA_CERT_PATH`); plaintext when absent. */
+  readonly tls?: ClientTls | undefined
 }
 
 /** The pool options that `DYN_TCP_POOL_*` and `DYN_TCP_MAX_MESSAGE_SIZE` configure. */
@@ -65,8 +68,8 @@ export const optionsFromSettings = (settings: TransportSettings): ConnectionPool
 
 /** Every option with its default applied (`maxStreamsPerConnection` as `maxStreams`, at least 1). */
 export type ResolvedPoolOptions =
-  & { readonly [K in Exclude<keyof ConnectionPoolOptions, "maxStreamsPerConnection">]-?: Exclude<ConnectionPoolOptions[K], undefined> }
-  & { readonly maxStreams: number }
+  & { readonly [K in Exclude<keyof ConnectionPoolOptions, "maxStreamsPerConnection" | "tls">]-?: Exclude<ConnectionPoolOptions[K], undefined> }
+  & { readonly maxStreams: number; readonly tls: ClientTls | undefined }
 
 /** Applies the defaults. */
 export const resolveOptions = (options: ConnectionPoolOptions): ResolvedPoolOptions => {
@@ -88,6 +91,7 @@ export const resolveOptions = (options: ConnectionPoolOptions): ResolvedPoolOpti
     targetIdleTimeoutMs,
     sweepIntervalMs: options.sweepIntervalMs ??
       Math.min(5000, Math.max(5, Math.floor(Math.min(options.idleTimeoutMs, options.maxLifetimeMs, targetIdleTimeoutMs) / 4))),
-    flush: options.flush ?? "tick"
+    flush: options.flush ?? "tick",
+    tls: options.tls
   }
 }

@@ -96,7 +96,8 @@ const acquireConnection = (tp: TargetPool): Effect.Effect<PooledConnection, Tran
         lingerMs: options.lingerMs,
         streamWindow: options.streamWindow,
         connectionWindow: options.connectionWindow,
-        flush: options.flush
+        flush: options.flush,
+        tls: options.tls
       }
       return connectMux(connectOptions, events, (conn) => {
         pc = new PooledConnection(conn, createdAt, performance.now())

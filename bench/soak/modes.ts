@@ -1,0 +1,76 @@
+// The modes the soak tool runs, each as the DYN_* record a deployment would set, with a check
+// of the worker's instance record (a mode measures the wire it names, or is reported unavailable).
+
+/** A mode of the soak tool. */
+export interface SoakMode {
+  /** Short name, for `--modes`. */
+  readonly id: string
+  /** What it is, for the report. */
+  readonly name: string
+  /** DYN_* settings on top of the loopback base (both processes). */
+  readonly env: Readonly<Record<string, string>>
+  /** Why the worker's record does not advertise this mode's wire, or undefined when it does. */
+  readonly check?: ((record: string) => string | undefined) | undefined
+  /** Needs a nats-server (NATS_SERVER is added by the tool). */
+  readonly nats?: boolean | undefined
+}
+
+const transportOf = (record: string): string => {
+  try {
+    return JSON.stringify((JSON.parse(record) as { transport?: unknown }).transport)
+  } catch {
+    return record.slice(0, 200)
+  }
+}
+
+const tcp = (extra: Record<string, string>): Record<string, string> => ({
+  DYN_REQUEST_PLANE: "tcp",
+  DYN_RESPONSE_PLANE: "tcp",
+  ...extra
+})
+
+const dynamoOnly = (record: string) =>
+  /"tcp_mux"/.test(record) ? `the worker advertises the full mode although DYN_TCP_FULL_MODE=false: ${transportOf(record)}` : undefined
+const fullMode = (record: string) =>
+  /"tcp_mux"\s*:\s*"1"/.test(record) ? undefined : `the worker does not advertise the full mode: ${transportOf(record)}`
+const natsTcp = (record: string) => (/"nats_tcp"/.test(record) ? undefined : `the worker does not advertise nats_tcp: ${transportOf(record)}`)
+
+/** Every mode, in the order they run. */
+export const SOAK_MODES: ReadonlyArray<SoakMode> = [
+  { id: "http-tcp", name: "http + tcp (call-home, one connection per stream)", env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_POOL_ENABLED: "false" } },
+  { id: "http-tcp-pooled", name: "http + tcp pooled", env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_POOL_ENABLED: "true" } },
+  {
+    id: "http-http-sse",
+    name: "http + http sse (pure HTTP mode)",
+    env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "http", DYN_HTTP_RESPONSE_STREAM_FORMAT: "sse" }
+  },
+  { id: "tcp-dynamo", name: "tcp + tcp (Dynamo framing, call-home)", env: tcp({ DYN_TCP_FULL_MODE: "false", DYN_TCP_POOL_ENABLED: "false" }), check: dynamoOnly },
+  { id: "tcp-dynamo-pooled", name: "tcp + tcp pooled (Dynamo framing)", env: tcp({ DYN_TCP_FULL_MODE: "false", DYN_TCP_POOL_ENABLED: "true" }), check: dynamoOnly },
+  { id: "tcp-full", name: "tcp full mode", env: tcp({ DYN_TCP_FULL_MODE: "true" }), check: fullMode },
+  { id: "nats-tcp", name: "nats + tcp (call-home)", env: { DYN_REQUEST_PLANE: "nats", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_POOL_ENABLED: "false" }, check: natsTcp, nats: true }
+]
+
+/** Loopback, ephemeral ports, file discovery in `dir`, quiet logs: the base of both processes. */
+export const baseEnv = (dir: string): Record<string, string> => ({
+  DYN_DISCOVERY_BACKEND: "file",
+  DYN_DISCOVERY_PATH: dir,
+  DYN_HTTP_RPC_HOST: "127.0.0.1",
+  DYN_HTTP_RPC_PORT: "0",
+  DYN_HTTP_RESPONSE_HOST: "127.0.0.1",
+  DYN_HTTP_RESPONSE_PORT: "0",
+  DYN_TCP_RESPONSE_HOST: "127.0.0.1",
+  DYN_TCP_RESPONSE_PORT: "0",
+  DYN_TCP_REQUEST_HOST: "127.0.0.1",
+  DYN_TCP_REQUEST_PORT: "0",
+  DYN_METRICS_PORT: "0",
+  DYN_LOG: "warn"
+})
+
+/** The modes named in `list` (comma-separated ids), in the tool's order; all when undefined. */
+export const selectModes = (list: string | undefined): ReadonlyArray<SoakMode> => {
+  if (list === undefined || list === "all") return SOAK_MODES
+  const ids = list.split(",").map((s) => s.trim()).filter((s) => s.length > 0)
+  const unknown = ids.filter((id) => !SOAK_MODES.some((m) => m.id === id))
+  if (unknown.length > 0) throw new Error(`unknown mode(s) ${unknown.join(", ")}; known: ${SOAK_MODES.map((m) => m.id).join(", ")}`)
+  return SOAK_MODES.filter((m) => ids.includes(m.id))
+}

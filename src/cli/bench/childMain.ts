@@ -1,0 +1,68 @@
+/**
+ * The entry of a benchmark child process (a row's server or client side). It waits for a
+ * `start` message naming a side module and role, starts it, and then answers the orchestrator:
+ * `stats` (CPU time, peak RSS), `run` (warm-up, then the measured streams with progress every
+ * 250 ms, then every stream's samples and the CPU time they took), `close`. Any failure is sent
+ * as an `error` message. It exits when the orchestrator disconnects.
+ */
+import { processStats, sideModules } from "./ipc.ts"
+import type { FromChild, ToChild } from "./ipc.ts"
+import type { ClientModule, Driver, ServerModule, Served } from "./sides/side.ts"
+
+const send = (msg: FromChild) => process.send?.(msg)
+const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js"
+
+let served: Served | undefined
+let driver: Driver | undefined
+
+const run = async (streams: number, concurrency: number, warmup: number) => {
+  if (driver === undefined) throw new Error("run before the client started")
+  if (warmup > 0) await driver.run(warmup, concurrency, () => {})
+  const latencyUs: Array<number> = []
+  const firstItemUs: Array<number> = []
+  const progress = setInterval(() => send({ t: "progress", done: latencyUs.length }), 250)
+  const cpu0 = process.cpuUsage()
+  const t0 = performance.now()
+  try {
+    await driver.run(streams, concurrency, (latencyMs, firstMs) => {
+      latencyUs.push(latencyMs * 1000)
+      firstItemUs.push(firstMs * 1000)
+    })
+  } finally {
+    clearInterval(progress)
+  }
+  const seconds = (performance.now() - t0) / 1000
+  const cpu = process.cpuUsage(cpu0)
+  send({ t: "result", latencyUs, firstItemUs, seconds, cpuUs: cpu.user + cpu.system })
+}
+
+const handle = async (msg: ToChild): Promise<void> => {
+  switch (msg.t) {
+    case "start": {
+      if (!sideModules.includes(msg.module)) throw new Error(`unknown side module ${msg.module}`)
+      const mod = (await import(new URL(`./sides/${msg.module}${ext}`, import.meta.url).href)) as Partial<ServerModule & ClientModule>
+      if (msg.role === "server") {
+        if (mod.serve === undefined) throw new Error(`${msg.module} cannot serve`)
+        served = await mod.serve(msg.options)
+        return void send({ t: "ready", info: served.info })
+      }
+      if (mod.connect === undefined) throw new Error(`${msg.module} cannot connect`)
+      driver = await mod.connect(msg.options, msg.server ?? {})
+      return void send({ t: "ready", info: {} })
+    }
+    case "stats":
+      return void send({ t: "stats", ...processStats() })
+    case "run":
+      return run(msg.streams, msg.concurrency, msg.warmup)
+    case "close":
+      await driver?.close()
+      await served?.close()
+      // exit once the message is out
+      return void process.send?.({ t: "closed" } satisfies FromChild, () => process.exit(0))
+  }
+}
+
+process.on("message", (msg: ToChild) => {
+  handle(msg).catch((e: unknown) => send({ t: "error", message: e instanceof Error ? e.message : String(e) }))
+})
+process.on("disconnect", () => process.exit(0))

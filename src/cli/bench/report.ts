@@ -1,0 +1,143 @@
+/**
+ * The benchmark's result: its JSON shape (`BenchReport`, a Schema, so that `--json` output can be
+ * checked and read back), the ratios of each row to its baseline, and the text table. No I/O.
+ */
+import { Schema } from "effect"
+import { ratio } from "./stats.ts"
+
+const Num = Schema.Number
+const NullableNum = Schema.NullOr(Schema.Number)
+
+/** Percentiles of one set of samples, µs. */
+export const SummarySchema = Schema.Struct({ count: Num, min: Num, p50: Num, p95: Num, p99: Num, max: Num, mean: Num })
+
+/** One concurrency level of one row. */
+export const RunSchema = Schema.Struct({
+  concurrency: Num,
+  streams: Num,
+  seconds: Num,
+  reqPerSec: Num,
+  /** Each stream's latency: request sent to last item received. */
+  latencyUs: SummarySchema,
+  /** Request sent to first item received. */
+  firstItemUs: SummarySchema,
+  /** CPU time (user + system) per stream of each process over the measured streams; null where there is no such process. */
+  cpuUsPerRequest: Schema.Struct({ router: NullableNum, worker: NullableNum }),
+  /** The latency CDF: [µs, fraction of streams at or below it], ascending. */
+  cdf: Schema.Array(Schema.Tuple([Num, Num])),
+  /** This run against its baseline's run at the same concurrency: p50 / baseline p50, req/s / baseline req/s. */
+  ratio: Schema.Struct({ p50: NullableNum, reqPerSec: NullableNum })
+})
+/** One concurrency level of one row. */
+export type Run = typeof RunSchema.Type
+
+/** One row. */
+export const RowSchema = Schema.Struct({
+  id: Schema.String,
+  kind: Schema.Literals(["mode", "baseline", "anchor", "reference"]),
+  description: Schema.String,
+  baseline: Schema.NullOr(Schema.String),
+  status: Schema.Literals(["ok", "unavailable", "failed"]),
+  /** Why the row is unavailable or failed. */
+  reason: Schema.NullOr(Schema.String),
+  /** Peak resident set size of each process over the row, KiB. */
+  peakRssKb: Schema.Struct({ router: NullableNum, worker: NullableNum }),
+  runs: Schema.Array(RunSchema)
+})
+/** One row. */
+export type Row = typeof RowSchema.Type
+
+/** A whole run: the machine, the workload, every row. */
+export const BenchReportSchema = Schema.Struct({
+  version: Schema.Literal(1),
+  tool: Schema.String,
+  startedAt: Schema.String,
+  seconds: Num,
+  machine: Schema.Struct({
+    node: Schema.String,
+    platform: Schema.String,
+    arch: Schema.String,
+    cpus: Num,
+    cpuModel: Schema.String,
+    memoryMb: Num,
+    loadAverage: Schema.Array(Num)
+  }),
+  workload: Schema.Struct({
+    streams: Num,
+    items: Num,
+    itemSize: Num,
+    delayMs: Num,
+    concurrency: Schema.Array(Num),
+    warmup: Num,
+    quick: Schema.Boolean,
+    modes: Schema.String
+  }),
+  rows: Schema.Array(RowSchema)
+})
+/** A whole run. */
+export type BenchReport = typeof BenchReportSchema.Type
+
+/** Fills each run's `ratio` from its row's baseline's run at the same concurrency. */
+export const withRatios = (rows: ReadonlyArray<Row>): Array<Row> => {
+  const byId = new Map(rows.map((r) => [r.id, r]))
+  return rows.map((row) => {
+    const base = row.baseline === null ? undefined : byId.get(row.baseline)
+    return {
+      ...row,
+      runs: row.runs.map((run) => {
+        const b = base?.status === "ok" ? base.runs.find((x) => x.concurrency === run.concurrency) : undefined
+        return {
+          ...run,
+          ratio: {
+            p50: ratio(run.latencyUs.p50, b?.latencyUs.p50) ?? null,
+            reqPerSec: ratio(run.reqPerSec, b?.reqPerSec) ?? null
+          }
+        }
+      })
+    }
+  })
+}
+
+/** Microseconds for a table: "412 µs", "12.3 ms". */
+export const us = (n: number): string => (n >= 10_000 ? `${(n / 1000).toFixed(1)} ms` : `${n.toFixed(0)} µs`)
+const x = (n: number | null) => (n === null ? "-" : `${n.toFixed(2)}x`)
+const num = (n: number | null, digits = 0) => (n === null ? "-" : n.toFixed(digits))
+const mb = (kb: number | null) => (kb === null ? "-" : (kb / 1024).toFixed(0))
+
+/** Rows as an aligned text table. */
+export const textTable = (header: ReadonlyArray<string>, body: ReadonlyArray<ReadonlyArray<string>>): string => {
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((r) => (r[i] ?? "").length)))
+  const line = (cells: ReadonlyArray<string>) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()
+  return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n")
+}
+
+/** The report as the table the command prints: one line per row and concurrency, then the rows that did not run. */
+export const renderTable = (report: BenchReport): string => {
+  const header = ["row", "c", "p50", "p95", "p99", "1st item p50", "req/s", "CPU µs/req router+worker", "peak RSS MB r/w", "baseline", "p50/raw", "req/s/raw"]
+  const body: Array<Array<string>> = []
+  for (const row of report.rows) {
+    if (row.status !== "ok") {
+      body.push([row.id, "-", row.status, "", "", "", "", "", "", row.baseline ?? "", "", ""])
+      continue
+    }
+    for (const run of row.runs) {
+      const cpu = run.cpuUsPerRequest
+      body.push([
+        row.id,
+        String(run.concurrency),
+        us(run.latencyUs.p50),
+        us(run.latencyUs.p95),
+        us(run.latencyUs.p99),
+        us(run.firstItemUs.p50),
+        num(run.reqPerSec),
+        `${num(cpu.router)}+${num(cpu.worker)}`,
+        `${mb(row.peakRssKb.router)}/${mb(row.peakRssKb.worker)}`,
+        row.baseline ?? "",
+        x(run.ratio.p50),
+        x(run.ratio.reqPerSec)
+      ])
+    }
+  }
+  const notes = report.rows.filter((r) => r.status !== "ok").map((r) => `${r.id}: ${r.status}: ${r.reason ?? ""}`)
+  return [textTable(header, body), ...(notes.length > 0 ? ["", ...notes] : [])].join("\n")
+}

@@ -1,0 +1,232 @@
+/**
+ * Runs a benchmark: for each selected row, starts its worker and its router in processes of
+ * their own (the worker of this project's modes is `transport-registry worker`; the others are
+ * childMain.ts with a side module), then for each concurrency level runs warm-up streams and the
+ * measured streams, reading each process's CPU time around them, and each one's peak RSS at the
+ * end. A row that cannot start is `unavailable`, one that fails while measuring `failed`; every
+ * row has a time limit, so a run always completes. It reports progress through a callback and
+ * returns the report; it prints nothing itself.
+ */
+import { mkdtempSync, rmSync } from "node:fs"
+import * as os from "node:os"
+import { join } from "node:path"
+import { childEnvironment } from "../../TransportConfig.ts"
+import { rows as catalog, select } from "./catalog.ts"
+import type { RowSpec } from "./catalog.ts"
+import { startChild } from "./child.ts"
+import type { Child } from "./child.ts"
+import type { ProcessStats } from "./ipc.ts"
+import { startNatsServer } from "./natsServer.ts"
+import type { NatsServer } from "./natsServer.ts"
+import { withRatios } from "./report.ts"
+import type { BenchReport, Row, Run } from "./report.ts"
+import { BENCH_ENDPOINT } from "./sides/project.ts"
+import type { ServerInfo, SideOptions } from "./sides/side.ts"
+import { cdf, summarize } from "./stats.ts"
+
+/** What to run. */
+export interface BenchOptions {
+  readonly streams: number
+  readonly items: number
+  readonly itemSize: number
+  readonly delayMs: number
+  readonly concurrency: ReadonlyArray<number>
+  /** Warm-up streams before each concurrency level. */
+  readonly warmup: number
+  /** `--modes`: row ids, presets, prefixes with `*`. */
+  readonly modes: string
+  readonly quick: boolean
+  /** Time limit of one row, seconds. */
+  readonly rowTimeoutS: number
+}
+
+/** Where a run is, for the progress line. */
+export interface Progress {
+  readonly row: string
+  readonly index: number
+  readonly total: number
+  readonly phase: string
+  readonly done?: number
+  readonly of?: number
+}
+
+const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js"
+const here = (path: string) => new URL(path + ext, import.meta.url)
+const execArgv = ["--no-warnings"]
+
+/** The DYN_* settings of a row of this project: loopback, free ports, file discovery in `dir`, then the mode's own. */
+const modeEnv = (dir: string, mode: Readonly<Record<string, string>>, natsUrl: string | undefined): Record<string, string> => ({
+  DYN_REQUEST_PLANE: "http",
+  DYN_RESPONSE_PLANE: "tcp",
+  DYN_DISCOVERY_BACKEND: "file",
+  DYN_DISCOVERY_PATH: dir,
+  DYN_HTTP_RPC_HOST: "127.0.0.1",
+  DYN_HTTP_RPC_PORT: "0",
+  DYN_TCP_RESPONSE_HOST: "127.0.0.1",
+  DYN_TCP_RESPONSE_PORT: "0",
+  DYN_METRICS_PORT: "0",
+  DYN_LOG: "warn",
+  ...mode,
+  ...(natsUrl === undefined ? {} : { NATS_SERVER: natsUrl })
+})
+
+const message = (e: unknown): string => (e instanceof Error ? e.message : String(e)).split("\n")[0]!.slice(0, 600)
+
+class RowTimeout extends Error {}
+
+/** Measures one row; throws with `measuring` set when it fails after measuring began. */
+const measureRow = async (
+  spec: RowSpec,
+  options: BenchOptions,
+  natsUrl: string | undefined,
+  state: { measuring: boolean; readonly children: Array<Child>; readonly cleanups: Array<() => void> },
+  progress: (phase: string, done?: number, of?: number) => void
+): Promise<Pick<Row, "runs" | "peakRssKb">> => {
+  const dir = mkdtempSync(join(os.tmpdir(), "bench-discovery-"))
+  state.cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
+  const env = spec.env === undefined && spec.server !== undefined && "cliEnv" in spec.server ? spec.server.cliEnv : spec.env
+  const settings = env === undefined ? undefined : modeEnv(dir, env, natsUrl)
+  const sideOptions = (variant: string): SideOptions => ({
+    variant,
+    items: options.items,
+    itemSize: options.itemSize,
+    delayMs: options.delayMs,
+    ...(settings === undefined ? {} : { env: settings }),
+    ...(natsUrl === undefined ? {} : { natsUrl })
+  })
+
+  progress("starting the worker")
+  let server: Child | undefined
+  let info: ServerInfo = {}
+  if (spec.server !== undefined && "cliEnv" in spec.server) {
+    server = startChild(here("../main"), ["worker", "--endpoint", BENCH_ENDPOINT], childEnvironment(settings!), [...execArgv, "--import", here("./statsHook").href])
+    state.children.push(server)
+    const record = await server.firstLine
+    const problem = spec.check?.(record)
+    if (problem !== undefined) throw new Error(problem)
+  } else if (spec.server !== undefined) {
+    server = startChild(here("./childMain"), [], childEnvironment({}), execArgv)
+    state.children.push(server)
+    info = (await server.ask({ t: "start", role: "server", module: spec.server.module, options: sideOptions(spec.server.variant) }, "ready")).info
+  }
+  progress("starting the router")
+  const client = startChild(here("./childMain"), [], childEnvironment({}), execArgv)
+  state.children.push(client)
+  await client.ask({ t: "start", role: "client", module: spec.client.module, options: sideOptions(spec.client.variant), server: info }, "ready")
+
+  const runs: Array<Run> = []
+  for (const concurrency of options.concurrency) {
+    const warmup = Math.max(options.warmup, concurrency)
+    progress(`c=${concurrency} warming up`)
+    state.measuring = true
+    await client.ask({ t: "run", streams: warmup, concurrency, warmup: 0 }, "result")
+    const before: ProcessStats | undefined = await server?.stats()
+    const result = await client.ask({ t: "run", streams: options.streams, concurrency, warmup: 0 }, "result", (done) =>
+      progress(`c=${concurrency}`, done, options.streams))
+    const after = await server?.stats()
+    const streams = result.latencyUs.length
+    runs.push({
+      concurrency,
+      streams,
+      seconds: result.seconds,
+      reqPerSec: streams / result.seconds,
+      latencyUs: summarize(result.latencyUs),
+      firstItemUs: summarize(result.firstItemUs),
+      cpuUsPerRequest: {
+        router: result.cpuUs / streams,
+        worker: before === undefined || after === undefined ? null : (after.cpuUs - before.cpuUs) / streams
+      },
+      cdf: cdf(result.latencyUs, 100).map(([v, f]) => [v, f] as const),
+      ratio: { p50: null, reqPerSec: null }
+    })
+  }
+  const routerStats = await client.stats()
+  const workerStats = await server?.stats()
+  progress("stopping")
+  await Promise.race([client.ask({ t: "close" }, "closed"), new Promise((r) => setTimeout(r, 2000))]).catch(() => {})
+  return { runs, peakRssKb: { router: routerStats.maxRssKb, worker: workerStats?.maxRssKb ?? null } }
+}
+
+/** Runs one row under its time limit; never throws. */
+const runRow = async (
+  spec: RowSpec,
+  options: BenchOptions,
+  nats: NatsServer | { readonly failed: string } | undefined,
+  progress: (phase: string, done?: number, of?: number) => void
+): Promise<Row> => {
+  const base = { id: spec.id, kind: spec.kind, description: spec.description, baseline: spec.baseline ?? null }
+  const none = { peakRssKb: { router: null, worker: null }, runs: [] }
+  if (spec.nats === true && (nats === undefined || "failed" in nats)) {
+    return { ...base, ...none, status: "unavailable", reason: `no nats-server: ${nats !== undefined && "failed" in nats ? nats.failed : "not started"}` }
+  }
+  const natsUrl = nats !== undefined && !("failed" in nats) ? nats.url : undefined
+  const state = { measuring: false, children: [] as Array<Child>, cleanups: [] as Array<() => void> }
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new RowTimeout(`timed out after ${options.rowTimeoutS} s`)), options.rowTimeoutS * 1000)
+  })
+  try {
+    const measured = await Promise.race([measureRow(spec, options, natsUrl, state, progress), timeout])
+    return { ...base, ...measured, status: "ok", reason: null }
+  } catch (e) {
+    // a child that died says why
+    await new Promise((r) => setTimeout(r, 100))
+    const died = state.children.map((c) => c.exited()).find((x) => x !== undefined)
+    const reason = message(e) + (died === undefined || message(e).includes(died) ? "" : ` (${died})`)
+    return { ...base, ...none, status: state.measuring ? "failed" : "unavailable", reason }
+  } finally {
+    clearTimeout(timer)
+    await Promise.all(state.children.map((c) => c.stop()))
+    for (const f of state.cleanups) f()
+  }
+}
+
+/** The selected rows, or the names `--modes` did not know. */
+export const selectRows = (modes: string) => select(modes)
+
+/** Runs the benchmark. */
+export const runBench = async (options: BenchOptions, onProgress: (p: Progress) => void): Promise<BenchReport> => {
+  const started = new Date()
+  const t0 = performance.now()
+  const { rows: selected, unknown } = select(options.modes)
+  if (unknown.length > 0) throw new Error(`--modes: unknown ${unknown.join(", ")}; rows: ${catalog.map((r) => r.id).join(", ")}`)
+  let nats: NatsServer | { readonly failed: string } | undefined
+  if (selected.some((r) => r.nats === true)) nats = await startNatsServer().catch((e: unknown) => ({ failed: message(e) }))
+  const out: Array<Row> = []
+  try {
+    for (const [index, spec] of selected.entries()) {
+      const progress = (phase: string, done?: number, of?: number) =>
+        onProgress({ row: spec.id, index: index + 1, total: selected.length, phase, ...(done === undefined ? {} : { done }), ...(of === undefined ? {} : { of }) })
+      out.push(await runRow(spec, options, nats, progress))
+    }
+  } finally {
+    if (nats !== undefined && !("failed" in nats)) nats.stop()
+  }
+  const cpus = os.cpus()
+  return {
+    version: 1,
+    tool: "transport-registry bench",
+    startedAt: started.toISOString(),
+    seconds: (performance.now() - t0) / 1000,
+    machine: {
+      node: process.version,
+      platform: process.platform,
+      arch: process.arch,
+      cpus: cpus.length,
+      cpuModel: cpus[0]?.model ?? "unknown",
+      memoryMb: Math.round(os.totalmem() / 1024 / 1024),
+      loadAverage: os.loadavg().map((l) => Math.round(l * 100) / 100)
+    },
+    workload: {
+      streams: options.streams,
+      items: options.items,
+      itemSize: options.itemSize,
+      delayMs: options.delayMs,
+      concurrency: options.concurrency,
+      warmup: options.warmup,
+      quick: options.quick,
+      modes: options.modes
+    },
+    rows: withRatios(out)
+  }
+}
