@@ -232,6 +232,37 @@ describe("typed failures on either side count in transport_errors_total", () => 
     }).pipe(Effect.provide(configuredStack(httpTcp))))
 })
 
+describe("the TCP request server's refusals", () => {
+  it.live("bytes that break Dynamo's framing count as a protocol error of role server", () =>
+    Effect.gen(function*() {
+      const served = yield* Endpoint.serve("truth.tcp.gen", (n: number) => Stream.range(1, n))
+      const address = /(\d+\.\d+\.\d+\.\d+):(\d+)/.exec(JSON.stringify(served.instance.transport))!
+      const series = `transport_errors_total{transport="tcp",error_type="protocol",role="server"}`
+      const before = valueOf(exposition(), series)
+      // a frame whose payload length (u32 0xffffffff) is past the maximum message size
+      const tooLarge = Buffer.from([0, 4, 0x61, 0x62, 0x63, 0x64, 0, 0, 0xff, 0xff, 0xff, 0xff])
+      yield* Effect.promise(() =>
+        new Promise<void>((resolve) => {
+          const socket = net.connect(Number(address[2]), address[1]!, () => socket.write(tooLarge))
+          socket.on("error", () => {})
+          // the server answers with its last rejection ack and ends its side
+          socket.on("end", () => {
+            socket.destroy()
+            resolve()
+          })
+          socket.resume()
+        })
+      )
+      expect(valueOf(exposition(), series)).toBe(before + 1)
+    }).pipe(Effect.provide(configuredStack({
+      DYN_REQUEST_PLANE: "tcp",
+      DYN_RESPONSE_PLANE: "tcp",
+      DYN_TCP_REQUEST_HOST: "127.0.0.1",
+      DYN_TCP_REQUEST_PORT: "0",
+      DYN_LOG: "error"
+    }))))
+})
+
 describe("pool series follow the live targets", () => {
   it.live("removes every tcp_pool_* series of an evicted target; it comes back at zero", () =>
     Effect.gen(function*() {

@@ -17,6 +17,7 @@
 //
 //   npm run soak -- [--requests 100000] [--concurrency 64] [--cancel-rate 0.05] [--modes http-tcp,tcp-full]
 //                   [--items 10] [--item-delay-ms 1] [--seed 1] [--timeout 1800] [--json out.json]
+//                   [--env DYN_X=1,DYN_Y=2] [--logs <dir>] (each process's log lines to <dir>/<mode>.<worker|router>.log)
 //   npm run soak -- --scale 10000 [--items 20] [--item-delay-ms 100] [--worker-cap 8000] [--modes ...]
 //
 // Modes: http-tcp, http-tcp-pooled, http-http-sse, tcp-dynamo, tcp-dynamo-pooled, tcp-full,
@@ -72,6 +73,7 @@ const extraEnv = Object.fromEntries(
   (flag("env") ?? "").split(",").filter((kv) => kv.includes("=")).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)])
 )
 const jsonOut = flag("json")
+const logDir = flag("logs")
 const modes = selectModes(flag("modes"))
 
 const n = (x: number) => x.toLocaleString("en-US")
@@ -99,7 +101,7 @@ const main = async () => {
       natsUrl = nats.url
     }
     console.log(`[${mode.id}] ${mode.name}`)
-    const result = await runMode(mode, { ...options, env: extraEnv, natsUrl, onProgress: (line) => console.log(line) })
+    const result = await runMode(mode, { ...options, env: extraEnv, logDir, natsUrl, onProgress: (line) => console.log(line) })
     results.push(result)
     const problems = verdict(result, options)
     console.log(

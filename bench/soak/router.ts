@@ -8,6 +8,7 @@
 import { Cause, Effect, Exit } from "effect"
 import type { Fiber } from "effect"
 import * as Endpoint from "../../src/Endpoint.ts"
+import * as Logging from "../../src/observability/Logging.ts"
 import { routerLayer } from "../crossProcess.ts"
 import { Ledger, prng } from "./ledger.ts"
 import type { CallOutcome, LedgerSummary } from "./ledger.ts"
@@ -169,7 +170,7 @@ const main = () => {
     send({ type: "result", summary: ledger.summary(), elapsedMs })
     return yield* Effect.never
   })
-  Effect.runPromise(program.pipe(Effect.scoped, Effect.provide(routerLayer(job.env)))).catch((e: unknown) => {
+  Effect.runPromise(program.pipe(Effect.scoped, Effect.provide(routerLayer(job.env)), Effect.provide(Logging.layer({ log: job.env["DYN_LOG"] ?? "warn", format: "logfmt" })))).catch((e: unknown) => {
     console.error(`level=ERROR message="soak router failed: ${String(e).replace(/"/g, "'")}"`)
     process.exit(1)
   })

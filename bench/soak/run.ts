@@ -2,7 +2,7 @@
 // bench/soak/router.ts), the workload, and /proc readings of both at the start, every second
 // and at the end. It does not print: progress goes to a callback, the result is returned.
 import type { ChildProcess } from "node:child_process"
-import { mkdtempSync, rmSync } from "node:fs"
+import { createWriteStream, mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { startChild } from "../crossProcess.ts"
@@ -33,6 +33,8 @@ export interface ModeOptions {
   readonly timeoutMs: number
   /** Count established TCP connections every second (costly with many sockets: the scale run). */
   readonly countConnections?: boolean | undefined
+  /** Write each process's stderr (its log lines) to `<logDir>/<mode>.<worker|router>.log`. */
+  readonly logDir?: string | undefined
   /** Called every second while the workload runs. */
   readonly onProgress?: ((line: string) => void) | undefined
 }
@@ -134,6 +136,7 @@ export const runMode = async (mode: SoakMode, options: ModeOptions): Promise<Mod
       { quiet: true }
     )
     children.push(worker.child)
+    keepLog(worker.child, options.logDir, `${mode.id}.worker.log`)
     const problem = mode.check?.(worker.firstLine)
     if (problem !== undefined) throw new Error(problem)
     const job: RouterJob = {
@@ -148,6 +151,7 @@ export const runMode = async (mode: SoakMode, options: ModeOptions): Promise<Mod
     }
     const router = await startChild("bench/soak/router.ts", [JSON.stringify(job)], {}, { quiet: true })
     children.push(router.child)
+    keepLog(router.child, options.logDir, `${mode.id}.router.log`)
     if (router.firstLine !== "ready") throw new Error(`router said ${router.firstLine}`)
     phase = "failed"
     const countConnections = options.countConnections === true
@@ -197,6 +201,13 @@ export const runMode = async (mode: SoakMode, options: ModeOptions): Promise<Mod
     }
     rmSync(dir, { recursive: true, force: true })
   }
+}
+
+const keepLog = (child: ChildProcess, dir: string | undefined, name: string) => {
+  if (dir === undefined) return
+  const out = createWriteStream(join(dir, name))
+  child.stderr?.on("data", (c: Buffer) => out.write(c))
+  child.once("close", () => out.end())
 }
 
 const progressLine = (id: string, p: Progress, total: number, w: ProcSample, r: ProcSample): string =>

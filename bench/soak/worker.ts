@@ -6,6 +6,7 @@
 // in-flight cap (`maxInFlight`): beyond it requests are refused "overloaded".
 import { Effect } from "effect"
 import * as Endpoint from "../../src/Endpoint.ts"
+import * as Logging from "../../src/observability/Logging.ts"
 import { instanceToJson } from "../../src/Instance.ts"
 import { routerLayer } from "../crossProcess.ts"
 
@@ -44,7 +45,7 @@ const main = () => {
     process.stdout.write(instanceToJson(served.instance) + "\n")
     return yield* Effect.never
   })
-  Effect.runPromise(program.pipe(Effect.scoped, Effect.provide(routerLayer(env)))).catch((e: unknown) => {
+  Effect.runPromise(program.pipe(Effect.scoped, Effect.provide(routerLayer(env)), Effect.provide(Logging.layer({ log: env["DYN_LOG"] ?? "warn", format: "logfmt" })))).catch((e: unknown) => {
     console.error(`level=ERROR message="soak worker failed: ${String(e).replace(/"/g, "'")}"`)
     process.exit(1)
   })

@@ -13,11 +13,15 @@
  *   A thing that looks idle is judged once more after one I/O turn (`confirm`): timers run before
  *   I/O in a turn of the event loop, so after a busy stretch of the router's own, frames may be
  *   waiting unread, and they must count.
- * - `idleTimings(idleMs)` derives the sweep period and the heartbeat interval from the timeout.
+ * - `idleTimings(idleMs)` derives the sweep period and the heartbeat interval from the timeout;
+ *   `ConnectionLiveness` is a connection's side (heartbeats heard, Pings due); `streamIdleError`
+ *   builds the TransportTimeoutError "StreamIdle" every plane reports.
  *
  * What it does not do: know streams, sockets or sessions, send heartbeats, or fail anything: its
  * owners do, in `sweep` and in the `confirm` callback.
  */
+import { TransportTimeoutError } from "../TransportError.ts"
+import type { TransportId } from "../Transport.ts"
 
 /** Activity of one watched thing; see the module comment. */
 export interface Activity {
@@ -97,3 +101,43 @@ export class IdleSweep {
     this.timer = undefined
   }
 }
+
+/**
+ * A connection's liveness for the sweep: any chunk sets `active`. With `heartbeats` (the peer
+ * answers Pings, or the protocol has them) it shows life for every stream on the connection.
+ */
+export class ConnectionLiveness implements Activity {
+  active = false
+  seenAt = performance.now()
+  private pingedAt = 0
+  /** True when any frame counts for every stream on the connection. */
+  readonly heartbeats: boolean
+
+  constructor(heartbeats: boolean) {
+    this.heartbeats = heartbeats
+  }
+
+  /** When the connection last showed life (sweep time), when that counts for its streams; else undefined. */
+  heardAt(now: number): number | undefined {
+    return this.heartbeats ? lastSeen(this, now) : undefined
+  }
+
+  /** True (and counted as sent) when a Ping is due: heartbeats, silent for `pingMs`, none sent for `pingMs`. */
+  pingDue(now: number, pingMs: number): boolean {
+    if (!this.heartbeats || now - lastSeen(this, now) < pingMs || now - this.pingedAt < pingMs) return false
+    this.pingedAt = now
+    return true
+  }
+}
+
+const secondsText = (ms: number): string => String(Math.round(ms / 100) / 10)
+
+/** TransportTimeoutError "StreamIdle": `what` (the stream) heard nothing from `target` for `silentMs`. */
+export const streamIdleError = (transport: TransportId, target: string, what: string, silentMs: number, idleMs: number): TransportTimeoutError =>
+  new TransportTimeoutError({
+    reason: "StreamIdle",
+    transport,
+    target,
+    detail: `${what} received nothing (no item, no heartbeat) from the worker for ${secondsText(silentMs)} s; ` +
+      `the idle timeout is ${secondsText(idleMs)} s (DYN_STREAM_IDLE_TIMEOUT_SECS)`
+  })

@@ -159,6 +159,10 @@ export const connect = (options: ConnectOptions): net.Socket => {
   return socket
 }
 
+/** For a connect timeout's detail: " (…the TLS handshake did not complete)" when `socket` is TLS, TCP-connected and not yet secured, else "". */
+export const handshakePending = (socket: net.Socket): string =>
+  socket instanceof tls.TLSSocket && tcpConnected.has(socket) && !secured.has(socket) ? " (TCP connected; the TLS handshake did not complete)" : ""
+
 /** The event after which a socket from `connect` is ready for the protocol: "secureConnect" for TLS, else "connect". */
 export const readyEvent = (socket: net.Socket): "connect" | "secureConnect" => (socket instanceof tls.TLSSocket ? "secureConnect" : "connect")
 

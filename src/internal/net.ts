@@ -24,6 +24,13 @@ export const advertisedHost = (bindHost: string, advertise?: string | undefined)
 /** "host:port", with IPv6 hosts in brackets. */
 export const hostPort = (host: string, port: number): string => (host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`)
 
+/**
+ * The accept backlog every listener asks for. Node's default (511) overflowed when ~10,000
+ * workers' call-homes (or requests) arrived at once: the kernel dropped their handshakes and
+ * they waited out SYN retransmits. The kernel caps it at `net.core.somaxconn`.
+ */
+export const LISTEN_BACKLOG = 65_535
+
 /** Starts `server` listening; resolves with the bound port, or fails with ListenFailed naming the address. */
 export const listen = (server: Server, host: string, port: number, transport: TransportId): Effect.Effect<number, TransportConnectionError> =>
   Effect.callback<number, TransportConnectionError>((resume) => {
@@ -42,7 +49,7 @@ export const listen = (server: Server, host: string, port: number, transport: Tr
     }
     server.once("error", onError)
     server.once("listening", onListening)
-    server.listen(port, host)
+    server.listen({ port, host, backlog: LISTEN_BACKLOG })
   })
 
 /**

@@ -36,11 +36,26 @@ export interface MetricsServer {
   readonly url: string
 }
 
-/** Starts the server on `host:port` until the scope closes. */
-export const make = (options: { readonly host: string; readonly port: number }): Effect.Effect<MetricsServer, TransportConnectionError, Scope.Scope> =>
+/**
+ * node:http's limits for `connectionTimeoutMs`: a request's headers and the whole request must
+ * arrive within it, checked a few times per period (a slowloris client is closed in time).
+ */
+const timeoutOptions = (ms: number | undefined): http.ServerOptions =>
+  ms === undefined ? {} : { headersTimeout: ms, requestTimeout: ms, connectionsCheckingInterval: Math.max(10, Math.min(30_000, Math.floor(ms / 4))) }
+
+/**
+ * Starts the server on `host:port` until the scope closes. `connectionTimeoutMs`: how long a
+ * request (headers and body) may take to arrive, from the connection's start or the previous
+ * response (default node:http's: 60 s for the headers, 300 s for the request).
+ */
+export const make = (options: {
+  readonly host: string
+  readonly port: number
+  readonly connectionTimeoutMs?: number | undefined
+}): Effect.Effect<MetricsServer, TransportConnectionError, Scope.Scope> =>
   Effect.gen(function*() {
     const context = Context.empty()
-    const server = http.createServer((req, res) => {
+    const server = http.createServer(timeoutOptions(options.connectionTimeoutMs), (req, res) => {
       const path = (req.url ?? "/").split("?")[0]
       if (path === "/metrics") {
         const text = exposition(context)

@@ -6,14 +6,14 @@
  * - every handler is interrupted (seen by `Effect.onInterrupt`), within 3 s of the kill (the
  *   death of a connection is seen at once on loopback; the margin is for a loaded machine);
  * - its resources are freed: `inFlight()` is back to 0, the `transport_active_streams` gauges on
- *   its /metrics are all 0 again (it was above 0 while streaming), and its open sockets (FDs in
- *   /proc/self/fd) are back to what they were before the router came (its listeners and, on
- *   nats+tcp, its nats-server connection), within 3 s as well.
+ *   its /metrics are all 0 again (it was above 0 while streaming), and its open TCP sockets (FDs
+ *   in /proc/self/fd found in /proc/net/tcp*) are back to what they were before the router came
+ *   (its listeners and, on nats+tcp, its nats-server connection), within 3 s as well.
  *
  * On every mode: http+tcp, pooled, http+http SSE, tcp+tcp in Dynamo's framing, the full TCP
  * mode, nats+tcp.
  */
-import { mkdtempSync, readdirSync, readlinkSync, rmSync } from "node:fs"
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs"
 import * as http from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -53,15 +53,30 @@ afterAll(async () => {
 })
 
 
-/** Sockets this process holds open (entries of /proc/self/fd that are sockets). */
-const socketFds = (): number =>
-  readdirSync("/proc/self/fd").filter((fd) => {
+/** The inodes of TCP sockets on this machine (/proc/net/tcp and tcp6). */
+const tcpInodes = (): Set<string> => {
+  const inodes = new Set<string>()
+  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    for (const line of readFileSync(file, "utf8").split("\n").slice(1)) {
+      const inode = line.trim().split(/\s+/)[9]
+      if (inode !== undefined) inodes.add(inode)
+    }
+  }
+  return inodes
+}
+
+/** TCP sockets this process holds open (its FDs that are sockets found in /proc/net/tcp*; not its child's stdio pipes). */
+const socketFds = (): number => {
+  const tcp = tcpInodes()
+  return readdirSync("/proc/self/fd").filter((fd) => {
     try {
-      return readlinkSync(`/proc/self/fd/${fd}`).startsWith("socket:")
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/self/fd/${fd}`))
+      return m !== null && tcp.has(m[1]!)
     } catch {
       return false
     }
   }).length
+}
 
 /** Sum of every `transport_active_streams` series in exposition text. */
 const activeStreams = (text: string): number =>

@@ -78,7 +78,7 @@ const cdfChart = (row: Row, baseline: Row | undefined): string => {
   const width = 360
   const height = 230
   const left = 40
-  const right = 12
+  const right = 28
   const top = 12
   const bottom = 40
   const series = [
@@ -96,9 +96,9 @@ const cdfChart = (row: Row, baseline: Row | undefined): string => {
     parts.push(`<line x1="${f1(x(t))}" y1="${top}" x2="${f1(x(t))}" y2="${height - bottom}" class="grid"/>`)
     if (Math.log10(t) % 1 === 0 || logTicks(lo, hi).length <= 8) parts.push(`<text x="${f1(x(t))}" y="${height - bottom + 14}" class="tick" text-anchor="middle">${esc(us(t))}</text>`)
   }
-  for (const fr of [0, 0.5, 0.9, 0.99, 1]) {
+  for (const fr of [0, 0.25, 0.5, 0.75, 1]) {
     parts.push(`<line x1="${left}" y1="${f1(y(fr))}" x2="${width - right}" y2="${f1(y(fr))}" class="grid"/>`)
-    parts.push(`<text x="${left - 4}" y="${f1(y(fr) + 3)}" class="tick" text-anchor="end">${fr === 1 ? "1" : fr.toString().replace(/^0/, "")}</text>`)
+    parts.push(`<text x="${left - 4}" y="${f1(y(fr) + 3)}" class="tick" text-anchor="end">${fr}</text>`)
   }
   for (const s of series) {
     // a step line: up at each sample value
@@ -112,7 +112,7 @@ const cdfChart = (row: Row, baseline: Row | undefined): string => {
       `<path class="cdf${s.dashed ? " baseline" : ""}" d="${d}" fill="none" stroke="${s.colour}" stroke-width="${s.dashed ? 1.2 : 1.8}"${s.dashed ? ` stroke-dasharray="4 3"` : ""}><title>${esc(s.dashed ? `${baseline!.id}` : row.id)} at ${s.run.concurrency} in flight: p50 ${esc(us(s.run.latencyUs.p50))}, p99 ${esc(us(s.run.latencyUs.p99))}</title></path>`
     )
   }
-  parts.push(`<text x="${(left + width - right) / 2}" y="${height - 8}" class="axis-title" text-anchor="middle">latency (log scale); dashed: ${esc(baseline?.id ?? "no baseline")}</text>`)
+  parts.push(`<text x="${(left + width - right) / 2}" y="${height - 8}" class="axis-title" text-anchor="middle">latency (log scale)${baseline === undefined ? "" : `; dashed: ${esc(baseline.id)}`}</text>`)
   const legend = row.runs.map((run, i) => `<span class="swatch" style="background:${levelColours[i % levelColours.length]}"></span>c=${run.concurrency}`).join(" ")
   return `<figure class="cdf-figure"><figcaption><b>${esc(row.id)}</b> <span class="legend">${legend}</span></figcaption><svg class="chart cdf-chart" data-row="${esc(row.id)}" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="latency CDF of ${esc(row.id)}">${parts.join("")}</svg></figure>`
 }
@@ -135,7 +135,7 @@ const tableHtml = (report: BenchReport): string => {
 const style = `
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1a202c;max-width:1200px}
 h1{font-size:20px}h2{font-size:16px;margin-top:28px}
-table{border-collapse:collapse;font-size:12px}th,td{padding:3px 7px;border-bottom:1px solid #e2e8f0;text-align:right}
+table{border-collapse:collapse;font-size:12px}th,td{padding:3px 7px;border-bottom:1px solid #e2e8f0;text-align:right}td{white-space:nowrap}
 th:first-child,td:first-child,td:nth-child(2),td:nth-child(12){text-align:left}
 tr.baseline td{color:#4a5568}tr.not-run td{color:#a0aec0}
 .grid{stroke:#e2e8f0;stroke-width:1}.tick{font-size:10px;fill:#4a5568}.label{font-size:11px;fill:#1a202c}.value{font-size:10px;fill:#2d3748}

@@ -4,6 +4,9 @@
  */
 import type { ServerInfo, SideOptions } from "./sides/side.ts"
 
+/** The endpoint every row of this project serves and calls. */
+export const BENCH_ENDPOINT = "bench.worker.generate"
+
 /** The side modules a child can load (sides/<name>). */
 export const sideModules = ["rawHttp", "rawTcp", "rawNats", "grpc", "effectRpc", "project"] as const
 /** A side module's name. */

@@ -1,10 +1,10 @@
 /**
- * The load loops of the benchmark's client sides: run `streams` streams with `concurrency` in
- * flight and record each stream's latency and time to its first item. One loop over Promises
- * (raw baselines, gRPC) and one over Effects (this project, Effect RPC), so that neither pays a
- * conversion per stream. Timing uses `performance.now()`.
+ * The load loop of the benchmark's Promise-based client sides (raw baselines, gRPC): run
+ * `streams` streams with `concurrency` in flight and record each stream's latency and time to
+ * its first item, by `performance.now()`. loadEffect.ts is the same loop over Effects (this
+ * project, Effect RPC), so that neither pays a conversion per stream; this module does not load
+ * Effect, so that the raw children stay raw.
  */
-import { Effect } from "effect"
 import type { Recorder } from "./sides/side.ts"
 
 /** One stream as a Promise: calls `onFirst` when its first item arrives. */
@@ -27,30 +27,3 @@ export const loadPromise = async (streams: number, concurrency: number, once: On
   }
   await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, streams)) }, lane))
 }
-
-/** The Effect form of `loadPromise`. */
-export const loadEffect = <E, R>(
-  streams: number,
-  concurrency: number,
-  once: (onFirst: () => void) => Effect.Effect<void, E, R>,
-  record: Recorder
-): Effect.Effect<void, E, R> =>
-  Effect.forEach(
-    Array.from({ length: streams }),
-    () =>
-      Effect.suspend(() => {
-        const t0 = performance.now()
-        let first = -1
-        return Effect.tap(
-          once(() => {
-            if (first < 0) first = performance.now()
-          }),
-          () =>
-            Effect.sync(() => {
-              const t1 = performance.now()
-              record(t1 - t0, (first < 0 ? t1 : first) - t0)
-            })
-        )
-      }),
-    { concurrency: Math.max(1, concurrency), discard: true }
-  )

@@ -57,6 +57,11 @@ export interface HttpRequestServerOptions {
   readonly advertise?: ((url: string) => TransportType) | undefined
   /** Most connections at once, HTTP/1.1 and h2c (`DYN_HTTP_RPC_MAX_CONNECTIONS`); absent: no cap. */
   readonly maxConnections?: number | undefined
+  /**
+   * How long a new connection may take to make its first request before it is closed, however
+   * its bytes trickle in (default `SNIFF_TIMEOUT_MS`, 10 s; `SniffingListener.ts`).
+   */
+  readonly firstRequestTimeoutMs?: number | undefined
 }
 
 /** Keeps the exchange open for the response plane, in `format`. */
@@ -296,7 +301,7 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
     h2.on("sessionError", () => {})
 
     // One port: the HTTP/2 preface goes to h2, anything else to HTTP/1.1.
-    const front = makeSniffingListener(h1, h2, options.maxConnections)
+    const front = makeSniffingListener(h1, h2, options.maxConnections, options.firstRequestTimeoutMs)
 
     // Listening starts on first use, once (a failed listen is tried again); `start` gives the port.
     const start = yield* listenOnce(front.server, options.host, options.port, "http")

@@ -40,6 +40,7 @@ import { openResponseStream } from "./HttpResponseStream.ts"
 import type { ResponseExchange, ResponseStream } from "./HttpResponseStream.ts"
 import { HEARTBEAT_MS } from "./InlineWriter.ts"
 import { makeSniffingListener } from "./SniffingListener.ts"
+import { recordError } from "../../observability/Metrics.ts"
 
 /** Options of the server. */
 export interface HttpResponseServerOptions {
@@ -59,6 +60,11 @@ export interface HttpResponseServerOptions {
   readonly heartbeatMs?: number | undefined
   /** Most connections at once (`DYN_HTTP_RESPONSE_MAX_CONNECTIONS`); absent: no cap. */
   readonly maxConnections?: number | undefined
+  /**
+   * How long a new connection may take to make its first request before it is closed, however
+   * its bytes trickle in (default `SNIFF_TIMEOUT_MS`, 10 s; `SniffingListener.ts`).
+   */
+  readonly firstRequestTimeoutMs?: number | undefined
 }
 
 /** Where a client attaches: the seed's `TransportAddress::Http { url }`. */
@@ -145,6 +151,7 @@ export const make = (options: HttpResponseServerOptions): Effect.Effect<HttpResp
           const text = JSON.stringify(json)
           // A refused GET (unknown, used or malformed subject) also closes its connection.
           if (status >= 400) res.shouldKeepAlive = false
+          if (status >= 400) recordError("http", "protocol", "client")
           res.writeHead(status, { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(text) })
           res.end(text)
         },
@@ -172,6 +179,7 @@ export const make = (options: HttpResponseServerOptions): Effect.Effect<HttpResp
         accept: Array.isArray(accept) ? accept.join(", ") : accept,
         reply: (status, json, extra) => {
           if (stream.destroyed || stream.closed) return
+          if (status >= 400) recordError("http", "protocol", "client")
           stream.respond({ ":status": status, ...extra, "content-type": "application/json" })
           stream.end(JSON.stringify(json))
         },
@@ -185,7 +193,7 @@ export const make = (options: HttpResponseServerOptions): Effect.Effect<HttpResp
     })
     h2.on("sessionError", () => {})
 
-    const front = makeSniffingListener(h1, h2, options.maxConnections)
+    const front = makeSniffingListener(h1, h2, options.maxConnections, options.firstRequestTimeoutMs)
 
     // Listening starts on first use, once (a failed listen is tried again); `start` gives the port.
     const start = yield* listenOnce(front.server, options.host, options.port, "http")

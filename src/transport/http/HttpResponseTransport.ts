@@ -9,6 +9,9 @@
  * - Worker (`client.connect`, for `http_inline`): takes the exchange the http request-plane server
  *   kept for the request id and writes the stream into it (`InlineWriter.ts`).
  *
+ * - Router, `DYN_STREAM_IDLE_TIMEOUT_SECS`: one `InlineIdle` sweep per server fails a stream that
+ *   receives nothing, no chunk and no HTTP/2 PING answer on its session, for that long.
+ *
  * It does not listen on a port of its own, and works only with the http request plane, which
  * carries the stream. Both layers provide `HttpInlineHub.layer` to themselves, so one build
  * shares one hub.

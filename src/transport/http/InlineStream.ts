@@ -24,7 +24,8 @@ import type { ConnectionInfo } from "../../ConnectionInfo.ts"
 import { makeStreamDecoder } from "../../protocol/HttpStreamFormat.ts"
 import type { StreamEvent, StreamFormat } from "../../protocol/HttpStreamFormat.ts"
 import type { PendingStream, ResponseSink } from "../../ResponsePlane.ts"
-import { HandlerError, TransportConnectionError, TransportTimeoutError } from "../../TransportError.ts"
+import { HandlerError, TransportConnectionError } from "../../TransportError.ts"
+import { streamIdleError } from "../../internal/IdleSweep.ts"
 import type { TransportError } from "../../TransportError.ts"
 import { toTransportProtocolError } from "../../internal/protocolError.ts"
 import { HTTP_INLINE, inlineInfo } from "./HttpInlineHub.ts"
@@ -114,16 +115,7 @@ export const makeInlineStream = (options: InlineStreamOptions): PendingStream & 
       session,
       isPaused: () => paused,
       onIdle: (silentMs, idleMs) => {
-        fail(
-          new TransportTimeoutError({
-            reason: "StreamIdle",
-            transport: "http",
-            target: address,
-            detail: `request ${requestId} received nothing (no item, no heartbeat, no PING answer) from the worker for ${
-              Math.round(silentMs / 100) / 10
-            } s; the idle timeout is ${Math.round(idleMs / 100) / 10} s (DYN_STREAM_IDLE_TIMEOUT_SECS)`
-          })
-        )
+        fail(streamIdleError("http", address, `request ${requestId}`, silentMs, idleMs))
         reset()
       }
     }

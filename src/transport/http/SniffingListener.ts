@@ -1,8 +1,12 @@
 /**
  * One TCP port for both HTTP versions: each new connection is sniffed for the HTTP/2
  * connection preface (h2c with prior knowledge) and handed to the given `node:http2` server,
- * anything else to the given `node:http` server. A connection that sends nothing within
- * `SNIFF_TIMEOUT_MS` is closed, not held forever; one beyond `maxConnections` open ones is closed at once.
+ * anything else to the given `node:http` server. A connection whose first request (HTTP/1.1: its
+ * headers; HTTP/2: its first stream) has not arrived within `firstRequestTimeoutMs` (default
+ * `SNIFF_TIMEOUT_MS`) of the accept is closed, however its bytes trickle in (a slowloris client),
+ * not held forever; one beyond `maxConnections` open ones is closed at once. Later requests on a
+ * connection are the servers' business (node:http's `headersTimeout`; an HTTP/2 session that
+ * carried a stream stays open while idle).
  *
  * It does not listen (the caller passes `server` to `internal/net.listen`), route requests, or
  * know any transport: the two node servers it feeds do that.
@@ -13,7 +17,7 @@ import * as net from "node:net"
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 
-/** How long a new connection may take to send its first bytes (the preface or a request line). */
+/** How long a new connection may take to make its first request, by default. */
 export const SNIFF_TIMEOUT_MS = 10_000
 
 /** The sniffing front server and the way to close it with the servers behind it. */
@@ -27,23 +31,56 @@ export interface SniffingListener {
 /**
  * A front server handing each connection to `h1` or `h2` by its first bytes. With `maxConnections`,
  * a connection beyond that many open ones is destroyed at once (the port's connection cap).
+ * `firstRequestTimeoutMs` bounds the wait for a connection's first request (see the module comment).
  */
-export const makeSniffingListener = (h1: http.Server, h2: http2.Http2Server, maxConnections?: number): SniffingListener => {
+export const makeSniffingListener = (
+  h1: http.Server,
+  h2: http2.Http2Server,
+  maxConnections?: number,
+  firstRequestTimeoutMs: number = SNIFF_TIMEOUT_MS
+): SniffingListener => {
   const sockets = new Set<net.Socket>()
+  // The deadline of each connection still waiting for its first request, by remote address and
+  // port (an HTTP/2 session's socket is a proxy of the accepted one, not the same object).
+  const deadlines = new Map<string, ReturnType<typeof setTimeout>>()
+  const keyOf = (socket: { readonly remoteAddress?: string | undefined; readonly remotePort?: number | undefined }) =>
+    `${socket.remoteAddress}|${socket.remotePort}`
+  // The HTTP/2 session of such a connection: destroying the socket alone does not end a session.
+  const sessions = new Map<string, http2.ServerHttp2Session>()
+  const firstRequest = (key: string) => {
+    const deadline = deadlines.get(key)
+    if (deadline === undefined) return
+    clearTimeout(deadline)
+    deadlines.delete(key)
+    sessions.delete(key)
+  }
+  h1.on("request", (req: http.IncomingMessage) => firstRequest(keyOf(req.socket)))
+  h2.on("session", (session: http2.ServerHttp2Session) => {
+    const key = keyOf(session.socket)
+    if (!deadlines.has(key)) return
+    sessions.set(key, session)
+    session.once("stream", () => firstRequest(key))
+  })
   const server = net.createServer({ noDelay: true }, (socket) => {
     if (maxConnections !== undefined && sockets.size >= maxConnections) return void socket.destroy()
     sockets.add(socket)
-    socket.once("close", () => sockets.delete(socket))
+    const key = keyOf(socket)
+    deadlines.set(key, setTimeout(() => {
+      sessions.get(key)?.destroy()
+      socket.destroy()
+    }, firstRequestTimeoutMs))
+    socket.once("close", () => {
+      sockets.delete(socket)
+      firstRequest(key)
+    })
     socket.on("error", () => {})
     let head: Buffer = Buffer.alloc(0)
-    socket.setTimeout(SNIFF_TIMEOUT_MS, () => socket.destroy())
     const onData = (chunk: Buffer) => {
       head = head.length === 0 ? chunk : Buffer.concat([head, chunk])
       const n = Math.min(head.length, H2_PREFACE.length)
       const isH2 = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n))
       if (isH2 && head.length < H2_PREFACE.length) return // need more bytes to decide
       socket.off("data", onData)
-      socket.setTimeout(0)
       socket.pause()
       socket.unshift(head)
       // node:http2 drains bytes already buffered in the socket, then reads the handle itself.

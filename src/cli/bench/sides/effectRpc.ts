@@ -9,7 +9,7 @@ import { NodeSocket, NodeSocketServer } from "@effect/platform-node"
 import { Context, Effect, Exit, Layer, Schema, Scope, Stream } from "effect"
 import { Rpc, RpcClient, RpcGroup, RpcSerialization, RpcServer } from "effect/rpc"
 import { SocketServer } from "effect/socket"
-import { loadEffect } from "../load.ts"
+import { loadEffect } from "../loadEffect.ts"
 import { portOf } from "./side.ts"
 import type { Driver, ServerInfo, Served, SideOptions } from "./side.ts"
 
@@ -23,8 +23,12 @@ const Rpcs = RpcGroup.make(
 const itemsOf = (n: number, size: number, delayMs: number) => {
   const token = "x".repeat(size)
   const items = Stream.fromIterable(Array.from({ length: n }, (_, index) => ({ index, token })))
-  // with a delay: each item, then the delay (the end comes n * delayMs after the request)
-  return delayMs <= 0 ? items : items.pipe(Stream.mapEffect((item) => Effect.as(Effect.sleep(0), item)), Stream.tap(() => Effect.sleep(delayMs)))
+  if (delayMs <= 0) return items
+  // with a delay: each item, then the delay, as the token handler does (the end comes n * delayMs after the request)
+  return items.pipe(
+    Stream.mapEffect((item) => (item.index === 0 ? Effect.succeed(item) : Effect.as(Effect.sleep(delayMs), item))),
+    Stream.concat(Stream.drain(Stream.fromEffect(Effect.sleep(delayMs))))
+  )
 }
 
 /** Serves the RPC group on a free loopback port. */
@@ -51,7 +55,9 @@ export const connect = async (options: SideOptions, server: ServerInfo): Promise
     Layer.provide(RpcSerialization.layerNdjson)
   )
   const scope = await Effect.runPromise(Scope.make())
-  const client = await Effect.runPromise(RpcClient.make(Rpcs).pipe(Effect.provide(protocol), Scope.provide(scope)))
+  // built into `scope` (Effect.provide would close the socket once `make` returned)
+  const services = await Effect.runPromise(Layer.buildWithScope(protocol, scope))
+  const client = await Effect.runPromise(RpcClient.make(Rpcs).pipe(Effect.provideContext(services), Scope.provide(scope)))
   const payload = { n: options.items, size: options.itemSize }
   const once = (onFirst: () => void) =>
     Effect.suspend(() => {

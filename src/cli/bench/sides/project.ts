@@ -12,11 +12,9 @@ import * as Endpoint from "../../../Endpoint.ts"
 import * as TransportRegistry from "../../../registry/index.ts"
 import { TransportConfig } from "../../../TransportConfig.ts"
 import { tokenHandler, TokenRequestSchema } from "../../tokenHandler.ts"
-import { loadEffect } from "../load.ts"
+import { BENCH_ENDPOINT } from "../ipc.ts"
+import { loadEffect } from "../loadEffect.ts"
 import type { Driver, ServerInfo, SideOptions } from "./side.ts"
-
-/** The endpoint every row's worker serves. */
-export const BENCH_ENDPOINT = "bench.worker.generate"
 
 /** How long the router waits for the worker's instance record in discovery. */
 const INSTANCE_WAIT_MS = 20_000

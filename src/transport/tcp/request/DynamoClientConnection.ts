@@ -24,7 +24,7 @@
  * or encode requests.
  */
 import type * as net from "node:net"
-import { connect, readyEvent, tlsHandshakeError } from "../../../internal/Tls.ts"
+import { connect, handshakePending, readyEvent, tlsHandshakeError } from "../../../internal/Tls.ts"
 import type { ClientTls } from "../../../internal/Tls.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import { WriteBatcher } from "../../../internal/WriteBatcher.ts"
@@ -128,7 +128,7 @@ export class DynamoClientConnection {
         reason: "ConnectTimeout",
         transport: "tcp",
         target: options.hostPort,
-        detail: `no connection within ${options.connectTimeoutMs} ms`
+        detail: `no connection within ${options.connectTimeoutMs} ms${handshakePending(socket)}`
       })
       socket.destroy()
     }, options.connectTimeoutMs)

@@ -39,6 +39,13 @@ export interface DynamoConnectionOptions {
   readonly endpoints: TcpEndpointTable
   /** Called once when the framing breaks, with the problem; the connection is already ending. */
   readonly onProtocolError: (error: ProtocolParseError) => void
+  /**
+   * A request frame begun must arrive whole within this long, however its bytes trickle in (a
+   * slowloris client); past it the connection is destroyed after `onFrameTimeout`. Absent: no bound.
+   */
+  readonly frameTimeoutMs?: number | undefined
+  /** Called once when `frameTimeoutMs` cut the connection. */
+  readonly onFrameTimeout?: (() => void) | undefined
 }
 
 /** The rejection while the worker drains. */
@@ -65,6 +72,8 @@ export class DynamoConnection {
   private readonly batcher: WriteBatcher
   private closing = false
   private paused = false
+  /** Armed while a partial frame is buffered (`frameTimeoutMs`). */
+  private frameDeadline: ReturnType<typeof setTimeout> | undefined
 
   constructor(socket: net.Socket, options: DynamoConnectionOptions) {
     this.socket = socket
@@ -75,6 +84,7 @@ export class DynamoConnection {
     socket.once("close", () => {
       this.closing = true
       this.batcher.clear()
+      clearTimeout(this.frameDeadline)
     })
   }
 
@@ -82,7 +92,20 @@ export class DynamoConnection {
   readonly onData = (chunk: Uint8Array): void => {
     if (this.closing) return
     const error = this.decoder.decode(chunk, this.onFrame)
-    if (error !== undefined) this.fail(error)
+    if (error !== undefined) return this.fail(error)
+    if (this.options.frameTimeoutMs === undefined) return
+    if (this.decoder.isIdle()) {
+      if (this.frameDeadline !== undefined) this.frameDeadline = void clearTimeout(this.frameDeadline)
+    } else if (this.frameDeadline === undefined) {
+      this.frameDeadline = setTimeout(this.onFrameDeadline, this.options.frameTimeoutMs)
+    }
+  }
+
+  private readonly onFrameDeadline = (): void => {
+    if (this.closing) return
+    this.closing = true
+    this.options.onFrameTimeout?.()
+    this.socket.destroy()
   }
 
   /** Flushes the queued acks and closes the socket (scope close). */

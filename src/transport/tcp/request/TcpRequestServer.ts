@@ -18,7 +18,8 @@
  *   in its own framing once its first bytes tell which (a `Server unavailable: too many connections
  *   (max N)` ack, or the hello answer "refused" with that reason), then closed;
  * - drops a Dynamo-framed connection silent for longer than `connectionTimeoutMs` (and one that
- *   never says which framing it speaks), with a log line; a full-mode connection's liveness is the
+ *   never says which framing it speaks), or one whose request frame, once begun, takes longer than
+ *   that to arrive whole (bytes dribbled one at a time), with a log line; a full-mode connection's liveness is the
  *   full mode's (heartbeats);
  * - with `tls` (`DYN_TCP_TLS_CERT_PATH`/`_KEY_PATH`) listens as a `tls.Server`: everything above
  *   happens on the decrypted socket once its handshake completed (the two-byte sniff included); a
@@ -168,6 +169,12 @@ export const make = (options: TcpRequestServerOptions): Effect.Effect<TcpRequest
         }
         const connection = new DynamoConnection(socket, {
           maxMessageSize: options.maxMessageSize,
+          frameTimeoutMs: options.connectionTimeoutMs,
+          onFrameTimeout: () =>
+            log("info", "dropping a TCP request connection: a request frame took longer than the connection timeout to arrive", {
+              remote,
+              timeoutMs: options.connectionTimeoutMs
+            }),
           endpoints: table,
           onProtocolError: (error: ProtocolParseError) =>
             log("warn", "closing a TCP request connection: its bytes break Dynamo's framing", {

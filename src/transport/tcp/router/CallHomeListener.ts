@@ -28,7 +28,7 @@ import { Effect } from "effect"
 import { readCallHomeHandshake } from "../../../protocol/CallHome.ts"
 import type { MuxHandshake } from "../../../protocol/MuxHandshake.ts"
 import { makeDecoder } from "../../../protocol/TwoPartCodec.ts"
-import { advertisedHost, hostPort } from "../../../internal/net.ts"
+import { advertisedHost, hostPort, LISTEN_BACKLOG } from "../../../internal/net.ts"
 import { TransportConnectionError } from "../../../TransportError.ts"
 import { recordError } from "../../../observability/Metrics.ts"
 import { createServer } from "../../../internal/Tls.ts"
@@ -127,8 +127,7 @@ export const makeListener = (options: CallHomeListenerOptions): CallHomeListener
         return
       }
       socket.off("data", onData)
-      socket.off("timeout", onTimeout)
-      socket.setTimeout(0)
+      clearTimeout(deadline)
       if (handshake._tag === "ProtocolParseError") return refuse(handshake.detail)
       const rest = chunk.subarray(decoder.stopOffset())
       const refusal = handshake._tag === "OneShot"
@@ -136,8 +135,9 @@ export const makeListener = (options: CallHomeListenerOptions): CallHomeListener
         : routes.mux(socket, remote, handshake.handshake, rest)
       if (refusal !== undefined) refuse(refusal)
     }
-    socket.setTimeout(options.handshakeTimeoutMs)
-    socket.on("timeout", onTimeout)
+    // A deadline, not an inactivity timer: a handshake dribbled a byte at a time is cut as well.
+    const deadline = setTimeout(onTimeout, options.handshakeTimeoutMs)
+    socket.once("close", () => clearTimeout(deadline))
     socket.on("data", onData)
   }
 
@@ -182,7 +182,7 @@ export const makeListener = (options: CallHomeListenerOptions): CallHomeListener
     }
     srv.once("error", onError)
     srv.once("listening", onListening)
-    srv.listen(options.port, options.host)
+    srv.listen({ port: options.port, host: options.host, backlog: LISTEN_BACKLOG })
     // Interrupting one waiter never cancels the shared listen.
     return Effect.sync(() => {
       const i = waiters.indexOf(resume)

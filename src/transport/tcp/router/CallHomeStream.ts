@@ -44,11 +44,8 @@ import {
 } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
 import type { StreamEnv, StreamLink } from "./StreamLink.ts"
-import { lastSeen } from "../../../internal/IdleSweep.ts"
+import { lastSeen, streamIdleError } from "../../../internal/IdleSweep.ts"
 import type { Activity } from "../../../internal/IdleSweep.ts"
-
-/** Milliseconds as seconds for people: "300", "1.5". */
-const secondsText = (ms: number): string => String(Math.round(ms / 100) / 10)
 
 /** The phases of a call-home stream, in order. */
 export const Phase = {
@@ -340,19 +337,10 @@ export class CallHomeStream implements PendingStream, Activity {
     const link = this.current
     this.flush()
     this.state = Phase.Closed
-    const peer = link?.peer ?? this.subject
-    this.fail(
-      new TransportTimeoutError({
-        reason: "StreamIdle",
-        transport: "tcp",
-        target: peer,
-        detail: `stream ${this.subject} received nothing (no item, no heartbeat) from the worker for ${secondsText(silentMs)} s; ` +
-          `the idle timeout is ${secondsText(idleMs)} s (DYN_STREAM_IDLE_TIMEOUT_SECS)`
-      })
-    )
+    this.fail(streamIdleError("tcp", link?.peer ?? this.subject, `stream ${this.subject}`, silentMs, idleMs))
     if (link === undefined) return
     link.control("kill")
-    link.release(`idle timeout: nothing received for ${secondsText(silentMs)} s`)
+    link.release(`idle timeout: nothing received for ${Math.round(silentMs)} ms`)
   }
 
   /** Hands the items batched since the last flush to the sink, as one `onItems`. */

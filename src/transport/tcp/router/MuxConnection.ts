@@ -62,8 +62,7 @@ import type { CallHomeStream } from "./CallHomeStream.ts"
 import { owedCredit, ReceiveCredit } from "./ReceiveCredit.ts"
 import type { OwedCredit } from "./ReceiveCredit.ts"
 import type { LogDebug, StreamLink } from "./StreamLink.ts"
-import { lastSeen } from "../../../internal/IdleSweep.ts"
-import type { Activity } from "../../../internal/IdleSweep.ts"
+import { ConnectionLiveness } from "../../../internal/IdleSweep.ts"
 
 /** Options of a router-side mux connection. */
 export interface MuxConnectionOptions {
@@ -182,12 +181,8 @@ export class MuxConnection {
   protected cause: Error | undefined = undefined
   /** The socket is closing or closed: no frame is read or written any more. */
   protected closed = false
-  /** True when any frame is a sign of life for every stream (heartbeats offered, or the full mode). */
-  private readonly heartbeats: boolean
-  /** Set by every chunk; read by the idle sweep. */
-  private readonly liveness: Activity = { active: false, seenAt: performance.now() }
-  /** When `keepAlive` last sent a Ping. */
-  private pingedAt = 0
+  /** Set by every chunk; read by the idle sweep (heartbeats offered, or the full mode: it counts for every stream). */
+  private readonly liveness: ConnectionLiveness
 
   /** A driver for `options.socket`; it listens for the socket's error and close at once, and reads from `start`. */
   constructor(options: MuxConnectionOptions) {
@@ -195,8 +190,8 @@ export class MuxConnection {
     this.socket = options.socket
     this.remote = options.remote
     this.connectionId = options.connectionId
-    this.heartbeats = options.fullMode === true || options.heartbeats === true
-    this.decoder = makeMuxDecoder({ maxMessageSize: options.maxMessageSize, fullMode: this.heartbeats })
+    this.liveness = new ConnectionLiveness(options.fullMode === true || options.heartbeats === true)
+    this.decoder = makeMuxDecoder({ maxMessageSize: options.maxMessageSize, fullMode: this.liveness.heartbeats })
     // Credit owed to the worker rides in every write (`piggyback` once per flush).
     this.writes = new FrameBatcher((chunks) => {
       if (!this.socket.destroyed) writePieces(this.socket, chunks)
@@ -253,23 +248,14 @@ export class MuxConnection {
     return this.links.size
   }
 
-  /**
-   * For the idle sweep, at sweep time `now`: when the worker last showed life on this connection,
-   * when that counts for every stream on it (heartbeats); else undefined.
-   */
+  /** For the idle sweep: when the worker last showed life here, if that counts for every stream on it. */
   heardAt(now: number): number | undefined {
-    return this.heartbeats ? lastSeen(this.liveness, now) : undefined
+    return this.liveness.heardAt(now)
   }
 
-  /**
-   * For the idle sweep (pooled connections with heartbeats): a Ping when the connection carries
-   * streams and nothing arrived for `pingMs`, at most one per `pingMs`.
-   */
+  /** For the idle sweep: a Ping when streams are open and heartbeats due (`ConnectionLiveness.pingDue`). */
   keepAlive(now: number, pingMs: number): void {
-    if (!this.heartbeats || this.closed || this.links.size === 0) return
-    if (now - lastSeen(this.liveness, now) < pingMs || now - this.pingedAt < pingMs) return
-    this.pingedAt = now
-    this.out(encodePing(++pingNonce))
+    if (!this.closed && this.links.size > 0 && this.liveness.pingDue(now, pingMs)) this.out(encodePing(++pingNonce))
   }
 
   // ---- hooks (the full mode overrides them) -----------------------------------------------------

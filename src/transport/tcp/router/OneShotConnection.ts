@@ -10,7 +10,8 @@
  * per chunk. As the stream's `StreamLink` it writes stop/kill frames, pauses and resumes reading,
  * destroys the socket when the stream is over, and on `close()` before the end lets queued
  * control frames drain (within `CLOSE_DRAIN_MS`) before destroying it. The socket's close is
- * the stream's `disconnected`.
+ * the stream's `disconnected`. Dynamo's one-shot protocol has no heartbeat: only the stream's own
+ * frames count against the idle timeout (`heardAt` is undefined).
  *
  * What it does not do: read the handshake or pick the stream (CallHomeListener and
  * CallHomeServer do), or decide what a frame means for the stream (CallHomeStream does).

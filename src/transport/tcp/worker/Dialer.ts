@@ -21,7 +21,7 @@ import type * as net from "node:net"
 import { Effect } from "effect"
 import { TransportConnectionError, TransportTimeoutError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
-import { connect, readyEvent, tlsHandshakeError } from "../../../internal/Tls.ts"
+import { connect, handshakePending, readyEvent, tlsHandshakeError } from "../../../internal/Tls.ts"
 import type { ClientTls } from "../../../internal/Tls.ts"
 
 /** Where and how to connect. */
@@ -65,11 +65,12 @@ export const dial = <A>(
       sockets?.delete(socket)
     }
     const timer = setTimeout(() => {
+      const detail = `no connection within ${options.timeoutMs} ms${handshakePending(socket)}`
       cleanup()
       abandon()
       resume(
         Effect.fail(
-          new TransportTimeoutError({ reason: "ConnectTimeout", transport: "tcp", target: options.address, detail: `no connection within ${options.timeoutMs} ms` })
+          new TransportTimeoutError({ reason: "ConnectTimeout", transport: "tcp", target: options.address, detail })
         )
       )
     }, options.timeoutMs)
