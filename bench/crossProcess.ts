@@ -1,5 +1,6 @@
-// Shared by the benchmarks: a worker (or baseline) in a child process, the env that puts the
-// recommended mode on loopback with file discovery, and the router's layer for that env.
+// Shared by the soak benchmark (bench/soak) and scripts/profile-mode.ts: a worker in a child
+// process, the env that puts the recommended mode on loopback with file discovery, and the
+// router's layer for that env. (`transport-registry bench`, src/cli/bench, has its own.)
 import { fork } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
 import { join } from "node:path"

@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest"
 import { presets, rows, select } from "../src/cli/bench/catalog.ts"
 import { benchOptions } from "../src/cli/bench/command.ts"
 import type { BenchFlags } from "../src/cli/bench/command.ts"
-import { BenchReportSchema, renderTable, withRatios } from "../src/cli/bench/report.ts"
+import { BenchReportSchema, renderSummary, renderTable, withRatios } from "../src/cli/bench/report.ts"
 import type { BenchReport, Row } from "../src/cli/bench/report.ts"
 import { cdf, quantile, summarize } from "../src/cli/bench/stats.ts"
 
@@ -105,7 +105,7 @@ const report = (rows: ReadonlyArray<Row>): BenchReport => ({
   startedAt: new Date(0).toISOString(),
   seconds: 12,
   machine: { node: "v24", platform: "linux", arch: "x64", cpus: 2, cpuModel: "cpu", memoryMb: 1000, loadAverage: [1, 1, 1] },
-  workload: { streams: 100, items: 10, itemSize: 50, delayMs: 0, concurrency: [1, 64], warmup: 10, quick: true, modes: "all" },
+  workload: { streams: 100, items: 10, itemSize: 50, delayMs: 0, concurrency: [1, 64], warmup: 10, quick: true, modes: "all", rounds: 1 },
   rows: withRatios(rows)
 })
 
@@ -140,6 +140,12 @@ describe("ratios and the JSON shape", () => {
     expect(text).toMatch(/mode\s+64\s+1200 µs.*raw\s+1\.20x\s+0\.50x/)
     expect(text).toContain("nats: unavailable: no nats-server")
   })
+
+  it("the summary checks each mode against the targets: p50 at the lowest level, req/s at the highest", () => {
+    expect(renderSummary(r)).toContain("mode: p50 at 1 in flight 1.50x of raw (target <= 1.2x: MISSED), req/s at 64 0.50x (target >= 0.8x: MISSED)")
+    const good = report([row("raw", null, [run(1, 100, 5000), run(64, 1000, 20000)]), row("mode", "raw", [run(1, 110, 4000), run(64, 1200, 17000)])])
+    expect(renderSummary(good)).toContain("mode: p50 at 1 in flight 1.10x of raw (target <= 1.2x: met), req/s at 64 0.85x (target >= 0.8x: met)")
+  })
 })
 
 describe("flags and --modes", () => {
@@ -149,21 +155,24 @@ describe("flags and --modes", () => {
     itemSize: 50,
     concurrency: "1,64",
     delayMs: 0,
-    modes: "all",
+    modes: undefined,
     quick: false,
     json: undefined,
     html: undefined,
     rowTimeout: undefined,
+    rounds: 1,
     ...over
   })
 
   it("--quick lowers the defaults but not given values; bad values are refused naming the flag", () => {
-    expect(benchOptions(flags({ quick: true }))).toMatchObject({ streams: 300, concurrency: [1, 64] })
+    expect(benchOptions(flags({ quick: true }))).toMatchObject({ streams: 300, concurrency: [1, 64], modes: "core" })
+    expect(benchOptions(flags({ quick: true, modes: "all" }))).toMatchObject({ modes: "all" })
     expect(benchOptions(flags({ quick: true, streams: 50 }))).toMatchObject({ streams: 50 })
-    expect(benchOptions(flags())).toMatchObject({ streams: 2000 })
+    expect(benchOptions(flags())).toMatchObject({ streams: 2000, modes: "all" })
     expect(benchOptions(flags({ concurrency: "1,x" }))).toMatch(/^--concurrency/)
     expect(benchOptions(flags({ modes: "tcp-full,nope" }))).toMatch(/^--modes: unknown nope/)
     expect(benchOptions(flags({ delayMs: -1 }))).toMatch(/^--delay-ms/)
+    expect(benchOptions(flags({ rounds: 0 }))).toMatch(/^--rounds/)
   })
 
   it("selects rows in catalog order, with each row's baseline, from ids, presets and prefixes", () => {

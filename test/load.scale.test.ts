@@ -30,7 +30,7 @@ import type { RequestMessage } from "../src/RequestPlane.ts"
 /** A node:http2 server that holds every request until `release`, counting sessions and streams. */
 const holdingServer = () => {
   const server = http2.createServer({ settings: { maxConcurrentStreams: 100_000 }, maxSessionMemory: 256 })
-  const perSession = new Map<http2.ServerHttp2Session, number>()
+  const perSession = new Map<http2.Http2Session, number>()
   const held: Array<http2.ServerHttp2Stream> = []
   server.on("stream", (stream) => {
     perSession.set(stream.session!, (perSession.get(stream.session!) ?? 0) + 1)
@@ -119,7 +119,8 @@ describe("the http request client's session set", () => {
 
 const STREAMS = 3_000
 
-describe(`${STREAMS} concurrent streams from one router process to one worker process`, () => {
+// The two modes run at once, each in its own two processes.
+describe.concurrent(`${STREAMS} concurrent streams from one router process to one worker process`, () => {
   for (const mode of selectModes("http-tcp,tcp-full")) {
     it(`${mode.name}: every stream completes, nothing lost or duplicated`, async () => {
       const options = {

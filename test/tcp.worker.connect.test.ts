@@ -155,9 +155,11 @@ describe("connectMux", () => {
         readyWith = c
         return c
       })
+      // A failed expectation must not leave the connection holding the scope's server open.
+      yield* Effect.addFinalizer(() => Effect.sync(() => conn.destroy()))
       expect(readyWith).toBe(conn)
       expect(conn.problem()).toBeUndefined()
-      expect(handshakes).toEqual([{ kind: "response_mux", version: 1, frontend_server_id: options.frontendServerId, connection_id: conn.id }])
+      expect(handshakes).toEqual([{ kind: "response_mux", version: 1, frontend_server_id: options.frontendServerId, connection_id: conn.id, ping: 1 }])
       conn.destroy()
     }).pipe(Effect.scoped))
 

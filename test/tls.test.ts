@@ -20,6 +20,7 @@ import { requestTransportOf } from "../src/Instance.ts"
 import { PLAINTEXT, tcpTlsOf } from "../src/internal/Tls.ts"
 import * as TransportRegistry from "../src/registry/index.ts"
 import * as TcpResponseTransport from "../src/transport/tcp/TcpResponseTransport.ts"
+import { dial } from "../src/transport/tcp/worker/Dialer.ts"
 import { defaults, fromRecord, TransportConfig } from "../src/TransportConfig.ts"
 import type { TransportSettings } from "../src/TransportConfig.ts"
 import { TransportConnectionError } from "../src/TransportError.ts"
@@ -293,6 +294,37 @@ describe("call-home over TLS: the worker's dialer", () => {
       const byName = yield* TcpResponseTransport.make(settingsOf({ ...named, DYN_TCP_TLS_SERVER_NAME: "elsewhere.invalid" }))
       yield* callHome(byName, stream.pending.connectionInfo, "req-named", 4)
       expect(yield* Deferred.await(stream.done)).toEqual(indices(4))
+    }).pipe(Effect.scoped))
+})
+
+describe("TLS handshake bounds", () => {
+  it.live("a TLS dialer to a peer that never answers the handshake fails with ConnectTimeout, saying the handshake did not complete", () =>
+    Effect.gen(function*() {
+      const sockets: Array<net.Socket> = []
+      const silent = net.createServer((socket) => void sockets.push(socket))
+      yield* Effect.acquireRelease(
+        Effect.callback<void>((resume) => void silent.listen(0, "127.0.0.1", () => resume(Effect.void))),
+        () => Effect.sync(() => {
+          for (const socket of sockets) socket.destroy()
+          silent.close()
+        })
+      )
+      const port = (silent.address() as net.AddressInfo).port
+      const clientTls = tcpTlsOf(settingsOf(tlsEnv()).tcpTls).client
+      const exit = yield* Effect.exit(dial({ host: "127.0.0.1", port, address: `127.0.0.1:${port}`, timeoutMs: 300, tls: clientTls }, () => "connected"))
+      expect(failureOf(exit)).toMatchObject({ _tag: "TransportTimeoutError", reason: "ConnectTimeout", target: `127.0.0.1:${port}` })
+      expect(failureOf(exit)?.message).toMatch(/TLS handshake did not complete/)
+    }).pipe(Effect.scoped))
+
+  it.live("a TLS listener closes a connection that does not complete its handshake within DYN_TCP_TLS_HANDSHAKE_TIMEOUT_SECS", () =>
+    Effect.gen(function*() {
+      const router = yield* TcpResponseTransport.make(settingsOf({ ...tlsEnv(), DYN_TCP_TLS_HANDSHAKE_TIMEOUT_SECS: "0.3" }))
+      const { pending } = yield* openStream(router, "req-slow")
+      const port = Number((JSON.parse(pending.connectionInfo.info).address as string).split(":")[1])
+      // Connects and sends nothing: closed by the handshake bound, not the 10 s call-home handshake one.
+      const probe = yield* plaintextProbe(port, new Uint8Array(0))
+      expect(probe.received.length).toBe(0)
+      expect(probe.closedMs).toBeLessThan(8000)
     }).pipe(Effect.scoped))
 })
 

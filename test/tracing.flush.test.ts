@@ -1,11 +1,13 @@
 /**
  * Spans of short-lived CLI processes reach a real OTLP/HTTP receiver: a small node:http server
  * on loopback that records every POST to /v1/traces (the exporter sends OTLP JSON, ids in hex).
- * A `worker` and a `call` run in two processes: the call's client span arrives by the time `call`
- * has exited (success, failure, SIGINT), and the worker's `handle` span, child of the call's span,
- * arrives when the worker exits on SIGTERM, sooner than the exporter's own 5 s batch delay.
+ * A `worker` and `call`s run in separate processes: each call's client span has arrived by the time
+ * its `call` has exited (success, failure, SIGINT), and the worker's `handle` spans, children of
+ * the calls' spans, by the time the worker has exited on SIGTERM, including the span of a stream
+ * that was still in flight at the SIGTERM (it ends during the drain, well within the exporter's
+ * own 5 s batch delay, so only the flush on exit can deliver it).
  */
-import { describe, expect, it } from "vitest"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { execFile, spawn } from "node:child_process"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
@@ -103,76 +105,77 @@ const startWorker = (env: NodeJS.ProcessEnv, endpoint: string) =>
 
 const exitOf = (child: ReturnType<typeof spawn>) => new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
 
-/** Waits (bounded) until `check` holds. */
-const eventually = async (check: () => boolean, ms = 5000) => {
-  const deadline = Date.now() + ms
-  while (!check() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25))
-  return check()
-}
-
 describe("span export from CLI processes (OTLP/HTTP receiver on loopback)", () => {
-  it("sees both halves of a cross-process trace: the call's span on its exit, the worker's on SIGTERM", async () => {
-    const otlp = await receiver()
-    const dir = mkdtempSync(join(tmpdir(), "trace-flush-"))
-    try {
-      const worker = await startWorker(envFor(dir, otlp.url, "flush-worker"), "trace.flush.generate")
-      const { stdout } = await run(process.execPath, [main, "call", "trace.flush.generate", "--data", "{\"prompt\":\"a b c\"}"], {
-        env: envFor(dir, otlp.url, "flush-call")
-      })
-      expect(stdout.trim().split("\n")).toHaveLength(3)
-      // `call` has exited: its span must be here already (flushed before exit, no batch delay).
-      const send = otlp.spans.find((s) => s.service === "flush-call" && s.name === "send trace.flush.generate")
-      expect(send, JSON.stringify(otlp.spans)).toBeDefined()
-      expect(send!.kind).toBe(3) // SPAN_KIND_CLIENT
+  // One receiver and one worker for the file; the last test stops the worker.
+  let otlp: Awaited<ReturnType<typeof receiver>>
+  let dir: string
+  let worker: ReturnType<typeof spawn>
+  const endpoint = "trace.flush.generate"
+  const callSpan = (service: string) => otlp.spans.find((s) => s.service === service && s.name === `send ${endpoint}`)
 
-      // The worker's handle span is still in its batch (5 s delay): SIGTERM flushes it.
-      const exited = exitOf(worker)
-      worker.kill("SIGTERM")
-      expect(await exited).toBe(0)
-      const handle = otlp.spans.find((s) => s.service === "flush-worker" && s.name === "handle trace.flush.generate")
-      expect(handle, JSON.stringify(otlp.spans)).toBeDefined()
+  beforeAll(async () => {
+    otlp = await receiver()
+    dir = mkdtempSync(join(tmpdir(), "trace-flush-"))
+    worker = await startWorker(envFor(dir, otlp.url, "flush-worker"), endpoint)
+  }, 30_000)
+
+  afterAll(async () => {
+    if (worker.exitCode === null) worker.kill("SIGKILL")
+    rmSync(dir, { recursive: true, force: true })
+    await otlp.close()
+  })
+
+  it("a call's client span has arrived by the time `call` exits: on success, on failure (exit 1), on SIGINT", async () => {
+    const { stdout } = await run(process.execPath, [main, "call", endpoint, "--data", "{\"prompt\":\"a b c\"}"], {
+      env: envFor(dir, otlp.url, "flush-call")
+    })
+    expect(stdout.trim().split("\n")).toHaveLength(3)
+    // `call` has exited: its span must be here already (flushed before exit, no batch delay)
+    const send = callSpan("flush-call")
+    expect(send, JSON.stringify(otlp.spans)).toBeDefined()
+    expect(send!.kind).toBe(3) // SPAN_KIND_CLIENT
+    expect([...otlp.types]).toEqual(["application/json"])
+
+    // max_tokens out of bounds: the worker fails the call in its prologue, `call` exits 1
+    const failed = await run(process.execPath, [main, "call", endpoint, "--data", "{\"max_tokens\":0}"], {
+      env: envFor(dir, otlp.url, "flush-failed")
+    }).catch((e: { code: number }) => e)
+    expect((failed as { code: number }).code).toBe(1)
+    expect(callSpan("flush-failed")).toBeDefined()
+
+    // a long stream, interrupted by SIGINT once its first item is out
+    const caller = spawn(process.execPath, [main, "call", endpoint, "--data", "{\"max_tokens\":100,\"delay_ms\":200}"], {
+      env: envFor(dir, otlp.url, "flush-sigint"),
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    await new Promise<void>((resolve) => caller.stdout!.once("data", () => resolve()))
+    const callerExit = exitOf(caller)
+    caller.kill("SIGINT")
+    expect(await callerExit).toBe(0)
+    expect(callSpan("flush-sigint")).toBeDefined()
+  }, 60_000)
+
+  it("a worker stopped by SIGTERM exports its handle spans, each the child of its call's span", async () => {
+    // A stream in flight at the SIGTERM: the worker drains it, then exits; its span ends during
+    // the drain, so it is still in the exporter's batch (5 s delay) when the process exits.
+    const caller = spawn(process.execPath, [main, "call", endpoint, "--data", "{\"max_tokens\":6,\"delay_ms\":100}"], {
+      env: envFor(dir, otlp.url, "flush-drained"),
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    const callerExit = exitOf(caller)
+    await new Promise<void>((resolve) => caller.stdout!.once("data", () => resolve()))
+    const exited = exitOf(worker)
+    worker.kill("SIGTERM")
+    expect(await callerExit).toBe(0)
+    expect(await exited).toBe(0)
+    const handles = otlp.spans.filter((s) => s.service === "flush-worker" && s.name === `handle ${endpoint}`)
+    expect(handles, JSON.stringify(otlp.spans)).toHaveLength(4)
+    for (const service of ["flush-call", "flush-failed", "flush-sigint", "flush-drained"]) {
+      const send = callSpan(service)!
+      const handle = handles.find((h) => h.traceId === send.traceId)
+      expect(handle, service).toBeDefined()
       expect(handle!.kind).toBe(2) // SPAN_KIND_SERVER
-      expect(handle!.traceId).toBe(send!.traceId)
-      expect(handle!.parentSpanId).toBe(send!.spanId)
-      expect([...otlp.types]).toEqual(["application/json"])
-    } finally {
-      rmSync(dir, { recursive: true, force: true })
-      await otlp.close()
+      expect(handle!.parentSpanId).toBe(send.spanId)
     }
-  }, 60_000)
-
-  it("a call that fails (exit 1) and one stopped by SIGINT still export their spans before exiting", async () => {
-    const otlp = await receiver()
-    const dir = mkdtempSync(join(tmpdir(), "trace-flush-"))
-    try {
-      const worker = await startWorker(envFor(dir, otlp.url, "flush-worker2"), "trace.fail.generate")
-      // max_tokens out of bounds: the worker fails the call in its prologue, `call` exits 1
-      const failed = await run(process.execPath, [main, "call", "trace.fail.generate", "--data", "{\"max_tokens\":0}"], {
-        env: envFor(dir, otlp.url, "flush-failed")
-      }).catch((e: { code: number }) => e)
-      expect((failed as { code: number }).code).toBe(1)
-      expect(otlp.spans.some((s) => s.service === "flush-failed" && s.name === "send trace.fail.generate")).toBe(true)
-
-      // a long stream, interrupted by SIGINT once its first item is out
-      const caller = spawn(process.execPath, [main, "call", "trace.fail.generate", "--data", "{\"max_tokens\":100,\"delay_ms\":200}"], {
-        env: envFor(dir, otlp.url, "flush-sigint"),
-        stdio: ["ignore", "pipe", "pipe"]
-      })
-      await new Promise<void>((resolve) => caller.stdout!.once("data", () => resolve()))
-      const callerExit = exitOf(caller)
-      caller.kill("SIGINT")
-      expect(await callerExit).toBe(0)
-      expect(otlp.spans.some((s) => s.service === "flush-sigint" && s.name === "send trace.fail.generate")).toBe(true)
-
-      const exited = exitOf(worker)
-      worker.kill("SIGTERM")
-      expect(await exited).toBe(0)
-      // both of the worker's handle spans (the failed one and the cancelled one)
-      expect(await eventually(() => otlp.spans.filter((s) => s.service === "flush-worker2" && s.name === "handle trace.fail.generate").length === 2))
-        .toBe(true)
-    } finally {
-      rmSync(dir, { recursive: true, force: true })
-      await otlp.close()
-    }
-  }, 60_000)
+  }, 30_000)
 })

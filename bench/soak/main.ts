@@ -169,7 +169,10 @@ const main = async () => {
     const s = r.summary!
     const types = Object.entries(s.failures)
     const cancelled = Object.entries(s.cancelledErrors)
-    if (types.length > 0) console.log(`${r.id}: failures among uncancelled calls: ${types.map(([t, v]) => `${t} x${n(v.count)} ("${v.sample}")`).join("; ")}`)
+    if (types.length > 0) {
+      console.log(`${r.id}: failures among uncancelled calls: ${types.map(([t, v]) => `${t} x${n(v.count)} ("${v.sample}")`).join("; ")}`)
+      console.log(`${r.id}: they failed after p50 ${s.failedAfterMs.p50} ms, p99 ${s.failedAfterMs.p99} ms, max ${s.failedAfterMs.max} ms`)
+    }
     if (cancelled.length > 0) console.log(`${r.id}: errors of cancelled calls: ${cancelled.map(([t, v]) => `${t} x${n(v.count)} ("${v.sample}")`).join("; ")}`)
     if (types.length === 0 && cancelled.length === 0) console.log(`${r.id}: no errors`)
   }

@@ -13,7 +13,16 @@ export interface SoakMode {
   readonly check?: ((record: string) => string | undefined) | undefined
   /** Needs a nats-server (NATS_SERVER is added by the tool). */
   readonly nats?: boolean | undefined
+  /**
+   * Connections the mode keeps open by design once the load is over, beyond the start's: the
+   * worker's call-home pool keeps up to DYN_TCP_POOL_MAX_PER_TARGET (50) connections per router
+   * until DYN_TCP_POOL_IDLE_TIMEOUT_SECS. Added to each process's FD bound.
+   */
+  readonly keptConnections?: number | undefined
 }
+
+/** The call-home pool's connections per router at most (DYN_TCP_POOL_MAX_PER_TARGET's default). */
+const POOL = 50
 
 const transportOf = (record: string): string => {
   try {
@@ -38,14 +47,14 @@ const natsTcp = (record: string) => (/"nats_tcp"/.test(record) ? undefined : `th
 /** Every mode, in the order they run. */
 export const SOAK_MODES: ReadonlyArray<SoakMode> = [
   { id: "http-tcp", name: "http + tcp (call-home, one connection per stream)", env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_POOL_ENABLED: "false" } },
-  { id: "http-tcp-pooled", name: "http + tcp pooled", env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_POOL_ENABLED: "true" } },
+  { id: "http-tcp-pooled", name: "http + tcp pooled", env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_POOL_ENABLED: "true" }, keptConnections: POOL },
   {
     id: "http-http-sse",
     name: "http + http sse (pure HTTP mode)",
     env: { DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "http", DYN_HTTP_RESPONSE_STREAM_FORMAT: "sse" }
   },
   { id: "tcp-dynamo", name: "tcp + tcp (Dynamo framing, call-home)", env: tcp({ DYN_TCP_FULL_MODE: "false", DYN_TCP_POOL_ENABLED: "false" }), check: dynamoOnly },
-  { id: "tcp-dynamo-pooled", name: "tcp + tcp pooled (Dynamo framing)", env: tcp({ DYN_TCP_FULL_MODE: "false", DYN_TCP_POOL_ENABLED: "true" }), check: dynamoOnly },
+  { id: "tcp-dynamo-pooled", name: "tcp + tcp pooled (Dynamo framing)", env: tcp({ DYN_TCP_FULL_MODE: "false", DYN_TCP_POOL_ENABLED: "true" }), check: dynamoOnly, keptConnections: POOL },
   { id: "tcp-full", name: "tcp full mode", env: tcp({ DYN_TCP_FULL_MODE: "true" }), check: fullMode },
   { id: "nats-tcp", name: "nats + tcp (call-home)", env: { DYN_REQUEST_PLANE: "nats", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_POOL_ENABLED: "false" }, check: natsTcp, nats: true }
 ]

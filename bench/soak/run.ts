@@ -129,16 +129,6 @@ export const runMode = async (mode: SoakMode, options: ModeOptions): Promise<Mod
   let timer: ReturnType<typeof setTimeout> | undefined
   const base = { id: mode.id, name: mode.name }
   try {
-    const worker = await startChild(
-      "bench/soak/worker.ts",
-      options.workerCap === undefined ? [JSON.stringify(env)] : [JSON.stringify(env), String(options.workerCap)],
-      {},
-      { quiet: true }
-    )
-    children.push(worker.child)
-    keepLog(worker.child, options.logDir, `${mode.id}.worker.log`)
-    const problem = mode.check?.(worker.firstLine)
-    if (problem !== undefined) throw new Error(problem)
     const job: RouterJob = {
       env,
       requests: options.requests,
@@ -149,9 +139,28 @@ export const runMode = async (mode: SoakMode, options: ModeOptions): Promise<Mod
       seed: options.seed,
       burst: options.burst
     }
-    const router = await startChild("bench/soak/router.ts", [JSON.stringify(job)], {}, { quiet: true })
-    children.push(router.child)
-    keepLog(router.child, options.logDir, `${mode.id}.router.log`)
+    // Both start at once: the router waits for the worker's record in discovery.
+    const [workerStart, routerStart] = await Promise.allSettled([
+      startChild(
+        "bench/soak/worker.ts",
+        options.workerCap === undefined ? [JSON.stringify(env)] : [JSON.stringify(env), String(options.workerCap)],
+        {},
+        { quiet: true }
+      ),
+      startChild("bench/soak/router.ts", [JSON.stringify(job)], {}, { quiet: true })
+    ])
+    for (const [started, who] of [[workerStart, "worker"], [routerStart, "router"]] as const) {
+      if (started.status === "fulfilled") {
+        children.push(started.value.child)
+        keepLog(started.value.child, options.logDir, `${mode.id}.${who}.log`)
+      }
+    }
+    if (workerStart.status === "rejected") throw new Error(`worker: ${describe(workerStart.reason)}`)
+    if (routerStart.status === "rejected") throw new Error(`router: ${describe(routerStart.reason)}`)
+    const worker = workerStart.value
+    const router = routerStart.value
+    const problem = mode.check?.(worker.firstLine)
+    if (problem !== undefined) throw new Error(problem)
     if (router.firstLine !== "ready") throw new Error(`router said ${router.firstLine}`)
     phase = "failed"
     const countConnections = options.countConnections === true
@@ -175,7 +184,8 @@ export const runMode = async (mode: SoakMode, options: ModeOptions): Promise<Mod
     const settleUntil = Date.now() + 5_000
     let ws = w.tick()
     let rs = r.tick()
-    while (Date.now() < settleUntil && (ws.fds > w.start.fds + FD_SLACK || rs.fds > r.start.fds + FD_SLACK)) {
+    const bound = FD_SLACK + (mode.keptConnections ?? 0)
+    while (Date.now() < settleUntil && (ws.fds > w.start.fds + bound || rs.fds > r.start.fds + bound)) {
       await sleep(250)
       ws = sample(w.pid)
       rs = sample(r.pid)
@@ -206,6 +216,7 @@ export const runMode = async (mode: SoakMode, options: ModeOptions): Promise<Mod
 const keepLog = (child: ChildProcess, dir: string | undefined, name: string) => {
   if (dir === undefined) return
   const out = createWriteStream(join(dir, name))
+  out.on("error", () => {})
   child.stderr?.on("data", (c: Buffer) => out.write(c))
   child.once("close", () => out.end())
 }

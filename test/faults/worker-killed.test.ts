@@ -1,12 +1,12 @@
 /**
  * Fault injection: a worker killed. The worker runs in a process of its own
- * (`test/support/faults/faultWorker.ts`, file discovery), the router is this process; the worker is
- * SIGKILLed by pid at three points of a call:
- * - before the ack: the worker is SIGSTOPped, the call is sent (it reaches the kernel's buffers
- *   and nothing answers), then the worker is SIGKILLed;
- * - after the ack, before any item: once its handler reports that it started (the ack is out and,
- *   on the call-home planes, the worker has called home), while the handler waits;
- * - mid-stream: after the router received 3 items.
+ * (`test/support/faults/faultWorker.ts`, file discovery; one per mode, all started when the file
+ * loads), the router is this process. One SIGKILL by pid catches three calls at three points:
+ * - mid-stream: a call that has received 3 items;
+ * - after the ack, before any item: a call whose handler reported that it started (the ack is out
+ *   and, on the call-home planes, the worker has called home) and waits without emitting;
+ * - before the ack: once those two are under way, the worker is SIGSTOPped, a third call is sent
+ *   (it reaches the kernel's buffers and nothing answers), and 300 ms later the worker is killed.
  * In each case the router's call fails typed (`TransportConnectionError`, or
  * `TransportTimeoutError` where a timeout is the only signal) within a bound, never hangs, never
  * dies with a defect and never succeeds; items that did arrive are a prefix of the stream.
@@ -63,7 +63,7 @@ const show = (o: Outcome<unknown>) =>
 
 const sleep = (ms: number) => Effect.promise(() => new Promise<void>((r) => setTimeout(r, ms)))
 
-/** The three cases on one mode: three worker processes, one per case, killed concurrently. */
+/** The three cases on one mode: one worker process serving three endpoints, one call each. */
 const killedSuite = (index: number) =>
   it.live("SIGKILL before the ack, after the ack, and mid-stream: the call fails typed within the bound", () =>
     Effect.gen(function*() {

@@ -1,6 +1,7 @@
 /**
- * The entry of a benchmark child process (a row's server or client side). It waits for a
- * `start` message naming a side module and role, starts it, and then answers the orchestrator:
+ * The entry of a benchmark child process (a row's server or client side). It imports the side
+ * module named in its first argument at once, then waits for a `start` message naming the module
+ * and role, starts it, and then answers the orchestrator:
  * `stats` (CPU time, peak RSS), `run` (warm-up, then the measured streams with progress every
  * 250 ms, then every stream's samples and the CPU time they took), `close`. Any failure is sent
  * as an `error` message. It exits when the orchestrator disconnects.
@@ -14,6 +15,21 @@ const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js"
 
 let served: Served | undefined
 let driver: Driver | undefined
+
+type SideModuleExports = Partial<ServerModule & ClientModule>
+const loading = new Map<string, Promise<SideModuleExports>>()
+/** Imports a side module once; the orchestrator names it in argv so the import overlaps the other side's start. */
+const load = (name: string): Promise<SideModuleExports> => {
+  if (!(sideModules as ReadonlyArray<string>).includes(name)) return Promise.reject(new Error(`unknown side module ${name}`))
+  let mod = loading.get(name)
+  if (mod === undefined) {
+    mod = import(new URL(`./sides/${name}${ext}`, import.meta.url).href) as Promise<SideModuleExports>
+    loading.set(name, mod)
+  }
+  return mod
+}
+const preload = process.argv[2]
+if (preload !== undefined) load(preload).catch(() => {})
 
 const run = async (streams: number, concurrency: number, warmup: number) => {
   if (driver === undefined) throw new Error("run before the client started")
@@ -39,8 +55,7 @@ const run = async (streams: number, concurrency: number, warmup: number) => {
 const handle = async (msg: ToChild): Promise<void> => {
   switch (msg.t) {
     case "start": {
-      if (!sideModules.includes(msg.module)) throw new Error(`unknown side module ${msg.module}`)
-      const mod = (await import(new URL(`./sides/${msg.module}${ext}`, import.meta.url).href)) as Partial<ServerModule & ClientModule>
+      const mod = await load(msg.module)
       if (msg.role === "server") {
         if (mod.serve === undefined) throw new Error(`${msg.module} cannot serve`)
         served = await mod.serve(msg.options)
@@ -66,3 +81,5 @@ process.on("message", (msg: ToChild) => {
   handle(msg).catch((e: unknown) => send({ t: "error", message: e instanceof Error ? e.message : String(e) }))
 })
 process.on("disconnect", () => process.exit(0))
+// a clean exit, so that `--cpu-prof` writes its profile
+process.on("SIGTERM", () => process.exit(0))

@@ -8,7 +8,7 @@ import { Command, Flag } from "effect/cli"
 import { describe, HelpSections } from "../help.ts"
 import { presets, rows } from "./catalog.ts"
 import { renderHtml } from "./html.ts"
-import { renderTable } from "./report.ts"
+import { renderSummary, renderTable } from "./report.ts"
 import type { BenchReport } from "./report.ts"
 import { runBench, selectRows } from "./runner.ts"
 import type { BenchOptions, Progress } from "./runner.ts"
@@ -28,10 +28,11 @@ const progressWriter = () => {
   return {
     update: (p: Progress) => {
       const count = p.done === undefined ? "" : ` ${p.done}/${p.of}`
-      const line = `[${p.index}/${p.total}] ${p.row}: ${p.phase}${count} (${((performance.now() - started) / 1000).toFixed(0)} s)`
+      const round = p.rounds > 1 ? `round ${p.round}/${p.rounds} ` : ""
+      const line = `${round}[${p.index}/${p.total}] ${p.row}: ${p.phase}${count} (${((performance.now() - started) / 1000).toFixed(0)} s)`
       if (tty) process.stderr.write(`\r\x1b[2K${line}`)
-      else if (p.done === undefined && `${p.row}${p.phase}` !== last) process.stderr.write(line + "\n")
-      last = `${p.row}${p.phase}`
+      else if (p.done === undefined && `${p.round}${p.row}${p.phase}` !== last) process.stderr.write(line + "\n")
+      last = `${p.round}${p.row}${p.phase}`
     },
     end: () => {
       if (tty) process.stderr.write("\r\x1b[2K")
@@ -51,11 +52,13 @@ export interface BenchFlags {
   readonly itemSize: number
   readonly concurrency: string
   readonly delayMs: number
-  readonly modes: string
+  readonly modes: string | undefined
   readonly quick: boolean
   readonly json: string | undefined
   readonly html: string | undefined
   readonly rowTimeout: number | undefined
+  readonly rounds: number
+  readonly cpuProf?: string | undefined
 }
 
 /** The run's options from the flags (`--quick` changes the defaults, not given values). */
@@ -67,7 +70,9 @@ export const benchOptions = (flags: BenchFlags): BenchOptions | string => {
   if (!(flags.items >= 1 && flags.items <= 100_000)) return `--items: from 1 to 100000, got ${flags.items}`
   if (!(flags.itemSize >= 1 && flags.itemSize <= 65_536)) return `--item-size: from 1 to 65536, got ${flags.itemSize}`
   if (!(flags.delayMs >= 0 && flags.delayMs <= 10_000)) return `--delay-ms: from 0 to 10000, got ${flags.delayMs}`
-  const { unknown } = selectRows(flags.modes)
+  if (!(flags.rounds >= 1 && flags.rounds <= 100)) return `--rounds: from 1 to 100, got ${flags.rounds}`
+  const modes = flags.modes ?? (flags.quick ? "core" : "all")
+  const { unknown } = selectRows(modes)
   if (unknown.length > 0) return `--modes: unknown ${unknown.join(", ")} (rows: ${rows.map((r) => r.id).join(", ")}; presets: ${Object.keys(presets).join(", ")})`
   // the slowest stream at one in flight bounds a row's time: give each row room for it
   const paced = (streams * 2 * flags.items * flags.delayMs) / 1000
@@ -78,9 +83,11 @@ export const benchOptions = (flags: BenchFlags): BenchOptions | string => {
     delayMs: flags.delayMs,
     concurrency,
     warmup: flags.quick ? Math.min(50, streams) : Math.min(200, streams),
-    modes: flags.modes,
+    modes,
     quick: flags.quick,
-    rowTimeoutS: flags.rowTimeout ?? Math.ceil((flags.quick ? 30 : 90) + paced * concurrency.length)
+    rowTimeoutS: flags.rowTimeout ?? Math.ceil((flags.quick ? 60 : 120) + paced * concurrency.length),
+    rounds: flags.rounds,
+    cpuProfDir: flags.cpuProf
   }
 }
 
@@ -91,13 +98,15 @@ export const bench = (flags: BenchFlags): Effect.Effect<BenchReport, BenchError>
     if (typeof options === "string") return yield* new BenchError({ detail: options })
     const progress = progressWriter()
     process.stderr.write(
-      `transport-registry bench: ${options.streams} streams per level at ${options.concurrency.join(", ")} in flight, ${options.items} items of ${options.itemSize} B, ${options.delayMs} ms apart; rows: ${options.modes}\n`
+      `transport-registry bench: ${options.streams} streams per level at ${options.concurrency.join(", ")} in flight, ${options.items} items of ${options.itemSize} B, ${options.delayMs} ms apart; rows: ${options.modes}` +
+        (options.rounds > 1 ? `; ${options.rounds} rounds` : "") + "\n"
     )
     const report = yield* Effect.tryPromise({
       try: () => runBench(options, progress.update),
       catch: (e) => new BenchError({ detail: e instanceof Error ? e.message : String(e) })
     }).pipe(Effect.ensuring(Effect.sync(progress.end)))
-    process.stdout.write(renderTable(report) + "\n")
+    const summary = renderSummary(report)
+    process.stdout.write(renderTable(report) + "\n" + (summary === "" ? "" : `\n${summary}\n`))
     const write = (path: string, text: string) =>
       Effect.try({ try: () => writeFileSync(path, text), catch: (e) => new BenchError({ detail: `cannot write ${path}: ${(e as Error).message}` }) })
     if (flags.json !== undefined) yield* write(flags.json, JSON.stringify(report, null, 2) + "\n")
@@ -122,25 +131,39 @@ export const benchCommand = Command.make(
     delayMs: Flag.Int("delay-ms").pipe(Flag.withDescription(describe("Delay after each item, in ms (token generation)", { default: "0" })), Flag.withDefault(0)),
     modes: Flag.String("modes").pipe(
       Flag.withMetavar("list"),
-      Flag.withDescription(describe("Rows to run: row ids, presets, or prefixes ending in *, comma-separated; each row's baseline comes along", { default: "all" })),
-      Flag.withDefault("all")
+      Flag.withDescription(describe("Rows to run: row ids, presets, or prefixes ending in *, comma-separated; each row's baseline comes along", { default: "all; core with --quick" })),
+      Flag.optional
     ),
-    quick: Flag.Boolean("quick").pipe(Flag.withDescription(describe("Fewer streams and warm-up: the whole run in under 2 minutes", { default: "false" })), Flag.withDefault(false)),
+    quick: Flag.Boolean("quick").pipe(
+      Flag.withDescription(describe("Fewer streams and warm-up streams, and the core rows (no metrics/tracing/Stream-API variants): under 2 minutes", { default: "false" })),
+      Flag.withDefault(false)
+    ),
     json: Flag.String("json").pipe(Flag.withMetavar("file"), Flag.withDescription(describe("Write the results as JSON", { default: "none" })), Flag.optional),
     html: Flag.String("html").pipe(
       Flag.withMetavar("file"),
       Flag.withDescription(describe("Write a self-contained HTML report (table, throughput bars, latency CDFs)", { default: "none" })),
       Flag.optional
     ),
-    rowTimeout: Flag.Int("row-timeout").pipe(Flag.withDescription(describe("Time limit of one row, in s", { default: "90 (30 with --quick), more with --delay-ms" })), Flag.optional)
+    rowTimeout: Flag.Int("row-timeout").pipe(Flag.withDescription(describe("Time limit of one row, in s", { default: "120 (60 with --quick), more with --delay-ms" })), Flag.optional),
+    rounds: Flag.Int("rounds").pipe(
+      Flag.withDescription(describe("Measure every row this many times, round after round, and pool the samples (evens out drift between rows)", { default: "1" })),
+      Flag.withDefault(1)
+    ),
+    cpuProf: Flag.String("cpu-prof").pipe(
+      Flag.withMetavar("dir"),
+      Flag.withDescription(describe("Every router and worker process writes a V8 CPU profile (node --cpu-prof) into this directory when it exits", { default: "none" })),
+      Flag.optional
+    )
   },
   (flags) =>
     bench({
       ...flags,
       streams: flags.streams._tag === "Some" ? flags.streams.value : undefined,
+      modes: flags.modes._tag === "Some" ? flags.modes.value : undefined,
       json: flags.json._tag === "Some" ? flags.json.value : undefined,
       html: flags.html._tag === "Some" ? flags.html.value : undefined,
-      rowTimeout: flags.rowTimeout._tag === "Some" ? flags.rowTimeout.value : undefined
+      rowTimeout: flags.rowTimeout._tag === "Some" ? flags.rowTimeout.value : undefined,
+      cpuProf: flags.cpuProf._tag === "Some" ? flags.cpuProf.value : undefined
     }).pipe(Effect.asVoid)
 ).pipe(
   Command.withDescription(

@@ -70,7 +70,9 @@ export const BenchReportSchema = Schema.Struct({
     concurrency: Schema.Array(Num),
     warmup: Num,
     quick: Schema.Boolean,
-    modes: Schema.String
+    modes: Schema.String,
+    /** Rounds: each row measured this many times, its samples pooled. */
+    rounds: Num
   }),
   rows: Schema.Array(RowSchema)
 })
@@ -140,4 +142,56 @@ export const renderTable = (report: BenchReport): string => {
   }
   const notes = report.rows.filter((r) => r.status !== "ok").map((r) => `${r.id}: ${r.status}: ${r.reason ?? ""}`)
   return [textTable(header, body), ...(notes.length > 0 ? ["", ...notes] : [])].join("\n")
+}
+
+/** Pairs compared in the summary under the table: what one setting costs (`row` against `than`). */
+const costs: ReadonlyArray<readonly [label: string, row: string, than: string]> = [
+  ["metrics on (http+tcp)", "http+tcp-metrics", "http+tcp"],
+  ["tracing on, metrics on (http+tcp)", "http+tcp-observed", "http+tcp-metrics"],
+  ["the Stream API (http+tcp, defaults)", "http+tcp-generate", "http+tcp-observed"],
+  ["metrics and tracing on (tcp full mode)", "tcp-full-observed", "tcp-full"],
+  ["pooling (http+tcp)", "http+tcp-pooled", "http+tcp"],
+  ["pooling (raw node)", "raw-http+tcp-pooled", "raw-http+tcp"]
+]
+
+/**
+ * The summary under the table: each mode against issue 14's targets (p50 at one in flight at most
+ * 1.2x its raw baseline, 1.3x for the Stream API; req/s at the highest level at least 0.8x, 0.7x
+ * for the Stream API), and what metrics, tracing, the Stream API and pooling cost.
+ */
+export const renderSummary = (report: BenchReport): string => {
+  const byId = new Map(report.rows.filter((r) => r.status === "ok").map((r) => [r.id, r]))
+  const low = Math.min(...report.workload.concurrency)
+  const high = Math.max(...report.workload.concurrency)
+  const at = (row: Row, c: number) => row.runs.find((r) => r.concurrency === c)
+  const lines: Array<string> = []
+  for (const row of byId.values()) {
+    if (row.kind !== "mode" || row.baseline === null) continue
+    const stream = row.id.endsWith("-generate")
+    const p50 = at(row, low)?.ratio.p50 ?? null
+    const rps = at(row, high)?.ratio.reqPerSec ?? null
+    const mark = (ok: boolean) => (ok ? "met" : "MISSED")
+    const [p50Max, rpsMin] = stream ? [1.3, 0.7] : [1.2, 0.8]
+    lines.push(
+      `  ${row.id}: p50 at ${low} in flight ${x(p50)} of ${row.baseline} (target <= ${p50Max}x: ${p50 === null ? "-" : mark(p50 <= p50Max)}), ` +
+        `req/s at ${high} ${x(rps)} (target >= ${rpsMin}x: ${rps === null ? "-" : mark(rps >= rpsMin)})`
+    )
+  }
+  const costLines = costs.flatMap(([label, a, b]) => {
+    const ra = byId.get(a)
+    const rb = byId.get(b)
+    if (ra === undefined || rb === undefined) return []
+    const parts = report.workload.concurrency.map((c) => {
+      const ea = at(ra, c)
+      const eb = at(rb, c)
+      return ea === undefined || eb === undefined
+        ? `c=${c} -`
+        : `c=${c} p50 ${x(ratio(ea.latencyUs.p50, eb.latencyUs.p50) ?? null)}, req/s ${x(ratio(ea.reqPerSec, eb.reqPerSec) ?? null)}`
+    })
+    return [`  ${label}: ${a} / ${b}: ${parts.join("; ")}`]
+  })
+  return [
+    ...(lines.length > 0 ? ["targets (issue 14):", ...lines] : []),
+    ...(costLines.length > 0 ? ["costs (each row against the one without the setting):", ...costLines] : [])
+  ].join("\n")
 }

@@ -38,6 +38,10 @@ export interface BenchOptions {
   readonly quick: boolean
   /** Time limit of one row, seconds. */
   readonly rowTimeoutS: number
+  /** Rounds: every row is measured this many times, round after round, and its samples pooled. */
+  readonly rounds: number
+  /** Where each child process writes a V8 CPU profile (`node --cpu-prof`), if anywhere. */
+  readonly cpuProfDir?: string | undefined
 }
 
 /** Where a run is, for the progress line. */
@@ -45,6 +49,8 @@ export interface Progress {
   readonly row: string
   readonly index: number
   readonly total: number
+  readonly round: number
+  readonly rounds: number
   readonly phase: string
   readonly done?: number
   readonly of?: number
@@ -74,6 +80,25 @@ const message = (e: unknown): string => (e instanceof Error ? e.message : String
 
 class RowTimeout extends Error {}
 
+/** The raw measurements of one concurrency level in one round. */
+interface Level {
+  readonly concurrency: number
+  readonly latencyUs: ReadonlyArray<number>
+  readonly firstItemUs: ReadonlyArray<number>
+  readonly seconds: number
+  readonly routerCpuUs: number
+  readonly workerCpuUs: number | null
+}
+
+/** One round of one row, measured. */
+interface Measured {
+  readonly levels: ReadonlyArray<Level>
+  readonly peakRssKb: Row["peakRssKb"]
+}
+
+/** One round of one row: measured, or why not. */
+type Outcome = { readonly status: "ok"; readonly measured: Measured } | { readonly status: "unavailable" | "failed"; readonly reason: string }
+
 /** Measures one row; throws with `measuring` set when it fails after measuring began. */
 const measureRow = async (
   spec: RowSpec,
@@ -81,7 +106,7 @@ const measureRow = async (
   natsUrl: string | undefined,
   state: { measuring: boolean; readonly children: Array<Child>; readonly cleanups: Array<() => void> },
   progress: (phase: string, done?: number, of?: number) => void
-): Promise<Pick<Row, "runs" | "peakRssKb">> => {
+): Promise<Measured> => {
   const dir = mkdtempSync(join(os.tmpdir(), "bench-discovery-"))
   state.cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
   const env = spec.env === undefined && spec.server !== undefined && "cliEnv" in spec.server ? spec.server.cliEnv : spec.env
@@ -95,26 +120,30 @@ const measureRow = async (
     ...(natsUrl === undefined ? {} : { natsUrl })
   })
 
+  // with --cpu-prof: each process writes <row>.<router|worker>.<pid>.cpuprofile when it exits
+  const flagsOf = (role: string) =>
+    options.cpuProfDir === undefined ? execArgv : [...execArgv, "--cpu-prof", `--cpu-prof-dir=${options.cpuProfDir}`, `--cpu-prof-name=${spec.id.replace(/[^\w.+-]/g, "_")}.${role}.\${pid}.cpuprofile`]
   progress("starting the worker")
+  // the router's process starts (and loads its module) while the worker starts
+  const client = startChild(here("./childMain"), [spec.client.module], childEnvironment({}), flagsOf("router"))
+  state.children.push(client)
   let server: Child | undefined
   let info: ServerInfo = {}
   if (spec.server !== undefined && "cliEnv" in spec.server) {
-    server = startChild(here("../main"), ["worker", "--endpoint", BENCH_ENDPOINT], childEnvironment(settings!), [...execArgv, "--import", here("./statsHook").href])
+    server = startChild(here("../main"), ["worker", "--endpoint", BENCH_ENDPOINT], childEnvironment(settings!), [...flagsOf("worker"), "--import", here("./statsHook").href])
     state.children.push(server)
     const record = await server.firstLine
     const problem = spec.check?.(record)
     if (problem !== undefined) throw new Error(problem)
   } else if (spec.server !== undefined) {
-    server = startChild(here("./childMain"), [], childEnvironment({}), execArgv)
+    server = startChild(here("./childMain"), [spec.server.module], childEnvironment({}), flagsOf("worker"))
     state.children.push(server)
     info = (await server.ask({ t: "start", role: "server", module: spec.server.module, options: sideOptions(spec.server.variant) }, "ready")).info
   }
   progress("starting the router")
-  const client = startChild(here("./childMain"), [], childEnvironment({}), execArgv)
-  state.children.push(client)
   await client.ask({ t: "start", role: "client", module: spec.client.module, options: sideOptions(spec.client.variant), server: info }, "ready")
 
-  const runs: Array<Run> = []
+  const levels: Array<Level> = []
   for (const concurrency of options.concurrency) {
     const warmup = Math.max(options.warmup, concurrency)
     progress(`c=${concurrency} warming up`)
@@ -124,40 +153,31 @@ const measureRow = async (
     const result = await client.ask({ t: "run", streams: options.streams, concurrency, warmup: 0 }, "result", (done) =>
       progress(`c=${concurrency}`, done, options.streams))
     const after = await server?.stats()
-    const streams = result.latencyUs.length
-    runs.push({
+    levels.push({
       concurrency,
-      streams,
+      latencyUs: result.latencyUs,
+      firstItemUs: result.firstItemUs,
       seconds: result.seconds,
-      reqPerSec: streams / result.seconds,
-      latencyUs: summarize(result.latencyUs),
-      firstItemUs: summarize(result.firstItemUs),
-      cpuUsPerRequest: {
-        router: result.cpuUs / streams,
-        worker: before === undefined || after === undefined ? null : (after.cpuUs - before.cpuUs) / streams
-      },
-      cdf: cdf(result.latencyUs, 100).map(([v, f]) => [v, f] as const),
-      ratio: { p50: null, reqPerSec: null }
+      routerCpuUs: result.cpuUs,
+      workerCpuUs: before === undefined || after === undefined ? null : after.cpuUs - before.cpuUs
     })
   }
   const routerStats = await client.stats()
   const workerStats = await server?.stats()
   progress("stopping")
   await Promise.race([client.ask({ t: "close" }, "closed"), new Promise((r) => setTimeout(r, 2000))]).catch(() => {})
-  return { runs, peakRssKb: { router: routerStats.maxRssKb, worker: workerStats?.maxRssKb ?? null } }
+  return { levels, peakRssKb: { router: routerStats.maxRssKb, worker: workerStats?.maxRssKb ?? null } }
 }
 
-/** Runs one row under its time limit; never throws. */
+/** Runs one round of one row under its time limit; never throws. */
 const runRow = async (
   spec: RowSpec,
   options: BenchOptions,
   nats: NatsServer | { readonly failed: string } | undefined,
   progress: (phase: string, done?: number, of?: number) => void
-): Promise<Row> => {
-  const base = { id: spec.id, kind: spec.kind, description: spec.description, baseline: spec.baseline ?? null }
-  const none = { peakRssKb: { router: null, worker: null }, runs: [] }
+): Promise<Outcome> => {
   if (spec.nats === true && (nats === undefined || "failed" in nats)) {
-    return { ...base, ...none, status: "unavailable", reason: `no nats-server: ${nats !== undefined && "failed" in nats ? nats.failed : "not started"}` }
+    return { status: "unavailable", reason: `no nats-server: ${nats !== undefined && "failed" in nats ? nats.failed : "not started"}` }
   }
   const natsUrl = nats !== undefined && !("failed" in nats) ? nats.url : undefined
   const state = { measuring: false, children: [] as Array<Child>, cleanups: [] as Array<() => void> }
@@ -166,18 +186,55 @@ const runRow = async (
     timer = setTimeout(() => reject(new RowTimeout(`timed out after ${options.rowTimeoutS} s`)), options.rowTimeoutS * 1000)
   })
   try {
-    const measured = await Promise.race([measureRow(spec, options, natsUrl, state, progress), timeout])
-    return { ...base, ...measured, status: "ok", reason: null }
+    return { status: "ok", measured: await Promise.race([measureRow(spec, options, natsUrl, state, progress), timeout]) }
   } catch (e) {
     // a child that died says why
     await new Promise((r) => setTimeout(r, 100))
     const died = state.children.map((c) => c.exited()).find((x) => x !== undefined)
     const reason = message(e) + (died === undefined || message(e).includes(died) ? "" : ` (${died})`)
-    return { ...base, ...none, status: state.measuring ? "failed" : "unavailable", reason }
+    return { status: state.measuring ? "failed" : "unavailable", reason }
   } finally {
     clearTimeout(timer)
-    await Promise.all(state.children.map((c) => c.stop()))
+    // a process writing its CPU profile gets longer to exit
+    await Promise.all(state.children.map((c) => c.stop(options.cpuProfDir === undefined ? 3000 : 20_000)))
     for (const f of state.cleanups) f()
+  }
+}
+
+/** A row from its rounds: their samples pooled (a failed round fails the row). */
+const combine = (spec: RowSpec, outcomes: ReadonlyArray<Outcome>, rounds: number): Row => {
+  const base = { id: spec.id, kind: spec.kind, description: spec.description, baseline: spec.baseline ?? null }
+  const bad = outcomes.findIndex((o) => o.status !== "ok")
+  if (bad >= 0) {
+    const o = outcomes[bad] as Extract<Outcome, { reason: string }>
+    return { ...base, status: o.status, reason: rounds > 1 ? `round ${bad + 1}: ${o.reason}` : o.reason, peakRssKb: { router: null, worker: null }, runs: [] }
+  }
+  const measured = outcomes.map((o) => (o as Extract<Outcome, { status: "ok" }>).measured)
+  const max = (xs: ReadonlyArray<number | null>) => (xs.some((x) => x === null) ? null : Math.max(...(xs as Array<number>)))
+  const runs: Array<Run> = measured[0]!.levels.map(({ concurrency }) => {
+    const levels = measured.map((m) => m.levels.find((l) => l.concurrency === concurrency)!)
+    const latencyUs = levels.flatMap((l) => l.latencyUs)
+    const streams = latencyUs.length
+    const seconds = levels.reduce((n, l) => n + l.seconds, 0)
+    const workerCpu = levels.some((l) => l.workerCpuUs === null) ? null : levels.reduce((n, l) => n + l.workerCpuUs!, 0)
+    return {
+      concurrency,
+      streams,
+      seconds,
+      reqPerSec: streams / seconds,
+      latencyUs: summarize(latencyUs),
+      firstItemUs: summarize(levels.flatMap((l) => l.firstItemUs)),
+      cpuUsPerRequest: { router: levels.reduce((n, l) => n + l.routerCpuUs, 0) / streams, worker: workerCpu === null ? null : workerCpu / streams },
+      cdf: cdf(latencyUs, 100).map(([v, f]) => [v, f] as const),
+      ratio: { p50: null, reqPerSec: null }
+    }
+  })
+  return {
+    ...base,
+    status: "ok",
+    reason: null,
+    peakRssKb: { router: max(measured.map((m) => m.peakRssKb.router)), worker: max(measured.map((m) => m.peakRssKb.worker)) },
+    runs
   }
 }
 
@@ -192,16 +249,31 @@ export const runBench = async (options: BenchOptions, onProgress: (p: Progress) 
   if (unknown.length > 0) throw new Error(`--modes: unknown ${unknown.join(", ")}; rows: ${catalog.map((r) => r.id).join(", ")}`)
   let nats: NatsServer | { readonly failed: string } | undefined
   if (selected.some((r) => r.nats === true)) nats = await startNatsServer().catch((e: unknown) => ({ failed: message(e) }))
-  const out: Array<Row> = []
+  const outcomes = new Map<string, Array<Outcome>>(selected.map((r) => [r.id, []]))
   try {
-    for (const [index, spec] of selected.entries()) {
-      const progress = (phase: string, done?: number, of?: number) =>
-        onProgress({ row: spec.id, index: index + 1, total: selected.length, phase, ...(done === undefined ? {} : { done }), ...(of === undefined ? {} : { of }) })
-      out.push(await runRow(spec, options, nats, progress))
+    for (let round = 1; round <= options.rounds; round++) {
+      for (const [index, spec] of selected.entries()) {
+        const done = outcomes.get(spec.id)!
+        // a row that did not run in an earlier round is not tried again
+        if (done.some((o) => o.status !== "ok")) continue
+        const progress = (phase: string, count?: number, of?: number) =>
+          onProgress({
+            row: spec.id,
+            index: index + 1,
+            total: selected.length,
+            round,
+            rounds: options.rounds,
+            phase,
+            ...(count === undefined ? {} : { done: count }),
+            ...(of === undefined ? {} : { of })
+          })
+        done.push(await runRow(spec, options, nats, progress))
+      }
     }
   } finally {
     if (nats !== undefined && !("failed" in nats)) nats.stop()
   }
+  const out = selected.map((spec) => combine(spec, outcomes.get(spec.id)!, options.rounds))
   const cpus = os.cpus()
   return {
     version: 1,
@@ -225,7 +297,8 @@ export const runBench = async (options: BenchOptions, onProgress: (p: Progress) 
       concurrency: options.concurrency,
       warmup: options.warmup,
       quick: options.quick,
-      modes: options.modes
+      modes: options.modes,
+      rounds: options.rounds
     },
     rows: withRatios(out)
   }
