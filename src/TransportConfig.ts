@@ -108,6 +108,13 @@ export interface TransportSettings {
    * with TransportTimeoutError "StreamIdle" (`DYN_STREAM_IDLE_TIMEOUT_SECS`); 0 turns it off.
    */
   readonly streamIdleTimeoutMs: number
+  // ---- first-request deadline of HTTP connections (issue 15 item 4, slowloris) ----
+  /**
+   * Worker and router: an HTTP connection (the HTTP request server, the HTTP response server, the
+   * metrics server) whose first complete request has not arrived this long after the accept is
+   * closed (`DYN_HTTP_FIRST_REQUEST_TIMEOUT_SECS`).
+   */
+  readonly httpFirstRequestTimeoutMs: number
   // ---- connection caps (issue 15 item 7; docs/security.md) ----
   /**
    * Most connections each listener holds at once, handshaking or not; one beyond is closed at once
@@ -401,6 +408,13 @@ const vars = {
     secondsOrOff,
     "Router: a response stream that receives nothing (no item, no heartbeat) for this long fails with TransportTimeoutError StreamIdle, and its worker is told to stop; 0 turns it off. Heartbeats (HTTP/2 PING, SSE comments, pooled-mux and full-mode Ping/Pong) keep a slow but healthy stream alive; Dynamo's one-shot call-home has none, so there the value must exceed the longest prefill"
   ),
+  // ---- first-request deadline of HTTP connections (issue 15 item 4) ----
+  httpFirstRequestTimeout: v(
+    "DYN_HTTP_FIRST_REQUEST_TIMEOUT_SECS",
+    "10",
+    seconds,
+    "Every HTTP listener (the HTTP request server, the HTTP response server, the metrics server): a connection whose first complete request has not arrived this long after the accept is closed (slowloris defence; a session that has carried a request then stays open while idle)"
+  ),
   // ---- connection caps (issue 15 item 7; docs/security.md) ----
   tcpResponseMaxConnections: v(
     "DYN_TCP_RESPONSE_MAX_CONNECTIONS",
@@ -578,6 +592,7 @@ export const fromRecord = (
         handshakeTimeoutMs: p.tcpTlsHandshakeTimeout
       },
       streamIdleTimeoutMs: p.streamIdleTimeout,
+      httpFirstRequestTimeoutMs: p.httpFirstRequestTimeout,
       connectionCaps: {
         tcpResponse: p.tcpResponseMaxConnections,
         httpRpc: p.httpRpcMaxConnections,

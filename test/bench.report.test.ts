@@ -60,8 +60,8 @@ describe("bench --html", () => {
     const html = join(dir, "report.html")
     const bench = await run(
       process.execPath,
-      [main, "bench", "--modes", "grpc-stream", "--streams", "40", "--concurrency", "1,4", "--quick", "--json", json, "--html", html],
-      100_000
+      [main, "bench", "--modes", "grpc-stream", "--streams", "40", "--concurrency", "1,4", "--quick", "--row-timeout", "100", "--json", json, "--html", html],
+      200_000
     )
     expect(bench.stderr + bench.stdout).not.toMatch(/unavailable|failed/)
     expect(bench.code).toBe(0)
@@ -125,5 +125,5 @@ describe("bench --html", () => {
     }
     // the anchor's chart has its baseline's lines dashed beside its own
     expect(cdfs[1]!.paths.filter((p) => p.baseline).length).toBe(2)
-  }, 180_000)
+  }, 300_000)
 })

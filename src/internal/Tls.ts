@@ -44,7 +44,16 @@ export interface ServerTls {
 export interface ClientTls {
   readonly secureContext: tls.SecureContext
   readonly serverName: string | undefined
+  /**
+   * The last TLS session of each server ("name|host:port"), offered for resumption on the next
+   * dial: a one-shot call-home dials once per stream, and a resumed handshake skips the
+   * certificate's signature and its verification. Bounded (`SESSION_CACHE_SIZE`, oldest out).
+   */
+  readonly sessions?: Map<string, Buffer> | undefined
 }
+
+/** Most servers whose session a client context remembers. */
+export const SESSION_CACHE_SIZE = 256
 
 /** Both roles of a process; either is undefined when plaintext. */
 export interface TcpTls {
@@ -80,7 +89,11 @@ export const tcpTlsOf = (settings: TcpTlsSettings): TcpTls => {
     }
     : undefined
   const client = settings.caCertPath !== undefined
-    ? { secureContext: tls.createSecureContext({ ca: read("DYN_TCP_TLS_CA_CERT_PATH", settings.caCertPath) }), serverName: settings.serverName }
+    ? {
+      secureContext: tls.createSecureContext({ ca: read("DYN_TCP_TLS_CA_CERT_PATH", settings.caCertPath) }),
+      serverName: settings.serverName,
+      sessions: new Map<string, Buffer>()
+    }
     : undefined
   const result = server === undefined && client === undefined ? PLAINTEXT : { server, client }
   loaded.set(settings, result)
@@ -141,10 +154,14 @@ export const connect = (options: ConnectOptions): net.Socket => {
       : net.connect({ host, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: keepaliveMs })
   }
   const name = clientTls.serverName ?? host
+  const sessions = clientTls.sessions
+  const sessionKey = `${name}|${host}:${port}`
+  const session = sessions?.get(sessionKey)
   const socket = tls.connect({
     host,
     port,
     secureContext: clientTls.secureContext,
+    ...(session === undefined ? {} : { session }),
     // SNI carries DNS names only; an IP is still verified, against the certificate's IP SANs.
     ...(net.isIP(name) === 0 ? { servername: name } : {}),
     checkServerIdentity: (_host, cert) => tls.checkServerIdentity(name, cert)
@@ -156,6 +173,17 @@ export const connect = (options: ConnectOptions): net.Socket => {
     if (keepaliveMs !== undefined) socket.setKeepAlive(true, keepaliveMs)
   })
   socket.once("secureConnect", () => secured.add(socket))
+  if (sessions !== undefined) {
+    socket.on("session", (ticket: Buffer) => {
+      sessions.delete(sessionKey)
+      sessions.set(sessionKey, ticket)
+      if (sessions.size > SESSION_CACHE_SIZE) sessions.delete(sessions.keys().next().value!)
+    })
+    // A session that failed its handshake is not offered again.
+    socket.once("error", () => {
+      if (!secured.has(socket)) sessions.delete(sessionKey)
+    })
+  }
   return socket
 }
 

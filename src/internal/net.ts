@@ -5,6 +5,7 @@
 import { networkInterfaces } from "node:os"
 import type { Server } from "node:net"
 import { Effect, Semaphore } from "effect"
+import type { Context } from "effect"
 import type { TransportId } from "../Transport.ts"
 import { TransportConnectionError } from "../TransportError.ts"
 
@@ -33,6 +34,19 @@ export const LISTEN_BACKLOG = 65_535
 
 /** Starts `server` listening; resolves with the bound port, or fails with ListenFailed naming the address. */
 export const listen = (server: Server, host: string, port: number, transport: TransportId): Effect.Effect<number, TransportConnectionError> =>
+  Effect.flatMap(Effect.context<never>(), (context) => listenIn(context, server, host, port, transport))
+
+/**
+ * `listen`, logging in `context` an error the listening server reports later (an accept error:
+ * EMFILE, ENFILE): without a listener such an error would crash the process.
+ */
+const listenIn = (
+  context: Context.Context<never>,
+  server: Server,
+  host: string,
+  port: number,
+  transport: TransportId
+): Effect.Effect<number, TransportConnectionError> =>
   Effect.callback<number, TransportConnectionError>((resume) => {
     const onError = (cause: Error) => {
       server.off("listening", onListening)
@@ -44,6 +58,13 @@ export const listen = (server: Server, host: string, port: number, transport: Tr
     }
     const onListening = () => {
       server.off("error", onError)
+      server.on("error", (cause: Error) => {
+        Effect.runForkWith(context)(
+          Effect.logWarning("listener error; still listening").pipe(
+            Effect.annotateLogs({ transport, address: hostPort(host, port), error: cause.message })
+          )
+        )
+      })
       const address = server.address()
       resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : port))
     }

@@ -90,6 +90,6 @@ export const make = (options: {
 export const layer: Layer.Layer<never, TransportConnectionError, TransportConfig> = Layer.effectDiscard(
   Effect.flatMap(TransportConfig, (config) => {
     if (config.tcpPool.enabled) Metrics.declarePool()
-    return make({ host: "0.0.0.0", port: config.metricsPort })
+    return make({ host: "0.0.0.0", port: config.metricsPort, connectionTimeoutMs: config.httpFirstRequestTimeoutMs })
   })
 )

@@ -20,10 +20,7 @@
  *   Bound: within 3 s.
  * Meanwhile, on each, a normal exchange completes.
  *
- * Not here: the HTTP request server streaming a pure HTTP mode response, and the seed's HTTP
- * response server, to a client that never reads. Their writes are bounded by HTTP/2 flow control
- * (the writer waits), but no worker-side timeout ends such a stream: it lasts until the client's
- * connection closes (docs/reliability.md, "Fault injection").
+ * The pure HTTP mode's reader that stops reading is in never-reads-http.test.ts.
  */
 import * as net from "node:net"
 import { describe, expect, it } from "@effect/vitest"

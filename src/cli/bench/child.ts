@@ -15,8 +15,6 @@ export interface Child {
   readonly firstLine: Promise<string>
   /** Sends `msg` and waits for the next message of type `reply`. */
   readonly ask: <T extends FromChild["t"]>(msg: ToChild, reply: T, onProgress?: (done: number) => void) => Promise<Extract<FromChild, { t: T }>>
-  /** The next message of type `reply`, without sending anything. */
-  readonly next: <T extends FromChild["t"]>(reply: T) => Promise<Extract<FromChild, { t: T }>>
   readonly stats: () => Promise<ProcessStats>
   /** Why it exited (its logged errors or last stderr line), or undefined while it runs. */
   readonly exited: () => string | undefined
@@ -94,7 +92,6 @@ export const startChild = (script: URL, args: ReadonlyArray<string>, env: Record
     pid: child.pid ?? -1,
     firstLine,
     ask,
-    next: (type) => next(type),
     stats: () => ask({ t: "stats" }, "stats"),
     exited: () => exitReason,
     stop: async (graceMs = 3000) => {

@@ -1,10 +1,10 @@
 /**
  * The entry of a benchmark child process (a row's server or client side). It imports the side
  * module named in its first argument at once, then waits for a `start` message naming the module
- * and role, starts it, and then answers the orchestrator:
- * `stats` (CPU time, peak RSS), `run` (warm-up, then the measured streams with progress every
- * 250 ms, then every stream's samples and the CPU time they took), `close`. Any failure is sent
- * as an `error` message. It exits when the orchestrator disconnects.
+ * and role, starts it, and answers the orchestrator: `stats` (CPU time, peak RSS), `run` (the
+ * streams, with progress every 250 ms, then every stream's samples and the CPU time they took; a
+ * warm-up is a run whose samples are dropped), `close`. Any failure is sent as an `error`
+ * message. It exits when the orchestrator disconnects or sends SIGTERM.
  */
 import { processStats, sideModules } from "./ipc.ts"
 import type { FromChild, ToChild } from "./ipc.ts"
@@ -31,9 +31,8 @@ const load = (name: string): Promise<SideModuleExports> => {
 const preload = process.argv[2]
 if (preload !== undefined) load(preload).catch(() => {})
 
-const run = async (streams: number, concurrency: number, warmup: number) => {
+const run = async (streams: number, concurrency: number) => {
   if (driver === undefined) throw new Error("run before the client started")
-  if (warmup > 0) await driver.run(warmup, concurrency, () => {})
   const latencyUs: Array<number> = []
   const firstItemUs: Array<number> = []
   const progress = setInterval(() => send({ t: "progress", done: latencyUs.length }), 250)
@@ -68,7 +67,7 @@ const handle = async (msg: ToChild): Promise<void> => {
     case "stats":
       return void send({ t: "stats", ...processStats() })
     case "run":
-      return run(msg.streams, msg.concurrency, msg.warmup)
+      return run(msg.streams, msg.concurrency)
     case "close":
       await driver?.close()
       await served?.close()

@@ -16,7 +16,7 @@ export type SideModule = (typeof sideModules)[number]
 export type ToChild =
   | { readonly t: "start"; readonly role: "server" | "client"; readonly module: SideModule; readonly options: SideOptions; readonly server?: ServerInfo }
   | { readonly t: "stats" }
-  | { readonly t: "run"; readonly streams: number; readonly concurrency: number; readonly warmup: number }
+  | { readonly t: "run"; readonly streams: number; readonly concurrency: number }
   | { readonly t: "close" }
 
 /** CPU time used so far (user + system, µs) and the peak resident set size (KiB). */

@@ -148,9 +148,9 @@ const measureRow = async (
     const warmup = Math.max(options.warmup, concurrency)
     progress(`c=${concurrency} warming up`)
     state.measuring = true
-    await client.ask({ t: "run", streams: warmup, concurrency, warmup: 0 }, "result")
+    await client.ask({ t: "run", streams: warmup, concurrency }, "result")
     const before: ProcessStats | undefined = await server?.stats()
-    const result = await client.ask({ t: "run", streams: options.streams, concurrency, warmup: 0 }, "result", (done) =>
+    const result = await client.ask({ t: "run", streams: options.streams, concurrency }, "result", (done) =>
       progress(`c=${concurrency}`, done, options.streams))
     const after = await server?.stats()
     levels.push({

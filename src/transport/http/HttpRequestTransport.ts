@@ -45,6 +45,7 @@ export const layer: Layer.Layer<never, never, TransportRegistry | TransportConfi
       rootPath: config.httpRpc.rootPath,
       maxMessageSize: config.tcpMaxMessageSize,
       maxConnections: config.connectionCaps.httpRpc,
+      firstRequestTimeoutMs: config.httpFirstRequestTimeoutMs,
       ...(pureHttp
         ? {
           inline: { hub, fallbackFormat: format },

@@ -251,7 +251,8 @@ export const layer: Layer.Layer<HttpResponseServer, never, TransportConfig> = La
       streamFormat: config.httpResponse.streamFormat,
       timeoutMs: config.httpResponse.timeoutMs,
       maxMessageSize: config.tcpMaxMessageSize,
-      maxConnections: config.connectionCaps.httpResponse
+      maxConnections: config.connectionCaps.httpResponse,
+      firstRequestTimeoutMs: config.httpFirstRequestTimeoutMs
     })
   })
 )

@@ -45,6 +45,8 @@ export interface HttpResponseTransportOptions {
   /**
    * Router: a stream that receives nothing (no chunk, no PING answer on its session) for this long
    * fails with TransportTimeoutError "StreamIdle" (`DYN_STREAM_IDLE_TIMEOUT_SECS`); 0 or absent: off.
+   * Worker: a stream held back by a reader that takes nothing for this long is reset, and its
+   * handler interrupted (`InlineWriter`'s `stallTimeoutMs`).
    */
   readonly idleTimeoutMs?: number | undefined
   readonly priority?: number | undefined
@@ -93,7 +95,11 @@ export const make = (hub: HttpInlineHub.HttpInlineHubShape, options: HttpRespons
           )
         }
         hub.exchanges.delete(requestId)
-        return Effect.succeed(makeInlineWriter(exchange, { maxMessageSize: options.maxMessageSize, heartbeatMs: options.heartbeatMs }))
+        return Effect.succeed(makeInlineWriter(exchange, {
+          maxMessageSize: options.maxMessageSize,
+          heartbeatMs: options.heartbeatMs,
+          stallTimeoutMs: options.idleTimeoutMs
+        }))
       })
   }
   return {

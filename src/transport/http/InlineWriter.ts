@@ -13,6 +13,10 @@
  * - `whenWritable` follows the exchange's `writableNeedDrain` / 'drain' (the HTTP/2 window: a
  *   router that pauses the stream holds the handler back).
  * - SSE only: a heartbeat comment every `heartbeatMs` while idle (unref'd timer, cleared at the end).
+ * - `stallTimeoutMs`: a reader that takes nothing while the stream is held back (the HTTP/2 window
+ *   full, the router gone silent without closing) for that long has its stream reset, and
+ *   `onDisconnect` fires with a TransportTimeoutError "StreamIdle", so the handler is interrupted.
+ *   One timer per stall, armed when the stream is first found held back, cleared by 'drain'.
  * Writes never throw: an item with no JSON encoding, or above `maxMessageSize`, returns a failed
  * `WriteResult`.
  *
@@ -22,7 +26,7 @@
 import { Exit } from "effect"
 import { contentTypeOf, makeEncoder } from "../../protocol/HttpStreamFormat.ts"
 import type { ResponseWriter } from "../../ResponsePlane.ts"
-import { ResponseWriteError, TransportConnectionError } from "../../TransportError.ts"
+import { ResponseWriteError, TransportConnectionError, TransportTimeoutError } from "../../TransportError.ts"
 import type { TransportError } from "../../TransportError.ts"
 import { Waiters } from "../../internal/Waiters.ts"
 import { WriteBatcher } from "../../internal/WriteBatcher.ts"
@@ -37,6 +41,8 @@ export interface InlineWriterOptions {
   /** SSE heartbeat period while idle, in ms (default 15 s). */
   readonly heartbeatMs?: number | undefined
   readonly schedule?: FlushSchedule | undefined
+  /** A held-back stream whose reader takes nothing for this long is reset (0 or absent: never). */
+  readonly stallTimeoutMs?: number | undefined
 }
 
 /** The default SSE heartbeat period. */
@@ -72,7 +78,38 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
     }
   )
   const waiters = new Waiters()
-  exchange.onDrain(() => waiters.wake())
+  let stall: ReturnType<typeof setTimeout> | undefined
+  const stallMs = options.stallTimeoutMs ?? 0
+  const clearStall = () => {
+    if (stall !== undefined) clearTimeout(stall)
+    stall = undefined
+  }
+  exchange.onDrain(() => {
+    clearStall()
+    waiters.wake()
+  })
+  /** Arms the stall timer when the stream is held back and none is armed. */
+  const watchStall = () => {
+    if (stallMs <= 0 || stall !== undefined || state === OVER || !exchange.needsDrain()) return
+    stall = setTimeout(() => {
+      stall = undefined
+      if (state === OVER || !exchange.needsDrain()) return
+      const e = new TransportTimeoutError({
+        reason: "StreamIdle",
+        transport: "http",
+        target: exchange.target,
+        detail: `the reader took nothing for ${stallMs / 1000} s while the stream was held back; stream reset`
+      })
+      state = OVER
+      stopHeartbeat()
+      writes.clear()
+      waiters.wake()
+      exchange.reset()
+      disconnect = e
+      disconnectReceiver?.(e)
+    }, stallMs)
+    stall.unref?.()
+  }
 
   const stopHeartbeat = () => {
     if (heartbeat !== undefined) clearInterval(heartbeat)
@@ -108,6 +145,7 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
   exchange.onClose((detail) => {
     const wasOpen = state === OPEN || state === ENDING
     state = OVER
+    clearStall()
     stopHeartbeat()
     writes.clear()
     waiters.wake()
@@ -151,6 +189,7 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
       start()
       push(bytes)
       writes.flushEarly()
+      watchStall()
       return Exit.void
     },
     sendAll: (items) => sendEach(writer.send, items),
@@ -169,6 +208,7 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
     close: () => {
       if (state === OVER) return
       state = OVER
+      clearStall()
       stopHeartbeat()
       writes.clear()
       waiters.wake()
@@ -183,6 +223,7 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
     },
     whenWritable: (f) => {
       if (state !== OPEN || !exchange.needsDrain()) return true
+      watchStall()
       return waiters.add(f)
     }
   }
