@@ -379,7 +379,7 @@ const vars = {
     "DYN_TCP_REQUEST_CONNECTION_TIMEOUT_SECS",
     "60",
     seconds,
-    "The TCP request server drops a connection silent (nothing received) for longer than this"
+    "The TCP request server drops a connection silent (nothing received) for longer than this, and one whose Dynamo-framed request frame, once begun, has not arrived whole within it (a byte-by-byte dribble)"
   ),
   tcpRequestTimeout: v("DYN_TCP_REQUEST_TIMEOUT", "5", seconds, "Router: how long a TCP request waits for the worker's ack"),
   tcpConnectTimeout: v("DYN_TCP_CONNECT_TIMEOUT", "5", seconds, "Router: bound on a TCP connect to a worker's request port"),
