@@ -166,7 +166,7 @@ export const makeUnsafe = (
    * with a free pooled connection nothing here waits for I/O, so without the yield the whole
    * handler would run before the request plane's ack (written by node:http2 on a later
    * turn) leaves, and the router would wait for that ack after the stream had already ended.
-   * Measured (bench/tcp_pool_benchmark.ts, 64 in flight): pooled throughput went from about
+   * Measured (then bench/tcp_pool_benchmark.ts, now `transport-registry bench --modes pool`; 64 in flight): pooled throughput went from about
    * 1.1x to 1.6-1.9x the unpooled with it. Re-measured once the router counted a completed
    * stream as acked and the pool lent spare leases synchronously: without the yield sequential
    * p50 was within noise, and 64 in flight fell from about 6,000 to 4,600 req/s, so it stays.
