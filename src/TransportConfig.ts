@@ -217,18 +217,21 @@ export interface TcpTlsSettings {
   readonly handshakeTimeoutMs: number
 }
 
+/** A file path, checked at start-up by `tcpTlsProblems` (readable, PEM of the right kind). */
+const pemPath: Parser<string> = { expected: "a path to a readable PEM file", parse: text.parse }
+
 const tcpTlsVars = {
   tcpTlsCertPath: v(
     "DYN_TCP_TLS_CERT_PATH",
     "(unset)",
-    text,
+    pemPath,
     "PEM certificate (chain), TLS server role: with DYN_TCP_TLS_KEY_PATH, every TCP listener (call-home server, TCP request server) speaks TLS only. Checked at start-up"
   ),
-  tcpTlsKeyPath: v("DYN_TCP_TLS_KEY_PATH", "(unset)", text, "PEM private key of DYN_TCP_TLS_CERT_PATH; one set without the other is a start-up error"),
+  tcpTlsKeyPath: v("DYN_TCP_TLS_KEY_PATH", "(unset)", pemPath, "PEM private key of DYN_TCP_TLS_CERT_PATH; one set without the other is a start-up error"),
   tcpTlsCaCertPath: v(
     "DYN_TCP_TLS_CA_CERT_PATH",
     "(unset)",
-    text,
+    pemPath,
     "PEM CA certificate(s), TLS client role: when set, every TCP dialer (router to a worker's request port, worker calling home) speaks TLS and verifies the server's certificate against these CAs (not the system roots) and its name"
   ),
   tcpTlsServerName: v(

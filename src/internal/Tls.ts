@@ -20,9 +20,11 @@
  *   plaintext); a failed handshake (a plaintext or wrong-CA peer, or none within
  *   `handshakeTimeoutMs`) closes that socket only and is reported to `onTlsError`;
  * - `connect` is `net.connect`, or `tls.connect` with the client context; TCP_NODELAY (and
- *   keepalive when asked) on both. `readyEvent` names the event a dialer waits for ("connect" or
- *   "secureConnect"), and `tlsHandshakeError` turns an error met after the TCP connect but before
- *   the handshake completed into TransportConnectionError "TlsHandshakeFailed" naming the target.
+ *   keepalive when asked) on both. A TLS dial offers the last session of that server for
+ *   resumption (a one-shot call-home dials once per stream). `readyEvent` names the event a
+ *   dialer waits for ("connect" or "secureConnect"), and `tlsHandshakeError` turns an error met
+ *   after the TCP connect but before the handshake completed into TransportConnectionError
+ *   "TlsHandshakeFailed" naming the target.
  *
  * What it does not do: read the environment or validate the paths (TransportConfig.ts does, at
  * start-up), client certificates (mTLS), reloading rotated certificates, or the HTTP/NATS planes.

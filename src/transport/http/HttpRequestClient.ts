@@ -348,7 +348,17 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
         if (done) return
         done = true
         clearTimeout(timer)
-        s.close(NGHTTP2_CANCEL)
+        // Pure HTTP mode: the stream is the response; resetting it is the only way to stop it.
+        if (inline !== undefined) return void s.close(NGHTTP2_CANCEL)
+        // Call-home modes: the request has left whole, and the worker will call home to a
+        // subject the router no longer holds (refused, so its handler stops). Resetting the
+        // stream would save nothing and count against the worker's reset-flood guard on a
+        // session other calls share (issue 15): the stream is left to end with its ack,
+        // which is read and dropped; reset only if none comes within the ack timeout.
+        s.resume()
+        const linger = setTimeout(() => s.close(NGHTTP2_CANCEL), options.timeoutMs)
+        linger.unref?.()
+        s.once("close", () => clearTimeout(linger))
       }
     }
 
