@@ -3,7 +3,8 @@
 // Prints each side's CPU per request and its top functions by self time, grouped by source folder.
 //
 //   node --experimental-strip-types --no-warnings scripts/profile-mode.ts \
-//     [--mode full|full-defaults|http|http-pooled|dynamo|dynamo-pooled] [--requests 20000] [--in-flight 64] [--top 25]
+//     [--mode full|full-defaults|http|http-defaults|http-pooled|dynamo|dynamo-pooled] [--requests 20000]
+//     [--in-flight 64] [--top 25] [--no-profile]
 //
 // The .cpuprofile files stay in a temporary folder (printed) for Chrome DevTools / speedscope.
 import { Session } from "node:inspector/promises"
@@ -25,6 +26,8 @@ const MODE = arg("mode", "full")
 const REQUESTS = Number(arg("requests", "20000"))
 const IN_FLIGHT = Number(arg("in-flight", "64"))
 const TOP = Number(arg("top", "25"))
+// --no-profile: the same run without profilers, for CPU per request and req/s alone (A/B rounds).
+const PROFILE = !process.argv.includes("--no-profile")
 
 const lean = { DYN_METRICS: "off", DYN_TRACING: "off" }
 const tcp = { DYN_REQUEST_PLANE: "tcp", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_REQUEST_HOST: "127.0.0.1", DYN_TCP_REQUEST_PORT: "0" }
@@ -47,7 +50,7 @@ const env = recommendedEnv(discovery, extra)
 
 const child = fork(join(root, "src/cli/main.ts"), ["worker", "--endpoint", "bench.worker.generate"], {
   env: { ...process.env, ...env },
-  execArgv: ["--no-warnings", "--experimental-strip-types", "--cpu-prof", `--cpu-prof-dir=${profDir}`, "--cpu-prof-interval=200"],
+  execArgv: ["--no-warnings", "--experimental-strip-types", ...(PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`, "--cpu-prof-interval=200"] : [])],
   stdio: ["ignore", "pipe", "inherit", "ipc"]
 })
 await new Promise<void>((resolve, reject) => {
@@ -76,9 +79,10 @@ const program = Effect.gen(function*() {
   const client = yield* Endpoint.client<unknown, unknown>("bench.worker.generate")
   while (client.instances().length === 0) yield* Effect.sleep(20)
   const once = client.call({ max_tokens: 10, token_size: 50 }, () => {})
-  yield* sequential(2000, once)
+  yield* sequential(500, once)
+  const seq = yield* sequential(2000, once)
   yield* concurrent(4000, IN_FLIGHT, once)
-  yield* Effect.promise(async () => {
+  if (PROFILE) yield* Effect.promise(async () => {
     await session.post("Profiler.enable")
     await session.post("Profiler.setSamplingInterval", { interval: 200 })
     await session.post("Profiler.start")
@@ -92,9 +96,11 @@ const program = Effect.gen(function*() {
   measured = { from: m0, to: monoUs() }
   const c1 = process.cpuUsage(c0)
   const w1 = workerStat()
-  const { profile } = yield* Effect.promise(() => session.post("Profiler.stop"))
-  writeFileSync(join(profDir, "router.cpuprofile"), JSON.stringify(profile))
-  console.log(`mode ${MODE}: ${result.rps.toFixed(0)} req/s at ${IN_FLIGHT} in flight, p50 ${result.stats.p50.toFixed(0)} µs`)
+  if (PROFILE) {
+    const { profile } = yield* Effect.promise(() => session.post("Profiler.stop"))
+    writeFileSync(join(profDir, "router.cpuprofile"), JSON.stringify(profile))
+  }
+  console.log(`mode ${MODE}: sequential p50 ${seq.p50.toFixed(0)} µs; ${result.rps.toFixed(0)} req/s at ${IN_FLIGHT} in flight, p50 ${result.stats.p50.toFixed(0)} µs`)
   console.log(`router socket writes per request: ${(writes / REQUESTS).toFixed(2)}`)
   console.log(`write system calls per request: router ${((syscw("self") - sw0.router) / REQUESTS).toFixed(2)}, worker ${((syscw(child.pid!) - sw0.worker) / REQUESTS).toFixed(2)}`)
   console.log(`CPU per request: router ${((c1.user + c1.system) / REQUESTS).toFixed(1)} µs, worker ${((w1 - w0) / REQUESTS).toFixed(1)} µs`)
@@ -155,6 +161,7 @@ const summarize = (label: string, file: string, window?: { readonly from: number
   console.log("--")
   for (const [k, v] of [...fns].sort((a, b) => b[1] - a[1]).slice(0, TOP)) console.log(`${pct(v)}  ${k}`)
 }
+if (!PROFILE) process.exit(0)
 summarize("router (measured phase)", join(profDir, "router.cpuprofile"))
 const workerFile = readdirSync(profDir).find((f) => f !== "router.cpuprofile" && f.endsWith(".cpuprofile"))
 if (workerFile !== undefined) {
