@@ -10,6 +10,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as net from "node:net"
+import type * as tls from "node:tls"
 import { Deferred, Effect, Exit, Layer, Stream } from "effect"
 import type { Context, Scope } from "effect"
 import { Discovery } from "../src/Discovery.ts"
@@ -17,7 +18,7 @@ import type { DiscoveryShape } from "../src/Discovery.ts"
 import * as MemoryDiscovery from "../src/discovery/MemoryDiscovery.ts"
 import * as Endpoint from "../src/Endpoint.ts"
 import { requestTransportOf } from "../src/Instance.ts"
-import { PLAINTEXT, tcpTlsOf } from "../src/internal/Tls.ts"
+import { connect, createServer, PLAINTEXT, readyEvent, tcpTlsOf } from "../src/internal/Tls.ts"
 import * as TransportRegistry from "../src/registry/index.ts"
 import * as TcpResponseTransport from "../src/transport/tcp/TcpResponseTransport.ts"
 import { dial } from "../src/transport/tcp/worker/Dialer.ts"
@@ -325,6 +326,35 @@ describe("TLS handshake bounds", () => {
       const probe = yield* plaintextProbe(port, new Uint8Array(0))
       expect(probe.received.length).toBe(0)
       expect(probe.closedMs).toBeLessThan(8000)
+    }).pipe(Effect.scoped))
+})
+
+describe("session resumption", () => {
+  it.live("a TLS dialer offers the last session of a server: the second dial to it is resumed", () =>
+    Effect.gen(function*() {
+      const both = tcpTlsOf(settingsOf(tlsEnv()).tcpTls)
+      const server = createServer(both.server, (socket) => {
+        socket.on("error", () => {})
+        socket.end("hello")
+      })
+      yield* Effect.acquireRelease(
+        Effect.callback<void>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.void))),
+        () => Effect.sync(() => server.close())
+      )
+      const port = (server.address() as net.AddressInfo).port
+      const dialOnce = Effect.callback<boolean>((resume) => {
+        const socket = connect({ host: "127.0.0.1", port, tls: both.client }) as tls.TLSSocket
+        let reused = false
+        socket.once(readyEvent(socket), () => {
+          reused = socket.isSessionReused()
+        })
+        socket.on("data", () => {})
+        socket.on("error", () => {})
+        socket.on("close", () => resume(Effect.succeed(reused)))
+      })
+      expect(yield* dialOnce).toBe(false)
+      expect(both.client?.sessions?.size).toBe(1)
+      expect(yield* dialOnce).toBe(true)
     }).pipe(Effect.scoped))
 })
 
