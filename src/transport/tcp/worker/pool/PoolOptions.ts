@@ -56,14 +56,18 @@ export interface ConnectionPoolOptions {
   readonly tls?: ClientTls | undefined
 }
 
-/** The pool options that `DYN_TCP_POOL_*` and `DYN_TCP_MAX_MESSAGE_SIZE` configure. */
+/** The pool options that `DYN_TCP_POOL_*`, `DYN_TCP_MAX_MESSAGE_SIZE` and `DYN_TCP_CALL_HOME_TIMEOUT_SECS` (the acquisition bound) configure. */
 export const optionsFromSettings = (settings: TransportSettings): ConnectionPoolOptions => ({
   maxPerTarget: settings.tcpPool.maxPerTarget,
   minIdle: settings.tcpPool.minIdle,
   idleTimeoutMs: settings.tcpPool.idleTimeoutMs,
   maxLifetimeMs: settings.tcpPool.maxLifetimeMs,
   keepaliveMs: settings.tcpPool.keepaliveMs,
-  maxMessageSize: settings.tcpMaxMessageSize
+  maxMessageSize: settings.tcpMaxMessageSize,
+  // A stream waits for a pooled connection as long as a router waits for its call-home
+  // (DYN_TCP_CALL_HOME_TIMEOUT_SECS): past that the router has given up, and before it a
+  // failure here, after the ack, cannot reach the router (Dynamo's call-home has no way to).
+  acquireTimeoutMs: Math.max(DEFAULT_ACQUIRE_TIMEOUT_MS, settings.tcpResponse.callHomeTimeoutMs)
 })
 
 /** Every option with its default applied (`maxStreamsPerConnection` as `maxStreams`, at least 1). */
