@@ -65,6 +65,11 @@ export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, 
       requestId: message.control.id,
       codec: message.control.payload_codec ?? "json"
     })
+    // Tracing off, debug off and an already-connected writer: hand the Exit back as it is, so
+    // `serveRequest` takes the writer synchronously (no Effect run for the call-home).
+    if (!setup.debug && tracing === "off" && Exit.isExit(connectOnly) && Exit.isSuccess(connectOnly)) {
+      return connectOnly as Exit.Exit<ResponseWriter, never>
+    }
     const connect = setup.debug
       ? Effect.logDebug("calling home").pipe(Effect.annotateLogs("connectionTransport", connectionTransport), Effect.andThen(connectOnly))
       : connectOnly
@@ -117,22 +122,33 @@ export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, 
   }
 
   /** Call home, decode, prologue, handler. */
-  const serveRequest = (message: RequestMessage, span: Tracer.Span | undefined): Effect.Effect<void, never, R> =>
-    Effect.flatMap(callHome(message), (writer) => {
-      if (writer === undefined) return Effect.void
-      let request = message.payload as Req
-      if (setup.decode !== undefined) {
-        const decoded = setup.decode(message.payload)
-        if (Exit.isFailure(decoded)) {
-          writer.prologue(`invalid request: ${describeFailure(decoded.cause)}`)
-          return Effect.void
-        }
-        request = decoded.value
+  const serveRequest = (message: RequestMessage, span: Tracer.Span | undefined): Effect.Effect<void, never, R> => {
+    const home = callHome(message)
+    return Exit.isExit(home) && Exit.isSuccess(home)
+      ? serveConnected(message, (home as Exit.Success<ResponseWriter | undefined>).value, span)
+      : Effect.flatMap(home, (writer) => serveConnected(message, writer, span))
+  }
+
+  /** Decode, prologue, handler, on the call-home writer (none: the call-home failed, logged). */
+  const serveConnected = (
+    message: RequestMessage,
+    writer: ResponseWriter | undefined,
+    span: Tracer.Span | undefined
+  ): Effect.Effect<void, never, R> => {
+    if (writer === undefined) return Effect.void
+    let request = message.payload as Req
+    if (setup.decode !== undefined) {
+      const decoded = setup.decode(message.payload)
+      if (Exit.isFailure(decoded)) {
+        writer.prologue(`invalid request: ${describeFailure(decoded.cause)}`)
+        return Effect.void
       }
-      writer.prologue()
-      const context: HandlerContext = { requestId: message.control.id, endpoint, instanceId: setup.instanceId, headers: message.headers }
-      return runHandler(request, context, message.items, writer, span)
-    })
+      request = decoded.value
+    }
+    writer.prologue()
+    const context: HandlerContext = { requestId: message.control.id, endpoint, instanceId: setup.instanceId, headers: message.headers }
+    return runHandler(request, context, message.items, writer, span)
+  }
 
   return (message: RequestMessage): Effect.Effect<void, never, R> => {
     const work = tracing === "off"

@@ -10,7 +10,7 @@
  * It does not run a request itself (`HandleRequest.ts` does: call-home, prologue, handler, end
  * of stream) nor write items (`Emit.ts`).
  */
-import { Effect, FiberSet, LogLevel, References, Schema, Stream } from "effect"
+import { Effect, Fiber, LogLevel, References, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import { Discovery } from "../Discovery.ts"
 import type { DiscoveryError } from "../Discovery.ts"
@@ -111,7 +111,19 @@ const serveRunnable = <Req, Res, E = never, R = never>(
     const inFlight = makeInFlight()
     const admission = makeAdmission({ endpoint, maxInFlight: options.maxInFlight, running: inFlight.count })
 
-    const run = yield* FiberSet.makeRuntime<R>()
+    // The handlers' fibers, forked straight from the caller's context (logger, tracer, services)
+    // and interrupted when the scope closes: what `FiberSet.makeRuntime` did, without its
+    // per-request overhead. Its finalizer is added here, before `register`, so it still runs after
+    // the request plane was left.
+    const runFork = Effect.runForkWith(yield* Effect.context<R>())
+    const fibers = new Set<Fiber.Fiber<void>>()
+    let closed = false
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        closed = true
+        return Fiber.interruptAll(fibers)
+      })
+    )
     const handleRequest = makeHandleRequest<Req, Res, E, R>({
       endpoint,
       endpointPath,
@@ -130,9 +142,17 @@ const serveRunnable = <Req, Res, E = never, R = never>(
       inFlight.begin()
       Metrics.recordServerRequest(transportId)
       Metrics.streamDelta(transportId, "request", 1)
+      if (closed) {
+        // As the closed FiberSet did: the handler never runs.
+        Metrics.streamDelta(transportId, "request", -1)
+        inFlight.end()
+        return
+      }
       const served = Metrics.serving(transportId, registry.responseClientFor(message.control.connection_info.transport)?.transport)
-      const fiber = run(handleRequest(message))
+      const fiber = runFork(handleRequest(message))
+      if (fiber.pollUnsafe() === undefined) fibers.add(fiber)
       fiber.addObserver(() => {
+        fibers.delete(fiber)
         Metrics.streamDelta(transportId, "request", -1)
         served()
         inFlight.end()
