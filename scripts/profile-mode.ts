@@ -3,7 +3,7 @@
 // Prints each side's CPU per request and its top functions by self time, grouped by source folder.
 //
 //   node --experimental-strip-types --no-warnings scripts/profile-mode.ts \
-//     [--mode full|full-defaults|http|http-defaults|http-pooled|dynamo|dynamo-pooled] [--requests 20000]
+//     [--mode full|full-defaults|full-metrics|full-tracing|http|http-defaults|http-pooled|dynamo|dynamo-pooled] [--requests 20000]
 //     [--in-flight 64] [--top 25] [--no-profile]
 //
 // The .cpuprofile files stay in a temporary folder (printed) for Chrome DevTools / speedscope.
@@ -34,6 +34,8 @@ const tcp = { DYN_REQUEST_PLANE: "tcp", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_REQUE
 const modes: Record<string, Record<string, string>> = {
   full: { ...tcp, ...lean },
   "full-defaults": { ...tcp },
+  "full-metrics": { ...tcp, DYN_TRACING: "off" },
+  "full-tracing": { ...tcp, DYN_METRICS: "off" },
   http: { ...lean },
   "http-defaults": {},
   "http-pooled": { ...lean, DYN_TCP_POOL_ENABLED: "true" },
