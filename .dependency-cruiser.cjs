@@ -2,7 +2,7 @@
  * The import rules of src/ (docs/architecture.md, "Which module may import which"). Run by
  * `npm run check:imports`, which the test command runs first: a violation fails CI.
  */
-const domain = "^src/(Transport|TransportError|Instance|ConnectionInfo|TransportConfig|TransportConfigParsers)\\.ts$"
+const domain = "^src/(Transport|TransportError|Instance|ConnectionInfo|TransportConfig|TransportConfigParsers|TransportConfigTls|TransportSettings)\\.ts$"
 const tags = "^src/(RequestPlane|ResponsePlane|TransportRegistry|Discovery)\\.ts$"
 module.exports = {
   forbidden: [

@@ -6,150 +6,24 @@
  * together: bad values fail start-up with one `TransportConfigError` that names every bad
  * variable, the value it got, and what it accepts. There is no silent fallback to a default.
  */
-import { readFileSync } from "node:fs"
-import { createSecureContext } from "node:tls"
 import { Config, Context, Data, Effect, Layer, Option } from "effect"
 import type { ConfigProvider } from "effect"
-import { bool, byteSize, host, httpUrl, intIn, logSpec, millis, natsUrl, nonNegativeInt, oneOf, port, positiveInt, seconds, text, urlList, urlPath } from "./TransportConfigParsers.ts"
-import type { Parser } from "./TransportConfigParsers.ts"
+import { tcpTlsProblems, tcpTlsVars } from "./TransportConfigTls.ts"
+import { bool, byteSize, host, httpUrl, intIn, logSpec, millis, natsUrl, nonNegativeInt, oneOf, port, positiveInt, seconds, secondsOrOff, text, urlList, urlPath, v } from "./TransportConfigParsers.ts"
+import type { ConfigProblem, Variable, VariableDoc } from "./TransportConfigParsers.ts"
+import type { LogFormat, TransportSettings } from "./TransportSettings.ts"
 
-/** The request planes a process can serve and call on. */
-export type RequestPlaneKind = "http" | "nats" | "tcp" | "memory"
-/** The response planes a router can receive streams on. */
-export type ResponsePlaneKind = "tcp" | "http" | "memory"
-/** The discovery backends. */
-export type DiscoveryBackendKind = "mem" | "file" | "etcd"
-/** The HTTP response plane's stream formats. */
-export type StreamFormat = "sse" | "ndjson" | "binary"
-/** The tracing modes. */
-export type TracingMode = "off" | "on" | "sampled"
-/** The log line formats (both on stderr): logfmt for people, json for log shippers. */
-export type LogFormat = "logfmt" | "json"
-
-/** The validated configuration. Durations are in milliseconds, sizes in bytes. */
-export interface TransportSettings {
-  readonly requestPlane: RequestPlaneKind
-  readonly responsePlane: ResponsePlaneKind
-  readonly requestPlaneCodec: "json" | "msgpack"
-  readonly discoveryBackend: DiscoveryBackendKind
-  readonly discoveryPath: string
-  readonly natsServer: string
-  /** Router: how long a NATS request waits for the worker's ack, the NATS reply (`DYN_NATS_REQUEST_TIMEOUT`). */
-  readonly natsRequestTimeoutMs: number
-  readonly etcdEndpoints: ReadonlyArray<string>
-  /** TTL of the etcd discovery backend's process lease, in whole seconds (`ETCD_LEASE_TTL`). */
-  readonly etcdLeaseTtlSeconds: number
-  readonly metricsPort: number
-  readonly log: string
-  readonly logFormat: LogFormat
-  readonly tracing: TracingMode
-  readonly metrics: boolean
-  readonly otlpEndpoint: string | undefined
-  readonly serviceName: string
-  readonly tcpMaxMessageSize: number
-  readonly cancelGraceMs: number
-  /** Router: most instances one call is sent to, failovers included (`DYN_ROUTER_MAX_ATTEMPTS`; 1 turns failover off). */
-  readonly routerMaxAttempts: number
-  /** Router: how long an instance that keeps failing before its ack is skipped (`DYN_ROUTER_QUARANTINE_SECS`). */
-  readonly routerQuarantineMs: number
-  readonly httpRpc: {
-    readonly host: string
-    readonly port: number
-    readonly rootPath: string
-    readonly requestTimeoutMs: number
-  }
-  readonly httpResponse: {
-    readonly host: string
-    readonly port: number
-    readonly rootPath: string
-    readonly streamFormat: StreamFormat
-    readonly timeoutMs: number
-  }
-  readonly tcpResponse: {
-    readonly host: string
-    readonly port: number
-    readonly advertiseHost: string | undefined
-    readonly callHomeTimeoutMs: number
-  }
-  readonly tcpPool: {
-    readonly enabled: boolean
-    readonly maxPerTarget: number
-    readonly minIdle: number
-    readonly idleTimeoutMs: number
-    readonly maxLifetimeMs: number
-    readonly keepaliveMs: number
-  }
-  readonly tcpRequest: {
-    /** Bind address of the worker's TCP request server (`DYN_TCP_REQUEST_HOST`, alias `DYN_TCP_RPC_HOST`). */
-    readonly host: string
-    /** Its port (`DYN_TCP_REQUEST_PORT`, alias `DYN_TCP_RPC_PORT`); 0 picks a free one. */
-    readonly port: number
-    /** The host routers dial (`DYN_TCP_REQUEST_ADVERTISE_HOST`, alias `DYN_TCP_RPC_ADVERTISE_HOST`); undefined: derived. */
-    readonly advertiseHost: string | undefined
-    readonly maxConnections: number
-    readonly heartbeatIntervalMs: number
-    readonly connectionTimeoutMs: number
-    /** Router: how long a request waits for its ack (`DYN_TCP_REQUEST_TIMEOUT`). */
-    readonly ackTimeoutMs: number
-    /** Router: bound on a connect to a worker (`DYN_TCP_CONNECT_TIMEOUT`). */
-    readonly connectTimeoutMs: number
-    /** Router: most connections per worker host:port (`DYN_TCP_POOL_SIZE`). */
-    readonly poolSize: number
-    /** Router: requests awaiting their ack per connection before another is opened (`DYN_TCP_CHANNEL_BUFFER`). */
-    readonly channelBuffer: number
-    /** Whether a worker advertises, and a router uses, the full TCP mode (`DYN_TCP_FULL_MODE`). */
-    readonly fullMode: boolean
-  }
-  /** TLS on the TCP planes (`DYN_TCP_TLS_*`); off when unset. See `TcpTlsSettings`. */
-  readonly tcpTls: TcpTlsSettings
-  // ---- inactivity timeouts (issue 15 item 2) ----
-  /**
-   * Router: a response stream that receives nothing (no item, no heartbeat) for this long fails
-   * with TransportTimeoutError "StreamIdle" (`DYN_STREAM_IDLE_TIMEOUT_SECS`); 0 turns it off.
-   */
-  readonly streamIdleTimeoutMs: number
-  // ---- first-request deadline of HTTP connections (issue 15 item 4, slowloris) ----
-  /**
-   * Worker and router: an HTTP connection (the HTTP request server, the HTTP response server, the
-   * metrics server) whose first complete request has not arrived this long after the accept is
-   * closed (`DYN_HTTP_FIRST_REQUEST_TIMEOUT_SECS`).
-   */
-  readonly httpFirstRequestTimeoutMs: number
-  // ---- connection caps (issue 15 item 7; docs/security.md) ----
-  /**
-   * Most connections each listener holds at once, handshaking or not; one beyond is closed at once
-   * (`DYN_TCP_RESPONSE_MAX_CONNECTIONS`, `DYN_HTTP_RPC_MAX_CONNECTIONS`,
-   * `DYN_HTTP_RESPONSE_MAX_CONNECTIONS`). The TCP request server's is `tcpRequest.maxConnections`.
-   */
-  readonly connectionCaps: {
-    /** Router: the call-home server (one-shot sockets and pooled connections together). */
-    readonly tcpResponse: number
-    /** Worker: the HTTP request server (HTTP/1.1 and h2c together). */
-    readonly httpRpc: number
-    /** Worker: the seed's HTTP response server (`HttpResponseServer`). */
-    readonly httpResponse: number
-  }  // ---- HTTP/2 client sessions (issue 15 item 1; docs/transports.md, http request plane) ----
-  /**
-   * Router: how the http request client spreads its requests over HTTP/2 sessions to one worker
-   * (`DYN_HTTP_CLIENT_MAX_STREAMS_PER_SESSION`, `DYN_HTTP_CLIENT_MAX_SESSIONS`,
-   * `DYN_HTTP_CLIENT_SESSION_MEMORY_MB`).
-   */
-  readonly httpClientSessions: {
-    /** Streams in flight on one session before another is opened to the same worker. */
-    readonly maxStreamsPerSession: number
-    /** Most sessions per worker; beyond, the least loaded takes the request. */
-    readonly maxSessionsPerOrigin: number
-    /** Each session's memory cap, in MB (Node's `maxSessionMemory`). */
-    readonly maxSessionMemoryMb: number
-  }
-}
-
-/** One variable's problem: its name, the text it had, and what it accepts. */
-export interface ConfigProblem {
-  readonly variable: string
-  readonly got: string
-  readonly expected: string
-}
+export type { ConfigProblem, VariableDoc } from "./TransportConfigParsers.ts"
+export type {
+  DiscoveryBackendKind,
+  LogFormat,
+  RequestPlaneKind,
+  ResponsePlaneKind,
+  StreamFormat,
+  TcpTlsSettings,
+  TracingMode,
+  TransportSettings
+} from "./TransportSettings.ts"
 
 /** Start-up failed: one or more variables hold bad values. The message lists every one. */
 export class TransportConfigError extends Data.TaggedError("TransportConfigError")<{
@@ -161,144 +35,6 @@ export class TransportConfigError extends Data.TaggedError("TransportConfigError
       this.problems.length === 1 ? "" : "s"
     }):\n${lines.join("\n")}`
   }
-}
-
-/** Documentation of one variable: its name, default, what it accepts and what it means. */
-export interface VariableDoc {
-  readonly name: string
-  readonly default: string
-  readonly accepts: string
-  readonly description: string
-  /**
-   * Another name read for the same setting (Dynamo's), when it has one. Either may be set; both
-   * set to different values is a `TransportConfigError`.
-   */
-  readonly alias?: string | undefined
-}
-
-interface Variable<A> extends VariableDoc {
-  readonly parser: Parser<A>
-}
-
-const v = <A>(name: string, def: string, parser: Parser<A>, description: string, alias?: string): Variable<A> => ({
-  name,
-  default: def,
-  accepts: parser.expected,
-  description: alias === undefined ? description : `${description} (alias: \`${alias}\`, Dynamo's name)`,
-  ...(alias === undefined ? {} : { alias }),
-  parser
-})
-
-/** `seconds`, or 0 for off (inactivity timeouts, issue 15 item 2). */
-const secondsOrOff: Parser<number> = {
-  expected: `0 (off) or ${seconds.expected}`,
-  parse: (raw) => (/^0+(\.0+)?$/.test(raw.trim()) ? 0 : seconds.parse(raw))
-}
-
-// ---- TLS on the TCP planes (DYN_TCP_TLS_*, Dynamo's names and roles; docs/security.md, "TLS") ----
-
-/**
- * TLS on the TCP planes (call-home, the TCP request server, both framings, and their dialers), as
- * Dynamo configures it. Server role: every TCP listener speaks TLS when `certPath` and `keyPath`
- * are set, presenting that certificate (no client certificate is asked for). Client role: every
- * TCP dialer speaks TLS when `caCertPath` is set, and verifies the server against that CA and the
- * dialled host (or `serverName`). Paths are checked at start-up: readable, PEM, key matching cert.
- */
-export interface TcpTlsSettings {
-  /** PEM certificate (chain) the TCP listeners present (`DYN_TCP_TLS_CERT_PATH`). */
-  readonly certPath: string | undefined
-  /** PEM private key of that certificate (`DYN_TCP_TLS_KEY_PATH`). */
-  readonly keyPath: string | undefined
-  /** PEM CA(s) the TCP dialers verify servers against (`DYN_TCP_TLS_CA_CERT_PATH`); set, dialers speak TLS. */
-  readonly caCertPath: string | undefined
-  /** Name verified in the server's certificate, instead of the dialled host (`DYN_TCP_TLS_SERVER_NAME`). */
-  readonly serverName: string | undefined
-  /** A listener drops a connection whose TLS handshake is not done within this (`DYN_TCP_TLS_HANDSHAKE_TIMEOUT_SECS`). */
-  readonly handshakeTimeoutMs: number
-}
-
-/** A file path, checked at start-up by `tcpTlsProblems` (readable, PEM of the right kind). */
-const pemPath: Parser<string> = { expected: "a path to a readable PEM file", parse: text.parse }
-
-const tcpTlsVars = {
-  tcpTlsCertPath: v(
-    "DYN_TCP_TLS_CERT_PATH",
-    "(unset)",
-    pemPath,
-    "PEM certificate (chain), TLS server role: with DYN_TCP_TLS_KEY_PATH, every TCP listener (call-home server, TCP request server) speaks TLS only. Checked at start-up"
-  ),
-  tcpTlsKeyPath: v("DYN_TCP_TLS_KEY_PATH", "(unset)", pemPath, "PEM private key of DYN_TCP_TLS_CERT_PATH; one set without the other is a start-up error"),
-  tcpTlsCaCertPath: v(
-    "DYN_TCP_TLS_CA_CERT_PATH",
-    "(unset)",
-    pemPath,
-    "PEM CA certificate(s), TLS client role: when set, every TCP dialer (router to a worker's request port, worker calling home) speaks TLS and verifies the server's certificate against these CAs (not the system roots) and its name"
-  ),
-  tcpTlsServerName: v(
-    "DYN_TCP_TLS_SERVER_NAME",
-    "(unset)",
-    host,
-    "Name the TCP dialers verify in the server's certificate (and send as SNI) instead of the host they dial: for a certificate with a DNS name reached by IP"
-  ),
-  tcpTlsHandshakeTimeout: v(
-    "DYN_TCP_TLS_HANDSHAKE_TIMEOUT_SECS",
-    "10",
-    seconds,
-    "A TLS listener closes a connection whose handshake is not done within this (a dialer's handshake counts in its own connect timeout)"
-  )
-} as const
-
-/** The problems of the TLS paths: set in pairs, readable, PEM, and a key that matches its certificate. */
-const tcpTlsProblems = (p: {
-  readonly tcpTlsCertPath: string | undefined
-  readonly tcpTlsKeyPath: string | undefined
-  readonly tcpTlsCaCertPath: string | undefined
-}): ReadonlyArray<ConfigProblem> => {
-  const problems: Array<ConfigProblem> = []
-  const { tcpTlsCaCertPath: caVar, tcpTlsCertPath: certVar, tcpTlsKeyPath: keyVar } = tcpTlsVars
-  const read = (variable: string, path: string | undefined, marker: RegExp, what: string): Buffer | undefined => {
-    if (path === undefined) return undefined
-    let bytes: Buffer
-    try {
-      bytes = readFileSync(path)
-    } catch (cause) {
-      problems.push({ variable, got: path, expected: `a readable ${what} file (${(cause as Error).message})` })
-      return undefined
-    }
-    if (!marker.test(bytes.toString("latin1"))) {
-      problems.push({ variable, got: path, expected: `a ${what} file (no PEM block of that kind in it)` })
-      return undefined
-    }
-    return bytes
-  }
-  const cert = read(certVar.name, p.tcpTlsCertPath, /-----BEGIN CERTIFICATE-----/, "PEM certificate")
-  const key = read(keyVar.name, p.tcpTlsKeyPath, /-----BEGIN [A-Z ]*PRIVATE KEY-----/, "PEM private key")
-  const ca = read(caVar.name, p.tcpTlsCaCertPath, /-----BEGIN CERTIFICATE-----/, "PEM CA certificate")
-  if (p.tcpTlsCertPath !== undefined && p.tcpTlsKeyPath === undefined) {
-    problems.push({ variable: keyVar.name, got: "", expected: `the private key of ${certVar.name} (${p.tcpTlsCertPath}): a certificate without its key cannot serve TLS` })
-  }
-  if (p.tcpTlsKeyPath !== undefined && p.tcpTlsCertPath === undefined) {
-    problems.push({ variable: certVar.name, got: "", expected: `the certificate of ${keyVar.name} (${p.tcpTlsKeyPath}): a key without its certificate cannot serve TLS` })
-  }
-  if (cert !== undefined && key !== undefined) {
-    try {
-      createSecureContext({ cert, key })
-    } catch (cause) {
-      problems.push({
-        variable: keyVar.name,
-        got: p.tcpTlsKeyPath!,
-        expected: `the private key of the certificate in ${certVar.name} (${p.tcpTlsCertPath}): ${(cause as Error).message}`
-      })
-    }
-  }
-  if (ca !== undefined) {
-    try {
-      createSecureContext({ ca })
-    } catch (cause) {
-      problems.push({ variable: caVar.name, got: p.tcpTlsCaCertPath!, expected: `PEM CA certificates (${(cause as Error).message})` })
-    }
-  }
-  return problems
 }
 
 /** Every variable, in documentation order. */

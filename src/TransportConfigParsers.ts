@@ -2,6 +2,9 @@
  * The parsers of `DYN_*` values: text in, a typed value or undefined out, with the words that
  * say what each accepts (they go into `TransportConfigError` and docs/configuration.md).
  *
+ * Also the shape of a variable (`v`: name, default, parser, description, Dynamo's alias) and of
+ * one variable's problem, shared by `TransportConfig.ts` and `TransportConfigTls.ts`.
+ *
  * Pure functions only; `TransportConfig.ts` reads the environment and applies them.
  */
 /** Parses one variable's text; `expected` says what it accepts. */
@@ -122,3 +125,44 @@ export const logSpec: Parser<string> = {
 }
 /** A size in bytes from 1 KiB to 4 GiB - 1. */
 export const byteSize = intIn(1024, 2 ** 32 - 1, "a size in bytes from 1024 to 4294967295")
+
+/** One variable's problem: its name, the text it had, and what it accepts. */
+export interface ConfigProblem {
+  readonly variable: string
+  readonly got: string
+  readonly expected: string
+}
+
+/** Documentation of one variable: its name, default, what it accepts and what it means. */
+export interface VariableDoc {
+  readonly name: string
+  readonly default: string
+  readonly accepts: string
+  readonly description: string
+  /**
+   * Another name read for the same setting (Dynamo's), when it has one. Either may be set; both
+   * set to different values is a `TransportConfigError`.
+   */
+  readonly alias?: string | undefined
+}
+
+/** A variable: its documentation and its parser. */
+export interface Variable<A> extends VariableDoc {
+  readonly parser: Parser<A>
+}
+
+/** Declares a variable; with `alias`, Dynamo's name for it is read too (and documented). */
+export const v = <A>(name: string, def: string, parser: Parser<A>, description: string, alias?: string): Variable<A> => ({
+  name,
+  default: def,
+  accepts: parser.expected,
+  description: alias === undefined ? description : `${description} (alias: \`${alias}\`, Dynamo's name)`,
+  ...(alias === undefined ? {} : { alias }),
+  parser
+})
+
+/** `seconds`, or 0 for off (inactivity timeouts, issue 15 item 2). */
+export const secondsOrOff: Parser<number> = {
+  expected: `0 (off) or ${seconds.expected}`,
+  parse: (raw) => (/^0+(\.0+)?$/.test(raw.trim()) ? 0 : seconds.parse(raw))
+}
