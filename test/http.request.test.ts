@@ -138,13 +138,17 @@ describe("HTTP request client", () => {
   it.live("reconnects after a GOAWAY", () =>
     Effect.gen(function*() {
       const sessions = new Set<http2.ServerHttp2Session>()
+      let goaways = 0
       const server = http2.createServer()
       server.on("session", (s) => sessions.add(s))
       server.on("stream", (stream) => {
         const session = stream.session!
         stream.respond({ ":status": 202 })
         stream.end()
-        setTimeout(() => session.goaway(), 5)
+        setTimeout(() => {
+          session.goaway()
+          goaways++
+        }, 5)
       })
       yield* Effect.promise(() => new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r())))
       yield* Effect.addFinalizer(() => Effect.sync(() => server.close()))
@@ -152,7 +156,10 @@ describe("HTTP request client", () => {
       const client = yield* HttpRequestClient.make({ timeoutMs: 2000, maxMessageSize: 1 << 20 })
       for (let i = 0; i < 3; i++) {
         yield* client.send({ address: `http://127.0.0.1:${port}/v1/rpc/x`, endpoint: "a.b.c" }, message(`g-${i}`))
-        yield* Effect.sleep(20)
+        // The GOAWAY is sent 5 ms after the ack (a loaded machine may take longer): wait for it,
+        // then give the client a moment to read it before the next request.
+        for (let waited = 0; goaways <= i && waited < 2000; waited += 5) yield* Effect.sleep(5)
+        yield* Effect.sleep(50)
       }
       expect(sessions.size).toBe(3)
     }))
