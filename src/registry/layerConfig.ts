@@ -13,12 +13,10 @@ import { formatEndpointPath } from "../Instance.ts"
 import type { RequestPlaneClient, RequestPlaneServer } from "../RequestPlane.ts"
 import type { ResponsePlaneClient, ResponsePlaneServer } from "../ResponsePlane.ts"
 import * as HttpInlineHub from "../transport/http/HttpInlineHub.ts"
-import * as HttpRequestClient from "../transport/http/HttpRequestClient.ts"
 import * as HttpRequestTransport from "../transport/http/HttpRequestTransport.ts"
 import * as HttpResponseTransport from "../transport/http/HttpResponseTransport.ts"
 import * as MemoryTransport from "../transport/memory/MemoryTransport.ts"
 import * as NatsRequestTransport from "../transport/nats/NatsRequestTransport.ts"
-import * as DynamoRequestClient from "../transport/tcp/request/DynamoRequestClient.ts"
 import * as TcpRequestTransport from "../transport/tcp/request/TcpRequestTransport.ts"
 import * as TcpResponseTransport from "../transport/tcp/TcpResponseTransport.ts"
 import { noRequirements } from "../Transport.ts"
@@ -135,25 +133,12 @@ export const callOnlyLayer: Layer.Layer<never, never, TransportRegistry | Transp
       })
 
     if (settings.requestPlane !== "http") {
-      const client = yield* HttpRequestClient.make({
-        timeoutMs: settings.httpRpc.requestTimeoutMs,
-        maxMessageSize: max,
-        inline: hub,
-        // It may carry inline (http+http) streams: the pure HTTP mode's window.
-        sessionWindowSize: 32 * 1024 * 1024,
-        ...settings.httpClientSessions
-      })
+      // It may carry inline (http+http) streams: the pure HTTP mode's window.
+      const client = yield* HttpRequestTransport.makeClient(settings, hub, true)
       yield* request("http", HttpRequestTransport.capabilities(max), client)
     }
     if (settings.requestPlane !== "tcp") {
-      const t = settings.tcpRequest
-      const client = yield* DynamoRequestClient.make({
-        ackTimeoutMs: t.ackTimeoutMs,
-        connectTimeoutMs: t.connectTimeoutMs,
-        poolSize: t.poolSize,
-        channelBuffer: t.channelBuffer,
-        maxMessageSize: max
-      })
+      const client = yield* TcpRequestTransport.makeDynamoClient(settings)
       yield* request("tcp", TcpRequestTransport.capabilities(max, false), client)
     }
     if (settings.requestPlane !== "nats") {

@@ -10,6 +10,7 @@
 import { Effect, Layer } from "effect"
 import type { TransportCapabilities } from "../../Transport.ts"
 import { TransportConfig } from "../../TransportConfig.ts"
+import type { TransportSettings } from "../../TransportConfig.ts"
 import { TransportRegistry } from "../../TransportRegistry.ts"
 import * as HttpInlineHub from "./HttpInlineHub.ts"
 import * as HttpRequestClient from "./HttpRequestClient.ts"
@@ -24,6 +25,21 @@ export const capabilities = (maxMessageSize: number): TransportCapabilities => (
   max_message_size: maxMessageSize
 })
 
+/**
+ * The router's HTTP request client from `config` (DYN_HTTP_REQUEST_TIMEOUT, the session set of
+ * DYN_HTTP_CLIENT_*) over the process's inline `hub`; `inlineStreams`: it carries pure-HTTP-mode
+ * responses, which get a 32 MB session window. Used by this layer and by a router's call-only
+ * registration (`registry/layerConfig.ts`).
+ */
+export const makeClient = (config: TransportSettings, hub: HttpInlineHub.HttpInlineHubShape, inlineStreams: boolean) =>
+  HttpRequestClient.make({
+    timeoutMs: config.httpRpc.requestTimeoutMs,
+    maxMessageSize: config.tcpMaxMessageSize,
+    inline: hub,
+    ...(inlineStreams ? { sessionWindowSize: 32 * 1024 * 1024 } : {}),
+    ...config.httpClientSessions
+  })
+
 /** Registers the HTTP request plane for the layer's life. */
 export const layer: Layer.Layer<never, never, TransportRegistry | TransportConfig> = Layer.effectDiscard(
   Effect.gen(function*() {
@@ -31,13 +47,7 @@ export const layer: Layer.Layer<never, never, TransportRegistry | TransportConfi
     const config = yield* TransportConfig
     const hub = yield* HttpInlineHub.HttpInlineHub
     const pureHttp = config.responsePlane === "http"
-    const client = yield* HttpRequestClient.make({
-      timeoutMs: config.httpRpc.requestTimeoutMs,
-      maxMessageSize: config.tcpMaxMessageSize,
-      inline: hub,
-      ...(pureHttp ? { sessionWindowSize: 32 * 1024 * 1024 } : {}),
-      ...config.httpClientSessions
-    })
+    const client = yield* makeClient(config, hub, pureHttp)
     const format = config.httpResponse.streamFormat
     const server = yield* HttpRequestServer.make({
       host: config.httpRpc.host,

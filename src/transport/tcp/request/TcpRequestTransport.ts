@@ -31,6 +31,23 @@ import * as TcpRequestServer from "./TcpRequestServer.ts"
 import { sendFromCallback } from "../../../internal/sendFromCallback.ts"
 import { tcpTlsOf } from "../../../internal/Tls.ts"
 
+
+/**
+ * The router's Dynamo-framed request client from `settings` (DYN_TCP_REQUEST_*, DYN_TCP_RPC_*,
+ * TLS's client role): the client this layer uses, and the one a router registers call-only to
+ * reach tcp workers when its own request plane is another (`registry/layerConfig.ts`).
+ */
+export const makeDynamoClient = (settings: TransportSettings) => {
+  const t = settings.tcpRequest
+  return DynamoRequestClient.make({
+    ackTimeoutMs: t.ackTimeoutMs,
+    connectTimeoutMs: t.connectTimeoutMs,
+    poolSize: t.poolSize,
+    channelBuffer: t.channelBuffer,
+    maxMessageSize: settings.tcpMaxMessageSize,
+    tls: tcpTlsOf(settings.tcpTls).client
+  })
+}
 /** The default registration priority of the TCP request plane. */
 export const DEFAULT_PRIORITY = 10
 
@@ -87,14 +104,7 @@ export const make = (
       fullMode: fullMode?.acceptor,
       advertiseFullMode: t.fullMode
     })
-    const dynamo = yield* DynamoRequestClient.make({
-      ackTimeoutMs: t.ackTimeoutMs,
-      connectTimeoutMs: t.connectTimeoutMs,
-      poolSize: t.poolSize,
-      channelBuffer: t.channelBuffer,
-      maxMessageSize: settings.tcpMaxMessageSize,
-      tls: tls.client
-    })
+    const dynamo = yield* makeDynamoClient(settings)
     let client: RequestPlaneClient = dynamo
     if (useFullMode) {
       const full = fullMode.sender
