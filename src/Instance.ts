@@ -117,7 +117,10 @@ const instanceKeys = new Set(["instance_id"])
 /** Decodes a discovery record from its JSON text. Throws a descriptive error on bad input. */
 export const instanceFromJson = (text: string): Instance => decodeInstance(parseJsonWithU64(text, instanceKeys))
 
-const knownKeys: ReadonlyArray<string> = ["type", "namespace", "component", "endpoint", "instance_id", "transport"]
+const knownKeys: ReadonlySet<string> = new Set(["type", "namespace", "component", "endpoint", "instance_id", "transport"])
+
+/** A record's fields beyond Dynamo's six (`request_plane_codec`, and the ones kept from reading), in their order. */
+export const extraFieldNames = (instance: Instance): ReadonlyArray<string> => Object.keys(instance).filter((key) => !knownKeys.has(key))
 
 /**
  * Encodes a discovery record as JSON text: Dynamo's fields in Dynamo's order, then every other
@@ -133,9 +136,7 @@ export const instanceToJson = (instance: Instance): string => {
     instance_id: instance.instance_id,
     transport: instance.transport
   }
-  for (const key of Object.keys(instance)) {
-    if (!knownKeys.includes(key)) ordered[key] = instance[key]
-  }
+  for (const key of extraFieldNames(instance)) ordered[key] = instance[key]
   return stringifyWithU64(ordered)
 }
 

@@ -65,6 +65,10 @@ const byPriority = <T extends { readonly registration: TransportRegistration }>(
 export const make = (): TransportRegistryShape => {
   const requests: Array<RequestTransport> = []
   const responses: Array<ResponseTransport> = []
+  // `responseClientFor` by connection transport: asked for every request a worker serves, so
+  // remembered (only the ones found: the name comes from the wire), and forgotten whenever a
+  // registration comes or goes.
+  const clientFor = new Map<string, ResponsePlaneClient>()
 
   const add = <T extends { readonly registration: TransportRegistration }>(list: Array<T>, entry: T) =>
     Effect.acquireRelease(
@@ -72,11 +76,13 @@ export const make = (): TransportRegistryShape => {
         Metrics.initTransport(entry.registration.transport_id, entry.registration.plane_type)
         list.push(entry)
         list.sort(byPriority)
+        clientFor.clear()
       }),
       () =>
         Effect.sync(() => {
           const i = list.indexOf(entry)
           if (i >= 0) list.splice(i, 1)
+          clientFor.clear()
         })
     )
 
@@ -108,8 +114,13 @@ export const make = (): TransportRegistryShape => {
     getRequestServer: (id) => Effect.map(find(requests, "request", id), (t) => t.server),
     getResponseClient: (id) => Effect.map(find(responses, "response", id), (t) => t.client),
     getResponseServer: (id) => Effect.map(find(responses, "response", id), (t) => t.server),
-    responseClientFor: (connectionTransport) =>
-      responses.find((t) => t.client.connectionTransports.includes(connectionTransport))?.client,
+    responseClientFor: (connectionTransport) => {
+      const known = clientFor.get(connectionTransport)
+      if (known !== undefined) return known
+      const client = responses.find((t) => t.client.connectionTransports.includes(connectionTransport))?.client
+      if (client !== undefined) clientFor.set(connectionTransport, client)
+      return client
+    },
     requestTransportUnsafe: (id) => requests.find((t) => t.registration.transport_id === id),
     registrations: () => [...requests, ...responses].map((t) => t.registration)
   }

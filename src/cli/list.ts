@@ -11,7 +11,7 @@
 import { Console, Effect } from "effect"
 import { Discovery } from "../Discovery.ts"
 import { parseEndpointPath } from "../endpoint/EndpointPath.ts"
-import { formatEndpointPath, instanceToJson, requestTransportOf, responseTransportOf, stringifyWithU64 } from "../Instance.ts"
+import { extraFieldNames, formatEndpointPath, instanceToJson, requestTransportOf, responseTransportOf, stringifyWithU64 } from "../Instance.ts"
 import type { Instance } from "../Instance.ts"
 import { TransportConfig } from "../TransportConfig.ts"
 import type { TransportSettings } from "../TransportConfig.ts"
@@ -24,30 +24,27 @@ export interface ListOptions {
   readonly json: boolean
 }
 
-const known = new Set(["type", "namespace", "component", "endpoint", "instance_id", "transport"])
-
 const metadataText = (metadata: Readonly<Record<string, string>> | undefined): string => {
   const entries = Object.entries(metadata ?? {})
   return entries.length === 0 ? "" : ` (${entries.map(([k, v]) => `${k}=${v}`).join(", ")})`
 }
 
 /** How a record says requests reach it: transport, address, and the unified form's metadata. */
-export const requestText = (instance: Instance): string => {
+const requestText = (instance: Instance): string => {
   const r = requestTransportOf(instance.transport)
   return `${r.id} ${r.address}${metadataText(r.metadata)}`
 }
 
 /** How a record says its responses come back: the unified form's response transport, or call-home for the legacy forms. */
-export const responseText = (instance: Instance): string => {
+const responseText = (instance: Instance): string => {
   const r = responseTransportOf(instance.transport)
   if (r === undefined) return "tcp call-home"
   return `${r.id}${r.address === "" ? "" : ` ${r.address}`}${metadataText(r.metadata)}`
 }
 
 /** The record's fields beyond the instance and its transport, as `key=value`. */
-export const otherFieldsText = (instance: Instance): string =>
-  Object.keys(instance)
-    .filter((k) => !known.has(k))
+const otherFieldsText = (instance: Instance): string =>
+  extraFieldNames(instance)
     .map((k) => {
       const v = instance[k]
       return `${k}=${typeof v === "string" ? v : stringifyWithU64(v)}`
@@ -55,14 +52,14 @@ export const otherFieldsText = (instance: Instance): string =>
     .join(" ")
 
 /** The rows of the table: a header, then one row per instance. */
-export const rows = (instances: ReadonlyArray<Instance>): ReadonlyArray<string> =>
+const rows = (instances: ReadonlyArray<Instance>): ReadonlyArray<string> =>
   columns([
     ["instance_id", "instance_id (decimal)", "request", "response", "other fields"],
     ...instances.map((i) => [i.instance_id.toString(16), i.instance_id.toString(), requestText(i), responseText(i), otherFieldsText(i)])
   ])
 
 /** Where the instances were looked up, for the summary line. */
-export const describeDiscovery = (config: TransportSettings): string =>
+const describeDiscovery = (config: TransportSettings): string =>
   config.discoveryBackend === "file"
     ? `file discovery at ${config.discoveryPath}`
     : config.discoveryBackend === "etcd"

@@ -139,15 +139,11 @@ const serveRunnable = <Req, Res, E = never, R = never>(
 
     const onRequest = (message: RequestMessage) => {
       admission.started()
-      inFlight.begin()
       Metrics.recordServerRequest(transportId)
+      // As the closed FiberSet did: the handler never runs.
+      if (closed) return
+      inFlight.begin()
       Metrics.streamDelta(transportId, "request", 1)
-      if (closed) {
-        // As the closed FiberSet did: the handler never runs.
-        Metrics.streamDelta(transportId, "request", -1)
-        inFlight.end()
-        return
-      }
       const served = Metrics.serving(transportId, registry.responseClientFor(message.control.connection_info.transport)?.transport)
       const fiber = runFork(handleRequest(message))
       if (fiber.pollUnsafe() === undefined) fibers.add(fiber)

@@ -6,11 +6,11 @@ import { writeFileSync } from "node:fs"
 import { Data, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
 import { describe, HelpSections } from "../help.ts"
-import { presets, rows } from "./catalog.ts"
+import { presets, rows, select } from "./catalog.ts"
 import { renderHtml } from "./html.ts"
 import { renderSummary, renderTable } from "./report.ts"
 import type { BenchReport } from "./report.ts"
-import { runBench, selectRows } from "./runner.ts"
+import { runBench } from "./runner.ts"
 import type { BenchOptions, Progress } from "./runner.ts"
 
 /** A bench flag's value that cannot be used, or a run that could not complete. */
@@ -72,7 +72,7 @@ export const benchOptions = (flags: BenchFlags): BenchOptions | string => {
   if (!(flags.delayMs >= 0 && flags.delayMs <= 10_000)) return `--delay-ms: from 0 to 10000, got ${flags.delayMs}`
   if (!(flags.rounds >= 1 && flags.rounds <= 100)) return `--rounds: from 1 to 100, got ${flags.rounds}`
   const modes = flags.modes ?? (flags.quick ? "core" : "all")
-  const { unknown } = selectRows(modes)
+  const { unknown } = select(modes)
   if (unknown.length > 0) return `--modes: unknown ${unknown.join(", ")} (rows: ${rows.map((r) => r.id).join(", ")}; presets: ${Object.keys(presets).join(", ")})`
   // the slowest stream at one in flight bounds a row's time: give each row room for it
   const paced = (streams * 2 * flags.items * flags.delayMs) / 1000

@@ -5,7 +5,7 @@
  * beside it. Pure: a report in, HTML text out.
  */
 import type { BenchReport, Row, Run } from "./report.ts"
-import { us } from "./report.ts"
+import { us } from "../latency.ts"
 
 const esc = (s: string): string => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
 const f1 = (n: number) => (Math.round(n * 10) / 10).toString()

@@ -3,6 +3,7 @@
  * checked and read back), the ratios of each row to its baseline, and the text table. No I/O.
  */
 import { Schema } from "effect"
+import { us } from "../latency.ts"
 import { ratio } from "./stats.ts"
 
 const Num = Schema.Number
@@ -100,8 +101,6 @@ export const withRatios = (rows: ReadonlyArray<Row>): Array<Row> => {
   })
 }
 
-/** Microseconds for a table: "412 µs", "12.3 ms". */
-export const us = (n: number): string => (n >= 10_000 ? `${(n / 1000).toFixed(1)} ms` : `${n.toFixed(0)} µs`)
 const x = (n: number | null) => (n === null ? "-" : `${n.toFixed(2)}x`)
 const num = (n: number | null, digits = 0) => (n === null ? "-" : n.toFixed(digits))
 const mb = (kb: number | null) => (kb === null ? "-" : (kb / 1024).toFixed(0))

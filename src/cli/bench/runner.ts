@@ -238,9 +238,6 @@ const combine = (spec: RowSpec, outcomes: ReadonlyArray<Outcome>, rounds: number
   }
 }
 
-/** The selected rows, or the names `--modes` did not know. */
-export const selectRows = (modes: string) => select(modes)
-
 /** Runs the benchmark. */
 export const runBench = async (options: BenchOptions, onProgress: (p: Progress) => void): Promise<BenchReport> => {
   const started = new Date()

@@ -100,13 +100,9 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
         target: exchange.target,
         detail: `the reader took nothing for ${stallMs / 1000} s while the stream was held back; stream reset`
       })
-      state = OVER
-      stopHeartbeat()
-      writes.clear()
-      waiters.wake()
+      shutDown()
       exchange.reset()
-      disconnect = e
-      disconnectReceiver?.(e)
+      disconnected(e)
     }, stallMs)
     stall.unref?.()
   }
@@ -114,6 +110,21 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
   const stopHeartbeat = () => {
     if (heartbeat !== undefined) clearInterval(heartbeat)
     heartbeat = undefined
+  }
+
+  /** Over: nothing more is written, timers stop, and whoever waits for the window is woken. */
+  const shutDown = () => {
+    state = OVER
+    clearStall()
+    stopHeartbeat()
+    writes.clear()
+    waiters.wake()
+  }
+
+  /** Reports why the stream ended early to `onDisconnect` (now, or when it is registered). */
+  const disconnected = (e: TransportError) => {
+    disconnect = e
+    disconnectReceiver?.(e)
   }
 
   const start = () => {
@@ -144,15 +155,9 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
 
   exchange.onClose((detail) => {
     const wasOpen = state === OPEN || state === ENDING
-    state = OVER
-    clearStall()
-    stopHeartbeat()
-    writes.clear()
-    waiters.wake()
+    shutDown()
     if (!wasOpen) return
-    const e = new TransportConnectionError({ reason: "ConnectionClosed", transport: "http", target: exchange.target, detail })
-    disconnect = e
-    disconnectReceiver?.(e)
+    disconnected(new TransportConnectionError({ reason: "ConnectionClosed", transport: "http", target: exchange.target, detail }))
   })
 
   const push = (bytes: Uint8Array) => {
@@ -207,11 +212,7 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
     },
     close: () => {
       if (state === OVER) return
-      state = OVER
-      clearStall()
-      stopHeartbeat()
-      writes.clear()
-      waiters.wake()
+      shutDown()
       exchange.reset()
     },
     onControl: () => {

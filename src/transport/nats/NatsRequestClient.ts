@@ -28,7 +28,7 @@ import { createInbox, headers as natsHeaders } from "@nats-io/transport-node"
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node"
 import { Effect } from "effect"
 import type { Scope } from "effect"
-import { classifyAck } from "../../protocol/TcpAck.ts"
+import { ackRejectionError } from "../../internal/ackRejection.ts"
 import { encodeRequestMessage } from "../../protocol/RequestMessage.ts"
 import type { RequestMessage, RequestPlaneClient, RequestTarget } from "../../RequestPlane.ts"
 import { EndpointNotFound, TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../TransportError.ts"
@@ -62,27 +62,8 @@ interface Inbox {
   readonly sub: Subscription
 }
 
-const UNKNOWN_ENDPOINT = /unknown endpoint/i
-const BAD_REQUEST = /bad request message/i
-
-/**
- * The typed failure of a non-empty reply (a rejection): `Server overloaded:` is "Overloaded", a
- * text naming an unknown endpoint is `EndpointNotFound`, a bad request message is a
- * `TransportProtocolError` "BadPayload", other `Server unavailable:` texts are
- * "ServerUnavailable", any other text "Refused".
- */
-export const rejectionError = (text: string, subject: string, endpoint: string): AckError => {
-  const kind = classifyAck(text)
-  if (kind === "overloaded") return new TransportConnectionError({ reason: "Overloaded", transport: "nats", target: subject, detail: text })
-  if (UNKNOWN_ENDPOINT.test(text)) return new EndpointNotFound({ endpoint, target: subject, detail: text })
-  if (BAD_REQUEST.test(text)) return new TransportProtocolError({ reason: "BadPayload", transport: "nats", target: subject, detail: text })
-  return new TransportConnectionError({
-    reason: kind === "unavailable" ? "ServerUnavailable" : "Refused",
-    transport: "nats",
-    target: subject,
-    detail: text
-  })
-}
+/** The typed failure of a non-empty reply, a rejection (see `internal/ackRejection.ts`). */
+export const rejectionError = (text: string, subject: string, endpoint: string): AckError => ackRejectionError("nats", text, subject, endpoint)
 
 /** The failure of a request nobody subscribes to (nats-server's 503 "no responders"). */
 export const noResponders = (subject: string, endpoint: string): EndpointNotFound =>

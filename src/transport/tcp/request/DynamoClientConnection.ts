@@ -27,8 +27,9 @@ import type * as net from "node:net"
 import { connect, handshakePending, readyEvent, tlsHandshakeError } from "../../../internal/Tls.ts"
 import type { ClientTls } from "../../../internal/Tls.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
+import { ackRejectionError } from "../../../internal/ackRejection.ts"
 import { WriteBatcher } from "../../../internal/WriteBatcher.ts"
-import { classifyAck, makeTcpAckDecoder } from "../../../protocol/TcpAck.ts"
+import { makeTcpAckDecoder } from "../../../protocol/TcpAck.ts"
 import type { TcpAckDecoder } from "../../../protocol/TcpAck.ts"
 import { EndpointNotFound, TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
@@ -70,21 +71,9 @@ export interface ClientConnectionEvents {
   readonly onClose: (connection: DynamoClientConnection, connectFailure: TransportError | undefined) => void
 }
 
-const UNKNOWN_ENDPOINT = /unknown endpoint/i
-const BAD_REQUEST = /bad request message/i
-
-/**
- * The typed failure of a rejection ack: `Server overloaded:` is "Overloaded", a text naming an
- * unknown endpoint is `EndpointNotFound`, a bad request message is a `TransportProtocolError`
- * "BadPayload", other `Server unavailable:` texts are "ServerUnavailable", any other text "Refused".
- */
-export const rejectionError = (text: string, address: string, endpoint: string): TransportError | EndpointNotFound => {
-  const kind = classifyAck(text)
-  if (kind === "overloaded") return new TransportConnectionError({ reason: "Overloaded", transport: "tcp", target: address, detail: text })
-  if (UNKNOWN_ENDPOINT.test(text)) return new EndpointNotFound({ endpoint, target: address, detail: text })
-  if (BAD_REQUEST.test(text)) return new TransportProtocolError({ reason: "BadPayload", transport: "tcp", target: address, detail: text })
-  return new TransportConnectionError({ reason: kind === "unavailable" ? "ServerUnavailable" : "Refused", transport: "tcp", target: address, detail: text })
-}
+/** The typed failure of a rejection ack (see `internal/ackRejection.ts`). */
+export const rejectionError = (text: string, address: string, endpoint: string): TransportError | EndpointNotFound =>
+  ackRejectionError("tcp", text, address, endpoint)
 
 const safely = (pending: PendingAck, error: TransportError | EndpointNotFound | undefined) => {
   pending.done = true
