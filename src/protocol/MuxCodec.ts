@@ -144,7 +144,8 @@ export type MuxDecoder = IncrementalDecoder<MuxFrameHandler>
 
 
 
-const isNil = (b: Uint8Array, o: number): boolean => {
+/** True when the 16-byte stream id at `o` in `b` (default 0) is nil: the connection's own frames. */
+export const isNil = (b: Uint8Array, o = 0): boolean => {
   for (let i = o; i < o + STREAM_ID_SIZE; i++) if (b[i] !== 0) return false
   return true
 }

@@ -39,6 +39,7 @@ import {
   decodeWindowUpdate,
   encodeErrorFrame,
   encodePing,
+  isNil,
   encodePong,
   MUX_HEADER_SIZE,
   MuxKind,
@@ -161,11 +162,6 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
   /** True while it takes requests (connecting or open). */
   get accepting(): boolean {
     return this.phase !== CLOSED && !this.closed
-  }
-
-  /** True once the worker accepted the hello. */
-  get isOpen(): boolean {
-    return this.phase === OPEN
   }
 
   /** Requests on the connection now. */
@@ -392,9 +388,4 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
     req.ack(error)
     req.stream.abandon(error)
   }
-}
-
-const isNil = (id: Uint8Array): boolean => {
-  for (let i = 0; i < 16; i++) if (id[i] !== 0) return false
-  return true
 }

@@ -28,7 +28,7 @@
  * into one write).
  */
 import type * as net from "node:net"
-import { decodeErrorText, decodeFullRequestPayload, encodeErrorFrame, encodePing, encodePong, MuxKind, NIL_STREAM_ID, streamKey } from "../../../protocol/MuxCodec.ts"
+import { decodeErrorText, decodeFullRequestPayload, encodeErrorFrame, encodePing, encodePong, isNil, MuxKind, NIL_STREAM_ID, streamKey } from "../../../protocol/MuxCodec.ts"
 import { payloadCodec } from "../../../protocol/PayloadCodec.ts"
 import { isParseError } from "../../../protocol/ProtocolError.ts"
 import { decodeRequestMessage } from "../../../protocol/RequestMessage.ts"
@@ -299,9 +299,4 @@ export class WorkerConnection extends MuxConnection {
     if (this.peerReason !== undefined) this.settings.logDebug("router closed the full-mode connection", { remote: this.address, reason: this.peerReason })
     this.onClosed(this)
   }
-}
-
-const isNil = (id: Uint8Array): boolean => {
-  for (let i = 0; i < 16; i++) if (id[i] !== 0) return false
-  return true
 }
