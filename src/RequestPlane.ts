@@ -10,6 +10,7 @@ import type { Effect, Scope, Stream } from "effect"
 import type { RequestControlMessage } from "./ConnectionInfo.ts"
 import type { EndpointPath, TransportType } from "./Instance.ts"
 import type { TransportId } from "./Transport.ts"
+import type { PendingStream } from "./ResponsePlane.ts"
 import type { EndpointNotFound, TransportError } from "./TransportError.ts"
 
 /** Transport headers that travel beside the frame: traceparent, tracestate, x-request-id. */
@@ -30,6 +31,13 @@ export interface RequestMessage {
    * registered with `bidirectional: true` carry it; others never see it set.
    */
   readonly items?: Stream.Stream<unknown, unknown> | undefined
+  /**
+   * On the router: the pending response stream that `control.connection_info` names, when the
+   * Endpoint layer opened one. A request plane that carries the responses on its own connection
+   * (the full TCP mode) takes the stream from here and never reads `connection_info`, which is
+   * then not even built. Other request planes ignore it.
+   */
+  readonly responseStream?: PendingStream | undefined
 }
 
 /** Where to send: the address from the instance record, and the endpoint's name for errors. */

@@ -202,6 +202,25 @@ describe("the request control header (validated without Schema)", () => {
     expect(asError(decode(`[1]`)).detail).toContain("expected an object")
   })
 
+  it("connection_info may be left out only where the caller says what stands in for it (the full TCP mode)", () => {
+    const { connection_info: _, ...without } = control
+    const bytes = encodeRequestMessage(control, { p: 1 }, { connectionInfo: false })
+    expect(new TextDecoder().decode(bytes)).not.toContain("connection_info")
+    // by default a header without it is refused, naming the field
+    const refused = asError(decodeRequestMessage(bytes, { maxMessageSize: 1 << 20 }))
+    expect(refused.detail).toContain(`["connection_info"]: expected an object`)
+    const stand = { transport: "tcp_server", info: "{}" }
+    const r = decodeRequestMessage(bytes, { maxMessageSize: 1 << 20, absentConnectionInfo: stand })
+    if (r instanceof ProtocolParseError) throw r
+    expect(r).toEqual({ control: { ...without, connection_info: stand }, payload: { p: 1 } })
+    // one that is present is still read (and checked) with a stand-in given
+    const given = decodeRequestMessage(encodeRequestMessage(control, 1), { maxMessageSize: 1 << 20, absentConnectionInfo: stand })
+    if (given instanceof ProtocolParseError) throw given
+    expect(given.control.connection_info).toEqual(control.connection_info)
+    expect(asError(decodeRequestMessage(frameOf(JSON.stringify({ ...control, connection_info: 3 })), { maxMessageSize: 1 << 20, absentConnectionInfo: stand })).detail)
+      .toContain(`["connection_info"]: expected an object`)
+  })
+
   it("header-only JSON frames carry no body", () => {
     expect(header(encodeHeaderOnlyJson({ a: 1 })).body.length).toBe(0)
   })

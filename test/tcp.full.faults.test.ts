@@ -9,7 +9,9 @@ import { spawn } from "node:child_process"
 import * as net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import { encodeHello, encodeHelloAnswer, HelloStatus, readHello, readHelloAnswer } from "../src/protocol/FullModeHello.ts"
-import { decodeErrorText, encodeMuxHeader, makeMuxDecoder, MuxKind, NIL_STREAM_ID } from "../src/protocol/MuxCodec.ts"
+import { decodeErrorText, encodeFullRequestPayload, encodeMuxHeader, makeMuxDecoder, MuxKind, NIL_STREAM_ID } from "../src/protocol/MuxCodec.ts"
+import { encodeRequestMessage } from "../src/protocol/RequestMessage.ts"
+import { parseTcpAddress, tcpWirePath } from "../src/protocol/TcpAddress.ts"
 import type { ResponseWriter } from "../src/ResponsePlane.ts"
 import type { TransportError } from "../src/TransportError.ts"
 import { counter, sleep, startRouter, startWorker, until } from "./support/tcpFull.ts"
@@ -37,6 +39,8 @@ interface Seen {
   readonly kind: MuxKind
   readonly text: string
   readonly at: number
+  /** The frame's payload, as text. */
+  readonly payload: string
 }
 
 /** A fake worker: answers the hello with `status`, then records frames and (unless `silent`) answers nothing. */
@@ -61,7 +65,7 @@ const fakeWorker = async (status: HelloStatus = HelloStatus.Accepted, reason = "
         after?.(socket)
         bytes = head.subarray(hello.size)
       }
-      decoder.decode(bytes, (kind, _id, payload) => void frames.push({ kind, text: kind === MuxKind.Error ? decodeErrorText(payload) : "", at: performance.now() }))
+      decoder.decode(bytes, (kind, _id, payload) => void frames.push({ kind, text: kind === MuxKind.Error ? decodeErrorText(payload) : "", at: performance.now(), payload: Buffer.from(payload).toString("latin1") }))
     })
   })
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
@@ -92,7 +96,7 @@ const fakeRouter = async (port: number) => {
       answered = undefined
       chunk = head.subarray(a.size)
     }
-    decoder.decode(chunk, (kind, _id, payload) => void frames.push({ kind, text: kind === MuxKind.Error ? decodeErrorText(payload) : "", at: performance.now() }))
+    decoder.decode(chunk, (kind, _id, payload) => void frames.push({ kind, text: kind === MuxKind.Error ? decodeErrorText(payload) : "", at: performance.now(), payload: Buffer.from(payload).toString("latin1") }))
   })
   socket.write(encodeHello())
   cleanups.push(() => void socket.destroy())
@@ -469,5 +473,41 @@ describe("full mode: refusals", () => {
     expect(acked).toMatchObject({ _tag: "TransportTimeoutError", reason: "ConnectTimeout" })
     expect((acked as TransportError).detail).toContain("hello answer")
     expect(performance.now() - sent).toBeGreaterThanOrEqual(140)
+  })
+})
+
+describe("full mode: the request's control header", () => {
+  it("the router leaves connection_info out (its responses come back on the connection)", async () => {
+    const fake = await fakeWorker()
+    const r = await router()
+    const call = await r.call(fake.address, { q: 1 })
+    await until(() => fake.frames.some((f) => f.kind === MuxKind.Request))
+    const request = fake.frames.find((f) => f.kind === MuxKind.Request)!
+    expect(request.payload).toContain(`"id":"${call.requestId}"`)
+    expect(request.payload).toContain(`{"q":1}`)
+    expect(request.payload).not.toContain("connection_info")
+    call.cancelAck()
+  })
+
+  it("a worker still serves a request whose control header carries connection_info (an older router), built by hand", async () => {
+    const w = await worker()
+    w.serve("ns/comp/ep", counter(3))
+    const parsed = parseTcpAddress(w.address("ns/comp/ep"))
+    if (parsed instanceof Error) throw parsed
+    const control = {
+      id: crypto.randomUUID(),
+      request_type: "single_in" as const,
+      response_type: "many_out" as const,
+      payload_codec: "json" as const,
+      connection_info: { transport: "tcp_server", info: JSON.stringify({ address: "127.0.0.1:1", subject: "s", context: "c", stream_type: "response" }) }
+    }
+    const payload = encodeFullRequestPayload(tcpWirePath(parsed), { "x-request-id": control.id }, encodeRequestMessage(control, {}))
+    if (!(payload instanceof Uint8Array)) throw payload
+    const peer = await fakeRouter(w.port)
+    expect(await peer.answer).toBe(HelloStatus.Accepted)
+    peer.socket.write(Buffer.concat([encodeMuxHeader(MuxKind.Request, new Uint8Array(16).fill(9), payload.length), payload]))
+    await until(() => peer.frames.some((f) => f.kind === MuxKind.End))
+    expect(peer.frames.filter((f) => f.kind !== MuxKind.ConnectionAck && f.kind !== MuxKind.WindowUpdate).map((f) => f.kind))
+      .toEqual([MuxKind.Prologue, MuxKind.Data, MuxKind.Data, MuxKind.Data, MuxKind.End])
   })
 })

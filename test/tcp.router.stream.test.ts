@@ -63,7 +63,7 @@ const harness = (env: Partial<StreamEnv> = {}) => {
     SUBJECT,
     ADDRESS,
     { requestId: "req-1", endpoint: "ns.c.e", codec: "json", sink },
-    { transport: "tcp_server", info: "{}" }
+    () => ({ transport: "tcp_server", info: "{}" })
   )
   table.set(SUBJECT, stream)
   /** Terminal callbacks so far. */

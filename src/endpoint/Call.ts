@@ -112,13 +112,17 @@ export const makeCallOn = (setup: CallSetup) => {
             request_type: args.items === undefined ? "single_in" : "many_in",
             response_type: "many_out",
             payload_codec: codec,
-            connection_info: opened.connectionInfo,
+            // Read only by request planes that send it (the full TCP mode takes `responseStream`
+            // instead): a getter, so that the call-home address is built only for them.
+            get connection_info() {
+              return opened.connectionInfo
+            },
             ...(setup.metadata === undefined ? {} : { metadata: setup.metadata })
           }
-          const headers = { ...args.headers, "x-request-id": requestId }
+          const headers = args.headers === undefined ? { "x-request-id": requestId } : { ...args.headers, "x-request-id": requestId }
           const message: RequestMessage = args.items === undefined
-            ? { control, payload: args.request, headers }
-            : { control, payload: args.request, headers, items: args.items }
+            ? { control, payload: args.request, headers, responseStream: opened }
+            : { control, payload: args.request, headers, items: args.items, responseStream: opened }
           const target = { address: route.address, endpoint, metadata: route.metadata }
           // One callback waits for both the ack and the stream: a complete stream implies the
           // ack, so the call ends with the stream even if the ack is still on its way.

@@ -16,7 +16,7 @@
  * call-home control messages (see CallHome.ts), use Effect, or do I/O. Every decode failure is
  * returned as a `ProtocolParseError`, never thrown.
  */
-import type { RequestControlMessage } from "../ConnectionInfo.ts"
+import type { ConnectionInfo, RequestControlMessage } from "../ConnectionInfo.ts"
 import { type PayloadCodec, payloadCodec, PayloadCodecError } from "./PayloadCodec.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
 import { decodeFrame, encodeFrame, type FrameDecoderOptions } from "./TwoPartCodec.ts"
@@ -31,15 +31,24 @@ const textDecoder = new TextDecoder("utf-8", { fatal: true })
 
 const causeMessage = (cause: unknown): string => cause instanceof Error ? cause.message : String(cause)
 
+/** How `encodeRequestMessage` writes the control header. */
+export interface EncodeRequestOptions {
+  /**
+   * Include `connection_info` (default true). The full TCP mode leaves it out: its responses
+   * come back on the request's own connection (docs/protocol.md section 9).
+   */
+  readonly connectionInfo?: boolean | undefined
+}
+
 /** The control header as JSON text, keys in Dynamo's order, metadata only when non-empty. */
-const controlJson = (control: RequestControlMessage): string => {
+const controlJson = (control: RequestControlMessage, withConnectionInfo: boolean): string => {
   const out: Record<string, unknown> = {
     id: control.id,
     request_type: control.request_type,
     response_type: control.response_type
   }
   if (control.payload_codec !== undefined) out.payload_codec = control.payload_codec
-  out.connection_info = { transport: control.connection_info.transport, info: control.connection_info.info }
+  if (withConnectionInfo) out.connection_info = { transport: control.connection_info.transport, info: control.connection_info.info }
   const metadata = control.metadata
   if (metadata !== undefined) {
     for (const _ in metadata) {
@@ -55,8 +64,8 @@ const controlJson = (control: RequestControlMessage): string => {
  * whose body is `payload` encoded with `control.payload_codec` (absent = json).
  * Throws `PayloadCodecError` if the payload has no encoding in that codec.
  */
-export const encodeRequestMessage = (control: RequestControlMessage, payload: unknown): Uint8Array =>
-  encodeFrame(Buffer.from(controlJson(control), "utf8"), payloadCodec(control.payload_codec).encode(payload))
+export const encodeRequestMessage = (control: RequestControlMessage, payload: unknown, options?: EncodeRequestOptions): Uint8Array =>
+  encodeFrame(Buffer.from(controlJson(control, options?.connectionInfo !== false), "utf8"), payloadCodec(control.payload_codec).encode(payload))
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v)
 
@@ -64,7 +73,7 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "obj
  * Checks a parsed control header against the `RequestControlMessage` shape and returns a copy
  * with only its keys, or the text of the first problem.
  */
-const decodeControl = (raw: unknown): RequestControlMessage | string => {
+const decodeControl = (raw: unknown, absentConnectionInfo: ConnectionInfo | undefined): RequestControlMessage | string => {
   if (!isObject(raw)) return `expected an object, got ${describeValue(raw)}`
   const { id, request_type, response_type, payload_codec, connection_info, metadata } = raw
   if (typeof id !== "string") return `["id"]: expected a string, got ${describeValue(id)}`
@@ -77,19 +86,34 @@ const decodeControl = (raw: unknown): RequestControlMessage | string => {
   if (payload_codec !== undefined && payload_codec !== "json" && payload_codec !== "msgpack") {
     return `["payload_codec"]: expected "json" or "msgpack", got ${JSON.stringify(payload_codec)}`
   }
-  if (!isObject(connection_info)) return `["connection_info"]: expected an object, got ${describeValue(connection_info)}`
-  const { transport, info } = connection_info
-  if (typeof transport !== "string") return `["connection_info"]["transport"]: expected a string, got ${describeValue(transport)}`
-  if (typeof info !== "string") return `["connection_info"]["info"]: expected a string, got ${describeValue(info)}`
+  let connectionInfo: ConnectionInfo
+  if (connection_info === undefined && absentConnectionInfo !== undefined) connectionInfo = absentConnectionInfo
+  else {
+    if (!isObject(connection_info)) return `["connection_info"]: expected an object, got ${describeValue(connection_info)}`
+    const { transport, info } = connection_info
+    if (typeof transport !== "string") return `["connection_info"]["transport"]: expected a string, got ${describeValue(transport)}`
+    if (typeof info !== "string") return `["connection_info"]["info"]: expected a string, got ${describeValue(info)}`
+    connectionInfo = { transport, info }
+  }
   if (metadata !== undefined && !isObject(metadata)) return `["metadata"]: expected an object, got ${describeValue(metadata)}`
-  return {
+  const control: { -readonly [K in keyof RequestControlMessage]: RequestControlMessage[K] } = {
     id,
     request_type,
     response_type,
-    ...(payload_codec === undefined ? {} : { payload_codec }),
-    connection_info: { transport, info },
-    ...(metadata === undefined ? {} : { metadata })
+    connection_info: connectionInfo
   }
+  if (payload_codec !== undefined) control.payload_codec = payload_codec
+  if (metadata !== undefined) control.metadata = metadata as RequestControlMessage["metadata"]
+  return control
+}
+
+/** Options of `decodeRequestMessage`, beyond the frame limits. */
+export interface DecodeRequestOptions extends FrameDecoderOptions {
+  /**
+   * What a control header without `connection_info` gets instead. Absent (the default), such a
+   * header is refused; the full TCP mode, whose router leaves it out, gives one.
+   */
+  readonly absentConnectionInfo?: ConnectionInfo | undefined
 }
 
 /**
@@ -100,7 +124,7 @@ const decodeControl = (raw: unknown): RequestControlMessage | string => {
  */
 export const decodeRequestMessage = (
   bytes: Uint8Array,
-  options: FrameDecoderOptions
+  options: DecodeRequestOptions
 ): RequestMessage | ProtocolParseError => {
   const frame = decodeFrame(bytes, options)
   if (frame instanceof ProtocolParseError) return frame
@@ -113,7 +137,7 @@ export const decodeRequestMessage = (
   } catch (cause) {
     return fail("MalformedFrame", `request control header is not valid JSON: ${causeMessage(cause)}`, cause)
   }
-  const control = decodeControl(raw)
+  const control = decodeControl(raw, options.absentConnectionInfo)
   if (typeof control === "string") return fail("MalformedFrame", `invalid request control header: ${control}`)
   const codec = payloadCodec(control.payload_codec)
   let payload: unknown

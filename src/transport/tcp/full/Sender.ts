@@ -36,8 +36,7 @@ import { TransportConnectionError, TransportProtocolError } from "../../../Trans
 import type { TransportError } from "../../../TransportError.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import type { FullModeSender } from "../request/FullModeHooks.ts"
-import { Phase } from "../router/CallHomeStream.ts"
-import type { CallHomeStream } from "../router/CallHomeStream.ts"
+import { CallHomeStream, Phase } from "../router/CallHomeStream.ts"
 import type { LogDebug } from "../router/StreamLink.ts"
 import { parseAddress } from "../worker/CallHomeClient.ts"
 import { FullRequest, RequestState } from "./FullRequest.ts"
@@ -94,6 +93,18 @@ interface Route {
 
 const ROUTE_CACHE_MAX = 4096
 const noop = () => {}
+
+/**
+ * The response stream a request's responses feed: the Endpoint layer hands it over with the
+ * message (`responseStream`), else the one its ConnectionInfo names; undefined unless it is a
+ * stream of `streams` (the TCP response plane's table).
+ */
+const responseStreamOf = (message: RequestMessage, streams: ReadonlyMap<string, CallHomeStream>): CallHomeStream | undefined => {
+  const given = message.responseStream
+  if (given instanceof CallHomeStream) return streams.get(given.subject) === given ? given : undefined
+  const subject = streamSubjectOf(message.control.connection_info)
+  return subject === undefined ? undefined : streams.get(subject)
+}
 
 /** The subject (tcp_server) or stream_id (tcp_response_mux_v1) of a call-home ConnectionInfo. */
 export const streamSubjectOf = (info: ConnectionInfo): string | undefined => {
@@ -265,9 +276,8 @@ export const makeSender = (options: SenderOptions): Sender => {
       stream?.abandon(error)
       return noop
     }
-    const subject = streamSubjectOf(message.control.connection_info)
-    const stream = subject === undefined ? undefined : options.streams.get(subject)
-    const id = subject === undefined ? undefined : streamIdFromUuid(subject)
+    const stream = responseStreamOf(message, options.streams)
+    const id = stream === undefined ? undefined : streamIdFromUuid(stream.subject)
     if (stream === undefined || id === undefined || stream.phase !== Phase.Waiting) {
       return fail(
         "BadHandshake",
@@ -276,7 +286,8 @@ export const makeSender = (options: SenderOptions): Sender => {
     }
     let body: Uint8Array
     try {
-      body = encodeRequestMessage(message.control, message.payload)
+      // Without connection_info: the responses come back on the request's own connection.
+      body = encodeRequestMessage(message.control, message.payload, { connectionInfo: false })
     } catch (cause) {
       return fail("BadPayload", `the request cannot be encoded: ${cause instanceof Error ? cause.message : String(cause)}`, stream)
     }

@@ -48,6 +48,15 @@ import type { MuxConnectionEvents } from "../worker/MuxConnection.ts"
 import type { MuxStream } from "../worker/MuxStream.ts"
 import { Heartbeat } from "./Heartbeat.ts"
 import { RequestItems } from "./RequestItems.ts"
+import type { ConnectionInfo } from "../../../ConnectionInfo.ts"
+import { connectionTransport } from "../worker/CallHomeClient.ts"
+
+/**
+ * The ConnectionInfo a request without one gets: our router leaves it out in the full mode
+ * (docs/protocol.md section 9). Its transport names the TCP response client, which hands the
+ * handler the writer opened here for the request id (`withFullModeWriters`); nothing dials it.
+ */
+const FULL_MODE_CONNECTION_INFO: ConnectionInfo = { transport: connectionTransport, info: "{}" }
 
 /** Settings of a worker connection. */
 export interface WorkerConnectionOptions {
@@ -197,7 +206,7 @@ export class WorkerConnection extends MuxConnection {
     const served = this.settings.endpoints.lookup(head.path)
     if (served === undefined) return this.refuse(streamId, unknownEndpointText(head.path))
     if (this.settings.endpoints.draining()) return this.refuse(streamId, unavailableAck(DRAINING_DETAIL))
-    const decoded = decodeRequestMessage(head.message, { maxMessageSize: this.maxMessageSize })
+    const decoded = decodeRequestMessage(head.message, { maxMessageSize: this.maxMessageSize, absentConnectionInfo: FULL_MODE_CONNECTION_INFO })
     if (isParseError(decoded)) return this.refuse(streamId, unavailableAck(`bad request message: ${decoded.detail}`))
     // Admission last, as the Dynamo framing asks it: a request refused for a bad message never counts.
     const refusal = served.admit?.()

@@ -212,9 +212,11 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
 
     const openNow = (address: string, openOptions: OpenStreamOptions): PendingStream => {
       const subject = crypto.randomUUID()
-      const connectionInfo = muxEnabled
-        ? muxConnectionInfo({ address, frontend_server_id: frontendServerId, stream_id: subject, context: openOptions.requestId })
-        : tcpConnectionInfo({ address, subject, context: openOptions.requestId, stream_type: "response" })
+      // Built only when a request plane asks for it (the full TCP mode never does).
+      const connectionInfo = () =>
+        muxEnabled
+          ? muxConnectionInfo({ address, frontend_server_id: frontendServerId, stream_id: subject, context: openOptions.requestId })
+          : tcpConnectionInfo({ address, subject, context: openOptions.requestId, stream_type: "response" })
       // The stream is the PendingStream itself (its methods are the consumer's side).
       const stream = new CallHomeStream(env, subject, address, openOptions, connectionInfo)
       streams.set(subject, stream)

@@ -68,8 +68,8 @@ export type Phase = (typeof Phase)[keyof typeof Phase]
 export class CallHomeStream implements PendingStream, Activity {
   /** The stream's single-use subject (a mux stream's id). */
   readonly subject: string
-  /** The call-home address to send with the request. */
-  readonly connectionInfo: ConnectionInfo
+  private readonly makeConnectionInfo: () => ConnectionInfo
+  private info: ConnectionInfo | undefined = undefined
   private readonly requestId: string
   private readonly endpoint: string
   private readonly codec: PayloadCodec
@@ -95,17 +95,23 @@ export class CallHomeStream implements PendingStream, Activity {
 
   /**
    * Opens a stream waiting for its worker, which `address` names in the call-home timeout;
-   * `connectionInfo` is the call-home address that travels with the request.
+   * `connectionInfo` builds the call-home address that travels with the request (once, when a
+   * request plane first asks for it: the full TCP mode never does).
    */
-  constructor(env: StreamEnv, subject: string, address: string, options: OpenStreamOptions, connectionInfo: ConnectionInfo) {
+  constructor(env: StreamEnv, subject: string, address: string, options: OpenStreamOptions, connectionInfo: () => ConnectionInfo) {
     this.env = env
     this.subject = subject
-    this.connectionInfo = connectionInfo
+    this.makeConnectionInfo = connectionInfo
     this.requestId = options.requestId
     this.endpoint = options.endpoint
     this.codec = payloadCodec(options.codec)
     this.sink = options.sink
     this.callHomeTimer = setTimeout(() => this.callHomeTimedOut(address), env.callHomeTimeoutMs)
+  }
+
+  /** The call-home address to send with the request. */
+  get connectionInfo(): ConnectionInfo {
+    return (this.info ??= this.makeConnectionInfo())
   }
 
   /**
