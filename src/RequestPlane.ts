@@ -34,8 +34,8 @@ export interface RequestMessage {
   /**
    * On the router: the pending response stream that `control.connection_info` names, when the
    * Endpoint layer opened one. A request plane that carries the responses on its own connection
-   * (the full TCP mode) takes the stream from here and never reads `connection_info`, which is
-   * then not even built. Other request planes ignore it.
+   * (`RequestPlaneClient.carriesResponses`) takes the stream from here; `connection_info` is then
+   * a placeholder. Other request planes ignore it.
    */
   readonly responseStream?: PendingStream | undefined
 }
@@ -66,6 +66,13 @@ export interface RequestPlaneClient {
     message: RequestMessage,
     onAck: (error: TransportError | EndpointNotFound | undefined) => void
   ) => () => void
+  /**
+   * Optional: true when requests to `target` carry their response stream on this client's own
+   * connection (the full TCP mode), so that the client takes `message.responseStream` and never
+   * reads `control.connection_info`. The Endpoint layer asks once per instance record and then
+   * leaves the call-home address unbuilt (an empty placeholder stands in for it).
+   */
+  readonly carriesResponses?: ((target: Omit<RequestTarget, "endpoint">) => boolean) | undefined
 }
 
 /**

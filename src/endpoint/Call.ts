@@ -18,6 +18,7 @@
  */
 import { Effect } from "effect"
 import type { Stream } from "effect"
+import type { ConnectionInfo } from "../ConnectionInfo.ts"
 import type { Instance } from "../Instance.ts"
 import type { RequestHeaders, RequestMessage } from "../RequestPlane.ts"
 import type { PendingStream } from "../ResponsePlane.ts"
@@ -55,6 +56,9 @@ export interface CallArgs<Req, Res> {
   /** A streamed request's items; undefined for a plain request. */
   readonly items: Stream.Stream<unknown, unknown> | undefined
 }
+
+/** The `connection_info` of a request whose request plane carries the response stream itself (`Route.carriesResponses`). */
+const NO_CONNECTION_INFO: ConnectionInfo = { transport: "none", info: "" }
 
 const toEffect = (outcome: CallOutcome<CallError>): Effect.Effect<void, CallError> =>
   outcome._tag === "Done" ? Effect.void : outcome._tag === "Failed" ? Effect.fail(outcome.error) : Effect.die(outcome.defect)
@@ -112,11 +116,9 @@ export const makeCallOn = (setup: CallSetup) => {
             request_type: args.items === undefined ? "single_in" : "many_in",
             response_type: "many_out",
             payload_codec: codec,
-            // Read only by request planes that send it (the full TCP mode takes `responseStream`
-            // instead): a getter, so that the call-home address is built only for them.
-            get connection_info() {
-              return opened.connectionInfo
-            },
+            // A request plane that carries the stream itself takes `responseStream` instead: the
+            // call-home address is not built for it.
+            connection_info: route.carriesResponses ? NO_CONNECTION_INFO : opened.connectionInfo,
             ...(setup.metadata === undefined ? {} : { metadata: setup.metadata })
           }
           const headers = args.headers === undefined ? { "x-request-id": requestId } : { ...args.headers, "x-request-id": requestId }

@@ -47,6 +47,8 @@ export interface Route {
   readonly codec: PayloadCodecName
   /** True when streamed requests can go there: its request transport is bidirectional, here and in the record. */
   readonly bidirectional: boolean
+  /** True when the request transport carries the response stream on its own connection (`RequestPlaneClient.carriesResponses`). */
+  readonly carriesResponses: boolean
 }
 
 /** A route, or why the instance cannot be reached from this router. */
@@ -110,7 +112,8 @@ export const resolve = (context: RouteContext, instance: Instance): RouteResult 
     responseId,
     responseServer,
     codec: wanted ?? context.codec,
-    bidirectional: requestTransport.registration.capabilities.bidirectional && advertisesBidirectional
+    bidirectional: requestTransport.registration.capabilities.bidirectional && advertisesBidirectional,
+    carriesResponses: requestTransport.client.carriesResponses?.({ address: target.address, metadata: target.metadata }) === true
   }
 }
 

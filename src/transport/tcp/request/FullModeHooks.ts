@@ -47,4 +47,4 @@ export interface FullModeSender {
 export const TCP_MUX_METADATA_KEY = "tcp_mux"
 
 /** True when the target's instance record advertised the full mode. */
-export const speaksFullMode = (target: RequestTarget): boolean => target.metadata?.[TCP_MUX_METADATA_KEY] === "1"
+export const speaksFullMode = (target: Pick<RequestTarget, "metadata">): boolean => target.metadata?.[TCP_MUX_METADATA_KEY] === "1"

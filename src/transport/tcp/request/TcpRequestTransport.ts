@@ -116,7 +116,9 @@ export const make = (
       client = {
         transport: "tcp",
         sendCallback,
-        send: sendFromCallback(sendCallback)
+        send: sendFromCallback(sendCallback),
+        // The full mode's responses come back on the request's connection (Sender reads `responseStream`).
+        carriesResponses: (target) => speaksFullMode(target)
       }
     }
     return {
