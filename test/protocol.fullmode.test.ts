@@ -355,3 +355,49 @@ describe("full-mode encoders", () => {
     )
   })
 })
+
+describe("MuxDecoder.quietAfterCurrentFrame (when a reply may be written at once)", () => {
+  const id = new Uint8Array(16).fill(3)
+  const data = (n: number) => encodeMuxFrame(MuxKind.Data, id, new Uint8Array(n).fill(65))
+  const credit = () => encodeMuxFrame(MuxKind.WindowUpdate, id, new Uint8Array([0, 0, 1, 0]))
+  const ack = () => encodeMuxFrame(MuxKind.ConnectionAck, NIL_STREAM_ID, new Uint8Array(8))
+  /** Decodes `chunks` in turn; records, per frame, its kind and whether the decoder was quiet after it. */
+  const quietness = (chunks: ReadonlyArray<Uint8Array>) => {
+    const decoder = makeMuxDecoder({ maxMessageSize: 1 << 20 })
+    const seen: Array<[MuxKind, boolean]> = []
+    for (const chunk of chunks) decoder.decode(chunk, (kind) => void seen.push([kind, decoder.quietAfterCurrentFrame()]))
+    expect(decoder.quietAfterCurrentFrame()).toBe(false) // outside a frame handler
+    return seen
+  }
+
+  it("is true only for the last frame of a chunk that is not a credit frame, credit frames after it aside", () => {
+    expect(quietness([Buffer.concat([data(5), data(7), credit(), ack()])])).toEqual([
+      [MuxKind.Data, false],
+      [MuxKind.Data, true],
+      [MuxKind.WindowUpdate, true],
+      [MuxKind.ConnectionAck, true]
+    ])
+    expect(quietness([Buffer.concat([data(5), credit(), data(1)])]).map(([, q]) => q)).toEqual([false, false, true])
+  })
+
+  it("counts a partial frame after it as nothing to wait for, and a frame completed from an earlier chunk like any other", () => {
+    const whole = Buffer.concat([data(10), data(20)])
+    const cut = data(10).length + 30 // the second frame's header and part of its payload
+    expect(quietness([whole.subarray(0, cut), whole.subarray(cut)])).toEqual([[MuxKind.Data, true], [MuxKind.Data, true]])
+  })
+
+  it("never throws and ends every chunk quiet, for any cut of any frames (property)", () => {
+    const frame = fc.oneof(fc.nat(40).map(data), fc.constant(credit()), fc.constant(ack()))
+    fc.assert(
+      fc.property(fc.array(frame, { minLength: 1, maxLength: 8 }), fc.array(fc.nat(), { maxLength: 4 }), (frames, cuts) => {
+        const bytes = Buffer.concat(frames)
+        const at = [...new Set(cuts.map((c) => c % bytes.length))].sort((a, b) => a - b)
+        const chunks = [0, ...at].map((from, i) => bytes.subarray(from, [...at, bytes.length][i]))
+        const seen = quietness(chunks.filter((c) => c.length > 0))
+        expect(seen).toHaveLength(frames.length)
+        // the last frame of all is always followed by nothing
+        expect(seen.at(-1)![1]).toBe(true)
+      })
+    )
+  })
+})

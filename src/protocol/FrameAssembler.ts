@@ -56,6 +56,9 @@ export abstract class FrameAssembler<H> implements IncrementalDecoder<H> {
   private stopped = false
   private stoppedAt = -1
   private error: ProtocolParseError | undefined = undefined
+  /** While `decode` runs: its chunk, and where the bytes after the frame being delivered begin. */
+  protected decodingChunk: Uint8Array | undefined = undefined
+  protected afterFrame = 0
 
   constructor(maxMessageSize: number) {
     this.maxMessageSize = maxMessageSize
@@ -78,6 +81,15 @@ export abstract class FrameAssembler<H> implements IncrementalDecoder<H> {
   decode(chunk: Uint8Array, handler: H): ProtocolParseError | undefined {
     if (this.error !== undefined) return this.error
     if (this.stopped) return undefined
+    this.decodingChunk = chunk
+    try {
+      return this.decodeChunk(chunk, handler)
+    } finally {
+      this.decodingChunk = undefined
+    }
+  }
+
+  private decodeChunk(chunk: Uint8Array, handler: H): ProtocolParseError | undefined {
     const len = chunk.length
     let off = 0
     while (off < len) {
@@ -92,6 +104,7 @@ export abstract class FrameAssembler<H> implements IncrementalDecoder<H> {
         this.rest = undefined
         this.restFill = 0
         this.decoded += PREFIX_SIZE + rest.length
+        this.afterFrame = off
         const bad = this.deliver(this.prefix, 0, rest, 0, rest.length, handler)
         if (bad !== undefined) return this.fail(bad)
         if (this.stopped) return this.stopAt(off)
@@ -119,6 +132,7 @@ export abstract class FrameAssembler<H> implements IncrementalDecoder<H> {
       if (len - off >= restLen) {
         // Zero copy: the rest of the frame is in this chunk.
         this.decoded += PREFIX_SIZE + restLen
+        this.afterFrame = off + restLen
         const bad = this.deliver(src, p, chunk, off, off + restLen, handler)
         off += restLen
         if (bad !== undefined) return this.fail(bad)

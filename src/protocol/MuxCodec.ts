@@ -140,7 +140,14 @@ export interface MuxDecoderOptions {
 export type MuxFrameHandler = (kind: MuxKind, streamId: Uint8Array, payload: Uint8Array) => void
 
 /** An incremental decoder of this format; see `makeMuxDecoder`. */
-export type MuxDecoder = IncrementalDecoder<MuxFrameHandler>
+export interface MuxDecoder extends IncrementalDecoder<MuxFrameHandler> {
+  /**
+   * Called from a frame handler: true when nothing but credit frames (WindowUpdate,
+   * ConnectionAck) or part of a frame follows this frame in the chunk being decoded, so that a
+   * reply queued now has no other frame of this chunk to wait for. False outside a frame handler.
+   */
+  quietAfterCurrentFrame(): boolean
+}
 
 
 
@@ -421,6 +428,19 @@ class MuxFrameDecoder extends FrameAssembler<MuxFrameHandler> implements MuxDeco
   protected deliver(prefix: Uint8Array, p: number, rest: Uint8Array, start: number, end: number, onFrame: MuxFrameHandler): undefined {
     onFrame(prefix[p + 4] as MuxKind, prefix.subarray(p + 8, p + MUX_HEADER_SIZE), start === end ? EMPTY : rest.subarray(start, end))
     return undefined
+  }
+  quietAfterCurrentFrame(): boolean {
+    const chunk = this.decodingChunk
+    if (chunk === undefined) return false
+    let o = this.afterFrame
+    while (o + MUX_HEADER_SIZE <= chunk.length) {
+      const kind = chunk[o + 4]
+      const end = o + MUX_HEADER_SIZE + u32(chunk, o)
+      // Another frame whole in this chunk is decoded next; a partial one waits for more bytes.
+      if (kind !== MuxKind.WindowUpdate && kind !== MuxKind.ConnectionAck) return end > chunk.length
+      o = end
+    }
+    return true
   }
 }
 

@@ -193,6 +193,9 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
     this.writes.frame2(MuxKind.Request, req.id, head, message)
     this.window.countForeign(MUX_HEADER_SIZE + head.length + message.length)
     this.acks.sent(req)
+    // Sent from the handler of this connection's last frame in its chunk (the call that ended there
+    // started the next): write now, not at the end of the tick, ahead of the call's own teardown.
+    if (this.decoder.quietAfterCurrentFrame()) this.writes.flush()
     if (req.items !== undefined) {
       req.stopPump = pumpItems(this.settings.run, req.items, req.codec, {
         maxMessageSize: this.settings.maxMessageSize,

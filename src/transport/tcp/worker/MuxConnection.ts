@@ -291,6 +291,10 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
     this.streams.delete(s.key)
     // Its last frame was just queued: the stream is whole for the router once an ack covers it.
     this.ledger.ended(s.id, this.window.sent)
+    // Ended by a handler that ran within the decode of this chunk's last frame (a request served
+    // at once, in the full mode): the response leaves now, ahead of the handler's own teardown,
+    // instead of at the end of the tick. Frames of the chunk's other requests still share a write.
+    if (this.decoder.quietAfterCurrentFrame()) this.writes.flush()
     s.onDone()
     if (this.streams.size === 0 && this.state !== CLOSED) this.events.onUsage(false)
   }
