@@ -105,7 +105,7 @@ const report = (rows: ReadonlyArray<Row>): BenchReport => ({
   startedAt: new Date(0).toISOString(),
   seconds: 12,
   machine: { node: "v24", platform: "linux", arch: "x64", cpus: 2, cpuModel: "cpu", memoryMb: 1000, loadAverage: [1, 1, 1] },
-  workload: { streams: 100, items: 10, itemSize: 50, delayMs: 0, concurrency: [1, 64], warmup: 10, quick: true, modes: "all", rounds: 1 },
+  workload: { streams: 100, items: 10, itemSize: 50, delayMs: 0, concurrency: [1, 64], warmupSecs: 1, quick: true, modes: "all", rounds: 1 },
   rows: withRatios(rows)
 })
 
@@ -168,10 +168,10 @@ describe("flags and --modes", () => {
     expect(benchOptions(flags({ quick: true }))).toMatchObject({ streams: 300, concurrency: [1, 64], modes: "core" })
     expect(benchOptions(flags({ quick: true, modes: "all" }))).toMatchObject({ modes: "all" })
     expect(benchOptions(flags({ quick: true, streams: 50 }))).toMatchObject({ streams: 50 })
-    expect(benchOptions(flags())).toMatchObject({ streams: 2000, modes: "all", warmup: 3000 })
-    expect(benchOptions(flags({ quick: true }))).toMatchObject({ warmup: 1000 })
-    expect(benchOptions(flags({ quick: true, warmup: 0 }))).toMatchObject({ warmup: 0 })
-    expect(benchOptions(flags({ warmup: -1 }))).toMatch(/^--warmup: from 0/)
+    expect(benchOptions(flags())).toMatchObject({ streams: 2000, modes: "all", warmupSecs: 3 })
+    expect(benchOptions(flags({ quick: true }))).toMatchObject({ warmupSecs: 1 })
+    expect(benchOptions(flags({ quick: true, warmupSecs: 0 }))).toMatchObject({ warmupSecs: 0 })
+    expect(benchOptions(flags({ warmupSecs: -1 }))).toMatch(/^--warmup-secs: from 0/)
     expect(benchOptions(flags({ concurrency: "1,x" }))).toMatch(/^--concurrency/)
     expect(benchOptions(flags({ modes: "tcp-full,nope" }))).toMatch(/^--modes: unknown nope/)
     expect(benchOptions(flags({ delayMs: -1 }))).toMatch(/^--delay-ms/)

@@ -58,13 +58,13 @@ export interface BenchFlags {
   readonly html: string | undefined
   readonly rowTimeout: number | undefined
   readonly rounds: number
-  readonly warmup?: number | undefined
+  readonly warmupSecs?: number | undefined
   readonly cpuProf?: string | undefined
 }
 
-/** Warm-up streams per row and level by default, and with `--quick`. */
-const WARMUP = 3000
-const WARMUP_QUICK = 1000
+/** Seconds of warm-up per row and level by default, and with `--quick`. */
+const WARMUP_SECS = 3
+const WARMUP_SECS_QUICK = 1
 
 /** The run's options from the flags (`--quick` changes the defaults, not given values). */
 export const benchOptions = (flags: BenchFlags): BenchOptions | string => {
@@ -76,7 +76,7 @@ export const benchOptions = (flags: BenchFlags): BenchOptions | string => {
   if (!(flags.itemSize >= 1 && flags.itemSize <= 65_536)) return `--item-size: from 1 to 65536, got ${flags.itemSize}`
   if (!(flags.delayMs >= 0 && flags.delayMs <= 10_000)) return `--delay-ms: from 0 to 10000, got ${flags.delayMs}`
   if (!(flags.rounds >= 1 && flags.rounds <= 100)) return `--rounds: from 1 to 100, got ${flags.rounds}`
-  if (flags.warmup !== undefined && !(flags.warmup >= 0 && flags.warmup <= 1_000_000)) return `--warmup: from 0 to 1000000, got ${flags.warmup}`
+  if (flags.warmupSecs !== undefined && !(flags.warmupSecs >= 0 && flags.warmupSecs <= 600)) return `--warmup-secs: from 0 to 600, got ${flags.warmupSecs}`
   const modes = flags.modes ?? (flags.quick ? "core" : "all")
   const { unknown } = select(modes)
   if (unknown.length > 0) return `--modes: unknown ${unknown.join(", ")} (rows: ${rows.map((r) => r.id).join(", ")}; presets: ${Object.keys(presets).join(", ")})`
@@ -88,7 +88,7 @@ export const benchOptions = (flags: BenchFlags): BenchOptions | string => {
     itemSize: flags.itemSize,
     delayMs: flags.delayMs,
     concurrency,
-    warmup: flags.warmup ?? (flags.quick ? WARMUP_QUICK : WARMUP),
+    warmupSecs: flags.warmupSecs ?? (flags.quick ? WARMUP_SECS_QUICK : WARMUP_SECS),
     modes,
     quick: flags.quick,
     rowTimeoutS: flags.rowTimeout ?? Math.ceil((flags.quick ? 60 : 120) + paced * concurrency.length),
@@ -151,8 +151,8 @@ export const benchCommand = Command.make(
       Flag.optional
     ),
     rowTimeout: Flag.Int("row-timeout").pipe(Flag.withDescription(describe("Time limit of one row, in s", { default: "120 (60 with --quick), more with --delay-ms" })), Flag.optional),
-    warmup: Flag.Int("warmup").pipe(
-      Flag.withDescription(describe("Warm-up streams before each row's concurrency level (not measured): the processes' code reaches its optimized steady state first", { default: `${WARMUP}; ${WARMUP_QUICK} with --quick` })),
+    warmupSecs: Flag.Finite("warmup-secs").pipe(
+      Flag.withDescription(describe("Seconds of unmeasured streams before each row's concurrency level, so that both processes run optimized code", { default: `${WARMUP_SECS}; ${WARMUP_SECS_QUICK} with --quick` })),
       Flag.optional
     ),
     rounds: Flag.Int("rounds").pipe(
@@ -173,7 +173,7 @@ export const benchCommand = Command.make(
       json: flags.json._tag === "Some" ? flags.json.value : undefined,
       html: flags.html._tag === "Some" ? flags.html.value : undefined,
       rowTimeout: flags.rowTimeout._tag === "Some" ? flags.rowTimeout.value : undefined,
-      warmup: flags.warmup._tag === "Some" ? flags.warmup.value : undefined,
+      warmupSecs: flags.warmupSecs._tag === "Some" ? flags.warmupSecs.value : undefined,
       cpuProf: flags.cpuProf._tag === "Some" ? flags.cpuProf.value : undefined
     }).pipe(Effect.asVoid)
 ).pipe(

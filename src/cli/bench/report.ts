@@ -69,7 +69,7 @@ export const BenchReportSchema = Schema.Struct({
     itemSize: Num,
     delayMs: Num,
     concurrency: Schema.Array(Num),
-    warmup: Num,
+    warmupSecs: Num,
     quick: Schema.Boolean,
     modes: Schema.String,
     /** Rounds: each row measured this many times, its samples pooled. */

@@ -31,8 +31,8 @@ export interface BenchOptions {
   readonly itemSize: number
   readonly delayMs: number
   readonly concurrency: ReadonlyArray<number>
-  /** Warm-up streams before each concurrency level. */
-  readonly warmup: number
+  /** Seconds of warm-up streams before each concurrency level. */
+  readonly warmupSecs: number
   /** `--modes`: row ids, presets, prefixes with `*`. */
   readonly modes: string
   readonly quick: boolean
@@ -75,6 +75,27 @@ const modeEnv = (dir: string, mode: Readonly<Record<string, string>>, natsUrl: s
   ...mode,
   ...(natsUrl === undefined ? {} : { NATS_SERVER: natsUrl })
 })
+
+/** Largest warm-up batch, in streams, and the time one batch aims at. */
+const WARMUP_BATCH_MAX = 20_000
+const WARMUP_BATCH_SECS = 0.5
+
+/**
+ * Runs unmeasured streams at `concurrency` for about `secs` seconds (at least one batch): this
+ * project's layers need thousands of calls before V8 runs them optimized, raw Node a few
+ * hundred, so a count that suits one would leave the other cold. Batches start small and are
+ * sized from the rate seen to last about half a second each.
+ */
+const warmUp = async (client: Child, concurrency: number, secs: number): Promise<void> => {
+  const until = performance.now() + secs * 1000
+  let batch = Math.max(concurrency, 50)
+  do {
+    const t0 = performance.now()
+    await client.ask({ t: "run", streams: batch, concurrency }, "result")
+    const took = Math.max((performance.now() - t0) / 1000, 0.001)
+    batch = Math.max(concurrency, Math.min(WARMUP_BATCH_MAX, Math.round((batch / took) * WARMUP_BATCH_SECS)))
+  } while (performance.now() < until)
+}
 
 const message = (e: unknown): string => (e instanceof Error ? e.message : String(e)).split("\n")[0]!.slice(0, 600)
 
@@ -145,10 +166,9 @@ const measureRow = async (
 
   const levels: Array<Level> = []
   for (const concurrency of options.concurrency) {
-    const warmup = Math.max(options.warmup, concurrency)
     progress(`c=${concurrency} warming up`)
     state.measuring = true
-    await client.ask({ t: "run", streams: warmup, concurrency }, "result")
+    await warmUp(client, concurrency, options.warmupSecs)
     const before: ProcessStats | undefined = await server?.stats()
     const result = await client.ask({ t: "run", streams: options.streams, concurrency }, "result", (done) =>
       progress(`c=${concurrency}`, done, options.streams))
@@ -292,7 +312,7 @@ export const runBench = async (options: BenchOptions, onProgress: (p: Progress) 
       itemSize: options.itemSize,
       delayMs: options.delayMs,
       concurrency: options.concurrency,
-      warmup: options.warmup,
+      warmupSecs: options.warmupSecs,
       quick: options.quick,
       modes: options.modes,
       rounds: options.rounds
