@@ -30,6 +30,12 @@ export interface OpenStreamOptions {
   readonly endpoint: string
   readonly codec: PayloadCodecName
   readonly sink: ResponseSink
+  /**
+   * The request plane carries this stream on its own connection (`RequestPlaneClient.carriesResponses`,
+   * the full TCP mode): no worker will call home, so no call-home timeout is armed; the request
+   * plane bounds the wait for the stream's first frame (its ack timeout). Default false.
+   */
+  readonly carried?: boolean | undefined
 }
 
 /** A pending or live stream on the router. */

@@ -342,6 +342,31 @@ describe("full mode: cancellation", () => {
     expect(await errorOf(failed)).toMatchObject({ _tag: "HandlerError", detail: "boom" })
   })
 
+  it("a request queued for a stream slot fails AckTimeout at the ack timeout, naming the slots; the held stream goes on", async () => {
+    const w = await worker()
+    const r = await router({ maxStreamsPerConnection: 1, maxConnectionsPerTarget: 1, ackTimeoutMs: 300 })
+    const held: Array<ResponseWriter> = []
+    w.serve("ns/comp/ep", (_m, writer) => {
+      writer.prologue()
+      held.push(writer)
+    })
+    const first = await r.call(w.address("ns/comp/ep"), {})
+    expect(await first.acked).toBeUndefined()
+    const queuedAt = performance.now()
+    const second = await r.call(w.address("ns/comp/ep"), {})
+    const ack = await second.acked
+    const waited = performance.now() - queuedAt
+    expect(ack).toMatchObject({ _tag: "TransportTimeoutError", reason: "AckTimeout" })
+    expect((ack as TransportError).detail).toMatch(/no stream slot on 127\.0\.0\.1:\d+ within 300 ms/)
+    expect(waited).toBeGreaterThanOrEqual(280)
+    expect(waited).toBeLessThan(2000)
+    expect((await second.done).error).toMatchObject({ _tag: "TransportTimeoutError", reason: "AckTimeout" })
+    expect(held).toHaveLength(1)
+    held[0]!.send(1)
+    held[0]!.complete()
+    expect(await first.done).toMatchObject({ items: [1], error: undefined })
+  })
+
   it("cancelling the wait for the ack drops a request still queued for a slot", async () => {
     const w = await worker()
     const r = await router({ maxStreamsPerConnection: 1, maxConnectionsPerTarget: 1 })

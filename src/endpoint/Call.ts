@@ -101,7 +101,8 @@ export const makeCallOn = (setup: CallSetup) => {
       Metrics.streamDelta(responseId, "response", 1)
       let cancelSend: (() => void) | undefined
       const sink = { onItems: state.items, onEnd: state.end, onError: state.error }
-      return route.responseServer.open({ requestId, endpoint, codec, sink }).pipe(
+      const opening = route.carriesResponses ? { requestId, endpoint, codec, sink, carried: true } : { requestId, endpoint, codec, sink }
+      return route.responseServer.open(opening).pipe(
         Effect.tapError((error) =>
           Effect.sync(() => {
             const type = errorTypeOf(error)

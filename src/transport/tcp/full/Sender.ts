@@ -32,7 +32,7 @@ import { parseTcpAddress, tcpWirePath } from "../../../protocol/TcpAddress.ts"
 import { encodeTcpRequestHead } from "../../../protocol/TcpRequestFrame.ts"
 import type { ConnectionInfo } from "../../../ConnectionInfo.ts"
 import type { RequestMessage, RequestTarget } from "../../../RequestPlane.ts"
-import { TransportConnectionError, TransportProtocolError } from "../../../TransportError.ts"
+import { TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import type { FullModeSender } from "../request/FullModeHooks.ts"
@@ -132,6 +132,9 @@ class Target {
   readonly address: string
   readonly conns: Array<RouterConnection> = []
   private waiting: Array<FullRequest> = []
+  /** When each waiting request was queued (parallel to `waiting`), and the timer for the oldest. */
+  private waitingSince: Array<number> = []
+  private waitTimer: ReturnType<typeof setTimeout> | undefined = undefined
   private failures = 0
   private retryAt = 0
   private lastError: TransportError | undefined = undefined
@@ -179,12 +182,13 @@ class Target {
       return conn.submit(req)
     }
     this.waiting.push(req)
+    this.waitingSince.push(performance.now())
+    this.armWaitTimer()
   }
 
   closeAll(error: TransportError): void {
     for (const c of [...this.conns]) c.close(error)
-    const waiting = this.waiting
-    this.waiting = []
+    const waiting = this.takeWaiting()
     for (const req of waiting) req.ack(error)
   }
 
@@ -193,8 +197,49 @@ class Target {
     const max = this.sender.maxStreamsPerConnection
     while (this.waiting.length > 0 && conn.accepting && conn.load() < max) {
       const req = this.waiting.shift()!
+      this.waitingSince.shift()
       if (req.state === RequestState.Queued && !req.ackDone) conn.submit(req)
     }
+  }
+
+  private takeWaiting(): Array<FullRequest> {
+    const waiting = this.waiting
+    this.waiting = []
+    this.waitingSince = []
+    clearTimeout(this.waitTimer)
+    this.waitTimer = undefined
+    return waiting
+  }
+
+  /**
+   * Bounds a request's wait for a stream slot by the ack timeout (the wait is part of its wait for
+   * the ack; a stream the full mode carries has no call-home timeout). One timer, for the oldest.
+   */
+  private armWaitTimer(): void {
+    if (this.waitTimer !== undefined || this.waitingSince.length === 0) return
+    const due = this.waitingSince[0]! + this.sender.ackTimeoutMs - performance.now()
+    this.waitTimer = setTimeout(this.expireWaiting, Math.max(1, Math.ceil(due)))
+    this.waitTimer.unref?.()
+  }
+
+  private readonly expireWaiting = (): void => {
+    this.waitTimer = undefined
+    const now = performance.now()
+    const limit = this.sender.ackTimeoutMs
+    while (this.waitingSince.length > 0 && this.waitingSince[0]! + limit <= now) {
+      const req = this.waiting.shift()!
+      this.waitingSince.shift()
+      if (req.state !== RequestState.Queued || req.ackDone) continue
+      const error = new TransportTimeoutError({
+        reason: "AckTimeout",
+        transport: "tcp",
+        target: this.address,
+        detail: `no stream slot on ${this.address} within ${limit} ms: its ${this.conns.length} connection(s) each carry ${this.sender.maxStreamsPerConnection} streams (DYN_TCP_CHANNEL_BUFFER, DYN_TCP_POOL_SIZE)`
+      })
+      req.ack(error)
+      req.stream.abandon(error)
+    }
+    this.armWaitTimer()
   }
 
   private closed(conn: RouterConnection, error: TransportError, opened: boolean): void {
@@ -206,8 +251,7 @@ class Target {
       this.retryAt = performance.now() + Math.min(BACKOFF_BASE_MS * 2 ** (this.failures - 1), BACKOFF_MAX_MS)
     }
     if (this.waiting.length === 0) return
-    const waiting = this.waiting
-    this.waiting = []
+    const waiting = this.takeWaiting()
     for (const req of waiting) {
       if (req.state !== RequestState.Queued || req.ackDone) continue
       if (opened) this.submit(req)

@@ -106,7 +106,8 @@ export class CallHomeStream implements PendingStream, Activity {
     this.endpoint = options.endpoint
     this.codec = payloadCodec(options.codec)
     this.sink = options.sink
-    this.callHomeTimer = setTimeout(() => this.callHomeTimedOut(address), env.callHomeTimeoutMs)
+    // A stream the request plane carries (the full mode) has its ack timeout there instead.
+    this.callHomeTimer = options.carried === true ? undefined : setTimeout(() => this.callHomeTimedOut(address), env.callHomeTimeoutMs)
   }
 
   /** The call-home address to send with the request. */
