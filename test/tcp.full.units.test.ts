@@ -116,6 +116,10 @@ describe("ReceiveCredit", () => {
     h.credit.forget(b)
     h.credit.piggyback()
     expect(h.frames.slice(1)).toEqual([{ kind: "WindowUpdate", n: 10 }])
+    // The timer armed by the grants fires with nothing owed: no frame of its own.
+    await sleep(10)
+    expect(h.frames).toHaveLength(2)
+    // Owed again later: the same timer, restarted, sends it.
     h.credit.grant(a, 5)
     await sleep(10)
     expect(h.frames.slice(2)).toEqual([{ kind: "WindowUpdate", n: 5 }])

@@ -8,11 +8,11 @@
  * `OwedCredit` record (no map lookup per frame); a WindowUpdate goes out as soon as 64 KiB are
  * owed to one stream. `chunkDecoded` compares the bytes decoded with the last ConnectionAck:
  * 64 KiB unacknowledged send one at once. Whatever is owed, stream or connection, goes out 1 ms
- * after it was first owed (one timer per connection, armed only while something is owed), or
+ * after it was first owed (one timer per connection, restarted when something becomes owed), or
  * earlier with `piggyback`, which its owner calls when it is about to write anyway (its batch's
  * `beforeFlush`, once per write): the credit then rides in the same write instead of costing a
- * write (and a wake-up of the peer) of its own, and the timer is set and cleared at most once
- * per write, not once per frame sent. Credit frames (WindowUpdate, ConnectionAck) do not count on either side
+ * write (and a wake-up of the peer) of its own; the timer is then left to fire with nothing to
+ * send rather than cleared, so a request costs no timer allocation. Credit frames (WindowUpdate, ConnectionAck) do not count on either side
  * (`creditFrameDecoded` takes the received ones out of the count): otherwise each side's
  * ConnectionAck would make the other owe one, and two idle peers would ack each other forever.
  *
@@ -43,6 +43,13 @@ export class ReceiveCredit {
   private acked = 0
   /** Bytes of credit frames decoded: not acknowledged. */
   private uncounted = 0
+  /** Credit is owed and has not gone out: it leaves with the next write, or when the timer fires. */
+  private due = false
+  /**
+   * One timer for the connection's life, restarted (`refresh`) when credit becomes owed and left
+   * to fire when a write took the credit first (it then finds nothing owed): a timer set and
+   * cleared per write cost two timer-list operations and an allocation per request.
+   */
   private timer: ReturnType<typeof setTimeout> | undefined = undefined
   private stopped = false
 
@@ -92,15 +99,15 @@ export class ReceiveCredit {
 
   /** The owner is sending frames this tick: whatever is owed goes with them now (no timer, no write of its own). */
   piggyback(): void {
-    if (this.timer === undefined) return
-    clearTimeout(this.timer)
-    this.timer = undefined
+    if (!this.due) return
+    this.due = false
     this.sendOwed()
   }
 
   /** The connection is gone: nothing more is sent and the timer is cleared. */
   stop(): void {
     this.stopped = true
+    this.due = false
     clearTimeout(this.timer)
     this.timer = undefined
     this.owedList = []
@@ -112,13 +119,16 @@ export class ReceiveCredit {
   }
 
   private arm(): void {
-    if (this.timer !== undefined || this.stopped) return
-    this.timer = setTimeout(this.onTimer, CREDIT_UPDATE_MS)
+    if (this.due || this.stopped) return
+    this.due = true
+    if (this.timer === undefined) this.timer = setTimeout(this.onTimer, CREDIT_UPDATE_MS)
+    else this.timer.refresh()
   }
 
   private readonly onTimer = (): void => {
-    this.timer = undefined
-    if (!this.stopped) this.sendOwed()
+    if (!this.due || this.stopped) return
+    this.due = false
+    this.sendOwed()
   }
 
   private sendOwed(): void {
