@@ -136,7 +136,11 @@ export interface MuxDecoderOptions {
   readonly fullMode?: boolean | undefined
 }
 
-/** Receives each decoded frame; the views are valid as long as the chunk they alias. */
+/**
+ * Receives each decoded frame. `payload` is a view valid as long as the chunk it aliases;
+ * `streamId` is the decoder's own 16 bytes, rewritten for the next frame: a handler that keeps
+ * the id copies it (`slice()`).
+ */
 export type MuxFrameHandler = (kind: MuxKind, streamId: Uint8Array, payload: Uint8Array) => void
 
 /** An incremental decoder of this format; see `makeMuxDecoder`. */
@@ -418,6 +422,8 @@ export const decodeMuxFrame = (bytes: Uint8Array, options: MuxDecoderOptions): M
 /** The mux format: rest = payload; the header alone is validated. */
 class MuxFrameDecoder extends FrameAssembler<MuxFrameHandler> implements MuxDecoder {
   private readonly options: MuxDecoderOptions
+  /** The stream id handed to the handler: copied here, not a fresh view per frame (a view is an allocation). */
+  private readonly id = new Uint8Array(STREAM_ID_SIZE)
   constructor(options: MuxDecoderOptions) {
     super(options.maxMessageSize)
     this.options = options
@@ -426,7 +432,9 @@ class MuxFrameDecoder extends FrameAssembler<MuxFrameHandler> implements MuxDeco
     return checkHeader(src, o, this.options) ?? u32(src, o)
   }
   protected deliver(prefix: Uint8Array, p: number, rest: Uint8Array, start: number, end: number, onFrame: MuxFrameHandler): undefined {
-    onFrame(prefix[p + 4] as MuxKind, prefix.subarray(p + 8, p + MUX_HEADER_SIZE), start === end ? EMPTY : rest.subarray(start, end))
+    const id = this.id
+    for (let i = 0; i < STREAM_ID_SIZE; i++) id[i] = prefix[p + 8 + i]!
+    onFrame(prefix[p + 4] as MuxKind, id, start === end ? EMPTY : rest.subarray(start, end))
     return undefined
   }
   quietAfterCurrentFrame(): boolean {
@@ -445,8 +453,9 @@ class MuxFrameDecoder extends FrameAssembler<MuxFrameHandler> implements MuxDeco
 }
 
 /**
- * A new incremental mux decoder. Synchronous and allocation-lean: one 24-byte header buffer for
- * its lifetime, one exact-size buffer per payload that spans chunks, nothing else per frame.
+ * A new incremental mux decoder. Synchronous and allocation-lean: one 24-byte header buffer and
+ * one 16-byte stream id for its lifetime, one exact-size buffer per payload that spans chunks,
+ * and per frame only the payload's view.
  */
 export const makeMuxDecoder = (options: MuxDecoderOptions): MuxDecoder =>
   new MuxFrameDecoder({ maxMessageSize: options.maxMessageSize, fullMode: options.fullMode === true })
