@@ -105,7 +105,7 @@ const report = (rows: ReadonlyArray<Row>): BenchReport => ({
   startedAt: new Date(0).toISOString(),
   seconds: 12,
   machine: { node: "v24", platform: "linux", arch: "x64", cpus: 2, cpuModel: "cpu", memoryMb: 1000, loadAverage: [1, 1, 1] },
-  workload: { streams: 100, items: 10, itemSize: 50, delayMs: 0, concurrency: [1, 64], warmupSecs: 1, quick: true, modes: "all", rounds: 1 },
+  workload: { streams: 100, items: 10, itemSize: 50, delayMs: 0, concurrency: [1, 64], warmupSecs: 1, nodeFlags: [], quick: true, modes: "all", rounds: 1 },
   rows: withRatios(rows)
 })
 
@@ -172,6 +172,8 @@ describe("flags and --modes", () => {
     expect(benchOptions(flags({ quick: true }))).toMatchObject({ warmupSecs: 1 })
     expect(benchOptions(flags({ quick: true, warmupSecs: 0 }))).toMatchObject({ warmupSecs: 0 })
     expect(benchOptions(flags({ warmupSecs: -1 }))).toMatch(/^--warmup-secs: from 0/)
+    expect(benchOptions(flags({ nodeFlags: " --single-threaded-gc  --max-semi-space-size=16 " }))).toMatchObject({ nodeFlags: ["--single-threaded-gc", "--max-semi-space-size=16"] })
+    expect(benchOptions(flags({ nodeFlags: "gc" }))).toMatch(/^--node-flags: each must start with --/)
     expect(benchOptions(flags({ concurrency: "1,x" }))).toMatch(/^--concurrency/)
     expect(benchOptions(flags({ modes: "tcp-full,nope" }))).toMatch(/^--modes: unknown nope/)
     expect(benchOptions(flags({ delayMs: -1 }))).toMatch(/^--delay-ms/)

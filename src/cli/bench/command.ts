@@ -59,6 +59,7 @@ export interface BenchFlags {
   readonly rowTimeout: number | undefined
   readonly rounds: number
   readonly warmupSecs?: number | undefined
+  readonly nodeFlags?: string | undefined
   readonly cpuProf?: string | undefined
 }
 
@@ -76,6 +77,9 @@ export const benchOptions = (flags: BenchFlags): BenchOptions | string => {
   if (!(flags.itemSize >= 1 && flags.itemSize <= 65_536)) return `--item-size: from 1 to 65536, got ${flags.itemSize}`
   if (!(flags.delayMs >= 0 && flags.delayMs <= 10_000)) return `--delay-ms: from 0 to 10000, got ${flags.delayMs}`
   if (!(flags.rounds >= 1 && flags.rounds <= 100)) return `--rounds: from 1 to 100, got ${flags.rounds}`
+  const nodeFlags = flags.nodeFlags === undefined ? [] : flags.nodeFlags.split(/\s+/).filter((f) => f.length > 0)
+  const notFlag = nodeFlags.find((f) => !f.startsWith("--"))
+  if (notFlag !== undefined) return `--node-flags: each must start with --, got ${JSON.stringify(notFlag)}`
   if (flags.warmupSecs !== undefined && !(flags.warmupSecs >= 0 && flags.warmupSecs <= 600)) return `--warmup-secs: from 0 to 600, got ${flags.warmupSecs}`
   const modes = flags.modes ?? (flags.quick ? "core" : "all")
   const { unknown } = select(modes)
@@ -89,6 +93,7 @@ export const benchOptions = (flags: BenchFlags): BenchOptions | string => {
     delayMs: flags.delayMs,
     concurrency,
     warmupSecs: flags.warmupSecs ?? (flags.quick ? WARMUP_SECS_QUICK : WARMUP_SECS),
+    nodeFlags,
     modes,
     quick: flags.quick,
     rowTimeoutS: flags.rowTimeout ?? Math.ceil((flags.quick ? 60 : 120) + paced * concurrency.length),
@@ -155,6 +160,11 @@ export const benchCommand = Command.make(
       Flag.withDescription(describe("Seconds of unmeasured streams before each row's concurrency level, so that both processes run optimized code", { default: `${WARMUP_SECS}; ${WARMUP_SECS_QUICK} with --quick` })),
       Flag.optional
     ),
+    nodeFlags: Flag.String("node-flags").pipe(
+      Flag.withMetavar("flags"),
+      Flag.withDescription(describe("Node/V8 flags for every router and worker process of the run, this project's and the raw baselines' alike (e.g. \"--single-threaded-gc\")", { default: "none" })),
+      Flag.optional
+    ),
     rounds: Flag.Int("rounds").pipe(
       Flag.withDescription(describe("Measure every row this many times, round after round, and pool the samples (evens out drift between rows)", { default: "1" })),
       Flag.withDefault(1)
@@ -174,6 +184,7 @@ export const benchCommand = Command.make(
       html: flags.html._tag === "Some" ? flags.html.value : undefined,
       rowTimeout: flags.rowTimeout._tag === "Some" ? flags.rowTimeout.value : undefined,
       warmupSecs: flags.warmupSecs._tag === "Some" ? flags.warmupSecs.value : undefined,
+      nodeFlags: flags.nodeFlags._tag === "Some" ? flags.nodeFlags.value : undefined,
       cpuProf: flags.cpuProf._tag === "Some" ? flags.cpuProf.value : undefined
     }).pipe(Effect.asVoid)
 ).pipe(

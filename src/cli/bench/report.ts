@@ -70,6 +70,7 @@ export const BenchReportSchema = Schema.Struct({
     delayMs: Num,
     concurrency: Schema.Array(Num),
     warmupSecs: Num,
+    nodeFlags: Schema.Array(Schema.String),
     quick: Schema.Boolean,
     modes: Schema.String,
     /** Rounds: each row measured this many times, its samples pooled. */

@@ -33,6 +33,8 @@ export interface BenchOptions {
   readonly concurrency: ReadonlyArray<number>
   /** Seconds of warm-up streams before each concurrency level. */
   readonly warmupSecs: number
+  /** Node/V8 flags given to every router and worker process, this project's and the baselines' alike. */
+  readonly nodeFlags: ReadonlyArray<string>
   /** `--modes`: row ids, presets, prefixes with `*`. */
   readonly modes: string
   readonly quick: boolean
@@ -142,8 +144,9 @@ const measureRow = async (
   })
 
   // with --cpu-prof: each process writes <row>.<router|worker>.<pid>.cpuprofile when it exits
+  const base = options.nodeFlags.length === 0 ? execArgv : [...execArgv, ...options.nodeFlags]
   const flagsOf = (role: string) =>
-    options.cpuProfDir === undefined ? execArgv : [...execArgv, "--cpu-prof", `--cpu-prof-dir=${options.cpuProfDir}`, `--cpu-prof-name=${spec.id.replace(/[^\w.+-]/g, "_")}.${role}.\${pid}.cpuprofile`]
+    options.cpuProfDir === undefined ? base : [...base, "--cpu-prof", `--cpu-prof-dir=${options.cpuProfDir}`, `--cpu-prof-name=${spec.id.replace(/[^\w.+-]/g, "_")}.${role}.\${pid}.cpuprofile`]
   progress("starting the worker")
   // the router's process starts (and loads its module) while the worker starts
   const client = startChild(here("./childMain"), [spec.client.module], childEnvironment({}), flagsOf("router"))
@@ -313,6 +316,7 @@ export const runBench = async (options: BenchOptions, onProgress: (p: Progress) 
       delayMs: options.delayMs,
       concurrency: options.concurrency,
       warmupSecs: options.warmupSecs,
+      nodeFlags: options.nodeFlags,
       quick: options.quick,
       modes: options.modes,
       rounds: options.rounds
