@@ -67,12 +67,13 @@ export interface RequestPlaneClient {
     onAck: (error: TransportError | EndpointNotFound | undefined) => void
   ) => () => void
   /**
-   * Optional: true when requests to `target` carry their response stream on this client's own
-   * connection (the full TCP mode), so that the client takes `message.responseStream` and never
-   * reads `control.connection_info`. The Endpoint layer asks once per instance record and then
-   * leaves the call-home address unbuilt (an empty placeholder stands in for it).
+   * Optional: true when requests to `target` whose streams are opened on the `response` plane
+   * travel with their response stream on this client's own connection (the full TCP mode, with
+   * the tcp response plane), so that the client takes `message.responseStream` and never reads
+   * `control.connection_info`. The Endpoint layer asks once per instance record and then leaves
+   * the call-home address unbuilt (a placeholder stands in for it).
    */
-  readonly carriesResponses?: ((target: Omit<RequestTarget, "endpoint">) => boolean) | undefined
+  readonly carriesResponses?: ((target: Omit<RequestTarget, "endpoint">, response: TransportId) => boolean) | undefined
 }
 
 /**

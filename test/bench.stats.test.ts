@@ -100,7 +100,7 @@ const row = (id: string, baseline: string | null, runs: Row["runs"], status: Row
   runs
 })
 const report = (rows: ReadonlyArray<Row>): BenchReport => ({
-  version: 1,
+  version: 2,
   tool: "transport-registry bench",
   startedAt: new Date(0).toISOString(),
   seconds: 12,

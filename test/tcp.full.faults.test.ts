@@ -9,8 +9,9 @@ import { spawn } from "node:child_process"
 import * as net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import { encodeHello, encodeHelloAnswer, HelloStatus, readHello, readHelloAnswer } from "../src/protocol/FullModeHello.ts"
-import { decodeErrorText, encodeFullRequestPayload, encodeMuxHeader, makeMuxDecoder, MuxKind, NIL_STREAM_ID } from "../src/protocol/MuxCodec.ts"
-import { encodeRequestMessage } from "../src/protocol/RequestMessage.ts"
+import { decodeErrorText, decodeFullRequestPayload, encodeFullRequestPayload, encodeMuxHeader, makeMuxDecoder, MuxKind, NIL_STREAM_ID } from "../src/protocol/MuxCodec.ts"
+import { decodeRequestMessage, encodeRequestMessage } from "../src/protocol/RequestMessage.ts"
+import { FULL_MODE_CONNECTION_INFO } from "../src/transport/tcp/request/FullModeHooks.ts"
 import { parseTcpAddress, tcpWirePath } from "../src/protocol/TcpAddress.ts"
 import type { ResponseWriter } from "../src/ResponsePlane.ts"
 import type { TransportError } from "../src/TransportError.ts"
@@ -502,16 +503,32 @@ describe("full mode: refusals", () => {
 })
 
 describe("full mode: the request's control header", () => {
-  it("the router leaves connection_info out (its responses come back on the connection)", async () => {
+  it("the router sends a fixed connection_info, never its call-home address, that an older worker's strict decoder accepts", async () => {
     const fake = await fakeWorker()
     const r = await router()
-    const call = await r.call(fake.address, { q: 1 })
-    await until(() => fake.frames.some((f) => f.kind === MuxKind.Request))
-    const request = fake.frames.find((f) => f.kind === MuxKind.Request)!
-    expect(request.payload).toContain(`"id":"${call.requestId}"`)
-    expect(request.payload).toContain(`{"q":1}`)
-    expect(request.payload).not.toContain("connection_info")
-    call.cancelAck()
+    // both ways a stream can be handed to the sender: as the Endpoint layer does, and by its ConnectionInfo
+    const calls = [await r.call(fake.address, { q: 1 }), await r.call(fake.address, { q: 2 }, { viaConnectionInfo: true })]
+    await until(() => fake.frames.filter((f) => f.kind === MuxKind.Request).length === 2)
+    const requests = fake.frames.filter((f) => f.kind === MuxKind.Request)
+    for (const [i, request] of requests.entries()) {
+      const head = decodeFullRequestPayload(Buffer.from(request.payload, "latin1"))
+      if (head instanceof Error) throw head
+      // no absentConnectionInfo: the decoder of a worker from before the change
+      const message = decodeRequestMessage(head.message, { maxMessageSize: 1 << 20 })
+      if (message instanceof Error) throw message
+      expect(message.control.id).toBe(calls[i]!.requestId)
+      expect(message.payload).toEqual({ q: i + 1 })
+      expect(message.control.connection_info).toEqual(FULL_MODE_CONNECTION_INFO)
+      expect(request.payload).not.toContain("subject")
+    }
+    for (const c of calls) c.cancelAck()
+  })
+
+  it("a stream the caller names only by its connection_info (no responseStream) is served too", async () => {
+    const w = await worker()
+    w.serve("ns/comp/ep", counter(4))
+    const r = await router()
+    expect(await (await r.call(w.address("ns/comp/ep"), {}, { viaConnectionInfo: true })).done).toMatchObject({ items: [{ i: 0 }, { i: 1 }, { i: 2 }, { i: 3 }], error: undefined })
   })
 
   it("a worker still serves a request whose control header carries connection_info (an older router), built by hand", async () => {

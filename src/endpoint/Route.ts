@@ -113,7 +113,7 @@ export const resolve = (context: RouteContext, instance: Instance): RouteResult 
     responseServer,
     codec: wanted ?? context.codec,
     bidirectional: requestTransport.registration.capabilities.bidirectional && advertisesBidirectional,
-    carriesResponses: requestTransport.client.carriesResponses?.({ address: target.address, metadata: target.metadata }) === true
+    carriesResponses: requestTransport.client.carriesResponses?.({ address: target.address, metadata: target.metadata }, responseId) === true
   }
 }
 

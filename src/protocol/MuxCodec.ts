@@ -148,7 +148,8 @@ export interface MuxDecoder extends IncrementalDecoder<MuxFrameHandler> {
   /**
    * Called from a frame handler: true when nothing but credit frames (WindowUpdate,
    * ConnectionAck) or part of a frame follows this frame in the chunk being decoded, so that a
-   * reply queued now has no other frame of this chunk to wait for. False outside a frame handler.
+   * reply queued now has no other frame of this chunk to wait for. False outside a frame handler,
+   * and while a credit frame is handled (it may let many streams' held frames go at once).
    */
   quietAfterCurrentFrame(): boolean
 }
@@ -424,6 +425,8 @@ class MuxFrameDecoder extends FrameAssembler<MuxFrameHandler> implements MuxDeco
   private readonly options: MuxDecoderOptions
   /** The stream id handed to the handler: copied here, not a fresh view per frame (a view is an allocation). */
   private readonly id = new Uint8Array(STREAM_ID_SIZE)
+  /** The kind of the frame being delivered. */
+  private kind = 0
   constructor(options: MuxDecoderOptions) {
     super(options.maxMessageSize)
     this.options = options
@@ -434,12 +437,15 @@ class MuxFrameDecoder extends FrameAssembler<MuxFrameHandler> implements MuxDeco
   protected deliver(prefix: Uint8Array, p: number, rest: Uint8Array, start: number, end: number, onFrame: MuxFrameHandler): undefined {
     const id = this.id
     for (let i = 0; i < STREAM_ID_SIZE; i++) id[i] = prefix[p + 8 + i]!
-    onFrame(prefix[p + 4] as MuxKind, id, start === end ? EMPTY : rest.subarray(start, end))
+    const kind = prefix[p + 4]!
+    this.kind = kind
+    onFrame(kind as MuxKind, id, start === end ? EMPTY : rest.subarray(start, end))
     return undefined
   }
   quietAfterCurrentFrame(): boolean {
     const chunk = this.decodingChunk
-    if (chunk === undefined) return false
+    // Credit frames may release many streams' frames at once: those share the write at the tick's end.
+    if (chunk === undefined || this.kind === MuxKind.WindowUpdate || this.kind === MuxKind.ConnectionAck) return false
     let o = this.afterFrame
     while (o + MUX_HEADER_SIZE <= chunk.length) {
       const kind = chunk[o + 4]

@@ -34,21 +34,22 @@ const causeMessage = (cause: unknown): string => cause instanceof Error ? cause.
 /** How `encodeRequestMessage` writes the control header. */
 export interface EncodeRequestOptions {
   /**
-   * Include `connection_info` (default true). The full TCP mode leaves it out: its responses
-   * come back on the request's own connection (docs/protocol.md section 9).
+   * What to write as `connection_info`: absent, the control's own; a value, that value instead
+   * (the full TCP mode writes a fixed one: its responses come back on the request's own
+   * connection, docs/protocol.md section 9); false, nothing.
    */
-  readonly connectionInfo?: boolean | undefined
+  readonly connectionInfo?: ConnectionInfo | false | undefined
 }
 
 /** The control header as JSON text, keys in Dynamo's order, metadata only when non-empty. */
-const controlJson = (control: RequestControlMessage, withConnectionInfo: boolean): string => {
+const controlJson = (control: RequestControlMessage, connectionInfo: ConnectionInfo | false): string => {
   const out: Record<string, unknown> = {
     id: control.id,
     request_type: control.request_type,
     response_type: control.response_type
   }
   if (control.payload_codec !== undefined) out.payload_codec = control.payload_codec
-  if (withConnectionInfo) out.connection_info = { transport: control.connection_info.transport, info: control.connection_info.info }
+  if (connectionInfo !== false) out.connection_info = { transport: connectionInfo.transport, info: connectionInfo.info }
   const metadata = control.metadata
   if (metadata !== undefined) {
     for (const _ in metadata) {
@@ -65,7 +66,7 @@ const controlJson = (control: RequestControlMessage, withConnectionInfo: boolean
  * Throws `PayloadCodecError` if the payload has no encoding in that codec.
  */
 export const encodeRequestMessage = (control: RequestControlMessage, payload: unknown, options?: EncodeRequestOptions): Uint8Array =>
-  encodeFrame(Buffer.from(controlJson(control, options?.connectionInfo !== false), "utf8"), payloadCodec(control.payload_codec).encode(payload))
+  encodeFrame(Buffer.from(controlJson(control, options?.connectionInfo ?? control.connection_info), "utf8"), payloadCodec(control.payload_codec).encode(payload))
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v)
 

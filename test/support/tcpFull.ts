@@ -8,6 +8,7 @@
  * Handlers are lean: `(message, writer) => void`, where `writer` is the response writer the full
  * mode opened (taken from the worker's hub, as the TCP response plane's client does).
  */
+import { FULL_MODE_CONNECTION_INFO } from "../../src/transport/tcp/request/FullModeHooks.ts"
 import * as net from "node:net"
 import { Effect, Exit, Scope } from "effect"
 import type { Stream } from "effect"
@@ -66,6 +67,12 @@ export interface CallOptions {
   readonly endpoint?: string | undefined
   /** Receives each batch as it arrives (besides collecting it). */
   readonly onItems?: ((items: ReadonlyArray<unknown>) => void) | undefined
+  /**
+   * Send the call as a caller without the Endpoint layer would: a stream with a call-home timer,
+   * found by the subject of its `connection_info` (no `responseStream`). Default: as the
+   * Endpoint layer sends it (a carried stream, handed over as `responseStream`).
+   */
+  readonly viaConnectionInfo?: boolean | undefined
 }
 
 /** One call in progress: its ack, its outcome, and its pending stream. */
@@ -148,11 +155,13 @@ export const startRouter = async (options: Partial<FullMode.FullModeOptions> = {
     let settle!: (r: { items: ReadonlyArray<unknown>; error: TransportError | HandlerError | undefined }) => void
     const done = new Promise<{ items: ReadonlyArray<unknown>; error: TransportError | HandlerError | undefined }>((r) => (settle = r))
     // The listener is up (started below), so opening a stream is synchronous.
+    const carried = callOptions.viaConnectionInfo !== true
     const pending = Effect.runSync(
       server.open({
         requestId,
         endpoint: callOptions.endpoint ?? "ns.comp.ep",
         codec: "json",
+        carried,
         sink: {
           onItems: (batch) => {
             for (const i of batch) items.push(i)
@@ -171,10 +180,11 @@ export const startRouter = async (options: Partial<FullMode.FullModeOptions> = {
         request_type: callOptions.items === undefined ? "single_in" : "many_in",
         response_type: "many_out",
         payload_codec: "json",
-        connection_info: pending.connectionInfo
+        connection_info: carried ? FULL_MODE_CONNECTION_INFO : pending.connectionInfo
       },
       payload,
       headers: { "x-request-id": requestId },
+      ...(carried ? { responseStream: pending } : {}),
       ...(callOptions.items === undefined ? {} : { items: callOptions.items })
     }
     const cancelAck = fullMode.sender.sendCallback({ address, endpoint: callOptions.endpoint ?? "ns.comp.ep" }, message, ack)

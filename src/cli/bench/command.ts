@@ -84,6 +84,7 @@ export const benchOptions = (flags: BenchFlags): BenchOptions | string => {
   const modes = flags.modes ?? (flags.quick ? "core" : "all")
   const { unknown } = select(modes)
   if (unknown.length > 0) return `--modes: unknown ${unknown.join(", ")} (rows: ${rows.map((r) => r.id).join(", ")}; presets: ${Object.keys(presets).join(", ")})`
+  const warmupSecs = flags.warmupSecs ?? (flags.quick ? WARMUP_SECS_QUICK : WARMUP_SECS)
   // the slowest stream at one in flight bounds a row's time: give each row room for it
   const paced = (streams * 2 * flags.items * flags.delayMs) / 1000
   return {
@@ -92,11 +93,13 @@ export const benchOptions = (flags: BenchFlags): BenchOptions | string => {
     itemSize: flags.itemSize,
     delayMs: flags.delayMs,
     concurrency,
-    warmupSecs: flags.warmupSecs ?? (flags.quick ? WARMUP_SECS_QUICK : WARMUP_SECS),
+    warmupSecs,
     nodeFlags,
     modes,
     quick: flags.quick,
-    rowTimeoutS: flags.rowTimeout ?? Math.ceil((flags.quick ? 60 : 120) + paced * concurrency.length),
+    // the warm-up of each level: its seconds, plus one paced stream it may overrun by
+    rowTimeoutS: flags.rowTimeout ??
+      Math.ceil((flags.quick ? 60 : 120) + (paced + warmupSecs + (flags.items * flags.delayMs) / 1000) * concurrency.length),
     rounds: flags.rounds,
     cpuProfDir: flags.cpuProf
   }

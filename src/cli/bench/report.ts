@@ -50,7 +50,7 @@ export type Row = typeof RowSchema.Type
 
 /** A whole run: the machine, the workload, every row. */
 export const BenchReportSchema = Schema.Struct({
-  version: Schema.Literal(1),
+  version: Schema.Literal(2),
   tool: Schema.String,
   startedAt: Schema.String,
   seconds: Num,

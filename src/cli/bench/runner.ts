@@ -85,12 +85,14 @@ const WARMUP_BATCH_SECS = 0.5
 /**
  * Runs unmeasured streams at `concurrency` for about `secs` seconds (at least one batch): this
  * project's layers need thousands of calls before V8 runs them optimized, raw Node a few
- * hundred, so a count that suits one would leave the other cold. Batches start small and are
- * sized from the rate seen to last about half a second each.
+ * hundred, so a count that suits one would leave the other cold. Batches start small (one
+ * stream per slot when items are paced) and are sized from the rate seen to last about half a
+ * second each; the last may overrun the time by one batch.
  */
-const warmUp = async (client: Child, concurrency: number, secs: number): Promise<void> => {
+const warmUp = async (client: Child, concurrency: number, secs: number, paced: boolean): Promise<void> => {
   const until = performance.now() + secs * 1000
-  let batch = Math.max(concurrency, 50)
+  // A paced stream lasts items x delay: start with one stream per slot, then size from the rate.
+  let batch = paced ? concurrency : Math.max(concurrency, 50)
   do {
     const t0 = performance.now()
     await client.ask({ t: "run", streams: batch, concurrency }, "result")
@@ -171,7 +173,7 @@ const measureRow = async (
   for (const concurrency of options.concurrency) {
     progress(`c=${concurrency} warming up`)
     state.measuring = true
-    await warmUp(client, concurrency, options.warmupSecs)
+    await warmUp(client, concurrency, options.warmupSecs, options.delayMs > 0)
     const before: ProcessStats | undefined = await server?.stats()
     const result = await client.ask({ t: "run", streams: options.streams, concurrency }, "result", (done) =>
       progress(`c=${concurrency}`, done, options.streams))
@@ -296,7 +298,7 @@ export const runBench = async (options: BenchOptions, onProgress: (p: Progress) 
   const out = selected.map((spec) => combine(spec, outcomes.get(spec.id)!, options.rounds))
   const cpus = os.cpus()
   return {
-    version: 1,
+    version: 2,
     tool: "transport-registry bench",
     startedAt: started.toISOString(),
     seconds: (performance.now() - t0) / 1000,

@@ -40,6 +40,8 @@ export class FullRequest implements WindowedStream {
   private waiting: Waiters | undefined = undefined
   /** When its Request frame was queued (`performance.now()`), for the ack timeout. */
   sentAt = 0
+  /** When it first waited for a stream slot (`performance.now()`; 0: never), for the ack timeout. */
+  queuedAt = 0
   /** Stops the item pump (set while one runs). */
   stopPump: (() => void) | undefined = undefined
   /** The stream's map key and its 16 id bytes (the stream's subject as a UUID). */

@@ -3,10 +3,12 @@
  * persistent connections per worker host:port, and `sendCallback` over them.
  *
  * What it does:
- * - `sendCallback(target, message, onAck)` finds the response stream the request's
- *   ConnectionInfo names (its subject or stream_id) in the TCP response plane's table (the
- *   process's `FullModeHub`), encodes the Request frame (stream id = that subject; the endpoint
- *   path the target's address gives, `tcpWirePath`), and submits it on a connection to the
+ * - `sendCallback(target, message, onAck)` takes the response stream the Endpoint layer handed
+ *   over (`message.responseStream`; without one, the stream the request's ConnectionInfo names
+ *   by subject or stream_id), which must be waiting in the TCP response plane's table (the
+ *   process's `FullModeHub`), encodes the Request frame (stream id = the stream's subject; the
+ *   endpoint path the target's address gives, `tcpWirePath`; a fixed `connection_info`,
+ *   `FULL_MODE_CONNECTION_INFO`), and submits it on a connection to the
  *   address's host:port. The ack arrives through `onAck` (the worker's Prologue, or its typed
  *   refusal); the response frames feed the stream. A request that cannot be sent (a bad address,
  *   no such stream, an encoding failure, a frame above the maximum message size) fails at once.
@@ -14,7 +16,8 @@
  * - Per host:port: requests go to the first connection with fewer than `maxStreamsPerConnection`
  *   streams (`DYN_TCP_CHANNEL_BUFFER`); when every one is full a new one is dialled, up to
  *   `maxConnectionsPerTarget` (`DYN_TCP_POOL_SIZE`); beyond that, requests wait in order for a
- *   free slot. A connection lost is replaced on the next request. Failed connects back off
+ *   free slot, each at most the ack timeout from when it first queued (then `AckTimeout`).
+ *   A connection lost is replaced on the next request. Failed connects back off
  *   (50 ms doubling to 2 s): while backing off, requests fail at once with the last connect
  *   error, naming when the next attempt is.
  * - `closeAll` closes every connection (streams fail "ConnectionClosed").
@@ -35,8 +38,10 @@ import type { RequestMessage, RequestTarget } from "../../../RequestPlane.ts"
 import { TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
+import { FULL_MODE_CONNECTION_INFO } from "../request/FullModeHooks.ts"
 import type { FullModeSender } from "../request/FullModeHooks.ts"
-import { CallHomeStream, Phase } from "../router/CallHomeStream.ts"
+import { Phase } from "../router/CallHomeStream.ts"
+import type { CallHomeStream } from "../router/CallHomeStream.ts"
 import type { LogDebug } from "../router/StreamLink.ts"
 import { parseAddress } from "../worker/CallHomeClient.ts"
 import { FullRequest, RequestState } from "./FullRequest.ts"
@@ -100,8 +105,12 @@ const noop = () => {}
  * stream of `streams` (the TCP response plane's table).
  */
 const responseStreamOf = (message: RequestMessage, streams: ReadonlyMap<string, CallHomeStream>): CallHomeStream | undefined => {
-  const given = message.responseStream
-  if (given instanceof CallHomeStream) return streams.get(given.subject) === given ? given : undefined
+  const given = message.responseStream as Partial<CallHomeStream> | undefined
+  if (given !== undefined) {
+    const subject = given.subject
+    const stream = subject === undefined ? undefined : streams.get(subject)
+    return stream === given ? stream : undefined
+  }
   const subject = streamSubjectOf(message.control.connection_info)
   return subject === undefined ? undefined : streams.get(subject)
 }
@@ -132,8 +141,7 @@ class Target {
   readonly address: string
   readonly conns: Array<RouterConnection> = []
   private waiting: Array<FullRequest> = []
-  /** When each waiting request was queued (parallel to `waiting`), and the timer for the oldest. */
-  private waitingSince: Array<number> = []
+  /** The timer for the oldest waiting request's deadline. */
   private waitTimer: ReturnType<typeof setTimeout> | undefined = undefined
   private failures = 0
   private retryAt = 0
@@ -181,8 +189,9 @@ class Target {
       conns.push(conn)
       return conn.submit(req)
     }
+    // A request queued again (its connection was lost before it left) keeps its first time.
+    if (req.queuedAt === 0) req.queuedAt = performance.now()
     this.waiting.push(req)
-    this.waitingSince.push(performance.now())
     this.armWaitTimer()
   }
 
@@ -197,7 +206,6 @@ class Target {
     const max = this.sender.maxStreamsPerConnection
     while (this.waiting.length > 0 && conn.accepting && conn.load() < max) {
       const req = this.waiting.shift()!
-      this.waitingSince.shift()
       if (req.state === RequestState.Queued && !req.ackDone) conn.submit(req)
     }
   }
@@ -205,7 +213,6 @@ class Target {
   private takeWaiting(): Array<FullRequest> {
     const waiting = this.waiting
     this.waiting = []
-    this.waitingSince = []
     clearTimeout(this.waitTimer)
     this.waitTimer = undefined
     return waiting
@@ -216,8 +223,8 @@ class Target {
    * the ack; a stream the full mode carries has no call-home timeout). One timer, for the oldest.
    */
   private armWaitTimer(): void {
-    if (this.waitTimer !== undefined || this.waitingSince.length === 0) return
-    const due = this.waitingSince[0]! + this.sender.ackTimeoutMs - performance.now()
+    if (this.waitTimer !== undefined || this.waiting.length === 0) return
+    const due = this.waiting[0]!.queuedAt + this.sender.ackTimeoutMs - performance.now()
     this.waitTimer = setTimeout(this.expireWaiting, Math.max(1, Math.ceil(due)))
     this.waitTimer.unref?.()
   }
@@ -226,9 +233,8 @@ class Target {
     this.waitTimer = undefined
     const now = performance.now()
     const limit = this.sender.ackTimeoutMs
-    while (this.waitingSince.length > 0 && this.waitingSince[0]! + limit <= now) {
+    while (this.waiting.length > 0 && this.waiting[0]!.queuedAt + limit <= now) {
       const req = this.waiting.shift()!
-      this.waitingSince.shift()
       if (req.state !== RequestState.Queued || req.ackDone) continue
       const error = new TransportTimeoutError({
         reason: "AckTimeout",
@@ -330,8 +336,8 @@ export const makeSender = (options: SenderOptions): Sender => {
     }
     let body: Uint8Array
     try {
-      // Without connection_info: the responses come back on the request's own connection.
-      body = encodeRequestMessage(message.control, message.payload, { connectionInfo: false })
+      // A fixed connection_info, never a call-home address: the responses come back on this connection.
+      body = encodeRequestMessage(message.control, message.payload, { connectionInfo: FULL_MODE_CONNECTION_INFO })
     } catch (cause) {
       return fail("BadPayload", `the request cannot be encoded: ${cause instanceof Error ? cause.message : String(cause)}`, stream)
     }

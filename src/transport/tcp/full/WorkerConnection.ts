@@ -39,6 +39,7 @@ import { TransportConnectionError, TransportProtocolError, TransportTimeoutError
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import { recordError } from "../../../observability/Metrics.ts"
 import { DRAINING_DETAIL, unknownEndpointText } from "../request/DynamoConnection.ts"
+import { FULL_MODE_CONNECTION_INFO } from "../request/FullModeHooks.ts"
 import type { TcpEndpointTable } from "../request/FullModeHooks.ts"
 import { owedCredit, ReceiveCredit } from "../router/ReceiveCredit.ts"
 import type { OwedCredit } from "../router/ReceiveCredit.ts"
@@ -48,15 +49,7 @@ import type { MuxConnectionEvents } from "../worker/MuxConnection.ts"
 import type { MuxStream } from "../worker/MuxStream.ts"
 import { Heartbeat } from "./Heartbeat.ts"
 import { RequestItems } from "./RequestItems.ts"
-import type { ConnectionInfo } from "../../../ConnectionInfo.ts"
-import { connectionTransport } from "../worker/CallHomeClient.ts"
 
-/**
- * The ConnectionInfo a request without one gets: our router leaves it out in the full mode
- * (docs/protocol.md section 9). Its transport names the TCP response client, which hands the
- * handler the writer opened here for the request id (`withFullModeWriters`); nothing dials it.
- */
-const FULL_MODE_CONNECTION_INFO: ConnectionInfo = { transport: connectionTransport, info: "{}" }
 
 /** Settings of a worker connection. */
 export interface WorkerConnectionOptions {

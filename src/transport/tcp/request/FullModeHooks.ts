@@ -4,6 +4,7 @@
  * client asks of the full mode. Types only.
  */
 import type * as net from "node:net"
+import type { ConnectionInfo } from "../../../ConnectionInfo.ts"
 import type { Admission, RequestHandler, RequestMessage, RequestTarget, ServedEndpointKey } from "../../../RequestPlane.ts"
 import type { EndpointNotFound, TransportError } from "../../../TransportError.ts"
 
@@ -45,6 +46,15 @@ export interface FullModeSender {
 
 /** The unified record's metadata key (value "1") that says a worker speaks the full mode. */
 export const TCP_MUX_METADATA_KEY = "tcp_mux"
+
+/**
+ * The `connection_info` of every full-mode Request: fixed, never a call-home address (the
+ * responses come back on the request's connection). Workers of this mode ignore it; a worker
+ * of this project from before 2026-11-29 required the field, and with this value finds the
+ * request's writer by request id as it always did (its transport names the TCP response
+ * client; nothing dials `info`).
+ */
+export const FULL_MODE_CONNECTION_INFO: ConnectionInfo = { transport: "tcp_server", info: "{}" }
 
 /** True when the target's instance record advertised the full mode. */
 export const speaksFullMode = (target: Pick<RequestTarget, "metadata">): boolean => target.metadata?.[TCP_MUX_METADATA_KEY] === "1"

@@ -117,8 +117,9 @@ export const make = (
         transport: "tcp",
         sendCallback,
         send: sendFromCallback(sendCallback),
-        // The full mode's responses come back on the request's connection (Sender reads `responseStream`).
-        carriesResponses: (target) => speaksFullMode(target)
+        // The full mode's responses come back on the request's connection (Sender reads
+        // `responseStream`): streams of the tcp response plane only (they live in FullModeHub).
+        carriesResponses: (target, response) => response === "tcp" && speaksFullMode(target)
       }
     }
     return {
