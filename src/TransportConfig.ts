@@ -61,7 +61,7 @@ const vars = {
   metricsPort: v("DYN_METRICS_PORT", "9090", port, "Port of /metrics, /health and /ready"),
   log: v("DYN_LOG", "info", logSpec, "Log level, globally or per module: info,transport.tcp.pool=debug"),
   logFormat: v("DYN_LOG_FORMAT", "logfmt", oneOf("logfmt", "json"), "Format of log lines on stderr: logfmt, or json (one object per line) for log shippers"),
-  tracing: v("DYN_TRACING", "on", oneOf("off", "on", "sampled"), "Tracing: off (no spans), on (a span per request), sampled (10% of requests)"),
+  tracing: v("DYN_TRACING", "on", oneOf("off", "on", "sampled"), "Tracing: off (no spans), on (a span per request), sampled (10% of requests); spans are made only where a tracing backend is installed (OTEL_EXPORTER_OTLP_ENDPOINT or the application's tracer layer) or a trace is being carried on"),
   metrics: v("DYN_METRICS", "on", bool, "Record the transport metrics (off skips every recorder on the request path)"),
   otlpEndpoint: v("OTEL_EXPORTER_OTLP_ENDPOINT", "(unset)", httpUrl, "OTLP/HTTP collector base URL; spans are exported to {url}/v1/traces when set"),
   serviceName: v("OTEL_SERVICE_NAME", "transport-registry", text, "service.name of exported spans"),

@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { promisify } from "node:util"
-import { Effect, Layer, Stream } from "effect"
+import { Effect, Layer, Stream, Tracer } from "effect"
 import { Discovery } from "../src/Discovery.ts"
 import * as Endpoint from "../src/Endpoint.ts"
 import * as MetricsServer from "../src/observability/MetricsServer.ts"
@@ -183,6 +183,47 @@ describe("tracing", () => {
       }).pipe(Effect.provide(Layer.merge(stack(mode.env), otel)))
     })
   }
+
+  describe("with no tracing backend installed (Effect's in-memory native tracer)", () => {
+    const full = { DYN_REQUEST_PLANE: "tcp", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_REQUEST_HOST: "127.0.0.1", DYN_TCP_REQUEST_PORT: "0" }
+    /** What the worker's handler saw: the traceparent header it got, and the span it ran in. */
+    const seen: Array<{ traceparent: string | undefined; span: string | undefined }> = []
+    const serveProbe = (name: string) =>
+      Endpoint.serveEmit(name, (_request: unknown, context, emit) =>
+        Effect.gen(function*() {
+          const parent = yield* Effect.serviceOption(Tracer.ParentSpan)
+          seen.push({ traceparent: context.headers.traceparent, span: parent._tag === "Some" && parent.value._tag === "Span" ? parent.value.name : undefined })
+          yield* emit(1)
+        }))
+
+    for (const [name, env] of [["memory", { DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory" }], ["tcp full mode", full]] as const) {
+      it.live(`${name}: a call in no span makes no span on either side and sends no traceparent; a call in a span carries its trace to the worker's handle span`, () =>
+        Effect.gen(function*() {
+          seen.length = 0
+          const endpoint = `obs.unobserved.${name === "memory" ? "mem" : "full"}`
+          yield* serveProbe(endpoint)
+          const client = yield* Endpoint.client<unknown, number>(endpoint)
+          yield* client.call({}, () => {})
+          expect(seen).toEqual([{ traceparent: undefined, span: undefined }])
+          // The caller's own span (in memory, exported nowhere) is a trace to carry on.
+          const traceId = yield* Effect.withSpan(
+            Effect.flatMap(Effect.currentSpan, (span) => Effect.as(client.call({}, () => {}), span.traceId)),
+            "caller"
+          )
+          expect(seen).toHaveLength(2)
+          expect(seen[1]!.traceparent).toMatch(new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`))
+          expect(seen[1]!.span).toBe(`handle ${endpoint}`)
+        }).pipe(Effect.provide(stack(env))))
+    }
+
+    it("Tracing.unobserved: true only with the native tracer and no parent span", () => {
+      const check = Effect.withFiber((fiber) => Effect.succeed(Tracing.unobserved(fiber)))
+      expect(Effect.runSync(check)).toBe(true)
+      expect(Effect.runSync(Effect.withSpan(check, "outer"))).toBe(false)
+      const other = Tracer.make({ span: (options) => new Tracer.NativeSpan(options) })
+      expect(Effect.runSync(Effect.withTracer(check, other))).toBe(false)
+    })
+  })
 
   it.live("records nothing with DYN_METRICS=off", () =>
     Effect.gen(function*() {

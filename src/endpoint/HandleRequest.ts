@@ -7,7 +7,8 @@
  * Each request's work runs with the log annotations `{ endpoint, requestId }` and, unless
  * tracing is off, inside the `handle <endpoint>` span (parent: the router's span, from the
  * `traceparent` header), with the call-home in a child span `call-home`. Tracing off adds no
- * span. Nothing here runs per item.
+ * span, and neither does a request without `traceparent` on a worker with no tracing backend
+ * installed (`Tracing.unobserved`: nothing would see the spans). Nothing here runs per item.
  *
  * It does not accept requests, count them or manage fibers: `Worker.ts` does.
  */
@@ -50,8 +51,8 @@ export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, 
   // The same for every request of the endpoint.
   const handleAttributes = Tracing.rpcAttributes(setup.endpointPath, undefined, setup.transportId, undefined)
 
-  /** The writer of the call-home connection, or undefined (logged) when there is none. */
-  const callHome = (message: RequestMessage): Effect.Effect<ResponseWriter | undefined> => {
+  /** The writer of the call-home connection, or undefined (logged) when there is none; a `call-home` span under `span`. */
+  const callHome = (message: RequestMessage, span: Tracer.Span | undefined): Effect.Effect<ResponseWriter | undefined> => {
     const connectionTransport = message.control.connection_info.transport
     const client = registry.responseClientFor(connectionTransport)
     if (client === undefined) {
@@ -65,15 +66,15 @@ export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, 
       requestId: message.control.id,
       codec: message.control.payload_codec ?? "json"
     })
-    // Tracing off, debug off and an already-connected writer: hand the Exit back as it is, so
+    // No span, debug off and an already-connected writer: hand the Exit back as it is, so
     // `serveRequest` takes the writer synchronously (no Effect run for the call-home).
-    if (!setup.debug && tracing === "off" && Exit.isExit(connectOnly) && Exit.isSuccess(connectOnly)) {
+    if (!setup.debug && span === undefined && Exit.isExit(connectOnly) && Exit.isSuccess(connectOnly)) {
       return connectOnly as Exit.Exit<ResponseWriter, never>
     }
     const connect = setup.debug
       ? Effect.logDebug("calling home").pipe(Effect.annotateLogs("connectionTransport", connectionTransport), Effect.andThen(connectOnly))
       : connectOnly
-    const traced = tracing === "off"
+    const traced = span === undefined
       ? connect
       : Effect.withSpan(connect, "call-home", {
         kind: "client",
@@ -123,7 +124,7 @@ export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, 
 
   /** Call home, decode, prologue, handler. */
   const serveRequest = (message: RequestMessage, span: Tracer.Span | undefined): Effect.Effect<void, never, R> => {
-    const home = callHome(message)
+    const home = callHome(message, span)
     return Exit.isExit(home) && Exit.isSuccess(home)
       ? serveConnected(message, (home as Exit.Success<ResponseWriter | undefined>).value, span)
       : Effect.flatMap(home, (writer) => serveConnected(message, writer, span))
@@ -150,18 +151,25 @@ export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, 
     return runHandler(request, context, message.items, writer, span)
   }
 
+  /** The request in its `handle` span, child of the router's span named by `traceparent`. */
+  const traced = (message: RequestMessage): Effect.Effect<void, never, R> =>
+    Effect.useSpan(
+      `handle ${endpoint}`,
+      {
+        kind: "server",
+        parent: Tracing.extractParent(message.headers),
+        attributes: handleAttributes
+      },
+      (span) => Effect.provideService(serveRequest(message, span), Tracer.ParentSpan, span)
+    )
+
   return (message: RequestMessage): Effect.Effect<void, never, R> => {
     const work = tracing === "off"
       ? serveRequest(message, undefined)
-      : Effect.useSpan(
-        `handle ${endpoint}`,
-        {
-          kind: "server",
-          parent: Tracing.extractParent(message.headers),
-          attributes: handleAttributes
-        },
-        (span) => Effect.provideService(serveRequest(message, span), Tracer.ParentSpan, span)
-      )
+      : message.headers.traceparent !== undefined
+      ? traced(message)
+      // No trace to carry on: a span only if something would observe it (`Tracing.unobserved`).
+      : Effect.withFiber((fiber) => Tracing.unobserved(fiber) ? serveRequest(message, undefined) : traced(message))
     return Effect.annotateLogs(work, { endpoint, requestId: message.control.id })
   }
 }
