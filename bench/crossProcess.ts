@@ -5,6 +5,7 @@ import { fork } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
 import { join } from "node:path"
 import { Layer } from "effect"
+import { loopbackFileEnv } from "../src/cli/defaults.ts"
 import * as FileDiscovery from "../src/discovery/FileDiscovery.ts"
 import { TransportConfig } from "../src/TransportConfig.ts"
 import * as TransportRegistry from "../src/registry/index.ts"
@@ -68,14 +69,7 @@ export const childFailure = (script: string, code: number | null, stderr: string
 export const recommendedEnv = (dir: string, extra: Record<string, string> = {}): Record<string, string> => ({
   DYN_REQUEST_PLANE: "http",
   DYN_RESPONSE_PLANE: "tcp",
-  DYN_DISCOVERY_BACKEND: "file",
-  DYN_DISCOVERY_PATH: dir,
-  DYN_HTTP_RPC_HOST: "127.0.0.1",
-  DYN_HTTP_RPC_PORT: "0",
-  DYN_TCP_RESPONSE_HOST: "127.0.0.1",
-  DYN_TCP_RESPONSE_PORT: "0",
-  DYN_METRICS_PORT: "0",
-  DYN_LOG: "warn",
+  ...loopbackFileEnv(dir),
   ...extra
 })
 

@@ -1,6 +1,8 @@
 // The modes the soak tool runs, each as the DYN_* record a deployment would set, with a check
 // of the worker's instance record (a mode measures the wire it names, or is reported unavailable).
 
+import { loopbackFileEnv } from "../../src/cli/defaults.ts"
+
 /** A mode of the soak tool. */
 export interface SoakMode {
   /** Short name, for `--modes`. */
@@ -60,20 +62,7 @@ export const SOAK_MODES: ReadonlyArray<SoakMode> = [
 ]
 
 /** Loopback, ephemeral ports, file discovery in `dir`, quiet logs: the base of both processes. */
-export const baseEnv = (dir: string): Record<string, string> => ({
-  DYN_DISCOVERY_BACKEND: "file",
-  DYN_DISCOVERY_PATH: dir,
-  DYN_HTTP_RPC_HOST: "127.0.0.1",
-  DYN_HTTP_RPC_PORT: "0",
-  DYN_HTTP_RESPONSE_HOST: "127.0.0.1",
-  DYN_HTTP_RESPONSE_PORT: "0",
-  DYN_TCP_RESPONSE_HOST: "127.0.0.1",
-  DYN_TCP_RESPONSE_PORT: "0",
-  DYN_TCP_REQUEST_HOST: "127.0.0.1",
-  DYN_TCP_REQUEST_PORT: "0",
-  DYN_METRICS_PORT: "0",
-  DYN_LOG: "warn"
-})
+export const baseEnv = (dir: string): Record<string, string> => loopbackFileEnv(dir)
 
 /** The modes named in `list` (comma-separated ids), in the tool's order; all when undefined. */
 export const selectModes = (list: string | undefined): ReadonlyArray<SoakMode> => {

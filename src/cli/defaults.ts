@@ -17,8 +17,8 @@ export const cliDefaults: Readonly<Record<string, string>> = {
   DYN_DISCOVERY_PATH: defaultDiscoveryPath
 }
 
-/** Defaults of `demo`: one process on loopback, free ports, mem discovery. */
-export const demoDefaults: Readonly<Record<string, string>> = {
+/** Every transport's listener on loopback with a free port: where one-machine setups start from. */
+export const loopbackListeners: Readonly<Record<string, string>> = {
   DYN_HTTP_RPC_HOST: "127.0.0.1",
   DYN_HTTP_RPC_PORT: "0",
   DYN_HTTP_RESPONSE_HOST: "127.0.0.1",
@@ -26,9 +26,24 @@ export const demoDefaults: Readonly<Record<string, string>> = {
   DYN_TCP_RESPONSE_HOST: "127.0.0.1",
   DYN_TCP_RESPONSE_PORT: "0",
   DYN_TCP_REQUEST_HOST: "127.0.0.1",
-  DYN_TCP_REQUEST_PORT: "0",
-  DYN_DISCOVERY_BACKEND: "mem"
+  DYN_TCP_REQUEST_PORT: "0"
 }
+
+/**
+ * Processes of one machine that find each other through file discovery in `dir`: loopback
+ * listeners, metrics on a free port, warnings and up (the benchmark's, the soak's and the
+ * profiling script's base).
+ */
+export const loopbackFileEnv = (dir: string): Record<string, string> => ({
+  DYN_DISCOVERY_BACKEND: "file",
+  DYN_DISCOVERY_PATH: dir,
+  ...loopbackListeners,
+  DYN_METRICS_PORT: "0",
+  DYN_LOG: "warn"
+})
+
+/** Defaults of `demo`: one process on loopback, free ports, mem discovery. */
+export const demoDefaults: Readonly<Record<string, string>> = { ...loopbackListeners, DYN_DISCOVERY_BACKEND: "mem" }
 
 /** `defaults` beneath the current ConfigProvider (the environment): used only for unset variables. */
 export const layerDefaults = (defaults: Readonly<Record<string, string>>) =>

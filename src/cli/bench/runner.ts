@@ -11,6 +11,7 @@ import { mkdtempSync, rmSync } from "node:fs"
 import * as os from "node:os"
 import { join } from "node:path"
 import { childEnvironment } from "../../TransportConfig.ts"
+import { loopbackFileEnv } from "../defaults.ts"
 import { rows as catalog, select } from "./catalog.ts"
 import type { RowSpec } from "./catalog.ts"
 import { startChild } from "./child.ts"
@@ -66,14 +67,7 @@ const execArgv = ["--no-warnings"]
 const modeEnv = (dir: string, mode: Readonly<Record<string, string>>, natsUrl: string | undefined): Record<string, string> => ({
   DYN_REQUEST_PLANE: "http",
   DYN_RESPONSE_PLANE: "tcp",
-  DYN_DISCOVERY_BACKEND: "file",
-  DYN_DISCOVERY_PATH: dir,
-  DYN_HTTP_RPC_HOST: "127.0.0.1",
-  DYN_HTTP_RPC_PORT: "0",
-  DYN_TCP_RESPONSE_HOST: "127.0.0.1",
-  DYN_TCP_RESPONSE_PORT: "0",
-  DYN_METRICS_PORT: "0",
-  DYN_LOG: "warn",
+  ...loopbackFileEnv(dir),
   ...mode,
   ...(natsUrl === undefined ? {} : { NATS_SERVER: natsUrl })
 })
