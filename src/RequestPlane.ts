@@ -35,7 +35,7 @@ export interface RequestMessage {
    * On the router: the pending response stream that `control.connection_info` names, when the
    * Endpoint layer opened one. A request plane that carries the responses on its own connection
    * (`RequestPlaneClient.carriesResponses`) takes the stream from here; `connection_info` is then
-   * a placeholder. Other request planes ignore it.
+   * a placeholder. Set only for those.
    */
   readonly responseStream?: PendingStream | undefined
 }

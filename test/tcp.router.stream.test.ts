@@ -58,12 +58,12 @@ const harness = (env: Partial<StreamEnv> = {}) => {
       sentinelTimeoutMs: 1000,
       forget: (subject) => void table.delete(subject),
       logDebug: (message) => void logs.push(message),
+      connectionInfo: () => ({ transport: "tcp_server", info: "{}" }),
       ...env
     },
     SUBJECT,
     ADDRESS,
-    { requestId: "req-1", endpoint: "ns.c.e", codec: "json", sink },
-    () => ({ transport: "tcp_server", info: "{}" })
+    { requestId: "req-1", endpoint: "ns.c.e", codec: "json", sink }
   )
   table.set(SUBJECT, stream)
   /** Terminal callbacks so far. */

@@ -1,8 +1,6 @@
 // The modes the soak tool runs, each as the DYN_* record a deployment would set, with a check
 // of the worker's instance record (a mode measures the wire it names, or is reported unavailable).
 
-import { loopbackFileEnv } from "../../src/cli/defaults.ts"
-
 /** A mode of the soak tool. */
 export interface SoakMode {
   /** Short name, for `--modes`. */
@@ -61,8 +59,6 @@ export const SOAK_MODES: ReadonlyArray<SoakMode> = [
   { id: "nats-tcp", name: "nats + tcp (call-home)", env: { DYN_REQUEST_PLANE: "nats", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_POOL_ENABLED: "false" }, check: natsTcp, nats: true }
 ]
 
-/** Loopback, ephemeral ports, file discovery in `dir`, quiet logs: the base of both processes. */
-export const baseEnv = (dir: string): Record<string, string> => loopbackFileEnv(dir)
 
 /** The modes named in `list` (comma-separated ids), in the tool's order; all when undefined. */
 export const selectModes = (list: string | undefined): ReadonlyArray<SoakMode> => {

@@ -7,22 +7,14 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { startChild } from "../crossProcess.ts"
 import type { LedgerSummary } from "./ledger.ts"
-import { baseEnv } from "./modes.ts"
+import { loopbackFileEnv } from "../../src/cli/defaults.ts"
 import type { SoakMode } from "./modes.ts"
 import { cpuSeconds, establishedTcp, machineLoad, resetPeak, sample } from "./procStats.ts"
 import type { ProcSample } from "./procStats.ts"
 import type { Progress, RouterJob, RouterMessage } from "./router.ts"
 
-/** The workload of one mode. */
-export interface ModeOptions {
-  readonly requests: number
-  readonly concurrency: number
-  readonly cancelRate: number
-  readonly items: number
-  readonly itemDelayMs: number
-  readonly seed: number
-  /** Calls started per event-loop turn at the start (default: all at once). */
-  readonly burst?: number | undefined
+/** The workload of one mode: the router's job (`RouterJob`, but its DYN_* record), and more. */
+export interface ModeOptions extends Omit<RouterJob, "env"> {
   /** The worker's in-flight cap (`maxInFlight`); none by default. */
   readonly workerCap?: number | undefined
   /** More DYN_* settings for both processes. */
@@ -119,7 +111,7 @@ export const runMode = async (mode: SoakMode, options: ModeOptions): Promise<Mod
   const load0 = machineLoad().loadavg1
   const dir = mkdtempSync(join(tmpdir(), "soak-discovery-"))
   const env: Record<string, string> = {
-    ...baseEnv(dir),
+    ...loopbackFileEnv(dir),
     ...mode.env,
     ...(options.natsUrl === undefined ? {} : { NATS_SERVER: options.natsUrl }),
     ...options.env

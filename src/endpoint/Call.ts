@@ -101,8 +101,7 @@ export const makeCallOn = (setup: CallSetup) => {
       Metrics.streamDelta(responseId, "response", 1)
       let cancelSend: (() => void) | undefined
       const sink = { onItems: state.items, onEnd: state.end, onError: state.error }
-      const opening = route.carriesResponses ? { requestId, endpoint, codec, sink, carried: true } : { requestId, endpoint, codec, sink }
-      return route.responseServer.open(opening).pipe(
+      return route.responseServer.open({ requestId, endpoint, codec, sink, carried: route.carriesResponses }).pipe(
         Effect.tapError((error) =>
           Effect.sync(() => {
             const type = errorTypeOf(error)
@@ -123,9 +122,11 @@ export const makeCallOn = (setup: CallSetup) => {
             ...(setup.metadata === undefined ? {} : { metadata: setup.metadata })
           }
           const headers = args.headers === undefined ? { "x-request-id": requestId } : { ...args.headers, "x-request-id": requestId }
-          const message: RequestMessage = args.items === undefined
-            ? { control, payload: args.request, headers, responseStream: opened }
-            : { control, payload: args.request, headers, items: args.items, responseStream: opened }
+          const sent: RequestMessage = args.items === undefined
+            ? { control, payload: args.request, headers }
+            : { control, payload: args.request, headers, items: args.items }
+          // Only a request plane that carries the stream takes it (the others never see it).
+          const message: RequestMessage = route.carriesResponses ? { ...sent, responseStream: opened } : sent
           const target = { address: route.address, endpoint, metadata: route.metadata }
           // One callback waits for both the ack and the stream: a complete stream implies the
           // ack, so the call ends with the stream even if the ack is still on its way.

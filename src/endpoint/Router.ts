@@ -281,62 +281,48 @@ export const client = <Req = unknown, Res = unknown>(
         }
         // A streamed request may have sent items before failing: it is never retried.
         const failover = maxAttempts > 1 && typeof routing !== "object" && requestItems === undefined
-        if (tracing === "off") {
+        const plain = () => {
           const run = (route: Route) => callOn({ route, request, onItems, headers: callOptions?.headers, onOpen, items: requestItems })
           return attempt(first, routing, run, failover)
         }
-        return Effect.withFiber((fiber) => {
-          if (Tracing.unobserved(fiber)) {
-            const run = (route: Route) => callOn({ route, request, onItems, headers: callOptions?.headers, onOpen, items: requestItems })
-            return attempt(first, routing, run, failover)
-          }
-          return traced(first, routing, failover, request, onItems, callOptions, onOpen, requestItems)
-        })
-      })
-
-    /** `callFlow` inside the `send` span, its trace context in the request's headers. */
-    const traced = (
-      first: Route,
-      routing: Routing,
-      failover: boolean,
-      request: Req,
-      onItems: (items: ReadonlyArray<Res>) => void,
-      callOptions: CallOptions | undefined,
-      onOpen: ((pending: PendingStream) => void) | undefined,
-      requestItems: Stream.Stream<unknown, unknown> | undefined
-    ): Effect.Effect<void, CallError> => {
-      const sampled = tracing === "on" || Math.random() < Tracing.sampleRatio
-      const requestId = first.requestTransport.registration.transport_id
-      return Effect.useSpan(
-        `send ${endpoint}`,
-        {
-          kind: "client",
-          sampled,
-          // An unsampled span is never exported: its attributes (a URL parse for http) are not built.
-          attributes: sampled ? Tracing.rpcAttributes(endpointPath, first.address, requestId, first.responseId) : undefined
-        },
-        (span) => {
-          let items = 0
-          const counted = (batch: ReadonlyArray<Res>) => {
-            items += batch.length
-            onItems(batch)
-          }
-          const headers = { ...callOptions?.headers, ...Tracing.injectHeaders(span) }
-          let attempts = 0
-          const run = (route: Route) => {
-            attempts++
-            return callOn({ route, request, onItems: counted, headers, onOpen, items: requestItems })
-          }
-          return attempt(first, routing, run, failover).pipe(
-            Effect.ensuring(Effect.sync(() => {
-              span.attribute("rpc.response.items", items)
-              // A failed-over call: how many instances it was sent to (the attributes above name the first).
-              if (attempts > 1) span.attribute("transport.attempts", attempts)
-            }))
+        if (tracing === "off") return plain()
+        /** The call inside the `send` span, its trace context in the request's headers. */
+        const traced = () => {
+          const sampled = tracing === "on" || Math.random() < Tracing.sampleRatio
+          const requestId = first.requestTransport.registration.transport_id
+          return Effect.useSpan(
+            `send ${endpoint}`,
+            {
+              kind: "client",
+              sampled,
+              // An unsampled span is never exported: its attributes (a URL parse for http) are not built.
+              attributes: sampled ? Tracing.rpcAttributes(endpointPath, first.address, requestId, first.responseId) : undefined
+            },
+            (span) => {
+              let items = 0
+              const counted = (batch: ReadonlyArray<Res>) => {
+                items += batch.length
+                onItems(batch)
+              }
+              const headers = { ...callOptions?.headers, ...Tracing.injectHeaders(span) }
+              let attempts = 0
+              const run = (route: Route) => {
+                attempts++
+                return callOn({ route, request, onItems: counted, headers, onOpen, items: requestItems })
+              }
+              return attempt(first, routing, run, failover).pipe(
+                Effect.ensuring(Effect.sync(() => {
+                  span.attribute("rpc.response.items", items)
+                  // A failed-over call: how many instances it was sent to (the attributes above name the first).
+                  if (attempts > 1) span.attribute("transport.attempts", attempts)
+                }))
+              )
+            }
           )
         }
-      )
-    }
+        // A span only where something can observe it (`Tracing.unobserved`).
+        return Effect.withFiber((fiber) => (Tracing.unobserved(fiber) ? plain() : traced()))
+      })
 
     const call = (request: Req, onItems: (items: ReadonlyArray<Res>) => void, callOptions?: CallOptions) =>
       callFlow(request, onItems, callOptions, undefined)

@@ -17,7 +17,8 @@
  *
  * What it does:
  * - `encodeMuxFrame` / `encodeMuxHeader` / `encodeWindowUpdate` / `encodeConnectionAck` write
- *   frames; `streamIdFromUuid` / `uuidFromStreamId` convert between UUID text and the 16 id bytes.
+ *   frames; the stream id helpers (`streamIdFromUuid`, `uuidFromStreamId`, `streamKey`, `isNil`) are
+ *   StreamId.ts's, re-exported here.
  * - `makeMuxDecoder` returns a synchronous incremental decoder (on the shared `FrameAssembler`) that takes any chunking and
  *   validates every frame from its 24-byte header alone, before buffering a byte of its payload:
  *   header + payload above `maxMessageSize` ("MessageTooLarge"), non-zero flags or reserved
@@ -47,12 +48,13 @@ import type { IncrementalDecoder } from "./FrameAssembler.ts"
 import { alloc, EMPTY, putU32, TWO_32, u32 } from "./Bytes.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
 import { decodeTcpRequestHead, encodeTcpRequestHead } from "./TcpRequestFrame.ts"
+import { isNil, NIL_STREAM_ID, STREAM_ID_SIZE } from "./StreamId.ts"
+
+// The stream id helpers live in StreamId.ts; the codec's users import them from here too.
+export { isNil, NIL_STREAM_ID, STREAM_ID_SIZE, streamIdFromUuid, streamKey, uuidFromStreamId } from "./StreamId.ts"
 
 /** Size of the fixed mux frame header: payload_len, kind, flags, reserved, stream_id. */
 export const MUX_HEADER_SIZE = 24
-
-/** Size of a stream id: one UUID. */
-export const STREAM_ID_SIZE = 16
 
 /** The frame kinds of response mux v1. */
 export const MuxKind = {
@@ -115,9 +117,6 @@ export const fullModeKindName = (kind: number): string =>
 /** Size of a Ping or Pong payload: an opaque u64. */
 export const PING_PAYLOAD_SIZE = 8
 
-/** The nil UUID: the stream id of every ConnectionAck, and of nothing else. */
-export const NIL_STREAM_ID: Uint8Array = new Uint8Array(STREAM_ID_SIZE)
-
 /** A decoded mux frame. `streamId` and `payload` are views (see the module comment). */
 export interface MuxFrame {
   readonly kind: MuxKind
@@ -155,12 +154,6 @@ export interface MuxDecoder extends IncrementalDecoder<MuxFrameHandler> {
 }
 
 
-
-/** True when the 16-byte stream id at `o` in `b` (default 0) is nil: the connection's own frames. */
-export const isNil = (b: Uint8Array, o = 0): boolean => {
-  for (let i = o; i < o + STREAM_ID_SIZE; i++) if (b[i] !== 0) return false
-  return true
-}
 
 const malformed = (detail: string): ProtocolParseError =>
   new ProtocolParseError("MalformedFrame", detail)
@@ -349,52 +342,6 @@ export const decodeWindowUpdate = (payload: Uint8Array): number => u32(payload, 
  * at or above 2^53 lose precision; a connection does not live that long.
  */
 export const decodeConnectionAck = (payload: Uint8Array): number => u32(payload, 0) * TWO_32 + u32(payload, 4)
-
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"))
-
-/** The value of one hex digit's char code, or -1. */
-const hexDigit = (c: number): number =>
-  c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c >= 65 && c <= 70 ? c - 55 : -1
-
-/** The 16 bytes of a UUID in its text form (8-4-4-4-12 hex digits, any version, either case), or undefined if it is not one. */
-export const streamIdFromUuid = (uuid: string): Uint8Array | undefined => {
-  if (uuid.length !== 36) return undefined
-  const out = new Uint8Array(STREAM_ID_SIZE)
-  let o = 0
-  for (let i = 0; i < 36;) {
-    if (i === 8 || i === 13 || i === 18 || i === 23) {
-      if (uuid.charCodeAt(i) !== 45) return undefined
-      i++
-      continue
-    }
-    const hi = hexDigit(uuid.charCodeAt(i))
-    const lo = hexDigit(uuid.charCodeAt(i + 1))
-    if (hi < 0 || lo < 0) return undefined
-    out[o++] = (hi << 4) | lo
-    i += 2
-  }
-  return out
-}
-
-/** The lowercase text form of 16 stream id bytes. */
-export const uuidFromStreamId = (id: Uint8Array): string => {
-  let s = ""
-  for (let i = 0; i < STREAM_ID_SIZE; i++) {
-    s += HEX[id[i]!]!
-    if (i === 3 || i === 5 || i === 7 || i === 9) s += "-"
-  }
-  return s
-}
-
-/**
- * A compact map key for 16 stream id bytes: one UTF-16 code unit per byte pair, so routing a
- * frame to its stream costs an 8-character string and no hex formatting.
- */
-export const streamKey = (id: Uint8Array): string => {
-  let s = ""
-  for (let i = 0; i < STREAM_ID_SIZE; i += 2) s += String.fromCharCode((id[i]! << 8) | id[i + 1]!)
-  return s
-}
 
 /**
  * Decodes exactly one complete frame from `bytes`. Truncation and trailing bytes are

@@ -34,22 +34,22 @@ const causeMessage = (cause: unknown): string => cause instanceof Error ? cause.
 /** How `encodeRequestMessage` writes the control header. */
 export interface EncodeRequestOptions {
   /**
-   * What to write as `connection_info`: absent, the control's own; a value, that value instead
-   * (the full TCP mode writes a fixed one: its responses come back on the request's own
-   * connection, docs/protocol.md section 9); false, nothing.
+   * What to write as `connection_info` instead of the control's own (the full TCP mode writes a
+   * fixed one: its responses come back on the request's own connection, docs/protocol.md
+   * section 9).
    */
-  readonly connectionInfo?: ConnectionInfo | false | undefined
+  readonly connectionInfo?: ConnectionInfo | undefined
 }
 
 /** The control header as JSON text, keys in Dynamo's order, metadata only when non-empty. */
-const controlJson = (control: RequestControlMessage, connectionInfo: ConnectionInfo | false): string => {
+const controlJson = (control: RequestControlMessage, connectionInfo: ConnectionInfo): string => {
   const out: Record<string, unknown> = {
     id: control.id,
     request_type: control.request_type,
     response_type: control.response_type
   }
   if (control.payload_codec !== undefined) out.payload_codec = control.payload_codec
-  if (connectionInfo !== false) out.connection_info = { transport: connectionInfo.transport, info: connectionInfo.info }
+  out.connection_info = { transport: connectionInfo.transport, info: connectionInfo.info }
   const metadata = control.metadata
   if (metadata !== undefined) {
     for (const _ in metadata) {

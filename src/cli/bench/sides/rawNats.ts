@@ -16,7 +16,7 @@ import type { Msg, NatsConnection } from "@nats-io/transport-node"
 import { loadPromise } from "../load.ts"
 import { callHome, callHomeServer } from "./callHome.ts"
 import { itemJson, pacedEach } from "./paced.ts"
-import type { Driver, ServerInfo, Served, SideOptions } from "./side.ts"
+import type { Driver, PendingCall, ServerInfo, Served, SideOptions } from "./side.ts"
 
 const SUBJECT = "bench.raw.generate"
 const EMPTY = new Uint8Array(0)
@@ -56,21 +56,13 @@ export const serve = async (options: SideOptions): Promise<Served> => {
   return { info: { subject: SUBJECT }, close: () => nc.close() }
 }
 
-interface Pending {
-  readonly resolve: () => void
-  readonly reject: (e: Error) => void
-  readonly onFirst: () => void
-  items: number
-  acked: boolean
-  ended: boolean
-}
 
 /** Connects the variant's router. */
 export const connect = async (options: SideOptions, _server: ServerInfo): Promise<Driver> => {
   const nc = await open(options)
   const publishes = options.variant === "publishes"
-  const pending = new Map<string, Pending>()
-  const finish = (token: string, p: Pending) => {
+  const pending = new Map<string, PendingCall>()
+  const finish = (token: string, p: PendingCall) => {
     pending.delete(token)
     if (p.items === options.items) p.resolve()
     else p.reject(new Error(`stream ${token}: ${p.items} items, expected ${options.items}`))

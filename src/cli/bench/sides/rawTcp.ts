@@ -30,7 +30,7 @@ import {
   sendResponse
 } from "./rawTcpFrames.ts"
 import { portOf } from "./side.ts"
-import type { Driver, ServerInfo, Served, SideOptions } from "./side.ts"
+import type { Driver, PendingCall, ServerInfo, Served, SideOptions } from "./side.ts"
 
 const listen = async (server: net.Server): Promise<number> => {
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()))
@@ -109,14 +109,6 @@ export const serve = async (options: SideOptions): Promise<Served> => {
 
 // ---------------------------------------------------------------- router
 
-interface Pending {
-  readonly resolve: () => void
-  readonly reject: (e: Error) => void
-  readonly onFirst: () => void
-  items: number
-  acked: boolean
-  ended: boolean
-}
 
 const connectTo = (port: number) =>
   new Promise<net.Socket>((resolve, reject) => {
@@ -127,13 +119,13 @@ const connectTo = (port: number) =>
 /** Connects the variant's router to the worker of `server`. */
 export const connect = async (options: SideOptions, server: ServerInfo): Promise<Driver> => {
   const corked = options.variant === "corked"
-  const pending = new Map<number, Pending>()
+  const pending = new Map<number, PendingCall>()
   let nextId = 1
   const failAll = (why: string) => {
     for (const p of pending.values()) p.reject(new Error(why))
     pending.clear()
   }
-  const finish = (id: number, p: Pending) => {
+  const finish = (id: number, p: PendingCall) => {
     pending.delete(id)
     if (p.items === options.items) p.resolve()
     else p.reject(new Error(`stream ${id}: ${p.items} items, expected ${options.items}`))

@@ -31,6 +31,16 @@ export interface Served {
 /** Records one stream: its latency and its time to the first item, both in milliseconds. */
 export type Recorder = (latencyMs: number, firstItemMs: number) => void
 
+/** A raw router's call in flight that completes when both its ack and its end have come (the call-home baselines). */
+export interface PendingCall {
+  readonly resolve: () => void
+  readonly reject: (e: Error) => void
+  readonly onFirst: () => void
+  items: number
+  acked: boolean
+  ended: boolean
+}
+
 /** A connected client side. */
 export interface Driver {
   /** Runs `streams` streams with `concurrency` in flight; each finished stream is recorded. */

@@ -151,7 +151,11 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
       callHomeTimeoutMs: options.callHomeTimeoutMs,
       sentinelTimeoutMs: options.sentinelTimeoutMs ?? DEFAULT_SENTINEL_TIMEOUT_MS,
       forget: (subject) => streams.delete(subject),
-      logDebug
+      logDebug,
+      connectionInfo: (address, subject, requestId) =>
+        muxEnabled
+          ? muxConnectionInfo({ address, frontend_server_id: frontendServerId, stream_id: subject, context: requestId })
+          : tcpConnectionInfo({ address, subject, context: requestId, stream_type: "response" })
     }
 
     const claimOneShot = (socket: net.Socket, subject: string, rest: Uint8Array): string | undefined => {
@@ -212,13 +216,8 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
 
     const openNow = (address: string, openOptions: OpenStreamOptions): PendingStream => {
       const subject = crypto.randomUUID()
-      // Built only when a request plane asks for it (the full TCP mode never does).
-      const connectionInfo = () =>
-        muxEnabled
-          ? muxConnectionInfo({ address, frontend_server_id: frontendServerId, stream_id: subject, context: openOptions.requestId })
-          : tcpConnectionInfo({ address, subject, context: openOptions.requestId, stream_type: "response" })
       // The stream is the PendingStream itself (its methods are the consumer's side).
-      const stream = new CallHomeStream(env, subject, address, openOptions, connectionInfo)
+      const stream = new CallHomeStream(env, subject, address, openOptions)
       streams.set(subject, stream)
       sweep?.wake()
       return stream

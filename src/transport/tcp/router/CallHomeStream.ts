@@ -68,7 +68,8 @@ export type Phase = (typeof Phase)[keyof typeof Phase]
 export class CallHomeStream implements PendingStream, Activity {
   /** The stream's single-use subject (a mux stream's id). */
   readonly subject: string
-  private readonly makeConnectionInfo: () => ConnectionInfo
+  /** Where the worker calls home; the call-home address is built from it on first use. */
+  private readonly address: string
   private info: ConnectionInfo | undefined = undefined
   private readonly requestId: string
   private readonly endpoint: string
@@ -94,25 +95,25 @@ export class CallHomeStream implements PendingStream, Activity {
   seenAt = 0
 
   /**
-   * Opens a stream waiting for its worker, which `address` names in the call-home timeout;
-   * `connectionInfo` builds the call-home address that travels with the request (once, when a
-   * request plane first asks for it: the full TCP mode never does).
+   * Opens a stream waiting for its worker, which calls home to `address` (the call-home address
+   * that travels with the request is built when a request plane first asks for it: the full TCP
+   * mode never does).
    */
-  constructor(env: StreamEnv, subject: string, address: string, options: OpenStreamOptions, connectionInfo: () => ConnectionInfo) {
+  constructor(env: StreamEnv, subject: string, address: string, options: OpenStreamOptions) {
     this.env = env
     this.subject = subject
-    this.makeConnectionInfo = connectionInfo
+    this.address = address
     this.requestId = options.requestId
     this.endpoint = options.endpoint
     this.codec = payloadCodec(options.codec)
     this.sink = options.sink
     // A stream the request plane carries (the full mode) has its ack timeout there instead.
-    this.callHomeTimer = options.carried === true ? undefined : setTimeout(() => this.callHomeTimedOut(address), env.callHomeTimeoutMs)
+    this.callHomeTimer = options.carried === true ? undefined : setTimeout(() => this.callHomeTimedOut(), env.callHomeTimeoutMs)
   }
 
   /** The call-home address to send with the request. */
   get connectionInfo(): ConnectionInfo {
-    return (this.info ??= this.makeConnectionInfo())
+    return (this.info ??= this.env.connectionInfo(this.address, this.subject, this.requestId))
   }
 
   /**
@@ -396,7 +397,7 @@ export class CallHomeStream implements PendingStream, Activity {
     this.fail(this.connectionError("StreamEndedEarly", STREAM_ENDED_EARLY, cause))
   }
 
-  private callHomeTimedOut(address: string): void {
+  private callHomeTimedOut(): void {
     if (this.state !== Phase.Waiting) return
     this.state = Phase.Closed
     this.fail(
@@ -404,7 +405,7 @@ export class CallHomeStream implements PendingStream, Activity {
         reason: "CallHomeTimeout",
         transport: "tcp",
         target: this.subject,
-        detail: `no worker called home to ${address} within ${this.env.callHomeTimeoutMs} ms`
+        detail: `no worker called home to ${this.address} within ${this.env.callHomeTimeoutMs} ms`
       })
     )
   }

@@ -5,6 +5,7 @@
  *
  * Types only: no I/O, no state.
  */
+import type { ConnectionInfo } from "../../../ConnectionInfo.ts"
 
 /** A debug log line from a socket callback (never throws). */
 export type LogDebug = (message: string, annotations: Record<string, unknown>) => void
@@ -48,4 +49,6 @@ export interface StreamEnv {
   readonly forget: (subject: string) => void
   /** Debug logging from socket callbacks. */
   readonly logDebug: LogDebug
+  /** The call-home address of the stream `subject` for `requestId`, advertised at `address` (the server's form: one-shot or pooled). */
+  readonly connectionInfo: (address: string, subject: string, requestId: string) => ConnectionInfo
 }

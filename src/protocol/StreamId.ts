@@ -1,0 +1,65 @@
+/**
+ * Stream ids of the mux framing (docs/protocol.md sections 6 and 9): 16 bytes, the UUID of the
+ * stream's subject. Converts between the UUID text and the bytes, makes a compact map key of
+ * the bytes, and tells the nil id (the connection's own frames) apart.
+ *
+ * Does not: frame, validate headers or allocate beyond the values it returns.
+ */
+
+/** Size of a stream id: one UUID. */
+export const STREAM_ID_SIZE = 16
+
+/** The nil UUID: the stream id of every ConnectionAck, and of nothing else. */
+export const NIL_STREAM_ID: Uint8Array = new Uint8Array(STREAM_ID_SIZE)
+
+/** True when the 16-byte stream id at `o` in `b` (default 0) is nil: the connection's own frames. */
+export const isNil = (b: Uint8Array, o = 0): boolean => {
+  for (let i = o; i < o + STREAM_ID_SIZE; i++) if (b[i] !== 0) return false
+  return true
+}
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"))
+
+/** The value of one hex digit's char code, or -1. */
+const hexDigit = (c: number): number =>
+  c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c >= 65 && c <= 70 ? c - 55 : -1
+
+/** The 16 bytes of a UUID in its text form (8-4-4-4-12 hex digits, any version, either case), or undefined if it is not one. */
+export const streamIdFromUuid = (uuid: string): Uint8Array | undefined => {
+  if (uuid.length !== 36) return undefined
+  const out = new Uint8Array(STREAM_ID_SIZE)
+  let o = 0
+  for (let i = 0; i < 36;) {
+    if (i === 8 || i === 13 || i === 18 || i === 23) {
+      if (uuid.charCodeAt(i) !== 45) return undefined
+      i++
+      continue
+    }
+    const hi = hexDigit(uuid.charCodeAt(i))
+    const lo = hexDigit(uuid.charCodeAt(i + 1))
+    if (hi < 0 || lo < 0) return undefined
+    out[o++] = (hi << 4) | lo
+    i += 2
+  }
+  return out
+}
+
+/** The lowercase text form of 16 stream id bytes. */
+export const uuidFromStreamId = (id: Uint8Array): string => {
+  let s = ""
+  for (let i = 0; i < STREAM_ID_SIZE; i++) {
+    s += HEX[id[i]!]!
+    if (i === 3 || i === 5 || i === 7 || i === 9) s += "-"
+  }
+  return s
+}
+
+/**
+ * A compact map key for 16 stream id bytes: one UTF-16 code unit per byte pair, so routing a
+ * frame to its stream costs an 8-character string and no hex formatting.
+ */
+export const streamKey = (id: Uint8Array): string => {
+  let s = ""
+  for (let i = 0; i < STREAM_ID_SIZE; i += 2) s += String.fromCharCode((id[i]! << 8) | id[i + 1]!)
+  return s
+}
