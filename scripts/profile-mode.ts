@@ -74,9 +74,16 @@ net.Socket.prototype.write = function(this: net.Socket, ...args: Array<any>) {
 
 /** Write system calls of a process so far (/proc/<pid>/io syscw). */
 const syscw = (pid: number | "self") => Number(/syscw: (\d+)/.exec(readFileSync(`/proc/${pid}/io`, "utf8"))![1])
+/** Read system calls of a process so far (/proc/<pid>/io syscr). */
+const syscr = (pid: number | "self") => Number(/syscr: (\d+)/.exec(readFileSync(`/proc/${pid}/io`, "utf8"))![1])
+/** Context switches of a process so far (voluntary: it slept; involuntary: it was preempted). */
+const switches = (pid: number | "self") => {
+  const text = readFileSync(`/proc/${pid}/status`, "utf8")
+  return { sleeps: Number(/\nvoluntary_ctxt_switches:\s+(\d+)/.exec(text)![1]), preempted: Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(text)![1]) }
+}
 
 const session = new Session()
-session.connect()
+if (PROFILE) session.connect()
 const program = Effect.gen(function*() {
   const client = yield* Endpoint.client<unknown, unknown>("bench.worker.generate")
   while (client.instances().length === 0) yield* Effect.sleep(20)
@@ -92,6 +99,8 @@ const program = Effect.gen(function*() {
   const w0 = workerStat()
   writes = 0
   const sw0 = { router: syscw("self"), worker: syscw(child.pid!) }
+  const sr0 = { router: syscr("self"), worker: syscr(child.pid!) }
+  const cs0 = { router: switches("self"), worker: switches(child.pid!) }
   const c0 = process.cpuUsage()
   const m0 = monoUs()
   const result = yield* concurrent(REQUESTS, IN_FLIGHT, once)
@@ -105,6 +114,10 @@ const program = Effect.gen(function*() {
   console.log(`mode ${MODE}: sequential p50 ${seq.p50.toFixed(0)} µs; ${result.rps.toFixed(0)} req/s at ${IN_FLIGHT} in flight, p50 ${result.stats.p50.toFixed(0)} µs`)
   console.log(`router socket writes per request: ${(writes / REQUESTS).toFixed(2)}`)
   console.log(`write system calls per request: router ${((syscw("self") - sw0.router) / REQUESTS).toFixed(2)}, worker ${((syscw(child.pid!) - sw0.worker) / REQUESTS).toFixed(2)}`)
+  console.log(`read system calls per request: router ${((syscr("self") - sr0.router) / REQUESTS).toFixed(2)}, worker ${((syscr(child.pid!) - sr0.worker) / REQUESTS).toFixed(2)}`)
+  const perRequest = (now: ReturnType<typeof switches>, then: ReturnType<typeof switches>) =>
+    `${((now.sleeps - then.sleeps) / REQUESTS).toFixed(3)} sleeps, ${((now.preempted - then.preempted) / REQUESTS).toFixed(3)} preemptions`
+  console.log(`context switches per request: router ${perRequest(switches("self"), cs0.router)}; worker ${perRequest(switches(child.pid!), cs0.worker)}`)
   console.log(`CPU per request: router ${((c1.user + c1.system) / REQUESTS).toFixed(1)} µs, worker ${((w1 - w0) / REQUESTS).toFixed(1)} µs`)
 })
 // CLOCK_MONOTONIC in µs, the clock of V8's profile timestamps, shared by both processes.

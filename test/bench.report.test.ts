@@ -60,7 +60,7 @@ describe("bench --html", () => {
     const html = join(dir, "report.html")
     const bench = await run(
       process.execPath,
-      [main, "bench", "--modes", "grpc-stream", "--streams", "40", "--warmup-secs", "0.2", "--concurrency", "1,4", "--quick", "--row-timeout", "100", "--json", json, "--html", html],
+      [main, "bench", "--modes", "grpc-stream", "--streams", "40", "--warmup-secs", "0.2", "--warmup-max-secs", "0.6", "--measure-secs", "0", "--concurrency", "1,4", "--quick", "--row-timeout", "100", "--json", json, "--html", html],
       200_000
     )
     expect(bench.stderr + bench.stdout).not.toMatch(/unavailable|failed/)
@@ -72,7 +72,10 @@ describe("bench --html", () => {
     for (const row of report.rows) {
       expect(row.runs.map((r) => r.concurrency)).toEqual([1, 4])
       for (const r of row.runs) {
+        // --measure-secs 0: exactly --streams; the warm-up ran at least --warmup-secs (and at most one batch past the most)
         expect(r.streams).toBe(40)
+        expect(r.warmupSecs).toBeGreaterThanOrEqual(0.2)
+        expect(r.warmupSecs).toBeLessThan(3)
         expect(r.reqPerSec).toBeGreaterThan(0)
         expect(r.latencyUs.p50).toBeGreaterThan(0)
         expect(r.firstItemUs.p50).toBeLessThanOrEqual(r.latencyUs.p50)

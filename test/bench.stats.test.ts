@@ -12,6 +12,7 @@ import { benchOptions } from "../src/cli/bench/command.ts"
 import type { BenchFlags } from "../src/cli/bench/command.ts"
 import { BenchReportSchema, renderSummary, renderTable, withRatios } from "../src/cli/bench/report.ts"
 import type { BenchReport, Row } from "../src/cli/bench/report.ts"
+import { measuredStreams } from "../src/cli/bench/runner.ts"
 import { cdf, quantile, summarize } from "../src/cli/bench/stats.ts"
 
 const samples = fc.array(fc.double({ min: 0, max: 1e7, noNaN: true }), { minLength: 1, maxLength: 400 })
@@ -87,6 +88,7 @@ const run = (concurrency: number, p50: number, reqPerSec: number) => ({
   firstItemUs: { count: 100, min: 1, p50: p50 / 2, p95: p50, p99: p50, max: p50, mean: p50 / 2 },
   cpuUsPerRequest: { router: 50, worker: 40 },
   cdf: cdf([p50 / 2, p50, p50 * 4]),
+  warmupSecs: 3,
   ratio: { p50: null, reqPerSec: null }
 })
 const row = (id: string, baseline: string | null, runs: Row["runs"], status: Row["status"] = "ok"): Row => ({
@@ -100,12 +102,12 @@ const row = (id: string, baseline: string | null, runs: Row["runs"], status: Row
   runs
 })
 const report = (rows: ReadonlyArray<Row>): BenchReport => ({
-  version: 2,
+  version: 3,
   tool: "transport-registry bench",
   startedAt: new Date(0).toISOString(),
   seconds: 12,
   machine: { node: "v24", platform: "linux", arch: "x64", cpus: 2, cpuModel: "cpu", memoryMb: 1000, loadAverage: [1, 1, 1] },
-  workload: { streams: 100, items: 10, itemSize: 50, delayMs: 0, concurrency: [1, 64], warmupSecs: 1, nodeFlags: [], quick: true, modes: "all", rounds: 1 },
+  workload: { streams: 100, items: 10, itemSize: 50, delayMs: 0, concurrency: [1, 64], warmupSecs: 1, warmupMaxSecs: 4, measureSecs: 0.25, nodeFlags: [], quick: true, modes: "all", rounds: 1 },
   rows: withRatios(rows)
 })
 
@@ -148,6 +150,16 @@ describe("ratios and the JSON shape", () => {
   })
 })
 
+describe("measured streams per level", () => {
+  it("measures --streams, or as many as the warm-up's rate runs in --measure-secs, at most 200,000", () => {
+    expect(measuredStreams(2000, 500, 1)).toBe(2000)
+    expect(measuredStreams(2000, 30_000, 1)).toBe(30_000)
+    expect(measuredStreams(2000, 30_000.2, 0.25)).toBe(7501)
+    expect(measuredStreams(2000, 30_000, 0)).toBe(2000)
+    expect(measuredStreams(2000, 1e9, 1)).toBe(200_000)
+  })
+})
+
 describe("flags and --modes", () => {
   const flags = (over: Partial<BenchFlags> = {}): BenchFlags => ({
     streams: undefined,
@@ -172,6 +184,12 @@ describe("flags and --modes", () => {
     expect(benchOptions(flags({ quick: true }))).toMatchObject({ warmupSecs: 1 })
     expect(benchOptions(flags({ quick: true, warmupSecs: 0 }))).toMatchObject({ warmupSecs: 0 })
     expect(benchOptions(flags({ warmupSecs: -1 }))).toMatch(/^--warmup-secs: from 0/)
+    // the most warm-up defaults to four times the least; the measured time to 1 s (0.25 s quick)
+    expect(benchOptions(flags())).toMatchObject({ warmupMaxSecs: 12, measureSecs: 1 })
+    expect(benchOptions(flags({ quick: true }))).toMatchObject({ warmupMaxSecs: 4, measureSecs: 0.25 })
+    expect(benchOptions(flags({ warmupSecs: 2, warmupMaxSecs: 2, measureSecs: 0 }))).toMatchObject({ warmupSecs: 2, warmupMaxSecs: 2, measureSecs: 0 })
+    expect(benchOptions(flags({ warmupSecs: 2, warmupMaxSecs: 1 }))).toMatch(/^--warmup-max-secs: from --warmup-secs \(2\) to 600, got 1/)
+    expect(benchOptions(flags({ measureSecs: -1 }))).toMatch(/^--measure-secs: from 0 to 600/)
     expect(benchOptions(flags({ nodeFlags: " --single-threaded-gc  --max-semi-space-size=16 " }))).toMatchObject({ nodeFlags: ["--single-threaded-gc", "--max-semi-space-size=16"] })
     expect(benchOptions(flags({ nodeFlags: "gc" }))).toMatch(/^--node-flags: each must start with --/)
     expect(benchOptions(flags({ concurrency: "1,x" }))).toMatch(/^--concurrency/)

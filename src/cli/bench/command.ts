@@ -59,13 +59,20 @@ export interface BenchFlags {
   readonly rowTimeout: number | undefined
   readonly rounds: number
   readonly warmupSecs?: number | undefined
+  readonly warmupMaxSecs?: number | undefined
+  readonly measureSecs?: number | undefined
   readonly nodeFlags?: string | undefined
   readonly cpuProf?: string | undefined
 }
 
-/** Seconds of warm-up per row and level by default, and with `--quick`. */
+/** Least seconds of warm-up per row and level by default, and with `--quick`. */
 const WARMUP_SECS = 3
 const WARMUP_SECS_QUICK = 1
+/** The default most seconds of warm-up, as a multiple of the least. */
+const WARMUP_MAX_FACTOR = 4
+/** Least seconds of each measured level by default, and with `--quick`. */
+const MEASURE_SECS = 1
+const MEASURE_SECS_QUICK = 0.25
 
 /** The run's options from the flags (`--quick` changes the defaults, not given values). */
 export const benchOptions = (flags: BenchFlags): BenchOptions | string => {
@@ -85,6 +92,10 @@ export const benchOptions = (flags: BenchFlags): BenchOptions | string => {
   const { unknown } = select(modes)
   if (unknown.length > 0) return `--modes: unknown ${unknown.join(", ")} (rows: ${rows.map((r) => r.id).join(", ")}; presets: ${Object.keys(presets).join(", ")})`
   const warmupSecs = flags.warmupSecs ?? (flags.quick ? WARMUP_SECS_QUICK : WARMUP_SECS)
+  const warmupMaxSecs = flags.warmupMaxSecs ?? warmupSecs * WARMUP_MAX_FACTOR
+  if (!(warmupMaxSecs >= warmupSecs && warmupMaxSecs <= 600)) return `--warmup-max-secs: from --warmup-secs (${warmupSecs}) to 600, got ${warmupMaxSecs}`
+  const measureSecs = flags.measureSecs ?? (flags.quick ? MEASURE_SECS_QUICK : MEASURE_SECS)
+  if (!(measureSecs >= 0 && measureSecs <= 600)) return `--measure-secs: from 0 to 600, got ${measureSecs}`
   // the slowest stream at one in flight bounds a row's time: give each row room for it
   const paced = (streams * 2 * flags.items * flags.delayMs) / 1000
   return {
@@ -94,12 +105,14 @@ export const benchOptions = (flags: BenchFlags): BenchOptions | string => {
     delayMs: flags.delayMs,
     concurrency,
     warmupSecs,
+    warmupMaxSecs,
+    measureSecs,
     nodeFlags,
     modes,
     quick: flags.quick,
-    // the warm-up of each level: its seconds, plus one paced stream it may overrun by
+    // each level's longest warm-up plus one paced stream it may overrun by, and its least measured time
     rowTimeoutS: flags.rowTimeout ??
-      Math.ceil((flags.quick ? 60 : 120) + (paced + warmupSecs + (flags.items * flags.delayMs) / 1000) * concurrency.length),
+      Math.ceil((flags.quick ? 60 : 120) + (paced + warmupMaxSecs + measureSecs + (flags.items * flags.delayMs) / 1000) * concurrency.length),
     rounds: flags.rounds,
     cpuProfDir: flags.cpuProf
   }
@@ -112,7 +125,7 @@ export const bench = (flags: BenchFlags): Effect.Effect<BenchReport, BenchError>
     if (typeof options === "string") return yield* new BenchError({ detail: options })
     const progress = progressWriter()
     process.stderr.write(
-      `transport-registry bench: ${options.streams} streams per level at ${options.concurrency.join(", ")} in flight, ${options.items} items of ${options.itemSize} B, ${options.delayMs} ms apart; rows: ${options.modes}` +
+      `transport-registry bench: at least ${options.streams} streams and ${options.measureSecs} s per level, after ${options.warmupSecs}-${options.warmupMaxSecs} s of warm-up, at ${options.concurrency.join(", ")} in flight, ${options.items} items of ${options.itemSize} B, ${options.delayMs} ms apart; rows: ${options.modes}` +
         (options.rounds > 1 ? `; ${options.rounds} rounds` : "") + "\n"
     )
     const report = yield* Effect.tryPromise({
@@ -134,7 +147,7 @@ const rowLines = rows.map((r) => `${r.id.padEnd(22)}${r.kind.padEnd(10)}${r.base
 export const benchCommand = Command.make(
   "bench",
   {
-    streams: Flag.Int("streams").pipe(Flag.withDescription(describe("Measured streams per row and concurrency level", { default: "2000; 300 with --quick" })), Flag.optional),
+    streams: Flag.Int("streams").pipe(Flag.withDescription(describe("Least measured streams per row and concurrency level (more when --measure-secs asks for them)", { default: "2000; 300 with --quick" })), Flag.optional),
     items: Flag.Int("items").pipe(Flag.withDescription(describe("Items per stream", { default: "10" })), Flag.withDefault(10)),
     itemSize: Flag.Int("item-size").pipe(Flag.withDescription(describe("Bytes of token per item", { default: "50" })), Flag.withDefault(50)),
     concurrency: Flag.String("concurrency").pipe(
@@ -160,7 +173,15 @@ export const benchCommand = Command.make(
     ),
     rowTimeout: Flag.Int("row-timeout").pipe(Flag.withDescription(describe("Time limit of one row, in s", { default: "120 (60 with --quick), more with --delay-ms" })), Flag.optional),
     warmupSecs: Flag.Finite("warmup-secs").pipe(
-      Flag.withDescription(describe("Seconds of unmeasured streams before each row's concurrency level, so that both processes run optimized code", { default: `${WARMUP_SECS}; ${WARMUP_SECS_QUICK} with --quick` })),
+      Flag.withDescription(describe("Least seconds of unmeasured streams before each row's concurrency level, so that both processes run optimized code; the warm-up goes on while throughput still rises (5% or more per half-second batch), up to --warmup-max-secs", { default: `${WARMUP_SECS}; ${WARMUP_SECS_QUICK} with --quick` })),
+      Flag.optional
+    ),
+    warmupMaxSecs: Flag.Finite("warmup-max-secs").pipe(
+      Flag.withDescription(describe("Most seconds of warm-up per row and level", { default: `${WARMUP_MAX_FACTOR} x --warmup-secs` })),
+      Flag.optional
+    ),
+    measureSecs: Flag.Finite("measure-secs").pipe(
+      Flag.withDescription(describe("Least seconds of each measured level: a level that runs --streams faster measures more streams (from the warm-up's rate), so that a garbage collection or a scheduling hiccup weighs less", { default: `${MEASURE_SECS}; ${MEASURE_SECS_QUICK} with --quick` })),
       Flag.optional
     ),
     nodeFlags: Flag.String("node-flags").pipe(
@@ -187,6 +208,8 @@ export const benchCommand = Command.make(
       html: flags.html._tag === "Some" ? flags.html.value : undefined,
       rowTimeout: flags.rowTimeout._tag === "Some" ? flags.rowTimeout.value : undefined,
       warmupSecs: flags.warmupSecs._tag === "Some" ? flags.warmupSecs.value : undefined,
+      warmupMaxSecs: flags.warmupMaxSecs._tag === "Some" ? flags.warmupMaxSecs.value : undefined,
+      measureSecs: flags.measureSecs._tag === "Some" ? flags.measureSecs.value : undefined,
       nodeFlags: flags.nodeFlags._tag === "Some" ? flags.nodeFlags.value : undefined,
       cpuProf: flags.cpuProf._tag === "Some" ? flags.cpuProf.value : undefined
     }).pipe(Effect.asVoid)

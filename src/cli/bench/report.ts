@@ -26,6 +26,8 @@ export const RunSchema = Schema.Struct({
   cpuUsPerRequest: Schema.Struct({ router: NullableNum, worker: NullableNum }),
   /** The latency CDF: [µs, fraction of streams at or below it], ascending. */
   cdf: Schema.Array(Schema.Tuple([Num, Num])),
+  /** Seconds the level's warm-up ran (the mean over rounds): longer while throughput still rose. */
+  warmupSecs: Num,
   /** This run against its baseline's run at the same concurrency: p50 / baseline p50, req/s / baseline req/s. */
   ratio: Schema.Struct({ p50: NullableNum, reqPerSec: NullableNum })
 })
@@ -50,7 +52,7 @@ export type Row = typeof RowSchema.Type
 
 /** A whole run: the machine, the workload, every row. */
 export const BenchReportSchema = Schema.Struct({
-  version: Schema.Literal(2),
+  version: Schema.Literal(3),
   tool: Schema.String,
   startedAt: Schema.String,
   seconds: Num,
@@ -70,6 +72,8 @@ export const BenchReportSchema = Schema.Struct({
     delayMs: Num,
     concurrency: Schema.Array(Num),
     warmupSecs: Num,
+    warmupMaxSecs: Num,
+    measureSecs: Num,
     nodeFlags: Schema.Array(Schema.String),
     quick: Schema.Boolean,
     modes: Schema.String,
@@ -115,11 +119,11 @@ export const textTable = (header: ReadonlyArray<string>, body: ReadonlyArray<Rea
 
 /** The report as the table the command prints: one line per row and concurrency, then the rows that did not run. */
 export const renderTable = (report: BenchReport): string => {
-  const header = ["row", "c", "p50", "p95", "p99", "1st item p50", "req/s", "CPU µs/req router+worker", "peak RSS MB r/w", "baseline", "p50/raw", "req/s/raw"]
+  const header = ["row", "c", "p50", "p95", "p99", "1st item p50", "req/s", "CPU µs/req router+worker", "peak RSS MB r/w", "warm-up s", "baseline", "p50/raw", "req/s/raw"]
   const body: Array<Array<string>> = []
   for (const row of report.rows) {
     if (row.status !== "ok") {
-      body.push([row.id, "-", row.status, "", "", "", "", "", "", row.baseline ?? "", "", ""])
+      body.push([row.id, "-", row.status, "", "", "", "", "", "", "", row.baseline ?? "", "", ""])
       continue
     }
     for (const run of row.runs) {
@@ -134,6 +138,7 @@ export const renderTable = (report: BenchReport): string => {
         num(run.reqPerSec),
         `${num(cpu.router)}+${num(cpu.worker)}`,
         `${mb(row.peakRssKb.router)}/${mb(row.peakRssKb.worker)}`,
+        num(run.warmupSecs, 1),
         row.baseline ?? "",
         x(run.ratio.p50),
         x(run.ratio.reqPerSec)

@@ -32,8 +32,12 @@ export interface BenchOptions {
   readonly itemSize: number
   readonly delayMs: number
   readonly concurrency: ReadonlyArray<number>
-  /** Seconds of warm-up streams before each concurrency level. */
+  /** Least seconds of warm-up streams before each concurrency level. */
   readonly warmupSecs: number
+  /** Most seconds of warm-up: the warm-up goes on past `warmupSecs` while throughput still rises. */
+  readonly warmupMaxSecs: number
+  /** Least seconds of each measured level: more streams than `streams` when the level runs faster. */
+  readonly measureSecs: number
   /** Node/V8 flags given to every router and worker process, this project's and the baselines' alike. */
   readonly nodeFlags: ReadonlyArray<string>
   /** `--modes`: row ids, presets, prefixes with `*`. */
@@ -75,25 +79,48 @@ const modeEnv = (dir: string, mode: Readonly<Record<string, string>>, natsUrl: s
 /** Largest warm-up batch, in streams, and the time one batch aims at. */
 const WARMUP_BATCH_MAX = 20_000
 const WARMUP_BATCH_SECS = 0.5
+/** A warm-up batch this much faster than every batch before it means throughput is still rising. */
+const STILL_RISING = 1.05
+/** Most streams measured in one level (`measureSecs` at a very fast row). */
+const MEASURED_STREAMS_MAX = 200_000
 
 /**
- * Runs unmeasured streams at `concurrency` for about `secs` seconds (at least one batch): this
- * project's layers need thousands of calls before V8 runs them optimized, raw Node a few
- * hundred, so a count that suits one would leave the other cold. Batches start small (one
- * stream per slot when items are paced) and are sized from the rate seen to last about half a
- * second each; the last may overrun the time by one batch.
+ * Runs unmeasured streams at `concurrency` for `minSecs` seconds (at least one batch), then on
+ * while throughput still rises, up to `maxSecs`: this project's layers need tens of thousands of
+ * calls (V8's optimizing tiers, the heap growing to its working size) before they run at their
+ * steady rate, raw Node a few hundred, so a fixed count or time that suits one would leave the
+ * other cold. Batches start small (one stream per slot when items are paced) and are sized from
+ * the rate seen to last about half a second each; throughput still rises while a batch runs
+ * `STILL_RISING` times faster than every batch before it. The last batch may overrun `maxSecs`.
+ * Returns the last batch's rate, in streams per second, and the seconds it took in all.
  */
-const warmUp = async (client: Child, concurrency: number, secs: number, paced: boolean): Promise<void> => {
-  const until = performance.now() + secs * 1000
+const warmUp = async (
+  client: Child,
+  concurrency: number,
+  minSecs: number,
+  maxSecs: number,
+  paced: boolean
+): Promise<{ readonly rate: number; readonly secs: number }> => {
+  const t0 = performance.now()
   // A paced stream lasts items x delay: start with one stream per slot, then size from the rate.
   let batch = paced ? concurrency : Math.max(concurrency, 50)
-  do {
-    const t0 = performance.now()
+  let best = 0
+  for (;;) {
+    const b0 = performance.now()
     await client.ask({ t: "run", streams: batch, concurrency }, "result")
-    const took = Math.max((performance.now() - t0) / 1000, 0.001)
-    batch = Math.max(concurrency, Math.min(WARMUP_BATCH_MAX, Math.round((batch / took) * WARMUP_BATCH_SECS)))
-  } while (performance.now() < until)
+    const took = Math.max((performance.now() - b0) / 1000, 0.001)
+    const rate = batch / took
+    const rising = rate > best * STILL_RISING
+    best = Math.max(best, rate)
+    const elapsed = (performance.now() - t0) / 1000
+    if (elapsed >= maxSecs || (elapsed >= minSecs && !rising)) return { rate, secs: elapsed }
+    batch = Math.max(concurrency, Math.min(WARMUP_BATCH_MAX, Math.round(rate * WARMUP_BATCH_SECS)))
+  }
 }
+
+/** Streams to measure at a level whose warm-up ran at `rate` per second: `streams`, or more to last `measureSecs`. */
+export const measuredStreams = (streams: number, rate: number, measureSecs: number): number =>
+  Math.max(streams, Math.min(MEASURED_STREAMS_MAX, Math.ceil(rate * measureSecs)))
 
 const message = (e: unknown): string => (e instanceof Error ? e.message : String(e)).split("\n")[0]!.slice(0, 600)
 
@@ -107,6 +134,8 @@ interface Level {
   readonly seconds: number
   readonly routerCpuUs: number
   readonly workerCpuUs: number | null
+  /** How long the level's warm-up ran. */
+  readonly warmupSecs: number
 }
 
 /** One round of one row, measured. */
@@ -167,10 +196,11 @@ const measureRow = async (
   for (const concurrency of options.concurrency) {
     progress(`c=${concurrency} warming up`)
     state.measuring = true
-    await warmUp(client, concurrency, options.warmupSecs, options.delayMs > 0)
+    const warm = await warmUp(client, concurrency, options.warmupSecs, options.warmupMaxSecs, options.delayMs > 0)
+    const streams = measuredStreams(options.streams, warm.rate, options.measureSecs)
     const before: ProcessStats | undefined = await server?.stats()
-    const result = await client.ask({ t: "run", streams: options.streams, concurrency }, "result", (done) =>
-      progress(`c=${concurrency}`, done, options.streams))
+    const result = await client.ask({ t: "run", streams, concurrency }, "result", (done) =>
+      progress(`c=${concurrency}`, done, streams))
     const after = await server?.stats()
     levels.push({
       concurrency,
@@ -178,7 +208,8 @@ const measureRow = async (
       firstItemUs: result.firstItemUs,
       seconds: result.seconds,
       routerCpuUs: result.cpuUs,
-      workerCpuUs: before === undefined || after === undefined ? null : after.cpuUs - before.cpuUs
+      workerCpuUs: before === undefined || after === undefined ? null : after.cpuUs - before.cpuUs,
+      warmupSecs: warm.secs
     })
   }
   const routerStats = await client.stats()
@@ -245,6 +276,7 @@ const combine = (spec: RowSpec, outcomes: ReadonlyArray<Outcome>, rounds: number
       firstItemUs: summarize(levels.flatMap((l) => l.firstItemUs)),
       cpuUsPerRequest: { router: levels.reduce((n, l) => n + l.routerCpuUs, 0) / streams, worker: workerCpu === null ? null : workerCpu / streams },
       cdf: cdf(latencyUs, 100).map(([v, f]) => [v, f] as const),
+      warmupSecs: levels.reduce((n, l) => n + l.warmupSecs, 0) / levels.length,
       ratio: { p50: null, reqPerSec: null }
     }
   })
@@ -292,7 +324,7 @@ export const runBench = async (options: BenchOptions, onProgress: (p: Progress) 
   const out = selected.map((spec) => combine(spec, outcomes.get(spec.id)!, options.rounds))
   const cpus = os.cpus()
   return {
-    version: 2,
+    version: 3,
     tool: "transport-registry bench",
     startedAt: started.toISOString(),
     seconds: (performance.now() - t0) / 1000,
@@ -312,6 +344,8 @@ export const runBench = async (options: BenchOptions, onProgress: (p: Progress) 
       delayMs: options.delayMs,
       concurrency: options.concurrency,
       warmupSecs: options.warmupSecs,
+      warmupMaxSecs: options.warmupMaxSecs,
+      measureSecs: options.measureSecs,
       nodeFlags: options.nodeFlags,
       quick: options.quick,
       modes: options.modes,

@@ -3,28 +3,34 @@
  * wait for the worker's first frame, since when, and when the oldest of them is overdue.
  *
  * What it does:
- * - `sent` queues a request in the order it was sent. Right after the tick's write (a
+ * - `sent` appends a request to a list in the order it was sent (linked through the requests
+ *   themselves: `FullRequest.prevWaiting`/`nextWaiting`). Right after the tick's write (a
  *   `process.nextTick` queued behind the batch's flush) the requests of the tick are stamped as
  *   sent (`FullRequest.sentAt`): the deadline counts from when the bytes leave, so a router busy
  *   in one long synchronous stretch does not count its own busy time against the worker.
- * - One timer per connection, for the oldest request still waiting (`RequestState.Sent`). When it
- *   fires, the overdue requests are judged after one more I/O turn (`setImmediate`: answers may be
- *   waiting unread after a busy stretch), oldest first, each handed to `timedOut`; the timer is
+ * - `answered` takes a request out of the list the moment it stops waiting (its Prologue came, or
+ *   it was refused, reset or cancelled), wherever it is in the list, and clears its links. So
+ *   the list holds only requests still waiting: a finished call is never kept alive by it, even
+ *   behind one slow to start. (An array trimmed from its head held every answered request behind
+ *   the oldest waiting one: at 64 in flight about 200 finished calls, each keeping its stream, state
+ *   and items, which then survived the young-generation collections; docs/performance.md.)
+ * - One timer per connection, for the oldest request still waiting. When it fires, the overdue
+ *   requests are judged after one more I/O turn (`setImmediate`: answers may be waiting unread
+ *   after a busy stretch), oldest first, each taken out and handed to `timedOut`; the timer is
  *   then re-armed for the next.
- * - `trim` lets go of the answered requests at the head of the queue, so that it holds only the
- *   requests still waiting, not every request of the last timeout.
  *
  * What it does not do: touch the socket, write the Reset, build the error, or change a request's
- * state (the connection's `timedOut` does all of that); it only reads `state` and `sentAt`.
+ * state (the connection's `timedOut` does all of that); it reads `sentAt` and writes only the
+ * list fields.
  */
-import { RequestState } from "./FullRequest.ts"
 import type { FullRequest } from "./FullRequest.ts"
 
 /** The sent requests of one connection waiting for their ack, and the timer for the oldest; see the module comment. */
 export class AckDeadlines {
-  /** Requests in the order they were sent (entries before `head` are done with). */
-  private queue: Array<FullRequest> = []
-  private head = 0
+  /** The oldest and newest requests waiting. */
+  private first: FullRequest | undefined = undefined
+  private last: FullRequest | undefined = undefined
+  private count = 0
   private timer: ReturnType<typeof setTimeout> | undefined = undefined
   /** `stampSent` is queued for this tick. */
   private stampScheduled = false
@@ -35,7 +41,7 @@ export class AckDeadlines {
   /**
    * @param ackTimeoutMs bound on a request's wait for its first frame, from when it left.
    * @param isClosed true once the connection is closing: no timer is armed or swept any more.
-   * @param timedOut called for each request (still `Sent`) whose ack is overdue, oldest first.
+   * @param timedOut called for each request whose ack is overdue, oldest first (already out of the list).
    */
   constructor(ackTimeoutMs: number, isClosed: () => boolean, timedOut: (req: FullRequest) => void) {
     this.ackTimeoutMs = ackTimeoutMs
@@ -43,39 +49,47 @@ export class AckDeadlines {
     this.timedOut = timedOut
   }
 
+  /** Requests waiting now (in the list). */
+  get waiting(): number {
+    return this.count
+  }
+
   /** `req`'s Request frame was queued for this tick's write (its `sentAt` is 0): it waits for its ack from when it leaves. */
   sent(req: FullRequest): void {
-    this.queue.push(req)
+    if (req.waitingAck) return
+    req.waitingAck = true
+    req.prevWaiting = this.last
+    req.nextWaiting = undefined
+    if (this.last === undefined) this.first = req
+    else this.last.nextWaiting = req
+    this.last = req
+    this.count++
     if (!this.stampScheduled) {
       this.stampScheduled = true
       process.nextTick(this.stampSent)
     }
   }
 
-  /**
-   * Lets go of the answered requests at the head of the queue (answers come about in order), so
-   * that the queue holds only requests still waiting, not every request of the last timeout.
-   */
-  trim(): void {
-    const queue = this.queue
-    let head = this.head
-    while (head < queue.length && queue[head]!.state !== RequestState.Sent) head++
-    if (head === queue.length) {
-      queue.length = 0
-      head = 0
-    } else if (head >= 1024 && head * 2 >= queue.length) {
-      queue.splice(0, head)
-      head = 0
-    }
-    this.head = head
+  /** `req` no longer waits for its ack (answered, refused, reset or cancelled): out of the list, if in it. */
+  answered(req: FullRequest): void {
+    if (!req.waitingAck) return
+    const prev = req.prevWaiting
+    const next = req.nextWaiting
+    if (prev === undefined) this.first = next
+    else prev.nextWaiting = next
+    if (next === undefined) this.last = prev
+    else next.prevWaiting = prev
+    req.prevWaiting = undefined
+    req.nextWaiting = undefined
+    req.waitingAck = false
+    this.count--
   }
 
-  /** The connection closed: the timer stops and the queue is emptied (its requests are failed by the connection). */
+  /** The connection closed: the timer stops and the list is emptied (its requests are failed by the connection). */
   stop(): void {
     clearTimeout(this.timer)
     this.timer = undefined
-    this.queue = []
-    this.head = 0
+    while (this.first !== undefined) this.answered(this.first)
   }
 
   /**
@@ -86,16 +100,10 @@ export class AckDeadlines {
    */
   private readonly stampSent = (): void => {
     this.stampScheduled = false
-    const queue = this.queue
-    if (queue.length === 0) return
     const now = performance.now()
-    // The requests not yet stamped are the newest: at the end of the queue (trims only drop its head).
-    for (let i = queue.length - 1; i >= 0 && queue[i]!.sentAt === 0; i--) queue[i]!.sentAt = now
-    if (this.timer === undefined && !this.isClosed()) {
-      let head = this.head
-      while (head < queue.length && queue[head]!.state !== RequestState.Sent) head++
-      if (head < queue.length) this.arm(queue[head]!.sentAt)
-    }
+    // The requests not yet stamped are the newest: at the end of the list.
+    for (let req = this.last; req !== undefined && req.sentAt === 0; req = req.prevWaiting) req.sentAt = now
+    if (this.timer === undefined && this.first !== undefined && !this.isClosed()) this.arm(this.first.sentAt)
   }
 
   private arm(sentAt: number): void {
@@ -114,26 +122,10 @@ export class AckDeadlines {
     this.timer = undefined
     if (this.isClosed()) return
     const now = performance.now()
-    const queue = this.queue
-    let head = this.head
-    while (head < queue.length) {
-      const req = queue[head]!
-      if (req.state !== RequestState.Sent) {
-        head++
-        continue
-      }
-      if (now - req.sentAt < this.ackTimeoutMs) break
-      head++
+    for (let req = this.first; req !== undefined && now - req.sentAt >= this.ackTimeoutMs; req = this.first) {
+      this.answered(req)
       this.timedOut(req)
     }
-    if (head === queue.length) {
-      this.queue = []
-      head = 0
-    } else if (head >= 1024 && head * 2 >= queue.length) {
-      this.queue = queue.slice(head)
-      head = 0
-    }
-    this.head = head
-    if (head < this.queue.length) this.arm(this.queue[head]!.sentAt)
+    if (this.first !== undefined) this.arm(this.first.sentAt)
   }
 }

@@ -16,20 +16,21 @@
 import { Context, Layer } from "effect"
 import type { ResponseWriter } from "../../../ResponsePlane.ts"
 import type { CallHomeStream } from "../router/CallHomeStream.ts"
+import { EntryTable } from "../../../internal/EntryTable.ts"
 
 /** The tables; see the module comment. */
 export interface FullModeHubShape {
   /** Router: the call-home server's open streams, by subject. */
-  readonly streams: Map<string, CallHomeStream>
+  readonly streams: EntryTable<CallHomeStream>
   /** Worker: full-mode response writers not yet taken by the response-plane client, by request id. */
-  readonly writers: Map<string, ResponseWriter>
+  readonly writers: EntryTable<ResponseWriter>
 }
 
 /** The process's full-mode tables. */
 export class FullModeHub extends Context.Service<FullModeHub, FullModeHubShape>()("transport-registry/TcpFullModeHub") {}
 
 /** Fresh, empty tables (for `make` functions and tests that build both sides by hand). */
-export const makeHub = (): FullModeHubShape => ({ streams: new Map(), writers: new Map() })
+export const makeHub = (): FullModeHubShape => ({ streams: new EntryTable(), writers: new EntryTable() })
 
 /** Fresh tables; built once per layer build and shared by every layer that provides it. */
 export const layer: Layer.Layer<FullModeHub> = Layer.sync(FullModeHub, makeHub)

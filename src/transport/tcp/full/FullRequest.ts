@@ -4,7 +4,8 @@
  *
  * It holds data and the ack callback only: `RouterConnection` moves it through its states
  * (queued at the target → sent → started → done), the ack is delivered once (`ack`), and its
- * `credit`/`held` fields are its `SendWindow` state for streamed request items.
+ * `credit`/`held` fields are its `SendWindow` state for streamed request items; `prevWaiting`/
+ * `nextWaiting` link it into its connection's `AckDeadlines` while it waits for its ack.
  */
 import type { Stream } from "effect"
 import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
@@ -40,6 +41,11 @@ export class FullRequest implements WindowedStream {
   private waiting: Waiters | undefined = undefined
   /** When its Request frame was queued (`performance.now()`), for the ack timeout. */
   sentAt = 0
+  /** Its neighbours in its connection's `AckDeadlines` (in send order) while it waits for its ack. */
+  prevWaiting: FullRequest | undefined = undefined
+  nextWaiting: FullRequest | undefined = undefined
+  /** True while it is in its connection's `AckDeadlines`. */
+  waitingAck = false
   /** When it first waited for a stream slot (`performance.now()`; 0: never), for the ack timeout. */
   queuedAt = 0
   /** Stops the item pump (set while one runs). */

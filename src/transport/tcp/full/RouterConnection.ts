@@ -62,6 +62,8 @@ import { Heartbeat } from "./Heartbeat.ts"
 import { pumpItems } from "./ItemPump.ts"
 import type { RunFork } from "./ItemPump.ts"
 import { closedError, closeError, ConnectDeadline, HelloAnswerReader, peerClosingError } from "./RouterHandshake.ts"
+import { EntryTable } from "../../../internal/EntryTable.ts"
+import type { ReadonlyEntryTable } from "../../../internal/EntryTable.ts"
 
 /** Settings of one router connection. */
 export interface RouterConnectionOptions {
@@ -101,7 +103,7 @@ const HELLO = 0
 const OPEN = 1
 const CLOSED = 2
 
-const NO_STREAMS: ReadonlyMap<string, CallHomeStream> = new Map()
+const NO_STREAMS: ReadonlyEntryTable<CallHomeStream> = new EntryTable()
 const textEncoder = new TextEncoder()
 let pingNonce = 0n
 
@@ -111,7 +113,7 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
   private readonly settings: RouterConnectionOptions
   private readonly events: RouterConnectionEvents
   /** Requests on this connection (sent, started), by stream key. */
-  private readonly requests = new Map<string, FullRequest>()
+  private readonly requests = new EntryTable<FullRequest>()
   private readonly window: SendWindow<FullRequest>
   private readonly drainWaiters = new Waiters()
   private heartbeat: Heartbeat | undefined = undefined
@@ -245,8 +247,8 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
     const req = this.requests.get(key)
     if (req === undefined || req.state !== RequestState.Sent) return undefined
     req.state = RequestState.Started
+    this.acks.answered(req)
     req.ack(undefined)
-    this.acks.trim()
     if (req.stream.phase === Phase.Waiting) return req.stream
     // The caller closed the stream before the worker started it: the base answers with a Reset.
     this.finish(req, true)
@@ -364,6 +366,7 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
   private finish(req: FullRequest, notify: boolean): void {
     if (req.state === RequestState.Done) return
     req.state = RequestState.Done
+    this.acks.answered(req)
     this.requests.delete(req.key)
     this.window.drop(req)
     req.held = undefined

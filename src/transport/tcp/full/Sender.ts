@@ -50,6 +50,7 @@ import type { RunFork } from "./ItemPump.ts"
 import { RouterConnection } from "./RouterConnection.ts"
 import type { RouterConnectionEvents, RouterConnectionOptions } from "./RouterConnection.ts"
 import type { ClientTls } from "../../../internal/Tls.ts"
+import type { ReadonlyEntryTable } from "../../../internal/EntryTable.ts"
 
 /** First delay after a failed connect. */
 export const BACKOFF_BASE_MS = 50
@@ -75,7 +76,7 @@ export interface SenderOptions {
   /** Request frame bytes in flight before a ConnectionAck (default 256 KiB). */
   readonly connectionWindow: number
   /** The TCP response plane's open streams, by subject (`FullModeHub.streams`). */
-  readonly streams: ReadonlyMap<string, CallHomeStream>
+  readonly streams: ReadonlyEntryTable<CallHomeStream>
   /** Runs the item pumps of streamed requests (default: `Effect.runFork`). */
   readonly run?: RunFork | undefined
   readonly logDebug?: LogDebug | undefined
@@ -104,7 +105,7 @@ const noop = () => {}
  * message (`responseStream`), else the one its ConnectionInfo names; undefined unless it is a
  * stream of `streams` (the TCP response plane's table).
  */
-const responseStreamOf = (message: RequestMessage, streams: ReadonlyMap<string, CallHomeStream>): CallHomeStream | undefined => {
+const responseStreamOf = (message: RequestMessage, streams: ReadonlyEntryTable<CallHomeStream>): CallHomeStream | undefined => {
   const given = message.responseStream as Partial<CallHomeStream> | undefined
   if (given !== undefined) {
     const subject = given.subject

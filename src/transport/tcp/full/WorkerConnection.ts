@@ -49,6 +49,7 @@ import type { MuxConnectionEvents } from "../worker/MuxConnection.ts"
 import type { MuxStream } from "../worker/MuxStream.ts"
 import { Heartbeat } from "./Heartbeat.ts"
 import { RequestItems } from "./RequestItems.ts"
+import { EntryTable } from "../../../internal/EntryTable.ts"
 
 
 /** Settings of a worker connection. */
@@ -72,7 +73,7 @@ export interface WorkerConnectionOptions {
   /** The endpoints served on this port. */
   readonly endpoints: TcpEndpointTable
   /** The process's full-mode writers by request id (`FullModeHub.writers`). */
-  readonly writers: Map<string, ResponseWriter>
+  readonly writers: EntryTable<ResponseWriter>
   readonly logDebug: LogDebug
 }
 
@@ -94,7 +95,7 @@ let connectionCount = 0
 /** One accepted full-mode connection; see the module comment. */
 export class WorkerConnection extends MuxConnection {
   private readonly settings: WorkerConnectionOptions
-  private readonly entries = new Map<string, Entry>()
+  private readonly entries = new EntryTable<Entry>()
   private readonly grants: ReceiveCredit
   private readonly heartbeat: Heartbeat
   private readonly onClosed: (conn: WorkerConnection) => void

@@ -51,6 +51,8 @@ import { OneShotConnection } from "./OneShotConnection.ts"
 import { makeDebugLog } from "../../../internal/debugLog.ts"
 import { idleTimings, IdleSweep } from "../../../internal/IdleSweep.ts"
 import type { ServerTls } from "../../../internal/Tls.ts"
+import { EntryTable } from "../../../internal/EntryTable.ts"
+import type { ReadonlyEntryTable } from "../../../internal/EntryTable.ts"
 
 
 /** Options of the call-home stream server. */
@@ -87,7 +89,7 @@ export interface CallHomeServerOptions {
    * response transport passes the process's `FullModeHub` table, so that the full TCP mode's
    * connections feed the same streams.
    */
-  readonly streams?: Map<string, CallHomeStream> | undefined
+  readonly streams?: EntryTable<CallHomeStream> | undefined
   /**
    * A stream that has called home and receives nothing (no item, no heartbeat) for this long fails
    * with TransportTimeoutError "StreamIdle" (`DYN_STREAM_IDLE_TIMEOUT_SECS`); 0 or absent: off.
@@ -145,7 +147,7 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
     const muxKeepaliveMs = options.muxKeepaliveMs ?? DEFAULT_MUX_KEEPALIVE_MS
 
     /** Streams not yet settled or closed, by subject. */
-    const streams = options.streams ?? new Map<string, CallHomeStream>()
+    const streams = options.streams ?? new EntryTable<CallHomeStream>()
     const muxConnections = new Set<MuxConnection>()
     const env: StreamEnv = {
       callHomeTimeoutMs: options.callHomeTimeoutMs,
@@ -206,7 +208,7 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
       routes: { oneShot: claimOneShot, mux: acceptMux },
       onShutdown: () => {
         // Only this server's streams: the table may be shared (FullModeHub).
-        for (const stream of [...streams.values()]) if (stream.openedIn(env)) stream.serverClosed()
+        for (const stream of streams.values()) if (stream.openedIn(env)) stream.serverClosed()
       },
       logDebug,
       tls: options.tls,
@@ -248,7 +250,7 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
  */
 const makeSweep = (
   idleMs: number,
-  streams: ReadonlyMap<string, CallHomeStream>,
+  streams: ReadonlyEntryTable<CallHomeStream>,
   env: StreamEnv,
   muxConnections: ReadonlySet<MuxConnection>
 ): IdleSweep => {

@@ -63,6 +63,8 @@ import { owedCredit, ReceiveCredit } from "./ReceiveCredit.ts"
 import type { OwedCredit } from "./ReceiveCredit.ts"
 import type { LogDebug, StreamLink } from "./StreamLink.ts"
 import { ConnectionLiveness } from "../../../internal/IdleSweep.ts"
+import { EntryTable } from "../../../internal/EntryTable.ts"
+import type { ReadonlyEntryTable } from "../../../internal/EntryTable.ts"
 
 /** Options of a router-side mux connection. */
 export interface MuxConnectionOptions {
@@ -74,7 +76,7 @@ export interface MuxConnectionOptions {
   /** Largest frame accepted, header included. */
   readonly maxMessageSize: number
   /** The server's open streams by subject (= stream id): a Prologue claims one, a worker's Reset may end one. */
-  readonly streams: ReadonlyMap<string, CallHomeStream>
+  readonly streams: ReadonlyEntryTable<CallHomeStream>
   readonly logDebug: LogDebug
   /** The socket closed (after its streams were disconnected). */
   readonly onClose: (conn: MuxConnection) => void
@@ -170,7 +172,7 @@ export class MuxConnection {
   protected readonly options: MuxConnectionOptions
   protected readonly decoder: MuxDecoder
   /** The streams this connection carries, by stream key. */
-  protected readonly links = new Map<string, MuxStreamLink>()
+  protected readonly links = new EntryTable<MuxStreamLink>()
   /** Streams with items batched in the current chunk. */
   private dirty: Array<CallHomeStream> = []
   /** The stream of the last frame dispatched (while it is on the connection). */
@@ -419,7 +421,7 @@ export class MuxConnection {
     this.closed = true
     this.credit.stop()
     this.writes.clear()
-    const links = [...this.links.values()]
+    const links = this.links.values()
     this.links.clear()
     this.lastLink = undefined
     this.options.onClose(this)

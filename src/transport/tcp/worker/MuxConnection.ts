@@ -46,6 +46,7 @@ import { MuxStream, StreamState } from "./MuxStream.ts"
 import type { StreamHost } from "./MuxStream.ts"
 import { SendWindow } from "./SendWindow.ts"
 import type { FrameOutput } from "./SendWindow.ts"
+import { EntryTable } from "../../../internal/EntryTable.ts"
 
 export type { MuxConnectionEvents } from "./MuxFailure.ts"
 
@@ -98,7 +99,7 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
   private readonly options: MuxConnectionOptions
   private readonly events: MuxConnectionEvents
   /** The open streams, by stream key. */
-  protected readonly streams = new Map<string, MuxStream>()
+  protected readonly streams = new EntryTable<MuxStream>()
   protected readonly decoder: MuxDecoder
   private readonly writes: FrameBatcher
   private readonly window: SendWindow<MuxStream>
