@@ -26,6 +26,8 @@ export * as TransportRegistry from "./registry/index.ts"
 export * as Discovery from "./discovery/index.ts"
 /** Every `DYN_*` variable, validated at once: the `TransportConfig` service and its layers. */
 export * as TransportConfig from "./TransportConfig.ts"
+/** Process-wide V8 settings for router and worker processes, to opt in to (`disableAllocationSitePretenuring`). */
+export * as NodeTuning from "./NodeTuning.ts"
 
 // Transports: layers that register themselves in the TransportRegistry
 

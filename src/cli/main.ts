@@ -17,6 +17,7 @@ import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Cause, Data, Effect, Exit, Layer, Option } from "effect"
 import { Argument, CliError, CliOutput, Command, Flag, GlobalFlag } from "effect/cli"
 import * as Discovery from "../discovery/layerConfig.ts"
+import { disableAllocationSitePretenuring } from "../NodeTuning.ts"
 import * as Logging from "../observability/Logging.ts"
 import * as MetricsServer from "../observability/MetricsServer.ts"
 import * as Tracing from "../observability/Tracing.ts"
@@ -31,6 +32,9 @@ import { describe, environmentSection, formatter, HelpSections } from "./help.ts
 import { list } from "./list.ts"
 import { tokenLimits, tokenRequestFields } from "./tokenHandler.ts"
 import { worker } from "./worker.ts"
+
+// Every process of this program is a long-running router or worker (or the benchmark's): see NodeTuning.ts.
+disableAllocationSitePretenuring()
 
 /** `--log-format`: overrides `DYN_LOG_FORMAT` for every command. */
 const LogFormatFlag = GlobalFlag.Setting("log-format")({
