@@ -28,6 +28,7 @@ import type { HttpInlineHubShape } from "../src/transport/http/HttpInlineHub.ts"
 import * as HttpRequestServer from "../src/transport/http/HttpRequestServer.ts"
 import * as HttpResponseServer from "../src/transport/http/HttpResponseServer.ts"
 import * as CallHomeServer from "../src/transport/tcp/router/CallHomeServer.ts"
+import { EntryTable } from "../src/internal/EntryTable.ts"
 
 const MAX = 32 * 1024 * 1024
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
@@ -326,7 +327,7 @@ describe("subjects on the HTTP response planes", () => {
 
   it.live("the pure HTTP mode: a request whose id already has a kept response stream is refused with 409; the first keeps its own", () =>
     Effect.gen(function*() {
-      const hub: HttpInlineHubShape = { pending: new Map(), exchanges: new Map() }
+      const hub: HttpInlineHubShape = { pending: new EntryTable(), exchanges: new EntryTable() }
       const server = yield* HttpRequestServer.make({
         host: "127.0.0.1",
         port: 0,

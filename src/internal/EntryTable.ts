@@ -21,7 +21,7 @@
  * integer-like key would be listed first, in numeric order).
  */
 export class EntryTable<V> {
-  private entries: Record<string, V> = Object.create(null) as Record<string, V>
+  private table: Record<string, V> = Object.create(null) as Record<string, V>
   private count = 0
 
   /** Entries now. */
@@ -31,40 +31,48 @@ export class EntryTable<V> {
 
   /** The value of `key`, if any. */
   get(key: string): V | undefined {
-    return this.entries[key]
+    return this.table[key]
   }
 
   /** Whether `key` has a value. */
   has(key: string): boolean {
-    return this.entries[key] !== undefined
+    return this.table[key] !== undefined
   }
 
   /** Sets the value of `key` (not `undefined`). */
   set(key: string, value: V): this {
-    if (this.entries[key] === undefined) this.count++
-    this.entries[key] = value
+    if (this.table[key] === undefined) this.count++
+    this.table[key] = value
     return this
   }
 
   /** Removes `key`; true when it had a value. */
   delete(key: string): boolean {
-    if (this.entries[key] === undefined) return false
-    delete this.entries[key]
+    if (this.table[key] === undefined) return false
+    delete this.table[key]
     this.count--
     return true
   }
 
   /** Removes every entry. */
   clear(): void {
-    this.entries = Object.create(null) as Record<string, V>
+    this.table = Object.create(null) as Record<string, V>
     this.count = 0
+  }
+
+  /** The keys and values now, in insertion order (a snapshot). */
+  entries(): Array<[string, V]> {
+    const out: Array<[string, V]> = []
+    const table = this.table
+    for (const key in table) out.push([key, table[key]!])
+    return out
   }
 
   /** The values now, in insertion order (a snapshot). */
   values(): Array<V> {
     const out: Array<V> = []
-    const entries = this.entries
-    for (const key in entries) out.push(entries[key]!)
+    const table = this.table
+    for (const key in table) out.push(table[key]!)
     return out
   }
 }

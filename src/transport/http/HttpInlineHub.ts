@@ -16,6 +16,7 @@
 import type * as http2 from "node:http2"
 import { Context, Layer } from "effect"
 import type { StreamFormat } from "../../protocol/HttpStreamFormat.ts"
+import { EntryTable } from "../../internal/EntryTable.ts"
 
 /** The `ConnectionInfo.transport` of a response that streams in the request's own HTTP response. */
 export const HTTP_INLINE = "http_inline"
@@ -69,13 +70,13 @@ export interface InlineExchange {
 /** The tables. */
 export interface HttpInlineHubShape {
   /** Router: pending streams by request id. */
-  readonly pending: Map<string, InlinePending>
+  readonly pending: EntryTable<InlinePending>
   /** Worker: kept exchanges by request id, until the response-plane client takes them. */
-  readonly exchanges: Map<string, InlineExchange>
+  readonly exchanges: EntryTable<InlineExchange>
 }
 
 /** The process's inline tables. */
 export class HttpInlineHub extends Context.Service<HttpInlineHub, HttpInlineHubShape>()("transport-registry/HttpInlineHub") {}
 
 /** Fresh tables; built once per layer build and shared by every layer that provides it. */
-export const layer: Layer.Layer<HttpInlineHub> = Layer.sync(HttpInlineHub, () => ({ pending: new Map(), exchanges: new Map() }))
+export const layer: Layer.Layer<HttpInlineHub> = Layer.sync(HttpInlineHub, () => ({ pending: new EntryTable<InlinePending>(), exchanges: new EntryTable<InlineExchange>() }))

@@ -41,6 +41,7 @@ import type { ResponseExchange, ResponseStream } from "./HttpResponseStream.ts"
 import { HEARTBEAT_MS } from "./InlineWriter.ts"
 import { makeSniffingListener } from "./SniffingListener.ts"
 import { recordError } from "../../observability/Metrics.ts"
+import { EntryTable } from "../../internal/EntryTable.ts"
 
 /** Options of the server. */
 export interface HttpResponseServerOptions {
@@ -108,7 +109,7 @@ export const make = (options: HttpResponseServerOptions): Effect.Effect<HttpResp
     const heartbeatMs = options.heartbeatMs ?? HEARTBEAT_MS
     const root = options.rootPath === "/" ? "" : options.rootPath.replace(/\/+$/, "")
     const prefix = `${root}/`
-    const streams = new Map<string, ResponseStream>()
+    const streams = new EntryTable<ResponseStream>()
     const used = new Set<string>()
     const defaultEncoder = makeEncoder(options.streamFormat)
 

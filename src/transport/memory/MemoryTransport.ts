@@ -25,6 +25,7 @@ import { recordError } from "../../observability/Metrics.ts"
 import { TransportConfig } from "../../TransportConfig.ts"
 import { TransportRegistry } from "../../TransportRegistry.ts"
 import { Waiters } from "../../internal/Waiters.ts"
+import { EntryTable } from "../../internal/EntryTable.ts"
 
 /** The `ConnectionInfo.transport` of an in-memory stream. */
 export const connectionTransport = "memory"
@@ -61,11 +62,11 @@ export interface MemoryServed {
 /** The shared state of in-memory request handlers and pending streams. */
 export interface MemoryHub {
   readonly handlers: Map<string, MemoryServed>
-  readonly pending: Map<string, PendingEntry>
+  readonly pending: EntryTable<PendingEntry>
 }
 
 /** A fresh, empty hub. */
-export const makeHub = (): MemoryHub => ({ handlers: new Map(), pending: new Map() })
+export const makeHub = (): MemoryHub => ({ handlers: new Map(), pending: new EntryTable() })
 
 const addressPrefix = "memory://"
 

@@ -35,6 +35,7 @@ import { EndpointNotFound, TransportConnectionError, TransportProtocolError, Tra
 import type { TransportError } from "../../TransportError.ts"
 import type { NatsConnectionHandle } from "./NatsConnection.ts"
 import { sendFromCallback } from "../../internal/sendFromCallback.ts"
+import { EntryTable } from "../../internal/EntryTable.ts"
 
 /** Options of the client. */
 export interface NatsRequestClientOptions {
@@ -100,7 +101,7 @@ export interface NatsRequestClient extends RequestPlaneClient {
 export const make = (options: NatsRequestClientOptions): Effect.Effect<NatsRequestClient, never, Scope.Scope> =>
   Effect.gen(function*() {
     const connection = options.connection
-    const pending = new Map<string, Pending>()
+    const pending = new EntryTable<Pending>()
     let inbox: Inbox | undefined
     let seq = 0
     let closed = false
@@ -118,7 +119,7 @@ export const make = (options: NatsRequestClientOptions): Effect.Effect<NatsReque
     }
 
     const failAll = (make: (p: Pending) => AckError) => {
-      for (const [token, p] of [...pending]) settle(token, make(p))
+      for (const [token, p] of pending.entries()) settle(token, make(p))
     }
 
     const onReply = (prefix: string) => (error: Error | null, msg: Msg) => {
