@@ -87,7 +87,7 @@ run "npx transport-registry --help" timeout 60 npx --no-install transport-regist
 head -3 "$work/out.log" | sed 's/^/    /'
 
 say "npx transport-registry bench (two modes, small; the tool ignores the DYN_* above)"
-run "npx transport-registry bench" timeout 180 npx --no-install transport-registry bench --modes tcp-full,memory --streams 50 --warmup-secs 0.2 --measure-secs 0.2 --concurrency 1,8
+run "npx transport-registry bench" timeout 180 npx --no-install transport-registry bench --modes tcp-full,memory --streams 50 --warmup-secs 0.2 --warmup-streams 200 --measure-secs 0.2 --concurrency 1,8
 grep -E "tcp-full|memory" "$work/out.log" | head -4 | sed 's/^/    /'
 
 if [ -n "$system_node" ] && ! "$system_node" -e '

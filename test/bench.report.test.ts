@@ -60,7 +60,7 @@ describe("bench --html", () => {
     const html = join(dir, "report.html")
     const bench = await run(
       process.execPath,
-      [main, "bench", "--modes", "grpc-stream", "--streams", "40", "--warmup-secs", "0.2", "--warmup-max-secs", "0.6", "--measure-secs", "0", "--concurrency", "1,4", "--quick", "--row-timeout", "100", "--json", json, "--html", html],
+      [main, "bench", "--modes", "grpc-stream", "--streams", "40", "--warmup-secs", "0.2", "--warmup-streams", "100", "--warmup-max-secs", "0.6", "--measure-secs", "0", "--concurrency", "1,4", "--quick", "--row-timeout", "100", "--json", json, "--html", html],
       200_000
     )
     expect(bench.stderr + bench.stdout).not.toMatch(/unavailable|failed/)

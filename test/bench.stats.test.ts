@@ -107,7 +107,7 @@ const report = (rows: ReadonlyArray<Row>): BenchReport => ({
   startedAt: new Date(0).toISOString(),
   seconds: 12,
   machine: { node: "v24", platform: "linux", arch: "x64", cpus: 2, cpuModel: "cpu", memoryMb: 1000, loadAverage: [1, 1, 1] },
-  workload: { streams: 100, items: 10, itemSize: 50, delayMs: 0, concurrency: [1, 64], warmupSecs: 1, warmupMaxSecs: 4, measureSecs: 0.25, nodeFlags: [], quick: true, modes: "all", rounds: 1 },
+  workload: { streams: 100, items: 10, itemSize: 50, delayMs: 0, concurrency: [1, 64], warmupSecs: 1, warmupStreams: 3000, warmupMaxSecs: 4, measureSecs: 0.25, nodeFlags: [], quick: true, modes: "all", rounds: 1 },
   rows: withRatios(rows)
 })
 
@@ -190,6 +190,11 @@ describe("flags and --modes", () => {
     expect(benchOptions(flags({ warmupSecs: 2, warmupMaxSecs: 2, measureSecs: 0 }))).toMatchObject({ warmupSecs: 2, warmupMaxSecs: 2, measureSecs: 0 })
     expect(benchOptions(flags({ warmupSecs: 2, warmupMaxSecs: 1 }))).toMatch(/^--warmup-max-secs: from --warmup-secs \(2\) to 600, got 1/)
     expect(benchOptions(flags({ measureSecs: -1 }))).toMatch(/^--measure-secs: from 0 to 600/)
+    // and at least 20,000 streams of warm-up (3,000 quick), whatever the seconds
+    expect(benchOptions(flags())).toMatchObject({ warmupStreams: 20_000 })
+    expect(benchOptions(flags({ quick: true }))).toMatchObject({ warmupStreams: 3000 })
+    expect(benchOptions(flags({ warmupStreams: 0 }))).toMatchObject({ warmupStreams: 0 })
+    expect(benchOptions(flags({ warmupStreams: 1.5 }))).toMatch(/^--warmup-streams: a whole number/)
     expect(benchOptions(flags({ nodeFlags: " --single-threaded-gc  --max-semi-space-size=16 " }))).toMatchObject({ nodeFlags: ["--single-threaded-gc", "--max-semi-space-size=16"] })
     expect(benchOptions(flags({ nodeFlags: "gc" }))).toMatch(/^--node-flags: each must start with --/)
     expect(benchOptions(flags({ concurrency: "1,x" }))).toMatch(/^--concurrency/)

@@ -60,6 +60,7 @@ export interface BenchFlags {
   readonly rounds: number
   readonly warmupSecs?: number | undefined
   readonly warmupMaxSecs?: number | undefined
+  readonly warmupStreams?: number | undefined
   readonly measureSecs?: number | undefined
   readonly nodeFlags?: string | undefined
   readonly cpuProf?: string | undefined
@@ -68,6 +69,9 @@ export interface BenchFlags {
 /** Least seconds of warm-up per row and level by default, and with `--quick`. */
 const WARMUP_SECS = 3
 const WARMUP_SECS_QUICK = 1
+/** Least streams of warm-up per row and level by default, and with `--quick`. */
+const WARMUP_STREAMS = 20_000
+const WARMUP_STREAMS_QUICK = 3_000
 /** The default most seconds of warm-up, as a multiple of the least. */
 const WARMUP_MAX_FACTOR = 4
 /** Least seconds of each measured level by default, and with `--quick`. */
@@ -94,6 +98,8 @@ export const benchOptions = (flags: BenchFlags): BenchOptions | string => {
   const warmupSecs = flags.warmupSecs ?? (flags.quick ? WARMUP_SECS_QUICK : WARMUP_SECS)
   const warmupMaxSecs = flags.warmupMaxSecs ?? warmupSecs * WARMUP_MAX_FACTOR
   if (!(warmupMaxSecs >= warmupSecs && warmupMaxSecs <= 600)) return `--warmup-max-secs: from --warmup-secs (${warmupSecs}) to 600, got ${warmupMaxSecs}`
+  const warmupStreams = flags.warmupStreams ?? (flags.quick ? WARMUP_STREAMS_QUICK : WARMUP_STREAMS)
+  if (!(Number.isInteger(warmupStreams) && warmupStreams >= 0)) return `--warmup-streams: a whole number from 0, got ${warmupStreams}`
   const measureSecs = flags.measureSecs ?? (flags.quick ? MEASURE_SECS_QUICK : MEASURE_SECS)
   if (!(measureSecs >= 0 && measureSecs <= 600)) return `--measure-secs: from 0 to 600, got ${measureSecs}`
   // the slowest stream at one in flight bounds a row's time: give each row room for it
@@ -105,6 +111,7 @@ export const benchOptions = (flags: BenchFlags): BenchOptions | string => {
     delayMs: flags.delayMs,
     concurrency,
     warmupSecs,
+    warmupStreams,
     warmupMaxSecs,
     measureSecs,
     nodeFlags,
@@ -125,7 +132,7 @@ export const bench = (flags: BenchFlags): Effect.Effect<BenchReport, BenchError>
     if (typeof options === "string") return yield* new BenchError({ detail: options })
     const progress = progressWriter()
     process.stderr.write(
-      `transport-registry bench: at least ${options.streams} streams and ${options.measureSecs} s per level, after ${options.warmupSecs}-${options.warmupMaxSecs} s of warm-up, at ${options.concurrency.join(", ")} in flight, ${options.items} items of ${options.itemSize} B, ${options.delayMs} ms apart; rows: ${options.modes}` +
+      `transport-registry bench: at least ${options.streams} streams and ${options.measureSecs} s per level, after ${options.warmupSecs}-${options.warmupMaxSecs} s and at least ${options.warmupStreams} streams of warm-up, at ${options.concurrency.join(", ")} in flight, ${options.items} items of ${options.itemSize} B, ${options.delayMs} ms apart; rows: ${options.modes}` +
         (options.rounds > 1 ? `; ${options.rounds} rounds` : "") + "\n"
     )
     const report = yield* Effect.tryPromise({
@@ -176,6 +183,10 @@ export const benchCommand = Command.make(
       Flag.withDescription(describe("Least seconds of unmeasured streams before each row's concurrency level, so that both processes run optimized code; the warm-up goes on while throughput still rises (5% or more per half-second batch), up to --warmup-max-secs", { default: `${WARMUP_SECS}; ${WARMUP_SECS_QUICK} with --quick` })),
       Flag.optional
     ),
+    warmupStreams: Flag.Int("warmup-streams").pipe(
+      Flag.withDescription(describe("Least streams of warm-up per row and level, as well as --warmup-secs (V8 optimizes code by calls, not time: a row at 1,500 streams/s needs more seconds than one at 15,000), up to --warmup-max-secs", { default: `${WARMUP_STREAMS}; ${WARMUP_STREAMS_QUICK} with --quick` })),
+      Flag.optional
+    ),
     warmupMaxSecs: Flag.Finite("warmup-max-secs").pipe(
       Flag.withDescription(describe("Most seconds of warm-up per row and level", { default: `${WARMUP_MAX_FACTOR} x --warmup-secs` })),
       Flag.optional
@@ -209,6 +220,7 @@ export const benchCommand = Command.make(
       rowTimeout: flags.rowTimeout._tag === "Some" ? flags.rowTimeout.value : undefined,
       warmupSecs: flags.warmupSecs._tag === "Some" ? flags.warmupSecs.value : undefined,
       warmupMaxSecs: flags.warmupMaxSecs._tag === "Some" ? flags.warmupMaxSecs.value : undefined,
+      warmupStreams: flags.warmupStreams._tag === "Some" ? flags.warmupStreams.value : undefined,
       measureSecs: flags.measureSecs._tag === "Some" ? flags.measureSecs.value : undefined,
       nodeFlags: flags.nodeFlags._tag === "Some" ? flags.nodeFlags.value : undefined,
       cpuProf: flags.cpuProf._tag === "Some" ? flags.cpuProf.value : undefined

@@ -156,7 +156,7 @@ export const renderHtml = (report: BenchReport): string => {
 <html lang="en"><head><meta charset="utf-8"><title>transport-registry bench ${esc(report.startedAt)}</title><style>${style}</style></head>
 <body>
 <h1>transport-registry bench</h1>
-<p>${esc(report.startedAt)}, ${f1(report.seconds)} s. Workload: at least ${w.streams} streams and ${w.measureSecs} s per concurrency level (${w.concurrency.join(", ")} in flight), ${w.items} items of ${w.itemSize} B each, ${w.delayMs} ms between items, ${w.warmupSecs} to ${w.warmupMaxSecs} s of warm-up per level (until throughput stops rising);${w.nodeFlags.length > 0 ? ` node flags ${esc(w.nodeFlags.join(" "))};` : ""} rows: ${esc(w.modes)}${w.quick ? " (quick)" : ""}.</p>
+<p>${esc(report.startedAt)}, ${f1(report.seconds)} s. Workload: at least ${w.streams} streams and ${w.measureSecs} s per concurrency level (${w.concurrency.join(", ")} in flight), ${w.items} items of ${w.itemSize} B each, ${w.delayMs} ms between items, ${w.warmupSecs} to ${w.warmupMaxSecs} s and at least ${w.warmupStreams} streams of warm-up per level (until throughput stops rising);${w.nodeFlags.length > 0 ? ` node flags ${esc(w.nodeFlags.join(" "))};` : ""} rows: ${esc(w.modes)}${w.quick ? " (quick)" : ""}.</p>
 <p>Machine: ${m.cpus} × ${esc(m.cpuModel)}, ${m.memoryMb} MB, ${esc(m.platform)}/${esc(m.arch)}, Node ${esc(m.node)}, load average ${m.loadAverage.join(" ")} at the end. Only ratios taken within one run mean much on a shared machine.</p>
 <h2>Results</h2>
 ${tableHtml(report)}

@@ -72,6 +72,7 @@ export const BenchReportSchema = Schema.Struct({
     delayMs: Num,
     concurrency: Schema.Array(Num),
     warmupSecs: Num,
+    warmupStreams: Num,
     warmupMaxSecs: Num,
     measureSecs: Num,
     nodeFlags: Schema.Array(Schema.String),

@@ -34,7 +34,9 @@ export interface BenchOptions {
   readonly concurrency: ReadonlyArray<number>
   /** Least seconds of warm-up streams before each concurrency level. */
   readonly warmupSecs: number
-  /** Most seconds of warm-up: the warm-up goes on past `warmupSecs` while throughput still rises. */
+  /** Least streams of warm-up per level (V8 tiers code up by calls, not time). */
+  readonly warmupStreams: number
+  /** Most seconds of warm-up: the warm-up goes on past `warmupSecs` and `warmupStreams` while throughput still rises. */
   readonly warmupMaxSecs: number
   /** Least seconds of each measured level: more streams than `streams` when the level runs faster. */
   readonly measureSecs: number
@@ -85,11 +87,12 @@ const STILL_RISING = 1.05
 const MEASURED_STREAMS_MAX = 200_000
 
 /**
- * Runs unmeasured streams at `concurrency` for `minSecs` seconds (at least one batch), then on
- * while throughput still rises, up to `maxSecs`: this project's layers need tens of thousands of
- * calls (V8's optimizing tiers, the heap growing to its working size) before they run at their
- * steady rate, raw Node a few hundred, so a fixed count or time that suits one would leave the
- * other cold. Batches start small (one stream per slot when items are paced) and are sized from
+ * Runs unmeasured streams at `concurrency` for at least `minSecs` seconds and `minStreams` streams
+ * (and at least one batch), then on while throughput still rises, up to `maxSecs`: this project's
+ * layers need tens of thousands of calls (V8's optimizing tiers, the heap growing to its working
+ * size) before they run at their steady rate, raw Node a few hundred, so a fixed count or time
+ * that suits one would leave the other cold (http+tcp pooled at one in flight: p50 853, 313 and
+ * 245 µs after 4,000, 10,000 and 16,000 calls). Batches start small (one stream per slot when items are paced) and are sized from
  * the rate seen to last about half a second each; throughput still rises while a batch runs
  * `STILL_RISING` times faster than every batch before it. The last batch may overrun `maxSecs`.
  * Returns the last batch's rate, in streams per second, and the seconds it took in all.
@@ -98,6 +101,7 @@ const warmUp = async (
   client: Child,
   concurrency: number,
   minSecs: number,
+  minStreams: number,
   maxSecs: number,
   paced: boolean
 ): Promise<{ readonly rate: number; readonly secs: number }> => {
@@ -105,15 +109,17 @@ const warmUp = async (
   // A paced stream lasts items x delay: start with one stream per slot, then size from the rate.
   let batch = paced ? concurrency : Math.max(concurrency, 50)
   let best = 0
+  let streams = 0
   for (;;) {
     const b0 = performance.now()
     await client.ask({ t: "run", streams: batch, concurrency }, "result")
     const took = Math.max((performance.now() - b0) / 1000, 0.001)
+    streams += batch
     const rate = batch / took
     const rising = rate > best * STILL_RISING
     best = Math.max(best, rate)
     const elapsed = (performance.now() - t0) / 1000
-    if (elapsed >= maxSecs || (elapsed >= minSecs && !rising)) return { rate, secs: elapsed }
+    if (elapsed >= maxSecs || (elapsed >= minSecs && streams >= minStreams && !rising)) return { rate, secs: elapsed }
     batch = Math.max(concurrency, Math.min(WARMUP_BATCH_MAX, Math.round(rate * WARMUP_BATCH_SECS)))
   }
 }
@@ -196,7 +202,7 @@ const measureRow = async (
   for (const concurrency of options.concurrency) {
     progress(`c=${concurrency} warming up`)
     state.measuring = true
-    const warm = await warmUp(client, concurrency, options.warmupSecs, options.warmupMaxSecs, options.delayMs > 0)
+    const warm = await warmUp(client, concurrency, options.warmupSecs, options.warmupStreams, options.warmupMaxSecs, options.delayMs > 0)
     const streams = measuredStreams(options.streams, warm.rate, options.measureSecs)
     const before: ProcessStats | undefined = await server?.stats()
     const result = await client.ask({ t: "run", streams, concurrency }, "result", (done) =>
@@ -344,6 +350,7 @@ export const runBench = async (options: BenchOptions, onProgress: (p: Progress) 
       delayMs: options.delayMs,
       concurrency: options.concurrency,
       warmupSecs: options.warmupSecs,
+      warmupStreams: options.warmupStreams,
       warmupMaxSecs: options.warmupMaxSecs,
       measureSecs: options.measureSecs,
       nodeFlags: options.nodeFlags,
