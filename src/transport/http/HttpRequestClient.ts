@@ -179,8 +179,12 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
       message: RequestMessage,
       onAck: (error: TransportError | EndpointNotFound | undefined) => void
     ): (() => void) => {
+      // The only reference to the caller's callback, let go once the ack is delivered: the stream's
+      // listeners (one closure context per call) outlive the call.
+      let ack: typeof onAck | undefined = onAck
       const failNow = (error: TransportError | EndpointNotFound) => {
-        onAck(error)
+        ack!(error)
+        ack = undefined
         return noop
       }
       const address = target.address
@@ -237,7 +241,9 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
         if (done) return
         done = true
         clearTimeout(timer)
-        onAck(error)
+        const f = ack!
+        ack = undefined
+        f(error)
       }
       const timer = setTimeout(() => {
         finish((
@@ -347,6 +353,7 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
       return () => {
         if (done) return
         done = true
+        ack = undefined
         clearTimeout(timer)
         // Pure HTTP mode: the stream is the response; resetting it is the only way to stop it.
         if (inline !== undefined) return void s.close(NGHTTP2_CANCEL)
