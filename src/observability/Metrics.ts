@@ -124,25 +124,59 @@ const seriesOf = (fam: Family) => {
   }
 }
 
-const requests = seriesOf(f.requests)
-const latency = seriesOf(f.latency)
-const errors = seriesOf(f.errors)
-const active = seriesOf(f.active)
-const serverRequests = seriesOf(f.serverRequests)
+/**
+ * The series of `fam` by its three labels, found without building anything: per request, the
+ * recorders ran with a label object and a key string made each time (about 120-140 B of
+ * allocation per update, 850 B per request served by a worker); a hit here allocates nothing.
+ */
+const seriesBy3 = (fam: Family, names: readonly [string, string, string]) => {
+  const cache = new Map<string, Map<string, Map<string, Series>>>()
+  return (a: string, b: string, c: string): Series => {
+    let byB = cache.get(a)
+    if (byB === undefined) cache.set(a, byB = new Map())
+    let byC = byB.get(b)
+    if (byC === undefined) byB.set(b, byC = new Map())
+    let s = byC.get(c)
+    if (s === undefined) {
+      s = build(fam, { [names[0]]: a, [names[1]]: b, [names[2]]: c }) as unknown as Series
+      byC.set(c, s)
+    }
+    return s
+  }
+}
+
+const requests = seriesBy3(f.requests, ["transport", "plane", "role"])
+const latency = seriesBy3(f.latency, ["transport", "plane", "role"])
+const errors = seriesBy3(f.errors, ["transport", "error_type", "role"])
+const active = seriesBy3(f.active, ["transport", "plane", "role"])
+/** `seriesBy3` for a family of two labels. */
+const seriesBy2 = (fam: Family, names: readonly [string, string]) => {
+  const cache = new Map<string, Map<string, Series>>()
+  return (a: string, b: string): Series => {
+    let byB = cache.get(a)
+    if (byB === undefined) cache.set(a, byB = new Map())
+    let s = byB.get(b)
+    if (s === undefined) {
+      s = build(fam, { [names[0]]: a, [names[1]]: b }) as unknown as Series
+      byB.set(b, s)
+    }
+    return s
+  }
+}
+const serverRequests = seriesBy2(f.serverRequests, ["transport", "role"])
 const retries = seriesOf(f.retries)
 const quarantined = seriesOf(f.quarantined)
 const quarantinedNow = seriesOf(f.quarantinedNow)
 
 /** Counts a request (or stream) on `transport`/`plane`, and records its latency in seconds. */
 export const recordRequest = (transport: TransportId, plane: PlaneType, seconds: number, role: Role = "client"): void => {
-  const key = `${transport}|${plane}|${role}`
-  requests({ transport, plane, role }, key).updateUnsafe(1, none)
-  latency({ transport, plane, role }, key).updateUnsafe(seconds, none)
+  requests(transport, plane, role).updateUnsafe(1, none)
+  latency(transport, plane, role).updateUnsafe(seconds, none)
 }
 
 /** Counts a typed transport failure. */
 export const recordError = (transport: TransportId, errorType: ErrorType, role: Role = "client"): void => {
-  errors({ transport, error_type: errorType, role }, `${transport}|${errorType}|${role}`).updateUnsafe(1, none)
+  errors(transport, errorType, role).updateUnsafe(1, none)
 }
 
 /**
@@ -168,12 +202,12 @@ const typedIn = (cause: Cause.Cause<unknown>): unknown => {
 
 /** Moves the active-streams gauge by `delta` (+1 on open, -1 on end). */
 export const streamDelta = (transport: TransportId, plane: PlaneType, delta: 1 | -1, role: Role = "client"): void => {
-  active({ transport, plane, role }, `${transport}|${plane}|${role}`).modifyUnsafe(delta, none)
+  active(transport, plane, role).modifyUnsafe(delta, none)
 }
 
 /** Counts a request accepted by a worker's request server. */
 export const recordServerRequest = (transport: TransportId, role: Role = "server"): void => {
-  serverRequests({ transport, role }, `${transport}|${role}`).updateUnsafe(1, none)
+  serverRequests(transport, role).updateUnsafe(1, none)
 }
 
 const noopEnd = (): void => {}
@@ -225,13 +259,12 @@ export const initEndpoint = (endpoint: string): void => {
  */
 export const initTransport = (transport: TransportId, plane: PlaneType): void => {
   for (const role of roles) {
-    const key = `${transport}|${plane}|${role}`
-    requests({ transport, plane, role }, key).updateUnsafe(0, none)
-    latency({ transport, plane, role }, key).valueUnsafe(none)
-    active({ transport, plane, role }, key).modifyUnsafe(0, none)
-    for (const type of errorTypes) errors({ transport, error_type: type, role }, `${transport}|${type}|${role}`).updateUnsafe(0, none)
+    requests(transport, plane, role).updateUnsafe(0, none)
+    latency(transport, plane, role).valueUnsafe(none)
+    active(transport, plane, role).modifyUnsafe(0, none)
+    for (const type of errorTypes) errors(transport, type, role).updateUnsafe(0, none)
   }
-  if (plane === "request") serverRequests({ transport, role: "server" }, `${transport}|server`).updateUnsafe(0, none)
+  if (plane === "request") serverRequests(transport, "server").updateUnsafe(0, none)
 }
 
 const declared = new Set<Family>(transportFamilies)
