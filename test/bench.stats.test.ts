@@ -195,6 +195,10 @@ describe("flags and --modes", () => {
     expect(benchOptions(flags({ quick: true }))).toMatchObject({ warmupStreams: 3000 })
     expect(benchOptions(flags({ warmupStreams: 0 }))).toMatchObject({ warmupStreams: 0 })
     expect(benchOptions(flags({ warmupStreams: 1.5 }))).toMatch(/^--warmup-streams: a whole number/)
+    // the default most stays within 600 s; a most given alone lowers the default least to it
+    expect(benchOptions(flags({ warmupSecs: 200 }))).toMatchObject({ warmupSecs: 200, warmupMaxSecs: 600 })
+    expect(benchOptions(flags({ warmupMaxSecs: 2 }))).toMatchObject({ warmupSecs: 2, warmupMaxSecs: 2 })
+    expect(benchOptions(flags({ quick: true, warmupMaxSecs: 2 }))).toMatchObject({ warmupSecs: 1, warmupMaxSecs: 2 })
     expect(benchOptions(flags({ nodeFlags: " --single-threaded-gc  --max-semi-space-size=16 " }))).toMatchObject({ nodeFlags: ["--single-threaded-gc", "--max-semi-space-size=16"] })
     expect(benchOptions(flags({ nodeFlags: "gc" }))).toMatch(/^--node-flags: each must start with --/)
     expect(benchOptions(flags({ concurrency: "1,x" }))).toMatch(/^--concurrency/)

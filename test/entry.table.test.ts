@@ -65,4 +65,13 @@ describe("EntryTable", () => {
     expect(table.delete("__proto__")).toBe(false)
     expect(table.size).toBe(0)
   })
+
+  it("iterates as a Map does (entries, keys), refuses undefined as a value, and lists integer-like keys first", () => {
+    const table = new EntryTable<number>()
+    table.set("b", 2).set("a", 1).set("10", 10).set("2", 20)
+    expect([...table]).toEqual([["2", 20], ["10", 10], ["b", 2], ["a", 1]])
+    expect(table.keys()).toEqual(["2", "10", "b", "a"])
+    expect(() => (table as EntryTable<number | undefined>).set("c", undefined)).toThrow(/undefined is not a value/)
+    expect(table.size).toBe(4)
+  })
 })

@@ -90,4 +90,25 @@ describe("AckDeadlines", () => {
     expect(overdue).toEqual([r])
     deadlines.stop()
   })
+
+  it("a request sent from within the sweep (a freed slot going to the next one waiting) is not overdue at once", async () => {
+    const overdue: Array<FullRequest> = []
+    const next = request()
+    let deadlines: AckDeadlines
+    deadlines = new AckDeadlines(30, () => false, (r) => {
+      overdue.push(r)
+      // what RouterConnection does: the timed-out request's slot goes to the next one queued
+      if (r !== next && !next.waitingAck && next.sentAt === 0) deadlines.sent(next)
+    })
+    const a = request()
+    deadlines.sent(a)
+    await tick()
+    await sleep(60)
+    expect(overdue).toEqual([a])
+    expect(next.waitingAck).toBe(true)
+    expect(next.sentAt).toBeGreaterThan(0)
+    await sleep(80)
+    expect(overdue).toEqual([a, next])
+    deadlines.stop()
+  })
 })

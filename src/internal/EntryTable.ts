@@ -15,10 +15,11 @@
  *   scavenge (25 ms pauses plus 75 ms of helper threads, every 200 ms), until its tables were
  *   these (see docs/performance.md).
  *
- * Values must not be `undefined` (absence is `undefined`). `values()` returns a snapshot array, so
- * the table may change while it is walked. Iteration follows insertion order, as a `Map`'s does
- * (keys are never integer-like here: stream keys are 32 hex digits, request ids UUIDs; an
- * integer-like key would be listed first, in numeric order).
+ * Values must not be `undefined` (absence is `undefined`). `values()`, `entries()` and iteration
+ * take a snapshot, so the table may change while it is walked. They follow insertion order, as a
+ * `Map` does, except that integer-like keys ("10", the NATS client's base-36 tokens made of digits
+ * only) come first, in numeric order, as an object's properties do; nothing here depends on the
+ * order of those.
  */
 export class EntryTable<V> {
   private table: Record<string, V> = Object.create(null) as Record<string, V>
@@ -41,6 +42,7 @@ export class EntryTable<V> {
 
   /** Sets the value of `key` (not `undefined`). */
   set(key: string, value: V): this {
+    if (value === undefined) throw new TypeError(`EntryTable: undefined is not a value (key ${key})`)
     if (this.table[key] === undefined) this.count++
     this.table[key] = value
     return this
@@ -66,6 +68,16 @@ export class EntryTable<V> {
     const table = this.table
     for (const key in table) out.push([key, table[key]!])
     return out
+  }
+
+  /** The keys now (a snapshot). */
+  keys(): Array<string> {
+    return Object.keys(this.table)
+  }
+
+  /** The entries now (a snapshot), as a `Map` iterates. */
+  [Symbol.iterator](): IterableIterator<[string, V]> {
+    return this.entries()[Symbol.iterator]()
   }
 
   /** The values now, in insertion order (a snapshot). */

@@ -95,8 +95,10 @@ export const benchOptions = (flags: BenchFlags): BenchOptions | string => {
   const modes = flags.modes ?? (flags.quick ? "core" : "all")
   const { unknown } = select(modes)
   if (unknown.length > 0) return `--modes: unknown ${unknown.join(", ")} (rows: ${rows.map((r) => r.id).join(", ")}; presets: ${Object.keys(presets).join(", ")})`
-  const warmupSecs = flags.warmupSecs ?? (flags.quick ? WARMUP_SECS_QUICK : WARMUP_SECS)
-  const warmupMaxSecs = flags.warmupMaxSecs ?? warmupSecs * WARMUP_MAX_FACTOR
+  // An explicit most lowers the default least to it; the default most is 4x the least, within 600 s.
+  const defaultWarmupSecs = flags.quick ? WARMUP_SECS_QUICK : WARMUP_SECS
+  const warmupSecs = flags.warmupSecs ?? Math.min(defaultWarmupSecs, flags.warmupMaxSecs ?? defaultWarmupSecs)
+  const warmupMaxSecs = flags.warmupMaxSecs ?? Math.min(600, Math.max(warmupSecs, warmupSecs * WARMUP_MAX_FACTOR))
   if (!(warmupMaxSecs >= warmupSecs && warmupMaxSecs <= 600)) return `--warmup-max-secs: from --warmup-secs (${warmupSecs}) to 600, got ${warmupMaxSecs}`
   const warmupStreams = flags.warmupStreams ?? (flags.quick ? WARMUP_STREAMS_QUICK : WARMUP_STREAMS)
   if (!(Number.isInteger(warmupStreams) && warmupStreams >= 0)) return `--warmup-streams: a whole number from 0, got ${warmupStreams}`
@@ -197,7 +199,7 @@ export const benchCommand = Command.make(
     ),
     nodeFlags: Flag.String("node-flags").pipe(
       Flag.withMetavar("flags"),
-      Flag.withDescription(describe("Node/V8 flags for every router and worker process of the run, this project's and the raw baselines' alike (e.g. \"--single-threaded-gc\")", { default: "none" })),
+      Flag.withDescription(describe("Node/V8 flags for every router and worker process of the run, this project's and the raw baselines' alike (e.g. \"--single-threaded-gc\"); this project's processes turn allocation-site pretenuring off themselves, as the program does", { default: "none" })),
       Flag.optional
     ),
     rounds: Flag.Int("rounds").pipe(

@@ -40,7 +40,11 @@ export interface BenchOptions {
   readonly warmupMaxSecs: number
   /** Least seconds of each measured level: more streams than `streams` when the level runs faster. */
   readonly measureSecs: number
-  /** Node/V8 flags given to every router and worker process, this project's and the baselines' alike. */
+  /**
+   * Node/V8 flags given to every router and worker process, this project's and the baselines'
+   * alike (this project's processes also turn allocation-site pretenuring off themselves, as the
+   * `transport-registry` program does: `NodeTuning.ts`).
+   */
   readonly nodeFlags: ReadonlyArray<string>
   /** `--modes`: row ids, presets, prefixes with `*`. */
   readonly modes: string
@@ -202,7 +206,9 @@ const measureRow = async (
   for (const concurrency of options.concurrency) {
     progress(`c=${concurrency} warming up`)
     state.measuring = true
-    const warm = await warmUp(client, concurrency, options.warmupSecs, options.warmupStreams, options.warmupMaxSecs, options.delayMs > 0)
+    // Paced streams last items x delay each: a count of them would only ever stop at the most.
+    const paced = options.delayMs > 0
+    const warm = await warmUp(client, concurrency, options.warmupSecs, paced ? 0 : options.warmupStreams, options.warmupMaxSecs, paced)
     const streams = measuredStreams(options.streams, warm.rate, options.measureSecs)
     const before: ProcessStats | undefined = await server?.stats()
     const result = await client.ask({ t: "run", streams, concurrency }, "result", (done) =>

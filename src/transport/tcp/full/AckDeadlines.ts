@@ -20,8 +20,8 @@
  *   then re-armed for the next.
  *
  * What it does not do: touch the socket, write the Reset, build the error, or change a request's
- * state (the connection's `timedOut` does all of that); it reads `sentAt` and writes only the
- * list fields.
+ * state (the connection's `timedOut` does all of that); it writes only `sentAt` and the list
+ * fields.
  */
 import type { FullRequest } from "./FullRequest.ts"
 
@@ -122,10 +122,12 @@ export class AckDeadlines {
     this.timer = undefined
     if (this.isClosed()) return
     const now = performance.now()
-    for (let req = this.first; req !== undefined && now - req.sentAt >= this.ackTimeoutMs; req = this.first) {
+    // A request sent from within `timedOut` (its slot went to the next one waiting) is not stamped
+    // yet (`sentAt` 0): it is not overdue, and `stampSent` arms the timer for it.
+    for (let req = this.first; req !== undefined && req.sentAt !== 0 && now - req.sentAt >= this.ackTimeoutMs; req = this.first) {
       this.answered(req)
       this.timedOut(req)
     }
-    if (this.first !== undefined) this.arm(this.first.sentAt)
+    if (this.first !== undefined && this.first.sentAt !== 0 && this.timer === undefined) this.arm(this.first.sentAt)
   }
 }

@@ -300,7 +300,7 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
     this.window.clear()
     this.drainWaiters.wake()
     const error = tlsHandshakeError(this.socket, this.remote, cause) ?? closeError(cause, this.remote, this.connected, opened, this.peerReason)
-    const pending = [...this.requests.values()]
+    const pending = this.requests.values()
     this.requests.clear()
     for (const req of pending) {
       this.finish(req, false)
