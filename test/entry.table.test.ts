@@ -71,6 +71,9 @@ describe("EntryTable", () => {
     table.set("b", 2).set("a", 1).set("10", 10).set("2", 20)
     expect([...table]).toEqual([["2", 20], ["10", 10], ["b", 2], ["a", 1]])
     expect(table.keys()).toEqual(["2", "10", "b", "a"])
+    const walked: Array<string> = []
+    table.forEach((v, k) => walked.push(`${k}=${v}`))
+    expect(walked).toEqual(["2=20", "10=10", "b=2", "a=1"])
     expect(() => (table as EntryTable<number | undefined>).set("c", undefined)).toThrow(/undefined is not a value/)
     expect(table.size).toBe(4)
   })

@@ -80,6 +80,15 @@ export class EntryTable<V> {
     return this.entries()[Symbol.iterator]()
   }
 
+  /**
+   * Calls `f` with each value and key, in insertion order, without a snapshot (a read-only walk
+   * allocates nothing): `f` must not change the table.
+   */
+  forEach(f: (value: V, key: string) => void): void {
+    const table = this.table
+    for (const key in table) f(table[key]!, key)
+  }
+
   /** The values now, in insertion order (a snapshot). */
   values(): Array<V> {
     const out: Array<V> = []
@@ -90,4 +99,4 @@ export class EntryTable<V> {
 }
 
 /** An `EntryTable` as its readers see it. */
-export type ReadonlyEntryTable<V> = Pick<EntryTable<V>, "size" | "get" | "has" | "values">
+export type ReadonlyEntryTable<V> = Pick<EntryTable<V>, "size" | "get" | "has" | "values" | "forEach">

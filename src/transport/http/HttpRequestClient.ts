@@ -183,8 +183,9 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
       // listeners (one closure context per call) outlive the call.
       let ack: typeof onAck | undefined = onAck
       const failNow = (error: TransportError | EndpointNotFound) => {
-        ack!(error)
+        const f = ack!
         ack = undefined
+        f(error)
         return noop
       }
       const address = target.address

@@ -259,11 +259,12 @@ const makeSweep = (
     for (const conn of muxConnections) conn.keepAlive(now, timings.pingMs)
     let watching = false
     let idle: Array<CallHomeStream> | undefined
-    for (const stream of streams.values()) {
-      if (!stream.openedIn(env)) continue
+    // A read-only walk: no snapshot of every open stream per sweep.
+    streams.forEach((stream) => {
+      if (!stream.openedIn(env)) return
       watching = true
       if (stream.quietFor(now) >= idleMs) (idle ??= []).push(stream)
-    }
+    })
     if (idle !== undefined) {
       const candidates = idle
       sweep.confirm(() => {
