@@ -68,7 +68,9 @@ export const makeGenerate = <Req, Res, O, E>(flow: FlowCall<Req, Res, O, E>, max
             notify()
           })
         ),
-        Effect.forkIn(scope)
+        // Started now, not on the scheduler's next turn (a setImmediate away): the request leaves
+        // in this tick's write, as `call`'s does, and no async context is captured for the start.
+        Effect.forkIn(scope, { startImmediately: true })
       )
       // The consumer went away (runs before the call is interrupted): a paused stream is
       // resumed, so the worker's answer to stop is read at once, and nothing more is kept.

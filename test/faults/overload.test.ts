@@ -37,7 +37,7 @@ const eventually = (check: () => boolean, ms = 5000) =>
     for (let waited = 0; waited < ms && !check(); waited += 5) yield* Effect.sleep(5)
   })
 
-/** A handler that emits 3 items once `gate` opens, counting the most handlers running at once. */
+/** A handler that emits 3 items once `gate` opens, counting the handlers running now and the most at once. */
 const gated = (gate: Deferred.Deferred<void>) => {
   let running = 0
   let most = 0
@@ -49,7 +49,7 @@ const gated = (gate: Deferred.Deferred<void>) => {
       for (let i = 0; i < 3; i++) emit(`${req}:${i}`)
       running--
     })
-  return { handler, most: () => most }
+  return { handler, running: () => running, most: () => most }
 }
 
 const overloadSuite = (mode: () => FaultMode) =>
@@ -62,8 +62,11 @@ const overloadSuite = (mode: () => FaultMode) =>
       const admitted = yield* Effect.forkChild(
         Effect.all(Array.from({ length: CAP }, (_, i) => Stream.runCollect(client.generate(i))), { concurrency: "unbounded" })
       )
-      yield* eventually(() => served.inFlight() === CAP)
+      // Admitted is not yet running: a handler starts once its call-home stream is open, and with
+      // pooled call-home the pool may still be connecting. The refusals are sent once all run.
+      yield* eventually(() => served.inFlight() === CAP && h.running() === CAP)
       expect(served.inFlight()).toBe(CAP)
+      expect(h.running()).toBe(CAP)
 
       const started = performance.now()
       const refused = yield* Effect.all(
