@@ -108,6 +108,13 @@ export interface ConnectOptions {
   readonly connectionInfo: ConnectionInfo
   readonly requestId: string
   readonly codec: PayloadCodecName
+  /**
+   * The request plane the request came on, when known. The pooled TCP call-home uses it to
+   * choose how it waits one event-loop turn before its stream: on its own after an "http"
+   * request (node:http2 writes the ack first; measured best there), else on the turn it shares
+   * with every stream started in the same tick, so their frames leave in one write.
+   */
+  readonly requestTransport?: TransportId | undefined
 }
 
 /** The worker's side of a response transport. */

@@ -64,7 +64,8 @@ export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, 
     const connectOnly = client.connect({
       connectionInfo: message.control.connection_info,
       requestId: message.control.id,
-      codec: message.control.payload_codec ?? "json"
+      codec: message.control.payload_codec ?? "json",
+      requestTransport: setup.transportId
     })
     // No span, debug off and an already-connected writer: hand the Exit back as it is, so
     // `serveRequest` takes the writer synchronously (no Effect run for the call-home).

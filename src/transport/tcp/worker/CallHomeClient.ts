@@ -32,6 +32,7 @@ import { defaults } from "../../../TransportConfig.ts"
 import { TransportProtocolError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
+import { nextTurn } from "../../../internal/SharedTurn.ts"
 import { dial } from "./Dialer.ts"
 import type { ClientTls } from "../../../internal/Tls.ts"
 import { makeOneShotWriter } from "./OneShotWriter.ts"
@@ -162,14 +163,20 @@ export const makeUnsafe = (
   }
 
   /**
-   * A `tcp_response_mux_v1` stream: a writer on a pooled connection. It yields once first:
-   * with a free pooled connection nothing here waits for I/O, so without the yield the whole
-   * handler would run before the request plane's ack (written by node:http2 on a later
-   * turn) leaves, and the router would wait for that ack after the stream had already ended.
-   * Measured (then bench/tcp_pool_benchmark.ts, now `transport-registry bench --modes pool`; 64 in flight): pooled throughput went from about
-   * 1.1x to 1.6-1.9x the unpooled with it. Re-measured once the router counted a completed
-   * stream as acked and the pool lent spare leases synchronously: without the yield sequential
-   * p50 was within noise, and 64 in flight fell from about 6,000 to 4,600 req/s, so it stays.
+   * A `tcp_response_mux_v1` stream: a writer on a pooled connection. It waits one event-loop
+   * turn first: with a free pooled connection nothing here waits for I/O, so without it the
+   * whole handler would run inside the request plane's read, before the request plane's ack
+   * (written by node:http2 on a later turn) leaves, and the router would wait for that ack
+   * after the stream had already ended. How it waits depends on the request plane
+   * (`requestTransport`), as measured (64 in flight, router and worker in two processes, 3
+   * alternating rounds each; docs/performance.md):
+   * - after an http request, on its own (`Effect.yieldNow`): about 13-15k req/s, against 12-13.5k
+   *   with no wait and 8-9.5k on the shared turn;
+   * - after any other (Dynamo's TCP framing, NATS), on the turn it shares with every stream
+   *   started in the same tick (SharedTurn.ts): each fiber's own yield is a `setImmediate` of
+   *   its own, with a `process.nextTick` flush between any two, so the worker wrote about 0.6
+   *   times per request (15,000 writes in 2 s against 1,700); Dynamo pooled went from 16-18k to
+   *   about 20k req/s, and the worker's CPU per request fell by a third.
    */
   const connectMux = (connectOptions: ConnectOptions): Effect.Effect<ResponseWriter, TransportError> =>
     Effect.suspend(() => {
@@ -181,7 +188,7 @@ export const makeUnsafe = (
       }
       const codec = payloadCodec(connectOptions.codec)
       const target = { address: info.address, host: parsed.host, port: parsed.port, frontendServerId: info.frontendServerId }
-      return Effect.yieldNow.pipe(
+      return (connectOptions.requestTransport === "http" ? Effect.yieldNow : nextTurn).pipe(
         Effect.andThen(getPool().withConnection(target, (conn, release) => conn.openStream(info.streamIdBytes, codec, release))),
         Effect.flatMap((writer) => (writer instanceof TransportProtocolError ? Effect.fail(writer) : Effect.succeed(writer)))
       )
