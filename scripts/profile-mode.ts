@@ -3,7 +3,7 @@
 // Prints each side's CPU per request and its top functions by self time, grouped by source folder.
 //
 //   node --experimental-strip-types --no-warnings scripts/profile-mode.ts \
-//     [--mode full|full-defaults|full-metrics|full-tracing|http|http-defaults|http-pooled|dynamo|dynamo-pooled] [--requests 20000]
+//     [--mode full|full-defaults|full-metrics|full-tracing|http|http-defaults|http-pooled|dynamo|dynamo-pooled|http-sse] [--requests 20000]
 //     [--in-flight 64] [--top 25] [--no-profile]
 //
 // The .cpuprofile files stay in a temporary folder (printed) for Chrome DevTools / speedscope.
@@ -40,7 +40,8 @@ const modes: Record<string, Record<string, string>> = {
   "http-defaults": {},
   "http-pooled": { ...lean, DYN_TCP_POOL_ENABLED: "true" },
   dynamo: { ...tcp, ...lean, DYN_TCP_FULL_MODE: "false" },
-  "dynamo-pooled": { ...tcp, ...lean, DYN_TCP_FULL_MODE: "false", DYN_TCP_POOL_ENABLED: "true" }
+  "dynamo-pooled": { ...tcp, ...lean, DYN_TCP_FULL_MODE: "false", DYN_TCP_POOL_ENABLED: "true" },
+  "http-sse": { ...lean, DYN_RESPONSE_PLANE: "http", DYN_HTTP_RESPONSE_STREAM_FORMAT: "sse" }
 }
 const extra = modes[MODE]
 if (extra === undefined) throw new Error(`unknown --mode ${MODE}; one of ${Object.keys(modes).join(", ")}`)

@@ -15,11 +15,10 @@
  *
  * Does not: throw on any input bytes, use Effect, or do I/O.
  */
-import { json } from "./PayloadCodec.ts"
+import { jsonText } from "./PayloadCodec.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
 import {
   afterEnd,
-  concatBytes,
   endedWithoutMarker,
   flushItems,
   LineReader,
@@ -33,13 +32,12 @@ import {
 } from "./HttpStreamEvent.ts"
 
 const textEncoder = new TextEncoder()
-const ITEM_PREFIX = textEncoder.encode(`{"data":`)
-const ITEM_SUFFIX = textEncoder.encode("}\n")
 const DONE = textEncoder.encode(`{"event":"done"}\n`)
 
 /** The NDJSON encoder. */
 export const ndjsonEncoder: StreamEncoder = {
-  item: (value) => concatBytes(ITEM_PREFIX, json.encode(value), ITEM_SUFFIX),
+  // One string, encoded once (as the SSE encoder does).
+  item: (value) => Buffer.from(`{"data":${jsonText(value)}}\n`, "utf8"),
   done: () => DONE.slice(),
   error: (tag, message) => textEncoder.encode(`${JSON.stringify({ event: "error", tag, message })}\n`),
   heartbeat: () => undefined

@@ -55,7 +55,11 @@ const rawJSON = (JSON as unknown as { rawJSON(text: string): unknown }).rawJSON
 const bigintAsRawJson = (_key: string, value: unknown): unknown =>
   typeof value === "bigint" ? rawJSON(value.toString()) : value
 
-const jsonEncode = (value: unknown): Uint8Array => {
+/**
+ * `value` as JSON text (bigints as bare numbers); throws a PayloadCodecError when it has none.
+ * For encoders that wrap the text in bytes of their own (SSE, NDJSON) and encode it once.
+ */
+export const jsonText = (value: unknown): string => {
   let text: string | undefined
   try {
     text = JSON.stringify(value)
@@ -70,9 +74,11 @@ const jsonEncode = (value: unknown): Uint8Array => {
   if (text === undefined) {
     throw new PayloadCodecError("json", "encode", new TypeError(`a ${typeof value} has no JSON representation`))
   }
-  // Buffer.from takes small results from Node's shared slab: about half the cost of TextEncoder.
-  return Buffer.from(text, "utf8")
+  return text
 }
+
+// Buffer.from takes small results from Node's shared slab: about half the cost of TextEncoder.
+const jsonEncode = (value: unknown): Uint8Array => Buffer.from(jsonText(value), "utf8")
 
 const jsonDecode = (bytes: Uint8Array): unknown => {
   try {

@@ -18,11 +18,10 @@
  *
  * Does not: throw on any input bytes, use Effect, or do I/O.
  */
-import { json } from "./PayloadCodec.ts"
+import { jsonText } from "./PayloadCodec.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
 import {
   afterEnd,
-  concatBytes,
   endedWithoutMarker,
   flushItems,
   LineReader,
@@ -36,14 +35,14 @@ import {
 } from "./HttpStreamEvent.ts"
 
 const textEncoder = new TextEncoder()
-const DATA_PREFIX = textEncoder.encode("data: ")
-const EVENT_END = textEncoder.encode("\n\n")
 const DONE = textEncoder.encode("event: done\ndata: {}\n\n")
 const HEARTBEAT = textEncoder.encode(": heartbeat\n\n")
 
 /** The SSE encoder. */
 export const sseEncoder: StreamEncoder = {
-  item: (value) => concatBytes(DATA_PREFIX, json.encode(value), EVENT_END),
+  // One string, encoded once (small ones come from Node's Buffer slab): joining three byte
+  // arrays into a new zero-filled one was 15% of a worker's busy time at 64 in flight.
+  item: (value) => Buffer.from(`data: ${jsonText(value)}\n\n`, "utf8"),
   done: () => DONE.slice(),
   error: (tag, message) => textEncoder.encode(`event: error\ndata: ${JSON.stringify({ tag, message })}\n\n`),
   heartbeat: () => HEARTBEAT.slice()
