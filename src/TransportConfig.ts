@@ -97,7 +97,7 @@ const vars = {
   tcpPoolMinIdle: v("DYN_TCP_POOL_MIN_IDLE", "5", nonNegativeInt, "Pooled connections kept warm per router in use, on the worker"),
   tcpPoolIdleTimeout: v("DYN_TCP_POOL_IDLE_TIMEOUT_SECS", "300", seconds, "Close a pooled connection idle this long (beyond the warm ones)"),
   tcpPoolMaxLifetime: v("DYN_TCP_POOL_MAX_LIFETIME_SECS", "3600", seconds, "Rotate a pooled connection this old: it drains its streams, then closes"),
-  tcpPoolKeepalive: v("DYN_TCP_POOL_KEEPALIVE_SECS", "60", seconds, "TCP keepalive: idle time before the first probe on pooled connections"),
+  tcpPoolKeepalive: v("DYN_TCP_POOL_KEEPALIVE_SECS", "60", seconds, "TCP keepalive: idle time before the first probe on pooled connections, and on the router's one-shot call-home connections still open a second after their call-home"),
   tcpRequestHost: v("DYN_TCP_REQUEST_HOST", "0.0.0.0", host, "TCP request server bind address (worker)", "DYN_TCP_RPC_HOST"),
   tcpRequestPort: v("DYN_TCP_REQUEST_PORT", "9001", port, "TCP request server port (worker); both framings share it", "DYN_TCP_RPC_PORT"),
   tcpRequestAdvertiseHost: v(

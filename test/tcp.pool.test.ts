@@ -1127,18 +1127,36 @@ describe("response mux v1 wire bytes", () => {
       // Router-side sockets are those whose local port is the server's.
       expect(calls.filter((c) => c.local === port).map((c) => c.args)).toEqual([[true, 12_345]])
 
-      // A one-shot call-home on the same port gets the same keepalive (a network cut must not hang it).
-      const rec = recordingSink()
-      const pending = yield* h.server.open({ requestId: "r1", endpoint: "ns.c.e", codec: "json", sink: rec.sink })
-      const oneShot = yield* Effect.promise(() => rawConnect(h.target()))
-      oneShot.socket.write(Buffer.concat([
-        encodeHeaderOnlyJson({ subject: (JSON.parse(pending.connectionInfo.info) as { stream_id: string }).stream_id, stream_type: "response" }),
+      // A one-shot call-home on the same port that is still open one keepalive sweep later gets the
+      // same keepalive (a network cut must not hang it); one that ends at once never pays for it.
+      const subjectOf = (p: { readonly connectionInfo: { readonly info: string } }) => (JSON.parse(p.connectionInfo.info) as { stream_id: string }).stream_id
+      const quick = recordingSink()
+      const quickPending = yield* h.server.open({ requestId: "r0", endpoint: "ns.c.e", codec: "json", sink: quick.sink })
+      const quickSocket = yield* Effect.promise(() => rawConnect(h.target()))
+      quickSocket.socket.write(Buffer.concat([
+        encodeHeaderOnlyJson({ subject: subjectOf(quickPending), stream_type: "response" }),
         encodeHeaderOnlyJson({ error: null }),
         encodeFrame(undefined, encodeStreamComplete(jsonCodec)),
         encodeHeaderOnlyJson("sentinel")
       ]))
+      yield* Effect.promise(() => quick.done)
+      yield* Effect.promise(() => quickSocket.closed).pipe(Effect.timeout(1000))
+
+      const rec = recordingSink()
+      const pending = yield* h.server.open({ requestId: "r1", endpoint: "ns.c.e", codec: "json", sink: rec.sink })
+      const oneShot = yield* Effect.promise(() => rawConnect(h.target()))
+      const claimedAt = performance.now()
+      oneShot.socket.write(Buffer.concat([
+        encodeHeaderOnlyJson({ subject: subjectOf(pending), stream_type: "response" }),
+        encodeHeaderOnlyJson({ error: null })
+      ]))
+      const routerCalls = () => calls.filter((c) => c.local === port).map((c) => c.args)
+      for (let waited = 0; waited < 3000 && routerCalls().length < 2; waited += 20) yield* Effect.sleep(20)
+      expect(routerCalls()).toEqual([[true, 12_345], [true, 12_345]])
+      expect(performance.now() - claimedAt).toBeLessThan(CallHomeServer.ONE_SHOT_KEEPALIVE_WITHIN_MS + 500)
+      oneShot.socket.write(Buffer.concat([encodeFrame(undefined, encodeStreamComplete(jsonCodec)), encodeHeaderOnlyJson("sentinel")]))
       yield* Effect.promise(() => rec.done)
-      expect(calls.filter((c) => c.local === port).map((c) => c.args)).toEqual([[true, 12_345], [true, 12_345]])
+      expect(routerCalls()).toHaveLength(2)
       pending.close()
 
       // The layer wires DYN_TCP_POOL_KEEPALIVE_SECS to the router's mux sockets.

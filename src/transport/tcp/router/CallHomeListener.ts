@@ -104,14 +104,16 @@ export const makeListener = (options: CallHomeListenerOptions): CallHomeListener
     sockets.add(socket)
     socket.once("close", () => sockets.delete(socket))
     socket.on("error", ignore) // the driver records errors once it has the socket
-    socket.setNoDelay(true)
-    const remote = hostPort(socket.remoteAddress ?? "?", socket.remotePort ?? 0)
+    // No NODELAY and no peer address here: a one-shot stream's router side only reads (a lone
+    // stop or kill frame is not held by Nagle), and `getpeername` is a system call; the mux
+    // route sets NODELAY, and the address is read only when a refusal or a mux connection names it.
+    const remote = () => hostPort(socket.remoteAddress ?? "?", socket.remotePort ?? 0)
     const decoder = makeDecoder({ maxMessageSize: Math.min(options.maxMessageSize, MAX_HANDSHAKE_FRAME_SIZE) })
     let first: ReturnType<typeof readCallHomeHandshake> | undefined
 
     const refuse = (why: string, type: "timeout" | "protocol" = "protocol") => {
       recordError("tcp", type, "client")
-      logDebug("refused call-home connection", { remote, reason: why })
+      logDebug("refused call-home connection", { remote: remote(), reason: why })
       socket.destroy()
     }
     const onTimeout = () => refuse(`no handshake within ${options.handshakeTimeoutMs} ms`, "timeout")
@@ -132,7 +134,7 @@ export const makeListener = (options: CallHomeListenerOptions): CallHomeListener
       const rest = chunk.subarray(decoder.stopOffset())
       const refusal = handshake._tag === "OneShot"
         ? routes.oneShot(socket, handshake.subject, rest)
-        : routes.mux(socket, remote, handshake.handshake, rest)
+        : routes.mux(socket, remote(), handshake.handshake, rest)
       if (refusal !== undefined) refuse(refusal)
     }
     // A deadline, not an inactivity timer: a handshake dribbled a byte at a time is cut as well.

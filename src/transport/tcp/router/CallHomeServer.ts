@@ -80,8 +80,9 @@ export interface CallHomeServerOptions {
   readonly frontendServerId?: string | undefined
   /**
    * TCP keepalive initial delay of accepted call-home connections, mux and one-shot (`DYN_TCP_POOL_KEEPALIVE_SECS`,
-   * default `DEFAULT_MUX_KEEPALIVE_MS`), so a worker that vanished without a FIN is noticed.
-   * One-shot sockets are left as they are.
+   * default `DEFAULT_MUX_KEEPALIVE_MS`), so a worker that vanished without a FIN is noticed: mux
+   * connections from the start, one-shot ones if still open `ONE_SHOT_KEEPALIVE_WITHIN_MS` (or
+   * this delay, if shorter) after their call-home at the latest.
    */
   readonly muxKeepaliveMs?: number | undefined
   /**
@@ -133,6 +134,8 @@ export const DEFAULT_SENTINEL_TIMEOUT_MS = 1000
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000
 /** Default TCP keepalive initial delay of accepted mux connections (`DYN_TCP_POOL_KEEPALIVE_SECS`' default, 60 s). */
 export const DEFAULT_MUX_KEEPALIVE_MS = 60_000
+/** At the latest, how long after its call-home a one-shot stream still open gets TCP keepalive (one sweep, not four system calls per stream). */
+export const ONE_SHOT_KEEPALIVE_WITHIN_MS = 1000
 
 /**
  * Builds the call-home response server. The listener starts on the first `open` and is closed,
@@ -160,13 +163,30 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
           : tcpConnectionInfo({ address, subject, context: requestId, stream_type: "response" })
     }
 
+    const idleMs = options.idleTimeoutMs ?? 0
+    const sweep = idleMs > 0 ? makeSweep(idleMs, streams, env, muxConnections) : undefined
+    if (sweep !== undefined) yield* Effect.addFinalizer(() => Effect.sync(() => sweep.stop()))
+
+    const keepalivePeriodMs = Math.min(ONE_SHOT_KEEPALIVE_WITHIN_MS, muxKeepaliveMs)
+    // Only the period counts for this sweep; it stops once every open one-shot stream has keepalive.
+    const keepaliveSweep = new IdleSweep({ idleMs: keepalivePeriodMs, periodMs: keepalivePeriodMs, pingMs: keepalivePeriodMs }, () => {
+      streams.forEach((stream) => {
+        if (stream.openedIn(env)) stream.link?.keepAlive?.(muxKeepaliveMs)
+      })
+      return false
+    })
+    yield* Effect.addFinalizer(() => Effect.sync(() => keepaliveSweep.stop()))
+
     const claimOneShot = (socket: net.Socket, subject: string, rest: Uint8Array): string | undefined => {
       const stream = streams.get(subject)
       if (stream === undefined || stream.phase !== Phase.Waiting) return `unknown or already-served subject ${subject}`
-      // A stream can run for minutes: keepalive notices a worker whose host vanished without a FIN
-      // (a network cut) after about the delay plus Node's ten 1 s probes, instead of never.
-      socket.setKeepAlive(true, muxKeepaliveMs)
       const conn = new OneShotConnection(socket, stream, options.maxMessageSize)
+      // A stream can run for minutes: keepalive notices a worker whose host vanished without a FIN
+      // (a network cut) after about the delay plus Node's ten 1 s probes, instead of never. It is
+      // turned on for the streams still open at the next keepalive sweep (within
+      // ONE_SHOT_KEEPALIVE_WITHIN_MS): most one-shot streams last milliseconds, and its four
+      // setsockopt calls per stream were 8% of the router's busy time at 64 in flight.
+      keepaliveSweep.wake()
       stream.claim(conn)
       conn.start(rest)
       return undefined
@@ -176,7 +196,9 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
       if (handshake.frontendServerId !== frontendServerId) {
         return `mux handshake for frontend_server_id ${handshake.frontendServerId}, this server is ${frontendServerId}`
       }
-      // Long-lived: keepalive notices a worker that vanished without a FIN (NODELAY is set on accept).
+      // Long-lived: keepalive notices a worker that vanished without a FIN; NODELAY, as the router
+      // writes credit and heartbeats on it.
+      socket.setNoDelay(true)
       socket.setKeepAlive(true, muxKeepaliveMs)
       const conn = new MuxConnection({
         socket,
@@ -193,10 +215,6 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
       conn.start(rest)
       return undefined
     }
-
-    const idleMs = options.idleTimeoutMs ?? 0
-    const sweep = idleMs > 0 ? makeSweep(idleMs, streams, env, muxConnections) : undefined
-    if (sweep !== undefined) yield* Effect.addFinalizer(() => Effect.sync(() => sweep.stop()))
 
     const listener = makeListener({
       host: options.host,

@@ -36,6 +36,7 @@ export class OneShotConnection implements StreamLink {
   private readonly stream: CallHomeStream
   private readonly decoder: FrameDecoder
   private lastError: Error | undefined = undefined
+  private keptAlive = false
 
   /** A driver for `socket`, whose handshake claimed `stream`; frames up to `maxMessageSize`. */
   constructor(socket: net.Socket, stream: CallHomeStream, maxMessageSize: number) {
@@ -73,6 +74,13 @@ export class OneShotConnection implements StreamLink {
   /** The worker's "host:port" (read when asked: only an idle timeout names it). */
   get peer(): string {
     return hostPort(this.socket.remoteAddress ?? "?", this.socket.remotePort ?? 0)
+  }
+
+  /** Turns TCP keepalive on (once; later calls, or calls on a closed socket, do nothing). */
+  keepAlive(delayMs: number): void {
+    if (this.keptAlive || this.socket.destroyed) return
+    this.keptAlive = true
+    this.socket.setKeepAlive(true, delayMs)
   }
 
   /** Dynamo's one-shot call-home has no heartbeat: only the stream's own frames count. */

@@ -37,6 +37,8 @@ export interface StreamLink {
    * when only the stream's own frames count (a one-shot socket, a mux connection without them).
    */
   heardAt?(now: number): number | undefined
+  /** Turns TCP keepalive on with `delayMs` (a one-shot socket that outlived a sweep; once, later calls do nothing). */
+  keepAlive?(delayMs: number): void
 }
 
 /** What every stream of one server shares. */
