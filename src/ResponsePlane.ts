@@ -111,8 +111,8 @@ export interface ConnectOptions {
   /**
    * The request plane the request came on, when known. The pooled TCP call-home uses it to
    * choose how it waits one event-loop turn before its stream: on its own after an "http"
-   * request (node:http2 writes the ack first; measured best there), else on the turn it shares
-   * with every stream started in the same tick, so their frames leave in one write.
+   * request or when absent (node:http2 writes the ack first; measured best there), else on the
+   * turn it shares with every stream started in the same tick, so their frames leave in one write.
    */
   readonly requestTransport?: TransportId | undefined
 }

@@ -20,7 +20,17 @@ const runTurn = (): void => {
   const resumes = waiting
   waiting = []
   scheduled = false
-  for (let i = 0; i < resumes.length; i++) resumes[i]!()
+  for (let i = 0; i < resumes.length; i++) {
+    try {
+      resumes[i]!()
+    } catch (error) {
+      // Whatever threw (an exit observer, an async hook) must not strand the fibers after it in
+      // this turn: it is rethrown on its own, as it would have been from a callback of its own.
+      queueMicrotask(() => {
+        throw error
+      })
+    }
+  }
 }
 
 /**

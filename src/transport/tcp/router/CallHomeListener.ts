@@ -7,8 +7,10 @@
  *   concurrent first calls share one listen, a failed listen ("ListenFailed") is retried by the
  *   next call, and interrupting one caller never cancels the shared listen.
  * - At most `maxConnections` accepted sockets at once: one beyond is destroyed at once.
- * - Every accepted socket gets TCP_NODELAY and a bound on its handshake (`handshakeTimeoutMs`), and
- *   its first frame may be at most `MAX_HANDSHAKE_FRAME_SIZE` (64 KiB).
+ * - Every accepted socket gets a bound on its handshake (`handshakeTimeoutMs`), and its first
+ *   frame may be at most `MAX_HANDSHAKE_FRAME_SIZE` (64 KiB). Socket options are the routes'
+ *   (TCP_NODELAY on mux connections); the peer's address is read only when a refusal or a mux
+ *   connection names it.
  *   Its first TwoPartCodec frame, decoded synchronously in the 'data' handler, is read with
  *   `readCallHomeHandshake`; the decoder stops right after it and the bytes that followed go to
  *   the route with the socket: `routes.oneShot` for `{"subject", "stream_type": "response"}`,

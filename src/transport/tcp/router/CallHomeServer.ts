@@ -12,7 +12,7 @@
  * - Routes each accepted connection by its first frame: a one-shot handshake naming a waiting
  *   stream claims it (OneShotConnection drives the socket); an unknown or already-served subject
  *   is refused. In mux mode, a mux handshake naming this server's `frontend_server_id` becomes a
- *   MuxConnection (TCP keepalive `muxKeepaliveMs`) on which many streams are claimed by their
+ *   MuxConnection (TCP_NODELAY, TCP keepalive `muxKeepaliveMs`) on which many streams are claimed by their
  *   Prologue; another server's id is refused. A stream opened in mux mode may also be claimed by
  *   a one-shot handshake whose subject is its stream id.
  * - Every stream keeps the semantics of CallHomeStream: exactly one of `onEnd`/`onError`, none

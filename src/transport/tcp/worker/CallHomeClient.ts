@@ -170,8 +170,8 @@ export const makeUnsafe = (
    * after the stream had already ended. How it waits depends on the request plane
    * (`requestTransport`), as measured (64 in flight, router and worker in two processes, 3
    * alternating rounds each; docs/performance.md):
-   * - after an http request, on its own (`Effect.yieldNow`): about 13-15k req/s, against 12-13.5k
-   *   with no wait and 8-9.5k on the shared turn;
+   * - after an http request (or one on an unknown plane), on its own (`Effect.yieldNow`):
+   *   9.2-15.0k req/s, against 8.4-13.5k with no wait and 6.2-9.6k on the shared turn;
    * - after any other (Dynamo's TCP framing, NATS), on the turn it shares with every stream
    *   started in the same tick (SharedTurn.ts): each fiber's own yield is a `setImmediate` of
    *   its own, with a `process.nextTick` flush between any two, so the worker wrote about 0.6
@@ -188,7 +188,8 @@ export const makeUnsafe = (
       }
       const codec = payloadCodec(connectOptions.codec)
       const target = { address: info.address, host: parsed.host, port: parsed.port, frontendServerId: info.frontendServerId }
-      return (connectOptions.requestTransport === "http" ? Effect.yieldNow : nextTurn).pipe(
+      const plane = connectOptions.requestTransport
+      return (plane === undefined || plane === "http" ? Effect.yieldNow : nextTurn).pipe(
         Effect.andThen(getPool().withConnection(target, (conn, release) => conn.openStream(info.streamIdBytes, codec, release))),
         Effect.flatMap((writer) => (writer instanceof TransportProtocolError ? Effect.fail(writer) : Effect.succeed(writer)))
       )
