@@ -59,22 +59,22 @@ export const idleTimings = (idleMs: number): IdleTimings => {
 
 /** One sweep; see the module comment. */
 export class IdleSweep {
-  /** The timings it was made with. */
-  readonly timings: IdleTimings
+  /** How often `sweep` runs, ms. */
+  private readonly periodMs: number
   private readonly sweep: (now: number) => boolean
   private timer: ReturnType<typeof setInterval> | undefined = undefined
   private stopped = false
 
-  /** `sweep(now)` runs every `timings.periodMs` once woken; it returns false when nothing is left to watch. */
-  constructor(timings: IdleTimings, sweep: (now: number) => boolean) {
-    this.timings = timings
+  /** `sweep(now)` runs every `periodMs` once woken; it returns false when nothing is left to watch. */
+  constructor(periodMs: number, sweep: (now: number) => boolean) {
+    this.periodMs = periodMs
     this.sweep = sweep
   }
 
   /** Makes sure the sweep runs (something new is watched). */
   wake(): void {
     if (this.timer !== undefined || this.stopped) return
-    this.timer = setInterval(this.tick, this.timings.periodMs)
+    this.timer = setInterval(this.tick, this.periodMs)
     this.timer.unref?.()
   }
 

@@ -13,7 +13,7 @@
  */
 import { Effect } from "effect"
 
-let waiting: Array<() => void> = []
+let waiting: Array<(effect: Effect.Effect<void>) => void> = []
 let scheduled = false
 
 const runTurn = (): void => {
@@ -22,7 +22,7 @@ const runTurn = (): void => {
   scheduled = false
   for (let i = 0; i < resumes.length; i++) {
     try {
-      resumes[i]!()
+      resumes[i]!(Effect.void)
     } catch (error) {
       // Whatever threw (an exit observer, an async hook) must not strand the fibers after it in
       // this turn: it is rethrown on its own, as it would have been from a callback of its own.
@@ -36,18 +36,13 @@ const runTurn = (): void => {
 /**
  * Suspends the fiber until the next event-loop turn (after I/O), resuming it from a callback
  * shared with every other fiber waiting for that turn. Interruptible: an interrupted fiber is not
- * resumed.
+ * resumed (Effect ignores a callback's resume once its fiber has been interrupted, so nothing
+ * is kept per wait but the resume itself).
  */
 export const nextTurn: Effect.Effect<void> = Effect.callback<void>((resume) => {
-  let live = true
-  waiting.push(() => {
-    if (live) resume(Effect.void)
-  })
+  waiting.push(resume)
   if (!scheduled) {
     scheduled = true
     setImmediate(runTurn)
   }
-  return Effect.sync(() => {
-    live = false
-  })
 })

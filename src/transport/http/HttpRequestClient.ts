@@ -182,10 +182,13 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
       // The only reference to the caller's callback, let go once the ack is delivered: the stream's
       // listeners (one closure context per call) outlive the call.
       let ack: typeof onAck | undefined = onAck
-      const failNow = (error: TransportError | EndpointNotFound) => {
+      const deliver = (error: TransportError | EndpointNotFound | undefined) => {
         const f = ack!
         ack = undefined
         f(error)
+      }
+      const failNow = (error: TransportError | EndpointNotFound) => {
+        deliver(error)
         return noop
       }
       const address = target.address
@@ -242,9 +245,7 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
         if (done) return
         done = true
         clearTimeout(timer)
-        const f = ack!
-        ack = undefined
-        f(error)
+        deliver(error)
       }
       const timer = setTimeout(() => {
         finish((

@@ -47,11 +47,14 @@ export class InlineIdle {
   private readonly beats = new WeakMap<http2.Http2Session, SessionBeat>()
   private readonly sweep: IdleSweep
   private readonly idleMs: number
+  private readonly pingMs: number
 
   /** A sweep for streams that may be quiet `idleMs` (> 0) at most. */
   constructor(idleMs: number) {
     this.idleMs = idleMs
-    this.sweep = new IdleSweep(idleTimings(idleMs), (now) => this.tick(now))
+    const timings = idleTimings(idleMs)
+    this.pingMs = timings.pingMs
+    this.sweep = new IdleSweep(timings.periodMs, (now) => this.tick(now))
   }
 
   /** Watches an attached stream (it counts as active now). */
@@ -82,7 +85,7 @@ export class InlineIdle {
   }
 
   private ping(session: http2.Http2Session, beat: SessionBeat, now: number): void {
-    if (beat.pinging || now - beat.pingedAt < this.sweep.timings.pingMs || session.closed || session.destroyed) return
+    if (beat.pinging || now - beat.pingedAt < this.pingMs || session.closed || session.destroyed) return
     beat.pingedAt = now
     try {
       beat.pinging = session.ping((error) => {

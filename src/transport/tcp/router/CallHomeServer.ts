@@ -167,9 +167,8 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
     const sweep = idleMs > 0 ? makeSweep(idleMs, streams, env, muxConnections) : undefined
     if (sweep !== undefined) yield* Effect.addFinalizer(() => Effect.sync(() => sweep.stop()))
 
-    const keepalivePeriodMs = Math.min(ONE_SHOT_KEEPALIVE_WITHIN_MS, muxKeepaliveMs)
-    // Only the period counts for this sweep; it stops once every open one-shot stream has keepalive.
-    const keepaliveSweep = new IdleSweep({ idleMs: keepalivePeriodMs, periodMs: keepalivePeriodMs, pingMs: keepalivePeriodMs }, () => {
+    // Stops after each run (every open one-shot stream then has keepalive); each claim wakes it.
+    const keepaliveSweep = new IdleSweep(Math.min(ONE_SHOT_KEEPALIVE_WITHIN_MS, muxKeepaliveMs), () => {
       streams.forEach((stream) => {
         if (stream.openedIn(env)) stream.link?.keepAlive?.(muxKeepaliveMs)
       })
@@ -273,7 +272,7 @@ const makeSweep = (
   muxConnections: ReadonlySet<MuxConnection>
 ): IdleSweep => {
   const timings = idleTimings(idleMs)
-  const sweep: IdleSweep = new IdleSweep(timings, (now) => {
+  const sweep: IdleSweep = new IdleSweep(timings.periodMs, (now) => {
     for (const conn of muxConnections) conn.keepAlive(now, timings.pingMs)
     let watching = false
     let idle: Array<CallHomeStream> | undefined
