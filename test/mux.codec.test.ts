@@ -24,7 +24,6 @@ import {
   type MuxDecoderOptions,
   NIL_STREAM_ID,
   streamIdFromUuid,
-  streamKey,
   uuidFromStreamId
 } from "../src/protocol/MuxCodec.ts"
 import { ProtocolParseError } from "../src/protocol/ProtocolError.ts"
@@ -161,15 +160,13 @@ describe("MuxCodec byte vectors", () => {
     expect(decodeConnectionAck(f.payload)).toBe(4294967298)
   })
 
-  it("UUIDs convert both ways; the stream key is 8 code units", () => {
+  it("UUIDs convert both ways", () => {
     expect(toHex(streamIdFromUuid(UUID_A)!)).toBe(ID_A)
     expect(toHex(streamIdFromUuid(UUID_B.toUpperCase())!)).toBe(ID_B)
     expect(uuidFromStreamId(hex(ID_B))).toBe(UUID_B)
     expect(uuidFromStreamId(NIL_STREAM_ID)).toBe("00000000-0000-0000-0000-000000000000")
     expect(streamIdFromUuid("not-a-uuid")).toBeUndefined()
     expect(streamIdFromUuid(UUID_A.replace(/-/g, ""))).toBeUndefined()
-    expect(streamKey(hex(ID_A)).length).toBe(8)
-    expect(streamKey(hex(ID_A))).not.toBe(streamKey(hex(ID_B)))
   })
 })
 
@@ -303,15 +300,15 @@ describe("MuxCodec incremental decoding", () => {
     const d = makeMuxDecoder(opts())
     expect(
       d.decode(wire, (kind, id, payload) => {
-        const key = streamKey(id)
+        const key = uuidFromStreamId(id)
         const list = byStream.get(key) ?? []
         list.push(`${kindName(kind)}:${new TextDecoder().decode(payload)}`)
         byStream.set(key, list)
       })
     ).toBeUndefined()
-    expect(byStream.get(streamKey(a))).toEqual([`Prologue:{"error":null}`, "Data:a1", "Data:a2", "End:"])
-    expect(byStream.get(streamKey(b))).toEqual([`Prologue:{"error":null}`, "Data:b1", "End:"])
-    expect(byStream.get(streamKey(NIL_STREAM_ID))!.length).toBe(1)
+    expect(byStream.get(uuidFromStreamId(a))).toEqual([`Prologue:{"error":null}`, "Data:a1", "Data:a2", "End:"])
+    expect(byStream.get(uuidFromStreamId(b))).toEqual([`Prologue:{"error":null}`, "Data:b1", "End:"])
+    expect(byStream.get(uuidFromStreamId(NIL_STREAM_ID))!.length).toBe(1)
     expect(d.bytesDecoded()).toBe(wire.length)
   })
 

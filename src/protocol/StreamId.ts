@@ -1,7 +1,7 @@
 /**
  * Stream ids of the mux framing (docs/protocol.md sections 6 and 9): 16 bytes, the UUID of the
- * stream's subject. Converts between the UUID text and the bytes, makes a compact map key of
- * the bytes, and tells the nil id (the connection's own frames) apart.
+ * stream's subject. Converts between the UUID text and the bytes, and tells the nil id (the
+ * connection's own frames) apart. Tables keyed by ids: `internal/StreamIdTable.ts`.
  *
  * Does not: frame, validate headers or allocate beyond the values it returns.
  */
@@ -51,15 +51,5 @@ export const uuidFromStreamId = (id: Uint8Array): string => {
     s += HEX[id[i]!]!
     if (i === 3 || i === 5 || i === 7 || i === 9) s += "-"
   }
-  return s
-}
-
-/**
- * A compact map key for 16 stream id bytes: one UTF-16 code unit per byte pair, so routing a
- * frame to its stream costs an 8-character string and no hex formatting.
- */
-export const streamKey = (id: Uint8Array): string => {
-  let s = ""
-  for (let i = 0; i < STREAM_ID_SIZE; i += 2) s += String.fromCharCode((id[i]! << 8) | id[i + 1]!)
   return s
 }

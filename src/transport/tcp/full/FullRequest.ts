@@ -50,8 +50,7 @@ export class FullRequest implements WindowedStream {
   queuedAt = 0
   /** Stops the item pump (set while one runs). */
   stopPump: (() => void) | undefined = undefined
-  /** The stream's map key and its 16 id bytes (the stream's subject as a UUID). */
-  readonly key: string
+  /** The stream's 16 id bytes (the stream's subject as a UUID). */
   readonly id: Uint8Array
   /** The router's response stream this request starts. */
   readonly stream: CallHomeStream
@@ -69,7 +68,6 @@ export class FullRequest implements WindowedStream {
   private onAck: ((error: AckError | undefined) => void) | undefined
 
   constructor(
-    key: string,
     id: Uint8Array,
     stream: CallHomeStream,
     head: Uint8Array,
@@ -79,7 +77,6 @@ export class FullRequest implements WindowedStream {
     codec: PayloadCodec,
     onAck: (error: AckError | undefined) => void
   ) {
-    this.key = key
     this.id = id
     this.stream = stream
     this.head = head

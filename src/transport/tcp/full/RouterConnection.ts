@@ -43,8 +43,7 @@ import {
   encodePong,
   MUX_HEADER_SIZE,
   MuxKind,
-  NIL_STREAM_ID,
-  streamKey as keyOf
+  NIL_STREAM_ID
 } from "../../../protocol/MuxCodec.ts"
 import { TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../../TransportError.ts"
 import type { EndpointNotFound, TransportError } from "../../../TransportError.ts"
@@ -64,6 +63,7 @@ import type { RunFork } from "./ItemPump.ts"
 import { closedError, closeError, ConnectDeadline, HelloAnswerReader, peerClosingError } from "./RouterHandshake.ts"
 import { EntryTable } from "../../../internal/EntryTable.ts"
 import type { ReadonlyEntryTable } from "../../../internal/EntryTable.ts"
+import { StreamIdTable } from "../../../internal/StreamIdTable.ts"
 
 /** Settings of one router connection. */
 export interface RouterConnectionOptions {
@@ -112,8 +112,8 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
   private phase = HELLO
   private readonly settings: RouterConnectionOptions
   private readonly events: RouterConnectionEvents
-  /** Requests on this connection (sent, started), by stream key. */
-  private readonly requests = new EntryTable<FullRequest>()
+  /** Requests on this connection (sent, started), by stream id. */
+  private readonly requests = new StreamIdTable<FullRequest>()
   private readonly window: SendWindow<FullRequest>
   private readonly drainWaiters = new Waiters()
   private heartbeat: Heartbeat | undefined = undefined
@@ -179,7 +179,7 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
   /** Sends `req`'s Request frame (and starts its item pump); the ack comes later, or its failure. */
   submit(req: FullRequest): void {
     if (!this.accepting) return req.ack(closedError(this.remote))
-    if (this.requests.has(req.key)) {
+    if (this.requests.has(req.id)) {
       return req.ack(new TransportProtocolError({ reason: "BadPayload", transport: "tcp", target: this.remote, detail: "the stream is already open on this connection" }))
     }
     req.state = RequestState.Sent
@@ -187,7 +187,7 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
     req.sentAt = 0 // stamped when this tick's frames are written (`AckDeadlines`)
     // From now on the ack timeout bounds the wait for the worker's Prologue, not the call-home timeout.
     req.stream.stopCallHomeTimer()
-    this.requests.set(req.key, req)
+    this.requests.set(req.id, req)
     const head = req.head!
     const message = req.message!
     req.head = undefined
@@ -243,8 +243,8 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
     this.heartbeat?.heard()
   }
 
-  protected override claimable(key: string): CallHomeStream | undefined {
-    const req = this.requests.get(key)
+  protected override claimable(streamId: Uint8Array): CallHomeStream | undefined {
+    const req = this.requests.get(streamId)
     if (req === undefined || req.state !== RequestState.Sent) return undefined
     req.state = RequestState.Started
     this.acks.answered(req)
@@ -255,14 +255,14 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
     return undefined
   }
 
-  protected override released(key: string): void {
-    const req = this.requests.get(key)
+  protected override released(id: Uint8Array): void {
+    const req = this.requests.get(id)
     if (req !== undefined) this.finish(req, true)
   }
 
   protected override creditFrame(kind: MuxKind, streamId: Uint8Array, payload: Uint8Array): void {
     if (kind === MuxKind.ConnectionAck) return this.window.acknowledge(decodeConnectionAck(payload))
-    const req = this.requests.get(keyOf(streamId))
+    const req = this.requests.get(streamId)
     if (req !== undefined && req.state !== RequestState.Done) this.window.grant(req, decodeWindowUpdate(payload))
   }
 
@@ -279,8 +279,8 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
     }
   }
 
-  protected override resetUnclaimed(key: string, _streamId: Uint8Array, payload: Uint8Array): void {
-    const req = this.requests.get(key)
+  protected override resetUnclaimed(streamId: Uint8Array, payload: Uint8Array): void {
+    const req = this.requests.get(streamId)
     if (req === undefined || req.state !== RequestState.Sent) return
     const detail = `the worker reset the stream before it started: ${decodeErrorText(payload)}`
     this.refuse(req, new TransportConnectionError({ reason: "ConnectionClosed", transport: "tcp", target: this.remote, detail }))
@@ -344,11 +344,10 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
       this.cause ??= peerClosingError(text, this.remote)
       return
     }
-    const key = keyOf(streamId)
-    const req = this.requests.get(key)
+    const req = this.requests.get(streamId)
     if (req !== undefined && req.state === RequestState.Sent) return this.refuse(req, rejectionError(text, this.remote, req.endpoint))
     // An Error after the stream started has no place: the stream ends as cut short.
-    this.links.get(key)?.stream.cutShort(new Error(`the worker failed the stream: ${text}`))
+    this.links.get(streamId)?.stream.cutShort(new Error(`the worker failed the stream: ${text}`))
   }
 
   /** The worker refused `req` before starting it: the ack fails with `error`, the stream too. */
@@ -367,7 +366,7 @@ export class RouterConnection extends MuxConnection implements FrameOutput<FullR
     if (req.state === RequestState.Done) return
     req.state = RequestState.Done
     this.acks.answered(req)
-    this.requests.delete(req.key)
+    this.requests.delete(req.id)
     this.window.drop(req)
     req.held = undefined
     req.wakeWriters()

@@ -27,7 +27,7 @@
  */
 import { Effect } from "effect"
 import type { Stream } from "effect"
-import { MUX_HEADER_SIZE, streamIdFromUuid, streamKey } from "../../../protocol/MuxCodec.ts"
+import { MUX_HEADER_SIZE, streamIdFromUuid } from "../../../protocol/MuxCodec.ts"
 import { payloadCodec } from "../../../protocol/PayloadCodec.ts"
 import { isParseError } from "../../../protocol/ProtocolError.ts"
 import { encodeRequestMessage } from "../../../protocol/RequestMessage.ts"
@@ -351,7 +351,7 @@ export const makeSender = (options: SenderOptions): Sender => {
       return fail("MessageTooLarge", `a ${size}-byte Request frame exceeds the maximum message size of ${options.maxMessageSize} bytes`, stream)
     }
     const items: Stream.Stream<unknown, unknown> | undefined = message.items
-    const req = new FullRequest(streamKey(id), id, stream, head, body, target.endpoint, items, payloadCodec(message.control.payload_codec), onAck)
+    const req = new FullRequest(id, stream, head, body, target.endpoint, items, payloadCodec(message.control.payload_codec), onAck)
     route.target.submit(req)
     return () => req.cancelAck()
   }

@@ -28,7 +28,7 @@
  * into one write).
  */
 import type * as net from "node:net"
-import { decodeErrorText, decodeFullRequestPayload, encodeErrorFrame, encodePing, encodePong, isNil, MuxKind, NIL_STREAM_ID, streamKey } from "../../../protocol/MuxCodec.ts"
+import { decodeErrorText, decodeFullRequestPayload, encodeErrorFrame, encodePing, encodePong, isNil, MuxKind, NIL_STREAM_ID } from "../../../protocol/MuxCodec.ts"
 import { payloadCodec } from "../../../protocol/PayloadCodec.ts"
 import { isParseError } from "../../../protocol/ProtocolError.ts"
 import { decodeRequestMessage } from "../../../protocol/RequestMessage.ts"
@@ -49,7 +49,8 @@ import type { MuxConnectionEvents } from "../worker/MuxConnection.ts"
 import type { MuxStream } from "../worker/MuxStream.ts"
 import { Heartbeat } from "./Heartbeat.ts"
 import { RequestItems } from "./RequestItems.ts"
-import { EntryTable } from "../../../internal/EntryTable.ts"
+import type { EntryTable } from "../../../internal/EntryTable.ts"
+import { StreamIdTable } from "../../../internal/StreamIdTable.ts"
 
 
 /** Settings of a worker connection. */
@@ -95,7 +96,7 @@ let connectionCount = 0
 /** One accepted full-mode connection; see the module comment. */
 export class WorkerConnection extends MuxConnection {
   private readonly settings: WorkerConnectionOptions
-  private readonly entries = new EntryTable<Entry>()
+  private readonly entries = new StreamIdTable<Entry>()
   private readonly grants: ReceiveCredit
   private readonly heartbeat: Heartbeat
   private readonly onClosed: (conn: WorkerConnection) => void
@@ -178,7 +179,7 @@ export class WorkerConnection extends MuxConnection {
       case MuxKind.RequestData:
         return this.requestData(streamId, payload)
       case MuxKind.RequestEnd:
-        return this.entries.get(streamKey(streamId))?.items?.end()
+        return this.entries.get(streamId)?.items?.end()
       case MuxKind.Error:
         return this.errorFrame(streamId, decodeErrorText(payload))
       case MuxKind.Ping:
@@ -193,8 +194,7 @@ export class WorkerConnection extends MuxConnection {
   // ---- requests -------------------------------------------------------------------------------
 
   private request(streamId: Uint8Array, payload: Uint8Array): void {
-    const key = streamKey(streamId)
-    if (this.entries.has(key) || this.streams.has(key)) return this.protocolError("a Request for a stream already open on this connection")
+    if (this.entries.has(streamId) || this.streams.has(streamId)) return this.protocolError("a Request for a stream already open on this connection")
     const head = decodeFullRequestPayload(payload)
     if (isParseError(head)) return this.refuse(streamId, unavailableAck(`bad request message: ${head.detail}`))
     const served = this.settings.endpoints.lookup(head.path)
@@ -214,13 +214,13 @@ export class WorkerConnection extends MuxConnection {
     const codec = payloadCodec(control.payload_codec)
     const id = streamId.slice() // the frame's bytes belong to the chunk
     let entry: Entry | undefined
-    const opened = this.openStream(id, codec, () => this.streamDone(key, entry))
+    const opened = this.openStream(id, codec, () => this.streamDone(id, entry))
     if (opened instanceof TransportProtocolError) return this.protocolError(opened.detail ?? "a duplicate stream id")
     const writer = opened as MuxStream
     const credit = control.request_type === "many_in" ? owedCredit(id) : undefined
     const items = credit === undefined ? undefined : new RequestItems(codec, (n) => this.grants.grant(credit, n))
     entry = { requestId, writer, items, credit }
-    this.entries.set(key, entry)
+    this.entries.set(id, entry)
     writers.set(requestId, writer)
     const message: RequestMessage = items === undefined
       ? { control, payload: decoded.payload, headers: head.headers }
@@ -234,7 +234,7 @@ export class WorkerConnection extends MuxConnection {
   }
 
   private requestData(streamId: Uint8Array, payload: Uint8Array): void {
-    const items = this.entries.get(streamKey(streamId))?.items
+    const items = this.entries.get(streamId)?.items
     if (items === undefined || items.isOver) return // refused, over, or not a streamed request: dropped
     const outstanding = items.outstanding()
     if (outstanding > 0 && outstanding + payload.length > this.settings.streamWindow) {
@@ -249,7 +249,7 @@ export class WorkerConnection extends MuxConnection {
       this.peerReason = text
       return
     }
-    const items = this.entries.get(streamKey(streamId))?.items
+    const items = this.entries.get(streamId)?.items
     items?.fail(new TransportConnectionError({ reason: "StreamEndedEarly", transport: "tcp", target: this.address, detail: `the router's request stream failed: ${text}` }))
   }
 
@@ -264,10 +264,10 @@ export class WorkerConnection extends MuxConnection {
     this.protocolFailure(new TransportProtocolError({ reason: "UnexpectedMessage", transport: "tcp", target: this.address, detail }))
   }
 
-  /** The stream of `key` is over (ended, reset, or the connection gone). */
-  private streamDone(key: string, entry: Entry | undefined): void {
+  /** The stream of `id` is over (ended, reset, or the connection gone). */
+  private streamDone(id: Uint8Array, entry: Entry | undefined): void {
     if (entry === undefined) return
-    this.entries.delete(key)
+    this.entries.delete(id)
     if (entry.credit !== undefined) this.grants.forget(entry.credit)
     const error = this.closeError()
     entry.items?.fail(

@@ -49,7 +49,6 @@ import {
   makeMuxDecoder,
   MUX_HEADER_SIZE,
   MuxKind,
-  streamKey,
   uuidFromStreamId
 } from "../../../protocol/MuxCodec.ts"
 import type { MuxDecoder } from "../../../protocol/MuxCodec.ts"
@@ -63,8 +62,8 @@ import { owedCredit, ReceiveCredit } from "./ReceiveCredit.ts"
 import type { OwedCredit } from "./ReceiveCredit.ts"
 import type { LogDebug, StreamLink } from "./StreamLink.ts"
 import { ConnectionLiveness } from "../../../internal/IdleSweep.ts"
-import { EntryTable } from "../../../internal/EntryTable.ts"
 import type { ReadonlyEntryTable } from "../../../internal/EntryTable.ts"
+import { StreamIdTable } from "../../../internal/StreamIdTable.ts"
 
 /** Options of a router-side mux connection. */
 export interface MuxConnectionOptions {
@@ -98,11 +97,10 @@ const sameId = (a: Uint8Array, b: Uint8Array): boolean => {
   return true
 }
 
-/** A stream claimed on a mux connection: its key, id and the credit it is owed. */
+/** A stream claimed on a mux connection: its id and the credit it is owed. */
 export class MuxStreamLink implements StreamLink {
   readonly awaitsSentinel = false
   readonly conn: MuxConnection
-  readonly key: string
   readonly id: Uint8Array
   readonly stream: CallHomeStream
   /** The credit owed to the worker for this stream's Data. */
@@ -111,9 +109,8 @@ export class MuxStreamLink implements StreamLink {
   /** Data bytes delivered while paused, granted on resume. */
   private withheld = 0
 
-  constructor(conn: MuxConnection, key: string, id: Uint8Array, stream: CallHomeStream) {
+  constructor(conn: MuxConnection, id: Uint8Array, stream: CallHomeStream) {
     this.conn = conn
-    this.key = key
     this.id = id
     this.stream = stream
     this.credit = owedCredit(id)
@@ -146,7 +143,7 @@ export class MuxStreamLink implements StreamLink {
 
   release(reset: string | undefined): void {
     if (reset !== undefined) this.conn.send(MuxKind.Reset, this.id, encodeResetPayload(reset))
-    this.conn.forget(this.key)
+    this.conn.forget(this.id)
   }
 
   cancel(): void {
@@ -171,8 +168,8 @@ export class MuxConnection {
   protected readonly socket: net.Socket
   protected readonly options: MuxConnectionOptions
   protected readonly decoder: MuxDecoder
-  /** The streams this connection carries, by stream key. */
-  protected readonly links = new EntryTable<MuxStreamLink>()
+  /** The streams this connection carries, by stream id. */
+  protected readonly links = new StreamIdTable<MuxStreamLink>()
   /** Streams with items batched in the current chunk. */
   private dirty: Array<CallHomeStream> = []
   /** The stream of the last frame dispatched (while it is on the connection). */
@@ -231,13 +228,13 @@ export class MuxConnection {
   }
 
   /** Drops a stream that is over and any credit owed to it. */
-  forget(key: string): void {
-    const link = this.links.get(key)
+  forget(id: Uint8Array): void {
+    const link = this.links.get(id)
     if (link === undefined) return
-    this.links.delete(key)
+    this.links.delete(id)
     if (this.lastLink === link) this.lastLink = undefined
     this.credit.forget(link.credit)
-    this.released(key)
+    this.released(id)
   }
 
   /** Flushes `stream`'s items once this chunk is decoded. */
@@ -292,13 +289,13 @@ export class MuxConnection {
   }
 
   /** The stream a Prologue for `streamId` claims: one waiting in the server's table, else undefined (answered with a Reset). */
-  protected claimable(_key: string, streamId: Uint8Array): CallHomeStream | undefined {
+  protected claimable(streamId: Uint8Array): CallHomeStream | undefined {
     const stream = this.options.streams.get(uuidFromStreamId(streamId))
     return stream !== undefined && stream.phase === Phase.Waiting ? stream : undefined
   }
 
   /** A stream this connection carried is over on the router's side (its link was released). */
-  protected released(_key: string): void {}
+  protected released(_id: Uint8Array): void {}
 
   /** Before the socket is destroyed for `cause` (a protocol error, or the owner's reason). */
   protected farewell(_cause: Error): void {}
@@ -356,14 +353,13 @@ export class MuxConnection {
         return this.otherFrame(kind, streamId, payload)
     }
     // A stream's frames tend to come together (Prologue, Data..., End in one chunk): the last
-    // stream is found by comparing id bytes, without a key string and a map lookup per frame.
+    // stream is found by comparing id bytes, without a table lookup per frame.
     let link = this.lastLink
     if (link === undefined || !sameId(link.id, streamId)) {
-      const key = streamKey(streamId)
-      link = this.links.get(key)
+      link = this.links.get(streamId)
       if (link === undefined) {
-        if (kind === MuxKind.Prologue) this.claim(key, streamId, payload)
-        else if (kind === MuxKind.Reset) this.resetUnclaimed(key, streamId, payload)
+        if (kind === MuxKind.Prologue) this.claim(streamId, payload)
+        else if (kind === MuxKind.Reset) this.resetUnclaimed(streamId, payload)
         return
       }
       this.lastLink = link
@@ -386,15 +382,15 @@ export class MuxConnection {
   }
 
   /** A Prologue for a stream this connection does not carry: claim it if it is waiting, else answer with a Reset. */
-  private claim(key: string, streamId: Uint8Array, payload: Uint8Array): void {
-    const stream = this.claimable(key, streamId)
+  private claim(streamId: Uint8Array, payload: Uint8Array): void {
+    const stream = this.claimable(streamId)
     if (stream === undefined) {
       this.options.logDebug("refused mux stream", { remote: this.remote, stream: uuidFromStreamId(streamId), reason: "unknown or already-served stream id" })
       this.send(MuxKind.Reset, streamId, encodeResetPayload("unknown or already-served stream id"))
       return
     }
-    const link = new MuxStreamLink(this, key, streamId.slice(), stream)
-    this.links.set(key, link)
+    const link = new MuxStreamLink(this, streamId.slice(), stream)
+    this.links.set(link.id, link)
     stream.claim(link)
     stream.prologue(payload)
   }
@@ -404,7 +400,7 @@ export class MuxConnection {
    * that carried it. A stream still waiting fails now rather than at the call-home timeout; one
    * claimed on another mux connection ends as if that one had closed; anything else is ignored.
    */
-  protected resetUnclaimed(_key: string, streamId: Uint8Array, payload: Uint8Array): void {
+  protected resetUnclaimed(streamId: Uint8Array, payload: Uint8Array): void {
     const stream = this.options.streams.get(uuidFromStreamId(streamId))
     if (stream === undefined) return
     if (stream.phase === Phase.Waiting) {
@@ -431,7 +427,7 @@ export class MuxConnection {
     }
     for (const link of links) {
       link.stream.disconnected(cause)
-      this.released(link.key)
+      this.released(link.id)
     }
     this.closedWith(cause)
   }

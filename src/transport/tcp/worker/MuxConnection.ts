@@ -29,7 +29,7 @@
  * retry, or time anything but the linger after a graceful close.
  */
 import type * as net from "node:net"
-import { decodeConnectionAck, decodeWindowUpdate, encodePong, makeMuxDecoder, MUX_HEADER_SIZE, MuxKind, streamKey } from "../../../protocol/MuxCodec.ts"
+import { decodeConnectionAck, decodeWindowUpdate, encodePong, makeMuxDecoder, MUX_HEADER_SIZE, MuxKind } from "../../../protocol/MuxCodec.ts"
 import type { MuxDecoder } from "../../../protocol/MuxCodec.ts"
 import { encodeMuxHandshake } from "../../../protocol/MuxHandshake.ts"
 import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
@@ -46,7 +46,7 @@ import { MuxStream, StreamState } from "./MuxStream.ts"
 import type { StreamHost } from "./MuxStream.ts"
 import { SendWindow } from "./SendWindow.ts"
 import type { FrameOutput } from "./SendWindow.ts"
-import { EntryTable } from "../../../internal/EntryTable.ts"
+import { StreamIdTable } from "../../../internal/StreamIdTable.ts"
 
 export type { MuxConnectionEvents } from "./MuxFailure.ts"
 
@@ -98,8 +98,8 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
   protected readonly socket: net.Socket
   private readonly options: MuxConnectionOptions
   private readonly events: MuxConnectionEvents
-  /** The open streams, by stream key. */
-  protected readonly streams = new EntryTable<MuxStream>()
+  /** The open streams, by stream id. */
+  protected readonly streams = new StreamIdTable<MuxStream>()
   protected readonly decoder: MuxDecoder
   private readonly writes: FrameBatcher
   private readonly window: SendWindow<MuxStream>
@@ -170,13 +170,12 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
    * TransportProtocolError (after running `onDone`) if the connection already carries that id.
    */
   openStream(id: Uint8Array, codec: PayloadCodec, onDone: () => void): ResponseWriter | TransportProtocolError {
-    const key = streamKey(id)
-    if (this.streams.has(key)) {
+    if (this.streams.has(id)) {
       onDone()
       return duplicateStreamError(this.address)
     }
-    const stream = new MuxStream(this, key, id, codec, this.options.streamWindow, onDone)
-    this.streams.set(key, stream)
+    const stream = new MuxStream(this, id, codec, this.options.streamWindow, onDone)
+    this.streams.set(id, stream)
     if (this.streams.size === 1) this.events.onUsage(true)
     return stream
   }
@@ -289,7 +288,7 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
   private end(s: MuxStream): void {
     s.state = StreamState.Done
     s.waiters.wake()
-    this.streams.delete(s.key)
+    this.streams.delete(s.id)
     // Its last frame was just queued: the stream is whole for the router once an ack covers it.
     this.ledger.ended(s.id, this.window.sent)
     // Ended by a handler that ran within the decode of this chunk's last frame (a request served
@@ -346,20 +345,20 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
       }
       case MuxKind.WindowUpdate: {
         this.creditFrameDecoded(MUX_HEADER_SIZE + payload.length)
-        const s = this.streams.get(streamKey(streamId))
+        const s = this.streams.get(streamId)
         if (s !== undefined) this.window.grant(s, decodeWindowUpdate(payload))
         return
       }
       case MuxKind.Stop:
       case MuxKind.Kill:
-        this.streams.get(streamKey(streamId))?.control(kind === MuxKind.Stop ? "stop" : "kill")
+        this.streams.get(streamId)?.control(kind === MuxKind.Stop ? "stop" : "kill")
         return
       case MuxKind.Reset: {
-        const s = this.streams.get(streamKey(streamId))
+        const s = this.streams.get(streamId)
         if (s === undefined) return
         const error = streamResetError(this.address, payload)
         this.window.drop(s)
-        this.streams.delete(s.key)
+        this.streams.delete(s.id)
         s.gone(error)
         if (this.streams.size === 0 && this.state !== CLOSED) this.events.onUsage(false)
         return

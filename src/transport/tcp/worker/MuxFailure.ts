@@ -22,7 +22,7 @@ import { TransportConnectionError, TransportProtocolError } from "../../../Trans
 import type { TransportError } from "../../../TransportError.ts"
 import type { AckLedger } from "./AckLedger.ts"
 import type { MuxStream } from "./MuxStream.ts"
-import type { EntryTable } from "../../../internal/EntryTable.ts"
+import type { StreamIdTable } from "../../../internal/StreamIdTable.ts"
 
 const textDecoder = new TextDecoder()
 
@@ -121,7 +121,7 @@ export interface UnfinishedStreams {
  * socket; one written but not acknowledged is unconfirmed. After a `graceful` close the socket
  * ended behind every queued byte, so ended streams count as whole.
  */
-export function takeUnfinished(open: EntryTable<MuxStream>, ledger: AckLedger, written: number, graceful: boolean): UnfinishedStreams {
+export function takeUnfinished(open: StreamIdTable<MuxStream>, ledger: AckLedger, written: number, graceful: boolean): UnfinishedStreams {
   const streams = open.values()
   open.clear()
   const unfinished = streams.map((s) => s.id)

@@ -58,8 +58,6 @@ export class MuxStream implements ResponseWriter, WindowedStream {
   held: Array<HeldFrame> | undefined = undefined
   /** `whenWritable` callbacks waiting for this stream's held frames to go out. */
   readonly waiters = new Waiters()
-  /** The map key of `id` on its connection. */
-  readonly key: string
   /** The 16 stream id bytes. */
   readonly id: Uint8Array
   /** Runs once, when the stream ends (its last frame queued for the socket, or the connection gone). */
@@ -71,9 +69,8 @@ export class MuxStream implements ResponseWriter, WindowedStream {
   private disconnectReceiver: ((error: TransportError) => void) | undefined = undefined
   private disconnect: TransportError | undefined = undefined
 
-  constructor(host: StreamHost, key: string, id: Uint8Array, codec: PayloadCodec, credit: number, onDone: () => void) {
+  constructor(host: StreamHost, id: Uint8Array, codec: PayloadCodec, credit: number, onDone: () => void) {
     this.host = host
-    this.key = key
     this.id = id
     this.codec = codec
     this.credit = credit
