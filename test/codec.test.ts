@@ -17,7 +17,10 @@ import {
   encodeRequestMessage,
   encodeStreamComplete,
   encodeStreamError,
-  encodeStreamItem
+  encodeStreamItem,
+  STREAM_ITEM_JSON_PREFIX,
+  STREAM_ITEM_JSON_SUFFIX,
+  streamItemJson
 } from "../src/protocol/RequestMessage.ts"
 import {
   decodeFrame,
@@ -626,6 +629,17 @@ describe("stream bodies", () => {
     }
     // nested undefined is JSON's own business (dropped from objects, null in arrays), as before
     expect(text(encodeStreamItem(json, { a: undefined, b: [undefined] }))).toBe(`{"data":{"b":[null]},"complete_final":false}`)
+  })
+
+  it("streamItemJson between its prefix and suffix is the JSON item body, byte for byte, for any JSON value and bigints", () => {
+    const inPlace = (item: unknown) => Buffer.concat([STREAM_ITEM_JSON_PREFIX, Buffer.from(streamItemJson(item)), STREAM_ITEM_JSON_SUFFIX])
+    fc.assert(
+      fc.property(fc.oneof(fc.jsonValue(), fc.object(), fc.bigInt()), (item) => {
+        expect(toHex(inPlace(item))).toBe(toHex(encodeStreamItem(json, item)))
+      }),
+      { numRuns: 300 }
+    )
+    for (const item of [undefined, () => 1, Symbol("s"), { toJSON: () => undefined }]) expect(() => streamItemJson(item)).toThrow(PayloadCodecError)
   })
 
   it("encodes items, completion and errors (json, by hand)", () => {

@@ -17,12 +17,14 @@ import { BATCH_BUFFER_BYTES, BY_REFERENCE_BYTES, FrameBatcher } from "../src/tra
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
 describe("FrameBatcher", () => {
-  it("what it writes decodes to the frames queued, in order, for any mix of sizes (copied, by reference, across buffers)", () => {
+  it("what it writes decodes to the frames queued, in order, for any mix of sizes (copied, by reference, across buffers) and of text payloads encoded in place", () => {
     const frame = fc.record({
       kind: fc.constantFrom(MuxKind.Data, MuxKind.Prologue, MuxKind.End, MuxKind.Reset),
       id: fc.uint8Array({ minLength: 16, maxLength: 16 }).map((id) => (id[0] = 1, id)),
       size: fc.oneof(fc.integer({ min: 0, max: 200 }), fc.integer({ min: BY_REFERENCE_BYTES - 2, max: BY_REFERENCE_BYTES + 2 }), fc.integer({ min: 20_000, max: 70_000 })),
-      two: fc.boolean()
+      two: fc.boolean(),
+      // frameText instead: a text payload, small or around BY_REFERENCE_BYTES once encoded
+      text: fc.option(fc.oneof(fc.string({ unit: "binary", maxLength: 60 }), fc.string({ unit: "binary", minLength: 5_300, maxLength: 5_600 })), { freq: 3 })
     })
     fc.assert(
       fc.property(fc.array(fc.array(frame, { maxLength: 12 }), { minLength: 1, maxLength: 6 }), (ticks) => {
@@ -37,6 +39,12 @@ describe("FrameBatcher", () => {
             const kind = f.kind === MuxKind.End ? MuxKind.End : f.kind
             const size = kind === MuxKind.End ? 0 : f.size
             const payload = Uint8Array.from({ length: size }, (_, i) => (i * 7 + size) & 0xff)
+            if (f.text !== null && kind === MuxKind.Data) {
+              const prefix = Buffer.from("<"), suffix = Buffer.from(">!")
+              batcher.frameText(kind, f.id, prefix, f.text, Buffer.byteLength(f.text), suffix)
+              expected.push({ kind, id: Buffer.from(f.id).toString("hex"), payload: Buffer.concat([prefix, Buffer.from(f.text), suffix]).toString("base64") })
+              continue
+            }
             if (f.two && size > 1) batcher.frame2(kind, f.id, payload.subarray(0, size >> 1), payload.subarray(size >> 1))
             else batcher.frame(kind, f.id, size === 0 ? undefined : payload)
             expected.push({ kind, id: Buffer.from(f.id).toString("hex"), payload: Buffer.from(payload).toString("base64") })

@@ -6,7 +6,7 @@
  */
 import { Exit } from "effect"
 import type { PayloadCodec } from "../protocol/PayloadCodec.ts"
-import { encodeStreamItem } from "../protocol/RequestMessage.ts"
+import { encodeStreamItem, streamItemJson } from "../protocol/RequestMessage.ts"
 import type { WriteResult } from "../ResponsePlane.ts"
 import type { TransportId } from "../Transport.ts"
 import { ResponseWriteError } from "../TransportError.ts"
@@ -21,6 +21,21 @@ export interface WriteTarget {
 export const encodeItem = (codec: PayloadCodec, item: unknown, where: WriteTarget): Uint8Array | ResponseWriteError => {
   try {
     return encodeStreamItem(codec, item)
+  } catch (cause) {
+    return new ResponseWriteError({
+      reason: "EncodeFailed",
+      transport: where.transport,
+      target: where.target,
+      detail: cause instanceof Error ? cause.message : String(cause),
+      cause
+    })
+  }
+}
+
+/** The JSON of one item for a JSON stream item body (`streamItemJson`), or why it has none. */
+export const itemJson = (item: unknown, where: WriteTarget): string | ResponseWriteError => {
+  try {
+    return streamItemJson(item)
   } catch (cause) {
     return new ResponseWriteError({
       reason: "EncodeFailed",

@@ -17,7 +17,7 @@
  * returned as a `ProtocolParseError`, never thrown.
  */
 import type { ConnectionInfo, RequestControlMessage } from "../ConnectionInfo.ts"
-import { type PayloadCodec, payloadCodec, PayloadCodecError } from "./PayloadCodec.ts"
+import { jsonText, type PayloadCodec, payloadCodec, PayloadCodecError } from "./PayloadCodec.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
 import { decodeFrame, encodeFrame, type FrameDecoderOptions } from "./TwoPartCodec.ts"
 
@@ -162,6 +162,27 @@ export const encodeStreamItem = (codec: PayloadCodec, item: unknown): Uint8Array
   }
   return codec.encode({ data: item, complete_final: false })
 }
+
+/**
+ * The JSON text of one item inside a JSON stream item body: the body is
+ * `STREAM_ITEM_JSON_PREFIX + text + STREAM_ITEM_JSON_SUFFIX`, byte for byte what
+ * `encodeStreamItem(json, item)` makes. For writers that put the body straight into their own
+ * buffer (no wrapper object, no intermediate bytes). Throws `PayloadCodecError` as
+ * `encodeStreamItem` does, and also when the item's JSON is nothing (a `toJSON` that returns
+ * undefined), where the wrapper would have dropped `data` without a word. (An item's `toJSON`
+ * is called with the key "" here, "data" in the wrapper.)
+ */
+export const streamItemJson = (item: unknown): string => {
+  if (item === undefined || typeof item === "function" || typeof item === "symbol") {
+    throw new PayloadCodecError("json", "encode", new TypeError(`a ${typeof item} has no encoding as a stream item`))
+  }
+  return jsonText(item)
+}
+
+/** What comes before an item's JSON in a JSON stream item body (`streamItemJson`). */
+export const STREAM_ITEM_JSON_PREFIX: Uint8Array = Buffer.from(`{"data":`)
+/** What comes after an item's JSON in a JSON stream item body (`streamItemJson`). */
+export const STREAM_ITEM_JSON_SUFFIX: Uint8Array = Buffer.from(`,"complete_final":false}`)
 
 /** Body of the last call-home data frame: `{"complete_final": true}`. */
 export const encodeStreamComplete = (codec: PayloadCodec): Uint8Array => codec.encode({ complete_final: true })

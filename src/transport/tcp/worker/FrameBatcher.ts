@@ -4,7 +4,8 @@
  * the frames of one tick leave in one write.
  *
  * What it does: `frame` writes a frame's 24-byte header (and copies its payload) straight into a
- * shared buffer, `bytes` copies an already-encoded frame; nothing is allocated per frame. The
+ * shared buffer, `frameText` encodes a text payload there, `bytes` copies an already-encoded
+ * frame; nothing is allocated per frame. The
  * buffer is used like a bump allocator: a flush hands `write` a view of the bytes queued since
  * the last flush and the next frames go after them (a view handed to the socket is never
  * rewritten), and a fresh buffer is taken when it is full (the bytes before it then leave as a
@@ -107,6 +108,31 @@ export class FrameBatcher {
     else if (plen > 0) b.set(payload!, o + MUX_HEADER_SIZE)
     this.queued += MUX_HEADER_SIZE + plen
     this.requestFlush()
+  }
+
+  /**
+   * Queues one frame whose payload is `prefix`, the UTF-8 of `text` (`textBytes` long, as
+   * `Buffer.byteLength` counts it), then `suffix`, encoded straight into the buffer: no bytes of
+   * the text are made on their own. A payload of `BY_REFERENCE_BYTES` or more is encoded apart and
+   * queued by reference, as `frame` does.
+   */
+  frameText(kind: number, streamId: Uint8Array, prefix: Uint8Array, text: string, textBytes: number, suffix: Uint8Array): void {
+    const plen = prefix.length + textBytes + suffix.length
+    if (plen >= BY_REFERENCE_BYTES) {
+      const payload = Buffer.allocUnsafe(plen)
+      payload.set(prefix, 0)
+      payload.write(text, prefix.length, textBytes, "utf8")
+      payload.set(suffix, prefix.length + textBytes)
+      return this.frame(kind, streamId, payload)
+    }
+    this.frame(kind, streamId, undefined)
+    this.patchLength(plen)
+    const o = this.reserve(plen)
+    const b = this.buf
+    b.set(prefix, o)
+    b.write(text, o + prefix.length, textBytes, "utf8")
+    b.set(suffix, o + prefix.length + textBytes)
+    this.queued += plen
   }
 
   /** Queues one frame whose payload is `a` then `b` (copied: each is under `BY_REFERENCE_BYTES`, or goes by reference). */

@@ -33,6 +33,7 @@ import { decodeConnectionAck, decodeWindowUpdate, encodePong, makeMuxDecoder, MU
 import type { MuxDecoder } from "../../../protocol/MuxCodec.ts"
 import { encodeMuxHandshake } from "../../../protocol/MuxHandshake.ts"
 import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
+import { STREAM_ITEM_JSON_PREFIX, STREAM_ITEM_JSON_SUFFIX } from "../../../protocol/RequestMessage.ts"
 import type { ResponseWriter } from "../../../ResponsePlane.ts"
 import type { TransportError, TransportProtocolError } from "../../../TransportError.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
@@ -246,6 +247,20 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
   /** Queues a frame of `s`, or holds it back behind the stream's earlier frames or for credit. */
   enqueue(s: MuxStream, kind: MuxKind, payload: Uint8Array | undefined): void {
     this.window.offer(s, kind, payload)
+  }
+
+  /** Queues an item's Data frame, encoded straight into this tick's buffer when the window lets it go now. */
+  enqueueItemJson(s: MuxStream, text: string, textBytes: number): void {
+    const len = STREAM_ITEM_JSON_PREFIX.length + textBytes + STREAM_ITEM_JSON_SUFFIX.length
+    if (this.window.admit(s, MuxKind.Data, len)) {
+      this.writes.frameText(MuxKind.Data, s.id, STREAM_ITEM_JSON_PREFIX, text, textBytes, STREAM_ITEM_JSON_SUFFIX)
+      return
+    }
+    const payload = Buffer.allocUnsafe(len)
+    payload.set(STREAM_ITEM_JSON_PREFIX, 0)
+    payload.write(text, STREAM_ITEM_JSON_PREFIX.length, textBytes, "utf8")
+    payload.set(STREAM_ITEM_JSON_SUFFIX, STREAM_ITEM_JSON_PREFIX.length + textBytes)
+    this.window.offer(s, MuxKind.Data, payload)
   }
 
   /** Aborts `s`: its held frames are dropped (the router fails it on the Reset) and the Reset goes out now. */

@@ -17,13 +17,14 @@ import { Exit } from "effect"
 import { encodePrologueError, PROLOGUE_OK_BYTES } from "../../../protocol/CallHome.ts"
 import { MUX_HEADER_SIZE, MuxKind } from "../../../protocol/MuxCodec.ts"
 import { encodeResetPayload } from "../../../protocol/MuxHandshake.ts"
+import { json } from "../../../protocol/PayloadCodec.ts"
 import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
-import { encodeStreamError } from "../../../protocol/RequestMessage.ts"
+import { encodeStreamError, STREAM_ITEM_JSON_PREFIX, STREAM_ITEM_JSON_SUFFIX } from "../../../protocol/RequestMessage.ts"
 import type { ResponseWriter, WriteResult } from "../../../ResponsePlane.ts"
 import { ResponseWriteError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
 import { Waiters } from "../../../internal/Waiters.ts"
-import { encodeItem, errorWithin, sendEach, tooLarge } from "../../../internal/writeFailure.ts"
+import { encodeItem, errorWithin, itemJson, sendEach, tooLarge } from "../../../internal/writeFailure.ts"
 import type { WriteTarget } from "../../../internal/writeFailure.ts"
 import type { HeldFrame, WindowedStream } from "./SendWindow.ts"
 
@@ -40,6 +41,12 @@ export interface StreamHost {
   readonly maxMessageSize: number
   /** Queues a frame of `s` (or holds it for credit). */
   enqueue(s: MuxStream, kind: MuxKind, payload: Uint8Array | undefined): void
+  /**
+   * Queues a Data frame of `s` whose payload is a JSON stream item body around `text` (its JSON,
+   * `textBytes` long in UTF-8), encoded straight into the connection's buffer when it may go at
+   * once; held for credit as bytes otherwise.
+   */
+  enqueueItemJson(s: MuxStream, text: string, textBytes: number): void
   /** `s` has queued its last frame. */
   finish(s: MuxStream): void
   /** Aborts `s` with a Reset carrying `payload`, ahead of its held frames. */
@@ -47,6 +54,9 @@ export interface StreamHost {
   /** Backpressure for `s`; see `ResponseWriter.whenWritable`. */
   whenWritable(s: MuxStream, f: () => void): boolean
 }
+
+/** Bytes a JSON stream item body adds around the item's JSON. */
+const STREAM_ITEM_JSON_OVERHEAD = STREAM_ITEM_JSON_PREFIX.length + STREAM_ITEM_JSON_SUFFIX.length
 
 /** The Reset payload of a writer closed without `complete`. */
 const RESET_CLOSED = encodeResetPayload("closed by the worker")
@@ -88,11 +98,24 @@ export class MuxStream implements ResponseWriter, WindowedStream {
 
   send(item: unknown): WriteResult {
     if (this.state !== StreamState.Open) return Exit.void
+    if (this.codec === json) return this.sendJson(item)
     const body = encodeItem(this.codec, item, this.host.where)
     if (body instanceof ResponseWriteError) return Exit.fail(body)
     const error = this.oversized(body)
     if (error !== undefined) return Exit.fail(error)
     this.host.enqueue(this, MuxKind.Data, body)
+    return Exit.void
+  }
+
+  /** `send` in the JSON codec: the item's JSON goes straight into the connection's buffer. */
+  private sendJson(item: unknown): WriteResult {
+    const text = itemJson(item, this.host.where)
+    if (text instanceof ResponseWriteError) return Exit.fail(text)
+    const textBytes = Buffer.byteLength(text, "utf8")
+    const size = MUX_HEADER_SIZE + STREAM_ITEM_JSON_OVERHEAD + textBytes
+    const max = this.host.maxMessageSize
+    if (size > max) return Exit.fail(tooLarge(this.host.where, size, max))
+    this.host.enqueueItemJson(this, text, textBytes)
     return Exit.void
   }
 

@@ -12,6 +12,8 @@
  * - `grant` (WindowUpdate) and `acknowledge` (ConnectionAck) release what the new credit allows,
  *   stream by stream in the order they were blocked; `framesReleased` tells the connection when a
  *   stream has nothing held any more.
+ * - `admit` counts a frame that may go at once and leaves its writing to the caller (a writer
+ *   that encodes an item straight into the connection's buffer), or says to `offer` it.
  * - `sendNow` writes a frame ahead of the stream's held frames, which it drops (a worker's Reset);
  *   `countForeign` counts a frame of no stream here (a Reset for a dead connection's stream).
  *
@@ -80,6 +82,21 @@ export class SendWindow<S extends WindowedStream> {
       return
     }
     this.send(s, kind, payload)
+  }
+
+  /**
+   * Whether a frame of `kind` with `len` payload bytes of `s` may be written now, without its
+   * bytes in hand: nothing of `s` is held and credit allows it. True counts it as sent, and the
+   * caller writes it itself; false counts nothing, and the caller `offer`s its bytes.
+   */
+  admit(s: S, kind: MuxKind, len: number): boolean {
+    if (s.held !== undefined) return false
+    if (kind === this.creditedKind) {
+      if (!this.canSend(s, len)) return false
+      s.credit -= len
+    }
+    this.sent += MUX_HEADER_SIZE + len
+    return true
   }
 
   /** Drops the frames held for `s`, then sends this one at once (never behind them). */
