@@ -9,6 +9,7 @@ import { json } from "../src/protocol/PayloadCodec.ts"
 import { ProtocolParseError } from "../src/protocol/ProtocolError.ts"
 import { encodeStreamComplete, encodeStreamError, encodeStreamItem } from "../src/protocol/RequestMessage.ts"
 import type { ResponseSink } from "../src/ResponsePlane.ts"
+import { uuidFromStreamId } from "../src/protocol/StreamId.ts"
 import { CallHomeStream, Phase } from "../src/transport/tcp/router/CallHomeStream.ts"
 import type { StreamEnv, StreamLink } from "../src/transport/tcp/router/StreamLink.ts"
 import { TransportProtocolError } from "../src/TransportError.ts"
@@ -56,7 +57,7 @@ const harness = (env: Partial<StreamEnv> = {}) => {
     {
       callHomeTimeoutMs: 5000,
       sentinelTimeoutMs: 1000,
-      forget: (subject) => void table.delete(subject),
+      forget: (id) => void table.delete(uuidFromStreamId(id)),
       logDebug: (message) => void logs.push(message),
       connectionInfo: () => ({ transport: "tcp_server", info: "{}" }),
       ...env

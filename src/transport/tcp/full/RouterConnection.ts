@@ -61,9 +61,8 @@ import { Heartbeat } from "./Heartbeat.ts"
 import { pumpItems } from "./ItemPump.ts"
 import type { RunFork } from "./ItemPump.ts"
 import { closedError, closeError, ConnectDeadline, HelloAnswerReader, peerClosingError } from "./RouterHandshake.ts"
-import { EntryTable } from "../../../internal/EntryTable.ts"
-import type { ReadonlyEntryTable } from "../../../internal/EntryTable.ts"
 import { StreamIdTable } from "../../../internal/StreamIdTable.ts"
+import type { ReadonlyStreamIdTable } from "../../../internal/StreamIdTable.ts"
 
 /** Settings of one router connection. */
 export interface RouterConnectionOptions {
@@ -103,7 +102,7 @@ const HELLO = 0
 const OPEN = 1
 const CLOSED = 2
 
-const NO_STREAMS: ReadonlyEntryTable<CallHomeStream> = new EntryTable()
+const NO_STREAMS: ReadonlyStreamIdTable<CallHomeStream> = new StreamIdTable()
 const textEncoder = new TextEncoder()
 let pingNonce = 0n
 

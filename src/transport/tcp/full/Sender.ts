@@ -50,7 +50,7 @@ import type { RunFork } from "./ItemPump.ts"
 import { RouterConnection } from "./RouterConnection.ts"
 import type { RouterConnectionEvents, RouterConnectionOptions } from "./RouterConnection.ts"
 import type { ClientTls } from "../../../internal/Tls.ts"
-import type { ReadonlyEntryTable } from "../../../internal/EntryTable.ts"
+import type { ReadonlyStreamIdTable } from "../../../internal/StreamIdTable.ts"
 
 /** First delay after a failed connect. */
 export const BACKOFF_BASE_MS = 50
@@ -75,8 +75,8 @@ export interface SenderOptions {
   readonly streamWindow: number
   /** Request frame bytes in flight before a ConnectionAck (default 256 KiB). */
   readonly connectionWindow: number
-  /** The TCP response plane's open streams, by subject (`FullModeHub.streams`). */
-  readonly streams: ReadonlyEntryTable<CallHomeStream>
+  /** The TCP response plane's open streams, by stream id (`FullModeHub.streams`). */
+  readonly streams: ReadonlyStreamIdTable<CallHomeStream>
   /** Runs the item pumps of streamed requests (default: `Effect.runFork`). */
   readonly run?: RunFork | undefined
   readonly logDebug?: LogDebug | undefined
@@ -105,15 +105,17 @@ const noop = () => {}
  * message (`responseStream`), else the one its ConnectionInfo names; undefined unless it is a
  * stream of `streams` (the TCP response plane's table).
  */
-const responseStreamOf = (message: RequestMessage, streams: ReadonlyEntryTable<CallHomeStream>): CallHomeStream | undefined => {
+const responseStreamOf = (message: RequestMessage, streams: ReadonlyStreamIdTable<CallHomeStream>): CallHomeStream | undefined => {
   const given = message.responseStream as Partial<CallHomeStream> | undefined
   if (given !== undefined) {
-    const subject = given.subject
-    const stream = subject === undefined ? undefined : streams.get(subject)
+    const id = given.id
+    const stream = id instanceof Uint8Array && id.length === 16 ? streams.get(id) : undefined
     return stream === given ? stream : undefined
   }
   const subject = streamSubjectOf(message.control.connection_info)
-  return subject === undefined ? undefined : streams.get(subject)
+  const id = subject === undefined ? undefined : streamIdFromUuid(subject)
+  const stream = id === undefined ? undefined : streams.get(id)
+  return stream?.subject === subject ? stream : undefined
 }
 
 /** The subject (tcp_server) or stream_id (tcp_response_mux_v1) of a call-home ConnectionInfo. */
@@ -328,8 +330,7 @@ export const makeSender = (options: SenderOptions): Sender => {
       return noop
     }
     const stream = responseStreamOf(message, options.streams)
-    const id = stream === undefined ? undefined : streamIdFromUuid(stream.subject)
-    if (stream === undefined || id === undefined || stream.phase !== Phase.Waiting) {
+    if (stream === undefined || stream.phase !== Phase.Waiting) {
       return fail(
         "BadHandshake",
         `the full TCP mode carries the response on its own connection, for a stream of this router's TCP response plane; the request's ConnectionInfo (${message.control.connection_info.transport}) names none waiting`
@@ -351,7 +352,7 @@ export const makeSender = (options: SenderOptions): Sender => {
       return fail("MessageTooLarge", `a ${size}-byte Request frame exceeds the maximum message size of ${options.maxMessageSize} bytes`, stream)
     }
     const items: Stream.Stream<unknown, unknown> | undefined = message.items
-    const req = new FullRequest(id, stream, head, body, target.endpoint, items, payloadCodec(message.control.payload_codec), onAck)
+    const req = new FullRequest(stream.id, stream, head, body, target.endpoint, items, payloadCodec(message.control.payload_codec), onAck)
     route.target.submit(req)
     return () => req.cancelAck()
   }

@@ -51,8 +51,9 @@ import { OneShotConnection } from "./OneShotConnection.ts"
 import { makeDebugLog } from "../../../internal/debugLog.ts"
 import { idleTimings, IdleSweep } from "../../../internal/IdleSweep.ts"
 import type { ServerTls } from "../../../internal/Tls.ts"
-import { EntryTable } from "../../../internal/EntryTable.ts"
-import type { ReadonlyEntryTable } from "../../../internal/EntryTable.ts"
+import { StreamIdTable } from "../../../internal/StreamIdTable.ts"
+import type { ReadonlyStreamIdTable } from "../../../internal/StreamIdTable.ts"
+import { streamIdFromUuid } from "../../../protocol/StreamId.ts"
 
 
 /** Options of the call-home stream server. */
@@ -90,7 +91,7 @@ export interface CallHomeServerOptions {
    * response transport passes the process's `FullModeHub` table, so that the full TCP mode's
    * connections feed the same streams.
    */
-  readonly streams?: EntryTable<CallHomeStream> | undefined
+  readonly streams?: StreamIdTable<CallHomeStream> | undefined
   /**
    * A stream that has called home and receives nothing (no item, no heartbeat) for this long fails
    * with TransportTimeoutError "StreamIdle" (`DYN_STREAM_IDLE_TIMEOUT_SECS`); 0 or absent: off.
@@ -149,13 +150,13 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
     const frontendServerId = options.frontendServerId ?? crypto.randomUUID()
     const muxKeepaliveMs = options.muxKeepaliveMs ?? DEFAULT_MUX_KEEPALIVE_MS
 
-    /** Streams not yet settled or closed, by subject. */
-    const streams = options.streams ?? new EntryTable<CallHomeStream>()
+    /** Streams not yet settled or closed, by id (the subject's bytes). */
+    const streams = options.streams ?? new StreamIdTable<CallHomeStream>()
     const muxConnections = new Set<MuxConnection>()
     const env: StreamEnv = {
       callHomeTimeoutMs: options.callHomeTimeoutMs,
       sentinelTimeoutMs: options.sentinelTimeoutMs ?? DEFAULT_SENTINEL_TIMEOUT_MS,
-      forget: (subject) => streams.delete(subject),
+      forget: (id) => streams.delete(id),
       logDebug,
       connectionInfo: (address, subject, requestId) =>
         muxEnabled
@@ -177,8 +178,10 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
     yield* Effect.addFinalizer(() => Effect.sync(() => keepaliveSweep.stop()))
 
     const claimOneShot = (socket: net.Socket, subject: string, rest: Uint8Array): string | undefined => {
-      const stream = streams.get(subject)
-      if (stream === undefined || stream.phase !== Phase.Waiting) return `unknown or already-served subject ${subject}`
+      const id = streamIdFromUuid(subject)
+      // The subject as it was given out, character for character (not another spelling of its bytes).
+      const stream = id === undefined ? undefined : streams.get(id)
+      if (stream === undefined || stream.subject !== subject || stream.phase !== Phase.Waiting) return `unknown or already-served subject ${subject}`
       const conn = new OneShotConnection(socket, stream, options.maxMessageSize)
       // A stream can run for minutes: keepalive notices a worker whose host vanished without a FIN
       // (a network cut) after about the delay plus Node's ten 1 s probes, instead of never. It is
@@ -237,7 +240,7 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
       const subject = crypto.randomUUID()
       // The stream is the PendingStream itself (its methods are the consumer's side).
       const stream = new CallHomeStream(env, subject, address, openOptions)
-      streams.set(subject, stream)
+      streams.set(stream.id, stream)
       sweep?.wake()
       return stream
     }
@@ -267,7 +270,7 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
  */
 const makeSweep = (
   idleMs: number,
-  streams: ReadonlyEntryTable<CallHomeStream>,
+  streams: ReadonlyStreamIdTable<CallHomeStream>,
   env: StreamEnv,
   muxConnections: ReadonlySet<MuxConnection>
 ): IdleSweep => {

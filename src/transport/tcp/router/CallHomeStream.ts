@@ -33,6 +33,7 @@ import { payloadCodec } from "../../../protocol/PayloadCodec.ts"
 import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
 import type { ProtocolParseError } from "../../../protocol/ProtocolError.ts"
 import { decodeStreamBody } from "../../../protocol/RequestMessage.ts"
+import { streamIdFromUuid } from "../../../protocol/StreamId.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import type { ConnectionInfo } from "../../../ConnectionInfo.ts"
 import type { OpenStreamOptions, PendingStream, ResponseSink } from "../../../ResponsePlane.ts"
@@ -68,6 +69,8 @@ export type Phase = (typeof Phase)[keyof typeof Phase]
 export class CallHomeStream implements PendingStream, Activity {
   /** The stream's single-use subject (a mux stream's id). */
   readonly subject: string
+  /** The subject's 16 bytes: the stream id, and its key in the server's table. */
+  readonly id: Uint8Array
   /** Where the worker calls home; the call-home address is built from it on first use. */
   private readonly address: string
   private info: ConnectionInfo | undefined = undefined
@@ -100,8 +103,11 @@ export class CallHomeStream implements PendingStream, Activity {
    * mode never does).
    */
   constructor(env: StreamEnv, subject: string, address: string, options: OpenStreamOptions) {
+    const id = streamIdFromUuid(subject)
+    if (id === undefined) throw new TypeError(`a call-home stream's subject is a UUID, not ${JSON.stringify(subject)}`)
     this.env = env
     this.subject = subject
+    this.id = id
     this.address = address
     this.requestId = options.requestId
     this.endpoint = options.endpoint
@@ -175,7 +181,7 @@ export class CallHomeStream implements PendingStream, Activity {
     this.closed = true
     this.settled = true
     clearTimeout(this.callHomeTimer)
-    this.env.forget(this.subject)
+    this.env.forget(this.id)
     const phase = this.state
     // After complete_final the sentinel (or its timer) releases the link.
     if (phase === Phase.Sentinel) return
@@ -418,7 +424,7 @@ export class CallHomeStream implements PendingStream, Activity {
     if (this.settled) return false
     this.settled = true
     clearTimeout(this.callHomeTimer)
-    this.env.forget(this.subject)
+    this.env.forget(this.id)
     return true
   }
 

@@ -62,8 +62,8 @@ import { owedCredit, ReceiveCredit } from "./ReceiveCredit.ts"
 import type { OwedCredit } from "./ReceiveCredit.ts"
 import type { LogDebug, StreamLink } from "./StreamLink.ts"
 import { ConnectionLiveness } from "../../../internal/IdleSweep.ts"
-import type { ReadonlyEntryTable } from "../../../internal/EntryTable.ts"
 import { StreamIdTable } from "../../../internal/StreamIdTable.ts"
+import type { ReadonlyStreamIdTable } from "../../../internal/StreamIdTable.ts"
 
 /** Options of a router-side mux connection. */
 export interface MuxConnectionOptions {
@@ -74,8 +74,8 @@ export interface MuxConnectionOptions {
   readonly connectionId: string
   /** Largest frame accepted, header included. */
   readonly maxMessageSize: number
-  /** The server's open streams by subject (= stream id): a Prologue claims one, a worker's Reset may end one. */
-  readonly streams: ReadonlyEntryTable<CallHomeStream>
+  /** The server's open streams by stream id (= subject): a Prologue claims one, a worker's Reset may end one. */
+  readonly streams: ReadonlyStreamIdTable<CallHomeStream>
   readonly logDebug: LogDebug
   /** The socket closed (after its streams were disconnected). */
   readonly onClose: (conn: MuxConnection) => void
@@ -290,7 +290,7 @@ export class MuxConnection {
 
   /** The stream a Prologue for `streamId` claims: one waiting in the server's table, else undefined (answered with a Reset). */
   protected claimable(streamId: Uint8Array): CallHomeStream | undefined {
-    const stream = this.options.streams.get(uuidFromStreamId(streamId))
+    const stream = this.options.streams.get(streamId)
     return stream !== undefined && stream.phase === Phase.Waiting ? stream : undefined
   }
 
@@ -389,7 +389,8 @@ export class MuxConnection {
       this.send(MuxKind.Reset, streamId, encodeResetPayload("unknown or already-served stream id"))
       return
     }
-    const link = new MuxStreamLink(this, streamId.slice(), stream)
+    // The stream's own id: equal to the frame's (the lookup matched it), and not a view of the chunk.
+    const link = new MuxStreamLink(this, stream.id, stream)
     this.links.set(link.id, link)
     stream.claim(link)
     stream.prologue(payload)
@@ -401,7 +402,7 @@ export class MuxConnection {
    * claimed on another mux connection ends as if that one had closed; anything else is ignored.
    */
   protected resetUnclaimed(streamId: Uint8Array, payload: Uint8Array): void {
-    const stream = this.options.streams.get(uuidFromStreamId(streamId))
+    const stream = this.options.streams.get(streamId)
     if (stream === undefined) return
     if (stream.phase === Phase.Waiting) {
       const reason = textDecoder.decode(payload)

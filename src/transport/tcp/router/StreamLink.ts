@@ -47,8 +47,8 @@ export interface StreamEnv {
   readonly callHomeTimeoutMs: number
   /** How long after complete_final a one-shot stream waits for the sentinel. */
   readonly sentinelTimeoutMs: number
-  /** Removes a settled or closed stream from the server's table by subject: the subject is used up. */
-  readonly forget: (subject: string) => void
+  /** Removes a settled or closed stream from the server's table by its id (its subject's bytes): the subject is used up. */
+  readonly forget: (id: Uint8Array) => void
   /** Debug logging from socket callbacks. */
   readonly logDebug: LogDebug
   /** The call-home address of the stream `subject` for `requestId`, advertised at `address` (the server's form: one-shot or pooled). */
