@@ -1,28 +1,56 @@
 /**
- * A string-keyed table for entries that come and go with requests (open streams by stream id,
- * pending calls by request id), kept in a null-prototype object (V8's dictionary mode) instead of
- * a `Map`.
+ * A string-keyed table for entries that come and go with requests (open streams by subject,
+ * pending calls by request id, response writers by request id), with the keys hashed in
+ * JavaScript instead of being property names or `Map` keys.
  *
  * Why not a `Map`: a long-lived `Map` or `Set` whose entries churn is rehashed each time it grows
  * or shrinks, and V8 keeps every replaced table linked to the next one with its entries as they
  * were (so that live iterators can follow). Once one of those tables has been promoted to the old
  * generation, every later table and every value they held survive the young-generation
  * collections until the next full collection: per-request objects pile up in the old generation,
- * and each scavenge copies megabytes. Measured on this machine:
- * - a micro-benchmark adding and deleting 30 request-like objects at a time: a `Map` kept 55% of
- *   the young generation alive and ran 95k requests/s; this table 0.3% and 503k/s;
- * - the full TCP mode's worker at 64 in flight: 11.5% of its young objects survived each
- *   scavenge (25 ms pauses plus 75 ms of helper threads, every 200 ms), until its tables were
- *   these (see docs/performance.md).
+ * and each scavenge copies megabytes. Measured on this machine: a micro-benchmark adding and
+ * deleting 30 request-like objects at a time: a `Map` kept 55% of the young generation alive and
+ * ran 95k requests/s; a null-prototype object 0.3% and 503k/s; the full TCP mode's worker at 64
+ * in flight: 11.5% of its young objects survived each scavenge (25 ms pauses plus 75 ms of helper
+ * threads, every 200 ms) until its tables were objects (see docs/performance.md).
  *
- * Values must not be `undefined` (absence is `undefined`). `values()`, `entries()` and iteration
- * take a snapshot, so the table may change while it is walked. They follow insertion order, as a
- * `Map` does, except that integer-like keys ("10", the NATS client's base-36 tokens made of digits
- * only) come first, in numeric order, as an object's properties do; nothing here depends on the
- * order of those.
+ * Why not the key as a property name of such an object (what this table was before): a string
+ * used as a property key is internalized, hashed and entered in V8's process-wide string table,
+ * where it stays until a full collection, and the first lookup of each new key string (a request
+ * id just decoded) probes that table. On the full TCP mode's worker at 64 in flight, that one
+ * lookup per request was 6.8% of the CPU; keyed by a hash, CPU per call fell 9% (docs/performance.md).
+ *
+ * How: the key's 30-bit hash (FNV-1a over its UTF-16 code units, computed here) is a small
+ * integer, which a null-prototype object keeps among its elements, in a number dictionary; each
+ * slot keeps its key, to tell keys of the same hash apart (a chain), and its neighbours in
+ * insertion order (a doubly linked list), which iteration follows, as a `Map`'s does.
+ *
+ * Values must not be `undefined` (absence is `undefined`). `values()`, `entries()`, `keys()` and
+ * iteration take a snapshot, so the table may change while it is walked; `forEach` does not.
  */
+
+/** One key and its value, in its hash chain (`next`) and in insertion order (`before`, `after`). */
+interface Slot<V> {
+  readonly key: string
+  value: V
+  next: Slot<V> | undefined
+  before: Slot<V> | undefined
+  after: Slot<V> | undefined
+}
+
+/** A 30-bit hash of `s` (FNV-1a over its UTF-16 code units, then mixed); exported for tests. */
+export const stringKeyHash = (s: string): number => {
+  let h = 0x811c9dc5 ^ s.length
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193)
+  h ^= h >>> 15
+  return Math.imul(h, 0x2c1b3c6d) >>> 2
+}
+
+/** A table of values by string key; see the module comment. */
 export class EntryTable<V> {
-  private table: Record<string, V> = Object.create(null) as Record<string, V>
+  private table: Record<number, Slot<V>> = Object.create(null) as Record<number, Slot<V>>
+  private first: Slot<V> | undefined = undefined
+  private last: Slot<V> | undefined = undefined
   private count = 0
 
   /** Entries now. */
@@ -32,47 +60,76 @@ export class EntryTable<V> {
 
   /** The value of `key`, if any. */
   get(key: string): V | undefined {
-    return this.table[key]
+    for (let slot: Slot<V> | undefined = this.table[stringKeyHash(key)]; slot !== undefined; slot = slot.next) {
+      if (slot.key === key) return slot.value
+    }
+    return undefined
   }
 
   /** Whether `key` has a value. */
   has(key: string): boolean {
-    return this.table[key] !== undefined
+    return this.get(key) !== undefined
   }
 
-  /** Sets the value of `key` (not `undefined`). */
+  /** Sets the value of `key` (not `undefined`); a new key goes last in iteration order. */
   set(key: string, value: V): this {
     if (value === undefined) throw new TypeError(`EntryTable: undefined is not a value (key ${key})`)
-    if (this.table[key] === undefined) this.count++
-    this.table[key] = value
+    const h = stringKeyHash(key)
+    const head = this.table[h]
+    for (let slot: Slot<V> | undefined = head; slot !== undefined; slot = slot.next) {
+      if (slot.key === key) {
+        slot.value = value
+        return this
+      }
+    }
+    const slot: Slot<V> = { key, value, next: head, before: this.last, after: undefined }
+    this.table[h] = slot
+    if (this.last === undefined) this.first = slot
+    else this.last.after = slot
+    this.last = slot
+    this.count++
     return this
   }
 
   /** Removes `key`; true when it had a value. */
   delete(key: string): boolean {
-    if (this.table[key] === undefined) return false
-    delete this.table[key]
-    this.count--
-    return true
+    const h = stringKeyHash(key)
+    let prev: Slot<V> | undefined
+    for (let slot: Slot<V> | undefined = this.table[h]; slot !== undefined; prev = slot, slot = slot.next) {
+      if (slot.key !== key) continue
+      if (prev !== undefined) prev.next = slot.next
+      else if (slot.next !== undefined) this.table[h] = slot.next
+      else delete this.table[h]
+      if (slot.before === undefined) this.first = slot.after
+      else slot.before.after = slot.after
+      if (slot.after === undefined) this.last = slot.before
+      else slot.after.before = slot.before
+      this.count--
+      return true
+    }
+    return false
   }
 
   /** Removes every entry. */
   clear(): void {
-    this.table = Object.create(null) as Record<string, V>
+    this.table = Object.create(null) as Record<number, Slot<V>>
+    this.first = undefined
+    this.last = undefined
     this.count = 0
   }
 
   /** The keys and values now, in insertion order (a snapshot). */
   entries(): Array<[string, V]> {
     const out: Array<[string, V]> = []
-    const table = this.table
-    for (const key in table) out.push([key, table[key]!])
+    for (let slot = this.first; slot !== undefined; slot = slot.after) out.push([slot.key, slot.value])
     return out
   }
 
-  /** The keys now (a snapshot). */
+  /** The keys now, in insertion order (a snapshot). */
   keys(): Array<string> {
-    return Object.keys(this.table)
+    const out: Array<string> = []
+    for (let slot = this.first; slot !== undefined; slot = slot.after) out.push(slot.key)
+    return out
   }
 
   /** The entries now (a snapshot), as a `Map` iterates. */
@@ -85,15 +142,13 @@ export class EntryTable<V> {
    * allocates nothing): `f` must not change the table.
    */
   forEach(f: (value: V, key: string) => void): void {
-    const table = this.table
-    for (const key in table) f(table[key]!, key)
+    for (let slot = this.first; slot !== undefined; slot = slot.after) f(slot.value, slot.key)
   }
 
   /** The values now, in insertion order (a snapshot). */
   values(): Array<V> {
     const out: Array<V> = []
-    const table = this.table
-    for (const key in table) out.push(table[key]!)
+    for (let slot = this.first; slot !== undefined; slot = slot.after) out.push(slot.value)
     return out
   }
 }

@@ -22,7 +22,7 @@ import { hostPort } from "../../../internal/net.ts"
 import type { FullModeAcceptor, TcpEndpointTable } from "../request/FullModeHooks.ts"
 import type { LogDebug } from "../router/StreamLink.ts"
 import { WorkerConnection } from "./WorkerConnection.ts"
-import type { HashedKeyTable } from "../../../internal/HashedKeyTable.ts"
+import type { EntryTable } from "../../../internal/EntryTable.ts"
 
 /** Options of the acceptor. */
 export interface AcceptorOptions {
@@ -39,7 +39,7 @@ export interface AcceptorOptions {
   /** How long a graceful close waits for the router's close. */
   readonly lingerMs: number
   /** The process's full-mode writers (`FullModeHub.writers`). */
-  readonly writers: HashedKeyTable<ResponseWriter>
+  readonly writers: EntryTable<ResponseWriter>
   readonly logDebug: LogDebug
 }
 

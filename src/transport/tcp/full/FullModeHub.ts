@@ -16,7 +16,7 @@
 import { Context, Layer } from "effect"
 import type { ResponseWriter } from "../../../ResponsePlane.ts"
 import type { CallHomeStream } from "../router/CallHomeStream.ts"
-import { HashedKeyTable } from "../../../internal/HashedKeyTable.ts"
+import { EntryTable } from "../../../internal/EntryTable.ts"
 import { StreamIdTable } from "../../../internal/StreamIdTable.ts"
 
 /** The tables; see the module comment. */
@@ -24,14 +24,14 @@ export interface FullModeHubShape {
   /** Router: the call-home server's open streams, by stream id (the subject's bytes). */
   readonly streams: StreamIdTable<CallHomeStream>
   /** Worker: full-mode response writers not yet taken by the response-plane client, by request id. */
-  readonly writers: HashedKeyTable<ResponseWriter>
+  readonly writers: EntryTable<ResponseWriter>
 }
 
 /** The process's full-mode tables. */
 export class FullModeHub extends Context.Service<FullModeHub, FullModeHubShape>()("transport-registry/TcpFullModeHub") {}
 
 /** Fresh, empty tables (for `make` functions and tests that build both sides by hand). */
-export const makeHub = (): FullModeHubShape => ({ streams: new StreamIdTable(), writers: new HashedKeyTable() })
+export const makeHub = (): FullModeHubShape => ({ streams: new StreamIdTable(), writers: new EntryTable() })
 
 /** Fresh tables; built once per layer build and shared by every layer that provides it. */
 export const layer: Layer.Layer<FullModeHub> = Layer.sync(FullModeHub, makeHub)

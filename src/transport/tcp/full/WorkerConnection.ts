@@ -49,7 +49,7 @@ import type { MuxConnectionEvents } from "../worker/MuxConnection.ts"
 import type { MuxStream } from "../worker/MuxStream.ts"
 import { Heartbeat } from "./Heartbeat.ts"
 import { RequestItems } from "./RequestItems.ts"
-import type { HashedKeyTable } from "../../../internal/HashedKeyTable.ts"
+import type { EntryTable } from "../../../internal/EntryTable.ts"
 import { StreamIdTable } from "../../../internal/StreamIdTable.ts"
 
 
@@ -74,7 +74,7 @@ export interface WorkerConnectionOptions {
   /** The endpoints served on this port. */
   readonly endpoints: TcpEndpointTable
   /** The process's full-mode writers by request id (`FullModeHub.writers`). */
-  readonly writers: HashedKeyTable<ResponseWriter>
+  readonly writers: EntryTable<ResponseWriter>
   readonly logDebug: LogDebug
 }
 
