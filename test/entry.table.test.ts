@@ -74,6 +74,21 @@ describe("EntryTable", () => {
     )
   })
 
+  it("keeps every entry and its order while it grows to thousands and shrinks back (its buckets double and halve)", () => {
+    const table = new EntryTable<number>()
+    const keys = Array.from({ length: 5000 }, (_, i) => crypto.randomUUID() + i)
+    keys.forEach((k, i) => table.set(k, i))
+    expect(table.size).toBe(5000)
+    for (let i = 0; i < 5000; i += 7) expect(table.get(keys[i]!)).toBe(i)
+    for (let i = 0; i < 4990; i++) expect(table.delete(keys[i]!)).toBe(true)
+    expect(table.keys()).toEqual(keys.slice(4990))
+    expect(keys.slice(4990).map((k) => table.get(k))).toEqual(Array.from({ length: 10 }, (_, i) => 4990 + i))
+    expect(table.get(keys[0]!)).toBeUndefined()
+    keys.slice(0, 100).forEach((k, i) => table.set(k, -i))
+    expect(table.size).toBe(110)
+    expect(table.values().slice(10)).toEqual(Array.from({ length: 100 }, (_, i) => -i))
+  })
+
   it("colliding keys: each keeps its own value, and deleting one in either order leaves the other", () => {
     const [a, b] = pairs[0]!
     for (const first of [a, b]) {

@@ -80,6 +80,21 @@ describe("StreamIdTable", () => {
     )
   })
 
+  it("keeps every entry while it grows to thousands and shrinks back (its buckets double and halve)", () => {
+    const table = new StreamIdTable<number>()
+    const ids = Array.from({ length: 5000 }, () => crypto.getRandomValues(new Uint8Array(16)))
+    ids.forEach((id, i) => table.set(id, i))
+    expect(table.size).toBe(5000)
+    expect(ids.every((id, i) => table.get(id) === i)).toBe(true)
+    for (let i = 0; i < 4990; i++) expect(table.delete(ids[i]!)).toBe(true)
+    expect(table.size).toBe(10)
+    expect(table.values().sort((x, y) => x - y)).toEqual(Array.from({ length: 10 }, (_, i) => 4990 + i))
+    expect(ids.slice(0, 4990).some((id) => table.has(id))).toBe(false)
+    ids.slice(0, 100).forEach((id, i) => table.set(id, -i))
+    expect(table.size).toBe(110)
+    expect(ids.slice(0, 100).every((id, i) => table.get(id) === -i)).toBe(true)
+  })
+
   it("colliding ids: each keeps its own value, and deleting one in either order leaves the other", () => {
     const [a, b] = pairs[0]!
     for (const first of [a, b]) {

@@ -12,7 +12,7 @@
  * deleting 30 request-like objects at a time: a `Map` kept 55% of the young generation alive and
  * ran 95k requests/s; a null-prototype object 0.3% and 503k/s; the full TCP mode's worker at 64
  * in flight: 11.5% of its young objects survived each scavenge (25 ms pauses plus 75 ms of helper
- * threads, every 200 ms) until its tables were objects (see docs/performance.md).
+ * threads, every 200 ms) until its tables were no longer `Map`s (see docs/performance.md).
  *
  * Why not the key as a property name of such an object (what this table was before): a string
  * used as a property key is internalized, hashed and entered in V8's process-wide string table,
@@ -20,17 +20,20 @@
  * id just decoded) probes that table. On the full TCP mode's worker at 64 in flight, that one
  * lookup per request was 6.8% of the CPU; keyed by a hash, CPU per call fell 9% (docs/performance.md).
  *
- * How: the key's 30-bit hash (FNV-1a over its UTF-16 code units, computed here) is a small
- * integer, which a null-prototype object keeps among its elements, in a number dictionary; each
- * slot keeps its key, to tell keys of the same hash apart (a chain), and its neighbours in
- * insertion order (a doubly linked list), which iteration follows, as a `Map`'s does.
+ * How: the key's 30-bit hash (FNV-1a over its UTF-16 code units, computed here) picks a chain in
+ * buckets of our own (`HashBuckets`); each slot keeps its key, to tell keys of the same hash
+ * apart, and its neighbours in insertion order (a doubly linked list), which iteration follows,
+ * as a `Map`'s does.
  *
  * Values must not be `undefined` (absence is `undefined`). `values()`, `entries()`, `keys()` and
  * iteration take a snapshot, so the table may change while it is walked; `forEach` does not.
  */
 
+import { HashBuckets } from "./HashBuckets.ts"
+
 /** One key and its value, in its hash chain (`next`) and in insertion order (`before`, `after`). */
 interface Slot<V> {
+  readonly hash: number
   readonly key: string
   value: V
   next: Slot<V> | undefined
@@ -48,20 +51,20 @@ export const stringKeyHash = (s: string): number => {
 
 /** A table of values by string key; see the module comment. */
 export class EntryTable<V> {
-  private table: Record<number, Slot<V>> = Object.create(null) as Record<number, Slot<V>>
+  private readonly buckets = new HashBuckets<Slot<V>>()
   private first: Slot<V> | undefined = undefined
   private last: Slot<V> | undefined = undefined
-  private count = 0
 
   /** Entries now. */
   get size(): number {
-    return this.count
+    return this.buckets.count
   }
 
   /** The value of `key`, if any. */
   get(key: string): V | undefined {
-    for (let slot: Slot<V> | undefined = this.table[stringKeyHash(key)]; slot !== undefined; slot = slot.next) {
-      if (slot.key === key) return slot.value
+    const hash = stringKeyHash(key)
+    for (let slot = this.buckets.head(hash); slot !== undefined; slot = slot.next) {
+      if (slot.hash === hash && slot.key === key) return slot.value
     }
     return undefined
   }
@@ -74,37 +77,32 @@ export class EntryTable<V> {
   /** Sets the value of `key` (not `undefined`); a new key goes last in iteration order. */
   set(key: string, value: V): this {
     if (value === undefined) throw new TypeError(`EntryTable: undefined is not a value (key ${key})`)
-    const h = stringKeyHash(key)
-    const head = this.table[h]
-    for (let slot: Slot<V> | undefined = head; slot !== undefined; slot = slot.next) {
-      if (slot.key === key) {
+    const hash = stringKeyHash(key)
+    for (let slot = this.buckets.head(hash); slot !== undefined; slot = slot.next) {
+      if (slot.hash === hash && slot.key === key) {
         slot.value = value
         return this
       }
     }
-    const slot: Slot<V> = { key, value, next: head, before: this.last, after: undefined }
-    this.table[h] = slot
+    const slot: Slot<V> = { hash, key, value, next: undefined, before: this.last, after: undefined }
+    this.buckets.add(slot)
     if (this.last === undefined) this.first = slot
     else this.last.after = slot
     this.last = slot
-    this.count++
     return this
   }
 
   /** Removes `key`; true when it had a value. */
   delete(key: string): boolean {
-    const h = stringKeyHash(key)
+    const hash = stringKeyHash(key)
     let prev: Slot<V> | undefined
-    for (let slot: Slot<V> | undefined = this.table[h]; slot !== undefined; prev = slot, slot = slot.next) {
-      if (slot.key !== key) continue
-      if (prev !== undefined) prev.next = slot.next
-      else if (slot.next !== undefined) this.table[h] = slot.next
-      else delete this.table[h]
+    for (let slot = this.buckets.head(hash); slot !== undefined; prev = slot, slot = slot.next) {
+      if (slot.hash !== hash || slot.key !== key) continue
+      this.buckets.remove(slot, prev)
       if (slot.before === undefined) this.first = slot.after
       else slot.before.after = slot.after
       if (slot.after === undefined) this.last = slot.before
       else slot.after.before = slot.before
-      this.count--
       return true
     }
     return false
@@ -112,10 +110,9 @@ export class EntryTable<V> {
 
   /** Removes every entry. */
   clear(): void {
-    this.table = Object.create(null) as Record<number, Slot<V>>
+    this.buckets.clear()
     this.first = undefined
     this.last = undefined
-    this.count = 0
   }
 
   /** The keys and values now, in insertion order (a snapshot). */

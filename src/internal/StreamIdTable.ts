@@ -2,32 +2,30 @@
  * A table keyed by 16-byte stream ids (the mux framing's, docs/protocol.md sections 6 and 9), for
  * the streams and requests of one connection, looked up once or more per frame.
  *
- * Why not an `EntryTable` with a string made of the id: a string used as a property key is
- * internalized, so each lookup with a new key string hashes it and probes V8's process-wide
- * string table, and each new stream adds an entry there that a later garbage collection removes.
- * Profiled on the full TCP mode at one call in flight, the string table and the megamorphic keyed
- * loads and stores of those keys took 5-7% of each process's CPU. Here the key is a 30-bit hash of
- * the id's bytes (a small integer, so the object keeps it among its elements, in a number
- * dictionary, with no string at all), and each slot keeps the id it holds to tell ids with the
- * same hash apart (a chain, for the rare collision or an id chosen to collide).
- *
- * Like `EntryTable`, it is a null-prototype object, not a `Map`: a `Map` whose entries churn keeps
- * its replaced tables linked while they grow and shrink, which held per-request objects through
- * young-generation collections (see `EntryTable`).
+ * Why not a string made of the id, as a property key (what these tables were before): a string
+ * used as a property key is internalized, so each lookup with a new key string hashes it and
+ * probes V8's process-wide string table, and each new stream adds an entry there that a later
+ * garbage collection removes. Profiled on the full TCP mode at one call in flight, the string
+ * table and the megamorphic keyed loads and stores of those keys took 5-7% of each process's CPU.
+ * Here the key is a 30-bit hash of the id's bytes, in chained buckets of our own (`HashBuckets`),
+ * and each slot keeps the id it holds to tell ids with the same hash apart (the rare collision, or
+ * an id chosen to collide). `EntryTable` does the same for string keys.
  *
  * Values must not be `undefined`. `set` keeps the id it is given: pass bytes that will not change
  * (a copy, not a view of a read buffer). `values()` takes a snapshot; `forEach` does not. Neither
  * follows insertion order.
  */
+import { HashBuckets } from "./HashBuckets.ts"
 
-/** One id and its value; `next` holds another id of the same hash. */
+/** One id and its value. */
 interface Slot<V> {
+  readonly hash: number
   readonly id: Uint8Array
   value: V
   next: Slot<V> | undefined
 }
 
-/** A 30-bit hash of the 16 bytes at `o` in `b` (a small integer on every V8 build); exported for tests. */
+/** A 30-bit hash of the 16 bytes at `o` in `b`; exported for tests. */
 export const streamIdHash = (b: Uint8Array, o: number): number => {
   let h = Math.imul((b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) ^ 0x27d4eb2d, 0x9e3779b1)
   h = Math.imul(h ^ (b[o + 4]! | (b[o + 5]! << 8) | (b[o + 6]! << 16) | (b[o + 7]! << 24)), 0x85ebca6b)
@@ -44,20 +42,18 @@ const sameId = (id: Uint8Array, b: Uint8Array, o: number): boolean => {
 
 /** A table of values by 16-byte stream id. */
 export class StreamIdTable<V> {
-  private table: Record<number, Slot<V>> = Object.create(null) as Record<number, Slot<V>>
-  private count = 0
+  private readonly buckets = new HashBuckets<Slot<V>>()
 
   /** Entries now. */
   get size(): number {
-    return this.count
+    return this.buckets.count
   }
 
   /** The value of the id at `offset` (default 0) in `id`, if any. */
   get(id: Uint8Array, offset = 0): V | undefined {
-    let slot: Slot<V> | undefined = this.table[streamIdHash(id, offset)]
-    while (slot !== undefined) {
-      if (sameId(slot.id, id, offset)) return slot.value
-      slot = slot.next
+    const hash = streamIdHash(id, offset)
+    for (let slot = this.buckets.head(hash); slot !== undefined; slot = slot.next) {
+      if (slot.hash === hash && sameId(slot.id, id, offset)) return slot.value
     }
     return undefined
   }
@@ -71,29 +67,24 @@ export class StreamIdTable<V> {
   set(id: Uint8Array, value: V): this {
     if (value === undefined) throw new TypeError("StreamIdTable: undefined is not a value")
     if (id.length !== 16) throw new RangeError(`StreamIdTable: a stream id has 16 bytes, not ${id.length}`)
-    const h = streamIdHash(id, 0)
-    const first = this.table[h]
-    for (let slot: Slot<V> | undefined = first; slot !== undefined; slot = slot.next) {
-      if (sameId(slot.id, id, 0)) {
+    const hash = streamIdHash(id, 0)
+    for (let slot = this.buckets.head(hash); slot !== undefined; slot = slot.next) {
+      if (slot.hash === hash && sameId(slot.id, id, 0)) {
         slot.value = value
         return this
       }
     }
-    this.table[h] = { id, value, next: first }
-    this.count++
+    this.buckets.add({ hash, id, value, next: undefined })
     return this
   }
 
   /** Removes `id`; true when it had a value. */
   delete(id: Uint8Array): boolean {
-    const h = streamIdHash(id, 0)
+    const hash = streamIdHash(id, 0)
     let prev: Slot<V> | undefined
-    for (let slot: Slot<V> | undefined = this.table[h]; slot !== undefined; prev = slot, slot = slot.next) {
-      if (!sameId(slot.id, id, 0)) continue
-      if (prev !== undefined) prev.next = slot.next
-      else if (slot.next !== undefined) this.table[h] = slot.next
-      else delete this.table[h]
-      this.count--
+    for (let slot = this.buckets.head(hash); slot !== undefined; prev = slot, slot = slot.next) {
+      if (slot.hash !== hash || !sameId(slot.id, id, 0)) continue
+      this.buckets.remove(slot, prev)
       return true
     }
     return false
@@ -101,8 +92,7 @@ export class StreamIdTable<V> {
 
   /** Removes every entry. */
   clear(): void {
-    this.table = Object.create(null) as Record<number, Slot<V>>
-    this.count = 0
+    this.buckets.clear()
   }
 
   /**
@@ -110,16 +100,13 @@ export class StreamIdTable<V> {
    * nothing): `f` must not change the table.
    */
   forEach(f: (value: V, id: Uint8Array) => void): void {
-    const table = this.table
-    for (const h in table) {
-      for (let slot: Slot<V> | undefined = table[h as unknown as number]; slot !== undefined; slot = slot.next) f(slot.value, slot.id)
-    }
+    this.buckets.forEach((slot) => f(slot.value, slot.id))
   }
 
   /** The values now (a snapshot). */
   values(): Array<V> {
     const out: Array<V> = []
-    this.forEach((value) => out.push(value))
+    this.buckets.forEach((slot) => out.push(slot.value))
     return out
   }
 }
