@@ -1,7 +1,9 @@
 /**
  * The chained hash buckets under `EntryTable` and `StreamIdTable`: a plain array of chains,
  * indexed by the low bits of a hash each slot carries, that doubles when it holds more slots than
- * buckets and halves when it holds fewer than an eighth (never below `MIN_BUCKETS`).
+ * buckets. Only a large array shrinks (past `SHRINK_ABOVE` buckets, when it holds fewer slots than
+ * a 64th of them): a burst's array is given back, and a table of ordinary size, whose count swings
+ * with the requests in flight, never resizes back and forth.
  *
  * Why an array of our own: those tables were first null-prototype objects keyed by the hash (a
  * number dictionary of V8's); with a request's worth of inserts and deletes, that dictionary cost
@@ -19,8 +21,10 @@ export interface BucketSlot<S> {
   next: S | undefined
 }
 
-/** Buckets a table starts with, and the fewest it shrinks to. */
+/** Buckets a table starts with. */
 export const MIN_BUCKETS = 16
+/** An array of more buckets than this halves when it holds fewer slots than a 64th of them. */
+export const SHRINK_ABOVE = 1024
 
 /** Chains of slots by hash; see the module comment. */
 export class HashBuckets<S extends BucketSlot<S>> {
@@ -47,7 +51,7 @@ export class HashBuckets<S extends BucketSlot<S>> {
     if (prev === undefined) this.buckets[slot.hash & this.mask] = slot.next
     else prev.next = slot.next
     slot.next = undefined
-    if (--this.count < this.buckets.length >> 3 && this.buckets.length > MIN_BUCKETS) this.resize(this.buckets.length >> 1)
+    if (--this.count < this.buckets.length >> 6 && this.buckets.length > SHRINK_ABOVE) this.resize(this.buckets.length >> 1)
   }
 
   /** Calls `f` with every slot, bucket by bucket; `f` must not add or remove slots. */
