@@ -17,18 +17,22 @@ export interface WriteTarget {
   readonly target: string
 }
 
+/** An item's encoding threw `cause`: the write's failure. */
+const encodeFailed = (where: WriteTarget, cause: unknown): ResponseWriteError =>
+  new ResponseWriteError({
+    reason: "EncodeFailed",
+    transport: where.transport,
+    target: where.target,
+    detail: cause instanceof Error ? cause.message : String(cause),
+    cause
+  })
+
 /** The encoded body of one item, or why it has none. */
 export const encodeItem = (codec: PayloadCodec, item: unknown, where: WriteTarget): Uint8Array | ResponseWriteError => {
   try {
     return encodeStreamItem(codec, item)
   } catch (cause) {
-    return new ResponseWriteError({
-      reason: "EncodeFailed",
-      transport: where.transport,
-      target: where.target,
-      detail: cause instanceof Error ? cause.message : String(cause),
-      cause
-    })
+    return encodeFailed(where, cause)
   }
 }
 
@@ -37,13 +41,7 @@ export const itemJson = (item: unknown, where: WriteTarget): string | ResponseWr
   try {
     return streamItemJson(item)
   } catch (cause) {
-    return new ResponseWriteError({
-      reason: "EncodeFailed",
-      transport: where.transport,
-      target: where.target,
-      detail: cause instanceof Error ? cause.message : String(cause),
-      cause
-    })
+    return encodeFailed(where, cause)
   }
 }
 
