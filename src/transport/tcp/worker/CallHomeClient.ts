@@ -34,6 +34,7 @@ import type { TransportError } from "../../../TransportError.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import { nextTurn } from "../../../internal/SharedTurn.ts"
 import { dial } from "./Dialer.ts"
+import { LinkedSet } from "../../../internal/LinkedSet.ts"
 import type { ClientTls } from "../../../internal/Tls.ts"
 import { makeOneShotWriter } from "./OneShotWriter.ts"
 import type { OneShotSettings, OneShotWriter } from "./OneShotWriter.ts"
@@ -139,16 +140,14 @@ export const makeUnsafe = (
   context: Context.Context<never> = Context.empty()
 ): CallHomeClient => {
   const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS
-  /** Every one-shot socket, from the start of its connect until it closes, and the writer of each connected one. */
-  const sockets = new Set<net.Socket>()
-  const writers = new Map<net.Socket, OneShotWriter>()
+  /** Every one-shot socket, from the start of its connect until it closes, and the writer of each connected one (not a Set and a Map: LinkedSet.ts). */
+  const sockets = new LinkedSet<net.Socket, OneShotWriter>()
   const settings: OneShotSettings = {
     maxMessageSize: options.maxMessageSize,
     lingerMs: options.lingerMs ?? DEFAULT_LINGER_MS,
     schedule: options.flush === "immediate" ? setImmediate : process.nextTick,
     onSocketClosed: (socket) => {
       sockets.delete(socket)
-      writers.delete(socket)
     }
   }
 
@@ -203,7 +202,7 @@ export const makeUnsafe = (
       const codec = payloadCodec(connectOptions.codec)
       return dial({ host: info.host, port: info.port, address: info.address, timeoutMs: connectTimeoutMs, tls: options.tls }, (socket) => {
         const writer = makeOneShotWriter(socket, info.address, info.subject, codec, settings)
-        writers.set(socket, writer)
+        sockets.set(socket, writer)
         return writer
       }, sockets)
     })
@@ -215,12 +214,11 @@ export const makeUnsafe = (
     closeAll: () => {
       // Streams that finished still have their last frames queued for this tick: send them and
       // let those sockets end gracefully (bounded by the linger timer); cut every other one.
-      for (const socket of sockets) {
-        const writer = writers.get(socket)
+      for (const socket of sockets.items()) {
+        const writer = sockets.get(socket)
         if (writer === undefined || !writer.flushNow()) socket.destroy()
       }
       sockets.clear()
-      writers.clear()
       if (ownPool !== undefined) {
         const { scope } = ownPool
         ownPool = undefined

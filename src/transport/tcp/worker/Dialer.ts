@@ -46,7 +46,7 @@ export interface DialOptions {
 export const dial = <A>(
   options: DialOptions,
   onConnect: (socket: net.Socket) => A,
-  sockets?: Set<net.Socket>
+  sockets?: { add(socket: net.Socket): unknown; delete(socket: net.Socket): unknown }
 ): Effect.Effect<A, TransportError> =>
   Effect.callback<A, TransportError>((resume) => {
     const keepaliveMs = options.keepaliveMs
