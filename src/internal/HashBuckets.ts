@@ -22,9 +22,9 @@ export interface BucketSlot<S> {
 }
 
 /** Buckets a table starts with. */
-export const MIN_BUCKETS = 16
+const MIN_BUCKETS = 16
 /** An array of more buckets than this halves when it holds fewer slots than a 64th of them. */
-export const SHRINK_ABOVE = 1024
+const SHRINK_ABOVE = 1024
 
 /** Chains of slots by hash; see the module comment. */
 export class HashBuckets<S extends BucketSlot<S>> {

@@ -15,6 +15,7 @@
  * (a copy, not a view of a read buffer). `values()` takes a snapshot; `forEach` does not. Neither
  * follows insertion order.
  */
+import { sameStreamId } from "../protocol/StreamId.ts"
 import { HashBuckets } from "./HashBuckets.ts"
 
 /** One id and its value. */
@@ -25,19 +26,13 @@ interface Slot<V> {
   next: Slot<V> | undefined
 }
 
-/** A 30-bit hash of the 16 bytes at `o` in `b`; exported for tests. */
-export const streamIdHash = (b: Uint8Array, o: number): number => {
-  let h = Math.imul((b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) ^ 0x27d4eb2d, 0x9e3779b1)
-  h = Math.imul(h ^ (b[o + 4]! | (b[o + 5]! << 8) | (b[o + 6]! << 16) | (b[o + 7]! << 24)), 0x85ebca6b)
-  h = Math.imul((h ^ (h >>> 13)) ^ (b[o + 8]! | (b[o + 9]! << 8) | (b[o + 10]! << 16) | (b[o + 11]! << 24)), 0xc2b2ae35)
-  h = Math.imul((h ^ (h >>> 16)) ^ (b[o + 12]! | (b[o + 13]! << 8) | (b[o + 14]! << 16) | (b[o + 15]! << 24)), 0x9e3779b1)
+/** A 30-bit hash of the 16 bytes of `b`; exported for tests. */
+export const streamIdHash = (b: Uint8Array): number => {
+  let h = Math.imul((b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) ^ 0x27d4eb2d, 0x9e3779b1)
+  h = Math.imul(h ^ (b[4]! | (b[5]! << 8) | (b[6]! << 16) | (b[7]! << 24)), 0x85ebca6b)
+  h = Math.imul((h ^ (h >>> 13)) ^ (b[8]! | (b[9]! << 8) | (b[10]! << 16) | (b[11]! << 24)), 0xc2b2ae35)
+  h = Math.imul((h ^ (h >>> 16)) ^ (b[12]! | (b[13]! << 8) | (b[14]! << 16) | (b[15]! << 24)), 0x9e3779b1)
   return (h ^ (h >>> 15)) & 0x3fffffff
-}
-
-/** Whether the 16 bytes of `id` equal those at `o` in `b`. */
-const sameId = (id: Uint8Array, b: Uint8Array, o: number): boolean => {
-  for (let i = 0; i < 16; i++) if (id[i] !== b[o + i]) return false
-  return true
 }
 
 /** A table of values by 16-byte stream id. */
@@ -49,11 +44,11 @@ export class StreamIdTable<V> {
     return this.buckets.count
   }
 
-  /** The value of the id at `offset` (default 0) in `id`, if any. */
-  get(id: Uint8Array, offset = 0): V | undefined {
-    const hash = streamIdHash(id, offset)
+  /** The value of `id`, if any (a view into a frame will do: it is only read). */
+  get(id: Uint8Array): V | undefined {
+    const hash = streamIdHash(id)
     for (let slot = this.buckets.head(hash); slot !== undefined; slot = slot.next) {
-      if (slot.hash === hash && sameId(slot.id, id, offset)) return slot.value
+      if (slot.hash === hash && sameStreamId(slot.id, id)) return slot.value
     }
     return undefined
   }
@@ -67,9 +62,9 @@ export class StreamIdTable<V> {
   set(id: Uint8Array, value: V): this {
     if (value === undefined) throw new TypeError("StreamIdTable: undefined is not a value")
     if (id.length !== 16) throw new RangeError(`StreamIdTable: a stream id has 16 bytes, not ${id.length}`)
-    const hash = streamIdHash(id, 0)
+    const hash = streamIdHash(id)
     for (let slot = this.buckets.head(hash); slot !== undefined; slot = slot.next) {
-      if (slot.hash === hash && sameId(slot.id, id, 0)) {
+      if (slot.hash === hash && sameStreamId(slot.id, id)) {
         slot.value = value
         return this
       }
@@ -80,10 +75,10 @@ export class StreamIdTable<V> {
 
   /** Removes `id`; true when it had a value. */
   delete(id: Uint8Array): boolean {
-    const hash = streamIdHash(id, 0)
+    const hash = streamIdHash(id)
     let prev: Slot<V> | undefined
     for (let slot = this.buckets.head(hash); slot !== undefined; prev = slot, slot = slot.next) {
-      if (slot.hash !== hash || !sameId(slot.id, id, 0)) continue
+      if (slot.hash !== hash || !sameStreamId(slot.id, id)) continue
       this.buckets.remove(slot, prev)
       return true
     }

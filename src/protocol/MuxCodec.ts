@@ -17,7 +17,7 @@
  *
  * What it does:
  * - `encodeMuxFrame` / `encodeMuxHeader` / `encodeWindowUpdate` / `encodeConnectionAck` write
- *   frames; the stream id helpers (`streamIdFromUuid`, `uuidFromStreamId`, `isNil`) are
+ *   frames; the stream id helpers (`streamIdFromUuid`, `uuidFromStreamId`, `sameStreamId`, `isNil`) are
  *   StreamId.ts's, re-exported here.
  * - `makeMuxDecoder` returns a synchronous incremental decoder (on the shared `FrameAssembler`) that takes any chunking and
  *   validates every frame from its 24-byte header alone, before buffering a byte of its payload:
@@ -51,7 +51,7 @@ import { decodeTcpRequestHead, encodeTcpRequestHead } from "./TcpRequestFrame.ts
 import { isNil, NIL_STREAM_ID, STREAM_ID_SIZE } from "./StreamId.ts"
 
 // The stream id helpers live in StreamId.ts; the codec's users import them from here too.
-export { isNil, NIL_STREAM_ID, STREAM_ID_SIZE, streamIdFromUuid, uuidFromStreamId } from "./StreamId.ts"
+export { isNil, NIL_STREAM_ID, sameStreamId, STREAM_ID_SIZE, streamIdFromUuid, uuidFromStreamId } from "./StreamId.ts"
 
 /** Size of the fixed mux frame header: payload_len, kind, flags, reserved, stream_id. */
 export const MUX_HEADER_SIZE = 24

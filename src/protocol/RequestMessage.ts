@@ -156,11 +156,15 @@ export const decodeRequestMessage = (
  * symbol included).
  */
 export const encodeStreamItem = (codec: PayloadCodec, item: unknown): Uint8Array => {
-  // JSON would drop such a `data` key without a word, and the router would refuse the body.
-  if (item === undefined || typeof item === "function" || typeof item === "symbol") {
-    throw new PayloadCodecError(codec.name, "encode", new TypeError(`a ${typeof item} has no encoding as a stream item`))
-  }
+  checkStreamItem(codec.name, item)
   return codec.encode({ data: item, complete_final: false })
+}
+
+/** Throws for an item that no codec encodes as a stream item: JSON would drop such a `data` key without a word, and the router would refuse the body. */
+const checkStreamItem = (codec: PayloadCodec["name"], item: unknown): void => {
+  if (item === undefined || typeof item === "function" || typeof item === "symbol") {
+    throw new PayloadCodecError(codec, "encode", new TypeError(`a ${typeof item} has no encoding as a stream item`))
+  }
 }
 
 /**
@@ -173,9 +177,7 @@ export const encodeStreamItem = (codec: PayloadCodec, item: unknown): Uint8Array
  * is called with the key "" here, "data" in the wrapper.)
  */
 export const streamItemJson = (item: unknown): string => {
-  if (item === undefined || typeof item === "function" || typeof item === "symbol") {
-    throw new PayloadCodecError("json", "encode", new TypeError(`a ${typeof item} has no encoding as a stream item`))
-  }
+  checkStreamItem("json", item)
   return jsonText(item)
 }
 
@@ -183,6 +185,8 @@ export const streamItemJson = (item: unknown): string => {
 export const STREAM_ITEM_JSON_PREFIX: Uint8Array = Buffer.from(`{"data":`)
 /** What comes after an item's JSON in a JSON stream item body (`streamItemJson`). */
 export const STREAM_ITEM_JSON_SUFFIX: Uint8Array = Buffer.from(`,"complete_final":false}`)
+/** Bytes a JSON stream item body adds around the item's JSON. */
+export const STREAM_ITEM_JSON_OVERHEAD = STREAM_ITEM_JSON_PREFIX.length + STREAM_ITEM_JSON_SUFFIX.length
 
 /** Body of the last call-home data frame: `{"complete_final": true}`. */
 export const encodeStreamComplete = (codec: PayloadCodec): Uint8Array => codec.encode({ complete_final: true })

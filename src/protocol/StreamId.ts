@@ -9,6 +9,12 @@
 /** Size of a stream id: one UUID. */
 export const STREAM_ID_SIZE = 16
 
+/** True when the 16 stream id bytes of `a` and `b` are equal. */
+export const sameStreamId = (a: Uint8Array, b: Uint8Array): boolean => {
+  for (let i = 0; i < STREAM_ID_SIZE; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
 /** The nil UUID: the stream id of every ConnectionAck, and of nothing else. */
 export const NIL_STREAM_ID: Uint8Array = new Uint8Array(STREAM_ID_SIZE)
 

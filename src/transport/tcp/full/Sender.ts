@@ -27,7 +27,7 @@
  */
 import { Effect } from "effect"
 import type { Stream } from "effect"
-import { MUX_HEADER_SIZE, streamIdFromUuid } from "../../../protocol/MuxCodec.ts"
+import { MUX_HEADER_SIZE } from "../../../protocol/MuxCodec.ts"
 import { payloadCodec } from "../../../protocol/PayloadCodec.ts"
 import { isParseError } from "../../../protocol/ProtocolError.ts"
 import { encodeRequestMessage } from "../../../protocol/RequestMessage.ts"
@@ -40,7 +40,7 @@ import type { TransportError } from "../../../TransportError.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import { FULL_MODE_CONNECTION_INFO } from "../request/FullModeHooks.ts"
 import type { FullModeSender } from "../request/FullModeHooks.ts"
-import { Phase } from "../router/CallHomeStream.ts"
+import { Phase, streamOfSubject } from "../router/CallHomeStream.ts"
 import type { CallHomeStream } from "../router/CallHomeStream.ts"
 import type { LogDebug } from "../router/StreamLink.ts"
 import { parseAddress } from "../worker/CallHomeClient.ts"
@@ -113,9 +113,7 @@ const responseStreamOf = (message: RequestMessage, streams: ReadonlyStreamIdTabl
     return stream === given ? stream : undefined
   }
   const subject = streamSubjectOf(message.control.connection_info)
-  const id = subject === undefined ? undefined : streamIdFromUuid(subject)
-  const stream = id === undefined ? undefined : streams.get(id)
-  return stream?.subject === subject ? stream : undefined
+  return subject === undefined ? undefined : streamOfSubject(streams, subject)
 }
 
 /** The subject (tcp_server) or stream_id (tcp_response_mux_v1) of a call-home ConnectionInfo. */

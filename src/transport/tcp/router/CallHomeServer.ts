@@ -44,7 +44,7 @@ import { muxConnectionInfo } from "../../../protocol/MuxHandshake.ts"
 import type { MuxHandshake } from "../../../protocol/MuxHandshake.ts"
 import type { OpenStreamOptions, PendingStream, ResponsePlaneServer } from "../../../ResponsePlane.ts"
 import { makeListener } from "./CallHomeListener.ts"
-import { CallHomeStream, Phase } from "./CallHomeStream.ts"
+import { CallHomeStream, Phase, streamOfSubject } from "./CallHomeStream.ts"
 import type { LogDebug, StreamEnv } from "./StreamLink.ts"
 import { MuxConnection } from "./MuxConnection.ts"
 import { OneShotConnection } from "./OneShotConnection.ts"
@@ -53,7 +53,6 @@ import { idleTimings, IdleSweep } from "../../../internal/IdleSweep.ts"
 import type { ServerTls } from "../../../internal/Tls.ts"
 import { StreamIdTable } from "../../../internal/StreamIdTable.ts"
 import type { ReadonlyStreamIdTable } from "../../../internal/StreamIdTable.ts"
-import { streamIdFromUuid } from "../../../protocol/StreamId.ts"
 
 
 /** Options of the call-home stream server. */
@@ -178,10 +177,8 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
     yield* Effect.addFinalizer(() => Effect.sync(() => keepaliveSweep.stop()))
 
     const claimOneShot = (socket: net.Socket, subject: string, rest: Uint8Array): string | undefined => {
-      const id = streamIdFromUuid(subject)
-      // The subject as it was given out, character for character (not another spelling of its bytes).
-      const stream = id === undefined ? undefined : streams.get(id)
-      if (stream === undefined || stream.subject !== subject || stream.phase !== Phase.Waiting) return `unknown or already-served subject ${subject}`
+      const stream = streamOfSubject(streams, subject)
+      if (stream === undefined || stream.phase !== Phase.Waiting) return `unknown or already-served subject ${subject}`
       const conn = new OneShotConnection(socket, stream, options.maxMessageSize)
       // A stream can run for minutes: keepalive notices a worker whose host vanished without a FIN
       // (a network cut) after about the delay plus Node's ten 1 s probes, instead of never. It is

@@ -34,6 +34,7 @@ import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
 import type { ProtocolParseError } from "../../../protocol/ProtocolError.ts"
 import { decodeStreamBody } from "../../../protocol/RequestMessage.ts"
 import { streamIdFromUuid } from "../../../protocol/StreamId.ts"
+import type { ReadonlyStreamIdTable } from "../../../internal/StreamIdTable.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import type { ConnectionInfo } from "../../../ConnectionInfo.ts"
 import type { OpenStreamOptions, PendingStream, ResponseSink } from "../../../ResponsePlane.ts"
@@ -64,6 +65,16 @@ export const Phase = {
 
 /** A phase of a call-home stream. */
 export type Phase = (typeof Phase)[keyof typeof Phase]
+
+/**
+ * The stream of `streams` whose subject is `subject`, spelled exactly as it was given out (not
+ * another spelling of the same bytes); undefined when there is none or `subject` is not a UUID.
+ */
+export const streamOfSubject = (streams: ReadonlyStreamIdTable<CallHomeStream>, subject: string): CallHomeStream | undefined => {
+  const id = streamIdFromUuid(subject)
+  const stream = id === undefined ? undefined : streams.get(id)
+  return stream?.subject === subject ? stream : undefined
+}
 
 /** One router-side call-home stream; see the module comment. */
 export class CallHomeStream implements PendingStream, Activity {

@@ -49,6 +49,7 @@ import {
   makeMuxDecoder,
   MUX_HEADER_SIZE,
   MuxKind,
+  sameStreamId,
   uuidFromStreamId
 } from "../../../protocol/MuxCodec.ts"
 import type { MuxDecoder } from "../../../protocol/MuxCodec.ts"
@@ -90,12 +91,6 @@ export interface MuxConnectionOptions {
 
 const textDecoder = new TextDecoder()
 let pingNonce = 0n
-
-/** True when the 16 stream id bytes of `a` and `b` are equal. */
-const sameId = (a: Uint8Array, b: Uint8Array): boolean => {
-  for (let i = 0; i < 16; i++) if (a[i] !== b[i]) return false
-  return true
-}
 
 /** A stream claimed on a mux connection: its id and the credit it is owed. */
 export class MuxStreamLink implements StreamLink {
@@ -355,7 +350,7 @@ export class MuxConnection {
     // A stream's frames tend to come together (Prologue, Data..., End in one chunk): the last
     // stream is found by comparing id bytes, without a table lookup per frame.
     let link = this.lastLink
-    if (link === undefined || !sameId(link.id, streamId)) {
+    if (link === undefined || !sameStreamId(link.id, streamId)) {
       link = this.links.get(streamId)
       if (link === undefined) {
         if (kind === MuxKind.Prologue) this.claim(streamId, payload)

@@ -53,6 +53,15 @@ export const writePieces = (socket: net.Socket, chunks: ReadonlyArray<Uint8Array
   return n
 }
 
+/** `prefix`, the UTF-8 of `text` (`textBytes` long, as `Buffer.byteLength` counts it), then `suffix`, in one new buffer. */
+export const textPayload = (prefix: Uint8Array, text: string, textBytes: number, suffix: Uint8Array): Buffer => {
+  const payload = Buffer.allocUnsafe(prefix.length + textBytes + suffix.length)
+  payload.set(prefix, 0)
+  payload.write(text, prefix.length, textBytes, "utf8")
+  payload.set(suffix, prefix.length + textBytes)
+  return payload
+}
+
 /** Queues frames and writes them once per tick; see the module comment. */
 export class FrameBatcher {
   private buf: Buffer = Buffer.allocUnsafe(BATCH_BUFFER_BYTES)
@@ -118,13 +127,7 @@ export class FrameBatcher {
    */
   frameText(kind: number, streamId: Uint8Array, prefix: Uint8Array, text: string, textBytes: number, suffix: Uint8Array): void {
     const plen = prefix.length + textBytes + suffix.length
-    if (plen >= BY_REFERENCE_BYTES) {
-      const payload = Buffer.allocUnsafe(plen)
-      payload.set(prefix, 0)
-      payload.write(text, prefix.length, textBytes, "utf8")
-      payload.set(suffix, prefix.length + textBytes)
-      return this.frame(kind, streamId, payload)
-    }
+    if (plen >= BY_REFERENCE_BYTES) return this.frame(kind, streamId, textPayload(prefix, text, textBytes, suffix))
     this.frame(kind, streamId, undefined)
     this.patchLength(plen)
     const o = this.reserve(plen)

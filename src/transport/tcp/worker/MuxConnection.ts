@@ -33,12 +33,12 @@ import { decodeConnectionAck, decodeWindowUpdate, encodePong, makeMuxDecoder, MU
 import type { MuxDecoder } from "../../../protocol/MuxCodec.ts"
 import { encodeMuxHandshake } from "../../../protocol/MuxHandshake.ts"
 import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
-import { STREAM_ITEM_JSON_PREFIX, STREAM_ITEM_JSON_SUFFIX } from "../../../protocol/RequestMessage.ts"
+import { STREAM_ITEM_JSON_OVERHEAD, STREAM_ITEM_JSON_PREFIX, STREAM_ITEM_JSON_SUFFIX } from "../../../protocol/RequestMessage.ts"
 import type { ResponseWriter } from "../../../ResponsePlane.ts"
 import type { TransportError, TransportProtocolError } from "../../../TransportError.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import { Waiters } from "../../../internal/Waiters.ts"
-import { FrameBatcher, writePieces } from "./FrameBatcher.ts"
+import { FrameBatcher, textPayload, writePieces } from "./FrameBatcher.ts"
 import type { WriteTarget } from "../../../internal/writeFailure.ts"
 import { AckLedger } from "./AckLedger.ts"
 import { badHandshakeError, connectionProblem, duplicateStreamError, socketClosedError, streamResetError, takeUnfinished, unexpectedFrameError } from "./MuxFailure.ts"
@@ -251,16 +251,9 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
 
   /** Queues an item's Data frame, encoded straight into this tick's buffer when the window lets it go now. */
   enqueueItemJson(s: MuxStream, text: string, textBytes: number): void {
-    const len = STREAM_ITEM_JSON_PREFIX.length + textBytes + STREAM_ITEM_JSON_SUFFIX.length
-    if (this.window.admit(s, MuxKind.Data, len)) {
+    if (this.window.admit(s, MuxKind.Data, STREAM_ITEM_JSON_OVERHEAD + textBytes)) {
       this.writes.frameText(MuxKind.Data, s.id, STREAM_ITEM_JSON_PREFIX, text, textBytes, STREAM_ITEM_JSON_SUFFIX)
-      return
-    }
-    const payload = Buffer.allocUnsafe(len)
-    payload.set(STREAM_ITEM_JSON_PREFIX, 0)
-    payload.write(text, STREAM_ITEM_JSON_PREFIX.length, textBytes, "utf8")
-    payload.set(STREAM_ITEM_JSON_SUFFIX, STREAM_ITEM_JSON_PREFIX.length + textBytes)
-    this.window.offer(s, MuxKind.Data, payload)
+    } else this.window.offer(s, MuxKind.Data, textPayload(STREAM_ITEM_JSON_PREFIX, text, textBytes, STREAM_ITEM_JSON_SUFFIX))
   }
 
   /** Aborts `s`: its held frames are dropped (the router fails it on the Reset) and the Reset goes out now. */

@@ -19,7 +19,7 @@ import { MUX_HEADER_SIZE, MuxKind } from "../../../protocol/MuxCodec.ts"
 import { encodeResetPayload } from "../../../protocol/MuxHandshake.ts"
 import { json } from "../../../protocol/PayloadCodec.ts"
 import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
-import { encodeStreamError, STREAM_ITEM_JSON_PREFIX, STREAM_ITEM_JSON_SUFFIX } from "../../../protocol/RequestMessage.ts"
+import { encodeStreamError, STREAM_ITEM_JSON_OVERHEAD } from "../../../protocol/RequestMessage.ts"
 import type { ResponseWriter, WriteResult } from "../../../ResponsePlane.ts"
 import { ResponseWriteError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
@@ -54,9 +54,6 @@ export interface StreamHost {
   /** Backpressure for `s`; see `ResponseWriter.whenWritable`. */
   whenWritable(s: MuxStream, f: () => void): boolean
 }
-
-/** Bytes a JSON stream item body adds around the item's JSON. */
-const STREAM_ITEM_JSON_OVERHEAD = STREAM_ITEM_JSON_PREFIX.length + STREAM_ITEM_JSON_SUFFIX.length
 
 /** The Reset payload of a writer closed without `complete`. */
 const RESET_CLOSED = encodeResetPayload("closed by the worker")

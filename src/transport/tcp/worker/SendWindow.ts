@@ -90,12 +90,8 @@ export class SendWindow<S extends WindowedStream> {
    * caller writes it itself; false counts nothing, and the caller `offer`s its bytes.
    */
   admit(s: S, kind: MuxKind, len: number): boolean {
-    if (s.held !== undefined) return false
-    if (kind === this.creditedKind) {
-      if (!this.canSend(s, len)) return false
-      s.credit -= len
-    }
-    this.sent += MUX_HEADER_SIZE + len
+    if (s.held !== undefined || (kind === this.creditedKind && !this.canSend(s, len))) return false
+    this.count(s, kind, len)
     return true
   }
 
@@ -142,10 +138,14 @@ export class SendWindow<S extends WindowedStream> {
   }
 
   private send(s: S, kind: MuxKind, payload: Uint8Array | undefined): void {
-    const len = payload === undefined ? 0 : payload.length
+    this.count(s, kind, payload === undefined ? 0 : payload.length)
+    this.out.writeFrame(s, kind, payload)
+  }
+
+  /** Counts a frame of `s` with `len` payload bytes as sent: its stream's credit, the connection's bytes. */
+  private count(s: S, kind: MuxKind, len: number): void {
     if (kind === this.creditedKind) s.credit -= len
     this.sent += MUX_HEADER_SIZE + len
-    this.out.writeFrame(s, kind, payload)
   }
 
   /** Sends what credit now allows, stream by stream in the order they blocked. */
