@@ -103,6 +103,12 @@ export class EntryTable<V> {
       else slot.before.after = slot.after
       if (slot.after === undefined) this.last = slot.before
       else slot.after.before = slot.before
+      // A removed slot may already be in the old generation, where it stays until a full
+      // collection: pointing on into younger slots and their values, it would keep every later
+      // entry alive through young collections (docs/performance.md, fifth session).
+      slot.before = undefined
+      slot.after = undefined
+      slot.value = undefined as V
       return true
     }
     return false

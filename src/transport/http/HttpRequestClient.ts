@@ -27,6 +27,7 @@ import { encodeRequestMessage } from "../../protocol/RequestMessage.ts"
 import type { RequestMessage, RequestPlaneClient, RequestTarget } from "../../RequestPlane.ts"
 import { EndpointNotFound, TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../TransportError.ts"
 import type { TransportError } from "../../TransportError.ts"
+import { letGo } from "./ClosedStream.ts"
 import { HTTP_INLINE } from "./HttpInlineHub.ts"
 import type { HttpInlineHubShape, InlinePending } from "./HttpInlineHub.ts"
 import { sendFromCallback } from "../../internal/sendFromCallback.ts"
@@ -301,10 +302,10 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
       }
       const s = stream
       slot.inFlight++
-      s.once("close", () => {
-        slot.inFlight--
-      })
-      s.on("response", (headers) => {
+      // A non-2xx answer's body, read for its error text.
+      let onBody: ((c: Buffer) => void) | undefined
+      let onBodyEnd: (() => void) | undefined
+      const onResponse = (headers: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader) => {
         const status = Number(headers[":status"])
         if (inline !== undefined && status === 200) {
           // The ack; the body is the response stream.
@@ -316,10 +317,11 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
           return finish(undefined)
         }
         const chunks: Array<Buffer> = []
-        s.on("data", (c: Buffer) => {
+        onBody = (c: Buffer) => {
           if (chunks.length < 64) chunks.push(c)
-        })
-        s.on("end", () => {
+        }
+        s.on("data", onBody)
+        onBodyEnd = () => {
           const text = Buffer.concat(chunks).toString("utf8")
           let detail = text
           try {
@@ -342,15 +344,26 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
             return finish(new TransportConnectionError({ reason, transport: "http", target: address, detail: `HTTP ${status}: ${detail}` }))
           }
           finish((new TransportProtocolError({ reason: "BadStatus", transport: "http", target: address, detail: `HTTP ${status}: ${detail}` })))
-        })
-      })
-      s.on("error", (cause) => finish((connectionFailure(cause))))
-      // Built only when it is used: an Error per request would cost its stack capture.
-      s.on("close", () => {
+        }
+        s.on("end", onBodyEnd)
+      }
+      const onError = (cause: Error) => finish(connectionFailure(cause))
+      const onClose = () => {
+        slot.inFlight--
+        // Built only when it is used: an Error per request would cost its stack capture.
         if (!done) {
           finish(new TransportConnectionError({ reason: "ConnectionClosed", transport: "http", target: address, detail: "HTTP/2 stream closed before the ack" }))
         }
-      })
+        // The stream outlives the call in the heap (ClosedStream.ts): it must not hold the call.
+        letGo(s, "response", onResponse)
+        letGo(s, "close", onClose)
+        if (onBody !== undefined) letGo(s, "data", onBody)
+        if (onBodyEnd !== undefined) letGo(s, "end", onBodyEnd)
+        letGo(s, "error", onError)
+      }
+      s.on("response", onResponse)
+      s.on("error", onError)
+      s.on("close", onClose)
       s.end(body)
       return () => {
         if (done) return

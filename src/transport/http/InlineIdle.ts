@@ -21,6 +21,7 @@
 import type * as http2 from "node:http2"
 import { idleTimings, IdleSweep, lastSeen } from "../../internal/IdleSweep.ts"
 import type { Activity } from "../../internal/IdleSweep.ts"
+import { LinkedSet } from "../../internal/LinkedSet.ts"
 
 /** One watched stream, as the sweep sees it. */
 export interface InlineWatched extends Activity {
@@ -43,7 +44,7 @@ interface SessionBeat {
 
 /** The inactivity sweep of one HTTP response-plane server; see the module comment. */
 export class InlineIdle {
-  private readonly entries = new Set<InlineWatched>()
+  private readonly entries = new LinkedSet<InlineWatched>()
   private readonly beats = new WeakMap<http2.Http2Session, SessionBeat>()
   private readonly sweep: IdleSweep
   private readonly idleMs: number
@@ -107,7 +108,7 @@ export class InlineIdle {
   private tick(now: number): boolean {
     const idleMs = this.idleMs
     let idle: Array<InlineWatched> | undefined
-    for (const entry of this.entries) {
+    for (const entry of this.entries.items()) {
       if (entry.isPaused()) {
         entry.active = true
         continue

@@ -28,6 +28,7 @@ import { HandlerError, TransportConnectionError } from "../../TransportError.ts"
 import { streamIdleError } from "../../internal/IdleSweep.ts"
 import type { TransportError } from "../../TransportError.ts"
 import { toTransportProtocolError } from "../../internal/protocolError.ts"
+import { letGo } from "./ClosedStream.ts"
 import { HTTP_INLINE, inlineInfo } from "./HttpInlineHub.ts"
 import type { InlinePending } from "./HttpInlineHub.ts"
 import type { InlineIdle, InlineWatched } from "./InlineIdle.ts"
@@ -119,7 +120,7 @@ export const makeInlineStream = (options: InlineStreamOptions): PendingStream & 
         reset()
       }
     }
-    s.on("data", (chunk: Buffer) => {
+    const onData = (chunk: Buffer) => {
       if (finished) return
       if (w !== undefined) w.active = true
       const error = decoder.decode(chunk, onEvent)
@@ -127,18 +128,27 @@ export const makeInlineStream = (options: InlineStreamOptions): PendingStream & 
         fail(toTransportProtocolError(error, "http", address))
         reset()
       }
-    })
-    s.on("end", () => {
+    }
+    const onEnd = () => {
       if (finished) return
       const error = decoder.end()
       if (finished) return
       // Whatever the decoder still missed, the body stopped short of its end marker.
       fail(endedEarly(`the response body ended before the end of the stream${error === undefined ? "" : `: ${error.detail}`}`))
-    })
-    s.on("error", (cause) => fail(endedEarly(`HTTP/2 stream failed: ${cause.message}`)))
-    s.on("close", () => {
+    }
+    const onError = (cause: Error) => fail(endedEarly(`HTTP/2 stream failed: ${cause.message}`))
+    const onClose = () => {
       if (!finished) fail(endedEarly(`HTTP/2 stream closed (code ${s.rstCode ?? "none"}) before the end of the stream`))
-    })
+      // The stream outlives this pending stream in the heap (ClosedStream.ts): it must not hold it.
+      letGo(s, "data", onData)
+      letGo(s, "end", onEnd)
+      letGo(s, "close", onClose)
+      letGo(s, "error", onError)
+    }
+    s.on("data", onData)
+    s.on("end", onEnd)
+    s.on("error", onError)
+    s.on("close", onClose)
     if (paused) s.pause()
     if (w !== undefined) {
       watched = w
