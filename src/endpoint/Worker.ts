@@ -29,6 +29,7 @@ import { makeAdmission } from "./Admission.ts"
 import type { Emit } from "./Emit.ts"
 import { makeHandleRequest } from "./HandleRequest.ts"
 import type { DuplexHandler, EmitHandler, RunnableHandler, StreamHandler } from "./Handler.ts"
+import { NodeList } from "../internal/NodeList.ts"
 import { makeInFlight } from "./InFlight.ts"
 
 /** Options of `serve` and `serveEmit`. */
@@ -116,12 +117,12 @@ const serveRunnable = <Req, Res, E = never, R = never>(
     // per-request overhead. Its finalizer is added here, before `register`, so it still runs after
     // the request plane was left.
     const runFork = Effect.runForkWith(yield* Effect.context<R>())
-    const fibers = new Set<Fiber.Fiber<void>>()
+    const fibers = new NodeList<Fiber.Fiber<void>>()
     let closed = false
     yield* Effect.addFinalizer(() =>
       Effect.suspend(() => {
         closed = true
-        return Fiber.interruptAll(fibers)
+        return Fiber.interruptAll(fibers.values())
       })
     )
     const handleRequest = makeHandleRequest<Req, Res, E, R>({
@@ -146,9 +147,9 @@ const serveRunnable = <Req, Res, E = never, R = never>(
       Metrics.streamDelta(transportId, "request", 1)
       const served = Metrics.serving(transportId, registry.responseClientFor(message.control.connection_info.transport)?.transport)
       const fiber = runFork(handleRequest(message))
-      if (fiber.pollUnsafe() === undefined) fibers.add(fiber)
+      const node = fiber.pollUnsafe() === undefined ? fibers.push(fiber) : undefined
       fiber.addObserver(() => {
-        fibers.delete(fiber)
+        if (node !== undefined) fibers.remove(node)
         Metrics.streamDelta(transportId, "request", -1)
         served()
         inFlight.end()

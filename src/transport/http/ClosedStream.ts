@@ -12,8 +12,12 @@
  */
 import type { EventEmitter } from "node:events"
 
-/** The `error` listener left on a stream whose own listeners were let go. */
-const ignoreError = (): void => {}
+/**
+ * The `error` listener left on a stream whose own listeners were let go, and one to add where a
+ * stream's errors are reported some other way. Defined here, not per stream: a closure made per
+ * exchange would hold the exchange's variables.
+ */
+export const ignoreError = (): void => {}
 
 /**
  * Removes `listener` from `stream` for `event`; when the stream has no `error` listener left,

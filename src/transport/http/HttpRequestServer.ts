@@ -39,6 +39,7 @@ import { fromH1Response, fromH2Stream } from "./InlineExchange.ts"
 import { formatOfInfo, HTTP_INLINE, inlineInfo } from "./HttpInlineHub.ts"
 import type { HttpInlineHubShape, InlineExchange } from "./HttpInlineHub.ts"
 import { makeSniffingListener } from "./SniffingListener.ts"
+import { ignoreError, letGo } from "./ClosedStream.ts"
 
 /** Options of the server. */
 export interface HttpRequestServerOptions {
@@ -190,7 +191,7 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       const chunks: Array<Buffer> = []
       let size = 0
       let refused = false
-      body.on("data", (chunk: Buffer) => {
+      const onData = (chunk: Buffer) => {
         if (refused) return
         size += chunk.length
         if (size > options.maxMessageSize) {
@@ -199,8 +200,8 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
           return
         }
         chunks.push(chunk)
-      })
-      body.on("end", () => {
+      }
+      const onEnd = () => {
         if (refused) return
         const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
         const headers: Record<string, string> = {}
@@ -261,8 +262,17 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
         respond(202)
         // The ack is out; the handler runs after it.
         handler({ control: decoded.control, payload: decoded.payload, headers })
-      })
-      body.on("error", () => {})
+      }
+      // The body outlives the exchange in the heap (ClosedStream.ts): it must not hold the exchange.
+      const onClose = () => {
+        letGo(body, "data", onData)
+        letGo(body, "end", onEnd)
+        letGo(body, "close", onClose)
+      }
+      body.on("data", onData)
+      body.on("end", onEnd)
+      body.on("error", ignoreError)
+      body.on("close", onClose)
     }
 
     const h1 = http.createServer({ keepAlive: true, noDelay: true }, (req, res) =>
@@ -280,7 +290,7 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
     // limits set on purpose (H2_SESSION_LIMITS).
     const h2 = http2.createServer(H2_SESSION_LIMITS)
     h2.on("stream", (stream, headers) => {
-      stream.on("error", () => {})
+      stream.on("error", ignoreError)
       onExchange(
         single(headers[":method"]),
         single(headers[":path"]) ?? "/",

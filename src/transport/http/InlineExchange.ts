@@ -7,6 +7,7 @@
 import type * as http from "node:http"
 import * as http2 from "node:http2"
 import type { StreamFormat } from "../../protocol/HttpStreamFormat.ts"
+import { letGo } from "./ClosedStream.ts"
 import type { InlineExchange } from "./HttpInlineHub.ts"
 
 const { NGHTTP2_CANCEL } = http2.constants
@@ -17,20 +18,35 @@ interface Common {
   readonly target: string
 }
 
-const onceClose = (emitter: NodeJS.EventEmitter, isOver: () => boolean) => {
+/**
+ * The exchange's `onClose` and `onDrain`. Once the exchange has closed, its drain listeners are
+ * let go: the closed stream outlives the exchange in the heap (ClosedStream.ts), and they hold
+ * the writer.
+ */
+const closeAndDrain = (emitter: NodeJS.EventEmitter, isOver: () => boolean) => {
   let receivers: Array<(detail: string) => void> = []
+  let drains: Array<() => void> = []
   let fired: string | undefined
   const fire = (detail: string) => {
     if (fired !== undefined) return
     fired = detail
+    for (const f of drains) letGo(emitter, "drain", f)
+    drains = []
     const r = receivers
     receivers = []
     for (const f of r) f(detail)
   }
   emitter.once("close", () => fire(isOver() ? "closed" : "the client closed the HTTP exchange"))
-  return (f: (detail: string) => void) => {
-    if (fired !== undefined) f(fired)
-    else receivers.push(f)
+  return {
+    onClose: (f: (detail: string) => void) => {
+      if (fired !== undefined) f(fired)
+      else receivers.push(f)
+    },
+    onDrain: (f: () => void) => {
+      if (fired !== undefined) return
+      drains.push(f)
+      emitter.on("drain", f)
+    }
   }
 }
 
@@ -55,8 +71,7 @@ export const fromH2Stream = (stream: http2.ServerHttp2Stream, common: Common): I
     if (!stream.destroyed && !stream.closed) stream.close(NGHTTP2_CANCEL)
   },
   needsDrain: () => stream.writableNeedDrain,
-  onDrain: (f) => void stream.on("drain", f),
-  onClose: onceClose(stream, () => stream.writableFinished),
+  ...closeAndDrain(stream, () => stream.writableFinished),
   isClosed: () => stream.destroyed || stream.closed
 })
 
@@ -83,7 +98,6 @@ export const fromH1Response = (res: http.ServerResponse, common: Common): Inline
     if (!res.destroyed) res.destroy()
   },
   needsDrain: () => res.writableNeedDrain,
-  onDrain: (f) => void res.on("drain", f),
-  onClose: onceClose(res, () => res.writableFinished),
+  ...closeAndDrain(res, () => res.writableFinished),
   isClosed: () => res.destroyed || res.writableFinished
 })
