@@ -11,7 +11,8 @@ import { encodeStreamComplete, encodeStreamError, encodeStreamItem } from "../sr
 import type { ResponseSink } from "../src/ResponsePlane.ts"
 import { uuidFromStreamId } from "../src/protocol/StreamId.ts"
 import { CallHomeStream, Phase } from "../src/transport/tcp/router/CallHomeStream.ts"
-import type { StreamEnv, StreamLink } from "../src/transport/tcp/router/StreamLink.ts"
+import type { CallHomeWaiter, StreamEnv, StreamLink } from "../src/transport/tcp/router/StreamLink.ts"
+import { DeadlineList } from "../src/internal/DeadlineList.ts"
 import { TransportProtocolError } from "../src/TransportError.ts"
 import type { HandlerError, TransportError } from "../src/TransportError.ts"
 
@@ -53,10 +54,14 @@ const harness = (env: Partial<StreamEnv> = {}) => {
       errors.push(error)
     }
   }
+  const callHomeTimeoutMs = env.callHomeTimeoutMs ?? 5000
+  const sentinelTimeoutMs = env.sentinelTimeoutMs ?? 1000
   const stream = new CallHomeStream(
     {
-      callHomeTimeoutMs: 5000,
-      sentinelTimeoutMs: 1000,
+      callHomeTimeoutMs,
+      callHomeDeadlines: new DeadlineList<CallHomeWaiter>(callHomeTimeoutMs, (s) => s.callHomeExpired()),
+      sentinelTimeoutMs,
+      sentinelDeadlines: new DeadlineList<CallHomeWaiter>(sentinelTimeoutMs, (s) => s.sentinelExpired(), false),
       forget: (id) => void table.delete(uuidFromStreamId(id)),
       logDebug: (message) => void logs.push(message),
       connectionInfo: () => ({ transport: "tcp_server", info: "{}" }),

@@ -27,6 +27,7 @@ import { encodeRequestMessage } from "../../protocol/RequestMessage.ts"
 import type { RequestMessage, RequestPlaneClient, RequestTarget } from "../../RequestPlane.ts"
 import { EndpointNotFound, TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../TransportError.ts"
 import type { TransportError } from "../../TransportError.ts"
+import { DeadlineList } from "../../internal/DeadlineList.ts"
 import { letGo } from "./ClosedStream.ts"
 import { HTTP_INLINE } from "./HttpInlineHub.ts"
 import type { HttpInlineHubShape, InlinePending } from "./HttpInlineHub.ts"
@@ -94,6 +95,9 @@ const transportHeaders = (headers: Readonly<Record<string, string>>): Record<str
 /** Builds the client; closing the scope closes every session. */
 export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPlaneClient, never, Scope.Scope> =>
   Effect.gen(function*() {
+    // Every request's ack timeout, one timer for all (DeadlineList.ts): no setTimeout per request.
+    const ackDeadlines = new DeadlineList<() => void>(options.timeoutMs, (expire) => expire())
+    yield* Effect.addFinalizer(() => Effect.sync(() => ackDeadlines.stop()))
     const sessions = new Map<string, Array<Slot>>()
     const targets = new Map<string, Target>()
     let closed = false
@@ -245,10 +249,10 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
       const finish = (error: TransportError | EndpointNotFound | undefined) => {
         if (done) return
         done = true
-        clearTimeout(timer)
+        ackDeadlines.remove(deadline)
         deliver(error)
       }
-      const timer = setTimeout(() => {
+      const deadline = ackDeadlines.add(() => {
         finish((
             new TransportTimeoutError({
               reason: "AckTimeout",
@@ -259,7 +263,7 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
           )
         )
         stream?.close(NGHTTP2_CANCEL)
-      }, options.timeoutMs)
+      })
       const connectionFailure = (cause: Error & { code?: string }) =>
         new TransportConnectionError({
           reason: session.connecting || cause.code === "ECONNREFUSED" ? "ConnectFailed" : "SendFailed",
@@ -369,7 +373,7 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
         if (done) return
         done = true
         ack = undefined
-        clearTimeout(timer)
+        ackDeadlines.remove(deadline)
         // Pure HTTP mode: the stream is the response; resetting it is the only way to stop it.
         if (inline !== undefined) return void s.close(NGHTTP2_CANCEL)
         // Call-home modes: the request has left whole, and the worker will call home to a

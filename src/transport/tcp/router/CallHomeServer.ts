@@ -45,7 +45,8 @@ import type { MuxHandshake } from "../../../protocol/MuxHandshake.ts"
 import type { OpenStreamOptions, PendingStream, ResponsePlaneServer } from "../../../ResponsePlane.ts"
 import { makeListener } from "./CallHomeListener.ts"
 import { CallHomeStream, Phase, streamOfSubject } from "./CallHomeStream.ts"
-import type { LogDebug, StreamEnv } from "./StreamLink.ts"
+import type { CallHomeWaiter, LogDebug, StreamEnv } from "./StreamLink.ts"
+import { DeadlineList } from "../../../internal/DeadlineList.ts"
 import { MuxConnection } from "./MuxConnection.ts"
 import { OneShotConnection } from "./OneShotConnection.ts"
 import { makeDebugLog } from "../../../internal/debugLog.ts"
@@ -152,9 +153,23 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
     /** Streams not yet settled or closed, by id (the subject's bytes). */
     const streams = options.streams ?? new StreamIdTable<CallHomeStream>()
     const muxConnections = new Set<MuxConnection>()
+    // One timer each for every stream's call-home and sentinel deadlines (DeadlineList.ts), not a
+    // setTimeout per stream; stopped after the listener's shutdown has settled the streams.
+    const sentinelTimeoutMs = options.sentinelTimeoutMs ?? DEFAULT_SENTINEL_TIMEOUT_MS
+    const callHomeDeadlines = new DeadlineList<CallHomeWaiter>(options.callHomeTimeoutMs, (stream) => stream.callHomeExpired())
+    // A stream is whole once it awaits its sentinel: that wait never keeps the process up.
+    const sentinelDeadlines = new DeadlineList<CallHomeWaiter>(sentinelTimeoutMs, (stream) => stream.sentinelExpired(), false)
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        callHomeDeadlines.stop()
+        sentinelDeadlines.stop()
+      })
+    )
     const env: StreamEnv = {
       callHomeTimeoutMs: options.callHomeTimeoutMs,
-      sentinelTimeoutMs: options.sentinelTimeoutMs ?? DEFAULT_SENTINEL_TIMEOUT_MS,
+      callHomeDeadlines,
+      sentinelTimeoutMs,
+      sentinelDeadlines,
       forget: (id) => streams.delete(id),
       logDebug,
       connectionInfo: (address, subject, requestId) =>

@@ -45,7 +45,8 @@ import {
   TransportTimeoutError
 } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
-import type { StreamEnv, StreamLink } from "./StreamLink.ts"
+import type { CallHomeWaiter, StreamEnv, StreamLink } from "./StreamLink.ts"
+import type { Deadline } from "../../../internal/DeadlineList.ts"
 import { lastSeen, streamIdleError } from "../../../internal/IdleSweep.ts"
 import type { Activity } from "../../../internal/IdleSweep.ts"
 
@@ -101,8 +102,10 @@ export class CallHomeStream implements PendingStream, Activity {
   private paused = false
   private batch: Array<unknown> = []
   private controls: Array<"stop" | "kill"> | undefined = undefined
-  private callHomeTimer: ReturnType<typeof setTimeout> | undefined
-  private sentinelTimer: ReturnType<typeof setTimeout> | undefined = undefined
+  /** Its place in the server's call-home deadlines while it waits for its worker. */
+  private callHome: Deadline<CallHomeWaiter> | undefined
+  /** Its place in the server's sentinel deadlines after complete_final (one-shot). */
+  private sentinelDeadline: Deadline<CallHomeWaiter> | undefined = undefined
   /** A frame of this stream arrived since the idle sweep last looked (`Activity`). */
   active = false
   /** When the idle sweep last saw this stream active (`Activity`). */
@@ -125,7 +128,7 @@ export class CallHomeStream implements PendingStream, Activity {
     this.codec = payloadCodec(options.codec)
     this.sink = options.sink
     // A stream the request plane carries (the full mode) has its ack timeout there instead.
-    this.callHomeTimer = options.carried === true ? undefined : setTimeout(() => this.callHomeTimedOut(), env.callHomeTimeoutMs)
+    this.callHome = options.carried === true ? undefined : env.callHomeDeadlines.add(this)
   }
 
   /** The call-home address to send with the request. */
@@ -138,8 +141,10 @@ export class CallHomeStream implements PendingStream, Activity {
    * sent, and the ack timeout bounds the wait for its Prologue): the call-home timeout stops.
    */
   stopCallHomeTimer(): void {
-    clearTimeout(this.callHomeTimer)
-    this.callHomeTimer = undefined
+    const deadline = this.callHome
+    if (deadline === undefined) return
+    this.callHome = undefined
+    this.env.callHomeDeadlines.remove(deadline)
   }
 
   /** True when `env` is the environment this stream was opened with (its server's). */
@@ -191,7 +196,7 @@ export class CallHomeStream implements PendingStream, Activity {
     if (this.closed) return
     this.closed = true
     this.settled = true
-    clearTimeout(this.callHomeTimer)
+    this.stopCallHomeTimer()
     this.env.forget(this.id)
     const phase = this.state
     // After complete_final the sentinel (or its timer) releases the link.
@@ -205,8 +210,7 @@ export class CallHomeStream implements PendingStream, Activity {
   /** The worker called home (handshake, or mux Prologue): attach `link`. Only while waiting. */
   claim(link: StreamLink): void {
     if (this.state !== Phase.Waiting) return
-    clearTimeout(this.callHomeTimer)
-    this.callHomeTimer = undefined
+    this.stopCallHomeTimer()
     this.current = link
     this.state = Phase.Prologue
     this.active = true
@@ -298,7 +302,7 @@ export class CallHomeStream implements PendingStream, Activity {
   disconnected(cause: Error | undefined): void {
     this.gone = true
     this.current = undefined
-    clearTimeout(this.sentinelTimer)
+    this.stopSentinelTimer()
     if (this.state === Phase.Prologue || this.state === Phase.Streaming) {
       if (cause instanceof TransportProtocolError) {
         this.flush()
@@ -330,8 +334,8 @@ export class CallHomeStream implements PendingStream, Activity {
 
   /** The server shuts down: "ConnectionClosed" (the server closes the sockets). */
   serverClosed(): void {
-    clearTimeout(this.callHomeTimer)
-    clearTimeout(this.sentinelTimer)
+    this.stopCallHomeTimer()
+    this.stopSentinelTimer()
     this.state = Phase.Closed
     this.fail(this.connectionError("ConnectionClosed", "the call-home server has shut down"))
   }
@@ -389,13 +393,25 @@ export class CallHomeStream implements PendingStream, Activity {
       // The stream is whole: read on (a pause taken in onItems must not hide the sentinel), and
       // bound the wait for the sentinel so no socket outlives its stream for long.
       this.resume()
-      this.sentinelTimer = setTimeout(() => this.finish(), this.env.sentinelTimeoutMs)
-      this.sentinelTimer.unref?.()
+      this.sentinelDeadline = this.env.sentinelDeadlines.add(this)
     }
   }
 
+  /** The server's sentinel deadline for this stream passed (it is out of the list already): the link is released. */
+  sentinelExpired(): void {
+    this.sentinelDeadline = undefined
+    this.finish()
+  }
+
+  private stopSentinelTimer(): void {
+    const deadline = this.sentinelDeadline
+    if (deadline === undefined) return
+    this.sentinelDeadline = undefined
+    this.env.sentinelDeadlines.remove(deadline)
+  }
+
   private finish(): void {
-    clearTimeout(this.sentinelTimer)
+    this.stopSentinelTimer()
     this.state = Phase.Closed
     this.current?.release(undefined)
   }
@@ -414,7 +430,9 @@ export class CallHomeStream implements PendingStream, Activity {
     this.fail(this.connectionError("StreamEndedEarly", STREAM_ENDED_EARLY, cause))
   }
 
-  private callHomeTimedOut(): void {
+  /** The server's call-home deadline for this stream passed (it is out of the list already). */
+  callHomeExpired(): void {
+    this.callHome = undefined
     if (this.state !== Phase.Waiting) return
     this.state = Phase.Closed
     this.fail(
@@ -434,7 +452,7 @@ export class CallHomeStream implements PendingStream, Activity {
   private settle(): boolean {
     if (this.settled) return false
     this.settled = true
-    clearTimeout(this.callHomeTimer)
+    this.stopCallHomeTimer()
     this.env.forget(this.id)
     return true
   }

@@ -6,6 +6,7 @@
  * Types only: no I/O, no state.
  */
 import type { ConnectionInfo } from "../../../ConnectionInfo.ts"
+import type { DeadlineList } from "../../../internal/DeadlineList.ts"
 
 /** A debug log line from a socket callback (never throws). */
 export type LogDebug = (message: string, annotations: Record<string, unknown>) => void
@@ -41,12 +42,28 @@ export interface StreamLink {
   keepAlive?(delayMs: number): void
 }
 
+/** A stream as the server's deadline lists see it. */
+export interface CallHomeWaiter {
+  /** Its call-home deadline passed before a worker called home. */
+  callHomeExpired(): void
+  /** Its wait for the one-shot sentinel after complete_final ran out. */
+  sentinelExpired(): void
+}
+
 /** What every stream of one server shares. */
 export interface StreamEnv {
   /** How long a stream waits for its worker to call home. */
   readonly callHomeTimeoutMs: number
+  /**
+   * The server's call-home deadlines (`callHomeTimeoutMs` each), one timer for all of its
+   * streams: a stream adds itself when it opens and leaves when claimed or over; the list calls
+   * its `callHomeExpired` when the deadline passes first.
+   */
+  readonly callHomeDeadlines: DeadlineList<CallHomeWaiter>
   /** How long after complete_final a one-shot stream waits for the sentinel. */
   readonly sentinelTimeoutMs: number
+  /** The server's sentinel deadlines (`sentinelTimeoutMs` each), one timer for all of its streams. */
+  readonly sentinelDeadlines: DeadlineList<CallHomeWaiter>
   /** Removes a settled or closed stream from the server's table by its id (its subject's bytes): the subject is used up. */
   readonly forget: (id: Uint8Array) => void
   /** Debug logging from socket callbacks. */
