@@ -6,31 +6,27 @@
  * Why: a `setTimeout` per request allocates a timer object, takes an async id, and inserts into
  * and removes from Node's timer lists, and the call-home server armed one per stream that almost
  * always lives a few milliseconds. Every deadline here is `timeoutMs` after it was added, so the
- * list is in deadline order: adding appends, removing unlinks, and the timer only ever waits for
- * the first. While the list is empty the timer is unref'd (it no longer keeps the process up) and
- * left to fire on its own; it is not rescheduled then.
+ * list (a `NodeList`) is in deadline order: adding appends, removing unlinks, and the timer only
+ * ever waits for the first. While the list is empty the timer is unref'd (it no longer keeps the
+ * process up) and left to fire on its own; it is not rescheduled then.
  *
  * What it does not do: judge deadlines after an I/O turn (`AckDeadlines` does, for acks that may
  * be waiting unread), or hold deadlines of different lengths.
  */
+import { NodeList } from "./NodeList.ts"
+import type { ListNode } from "./NodeList.ts"
 
 /** The longest delay `setTimeout` takes. */
 const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** One value's deadline; hand it back to `remove`. */
-export interface Deadline<T> {
-  value: T | undefined
+export interface Deadline<T> extends ListNode<T> {
   readonly due: number
-  before: Deadline<T> | undefined
-  after: Deadline<T> | undefined
-  listed: boolean
 }
 
 /** Deadlines of one length, one timer; see the module comment. */
 export class DeadlineList<T> {
-  private first: Deadline<T> | undefined = undefined
-  private last: Deadline<T> | undefined = undefined
-  private count = 0
+  private readonly list = new NodeList<T>()
   private timer: ReturnType<typeof setTimeout> | undefined = undefined
   private stopped = false
   readonly timeoutMs: number
@@ -50,34 +46,25 @@ export class DeadlineList<T> {
 
   /** Values waiting now. */
   get size(): number {
-    return this.count
+    return this.list.size
   }
 
   /** Starts `value`'s deadline; keep the result to `remove` it. */
   add(value: T): Deadline<T> {
-    const node: Deadline<T> = { value, due: performance.now() + this.timeoutMs, before: this.last, after: undefined, listed: true }
-    if (this.last === undefined) this.first = node
-    else this.last.after = node
-    this.last = node
-    if (++this.count === 1 && !this.stopped) {
-      if (this.timer === undefined) this.arm(node.due)
+    const due = performance.now() + this.timeoutMs
+    const node = this.list.append<Deadline<T>>({ value, due, before: undefined, after: undefined, listed: false })
+    if (this.list.size === 1 && !this.stopped) {
+      if (this.timer === undefined) this.arm(due)
       else if (this.keepsProcess) this.timer.ref()
     }
     return node
   }
 
-  /** Ends `node`'s deadline (its value no longer waits); a node already removed is left alone. */
-  remove(node: Deadline<T>): void {
-    if (!node.listed) return
-    node.listed = false
-    if (node.before === undefined) this.first = node.after
-    else node.before.after = node.after
-    if (node.after === undefined) this.last = node.before
-    else node.after.before = node.before
-    node.before = undefined
-    node.after = undefined
-    node.value = undefined
-    if (--this.count === 0) this.timer?.unref()
+  /** Ends `node`'s deadline (its value no longer waits); none, or a node already removed, is left alone. */
+  remove(node: Deadline<T> | undefined): void {
+    if (node === undefined || !node.listed) return
+    this.list.remove(node)
+    if (this.list.size === 0) this.timer?.unref()
   }
 
   /** Clears the timer for good (its owner's scope closes); values still listed never expire. */
@@ -96,7 +83,7 @@ export class DeadlineList<T> {
   private readonly onTimer = (): void => {
     this.timer = undefined
     const now = performance.now()
-    for (let node = this.first; node !== undefined && node.due <= now; node = this.first) {
+    for (let node = this.list.head as Deadline<T> | undefined; node !== undefined && node.due <= now; node = this.list.head as Deadline<T> | undefined) {
       const value = node.value as T
       this.remove(node)
       try {
@@ -108,6 +95,7 @@ export class DeadlineList<T> {
         })
       }
     }
-    if (this.first !== undefined && !this.stopped) this.arm(this.first.due)
+    const first = this.list.head as Deadline<T> | undefined
+    if (first !== undefined && !this.stopped) this.arm(first.due)
   }
 }

@@ -10,29 +10,26 @@
  * writers in a `Map`, one entry each per request: at 64 in flight over HTTP with one-shot
  * call-home, 16-20% of the worker's young generation survived each scavenge.
  *
- * Adding, finding and deleting are constant time and allocate one node. Iteration takes a
- * snapshot, so the set may change while it is walked.
+ * Adding, finding and deleting are constant time and allocate one node (of a `NodeList`).
+ * Iteration takes a snapshot, so the set may change while it is walked.
  */
+import { NodeList } from "./NodeList.ts"
+import type { ListNode } from "./NodeList.ts"
 
-/** One member, in insertion order. */
-interface Node<T, V> {
-  readonly item: T
-  value: V | undefined
-  before: Node<T, V> | undefined
-  after: Node<T, V> | undefined
+/** One member, in insertion order: a `NodeList` node whose value is the member, and the member's own value. */
+interface Node<T, V> extends ListNode<T> {
+  extra: V | undefined
 }
 
 /** A set of objects with optional values; see the module comment. */
 export class LinkedSet<T extends object, V = never> {
   /** This set's property on its members (a member may be in several sets). */
   private readonly key: symbol = Symbol("LinkedSet")
-  private first: Node<T, V> | undefined = undefined
-  private last: Node<T, V> | undefined = undefined
-  private count = 0
+  private readonly list = new NodeList<T>()
 
   /** Members now. */
   get size(): number {
-    return this.count
+    return this.list.size
   }
 
   private nodeOf(item: T): Node<T, V> | undefined {
@@ -42,12 +39,13 @@ export class LinkedSet<T extends object, V = never> {
   /** Adds `item` (no change if it is a member). */
   add(item: T): this {
     if (this.nodeOf(item) !== undefined) return this
-    const node: Node<T, V> = { item, value: undefined, before: this.last, after: undefined }
-    ;(item as unknown as Record<symbol, Node<T, V> | undefined>)[this.key] = node
-    if (this.last === undefined) this.first = node
-    else this.last.after = node
-    this.last = node
-    this.count++
+    ;(item as unknown as Record<symbol, Node<T, V> | undefined>)[this.key] = this.list.append<Node<T, V>>({
+      value: item,
+      extra: undefined,
+      before: undefined,
+      after: undefined,
+      listed: false
+    })
     return this
   }
 
@@ -58,13 +56,13 @@ export class LinkedSet<T extends object, V = never> {
 
   /** The value of member `item`, if it has one. */
   get(item: T): V | undefined {
-    return this.nodeOf(item)?.value
+    return this.nodeOf(item)?.extra
   }
 
   /** Sets the value of `item`, adding it if it is not a member. */
   set(item: T, value: V): this {
     this.add(item)
-    this.nodeOf(item)!.value = value
+    this.nodeOf(item)!.extra = value
     return this
   }
 
@@ -73,13 +71,8 @@ export class LinkedSet<T extends object, V = never> {
     const node = this.nodeOf(item)
     if (node === undefined) return false
     ;(item as unknown as Record<symbol, Node<T, V> | undefined>)[this.key] = undefined
-    if (node.before === undefined) this.first = node.after
-    else node.before.after = node.after
-    if (node.after === undefined) this.last = node.before
-    else node.after.before = node.before
-    node.before = undefined
-    node.after = undefined
-    this.count--
+    node.extra = undefined
+    this.list.remove(node)
     return true
   }
 
@@ -90,8 +83,6 @@ export class LinkedSet<T extends object, V = never> {
 
   /** The members now, in insertion order (a snapshot). */
   items(): Array<T> {
-    const out: Array<T> = []
-    for (let node = this.first; node !== undefined; node = node.after) out.push(node.item)
-    return out
+    return this.list.values()
   }
 }

@@ -30,9 +30,21 @@ export class NodeList<T> {
     return this.count
   }
 
+  /** The oldest value's node, if any. */
+  get head(): ListNode<T> | undefined {
+    return this.first
+  }
+
   /** Appends `value`; keep the node to remove it. */
   push(value: T): ListNode<T> {
-    const node: ListNode<T> = { value, before: this.last, after: undefined, listed: true }
+    return this.append({ value, before: undefined, after: undefined, listed: false })
+  }
+
+  /** Appends a node its caller made (one with fields of its own: `DeadlineList`'s due time); returns it. */
+  append<N extends ListNode<T>>(node: N): N {
+    node.before = this.last
+    node.after = undefined
+    node.listed = true
     if (this.last === undefined) this.first = node
     else this.last.after = node
     this.last = node

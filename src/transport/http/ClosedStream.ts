@@ -27,3 +27,21 @@ export const letGo = (stream: EventEmitter, event: string, listener: (...args: A
   stream.removeListener(event, listener as (...args: Array<unknown>) => void)
   if (event === "error" && stream.listenerCount("error") === 0) stream.on("error", ignoreError)
 }
+
+/**
+ * Adds each of `listeners` (by event) to `stream` until it closes; at `close`, after `onClose`
+ * (when given), lets go of all of them and of its own `close` listener (`letGo`).
+ */
+export const listenUntilClose = (
+  stream: EventEmitter,
+  listeners: Readonly<Record<string, (...args: Array<never>) => void>>,
+  onClose?: () => void
+): void => {
+  const close = () => {
+    onClose?.()
+    for (const event in listeners) letGo(stream, event, listeners[event]!)
+    letGo(stream, "close", close)
+  }
+  for (const event in listeners) stream.on(event, listeners[event] as (...args: Array<unknown>) => void)
+  stream.on("close", close)
+}

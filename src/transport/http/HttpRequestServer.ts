@@ -39,7 +39,7 @@ import { fromH1Response, fromH2Stream } from "./InlineExchange.ts"
 import { formatOfInfo, HTTP_INLINE, inlineInfo } from "./HttpInlineHub.ts"
 import type { HttpInlineHubShape, InlineExchange } from "./HttpInlineHub.ts"
 import { makeSniffingListener } from "./SniffingListener.ts"
-import { ignoreError, letGo } from "./ClosedStream.ts"
+import { ignoreError, listenUntilClose } from "./ClosedStream.ts"
 
 /** Options of the server. */
 export interface HttpRequestServerOptions {
@@ -264,15 +264,7 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
         handler({ control: decoded.control, payload: decoded.payload, headers })
       }
       // The body outlives the exchange in the heap (ClosedStream.ts): it must not hold the exchange.
-      const onClose = () => {
-        letGo(body, "data", onData)
-        letGo(body, "end", onEnd)
-        letGo(body, "close", onClose)
-      }
-      body.on("data", onData)
-      body.on("end", onEnd)
-      body.on("error", ignoreError)
-      body.on("close", onClose)
+      listenUntilClose(body, { data: onData, end: onEnd, error: ignoreError })
     }
 
     const h1 = http.createServer({ keepAlive: true, noDelay: true }, (req, res) =>

@@ -28,7 +28,7 @@ import { HandlerError, TransportConnectionError } from "../../TransportError.ts"
 import { streamIdleError } from "../../internal/IdleSweep.ts"
 import type { TransportError } from "../../TransportError.ts"
 import { toTransportProtocolError } from "../../internal/protocolError.ts"
-import { letGo } from "./ClosedStream.ts"
+import { listenUntilClose } from "./ClosedStream.ts"
 import { HTTP_INLINE, inlineInfo } from "./HttpInlineHub.ts"
 import type { InlinePending } from "./HttpInlineHub.ts"
 import type { InlineIdle, InlineWatched } from "./InlineIdle.ts"
@@ -137,18 +137,10 @@ export const makeInlineStream = (options: InlineStreamOptions): PendingStream & 
       fail(endedEarly(`the response body ended before the end of the stream${error === undefined ? "" : `: ${error.detail}`}`))
     }
     const onError = (cause: Error) => fail(endedEarly(`HTTP/2 stream failed: ${cause.message}`))
-    const onClose = () => {
+    // The stream outlives this pending stream in the heap (ClosedStream.ts): it must not hold it.
+    listenUntilClose(s, { data: onData, end: onEnd, error: onError }, () => {
       if (!finished) fail(endedEarly(`HTTP/2 stream closed (code ${s.rstCode ?? "none"}) before the end of the stream`))
-      // The stream outlives this pending stream in the heap (ClosedStream.ts): it must not hold it.
-      letGo(s, "data", onData)
-      letGo(s, "end", onEnd)
-      letGo(s, "close", onClose)
-      letGo(s, "error", onError)
-    }
-    s.on("data", onData)
-    s.on("end", onEnd)
-    s.on("error", onError)
-    s.on("close", onClose)
+    })
     if (paused) s.pause()
     if (w !== undefined) {
       watched = w

@@ -49,7 +49,7 @@ import { TransportConnectionError, TransportProtocolError, TransportTimeoutError
 import type { EndpointNotFound, TransportError } from "../../../TransportError.ts"
 import { Waiters } from "../../../internal/Waiters.ts"
 import { rejectionError } from "../request/DynamoClientConnection.ts"
-import { Phase } from "../router/CallHomeStream.ts"
+import { Phase } from "../router/StreamLink.ts"
 import type { CallHomeStream } from "../router/CallHomeStream.ts"
 import { MuxConnection } from "../router/MuxConnection.ts"
 import type { LogDebug } from "../router/StreamLink.ts"

@@ -45,27 +45,12 @@ import {
   TransportTimeoutError
 } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
+import { Phase } from "./StreamLink.ts"
 import type { CallHomeWaiter, StreamEnv, StreamLink } from "./StreamLink.ts"
 import type { Deadline } from "../../../internal/DeadlineList.ts"
 import { lastSeen, streamIdleError } from "../../../internal/IdleSweep.ts"
 import type { Activity } from "../../../internal/IdleSweep.ts"
 
-/** The phases of a call-home stream, in order. */
-export const Phase = {
-  /** Opened; no worker has called home yet. */
-  Waiting: 0,
-  /** The worker called home; its prologue is next. */
-  Prologue: 1,
-  /** The handler started: items flow. */
-  Streaming: 2,
-  /** complete_final was read (one-shot): the sentinel is next. */
-  Sentinel: 3,
-  /** Over: its link is released or gone. */
-  Closed: 4
-} as const
-
-/** A phase of a call-home stream. */
-export type Phase = (typeof Phase)[keyof typeof Phase]
 
 /**
  * The stream of `streams` whose subject is `subject`, spelled exactly as it was given out (not
@@ -141,10 +126,8 @@ export class CallHomeStream implements PendingStream, Activity {
    * sent, and the ack timeout bounds the wait for its Prologue): the call-home timeout stops.
    */
   stopCallHomeTimer(): void {
-    const deadline = this.callHome
-    if (deadline === undefined) return
+    this.env.callHomeDeadlines.remove(this.callHome)
     this.callHome = undefined
-    this.env.callHomeDeadlines.remove(deadline)
   }
 
   /** True when `env` is the environment this stream was opened with (its server's). */
@@ -404,10 +387,8 @@ export class CallHomeStream implements PendingStream, Activity {
   }
 
   private stopSentinelTimer(): void {
-    const deadline = this.sentinelDeadline
-    if (deadline === undefined) return
+    this.env.sentinelDeadlines.remove(this.sentinelDeadline)
     this.sentinelDeadline = undefined
-    this.env.sentinelDeadlines.remove(deadline)
   }
 
   private finish(): void {

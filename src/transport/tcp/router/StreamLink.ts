@@ -1,9 +1,10 @@
 /**
  * The contract between a router-side call-home stream (CallHomeStream) and what carries it: the
  * `StreamLink` its driver implements (a one-shot socket, or a stream on a mux connection), and
- * the `StreamEnv` its server shares with every stream.
+ * the `StreamEnv` its server shares with every stream, and the stream's `Phase`, which drivers
+ * read to map frames to events.
  *
- * Types only: no I/O, no state.
+ * Types and constants only: no I/O, no state.
  */
 import type { ConnectionInfo } from "../../../ConnectionInfo.ts"
 import type { DeadlineList } from "../../../internal/DeadlineList.ts"
@@ -41,6 +42,23 @@ export interface StreamLink {
   /** Turns TCP keepalive on with `delayMs` (a one-shot socket that outlived a sweep; once, later calls do nothing). */
   keepAlive?(delayMs: number): void
 }
+
+/** The phases of a call-home stream, in order. */
+export const Phase = {
+  /** Opened; no worker has called home yet. */
+  Waiting: 0,
+  /** The worker called home; its prologue is next. */
+  Prologue: 1,
+  /** The handler started: items flow. */
+  Streaming: 2,
+  /** complete_final was read (one-shot): the sentinel is next. */
+  Sentinel: 3,
+  /** Over: its link is released or gone. */
+  Closed: 4
+} as const
+
+/** A phase of a call-home stream. */
+export type Phase = (typeof Phase)[keyof typeof Phase]
 
 /** A stream as the server's deadline lists see it. */
 export interface CallHomeWaiter {
