@@ -9,7 +9,7 @@ import { spawn } from "node:child_process"
 import * as net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import { encodeHello, encodeHelloAnswer, HelloStatus, readHello, readHelloAnswer } from "../src/protocol/FullModeHello.ts"
-import { decodeErrorText, decodeFullRequestPayload, encodeFullRequestPayload, encodeMuxHeader, makeMuxDecoder, MuxKind, NIL_STREAM_ID } from "../src/protocol/MuxCodec.ts"
+import { decodeErrorText, decodeFullRequestPayload, encodeFullRequestPayload, encodeMuxFrame, encodeMuxHeader, makeMuxDecoder, MuxKind, NIL_STREAM_ID } from "../src/protocol/MuxCodec.ts"
 import { decodeRequestMessage, encodeRequestMessage } from "../src/protocol/RequestMessage.ts"
 import { FULL_MODE_CONNECTION_INFO } from "../src/transport/tcp/request/FullModeHooks.ts"
 import { parseTcpAddress, tcpWirePath } from "../src/protocol/TcpAddress.ts"
@@ -499,6 +499,60 @@ describe("full mode: refusals", () => {
     expect(acked).toMatchObject({ _tag: "TransportTimeoutError", reason: "ConnectTimeout" })
     expect((acked as TransportError).detail).toContain("hello answer")
     expect(performance.now() - sent).toBeGreaterThanOrEqual(140)
+  })
+})
+
+describe("full mode: credit for a stream that is over", () => {
+  it("a request sent from a stream's onEnd carries no WindowUpdate for that stream, only the ConnectionAck of the bytes decoded", async () => {
+    // A fake worker that answers each Request with a Prologue, 3 items and End, in one write.
+    const seen: Array<{ kind: MuxKind; id: string; chunk: number }> = []
+    let chunks = 0
+    const server = net.createServer((socket) => {
+      socket.on("error", () => {})
+      const decoder = makeMuxDecoder({ maxMessageSize: 1 << 20, fullMode: true })
+      let head: Buffer | undefined = Buffer.alloc(0)
+      socket.on("data", (chunk: Buffer) => {
+        let bytes: Uint8Array = chunk
+        if (head !== undefined) {
+          head = Buffer.concat([head, chunk])
+          const hello = readHello(head)
+          if (!("_tag" in hello) || hello._tag !== "Hello") return
+          socket.write(encodeHelloAnswer(HelloStatus.Accepted, ""))
+          bytes = head.subarray(hello.size)
+          head = undefined
+        }
+        const n = ++chunks
+        decoder.decode(bytes, (kind, id, _payload) => {
+          seen.push({ kind, id: Buffer.from(id).toString("hex"), chunk: n })
+          if (kind !== MuxKind.Request) return
+          const body = (text: string) => new TextEncoder().encode(text)
+          socket.write(Buffer.concat([
+            encodeMuxFrame(MuxKind.Prologue, id, body(`{"error":null}`)),
+            ...[1, 2, 3].map((i) => encodeMuxFrame(MuxKind.Data, id, body(`{"data":${i},"complete_final":false}`))),
+            encodeMuxFrame(MuxKind.End, id)
+          ]))
+        })
+      })
+    })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanups.push(() => void server.close())
+    const address = `127.0.0.1:${(server.address() as net.AddressInfo).port}/1/ns/comp/ep`
+    const r = await router()
+    let second: Promise<Call> | undefined
+    const first = await r.call(address, { q: 1 }, { onEnd: () => void (second = r.call(address, { q: 2 })) })
+    expect((await first.done).items).toEqual([1, 2, 3])
+    const next = await second!
+    expect((await next.done).items).toEqual([1, 2, 3])
+    await sleep(20) // past the 1 ms credit timer: anything still owed has gone out by now
+    const requests = seen.filter((f) => f.kind === MuxKind.Request)
+    expect(requests).toHaveLength(2)
+    const firstId = requests[0]!.id
+    // The second request went out while the first stream's End was being decoded: in the same
+    // write as the acknowledgement of the bytes decoded so far, and with no credit for the first
+    // stream, which is over.
+    const withSecond = seen.filter((f) => f.chunk === requests[1]!.chunk)
+    expect(withSecond.map((f) => f.kind).sort()).toEqual([MuxKind.ConnectionAck, MuxKind.Request].sort())
+    expect(seen.filter((f) => f.kind === MuxKind.WindowUpdate && f.id === firstId)).toEqual([])
   })
 })
 

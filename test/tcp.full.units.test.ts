@@ -133,6 +133,46 @@ describe("ReceiveCredit", () => {
     expect(h.frames.slice(2)).toEqual([{ kind: "WindowUpdate", n: 5 }])
     h.credit.stop()
   })
+
+  it("starts no timer when a write of the same tick took the credit, and acknowledges every byte decoded so far in that write", async () => {
+    const real = globalThis.setTimeout
+    // The credit timers started (1 ms ones; the test's own sleeps are 10 ms).
+    let started = 0
+    globalThis.setTimeout = ((f: () => void, ms?: number) => {
+      if (ms === 1) started++
+      return real(f, ms)
+    }) as typeof setTimeout
+    try {
+      const h = harness()
+      const a = owedCredit(new Uint8Array(16).fill(1))
+      // One chunk, as at one call in flight: items consumed, then the next request written while the
+      // chunk is still being decoded (its last frame counted), then the chunk's end.
+      h.decode(300)
+      h.credit.grant(a, 120)
+      h.decode(24)
+      h.credit.piggyback()
+      h.credit.chunkDecoded()
+      expect(h.frames).toEqual([{ kind: "WindowUpdate", n: 120 }, { kind: "ConnectionAck", n: 324 }])
+      await sleep(10)
+      // Nothing was left owed at the end of the tick: no timer was started (an idle process waits
+      // with no 1 ms timeout), and nothing more was sent.
+      expect(started).toBe(0)
+      expect(h.frames).toHaveLength(2)
+      // A write with nothing owed and nothing new decoded adds nothing.
+      h.credit.piggyback()
+      expect(h.frames).toHaveLength(2)
+      // Bytes decoded and no write in that tick: the timer is started at the tick's end, for 1 ms.
+      h.decode(50)
+      h.credit.chunkDecoded()
+      expect(started).toBe(0)
+      await sleep(10)
+      expect(started).toBe(1)
+      expect(h.frames.at(-1)).toEqual({ kind: "ConnectionAck", n: 374 })
+      h.credit.stop()
+    } finally {
+      globalThis.setTimeout = real
+    }
+  })
 })
 
 describe("RequestItems", () => {

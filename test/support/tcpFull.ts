@@ -67,6 +67,8 @@ export interface CallOptions {
   readonly endpoint?: string | undefined
   /** Receives each batch as it arrives (besides collecting it). */
   readonly onItems?: ((items: ReadonlyArray<unknown>) => void) | undefined
+  /** Runs when the stream ends whole, synchronously, in the sink's `onEnd` (before `done` settles). */
+  readonly onEnd?: (() => void) | undefined
   /**
    * Send the call as a caller without the Endpoint layer would: a stream with a call-home timer,
    * found by the subject of its `connection_info` (no `responseStream`). Default: as the
@@ -167,7 +169,10 @@ export const startRouter = async (options: Partial<FullMode.FullModeOptions> = {
             for (const i of batch) items.push(i)
             callOptions.onItems?.(batch)
           },
-          onEnd: () => settle({ items, error: undefined }),
+          onEnd: () => {
+            callOptions.onEnd?.()
+            settle({ items, error: undefined })
+          },
           onError: (error) => settle({ items, error })
         }
       })

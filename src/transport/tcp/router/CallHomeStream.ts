@@ -370,8 +370,12 @@ export class CallHomeStream implements PendingStream, Activity {
     const link = this.current!
     const awaitsSentinel = link.awaitsSentinel
     this.state = awaitsSentinel ? Phase.Sentinel : Phase.Closed
+    // A link that needs no sentinel is let go before the sink hears the end: credit still owed to
+    // the stream is dropped instead of riding in the write of a request that `onEnd` may make at
+    // once, and the connection's slot is free for that request.
+    if (!awaitsSentinel) link.release(undefined)
     if (this.settle()) this.sink.onEnd()
-    if (!awaitsSentinel) return link.release(undefined)
+    if (!awaitsSentinel) return
     if (this.state === Phase.Sentinel && !this.gone) {
       // The stream is whole: read on (a pause taken in onItems must not hide the sentinel), and
       // bound the wait for the sentinel so no socket outlives its stream for long.

@@ -7,14 +7,22 @@
  * What it does: `grant` records payload bytes a stream has consumed, on the stream's own
  * `OwedCredit` record (no map lookup per frame); a WindowUpdate goes out as soon as 64 KiB are
  * owed to one stream. `chunkDecoded` compares the bytes decoded with the last ConnectionAck:
- * 64 KiB unacknowledged send one at once. Whatever is owed, stream or connection, goes out 1 ms
- * after it was first owed (one timer per connection, restarted when something becomes owed), or
- * earlier with `piggyback`, which its owner calls when it is about to write anyway (its batch's
- * `beforeFlush`, once per write): the credit then rides in the same write instead of costing a
- * write (and a wake-up of the peer) of its own; the timer is then left to fire with nothing to
- * send rather than cleared, so a request costs no timer allocation. Credit frames (WindowUpdate, ConnectionAck) do not count on either side
- * (`creditFrameDecoded` takes the received ones out of the count): otherwise each side's
- * ConnectionAck would make the other owe one, and two idle peers would ack each other forever.
+ * 64 KiB unacknowledged send one at once. Whatever is owed, stream or connection, goes out with
+ * `piggyback`, which its owner calls when it is about to write anyway (its batch's `beforeFlush`,
+ * once per write): the credit then rides in the same write instead of costing a write (and a
+ * wake-up of the peer) of its own. A piggyback also acknowledges every byte decoded so far, the
+ * frames of the chunk still being decoded included. What no write took by the end of the tick
+ * goes out 1 ms later (one timer per connection, started at the end of the tick that left credit
+ * owed, `refresh`ed rather than reallocated).
+ *
+ * Why the end of the tick: a timer started as soon as credit is owed is still pending when the
+ * process goes idle, even though the write of the same tick took the credit. At one call in flight
+ * that left a 1 ms timer pending at every wait for the peer, so every `epoll_wait` had a 1 ms
+ * timeout instead of none; on this project's machines that alone made each round trip 5 µs longer
+ * (docs/performance.md, "A pending 1 ms timer"). Credit frames (WindowUpdate, ConnectionAck) do not
+ * count on either side (`creditFrameDecoded` takes the received ones out of the count): otherwise
+ * each side's ConnectionAck would make the other owe one, and two idle peers would ack each other
+ * forever.
  *
  * What it does not do: decode, write (frames go to `push`), or decide when bytes count as
  * consumed (its owner calls `grant`).
@@ -45,10 +53,12 @@ export class ReceiveCredit {
   private uncounted = 0
   /** Credit is owed and has not gone out: it leaves with the next write, or when the timer fires. */
   private due = false
+  /** The end-of-tick check (`endOfTick`) is queued. */
+  private checkQueued = false
   /**
-   * One timer for the connection's life, restarted (`refresh`) when credit becomes owed and left
-   * to fire when a write took the credit first (it then finds nothing owed): a timer set and
-   * cleared per write cost two timer-list operations and an allocation per request.
+   * One timer for the connection's life, restarted (`refresh`) at the end of a tick that left
+   * credit owed, and left to fire when a later write took the credit first (it then finds nothing
+   * owed): a timer set and cleared per write cost two timer-list operations and an allocation.
    */
   private timer: ReturnType<typeof setTimeout> | undefined = undefined
   private stopped = false
@@ -97,11 +107,16 @@ export class ReceiveCredit {
     else if (unacked > 0) this.arm()
   }
 
-  /** The owner is sending frames this tick: whatever is owed goes with them now (no timer, no write of its own). */
+  /**
+   * The owner is sending frames this tick: whatever is owed goes with them now (no timer, no write
+   * of its own), and so does an acknowledgement of every byte decoded so far.
+   */
   piggyback(): void {
-    if (!this.due) return
-    this.due = false
-    this.sendOwed()
+    if (this.stopped) return
+    if (this.due) {
+      this.due = false
+      this.sendOwed()
+    } else if (this.bytesDecoded() - this.uncounted > this.acked) this.ack()
   }
 
   /** The connection is gone: nothing more is sent and the timer is cleared. */
@@ -121,6 +136,15 @@ export class ReceiveCredit {
   private arm(): void {
     if (this.due || this.stopped) return
     this.due = true
+    if (this.checkQueued) return
+    this.checkQueued = true
+    process.nextTick(this.endOfTick)
+  }
+
+  /** The tick that made credit owed is over: what no write took leaves within 1 ms. */
+  private readonly endOfTick = (): void => {
+    this.checkQueued = false
+    if (!this.due || this.stopped) return
     if (this.timer === undefined) this.timer = setTimeout(this.onTimer, CREDIT_UPDATE_MS)
     else this.timer.refresh()
   }
