@@ -7,6 +7,7 @@
  */
 import { spawn } from "node:child_process"
 import * as net from "node:net"
+import { CREDIT_UPDATE_MS } from "../src/protocol/MuxHandshake.ts"
 import { afterEach, describe, expect, it } from "vitest"
 import { encodeHello, encodeHelloAnswer, HelloStatus, readHello, readHelloAnswer } from "../src/protocol/FullModeHello.ts"
 import { decodeErrorText, decodeFullRequestPayload, encodeFullRequestPayload, encodeMuxFrame, encodeMuxHeader, makeMuxDecoder, MuxKind, NIL_STREAM_ID } from "../src/protocol/MuxCodec.ts"
@@ -543,7 +544,7 @@ describe("full mode: credit for a stream that is over", () => {
     expect((await first.done).items).toEqual([1, 2, 3])
     const next = await second!
     expect((await next.done).items).toEqual([1, 2, 3])
-    await sleep(20) // past the 1 ms credit timer: anything still owed has gone out by now
+    await sleep(CREDIT_UPDATE_MS + 30) // past the credit timer: anything still owed has gone out by now
     const requests = seen.filter((f) => f.kind === MuxKind.Request)
     expect(requests).toHaveLength(2)
     const firstId = requests[0]!.id

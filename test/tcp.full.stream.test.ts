@@ -4,6 +4,7 @@
  * net.Server handing connections to the full mode's acceptor; the router is a call-home server
  * whose streams the full mode's sender feeds (test/support/tcpFull.ts).
  */
+import { CREDIT_UPDATE_MS } from "../src/protocol/MuxHandshake.ts"
 import { afterEach, describe, expect, it } from "vitest"
 import { Effect, Stream } from "effect"
 import { counter, sleep, startRouter, startWorker, until } from "./support/tcpFull.ts"
@@ -49,7 +50,7 @@ describe("full mode: streams", () => {
     const { w, r } = await pair()
     w.serve("ns/comp/ep", counter(10))
     expect((await (await r.call(w.address("ns/comp/ep"), {})).done).error).toBeUndefined()
-    await sleep(30) // the last acks (1 ms) have gone
+    await sleep(CREDIT_UPDATE_MS * 3) // the last acks (CREDIT_UPDATE_MS) have gone
     const socket = w.sockets()[0]!
     const before = [socket.bytesRead, socket.bytesWritten]
     await sleep(150) // well below the 1 s heartbeat

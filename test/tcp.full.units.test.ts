@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest"
 import * as fc from "fast-check"
 import { Effect, Exit, Stream } from "effect"
 import { decodeConnectionAck, decodeWindowUpdate, makeMuxDecoder, MUX_HEADER_SIZE, MuxKind } from "../src/protocol/MuxCodec.ts"
+import { CREDIT_UPDATE_MS } from "../src/protocol/MuxHandshake.ts"
 import { json } from "../src/protocol/PayloadCodec.ts"
 import { TransportConnectionError } from "../src/TransportError.ts"
 import { encodeRequestItem, RequestItems } from "../src/transport/tcp/full/RequestItems.ts"
@@ -93,27 +94,27 @@ describe("ReceiveCredit", () => {
     return { credit, frames, decode: (n: number) => (decoded += n) }
   }
 
-  it("acknowledges decoded bytes within 1 ms, but never credit frames: a peer's ack alone is not acknowledged back", async () => {
+  it("acknowledges decoded bytes within CREDIT_UPDATE_MS (20 ms), but never credit frames: a peer's ack alone is not acknowledged back", async () => {
     const h = harness()
     h.decode(500)
     h.credit.chunkDecoded()
-    await sleep(10)
+    await sleep(CREDIT_UPDATE_MS + 20)
     expect(h.frames).toEqual([{ kind: "ConnectionAck", n: 500 }])
     // The peer's ConnectionAck (32 bytes) arrives: nothing is owed for it.
     h.decode(32)
     h.credit.creditFrameDecoded(32)
     h.credit.chunkDecoded()
-    await sleep(10)
+    await sleep(CREDIT_UPDATE_MS + 20)
     expect(h.frames).toHaveLength(1)
     // Real bytes again: acked, without the credit frame's bytes in the offset.
     h.decode(100)
     h.credit.chunkDecoded()
-    await sleep(10)
+    await sleep(CREDIT_UPDATE_MS + 20)
     expect(h.frames.at(-1)).toEqual({ kind: "ConnectionAck", n: 600 })
     h.credit.stop()
   })
 
-  it("grants per stream: at 64 KiB at once, else with the next send (piggyback) or after 1 ms; nothing for a stream forgotten", async () => {
+  it("grants per stream: at 64 KiB at once, else with the next send (piggyback) or after CREDIT_UPDATE_MS; nothing for a stream forgotten", async () => {
     const h = harness()
     const a = owedCredit(new Uint8Array(16).fill(1))
     const b = owedCredit(new Uint8Array(16).fill(2))
@@ -125,21 +126,21 @@ describe("ReceiveCredit", () => {
     h.credit.piggyback()
     expect(h.frames.slice(1)).toEqual([{ kind: "WindowUpdate", n: 10 }])
     // The timer armed by the grants fires with nothing owed: no frame of its own.
-    await sleep(10)
+    await sleep(CREDIT_UPDATE_MS + 20)
     expect(h.frames).toHaveLength(2)
     // Owed again later: the same timer, restarted, sends it.
     h.credit.grant(a, 5)
-    await sleep(10)
+    await sleep(CREDIT_UPDATE_MS + 20)
     expect(h.frames.slice(2)).toEqual([{ kind: "WindowUpdate", n: 5 }])
     h.credit.stop()
   })
 
   it("starts no timer when a write of the same tick took the credit, and acknowledges every byte decoded so far in that write", async () => {
     const real = globalThis.setTimeout
-    // The credit timers started (1 ms ones; the test's own sleeps are 10 ms).
+    // The credit timers started (the test's own sleeps are longer).
     let started = 0
     globalThis.setTimeout = ((f: () => void, ms?: number) => {
-      if (ms === 1) started++
+      if (ms === CREDIT_UPDATE_MS) started++
       return real(f, ms)
     }) as typeof setTimeout
     try {
@@ -153,19 +154,19 @@ describe("ReceiveCredit", () => {
       h.credit.piggyback()
       h.credit.chunkDecoded()
       expect(h.frames).toEqual([{ kind: "WindowUpdate", n: 120 }, { kind: "ConnectionAck", n: 324 }])
-      await sleep(10)
+      await sleep(CREDIT_UPDATE_MS + 20)
       // Nothing was left owed at the end of the tick: no timer was started (an idle process waits
-      // with no 1 ms timeout), and nothing more was sent.
+      // with no short timeout), and nothing more was sent.
       expect(started).toBe(0)
       expect(h.frames).toHaveLength(2)
       // A write with nothing owed and nothing new decoded adds nothing.
       h.credit.piggyback()
       expect(h.frames).toHaveLength(2)
-      // Bytes decoded and no write in that tick: the timer is started at the tick's end, for 1 ms.
+      // Bytes decoded and no write in that tick: the timer is started at the tick's end.
       h.decode(50)
       h.credit.chunkDecoded()
       expect(started).toBe(0)
-      await sleep(10)
+      await sleep(CREDIT_UPDATE_MS + 20)
       expect(started).toBe(1)
       expect(h.frames.at(-1)).toEqual({ kind: "ConnectionAck", n: 374 })
       h.credit.stop()

@@ -1078,7 +1078,7 @@ describe("response mux v1 wire bytes", () => {
 
       // Resets for streams the router no longer knows (failed, unknown): ignored, no Reset back.
       const before = muxFrames(second.bytes(), 32).length
-      const beforeFirst = muxFrames(first.bytes(), 32).length
+      const beforeFirst = muxFrames(first.bytes(), 32).filter((f) => f.kind !== MuxKind.ConnectionAck).length
       second.socket.write(Buffer.concat([
         encodeMuxFrame(MuxKind.Reset, idOf(a), utf8("again")),
         encodeMuxFrame(MuxKind.Reset, idOf(c), utf8("again")),
@@ -1089,7 +1089,8 @@ describe("response mux v1 wire bytes", () => {
         muxFrames(second.bytes(), 32).slice(0, before).filter((f) => f.kind !== MuxKind.ConnectionAck).length
       )
       expect(muxFrames(first.bytes(), 32).filter((f) => f.kind === MuxKind.Reset)).toEqual([])
-      expect(muxFrames(first.bytes(), 32).length).toBe(beforeFirst)
+      // (a ConnectionAck of what the first connection carried may still be on its way: CREDIT_UPDATE_MS)
+      expect(muxFrames(first.bytes(), 32).filter((f) => f.kind !== MuxKind.ConnectionAck).length).toBe(beforeFirst)
       expect(CallHomeServer.muxDrill(server).connectionCount()).toBe(2)
 
       // b was untouched and both connections still work.

@@ -32,8 +32,13 @@ export const DEFAULT_STREAM_WINDOW = 256 * 1024
 export const DEFAULT_CONNECTION_WINDOW = 256 * 1024
 /** The router sends a credit update as soon as this many bytes are owed (section 7: 64 KiB). */
 export const CREDIT_UPDATE_BYTES = 64 * 1024
-/** ... or at the latest this long after the first byte it owes (section 7: 1 ms). */
-export const CREDIT_UPDATE_MS = 1
+/**
+ * ... or at the latest this long after the first byte it owes, unless a write takes it first
+ * (section 7: 50 ms). Not sooner: a timer due within a few ms, pending while the process waits
+ * for its peer, makes each loopback round trip ~5 µs longer (docs/performance.md, "A pending
+ * 1 ms timer"), and credit is no more urgent than that: the windows are 4 times the 64 KiB mark.
+ */
+export const CREDIT_UPDATE_MS = 50
 
 /** The decoded `info` of a `tcp_response_mux_v1` ConnectionInfo. */
 export interface MuxConnectionInfo {

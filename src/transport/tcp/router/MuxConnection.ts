@@ -20,7 +20,7 @@
  *   router grants back once delivered, withheld while the stream is paused), a Reset when the
  *   router ends a live stream abnormally.
  * - Credits (`ReceiveCredit`): a WindowUpdate once 64 KiB are owed to a stream, a ConnectionAck of
- *   the cumulative bytes decoded once 64 KiB are unacknowledged, and whatever is owed 1 ms after it
+ *   the cumulative bytes decoded once 64 KiB are unacknowledged, and whatever is owed 50 ms after it
  *   was first owed, or with the next write if that comes first. Everything queued in one tick
  *   leaves in one write (`out`).
  * - Stop or Kill from a worker and framing errors are protocol errors of the whole connection:
@@ -38,7 +38,7 @@
  *   (`heardAt`): a slow stream is not idle while its connection answers.
  *
  * What it does not do: read the handshake (CallHomeListener), hold streams' state
- * (CallHomeStream), or time anything but the 1 ms credit timer (the server's sweep drives pings).
+ * (CallHomeStream), or time anything but the credit timer (the server's sweep drives pings).
  */
 import type * as net from "node:net"
 import {

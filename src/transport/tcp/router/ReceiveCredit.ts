@@ -12,14 +12,17 @@
  * once per write): the credit then rides in the same write instead of costing a write (and a
  * wake-up of the peer) of its own. A piggyback also acknowledges every byte decoded so far, the
  * frames of the chunk still being decoded included. What no write took by the end of the tick
- * goes out 1 ms later (one timer per connection, started at the end of the tick that left credit
- * owed, `refresh`ed rather than reallocated).
+ * goes out 50 ms later (`CREDIT_UPDATE_MS`; one timer per connection, started at the end of the
+ * tick that left credit owed, `refresh`ed rather than reallocated). Later is safe: with windows of
+ * 256 KiB and credit sent at once at 64 KiB, no sender ever waits for the timer's credit.
  *
- * Why the end of the tick: a timer started as soon as credit is owed is still pending when the
- * process goes idle, even though the write of the same tick took the credit. At one call in flight
- * that left a 1 ms timer pending at every wait for the peer, so every `epoll_wait` had a 1 ms
- * timeout instead of none; on this project's machines that alone made each round trip 5 µs longer
- * (docs/performance.md, "A pending 1 ms timer"). Credit frames (WindowUpdate, ConnectionAck) do not
+ * Why the end of the tick, and why not 1 ms as before: a timer started as soon as credit is owed
+ * is still pending when the process goes idle, even though the write of the same tick took the
+ * credit. At one call in flight that left a 1 ms timer pending at every wait for the peer, so
+ * every `epoll_wait` had a 1 ms timeout instead of none; on this project's machines that alone
+ * made each round trip 5 µs longer (docs/performance.md, "A pending 1 ms timer"). A router whose
+ * pooled call-home connection carries no writes of its own (its requests go over HTTP or another
+ * socket) can only send credit with the timer: a short one would be pending at most waits. Credit frames (WindowUpdate, ConnectionAck) do not
  * count on either side (`creditFrameDecoded` takes the received ones out of the count): otherwise
  * each side's ConnectionAck would make the other owe one, and two idle peers would ack each other
  * forever.
@@ -99,7 +102,7 @@ export class ReceiveCredit {
     this.uncounted += bytes
   }
 
-  /** A chunk was decoded: acknowledge at once past 64 KiB, else within 1 ms. */
+  /** A chunk was decoded: acknowledge at once past 64 KiB, else with the next write or the timer. */
   chunkDecoded(): void {
     if (this.stopped) return
     const unacked = this.bytesDecoded() - this.uncounted - this.acked
@@ -141,7 +144,7 @@ export class ReceiveCredit {
     process.nextTick(this.endOfTick)
   }
 
-  /** The tick that made credit owed is over: what no write took leaves within 1 ms. */
+  /** The tick that made credit owed is over: what no write took leaves when the timer fires. */
   private readonly endOfTick = (): void => {
     this.checkQueued = false
     if (!this.due || this.stopped) return
