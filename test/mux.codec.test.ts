@@ -34,6 +34,7 @@ import {
   parseMuxInfo
 } from "../src/protocol/MuxHandshake.ts"
 import { decodeFrame } from "../src/protocol/TwoPartCodec.ts"
+import { randomStreamId } from "../src/protocol/StreamId.ts"
 
 // ---------------------------------------------------------------------------------------------
 // helpers (independent of the code under test)
@@ -322,6 +323,29 @@ describe("MuxCodec incremental decoding", () => {
 
 // ---------------------------------------------------------------------------------------------
 // properties
+
+describe("randomStreamId", () => {
+  it("gives fresh UUID v4 bytes: distinct across pool refills, each its own copy, text form a v4 UUID that parses back", () => {
+    const seen = new Set<string>()
+    const ids: Array<Uint8Array> = []
+    for (let i = 0; i < 1000; i++) {
+      const id = randomStreamId()
+      expect(id.length).toBe(16)
+      expect(id[6]! >> 4).toBe(4)
+      expect(id[8]! >> 6).toBe(2)
+      const text = uuidFromStreamId(id)
+      expect(text).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
+      expect(streamIdFromUuid(text)).toEqual(id)
+      seen.add(text)
+      ids.push(id)
+    }
+    expect(seen.size).toBe(1000)
+    // Each id owns its bytes: changing one changes no other.
+    const before = uuidFromStreamId(ids[1]!)
+    ids[0]!.fill(0)
+    expect(uuidFromStreamId(ids[1]!)).toBe(before)
+  })
+})
 
 describe("MuxCodec properties", () => {
   const id = fc.uint8Array({ minLength: 16, maxLength: 16 }).filter((b) => b.some((x) => x !== 0))

@@ -9,7 +9,7 @@ import { json } from "../src/protocol/PayloadCodec.ts"
 import { ProtocolParseError } from "../src/protocol/ProtocolError.ts"
 import { encodeStreamComplete, encodeStreamError, encodeStreamItem } from "../src/protocol/RequestMessage.ts"
 import type { ResponseSink } from "../src/ResponsePlane.ts"
-import { uuidFromStreamId } from "../src/protocol/StreamId.ts"
+import { streamIdFromUuid, uuidFromStreamId } from "../src/protocol/StreamId.ts"
 import { CallHomeStream } from "../src/transport/tcp/router/CallHomeStream.ts"
 import { Phase } from "../src/transport/tcp/router/StreamLink.ts"
 import type { CallHomeWaiter, StreamEnv, StreamLink } from "../src/transport/tcp/router/StreamLink.ts"
@@ -68,7 +68,7 @@ const harness = (env: Partial<StreamEnv> = {}) => {
       connectionInfo: () => ({ transport: "tcp_server", info: "{}" }),
       ...env
     },
-    SUBJECT,
+    streamIdFromUuid(SUBJECT)!,
     ADDRESS,
     { requestId: "req-1", endpoint: "ns.c.e", codec: "json", sink }
   )

@@ -50,6 +50,29 @@ export const streamIdFromUuid = (uuid: string): Uint8Array | undefined => {
   return out
 }
 
+/** Random bytes for `randomStreamId`, refilled 256 ids at a time. */
+const RANDOM_POOL_IDS = 256
+let randomPool = new Uint8Array(0)
+let randomAt = 0
+
+/**
+ * A fresh stream id: 16 random bytes with the version (4) and variant bits of a UUID v4, so that
+ * its text form (`uuidFromStreamId`) is one. Cheaper than `crypto.randomUUID()` and parsing its
+ * text back (`streamIdFromUuid`), which the router did per stream: the bytes come from a pool
+ * filled by `crypto.getRandomValues` 256 ids at a time, and the text is only made if asked for.
+ */
+export const randomStreamId = (): Uint8Array => {
+  if (randomAt === randomPool.length) {
+    randomPool = crypto.getRandomValues(new Uint8Array(RANDOM_POOL_IDS * STREAM_ID_SIZE))
+    randomAt = 0
+  }
+  const id = randomPool.slice(randomAt, randomAt + STREAM_ID_SIZE)
+  randomAt += STREAM_ID_SIZE
+  id[6] = (id[6]! & 0x0f) | 0x40
+  id[8] = (id[8]! & 0x3f) | 0x80
+  return id
+}
+
 /** The lowercase text form of 16 stream id bytes. */
 export const uuidFromStreamId = (id: Uint8Array): string => {
   let s = ""

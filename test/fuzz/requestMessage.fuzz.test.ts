@@ -21,7 +21,7 @@ import {
   encodeStreamError,
   encodeStreamItem
 } from "../../src/protocol/RequestMessage.ts"
-import { DEFAULT_MAX_MESSAGE_SIZE, encodeFrame } from "../../src/protocol/TwoPartCodec.ts"
+import { decodeFrame, DEFAULT_MAX_MESSAGE_SIZE, encodeFrame } from "../../src/protocol/TwoPartCodec.ts"
 import { bytesArb, noThrow, normJson, RUNS, utf8 } from "./fuzzSupport.ts"
 
 const OPTIONS = { maxMessageSize: DEFAULT_MAX_MESSAGE_SIZE }
@@ -79,6 +79,31 @@ describe("decodeRequestMessage (fuzz)", () => {
         for (let k = 0; k < bytes.length; k += Math.max(1, Math.floor(bytes.length / 40))) {
           expect(noThrow("decodeRequestMessage", () => decodeRequestMessage(bytes.subarray(0, k), OPTIONS))).toBeInstanceOf(ProtocolParseError)
         }
+      }),
+      { numRuns: RUNS }
+    )
+  })
+})
+
+describe("encodeRequestMessage's control header (fuzz)", () => {
+  it("is byte for byte JSON.stringify of the control object in Dynamo's key order, for any strings and metadata", () => {
+    const anyControl = fc.record({
+      id: fc.string({ unit: "binary" }),
+      request_type: fc.constantFrom("single_in" as const, "many_in" as const),
+      response_type: fc.constantFrom("single_out" as const, "many_out" as const),
+      payload_codec: fc.option(fc.constantFrom("json" as const, "msgpack" as const), { nil: undefined }),
+      connection_info: fc.record({ transport: fc.string({ unit: "binary" }), info: fc.string({ unit: "binary" }) }),
+      metadata: fc.option(fc.dictionary(fc.string(), fc.jsonValue({ maxDepth: 2 })), { nil: undefined })
+    })
+    fc.assert(
+      fc.property(anyControl, (control) => {
+        const frame = decodeFrame(encodeRequestMessage(control as RequestControlMessage, null), OPTIONS)
+        if (frame instanceof ProtocolParseError) throw frame
+        const expected: Record<string, unknown> = { id: control.id, request_type: control.request_type, response_type: control.response_type }
+        if (control.payload_codec !== undefined) expected.payload_codec = control.payload_codec
+        expected.connection_info = { transport: control.connection_info.transport, info: control.connection_info.info }
+        if (control.metadata !== undefined && Object.keys(control.metadata).length > 0) expected.metadata = control.metadata
+        expect(new TextDecoder().decode(frame.header)).toBe(JSON.stringify(expected))
       }),
       { numRuns: RUNS }
     )

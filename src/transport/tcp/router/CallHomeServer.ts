@@ -42,6 +42,7 @@ import type { Scope } from "effect"
 import { tcpConnectionInfo } from "../../../ConnectionInfo.ts"
 import { muxConnectionInfo } from "../../../protocol/MuxHandshake.ts"
 import type { MuxHandshake } from "../../../protocol/MuxHandshake.ts"
+import { randomStreamId } from "../../../protocol/StreamId.ts"
 import type { OpenStreamOptions, PendingStream, ResponsePlaneServer } from "../../../ResponsePlane.ts"
 import { makeListener } from "./CallHomeListener.ts"
 import { CallHomeStream, streamOfSubject } from "./CallHomeStream.ts"
@@ -250,9 +251,9 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
     yield* Effect.addFinalizer(() => listener.shutdown)
 
     const openNow = (address: string, openOptions: OpenStreamOptions): PendingStream => {
-      const subject = crypto.randomUUID()
-      // The stream is the PendingStream itself (its methods are the consumer's side).
-      const stream = new CallHomeStream(env, subject, address, openOptions)
+      // The stream is the PendingStream itself (its methods are the consumer's side). Its id is a
+      // fresh UUID v4's bytes; the subject's text is made only if something asks for it.
+      const stream = new CallHomeStream(env, randomStreamId(), address, openOptions)
       streams.set(stream.id, stream)
       sweep?.wake()
       return stream

@@ -33,7 +33,7 @@ import { payloadCodec } from "../../../protocol/PayloadCodec.ts"
 import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
 import type { ProtocolParseError } from "../../../protocol/ProtocolError.ts"
 import { decodeStreamBody } from "../../../protocol/RequestMessage.ts"
-import { streamIdFromUuid } from "../../../protocol/StreamId.ts"
+import { STREAM_ID_SIZE, streamIdFromUuid, uuidFromStreamId } from "../../../protocol/StreamId.ts"
 import type { ReadonlyStreamIdTable } from "../../../internal/StreamIdTable.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import type { ConnectionInfo } from "../../../ConnectionInfo.ts"
@@ -64,10 +64,10 @@ export const streamOfSubject = (streams: ReadonlyStreamIdTable<CallHomeStream>, 
 
 /** One router-side call-home stream; see the module comment. */
 export class CallHomeStream implements PendingStream, Activity {
-  /** The stream's single-use subject (a mux stream's id). */
-  readonly subject: string
   /** The subject's 16 bytes: the stream id, and its key in the server's table. */
   readonly id: Uint8Array
+  /** The subject's text, made on first use (the full mode's streams seldom need it). */
+  private subjectText: string | undefined = undefined
   /** Where the worker calls home; the call-home address is built from it on first use. */
   private readonly address: string
   private info: ConnectionInfo | undefined = undefined
@@ -96,16 +96,19 @@ export class CallHomeStream implements PendingStream, Activity {
   /** When the idle sweep last saw this stream active (`Activity`). */
   seenAt = 0
 
+  /** The stream's single-use subject (a mux stream's id, as UUID text). */
+  get subject(): string {
+    return (this.subjectText ??= uuidFromStreamId(this.id))
+  }
+
   /**
    * Opens a stream waiting for its worker, which calls home to `address` (the call-home address
    * that travels with the request is built when a request plane first asks for it: the full TCP
    * mode never does).
    */
-  constructor(env: StreamEnv, subject: string, address: string, options: OpenStreamOptions) {
-    const id = streamIdFromUuid(subject)
-    if (id === undefined) throw new TypeError(`a call-home stream's subject is a UUID, not ${JSON.stringify(subject)}`)
+  constructor(env: StreamEnv, id: Uint8Array, address: string, options: OpenStreamOptions) {
+    if (id.length !== STREAM_ID_SIZE) throw new TypeError(`a call-home stream's id is ${STREAM_ID_SIZE} bytes, not ${id.length}`)
     this.env = env
-    this.subject = subject
     this.id = id
     this.address = address
     this.requestId = options.requestId
