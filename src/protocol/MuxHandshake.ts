@@ -36,7 +36,8 @@ export const CREDIT_UPDATE_BYTES = 64 * 1024
  * ... or at the latest this long after the first byte it owes, unless a write takes it first
  * (section 7: 50 ms). Not sooner: a timer due within a few ms, pending while the process waits
  * for its peer, makes each loopback round trip ~5 µs longer (docs/performance.md, "A pending
- * 1 ms timer"), and credit is no more urgent than that: the windows are 4 times the 64 KiB mark.
+ * 1 ms timer"), and credit is no more urgent than that: 64 KiB owed go out at once, and windows
+ * of at least 64 KiB (256 KiB by default) never wait for the timer's credit.
  */
 export const CREDIT_UPDATE_MS = 50
 

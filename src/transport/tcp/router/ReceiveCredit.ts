@@ -13,8 +13,9 @@
  * wake-up of the peer) of its own. A piggyback also acknowledges every byte decoded so far, the
  * frames of the chunk still being decoded included. What no write took by the end of the tick
  * goes out 50 ms later (`CREDIT_UPDATE_MS`; one timer per connection, started at the end of the
- * tick that left credit owed, `refresh`ed rather than reallocated). Later is safe: with windows of
- * 256 KiB and credit sent at once at 64 KiB, no sender ever waits for the timer's credit.
+ * tick that left credit owed, `refresh`ed rather than reallocated). Later is safe: credit goes out
+ * at once at 64 KiB, so with windows of at least 64 KiB (256 KiB by default) a blocked sender is
+ * always unblocked by a grant the consumer's progress makes, never by the timer's.
  *
  * Why the end of the tick, and why not 1 ms as before: a timer started as soon as credit is owed
  * is still pending when the process goes idle, even though the write of the same tick took the
@@ -22,10 +23,11 @@
  * every `epoll_wait` had a 1 ms timeout instead of none; on this project's machines that alone
  * made each round trip 5 µs longer (docs/performance.md, "A pending 1 ms timer"). A router whose
  * pooled call-home connection carries no writes of its own (its requests go over HTTP or another
- * socket) can only send credit with the timer: a short one would be pending at most waits. Credit frames (WindowUpdate, ConnectionAck) do not
- * count on either side (`creditFrameDecoded` takes the received ones out of the count): otherwise
- * each side's ConnectionAck would make the other owe one, and two idle peers would ack each other
- * forever.
+ * socket) can only send credit with the timer: a short one would be pending at most waits.
+ *
+ * Credit frames (WindowUpdate, ConnectionAck) do not count on either side (`creditFrameDecoded`
+ * takes the received ones out of the count): otherwise each side's ConnectionAck would make the
+ * other owe one, and two idle peers would ack each other forever.
  *
  * What it does not do: decode, write (frames go to `push`), or decide when bytes count as
  * consumed (its owner calls `grant`).
