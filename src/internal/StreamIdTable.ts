@@ -13,9 +13,10 @@
  *
  * Values must not be `undefined`. `set` keeps the id it is given: pass bytes that will not change
  * (a copy, not a view of a read buffer). `values()` takes a snapshot; `forEach` does not. Neither
- * follows insertion order.
+ * follows insertion order. `valueOfSubject` looks a value up by its id's UUID text, as a one-shot
+ * handshake or a ConnectionInfo spells it.
  */
-import { sameStreamId } from "../protocol/StreamId.ts"
+import { sameStreamId, streamIdFromUuid } from "../protocol/StreamId.ts"
 import { HashBuckets } from "./HashBuckets.ts"
 
 /** One id and its value. */
@@ -108,3 +109,16 @@ export class StreamIdTable<V> {
 
 /** A `StreamIdTable` as its readers see it. */
 export type ReadonlyStreamIdTable<V> = Pick<StreamIdTable<V>, "size" | "get" | "has" | "values" | "forEach">
+
+/**
+ * The value of `table` whose `subject` is `subject`, spelled exactly as it was given out (not
+ * another spelling of the same bytes); undefined when there is none or `subject` is not a UUID.
+ */
+export const valueOfSubject = <V extends { readonly subject: string }>(
+  table: ReadonlyStreamIdTable<V>,
+  subject: string
+): V | undefined => {
+  const id = streamIdFromUuid(subject)
+  const value = id === undefined ? undefined : table.get(id)
+  return value?.subject === subject ? value : undefined
+}

@@ -40,7 +40,6 @@ import type { TransportError } from "../../../TransportError.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import { FULL_MODE_CONNECTION_INFO } from "../request/FullModeHooks.ts"
 import type { FullModeSender } from "../request/FullModeHooks.ts"
-import { streamOfSubject } from "../router/CallHomeStream.ts"
 import { Phase } from "../router/StreamLink.ts"
 import type { CallHomeStream } from "../router/CallHomeStream.ts"
 import type { LogDebug } from "../router/StreamLink.ts"
@@ -51,6 +50,7 @@ import type { RunFork } from "./ItemPump.ts"
 import { RouterConnection } from "./RouterConnection.ts"
 import type { RouterConnectionEvents, RouterConnectionOptions } from "./RouterConnection.ts"
 import type { ClientTls } from "../../../internal/Tls.ts"
+import { valueOfSubject } from "../../../internal/StreamIdTable.ts"
 import type { ReadonlyStreamIdTable } from "../../../internal/StreamIdTable.ts"
 
 /** First delay after a failed connect. */
@@ -114,7 +114,7 @@ const responseStreamOf = (message: RequestMessage, streams: ReadonlyStreamIdTabl
     return stream === given ? stream : undefined
   }
   const subject = streamSubjectOf(message.control.connection_info)
-  return subject === undefined ? undefined : streamOfSubject(streams, subject)
+  return subject === undefined ? undefined : valueOfSubject(streams, subject)
 }
 
 /** The subject (tcp_server) or stream_id (tcp_response_mux_v1) of a call-home ConnectionInfo. */

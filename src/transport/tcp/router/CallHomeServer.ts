@@ -45,7 +45,7 @@ import type { MuxHandshake } from "../../../protocol/MuxHandshake.ts"
 import { randomStreamId } from "../../../protocol/StreamId.ts"
 import type { OpenStreamOptions, PendingStream, ResponsePlaneServer } from "../../../ResponsePlane.ts"
 import { makeListener } from "./CallHomeListener.ts"
-import { CallHomeStream, streamOfSubject } from "./CallHomeStream.ts"
+import { CallHomeStream } from "./CallHomeStream.ts"
 import { Phase } from "./StreamLink.ts"
 import type { CallHomeWaiter, LogDebug, StreamEnv } from "./StreamLink.ts"
 import { DeadlineList } from "../../../internal/DeadlineList.ts"
@@ -54,7 +54,7 @@ import { OneShotConnection } from "./OneShotConnection.ts"
 import { makeDebugLog } from "../../../internal/debugLog.ts"
 import { idleTimings, IdleSweep } from "../../../internal/IdleSweep.ts"
 import type { ServerTls } from "../../../internal/Tls.ts"
-import { StreamIdTable } from "../../../internal/StreamIdTable.ts"
+import { StreamIdTable, valueOfSubject } from "../../../internal/StreamIdTable.ts"
 import type { ReadonlyStreamIdTable } from "../../../internal/StreamIdTable.ts"
 
 
@@ -194,7 +194,7 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
     yield* Effect.addFinalizer(() => Effect.sync(() => keepaliveSweep.stop()))
 
     const claimOneShot = (socket: net.Socket, subject: string, rest: Uint8Array): string | undefined => {
-      const stream = streamOfSubject(streams, subject)
+      const stream = valueOfSubject(streams, subject)
       if (stream === undefined || stream.phase !== Phase.Waiting) return `unknown or already-served subject ${subject}`
       const conn = new OneShotConnection(socket, stream, options.maxMessageSize)
       // A stream can run for minutes: keepalive notices a worker whose host vanished without a FIN

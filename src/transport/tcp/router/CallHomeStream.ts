@@ -33,8 +33,7 @@ import { payloadCodec } from "../../../protocol/PayloadCodec.ts"
 import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
 import type { ProtocolParseError } from "../../../protocol/ProtocolError.ts"
 import { decodeStreamBody } from "../../../protocol/RequestMessage.ts"
-import { STREAM_ID_SIZE, streamIdFromUuid, uuidFromStreamId } from "../../../protocol/StreamId.ts"
-import type { ReadonlyStreamIdTable } from "../../../internal/StreamIdTable.ts"
+import { STREAM_ID_SIZE, uuidFromStreamId } from "../../../protocol/StreamId.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import type { ConnectionInfo } from "../../../ConnectionInfo.ts"
 import type { OpenStreamOptions, PendingStream, ResponseSink } from "../../../ResponsePlane.ts"
@@ -50,17 +49,6 @@ import type { CallHomeWaiter, StreamEnv, StreamLink } from "./StreamLink.ts"
 import type { Deadline } from "../../../internal/DeadlineList.ts"
 import { lastSeen, streamIdleError } from "../../../internal/IdleSweep.ts"
 import type { Activity } from "../../../internal/IdleSweep.ts"
-
-
-/**
- * The stream of `streams` whose subject is `subject`, spelled exactly as it was given out (not
- * another spelling of the same bytes); undefined when there is none or `subject` is not a UUID.
- */
-export const streamOfSubject = (streams: ReadonlyStreamIdTable<CallHomeStream>, subject: string): CallHomeStream | undefined => {
-  const id = streamIdFromUuid(subject)
-  const stream = id === undefined ? undefined : streams.get(id)
-  return stream?.subject === subject ? stream : undefined
-}
 
 /** One router-side call-home stream; see the module comment. */
 export class CallHomeStream implements PendingStream, Activity {

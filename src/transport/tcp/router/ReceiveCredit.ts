@@ -118,10 +118,8 @@ export class ReceiveCredit {
    */
   piggyback(): void {
     if (this.stopped) return
-    if (this.due) {
-      this.due = false
-      this.sendOwed()
-    } else if (this.bytesDecoded() - this.uncounted > this.acked) this.ack()
+    this.due = false
+    this.sendOwed()
   }
 
   /** The connection is gone: nothing more is sent and the timer is cleared. */
