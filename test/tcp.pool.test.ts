@@ -207,6 +207,36 @@ describe("ConnectionPool", () => {
       expect(poolMetrics(target)).toMatchObject({ created: 1, reused: 29, acquisitions: 30, validationFailures: 0, active: 0, idle: 1 })
     }))
 
+  it.live("fast path: after a request in Dynamo's TCP framing the stream opens with no event-loop turn; after NATS or HTTP it waits one", () =>
+    Effect.gen(function*() {
+      const h = yield* harness()
+      yield* h.roundTrip(1) // leaves a spare connection
+      // Which comes first: the stream's open, or a setImmediate queued just before connecting.
+      const order = (requestTransport: "tcp" | "nats" | "http") =>
+        Effect.gen(function*() {
+          const requestId = crypto.randomUUID()
+          const rec = recordingSink()
+          const pending = yield* h.server.open({ requestId, endpoint: "ns.pool.e", codec: "json", sink: rec.sink })
+          const events: Array<string> = []
+          setImmediate(() => events.push("turn"))
+          const writer = yield* h.client.connect({ connectionInfo: pending.connectionInfo, requestId, codec: "json", requestTransport }).pipe(
+            Effect.tap(() => Effect.sync(() => events.push("open")))
+          )
+          writer.prologue()
+          writer.send(requestTransport)
+          writer.complete()
+          yield* Effect.promise(() => rec.done)
+          expect(rec.items).toEqual([requestTransport])
+          pending.close()
+          yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+          return events
+        })
+      expect(yield* order("tcp")).toEqual(["open", "turn"])
+      expect(yield* order("nats")).toEqual(["turn", "open"])
+      expect(yield* order("http")).toEqual(["turn", "open"])
+      expect(h.pool.stats()).toMatchObject([{ connections: 1, poolAcquisitions: 1, fastAcquisitions: 3 }])
+    }))
+
   it.live("fast path: a connection destroyed or half-closed under a spare lease is not lent; it is invalidated and replaced", () =>
     Effect.gen(function*() {
       const h = yield* harness()

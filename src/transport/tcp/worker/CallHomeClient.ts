@@ -162,20 +162,27 @@ export const makeUnsafe = (
   }
 
   /**
-   * A `tcp_response_mux_v1` stream: a writer on a pooled connection. It waits one event-loop
-   * turn first: with a free pooled connection nothing here waits for I/O, so without it the
-   * whole handler would run inside the request plane's read, before the request plane's ack
-   * (written by node:http2 on a later turn) leaves, and the router would wait for that ack
-   * after the stream had already ended. How it waits depends on the request plane
-   * (`requestTransport`), as measured (64 in flight, router and worker in two processes, 3
-   * alternating rounds each; docs/performance.md):
-   * - after an http request (or one on an unknown plane), on its own (`Effect.yieldNow`):
-   *   9.2-15.0k req/s, against 8.4-13.5k with no wait and 6.2-9.6k on the shared turn;
-   * - after any other (Dynamo's TCP framing, NATS), on the turn it shares with every stream
-   *   started in the same tick (SharedTurn.ts): each fiber's own yield is a `setImmediate` of
-   *   its own, with a `process.nextTick` flush between any two, so the worker wrote about 0.6
-   *   times per request (15,000 writes in 2 s against 1,700); Dynamo pooled went from 16-18k to
-   *   about 20k req/s, and the worker's CPU per request fell by a third.
+   * A `tcp_response_mux_v1` stream: a writer on a pooled connection. With a free pooled
+   * connection nothing here waits for I/O, so the whole handler can run inside the request
+   * plane's read. Whether it waits one event-loop turn first depends on the request plane
+   * (`requestTransport`), as measured (router and worker in two processes, alternating rounds;
+   * docs/performance.md):
+   * - after a request in Dynamo's TCP framing ("tcp"), it does not wait. That connection queues
+   *   its ack for the tick's write before it calls the handler, so the ack's write comes first
+   *   anyway, and the stream's frames leave in the same tick, right after it. At 1 in flight a
+   *   call took about 15 µs less (a median of 104-108 µs against 118-122 from the call's start to
+   *   its end); at 64 in flight nothing changed (26.6-27.4k req/s, 25-26.5 µs of worker CPU per
+   *   request, either way): every stream started by one read still leaves in that tick's write.
+   * - after an http request (or one on an unknown plane), on its own (`Effect.yieldNow`): without
+   *   it the handler would run before node:http2 writes the 202 on a later turn, and the router
+   *   would wait for that ack after the stream had already ended. 9.2-15.0k req/s at 64 in
+   *   flight, against 8.4-13.5k with no wait and 6.2-9.6k on the shared turn;
+   * - after a NATS request, on the turn it shares with every stream started in the same tick
+   *   (SharedTurn.ts), since the NATS client writes its reply from a microtask, which need not
+   *   run before this tick's flush. Each fiber's own yield is a `setImmediate` of its own, with a
+   *   `process.nextTick` flush between any two, so the worker wrote about 0.6 times per request
+   *   (15,000 writes in 2 s against 1,700); Dynamo pooled, which then waited on that turn too,
+   *   went from 16-18k to about 20k req/s, and the worker's CPU per request fell by a third.
    */
   const connectMux = (connectOptions: ConnectOptions): Effect.Effect<ResponseWriter, TransportError> =>
     Effect.suspend(() => {
@@ -188,10 +195,12 @@ export const makeUnsafe = (
       const codec = payloadCodec(connectOptions.codec)
       const target = { address: info.address, host: parsed.host, port: parsed.port, frontendServerId: info.frontendServerId }
       const plane = connectOptions.requestTransport
-      return (plane === undefined || plane === "http" ? Effect.yieldNow : nextTurn).pipe(
-        Effect.andThen(getPool().withConnection(target, (conn, release) => conn.openStream(info.streamIdBytes, codec, release))),
-        Effect.flatMap((writer) => (writer instanceof TransportProtocolError ? Effect.fail(writer) : Effect.succeed(writer)))
+      const open = Effect.flatMap(
+        getPool().withConnection(target, (conn, release) => conn.openStream(info.streamIdBytes, codec, release)),
+        (writer) => (writer instanceof TransportProtocolError ? Effect.fail(writer) : Effect.succeed(writer))
       )
+      if (plane === "tcp") return open
+      return Effect.andThen(plane === undefined || plane === "http" ? Effect.yieldNow : nextTurn, open)
     })
 
   const connect = (connectOptions: ConnectOptions): Effect.Effect<ResponseWriter, TransportError> =>
