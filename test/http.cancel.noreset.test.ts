@@ -3,7 +3,8 @@
  * request stream: the request has already left whole, so a reset would save nothing, and each
  * reset counts against the worker's reset-flood guard on a session that other calls share
  * (issue 15). The stream ends with the worker's 202, which is read and dropped. Checked against a
- * node:http2 server that acks after 30 ms and counts the streams a client reset.
+ * node:http2 server that acks after 30 ms and counts the streams a client reset; and against one
+ * that never acks, whose streams are reset at the ack deadline armed when each was sent.
  */
 import * as http2 from "node:http2"
 import type { AddressInfo } from "node:net"
@@ -67,5 +68,54 @@ describe("a call-home request cancelled before its ack", () => {
     expect(bodies).toBe(count)
     expect(resets).toBe(0)
     expect(acks).toEqual([])
+  }, 20_000)
+
+  it("resets the stream when no ack comes within the ack timeout counted from the send, and only then", async () => {
+    // A worker that reads each request and never answers.
+    let silentResets = 0
+    let silentBodies = 0
+    const silent = http2.createServer()
+    silent.on("stream", (stream) => {
+      stream.on("error", () => {})
+      stream.on("close", () => {
+        if (stream.rstCode === http2.constants.NGHTTP2_CANCEL) silentResets++
+      })
+      stream.on("end", () => void silentBodies++)
+      stream.resume()
+    })
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r))
+    const silentAddress = `http://127.0.0.1:${(silent.address() as AddressInfo).port}/v1/rpc/x`
+    const count = 50
+    const timeoutMs = 300
+    try {
+      const seen = await Effect.runPromise(
+        Effect.scoped(
+          Effect.gen(function*() {
+            const client = yield* HttpRequestClient.make({ timeoutMs, maxMessageSize: 1 << 20 })
+            const acks: Array<unknown> = []
+            const sentAt = Date.now()
+            const cancels = Array.from({ length: count }, (_, i) =>
+              client.sendCallback!({ address: silentAddress, endpoint: "x" }, message(i), (e) => acks.push(e)))
+            // Cancelled late, at 2/3 of the timeout: every body has arrived, nothing is reset yet.
+            yield* Effect.sleep(timeoutMs * 2 / 3)
+            for (const cancel of cancels) cancel()
+            const early = { bodies: silentBodies, resets: silentResets, elapsed: Date.now() - sentAt }
+            yield* Effect.promise(async () => {
+              for (const end = Date.now() + 5_000; Date.now() < end && silentResets < count;) await new Promise((r) => setTimeout(r, 10))
+            })
+            return { early, resets: silentResets, resetAfter: Date.now() - sentAt, acks }
+          })
+        )
+      )
+      expect(seen.early.elapsed).toBeLessThan(timeoutMs)
+      expect(seen.early).toMatchObject({ bodies: count, resets: 0 })
+      expect(seen.resets).toBe(count)
+      // At the send's deadline, not a whole timeout after the cancel (that would be >= 500 ms).
+      expect(seen.resetAfter).toBeGreaterThanOrEqual(timeoutMs)
+      expect(seen.resetAfter).toBeLessThan(timeoutMs * 2 / 3 + timeoutMs)
+      expect(seen.acks).toEqual([])
+    } finally {
+      silent.close()
+    }
   }, 20_000)
 })

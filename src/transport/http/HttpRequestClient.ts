@@ -354,6 +354,7 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
       const onError = (cause: Error) => finish(connectionFailure(cause))
       const onClose = () => {
         slot.inFlight--
+        ackDeadlines.remove(deadline)
         // Built only when it is used: an Error per request would cost its stack capture.
         if (!done) {
           finish(new TransportConnectionError({ reason: "ConnectionClosed", transport: "http", target: address, detail: "HTTP/2 stream closed before the ack" }))
@@ -373,18 +374,20 @@ export const make = (options: HttpRequestClientOptions): Effect.Effect<RequestPl
         if (done) return
         done = true
         ack = undefined
-        ackDeadlines.remove(deadline)
         // Pure HTTP mode: the stream is the response; resetting it is the only way to stop it.
-        if (inline !== undefined) return void s.close(NGHTTP2_CANCEL)
+        if (inline !== undefined) {
+          ackDeadlines.remove(deadline)
+          return void s.close(NGHTTP2_CANCEL)
+        }
         // Call-home modes: the request has left whole, and the worker will call home to a
         // subject the router no longer holds (refused, so its handler stops). Resetting the
         // stream would save nothing and count against the worker's reset-flood guard on a
         // session other calls share (issue 15): the stream is left to end with its ack,
-        // which is read and dropped; reset only if none comes within the ack timeout.
+        // which is read and dropped; reset only if none comes within the ack timeout. The
+        // deadline armed at the send stays for that (`finish` does nothing once `done`), so a
+        // call whose stream ended before its 202 arrived arms no timer of its own; `onClose`
+        // removes it.
         s.resume()
-        const linger = setTimeout(() => s.close(NGHTTP2_CANCEL), options.timeoutMs)
-        linger.unref?.()
-        s.once("close", () => clearTimeout(linger))
       }
     }
 
