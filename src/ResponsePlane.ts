@@ -112,9 +112,10 @@ export interface ConnectOptions {
    * The request plane the request came on, when known. The pooled TCP call-home uses it to
    * choose whether and how it waits one event-loop turn before its stream: not at all after a
    * "tcp" request (Dynamo's framing queues its ack for the tick's write before the handler
-   * runs); on its own after an "http" request or when absent (node:http2 writes the ack on a
-   * later turn; measured best there); else on the turn it shares with every stream started in
-   * the same tick, so their frames leave in one write.
+   * runs) or an "http" one (that plane starts the handler on the next turn itself when it
+   * should); on its own when absent (an unknown plane's ack may leave on a later turn); else
+   * (NATS) on the turn it shares with every stream started in the same tick, so their frames
+   * leave in one write.
    */
   readonly requestTransport?: TransportId | undefined
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { execFile } from "node:child_process"
+import * as diagnostics from "node:diagnostics_channel"
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { promisify } from "node:util"
@@ -7,7 +8,9 @@ import { Effect, Stream } from "effect"
 import { Discovery } from "../src/Discovery.ts"
 import * as Endpoint from "../src/Endpoint.ts"
 import type { RequestMessage } from "../src/RequestPlane.ts"
+import { encodeRequestMessage } from "../src/protocol/RequestMessage.ts"
 import * as HttpRequestClient from "../src/transport/http/HttpRequestClient.ts"
+import * as HttpRequestServer from "../src/transport/http/HttpRequestServer.ts"
 import { httpStack as stack } from "./support/stack.ts"
 
 const run = promisify(execFile)
@@ -163,4 +166,57 @@ describe("HTTP request client", () => {
       }
       expect(sessions.size).toBe(3)
     }))
+})
+
+describe("HTTP request server: when a handler starts", () => {
+  /**
+   * Serves one endpoint with a handler that records "handler", and records "turn" from a
+   * `setImmediate` queued when node:http2 sends each 202 (its `http2.server.stream.finish`
+   * channel fires inside `respond`). "handler" first: the handler started in the 202's tick;
+   * "turn" first: it started on the next turn.
+   */
+  const recordStarts = Effect.gen(function*() {
+    const events: Array<string> = []
+    const server = yield* HttpRequestServer.make({ host: "127.0.0.1", port: 0, rootPath: "/v1/rpc", maxMessageSize: 1 << 20 })
+    const transport = yield* server.register({ path: { namespace: "ns", component: "c", endpoint: "starts" }, instanceId: 1n }, (m) => {
+      events.push(`handler ${m.control.id}`)
+    })
+    const onFinish = () => setImmediate(() => events.push("turn"))
+    diagnostics.subscribe("http2.server.stream.finish", onFinish)
+    yield* Effect.addFinalizer(() => Effect.sync(() => diagnostics.unsubscribe("http2.server.stream.finish", onFinish)))
+    const url = new URL((transport as { http: string }).http)
+    const session = http2.connect(url.origin)
+    yield* Effect.addFinalizer(() => Effect.sync(() => session.destroy()))
+    const post = (id: string, end = true) => {
+      const stream = session.request({ ":method": "POST", ":path": url.pathname, "content-type": "application/octet-stream" }, { endStream: false })
+      stream.on("error", () => {})
+      const status = new Promise<number>((resolve) => stream.once("response", (h) => resolve(Number(h[":status"]))))
+      const body = encodeRequestMessage(message(id).control, message(id).payload)
+      if (end) stream.end(body)
+      else stream.write(body.subarray(0, 4))
+      return { stream, status }
+    }
+    return { events, post }
+  })
+
+  it.live("alone on its HTTP/2 session: in the 202's tick; with another request open on that session: on the next turn", () =>
+    Effect.gen(function*() {
+      const { events, post } = yield* recordStarts
+      expect(yield* Effect.promise(() => post("alone").status)).toBe(202)
+      yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 20)))
+      expect(events).toEqual(["handler alone", "turn"])
+
+      events.length = 0
+      const held = post("held", false) // its body never ends: the stream stays open
+      expect(yield* Effect.promise(() => post("busy").status)).toBe(202)
+      yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 20)))
+      expect(events).toEqual(["turn", "handler busy"])
+
+      // The held request is still served once it ends, and alone again, it starts in its tick.
+      events.length = 0
+      held.stream.end(encodeRequestMessage(message("held").control, message("held").payload).subarray(4))
+      expect(yield* Effect.promise(() => held.status)).toBe(202)
+      yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 20)))
+      expect(events).toEqual(["handler held", "turn"])
+    }).pipe(Effect.scoped))
 })

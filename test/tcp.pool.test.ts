@@ -207,12 +207,12 @@ describe("ConnectionPool", () => {
       expect(poolMetrics(target)).toMatchObject({ created: 1, reused: 29, acquisitions: 30, validationFailures: 0, active: 0, idle: 1 })
     }))
 
-  it.live("fast path: after a request in Dynamo's TCP framing the stream opens with no event-loop turn; after NATS or HTTP it waits one", () =>
+  it.live("fast path: after a request in Dynamo's TCP framing or over HTTP the stream opens with no event-loop turn; after NATS or an unknown plane it waits one", () =>
     Effect.gen(function*() {
       const h = yield* harness()
       yield* h.roundTrip(1) // leaves a spare connection
       // Which comes first: the stream's open, or a setImmediate queued just before connecting.
-      const order = (requestTransport: "tcp" | "nats" | "http") =>
+      const order = (requestTransport: "tcp" | "nats" | "http" | undefined) =>
         Effect.gen(function*() {
           const requestId = crypto.randomUUID()
           const rec = recordingSink()
@@ -223,18 +223,20 @@ describe("ConnectionPool", () => {
             Effect.tap(() => Effect.sync(() => events.push("open")))
           )
           writer.prologue()
-          writer.send(requestTransport)
+          writer.send(requestTransport ?? "unknown")
           writer.complete()
           yield* Effect.promise(() => rec.done)
-          expect(rec.items).toEqual([requestTransport])
+          expect(rec.items).toEqual([requestTransport ?? "unknown"])
           pending.close()
           yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
           return events
         })
+      // The HTTP request plane starts a handler on the next turn itself when its session is busy.
       expect(yield* order("tcp")).toEqual(["open", "turn"])
+      expect(yield* order("http")).toEqual(["open", "turn"])
       expect(yield* order("nats")).toEqual(["turn", "open"])
-      expect(yield* order("http")).toEqual(["turn", "open"])
-      expect(h.pool.stats()).toMatchObject([{ connections: 1, poolAcquisitions: 1, fastAcquisitions: 3 }])
+      expect(yield* order(undefined)).toEqual(["turn", "open"])
+      expect(h.pool.stats()).toMatchObject([{ connections: 1, poolAcquisitions: 1, fastAcquisitions: 4 }])
     }))
 
   it.live("fast path: a connection destroyed or half-closed under a spare lease is not lent; it is invalidated and replaced", () =>

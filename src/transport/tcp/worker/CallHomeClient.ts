@@ -173,10 +173,13 @@ export const makeUnsafe = (
    *   call took about 15 µs less (a median of 104-108 µs against 118-122 from the call's start to
    *   its end); at 64 in flight nothing changed (26.6-27.4k req/s, 25-26.5 µs of worker CPU per
    *   request, either way): every stream started by one read still leaves in that tick's write.
-   * - after an http request (or one on an unknown plane), on its own (`Effect.yieldNow`): without
-   *   it the handler would run before node:http2 writes the 202 on a later turn, and the router
-   *   would wait for that ack after the stream had already ended. 9.2-15.0k req/s at 64 in
-   *   flight, against 8.4-13.5k with no wait and 6.2-9.6k on the shared turn;
+   * - after an http request, it does not wait either: the HTTP request plane decides when the
+   *   handler starts (HttpRequestServer.ts): at once when the request is alone on its HTTP/2
+   *   session, else on the next turn, after node:http2 has written the 202. (It waited here on
+   *   its own, `Effect.yieldNow`, when that plane started every handler at once: 9.2-15.0k req/s
+   *   at 64 in flight, against 8.4-13.5k with no wait and 6.2-9.6k on the shared turn.)
+   * - after a request on an unknown plane, on its own (`Effect.yieldNow`), in case its ack too
+   *   leaves on a later turn;
    * - after a NATS request, on the turn it shares with every stream started in the same tick
    *   (SharedTurn.ts), since the NATS client writes its reply from a microtask, which need not
    *   run before this tick's flush. Each fiber's own yield is a `setImmediate` of its own, with a
@@ -199,8 +202,8 @@ export const makeUnsafe = (
         getPool().withConnection(target, (conn, release) => conn.openStream(info.streamIdBytes, codec, release)),
         (writer) => (writer instanceof TransportProtocolError ? Effect.fail(writer) : Effect.succeed(writer))
       )
-      if (plane === "tcp") return open
-      return Effect.andThen(plane === undefined || plane === "http" ? Effect.yieldNow : nextTurn, open)
+      if (plane === "tcp" || plane === "http") return open
+      return Effect.andThen(plane === undefined ? Effect.yieldNow : nextTurn, open)
     })
 
   const connect = (connectOptions: ConnectOptions): Effect.Effect<ResponseWriter, TransportError> =>
