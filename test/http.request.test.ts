@@ -191,10 +191,11 @@ describe("HTTP request server: when a handler starts", () => {
       const stream = session.request({ ":method": "POST", ":path": url.pathname, "content-type": "application/octet-stream" }, { endStream: false })
       stream.on("error", () => {})
       const status = new Promise<number>((resolve) => stream.once("response", (h) => resolve(Number(h[":status"]))))
-      const body = encodeRequestMessage(message(id).control, message(id).payload)
+      const { control, payload } = message(id)
+      const body = encodeRequestMessage(control, payload)
       if (end) stream.end(body)
       else stream.write(body.subarray(0, 4))
-      return { stream, status }
+      return { stream, status, body }
     }
     return { events, post }
   })
@@ -203,20 +204,20 @@ describe("HTTP request server: when a handler starts", () => {
     Effect.gen(function*() {
       const { events, post } = yield* recordStarts
       expect(yield* Effect.promise(() => post("alone").status)).toBe(202)
-      yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 20)))
+      yield* Effect.sleep(20)
       expect(events).toEqual(["handler alone", "turn"])
 
       events.length = 0
       const held = post("held", false) // its body never ends: the stream stays open
       expect(yield* Effect.promise(() => post("busy").status)).toBe(202)
-      yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 20)))
+      yield* Effect.sleep(20)
       expect(events).toEqual(["turn", "handler busy"])
 
       // The held request is still served once it ends, and alone again, it starts in its tick.
       events.length = 0
-      held.stream.end(encodeRequestMessage(message("held").control, message("held").payload).subarray(4))
+      held.stream.end(held.body.subarray(4))
       expect(yield* Effect.promise(() => held.status)).toBe(202)
-      yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 20)))
+      yield* Effect.sleep(20)
       expect(events).toEqual(["handler held", "turn"])
     }).pipe(Effect.scoped))
 })
