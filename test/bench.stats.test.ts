@@ -12,7 +12,7 @@ import { benchOptions } from "../src/cli/bench/command.ts"
 import type { BenchFlags } from "../src/cli/bench/command.ts"
 import { BenchReportSchema, renderSummary, renderTable, withRatios } from "../src/cli/bench/report.ts"
 import type { BenchReport, Row } from "../src/cli/bench/report.ts"
-import { measuredStreams } from "../src/cli/bench/runner.ts"
+import { interleaveGroups, measuredStreams, sliceOrder, sliceStreams } from "../src/cli/bench/runner.ts"
 import { cdf, quantile, summarize } from "../src/cli/bench/stats.ts"
 
 const samples = fc.array(fc.double({ min: 0, max: 1e7, noNaN: true }), { minLength: 1, maxLength: 400 })
@@ -205,6 +205,11 @@ describe("flags and --modes", () => {
     expect(benchOptions(flags({ modes: "tcp-full,nope" }))).toMatch(/^--modes: unknown nope/)
     expect(benchOptions(flags({ delayMs: -1 }))).toMatch(/^--delay-ms/)
     expect(benchOptions(flags({ rounds: 0 }))).toMatch(/^--rounds/)
+    // --interleave: 1 (row after row) unless given; a whole number from 1 to 100
+    expect(benchOptions(flags())).toMatchObject({ interleave: 1 })
+    expect(benchOptions(flags({ interleave: 6 }))).toMatchObject({ interleave: 6 })
+    expect(benchOptions(flags({ interleave: 0 }))).toMatch(/^--interleave: a whole number from 1 to 100, got 0/)
+    expect(benchOptions(flags({ interleave: 2.5 }))).toMatch(/^--interleave/)
   })
 
   it("selects rows in catalog order, with each row's baseline, from ids, presets and prefixes", () => {
@@ -213,6 +218,30 @@ describe("flags and --modes", () => {
     expect(select("nats*").rows.map((r) => r.id)).toEqual(["raw-nats+tcp", "nats+tcp", "raw-nats+tcp-pooled", "nats+tcp-pooled", "nats-publishes"])
     expect(select("all").rows.length).toBe(rows.length)
     expect(select("x,tcp-full").unknown).toEqual(["x"])
+  })
+
+  it("--interleave groups each baseline with the selected rows measured against it, the baseline first", () => {
+    const ids = (spec: string) => interleaveGroups(select(spec).rows).map((g) => g.map((r) => r.id))
+    expect(ids("tcp-full")).toEqual([["raw-corked", "tcp-full"]])
+    expect(ids("pool")).toEqual([["raw-http+tcp", "http+tcp"], ["raw-http+tcp-pooled", "http+tcp-pooled"]])
+    // an anchor without a baseline, and the in-process reference, run alone
+    expect(ids("nats*")).toEqual([["raw-nats+tcp", "nats+tcp"], ["raw-nats+tcp-pooled", "nats+tcp-pooled"], ["nats-publishes"]])
+    // every selected row runs once, in one group
+    const all = interleaveGroups(select("all").rows).flat().map((r) => r.id)
+    expect([...all].sort()).toEqual(rows.map((r) => r.id).sort())
+  })
+
+  it("--interleave splits a level's streams into slices that differ by one at most and add up, taken forward then backward", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 1_000_000 }), fc.integer({ min: 1, max: 100 }), (streams, slices) => {
+        const parts = Array.from({ length: slices }, (_, i) => sliceStreams(streams, slices, i))
+        expect(parts.reduce((a, b) => a + b, 0)).toBe(streams)
+        expect(Math.max(...parts) - Math.min(...parts)).toBeLessThanOrEqual(1)
+      })
+    )
+    expect(sliceOrder(["a", "b", "c"], 0)).toEqual(["a", "b", "c"])
+    expect(sliceOrder(["a", "b", "c"], 1)).toEqual(["c", "b", "a"])
+    expect(sliceOrder(["a", "b", "c"], 2)).toEqual(["a", "b", "c"])
   })
 
   it("every row's baseline is a baseline row, every preset names rows, and ids are unique", () => {

@@ -58,6 +58,7 @@ export interface BenchFlags {
   readonly html: string | undefined
   readonly rowTimeout: number | undefined
   readonly rounds: number
+  readonly interleave?: number | undefined
   readonly warmupSecs?: number | undefined
   readonly warmupMaxSecs?: number | undefined
   readonly warmupStreams?: number | undefined
@@ -88,6 +89,8 @@ export const benchOptions = (flags: BenchFlags): BenchOptions | string => {
   if (!(flags.itemSize >= 1 && flags.itemSize <= 65_536)) return `--item-size: from 1 to 65536, got ${flags.itemSize}`
   if (!(flags.delayMs >= 0 && flags.delayMs <= 10_000)) return `--delay-ms: from 0 to 10000, got ${flags.delayMs}`
   if (!(flags.rounds >= 1 && flags.rounds <= 100)) return `--rounds: from 1 to 100, got ${flags.rounds}`
+  const interleave = flags.interleave ?? 1
+  if (!(Number.isInteger(interleave) && interleave >= 1 && interleave <= 100)) return `--interleave: a whole number from 1 to 100, got ${interleave}`
   const nodeFlags = flags.nodeFlags === undefined ? [] : flags.nodeFlags.split(/\s+/).filter((f) => f.length > 0)
   const notFlag = nodeFlags.find((f) => !f.startsWith("--"))
   if (notFlag !== undefined) return `--node-flags: each must start with --, got ${JSON.stringify(notFlag)}`
@@ -123,6 +126,7 @@ export const benchOptions = (flags: BenchFlags): BenchOptions | string => {
     rowTimeoutS: flags.rowTimeout ??
       Math.ceil((flags.quick ? 60 : 120) + (paced + warmupMaxSecs + measureSecs + (flags.items * flags.delayMs) / 1000) * concurrency.length),
     rounds: flags.rounds,
+    interleave,
     cpuProfDir: flags.cpuProf
   }
 }
@@ -135,7 +139,8 @@ export const bench = (flags: BenchFlags): Effect.Effect<BenchReport, BenchError>
     const progress = progressWriter()
     process.stderr.write(
       `transport-registry bench: at least ${options.streams} streams and ${options.measureSecs} s per level, after ${options.warmupSecs}-${options.warmupMaxSecs} s and at least ${options.warmupStreams} streams of warm-up, at ${options.concurrency.join(", ")} in flight, ${options.items} items of ${options.itemSize} B, ${options.delayMs} ms apart; rows: ${options.modes}` +
-        (options.rounds > 1 ? `; ${options.rounds} rounds` : "") + "\n"
+        (options.rounds > 1 ? `; ${options.rounds} rounds` : "") +
+        (options.interleave > 1 ? `; each baseline beside its rows, ${options.interleave} slices per level` : "") + "\n"
     )
     const report = yield* Effect.tryPromise({
       try: () => runBench(options, progress.update),
@@ -206,6 +211,11 @@ export const benchCommand = Command.make(
       Flag.withDescription(describe("Measure every row this many times, round after round, and pool the samples (evens out drift between rows)", { default: "1" })),
       Flag.withDefault(1)
     ),
+    interleave: Flag.Int("interleave").pipe(
+      Flag.withMetavar("slices"),
+      Flag.withDescription(describe("Run each baseline beside the rows measured against it, all their processes up at once, and split each level's measured streams into this many slices taken in turn (after a short re-warm each), so that a slow phase of the machine falls on a row and its baseline alike; 1 measures row after row", { default: "1" })),
+      Flag.optional
+    ),
     cpuProf: Flag.String("cpu-prof").pipe(
       Flag.withMetavar("dir"),
       Flag.withDescription(describe("Every router and worker process writes a V8 CPU profile (node --cpu-prof) into this directory when it exits", { default: "none" })),
@@ -225,6 +235,7 @@ export const benchCommand = Command.make(
       warmupStreams: flags.warmupStreams._tag === "Some" ? flags.warmupStreams.value : undefined,
       measureSecs: flags.measureSecs._tag === "Some" ? flags.measureSecs.value : undefined,
       nodeFlags: flags.nodeFlags._tag === "Some" ? flags.nodeFlags.value : undefined,
+      interleave: flags.interleave._tag === "Some" ? flags.interleave.value : undefined,
       cpuProf: flags.cpuProf._tag === "Some" ? flags.cpuProf.value : undefined
     }).pipe(Effect.asVoid)
 ).pipe(

@@ -79,7 +79,9 @@ export const BenchReportSchema = Schema.Struct({
     quick: Schema.Boolean,
     modes: Schema.String,
     /** Rounds: each row measured this many times, its samples pooled. */
-    rounds: Num
+    rounds: Num,
+    /** `--interleave`: slices per level of rows run beside their baseline (absent in reports before it, as 1). */
+    interleave: Schema.optionalKey(Num)
   }),
   rows: Schema.Array(RowSchema)
 })

@@ -3,9 +3,11 @@
  * their own (the worker of this project's modes is `transport-registry worker`; the others are
  * childMain.ts with a side module), then for each concurrency level runs warm-up streams and the
  * measured streams, reading each process's CPU time around them, and each one's peak RSS at the
- * end. A row that cannot start is `unavailable`, one that fails while measuring `failed`; every
- * row has a time limit, so a run always completes. It reports progress through a callback and
- * returns the report; it prints nothing itself.
+ * end. With `interleave` above 1, each baseline and the rows measured against it run side by side
+ * instead (`runGroup`), their measured streams in slices taken in turn. A row that cannot start
+ * is `unavailable`, one that fails while measuring `failed`; every row has a time limit, so a run
+ * always completes. It reports progress through a callback and returns the report; it prints
+ * nothing itself.
  */
 import { mkdtempSync, rmSync } from "node:fs"
 import * as os from "node:os"
@@ -53,6 +55,11 @@ export interface BenchOptions {
   readonly rowTimeoutS: number
   /** Rounds: every row is measured this many times, round after round, and its samples pooled. */
   readonly rounds: number
+  /**
+   * Slices per level when above 1: each baseline runs beside the rows measured against it, their
+   * measured streams split into this many slices taken in turn (`runGroup`); 1 runs row after row.
+   */
+  readonly interleave: number
   /** Where each child process writes a V8 CPU profile (`node --cpu-prof`), if anywhere. */
   readonly cpuProfDir?: string | undefined
 }
@@ -157,14 +164,27 @@ interface Measured {
 /** One round of one row: measured, or why not. */
 type Outcome = { readonly status: "ok"; readonly measured: Measured } | { readonly status: "unavailable" | "failed"; readonly reason: string }
 
-/** Measures one row; throws with `measuring` set when it fails after measuring began. */
-const measureRow = async (
+/** What a row's processes share while it runs: whether measuring began, its children, what to clean up. */
+interface RowState {
+  measuring: boolean
+  readonly children: Array<Child>
+  readonly cleanups: Array<() => void>
+}
+
+/** A row whose worker and router run. */
+interface Started {
+  readonly client: Child
+  readonly server: Child | undefined
+}
+
+/** Starts one row's worker and router; throws when either cannot start. */
+const startRow = async (
   spec: RowSpec,
   options: BenchOptions,
   natsUrl: string | undefined,
-  state: { measuring: boolean; readonly children: Array<Child>; readonly cleanups: Array<() => void> },
+  state: RowState,
   progress: (phase: string, done?: number, of?: number) => void
-): Promise<Measured> => {
+): Promise<Started> => {
   const dir = mkdtempSync(join(os.tmpdir(), "bench-discovery-"))
   state.cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
   const env = spec.env === undefined && spec.server !== undefined && "cliEnv" in spec.server ? spec.server.cliEnv : spec.env
@@ -201,34 +221,93 @@ const measureRow = async (
   }
   progress("starting the router")
   await client.ask({ t: "start", role: "client", module: spec.client.module, options: sideOptions(spec.client.variant), server: info }, "ready")
+  return { client, server }
+}
 
+/** Runs `streams` measured streams at `concurrency`, reading both processes' CPU time around them. */
+const measureStreams = async (
+  row: Started,
+  concurrency: number,
+  streams: number,
+  onProgress: (done: number) => void
+): Promise<Omit<Level, "warmupSecs">> => {
+  const before: ProcessStats | undefined = await row.server?.stats()
+  const result = await row.client.ask({ t: "run", streams, concurrency }, "result", onProgress)
+  const after = await row.server?.stats()
+  return {
+    concurrency,
+    latencyUs: result.latencyUs,
+    firstItemUs: result.firstItemUs,
+    seconds: result.seconds,
+    routerCpuUs: result.cpuUs,
+    workerCpuUs: before === undefined || after === undefined ? null : after.cpuUs - before.cpuUs
+  }
+}
+
+/** Reads both processes' peak RSS, then asks the router to close (at most 2 s). */
+const finishRow = async (row: Started, progress: (phase: string) => void): Promise<Measured["peakRssKb"]> => {
+  const routerStats = await row.client.stats()
+  const workerStats = await row.server?.stats()
+  progress("stopping")
+  await Promise.race([row.client.ask({ t: "close" }, "closed"), new Promise((r) => setTimeout(r, 2000))]).catch(() => {})
+  return { router: routerStats.maxRssKb, worker: workerStats?.maxRssKb ?? null }
+}
+
+/** Measures one row; throws with `measuring` set when it fails after measuring began. */
+const measureRow = async (
+  spec: RowSpec,
+  options: BenchOptions,
+  natsUrl: string | undefined,
+  state: RowState,
+  progress: (phase: string, done?: number, of?: number) => void
+): Promise<Measured> => {
+  const row = await startRow(spec, options, natsUrl, state, progress)
   const levels: Array<Level> = []
   for (const concurrency of options.concurrency) {
     progress(`c=${concurrency} warming up`)
     state.measuring = true
     // Paced streams last items x delay each: a count of them would only ever stop at the most.
     const paced = options.delayMs > 0
-    const warm = await warmUp(client, concurrency, options.warmupSecs, paced ? 0 : options.warmupStreams, options.warmupMaxSecs, paced)
+    const warm = await warmUp(row.client, concurrency, options.warmupSecs, paced ? 0 : options.warmupStreams, options.warmupMaxSecs, paced)
     const streams = measuredStreams(options.streams, warm.rate, options.measureSecs)
-    const before: ProcessStats | undefined = await server?.stats()
-    const result = await client.ask({ t: "run", streams, concurrency }, "result", (done) =>
-      progress(`c=${concurrency}`, done, streams))
-    const after = await server?.stats()
-    levels.push({
-      concurrency,
-      latencyUs: result.latencyUs,
-      firstItemUs: result.firstItemUs,
-      seconds: result.seconds,
-      routerCpuUs: result.cpuUs,
-      workerCpuUs: before === undefined || after === undefined ? null : after.cpuUs - before.cpuUs,
-      warmupSecs: warm.secs
-    })
+    const level = await measureStreams(row, concurrency, streams, (done) => progress(`c=${concurrency}`, done, streams))
+    levels.push({ ...level, warmupSecs: warm.secs })
   }
-  const routerStats = await client.stats()
-  const workerStats = await server?.stats()
-  progress("stopping")
-  await Promise.race([client.ask({ t: "close" }, "closed"), new Promise((r) => setTimeout(r, 2000))]).catch(() => {})
-  return { levels, peakRssKb: { router: routerStats.maxRssKb, worker: workerStats?.maxRssKb ?? null } }
+  return { levels, peakRssKb: await finishRow(row, progress) }
+}
+
+/** Why a row failed or could not start, with the reason its child gave if one died. */
+const failure = async (e: unknown, state: RowState): Promise<Outcome> => {
+  // a child that died says why
+  await new Promise((r) => setTimeout(r, 100))
+  const died = state.children.map((c) => c.exited()).find((x) => x !== undefined)
+  const reason = message(e) + (died === undefined || message(e).includes(died) ? "" : ` (${died})`)
+  return { status: state.measuring ? "failed" : "unavailable", reason }
+}
+
+/** Stops a row's children (longer while they write CPU profiles) and removes its files. */
+const cleanUp = async (state: RowState, options: BenchOptions): Promise<void> => {
+  // a process writing its CPU profile gets longer to exit
+  await Promise.all(state.children.map((c) => c.stop(options.cpuProfDir === undefined ? 3000 : 20_000)))
+  for (const f of state.cleanups) f()
+}
+
+/** A promise that rejects with `RowTimeout` after `seconds`, and its cancel. */
+const deadline = (seconds: number): { readonly expired: Promise<never>; readonly cancel: () => void } => {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new RowTimeout(`timed out after ${seconds} s`)), seconds * 1000)
+  })
+  expired.catch(() => {})
+  return { expired, cancel: () => clearTimeout(timer) }
+}
+
+/** The nats-server's URL for a row, or why the row cannot run. */
+const natsFor = (spec: RowSpec, nats: NatsServer | { readonly failed: string } | undefined): { readonly url: string | undefined } | Outcome => {
+  if (spec.nats === true && (nats === undefined || "failed" in nats)) {
+    return { status: "unavailable", reason: `no nats-server: ${nats !== undefined && "failed" in nats ? nats.failed : "not started"}` }
+  }
+  return { url: nats !== undefined && !("failed" in nats) ? nats.url : undefined }
 }
 
 /** Runs one round of one row under its time limit; never throws. */
@@ -238,29 +317,149 @@ const runRow = async (
   nats: NatsServer | { readonly failed: string } | undefined,
   progress: (phase: string, done?: number, of?: number) => void
 ): Promise<Outcome> => {
-  if (spec.nats === true && (nats === undefined || "failed" in nats)) {
-    return { status: "unavailable", reason: `no nats-server: ${nats !== undefined && "failed" in nats ? nats.failed : "not started"}` }
-  }
-  const natsUrl = nats !== undefined && !("failed" in nats) ? nats.url : undefined
-  const state = { measuring: false, children: [] as Array<Child>, cleanups: [] as Array<() => void> }
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new RowTimeout(`timed out after ${options.rowTimeoutS} s`)), options.rowTimeoutS * 1000)
-  })
+  const natsUrl = natsFor(spec, nats)
+  if ("status" in natsUrl) return natsUrl
+  const state: RowState = { measuring: false, children: [], cleanups: [] }
+  const limit = deadline(options.rowTimeoutS)
   try {
-    return { status: "ok", measured: await Promise.race([measureRow(spec, options, natsUrl, state, progress), timeout]) }
+    return { status: "ok", measured: await Promise.race([measureRow(spec, options, natsUrl.url, state, progress), limit.expired]) }
   } catch (e) {
-    // a child that died says why
-    await new Promise((r) => setTimeout(r, 100))
-    const died = state.children.map((c) => c.exited()).find((x) => x !== undefined)
-    const reason = message(e) + (died === undefined || message(e).includes(died) ? "" : ` (${died})`)
-    return { status: state.measuring ? "failed" : "unavailable", reason }
+    return await failure(e, state)
   } finally {
-    clearTimeout(timer)
-    // a process writing its CPU profile gets longer to exit
-    await Promise.all(state.children.map((c) => c.stop(options.cpuProfDir === undefined ? 3000 : 20_000)))
-    for (const f of state.cleanups) f()
+    limit.cancel()
+    await cleanUp(state, options)
   }
+}
+
+/** The streams of slice `index` of `slices` when `streams` are split as evenly as whole streams allow. */
+export const sliceStreams = (streams: number, slices: number, index: number): number =>
+  Math.floor((streams * (index + 1)) / slices) - Math.floor((streams * index) / slices)
+
+/** The order of a group's rows in slice `index`: forward, then backward, so no row always follows the same one. */
+export const sliceOrder = <A>(rows: ReadonlyArray<A>, index: number): ReadonlyArray<A> => (index % 2 === 0 ? rows : [...rows].reverse())
+
+/**
+ * Runs one round of a group of rows side by side (`--interleave`): a baseline and the rows
+ * measured against it. Every row's processes start first and stay up; at each level every row
+ * warms up, then each one's measured streams are split into `options.interleave` slices, run
+ * one row at a time in turn (forward, then backward), each slice after a short unmeasured
+ * re-warm (a row's processes sat idle while the others ran). A slow phase of the machine then
+ * falls on a row and its baseline alike. A row that fails is stopped; the others go on. The
+ * group's time limit is the rows' together. Never throws.
+ */
+const runGroup = async (
+  specs: ReadonlyArray<RowSpec>,
+  options: BenchOptions,
+  nats: NatsServer | { readonly failed: string } | undefined,
+  progressOf: (spec: RowSpec) => (phase: string, done?: number, of?: number) => void
+): Promise<Map<string, Outcome>> => {
+  const outcomes = new Map<string, Outcome>()
+  interface Live {
+    readonly spec: RowSpec
+    readonly state: RowState
+    readonly progress: (phase: string, done?: number, of?: number) => void
+    row: Started | undefined
+    readonly levels: Array<Level>
+    failed: Outcome | undefined
+  }
+  const live: Array<Live> = []
+  for (const spec of specs) {
+    const natsUrl = natsFor(spec, nats)
+    if ("status" in natsUrl) outcomes.set(spec.id, natsUrl)
+    else live.push({ spec, state: { measuring: false, children: [], cleanups: [] }, progress: progressOf(spec), row: undefined, levels: [], failed: undefined })
+  }
+  const limit = deadline(options.rowTimeoutS * Math.max(1, live.length))
+  /** Runs `f` for a row that has not failed; a failure (or the group's time limit) fails that row only. */
+  const step = async (l: Live, f: (row: Started) => Promise<void>): Promise<void> => {
+    if (l.failed !== undefined || l.row === undefined) return
+    try {
+      await Promise.race([f(l.row), limit.expired])
+    } catch (e) {
+      l.failed = await failure(e, l.state)
+      await cleanUp(l.state, options)
+    }
+  }
+  try {
+    for (const l of live) {
+      const natsUrl = natsFor(l.spec, nats) as { readonly url: string | undefined }
+      try {
+        l.row = await Promise.race([startRow(l.spec, options, natsUrl.url, l.state, l.progress), limit.expired])
+      } catch (e) {
+        l.failed = await failure(e, l.state)
+        await cleanUp(l.state, options)
+      }
+    }
+    const paced = options.delayMs > 0
+    const slices = options.interleave
+    for (const concurrency of options.concurrency) {
+      const plan = new Map<Live, { streams: number; warmupSecs: number; parts: Array<Omit<Level, "warmupSecs">> }>()
+      for (const l of live) {
+        await step(l, async (row) => {
+          l.progress(`c=${concurrency} warming up`)
+          l.state.measuring = true
+          const warm = await warmUp(row.client, concurrency, options.warmupSecs, paced ? 0 : options.warmupStreams, options.warmupMaxSecs, paced)
+          plan.set(l, { streams: measuredStreams(options.streams, warm.rate, options.measureSecs), warmupSecs: warm.secs, parts: [] })
+        })
+      }
+      for (let index = 0; index < slices; index++) {
+        for (const l of sliceOrder(live, index)) {
+          const p = plan.get(l)
+          if (p === undefined) continue
+          await step(l, async (row) => {
+            const n = sliceStreams(p.streams, slices, index)
+            if (n === 0) return
+            l.progress(`c=${concurrency} slice ${index + 1}/${slices}`)
+            // The row sat idle while the others ran: a few streams to bring it back to speed.
+            if (!paced && index > 0) await row.client.ask({ t: "run", streams: Math.max(2 * concurrency, 100), concurrency }, "result")
+            const done = p.parts.reduce((k, part) => k + part.latencyUs.length, 0)
+            p.parts.push(await measureStreams(row, concurrency, n, (k) => l.progress(`c=${concurrency} slice ${index + 1}/${slices}`, done + k, p.streams)))
+          })
+        }
+      }
+      for (const [l, p] of plan) {
+        if (l.failed !== undefined) continue
+        const parts = p.parts
+        const workerCpu = parts.some((x) => x.workerCpuUs === null) ? null : parts.reduce((k, x) => k + x.workerCpuUs!, 0)
+        l.levels.push({
+          concurrency,
+          latencyUs: parts.flatMap((x) => x.latencyUs),
+          firstItemUs: parts.flatMap((x) => x.firstItemUs),
+          seconds: parts.reduce((k, x) => k + x.seconds, 0),
+          routerCpuUs: parts.reduce((k, x) => k + x.routerCpuUs, 0),
+          workerCpuUs: workerCpu,
+          warmupSecs: p.warmupSecs
+        })
+      }
+    }
+    for (const l of live) {
+      let peakRssKb: Measured["peakRssKb"] | undefined
+      await step(l, async (row) => {
+        peakRssKb = await finishRow(row, l.progress)
+      })
+      if (l.failed === undefined && peakRssKb !== undefined) outcomes.set(l.spec.id, { status: "ok", measured: { levels: l.levels, peakRssKb } })
+    }
+  } finally {
+    limit.cancel()
+    await Promise.all(live.map((l) => cleanUp(l.state, options)))
+  }
+  for (const l of live) if (!outcomes.has(l.spec.id)) outcomes.set(l.spec.id, l.failed ?? { status: "failed", reason: "stopped before it was measured" })
+  return outcomes
+}
+
+/**
+ * The groups `--interleave` runs side by side, in the order of `rows`: each baseline with the
+ * selected rows measured against it; a row with neither baseline nor followers alone.
+ */
+export const interleaveGroups = (rows: ReadonlyArray<RowSpec>): Array<Array<RowSpec>> => {
+  const groups = new Map<string, Array<RowSpec>>()
+  for (const r of rows) {
+    const key = r.baseline !== undefined && rows.some((b) => b.id === r.baseline) ? r.baseline : r.id
+    const group = groups.get(key)
+    if (group === undefined) groups.set(key, [r])
+    else group.push(r)
+  }
+  // The baseline first in its group (it comes first in the catalog, but a group is keyed by it in any case).
+  return [...groups.entries()].map(([key, g]) => [...g.filter((r) => r.id === key), ...g.filter((r) => r.id !== key)])
 }
 
 /** A row from its rounds: their samples pooled (a failed round fails the row). */
@@ -312,11 +511,9 @@ export const runBench = async (options: BenchOptions, onProgress: (p: Progress) 
   const outcomes = new Map<string, Array<Outcome>>(selected.map((r) => [r.id, []]))
   try {
     for (let round = 1; round <= options.rounds; round++) {
-      for (const [index, spec] of selected.entries()) {
-        const done = outcomes.get(spec.id)!
-        // a row that did not run in an earlier round is not tried again
-        if (done.some((o) => o.status !== "ok")) continue
-        const progress = (phase: string, count?: number, of?: number) =>
+      const progressOf = (spec: RowSpec) => {
+        const index = selected.indexOf(spec)
+        return (phase: string, count?: number, of?: number) =>
           onProgress({
             row: spec.id,
             index: index + 1,
@@ -327,7 +524,16 @@ export const runBench = async (options: BenchOptions, onProgress: (p: Progress) 
             ...(count === undefined ? {} : { done: count }),
             ...(of === undefined ? {} : { of })
           })
-        done.push(await runRow(spec, options, nats, progress))
+      }
+      // a row that did not run in an earlier round is not tried again
+      const runnable = selected.filter((spec) => !outcomes.get(spec.id)!.some((o) => o.status !== "ok"))
+      if (options.interleave > 1) {
+        for (const group of interleaveGroups(runnable)) {
+          const results = await runGroup(group, options, nats, progressOf)
+          for (const spec of group) outcomes.get(spec.id)!.push(results.get(spec.id)!)
+        }
+      } else {
+        for (const spec of runnable) outcomes.get(spec.id)!.push(await runRow(spec, options, nats, progressOf(spec)))
       }
     }
   } finally {
@@ -362,7 +568,8 @@ export const runBench = async (options: BenchOptions, onProgress: (p: Progress) 
       nodeFlags: options.nodeFlags,
       quick: options.quick,
       modes: options.modes,
-      rounds: options.rounds
+      rounds: options.rounds,
+      interleave: options.interleave
     },
     rows: withRatios(out)
   }
