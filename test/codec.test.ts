@@ -18,6 +18,8 @@ import {
   encodeStreamComplete,
   encodeStreamError,
   encodeStreamItem,
+  jsonStreamItem,
+  NOT_A_PLAIN_ITEM,
   STREAM_ITEM_JSON_PREFIX,
   STREAM_ITEM_JSON_SUFFIX,
   streamItemJson
@@ -664,6 +666,48 @@ describe("stream bodies", () => {
         last: true
       })
     }
+  })
+
+  it("jsonStreamItem takes a body of our writers' shape, and gives what decodeStreamBody gives", () => {
+    // Every item a worker writes: the item back, without the wrapper's result object.
+    fc.assert(
+      fc.property(fc.jsonValue(), (value) => {
+        const body = encodeStreamItem(json, value)
+        const item = jsonStreamItem(body)
+        expect(item).not.toBe(NOT_A_PLAIN_ITEM)
+        expect(item).toEqual(JSON.parse(JSON.stringify(value)))
+        expect(decodeStreamBody(json, body)).toEqual({ _tag: "Item", data: item, last: false })
+      }),
+      { numRuns: 500 }
+    )
+    // Anything between the wrapper's two ends, and any bytes at all: an item only where
+    // decodeStreamBody makes the same Item of it; otherwise decodeStreamBody decides.
+    const middles = fc.oneof(
+      fc.string(),
+      fc.constantFrom(`1,"x":2`, `1,"complete_final":true,"y":`, ` 1 `, `"\u00e9"`, `null`, `{"a":[1,2]}`, ""),
+      fc.uint8Array({ maxLength: 40 }).map((b) => Buffer.from(b).toString("latin1"))
+    )
+    const bodies = fc.oneof(
+      middles.map((m) => Buffer.concat([STREAM_ITEM_JSON_PREFIX, Buffer.from(m, "utf8"), STREAM_ITEM_JSON_SUFFIX])),
+      middles.map((m) => Buffer.concat([STREAM_ITEM_JSON_PREFIX, Buffer.from(m, "latin1"), STREAM_ITEM_JSON_SUFFIX])),
+      fc.uint8Array({ maxLength: 80 }).map((b) => Buffer.from(b))
+    )
+    fc.assert(
+      fc.property(bodies, (body) => {
+        const item = jsonStreamItem(body)
+        if (item === NOT_A_PLAIN_ITEM) return
+        expect(decodeStreamBody(json, body)).toEqual({ _tag: "Item", data: item, last: false })
+      }),
+      { numRuns: 2000 }
+    )
+    // By hand: the wrapper with other keys, bad UTF-8, or another shape is not taken.
+    expect(jsonStreamItem(utf8(`{"data":1,"x":2,"complete_final":false}`))).toBe(NOT_A_PLAIN_ITEM)
+    expect(jsonStreamItem(Buffer.concat([STREAM_ITEM_JSON_PREFIX, Buffer.from([0x22, 0xc3, 0x28, 0x22]), STREAM_ITEM_JSON_SUFFIX]))).toBe(NOT_A_PLAIN_ITEM)
+    expect(jsonStreamItem(utf8(`{"data":1,"complete_final":true}`))).toBe(NOT_A_PLAIN_ITEM)
+    expect(jsonStreamItem(utf8(`{"complete_final":false,"data":1}`))).toBe(NOT_A_PLAIN_ITEM)
+    expect(jsonStreamItem(utf8(`{"data":,"complete_final":false}`))).toBe(NOT_A_PLAIN_ITEM)
+    expect(jsonStreamItem(utf8(`{"data":"é","complete_final":false}`))).toBe("é")
+    expect(jsonStreamItem(utf8(`{"data":null,"complete_final":false}`))).toBeNull()
   })
 
   it("rejects malformed bodies as BadPayload naming the problem", () => {

@@ -29,7 +29,7 @@ import type { StreamDecoder, StreamEncoder, StreamEvent } from "./HttpStreamEven
 import { makeNdjsonDecoder, ndjsonEncoder } from "./Ndjson.ts"
 import { json } from "./PayloadCodec.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
-import { decodeStreamBody, encodeStreamComplete, encodeStreamError, encodeStreamItem } from "./RequestMessage.ts"
+import { decodeStreamBody, encodeStreamComplete, encodeStreamError, encodeStreamItem, jsonStreamItem, NOT_A_PLAIN_ITEM } from "./RequestMessage.ts"
 import { makeSseDecoder, sseEncoder } from "./Sse.ts"
 import { encodeFrame, makeDecoder } from "./TwoPartCodec.ts"
 import type { FrameDecoder } from "./TwoPartCodec.ts"
@@ -162,6 +162,12 @@ class BinaryDecoder implements StreamDecoder {
     }
     if (this.state === "completing") {
       return new ProtocolParseError("UnexpectedMessage", `a data frame after {"complete_final":true}`)
+    }
+    // The common body, `{"data":<item>,"complete_final":false}`: only the item is parsed.
+    const item = jsonStreamItem(body)
+    if (item !== NOT_A_PLAIN_ITEM) {
+      this.items.push(item)
+      return undefined
     }
     const decoded = decodeStreamBody(json, body)
     if (decoded instanceof ProtocolParseError) return decoded

@@ -188,6 +188,42 @@ export const STREAM_ITEM_JSON_SUFFIX: Uint8Array = Buffer.from(`,"complete_final
 /** Bytes a JSON stream item body adds around the item's JSON. */
 export const STREAM_ITEM_JSON_OVERHEAD = STREAM_ITEM_JSON_PREFIX.length + STREAM_ITEM_JSON_SUFFIX.length
 
+/** What `jsonStreamItem` returns for a body it does not take: `decodeStreamBody` decides it. */
+export const NOT_A_PLAIN_ITEM: unique symbol = Symbol("NOT_A_PLAIN_ITEM")
+
+const latin1Slice = Buffer.prototype.latin1Slice as (this: Uint8Array, start: number, end: number) => string
+
+/**
+ * The item of a JSON stream item body as this project's workers write it,
+ * `{"data":<item>,"complete_final":false}` byte for byte (`STREAM_ITEM_JSON_PREFIX`, the item's
+ * JSON, `STREAM_ITEM_JSON_SUFFIX`): only the item's JSON is parsed (ASCII text without a UTF-8
+ * decoder), not the wrapper. Any other body, or one whose middle is not one JSON value, is
+ * `NOT_A_PLAIN_ITEM`, and `decodeStreamBody` decides it. Where it returns an item,
+ * `decodeStreamBody` returns the same one (the body is then exactly that object), so the router
+ * takes it on its hot path without a result object.
+ */
+export const jsonStreamItem = (bytes: Uint8Array): unknown => {
+  const n = bytes.length
+  const prefix = STREAM_ITEM_JSON_PREFIX
+  const suffix = STREAM_ITEM_JSON_SUFFIX
+  const end = n - suffix.length
+  if (end <= prefix.length) return NOT_A_PLAIN_ITEM
+  for (let i = 0; i < prefix.length; i++) if (bytes[i] !== prefix[i]) return NOT_A_PLAIN_ITEM
+  for (let i = 0; i < suffix.length; i++) if (bytes[end + i] !== suffix[i]) return NOT_A_PLAIN_ITEM
+  let ascii = true
+  for (let i = prefix.length; i < end; i++) {
+    if (bytes[i]! > 0x7f) {
+      ascii = false
+      break
+    }
+  }
+  try {
+    return JSON.parse(ascii ? latin1Slice.call(bytes, prefix.length, end) : textDecoder.decode(bytes.subarray(prefix.length, end)))
+  } catch {
+    return NOT_A_PLAIN_ITEM
+  }
+}
+
 /** Body of the last call-home data frame: `{"complete_final": true}`. */
 export const encodeStreamComplete = (codec: PayloadCodec): Uint8Array => codec.encode({ complete_final: true })
 

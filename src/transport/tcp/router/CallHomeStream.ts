@@ -32,7 +32,7 @@ import { readPrologue, STREAM_ENDED_EARLY } from "../../../protocol/CallHome.ts"
 import { payloadCodec } from "../../../protocol/PayloadCodec.ts"
 import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
 import type { ProtocolParseError } from "../../../protocol/ProtocolError.ts"
-import { decodeStreamBody } from "../../../protocol/RequestMessage.ts"
+import { decodeStreamBody, jsonStreamItem, NOT_A_PLAIN_ITEM } from "../../../protocol/RequestMessage.ts"
 import { STREAM_ID_SIZE, uuidFromStreamId } from "../../../protocol/StreamId.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import type { ConnectionInfo } from "../../../ConnectionInfo.ts"
@@ -217,6 +217,15 @@ export class CallHomeStream implements PendingStream, Activity {
   data(body: Uint8Array): void {
     if (this.state !== Phase.Streaming) return
     this.active = true
+    if (this.codec.name === "json") {
+      // The common body, `{"data":<item>,"complete_final":false}`: only the item is parsed.
+      const item = jsonStreamItem(body)
+      if (item !== NOT_A_PLAIN_ITEM) {
+        if (this.batch.length === 0) this.current!.batchStarted()
+        this.batch.push(item)
+        return
+      }
+    }
     const r = decodeStreamBody(this.codec, body)
     if (r._tag === "Item") {
       if (this.batch.length === 0) this.current!.batchStarted()
