@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from "vitest"
 import { Effect, Stream } from "effect"
 import { counter, sleep, startRouter, startWorker, until } from "./support/tcpFull.ts"
 import type { ResponseWriter } from "../src/ResponsePlane.ts"
+import { wireHeaders } from "../src/transport/tcp/full/Sender.ts"
 
 let cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -39,11 +40,26 @@ describe("full mode: streams", () => {
     expect(seen).toEqual({ payload: { prompt: "hi" }, headers: { "x-request-id": call.requestId }, type: "single_in", items: undefined })
     expect(r.fullMode.sender.connections()).toHaveLength(1)
     expect(w.fullMode.acceptor.connections()).toHaveLength(1)
-    // A second request reuses the connection.
+    // A second request reuses the connection. Its x-request-id is the control's id, so it does
+    // not travel as a header (Sender.wireHeaders); the worker gives it to the handler from there.
+    const wire: Array<Buffer> = []
+    w.sockets()[0]!.on("data", (chunk: Buffer) => wire.push(chunk))
     const again = await r.call(w.address("ns/comp/ep"), {})
     expect((await again.done).items).toHaveLength(10)
+    expect(seen).toMatchObject({ headers: { "x-request-id": again.requestId } })
+    const bytes = Buffer.concat(wire)
+    expect(bytes.includes(again.requestId)).toBe(true) // in the control header
+    expect(bytes.includes("x-request-id")).toBe(false)
     expect(r.fullMode.sender.connections()).toHaveLength(1)
     expect(w.sockets()).toHaveLength(1)
+  })
+
+  it("a Request leaves out x-request-id only when it is the control's id, and keeps every other header", () => {
+    const id = "7b0e2c4a-1f35-4d7e-9a0b-3c5d6e7f8a9b"
+    expect(wireHeaders({ "x-request-id": id }, id)).toEqual({})
+    expect(wireHeaders({ "x-request-id": id, traceparent: "00-ab-cd-01" }, id)).toEqual({ traceparent: "00-ab-cd-01" })
+    expect(wireHeaders({ "x-request-id": "theirs" }, id)).toEqual({ "x-request-id": "theirs" })
+    expect(wireHeaders({ traceparent: "00-ab-cd-01" }, id)).toEqual({ traceparent: "00-ab-cd-01" })
   })
 
   it("idle peers go quiet: once a stream is over, credit frames are not acknowledged back and forth", async () => {

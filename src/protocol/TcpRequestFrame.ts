@@ -142,6 +142,8 @@ const decodePath = (b: Uint8Array, start: number, end: number): string | Protoco
 /** Decodes a headers field: empty = {}, else a JSON object whose values are all strings. */
 const decodeHeaders = (b: Uint8Array, start: number, end: number): Record<string, string> | ProtocolParseError => {
   if (start === end) return {}
+  // "{}", what a request without headers carries: no text to decode and parse.
+  if (end - start === 2 && b[start] === 0x7b && b[start + 1] === 0x7d) return {}
   let value: unknown
   try {
     value = JSON.parse(strictUtf8.decode(b.subarray(start, end)))

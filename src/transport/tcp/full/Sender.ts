@@ -117,6 +117,23 @@ const responseStreamOf = (message: RequestMessage, streams: ReadonlyStreamIdTabl
   return subject === undefined ? undefined : valueOfSubject(streams, subject)
 }
 
+const NO_HEADERS: Readonly<Record<string, string>> = {}
+
+/**
+ * The headers a full-mode Request carries: `x-request-id` is left out when it is the control
+ * header's id (the worker gives it back from there), so the common request has no headers.
+ */
+export const wireHeaders = (headers: Readonly<Record<string, string>>, requestId: string): Readonly<Record<string, string>> => {
+  if (headers["x-request-id"] !== requestId) return headers
+  for (const k in headers) {
+    if (k !== "x-request-id") {
+      const { "x-request-id": _, ...rest } = headers
+      return rest
+    }
+  }
+  return NO_HEADERS
+}
+
 /** The subject (tcp_server) or stream_id (tcp_response_mux_v1) of a call-home ConnectionInfo. */
 export const streamSubjectOf = (info: ConnectionInfo): string | undefined => {
   const text = info.info
@@ -344,7 +361,7 @@ export const makeSender = (options: SenderOptions): Sender => {
     }
     // The Request payload is the Dynamo request head then the message (MuxCodec.encodeFullRequestPayload),
     // queued as two parts: the connection writes them into its batch without a frame of their own.
-    const head = encodeTcpRequestHead(route.wirePath, message.headers)
+    const head = encodeTcpRequestHead(route.wirePath, wireHeaders(message.headers, message.control.id))
     if (isParseError(head)) return fail(head.reason === "MessageTooLarge" ? "MessageTooLarge" : "MalformedFrame", head.detail, stream)
     const size = MUX_HEADER_SIZE + head.length + body.length
     if (size > options.maxMessageSize) {

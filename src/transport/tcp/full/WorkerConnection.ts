@@ -222,9 +222,12 @@ export class WorkerConnection extends MuxConnection {
     entry = { requestId, writer, items, credit }
     this.entries.set(id, entry)
     writers.set(requestId, writer)
+    // The router leaves out x-request-id when it is the control's id (Sender.wireHeaders).
+    const headers = head.headers
+    headers["x-request-id"] ??= requestId
     const message: RequestMessage = items === undefined
-      ? { control, payload: decoded.payload, headers: head.headers }
-      : { control, payload: decoded.payload, headers: head.headers, items: items.stream }
+      ? { control, payload: decoded.payload, headers }
+      : { control, payload: decoded.payload, headers, items: items.stream }
     try {
       served.handler(message)
     } catch (cause) {
