@@ -13,7 +13,7 @@ import { json } from "../src/protocol/PayloadCodec.ts"
 import { TransportConnectionError } from "../src/TransportError.ts"
 import { encodeRequestItem, RequestItems } from "../src/transport/tcp/full/RequestItems.ts"
 import { owedCredit, ReceiveCredit } from "../src/transport/tcp/router/ReceiveCredit.ts"
-import { BATCH_BUFFER_BYTES, BY_REFERENCE_BYTES, FrameBatcher } from "../src/transport/tcp/worker/FrameBatcher.ts"
+import { BATCH_BUFFER_BYTES, BY_REFERENCE_BYTES, FrameBatcher, MAX_BATCH_BUFFER_BYTES } from "../src/transport/tcp/worker/FrameBatcher.ts"
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
@@ -80,6 +80,30 @@ describe("FrameBatcher", () => {
     expect(Uint8Array.from(writes[0]![0]!)).toEqual(first)
     expect(writes[0]![0]!.length + writes[1]![0]!.length).toBe(200 * (MUX_HEADER_SIZE + 100))
     expect(BATCH_BUFFER_BYTES).toBeGreaterThan(200 * 124)
+  })
+
+  it("a busy connection's ticks each leave as one piece: a tick that would not fit in the room left starts on a fresh, larger buffer", () => {
+    const writes: Array<ReadonlyArray<Uint8Array>> = []
+    const batcher = new FrameBatcher((chunks) => void writes.push(chunks), () => {})
+    const id = new Uint8Array(16).fill(3)
+    // 64 responses of about 1.4 KB, as a worker's tick at 64 in flight: 90 KB, more than one buffer.
+    const tick = (fill: number) => {
+      for (let i = 0; i < 64; i++) batcher.frame(MuxKind.Data, id, new Uint8Array(1400 - MUX_HEADER_SIZE).fill(fill))
+      batcher.flush()
+    }
+    tick(1)
+    expect(writes[0]).toHaveLength(2) // the first tick outgrew the first 64 KiB buffer
+    const views: Array<Uint8Array> = []
+    for (let t = 2; t <= 12; t++) {
+      tick(t)
+      const chunks = writes.at(-1)!
+      expect(chunks).toHaveLength(1)
+      expect(chunks[0]!.length).toBe(64 * 1400)
+      views.push(chunks[0]!)
+    }
+    // no view handed out was rewritten by a later tick
+    views.forEach((v, k) => expect(v.every((b, j) => j % 1400 < MUX_HEADER_SIZE || b === k + 2)).toBe(true))
+    expect(MAX_BATCH_BUFFER_BYTES).toBeGreaterThanOrEqual(2 * 64 * 1400)
   })
 })
 
