@@ -5,10 +5,11 @@
  * flags' checks and the `--modes` selection.
  */
 import * as fc from "fast-check"
-import { Schema } from "effect"
+import { Effect, Schema } from "effect"
 import { describe, expect, it } from "vitest"
 import { presets, rows, select } from "../src/cli/bench/catalog.ts"
 import { benchOptions } from "../src/cli/bench/command.ts"
+import { loadEffect } from "../src/cli/bench/loadEffect.ts"
 import type { BenchFlags } from "../src/cli/bench/command.ts"
 import { BenchReportSchema, renderSummary, renderTable, withRatios } from "../src/cli/bench/report.ts"
 import type { BenchReport, Row } from "../src/cli/bench/report.ts"
@@ -251,5 +252,52 @@ describe("flags and --modes", () => {
     for (const list of Object.values(presets)) for (const id of list) expect(ids.has(id)).toBe(true)
     // every mode of this project has a raw baseline; the in-process reference has none
     for (const r of rows.filter((r) => r.kind === "mode")) expect(r.baseline).toBeDefined()
+  })
+})
+
+describe("the Effect load loop", () => {
+  /** A stream that ends on a later turn, counting how many are in flight. */
+  const harness = () => {
+    let inFlight = 0
+    let most = 0
+    let started = 0
+    const once = (onFirst: () => void) =>
+      Effect.callback<void>((resume) => {
+        started++
+        most = Math.max(most, ++inFlight)
+        setImmediate(() => {
+          onFirst()
+          inFlight--
+          resume(Effect.void)
+        })
+      })
+    return { once, most: () => most, started: () => started }
+  }
+
+  it("runs every stream once, never more than the concurrency in flight, and records each", async () => {
+    for (const [streams, concurrency] of [[50, 8], [5, 64], [1, 1], [0, 4]] as const) {
+      const h = harness()
+      const samples: Array<[number, number]> = []
+      await Effect.runPromise(loadEffect(streams, concurrency, h.once, (latency, first) => void samples.push([latency, first])))
+      expect(h.started()).toBe(streams)
+      expect(samples).toHaveLength(streams)
+      expect(h.most()).toBe(Math.min(streams, concurrency))
+      for (const [latency, first] of samples) {
+        expect(first).toBeGreaterThanOrEqual(0)
+        expect(latency).toBeGreaterThanOrEqual(first)
+      }
+    }
+  })
+
+  it("a failed stream fails the run, and no stream starts after it", async () => {
+    let started = 0
+    const once = () =>
+      Effect.suspend(() => {
+        started++
+        return started === 3 ? Effect.fail("third") : Effect.void
+      })
+    const exit = await Effect.runPromiseExit(loadEffect(100, 1, once, () => {}))
+    expect(exit._tag).toBe("Failure")
+    expect(started).toBe(3)
   })
 })
