@@ -10,6 +10,7 @@ import { describe, expect, it } from "vitest"
 import { presets, rows, select } from "../src/cli/bench/catalog.ts"
 import { benchOptions } from "../src/cli/bench/command.ts"
 import { loadEffect } from "../src/cli/bench/loadEffect.ts"
+import { concurrent } from "../src/cli/latency.ts"
 import type { BenchFlags } from "../src/cli/bench/command.ts"
 import { BenchReportSchema, renderSummary, renderTable, withRatios } from "../src/cli/bench/report.ts"
 import type { BenchReport, Row } from "../src/cli/bench/report.ts"
@@ -286,6 +287,17 @@ describe("the Effect load loop", () => {
         expect(first).toBeGreaterThanOrEqual(0)
         expect(latency).toBeGreaterThanOrEqual(first)
       }
+    }
+  })
+
+  it("the demo's concurrent() runs every call once, as many in flight as asked and no more", async () => {
+    for (const [count, inFlight] of [[40, 6], [3, 64], [1, 1]] as const) {
+      const h = harness()
+      const result = await Effect.runPromise(concurrent(count, inFlight, h.once(() => {})))
+      expect(h.started()).toBe(count)
+      expect(h.most()).toBe(Math.min(count, inFlight))
+      expect(result.stats.count).toBe(count)
+      expect(result.rps).toBeGreaterThan(0)
     }
   })
 
