@@ -11,9 +11,9 @@
  * rewritten), and a fresh buffer is taken when it is full (the bytes before it then leave as a
  * piece of their own: nothing queued is ever copied twice). A tick that would not fit in the room
  * left starts on a fresh buffer twice its predecessor's size (64 KiB to 512 KiB), so a busy
- * connection's ticks each fit in one buffer and leave in one write without a join. A payload of `BY_REFERENCE_BYTES` or
- * more is not copied into the buffer: it is queued by reference, and the tick's pieces are joined
- * at the flush (`writePieces`). `flushEarly` writes at once past `FLUSH_EARLY_BYTES`, so a producer that never yields
+ * connection's ticks each fit in one buffer and leave in one write without a join. A payload of
+ * `BY_REFERENCE_BYTES` or more is not copied into the buffer: it is queued by reference, and the
+ * tick's pieces are joined at the flush (`writePieces`). `flushEarly` writes at once past `FLUSH_EARLY_BYTES`, so a producer that never yields
  * is still held back by its socket.
  *
  * What it does not do: decide whether the socket can take the bytes (the `write` it is given
@@ -196,11 +196,12 @@ export class FrameBatcher {
     this.queued = 0
     const tick = this.tickBytes
     this.tickBytes = 0
-    this.write(chunks)
-    // The next tick starts on a fresh buffer when the last one would not have fitted in the room
-    // left: a tick split over two buffers is joined by a copy (`writePieces`), about 2% of a
-    // worker's CPU at 64 in flight when every tick straddled the end of a 64 KiB buffer.
+    // The next tick starts on a fresh buffer when this one would not have fitted in the room left:
+    // a tick split over two buffers is joined by a copy (`writePieces`), about 2% of a worker's
+    // CPU at 64 in flight when every tick straddled the end of a 64 KiB buffer. (Taken before the
+    // write: `chunks` are views of the old buffer, and it keeps them.)
     if (this.buf.length - this.len < tick) this.fresh(Math.min(MAX_BATCH_BUFFER_BYTES, 2 * tick))
+    this.write(chunks)
   }
 
   /** Drops what is queued (the socket is gone). */
