@@ -14,7 +14,8 @@ import { concurrent } from "../src/cli/latency.ts"
 import type { BenchFlags } from "../src/cli/bench/command.ts"
 import { BenchReportSchema, renderSummary, renderTable, withRatios } from "../src/cli/bench/report.ts"
 import type { BenchReport, Row } from "../src/cli/bench/report.ts"
-import { interleaveGroups, measuredStreams, sliceOrder, sliceStreams } from "../src/cli/bench/runner.ts"
+import { interleaveGroups, sliceOrder, sliceStreams } from "../src/cli/bench/interleave.ts"
+import { measuredStreams } from "../src/cli/bench/row.ts"
 import { cdf, quantile, summarize } from "../src/cli/bench/stats.ts"
 
 const samples = fc.array(fc.double({ min: 0, max: 1e7, noNaN: true }), { minLength: 1, maxLength: 400 })

@@ -1,11 +1,11 @@
 /**
  * The load loop of the benchmark's Effect-based client sides (this project, Effect RPC): the
  * Effect form of load.ts's `loadPromise`, one stream per `once`, `concurrency` in flight. Like
- * `loadPromise`, it runs `concurrency` lanes, each a fiber that takes the next stream when its
- * last one is over, so that neither pays a task of its own per stream (a fiber forked per stream,
- * as `Effect.forEach` with a concurrency does, cost 0.4-0.8 µs more a stream than a lane).
+ * `loadPromise`, it runs `concurrency` lanes (`inLanes`), each a fiber that takes the next stream
+ * when its last one is over, so that neither pays a task of its own per stream.
  */
 import { Effect } from "effect"
+import { inLanes } from "../latency.ts"
 import type { Recorder } from "./sides/side.ts"
 
 /** The Effect form of `loadPromise`. */
@@ -15,9 +15,10 @@ export const loadEffect = <E, R>(
   once: (onFirst: () => void) => Effect.Effect<void, E, R>,
   record: Recorder
 ): Effect.Effect<void, E, R> =>
-  Effect.suspend(() => {
-    let next = 0
-    const one = Effect.suspend(() => {
+  inLanes(
+    streams,
+    concurrency,
+    Effect.suspend(() => {
       const t0 = performance.now()
       let first = -1
       return Effect.tap(
@@ -31,14 +32,4 @@ export const loadEffect = <E, R>(
           })
       )
     })
-    const lane = Effect.whileLoop({
-      while: () => next < streams,
-      body: () => {
-        next++
-        return one
-      },
-      step: () => {}
-    })
-    const lanes = Math.max(1, Math.min(concurrency, streams))
-    return Effect.forEach(Array.from({ length: lanes }), () => lane, { concurrency: lanes, discard: true })
-  })
+  )
