@@ -7,8 +7,8 @@
 import type { RowSpec } from "./catalog.ts"
 import type { NatsServer } from "./natsServer.ts"
 import type { BenchOptions } from "./options.ts"
-import { cleanUp, deadline, failure, finishRow, measuredStreams, measureStreams, natsFor, startRow, warmUp } from "./row.ts"
-import type { Level, Measured, Outcome, RowState, Started } from "./row.ts"
+import { cleanUp, deadline, failure, finishRow, measuredStreams, measureStreams, natsFor, pooled, startRow, warmUp } from "./row.ts"
+import type { Level, Measured, Outcome, RowState, Started, Streams } from "./row.ts"
 
 /** The streams of slice `index` of `slices` when `streams` are split as evenly as whole streams allow. */
 export const sliceStreams = (streams: number, slices: number, index: number): number =>
@@ -35,6 +35,7 @@ export const runGroup = async (
   const outcomes = new Map<string, Outcome>()
   interface Live {
     readonly spec: RowSpec
+    readonly natsUrl: string | undefined
     readonly state: RowState
     readonly progress: (phase: string, done?: number, of?: number) => void
     row: Started | undefined
@@ -45,33 +46,27 @@ export const runGroup = async (
   for (const spec of specs) {
     const natsUrl = natsFor(spec, nats)
     if ("status" in natsUrl) outcomes.set(spec.id, natsUrl)
-    else live.push({ spec, state: { measuring: false, children: [], cleanups: [] }, progress: progressOf(spec), row: undefined, levels: [], failed: undefined })
+    else live.push({ spec, natsUrl: natsUrl.url, state: { measuring: false, children: [], cleanups: [] }, progress: progressOf(spec), row: undefined, levels: [], failed: undefined })
   }
   const limit = deadline(options.rowTimeoutS * Math.max(1, live.length))
+  /** Fails a row with `e` and stops its processes at once; the others go on. */
+  const fail = async (l: Live, e: unknown): Promise<void> => {
+    l.failed = await failure(e, l.state)
+    await cleanUp(l.state, options)
+  }
   /** Runs `f` for a row that has not failed; a failure (or the group's time limit) fails that row only. */
   const step = async (l: Live, f: (row: Started) => Promise<void>): Promise<void> => {
     if (l.failed !== undefined || l.row === undefined) return
-    try {
-      await Promise.race([f(l.row), limit.expired])
-    } catch (e) {
-      l.failed = await failure(e, l.state)
-      await cleanUp(l.state, options)
-    }
+    await Promise.race([f(l.row), limit.expired]).catch((e: unknown) => fail(l, e))
   }
   try {
     for (const l of live) {
-      const natsUrl = natsFor(l.spec, nats) as { readonly url: string | undefined }
-      try {
-        l.row = await Promise.race([startRow(l.spec, options, natsUrl.url, l.state, l.progress), limit.expired])
-      } catch (e) {
-        l.failed = await failure(e, l.state)
-        await cleanUp(l.state, options)
-      }
+      l.row = await Promise.race([startRow(l.spec, options, l.natsUrl, l.state, l.progress), limit.expired]).catch((e: unknown) => fail(l, e).then(() => undefined))
     }
     const paced = options.delayMs > 0
     const slices = options.interleave
     for (const concurrency of options.concurrency) {
-      const plan = new Map<Live, { streams: number; warmupSecs: number; parts: Array<Omit<Level, "warmupSecs">> }>()
+      const plan = new Map<Live, { streams: number; warmupSecs: number; parts: Array<Streams> }>()
       for (const l of live) {
         await step(l, async (row) => {
           l.progress(`c=${concurrency} warming up`)
@@ -97,17 +92,7 @@ export const runGroup = async (
       }
       for (const [l, p] of plan) {
         if (l.failed !== undefined) continue
-        const parts = p.parts
-        const workerCpu = parts.some((x) => x.workerCpuUs === null) ? null : parts.reduce((k, x) => k + x.workerCpuUs!, 0)
-        l.levels.push({
-          concurrency,
-          latencyUs: parts.flatMap((x) => x.latencyUs),
-          firstItemUs: parts.flatMap((x) => x.firstItemUs),
-          seconds: parts.reduce((k, x) => k + x.seconds, 0),
-          routerCpuUs: parts.reduce((k, x) => k + x.routerCpuUs, 0),
-          workerCpuUs: workerCpu,
-          warmupSecs: p.warmupSecs
-        })
+        l.levels.push({ ...pooled(concurrency, p.parts), warmupSecs: p.warmupSecs })
       }
     }
     for (const l of live) {

@@ -100,6 +100,19 @@ export interface Level {
   readonly warmupSecs: number
 }
 
+/** Measurements of one concurrency level without the warm-up: what a run of measured streams gives. */
+export type Streams = Omit<Level, "warmupSecs">
+
+/** `parts` of one level as one: their samples together, their seconds and CPU times added (the worker's unknown if any part's is). */
+export const pooled = (concurrency: number, parts: ReadonlyArray<Streams>): Streams => ({
+  concurrency,
+  latencyUs: parts.flatMap((x) => x.latencyUs),
+  firstItemUs: parts.flatMap((x) => x.firstItemUs),
+  seconds: parts.reduce((n, x) => n + x.seconds, 0),
+  routerCpuUs: parts.reduce((n, x) => n + x.routerCpuUs, 0),
+  workerCpuUs: parts.some((x) => x.workerCpuUs === null) ? null : parts.reduce((n, x) => n + x.workerCpuUs!, 0)
+})
+
 /** One round of one row, measured. */
 export interface Measured {
   readonly levels: ReadonlyArray<Level>
@@ -175,7 +188,7 @@ export const measureStreams = async (
   concurrency: number,
   streams: number,
   onProgress: (done: number) => void
-): Promise<Omit<Level, "warmupSecs">> => {
+): Promise<Streams> => {
   const before: ProcessStats | undefined = await row.server?.stats()
   const result = await row.client.ask({ t: "run", streams, concurrency }, "result", onProgress)
   const after = await row.server?.stats()

@@ -18,7 +18,7 @@ import type { NatsServer } from "./natsServer.ts"
 import type { BenchOptions, Progress } from "./options.ts"
 import { withRatios } from "./report.ts"
 import type { BenchReport, Row, Run } from "./report.ts"
-import { message, runRow } from "./row.ts"
+import { message, pooled, runRow } from "./row.ts"
 import type { Outcome } from "./row.ts"
 import { cdf, summarize } from "./stats.ts"
 
@@ -36,18 +36,16 @@ const combine = (spec: RowSpec, outcomes: ReadonlyArray<Outcome>, rounds: number
   const max = (xs: ReadonlyArray<number | null>) => (xs.some((x) => x === null) ? null : Math.max(...(xs as Array<number>)))
   const runs: Array<Run> = measured[0]!.levels.map(({ concurrency }) => {
     const levels = measured.map((m) => m.levels.find((l) => l.concurrency === concurrency)!)
-    const latencyUs = levels.flatMap((l) => l.latencyUs)
+    const { latencyUs, firstItemUs, seconds, routerCpuUs, workerCpuUs } = pooled(concurrency, levels)
     const streams = latencyUs.length
-    const seconds = levels.reduce((n, l) => n + l.seconds, 0)
-    const workerCpu = levels.some((l) => l.workerCpuUs === null) ? null : levels.reduce((n, l) => n + l.workerCpuUs!, 0)
     return {
       concurrency,
       streams,
       seconds,
       reqPerSec: streams / seconds,
       latencyUs: summarize(latencyUs),
-      firstItemUs: summarize(levels.flatMap((l) => l.firstItemUs)),
-      cpuUsPerRequest: { router: levels.reduce((n, l) => n + l.routerCpuUs, 0) / streams, worker: workerCpu === null ? null : workerCpu / streams },
+      firstItemUs: summarize(firstItemUs),
+      cpuUsPerRequest: { router: routerCpuUs / streams, worker: workerCpuUs === null ? null : workerCpuUs / streams },
       cdf: cdf(latencyUs, 100).map(([v, f]) => [v, f] as const),
       warmupSecs: levels.reduce((n, l) => n + l.warmupSecs, 0) / levels.length,
       ratio: { p50: null, reqPerSec: null }

@@ -220,16 +220,11 @@ export class CallHomeStream implements PendingStream, Activity {
     if (this.codec.name === "json") {
       // The common body, `{"data":<item>,"complete_final":false}`: only the item is parsed.
       const item = jsonStreamItem(body)
-      if (item !== NOT_A_PLAIN_ITEM) {
-        if (this.batch.length === 0) this.current!.batchStarted()
-        this.batch.push(item)
-        return
-      }
+      if (item !== NOT_A_PLAIN_ITEM) return this.item(item)
     }
     const r = decodeStreamBody(this.codec, body)
     if (r._tag === "Item") {
-      if (this.batch.length === 0) this.current!.batchStarted()
-      this.batch.push(r.data)
+      this.item(r.data)
       if (r.last) this.complete()
     } else if (r._tag === "Complete") {
       this.complete()
@@ -239,6 +234,12 @@ export class CallHomeStream implements PendingStream, Activity {
       this.fail(new HandlerError({ endpoint: this.endpoint, requestId: this.requestId, detail: r.message, phase: "stream" }))
       this.current?.release(undefined)
     } else this.malformed(r)
+  }
+
+  /** Adds a decoded item to the batch that `flush` hands to the sink. */
+  private item(data: unknown): void {
+    if (this.batch.length === 0) this.current!.batchStarted()
+    this.batch.push(data)
   }
 
   /** Mux End: complete_final and the sentinel in one. Before the prologue it is a protocol error. */

@@ -13,8 +13,8 @@
  * left starts on a fresh buffer twice its predecessor's size (64 KiB to 512 KiB), so a busy
  * connection's ticks each fit in one buffer and leave in one write without a join. A payload of
  * `BY_REFERENCE_BYTES` or more is not copied into the buffer: it is queued by reference, and the
- * tick's pieces are joined at the flush (`writePieces`). `flushEarly` writes at once past `FLUSH_EARLY_BYTES`, so a producer that never yields
- * is still held back by its socket.
+ * tick's pieces are joined at the flush (`writePieces`). `flushEarly` writes at once past
+ * `FLUSH_EARLY_BYTES`, so a producer that never yields is still held back by its socket.
  *
  * What it does not do: decide whether the socket can take the bytes (the `write` it is given
  * does), count credit, or validate frames (the caller keeps them valid, see MuxCodec.ts).
