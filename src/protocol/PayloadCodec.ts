@@ -24,6 +24,7 @@
  */
 import { Packr } from "msgpackr"
 import type { PayloadCodecName } from "../ConnectionInfo.ts"
+import { asciiText } from "./AsciiText.ts"
 
 /** A synchronous payload codec. `encode`/`decode` throw `PayloadCodecError`. */
 export interface PayloadCodec {
@@ -82,7 +83,7 @@ const jsonEncode = (value: unknown): Uint8Array => Buffer.from(jsonText(value), 
 
 const jsonDecode = (bytes: Uint8Array): unknown => {
   try {
-    return JSON.parse(textDecoder.decode(bytes))
+    return JSON.parse(asciiText(bytes, 0, bytes.length) ?? textDecoder.decode(bytes))
   } catch (cause) {
     throw new PayloadCodecError("json", "decode", cause)
   }

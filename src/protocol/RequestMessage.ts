@@ -17,7 +17,9 @@
  * returned as a `ProtocolParseError`, never thrown.
  */
 import type { ConnectionInfo, RequestControlMessage } from "../ConnectionInfo.ts"
+import { asciiText } from "./AsciiText.ts"
 import { jsonText, type PayloadCodec, payloadCodec, PayloadCodecError } from "./PayloadCodec.ts"
+import { plainControl } from "./PlainControl.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
 import { decodeFrame, encodeFrame, type FrameDecoderOptions } from "./TwoPartCodec.ts"
 
@@ -132,14 +134,19 @@ export const decodeRequestMessage = (
   const fail = (reason: "MalformedFrame" | "BadPayload", detail: string, cause?: unknown) =>
     new ProtocolParseError(reason, detail, cause)
   if (frame.header.length === 0) return fail("MalformedFrame", "request message has no control header")
-  let raw: unknown
-  try {
-    raw = JSON.parse(textDecoder.decode(frame.header))
-  } catch (cause) {
-    return fail("MalformedFrame", `request control header is not valid JSON: ${causeMessage(cause)}`, cause)
+  // Our routers' headers, read without JSON.parse (PlainControl.ts); any other goes through JSON.
+  let control: RequestControlMessage | string | undefined = plainControl(frame.header)
+  if (control === undefined) {
+    const header = frame.header
+    let raw: unknown
+    try {
+      raw = JSON.parse(asciiText(header, 0, header.length) ?? textDecoder.decode(header))
+    } catch (cause) {
+      return fail("MalformedFrame", `request control header is not valid JSON: ${causeMessage(cause)}`, cause)
+    }
+    control = decodeControl(raw, options.absentConnectionInfo)
+    if (typeof control === "string") return fail("MalformedFrame", `invalid request control header: ${control}`)
   }
-  const control = decodeControl(raw, options.absentConnectionInfo)
-  if (typeof control === "string") return fail("MalformedFrame", `invalid request control header: ${control}`)
   const codec = payloadCodec(control.payload_codec)
   let payload: unknown
   try {
@@ -191,8 +198,6 @@ export const STREAM_ITEM_JSON_OVERHEAD = STREAM_ITEM_JSON_PREFIX.length + STREAM
 /** What `jsonStreamItem` returns for a body it does not take: `decodeStreamBody` decides it. */
 export const NOT_A_PLAIN_ITEM: unique symbol = Symbol("NOT_A_PLAIN_ITEM")
 
-const latin1Slice = Buffer.prototype.latin1Slice as (this: Uint8Array, start: number, end: number) => string
-
 /**
  * The item of a JSON stream item body as this project's workers write it,
  * `{"data":<item>,"complete_final":false}` byte for byte (`STREAM_ITEM_JSON_PREFIX`, the item's
@@ -210,15 +215,8 @@ export const jsonStreamItem = (bytes: Uint8Array): unknown => {
   if (end <= prefix.length) return NOT_A_PLAIN_ITEM
   for (let i = 0; i < prefix.length; i++) if (bytes[i] !== prefix[i]) return NOT_A_PLAIN_ITEM
   for (let i = 0; i < suffix.length; i++) if (bytes[end + i] !== suffix[i]) return NOT_A_PLAIN_ITEM
-  let ascii = true
-  for (let i = prefix.length; i < end; i++) {
-    if (bytes[i]! > 0x7f) {
-      ascii = false
-      break
-    }
-  }
   try {
-    return JSON.parse(ascii ? latin1Slice.call(bytes, prefix.length, end) : textDecoder.decode(bytes.subarray(prefix.length, end)))
+    return JSON.parse(asciiText(bytes, prefix.length, end) ?? textDecoder.decode(bytes.subarray(prefix.length, end)))
   } catch {
     return NOT_A_PLAIN_ITEM
   }

@@ -27,6 +27,7 @@
  * that reuses its chunk buffers must copy what it keeps.
  */
 import type { IncrementalDecoder } from "./FrameAssembler.ts"
+import { asciiText } from "./AsciiText.ts"
 import { alloc, EMPTY, putU32, u32 } from "./Bytes.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
 import { allocate, DecoderBase } from "./TcpDecoderBase.ts"
@@ -133,7 +134,7 @@ export const encodeTcpRequestFrame = (
 const decodePath = (b: Uint8Array, start: number, end: number): string | ProtocolParseError => {
   if (start === end) return malformed("request frame with an empty endpoint path")
   try {
-    return strictUtf8.decode(b.subarray(start, end))
+    return asciiText(b, start, end) ?? strictUtf8.decode(b.subarray(start, end))
   } catch {
     return malformed("request endpoint path is not valid UTF-8")
   }
@@ -146,7 +147,7 @@ const decodeHeaders = (b: Uint8Array, start: number, end: number): Record<string
   if (end - start === 2 && b[start] === 0x7b && b[start + 1] === 0x7d) return {}
   let value: unknown
   try {
-    value = JSON.parse(strictUtf8.decode(b.subarray(start, end)))
+    value = JSON.parse(asciiText(b, start, end) ?? strictUtf8.decode(b.subarray(start, end)))
   } catch {
     return malformed("request headers are not valid UTF-8 JSON")
   }
