@@ -3,6 +3,7 @@
  * (DESIGN.md, "The hot path": never a write per frame, never an awaited write). The socket is
  * the caller's; this only queues, concatenates and hands one chunk to `write`.
  */
+import { onNextTick } from "./SharedTick.ts"
 
 /**
  * Frames queued in one tick beyond this many bytes are written at once by `flushEarly`, so a
@@ -10,7 +11,7 @@
  */
 export const FLUSH_EARLY_BYTES = 64 * 1024
 
-/** The writer's schedule: `process.nextTick` (the default) or `setImmediate`. */
+/** The writer's schedule: the end of the tick (`onNextTick`, SharedTick.ts: the default) or `setImmediate`. */
 export type FlushSchedule = (f: () => void) => void
 
 /** Queues frames and writes them once per tick. */
@@ -27,7 +28,7 @@ export class WriteBatcher {
    * `afterFlush`, when given, runs after every flush (e.g. to end the socket once the last
    * frames are out).
    */
-  constructor(write: (chunk: Uint8Array) => void, schedule: FlushSchedule = process.nextTick, afterFlush?: () => void) {
+  constructor(write: (chunk: Uint8Array) => void, schedule: FlushSchedule = onNextTick, afterFlush?: () => void) {
     this.write = write
     this.schedule = schedule
     this.afterFlush = afterFlush

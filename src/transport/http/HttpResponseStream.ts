@@ -30,6 +30,7 @@ import { Waiters } from "../../internal/Waiters.ts"
 import { WriteBatcher } from "../../internal/WriteBatcher.ts"
 import { errorWithin, sendEach, tooLarge } from "../../internal/writeFailure.ts"
 import type { WriteTarget } from "../../internal/writeFailure.ts"
+import { onNextTick } from "../../internal/SharedTick.ts"
 
 /** The response side of one exchange, whichever HTTP version carries it. */
 export interface ResponseExchange {
@@ -111,7 +112,7 @@ export const openResponseStream = (options: ResponseStreamOptions): ResponseStre
         if (!exchange.write(chunk)) needDrain = true
       }
     },
-    process.nextTick,
+    onNextTick,
     () => {
       if (ending && state === ATTACHED) {
         state = GONE

@@ -5,7 +5,7 @@
  * What it does:
  * - `sent` appends a request to a list in the order it was sent (linked through the requests
  *   themselves: `FullRequest.prevWaiting`/`nextWaiting`). Right after the tick's write (a
- *   `process.nextTick` queued behind the batch's flush) the requests of the tick are stamped as
+ *   function queued for the end of the tick behind the batch's flush, `onNextTick`) the requests of the tick are stamped as
  *   sent (`FullRequest.sentAt`): the deadline counts from when the bytes leave, so a router busy
  *   in one long synchronous stretch does not count its own busy time against the worker.
  * - `answered` takes a request out of the list the moment it stops waiting (its Prologue came, or
@@ -24,6 +24,7 @@
  * fields.
  */
 import type { FullRequest } from "./FullRequest.ts"
+import { onNextTick } from "../../../internal/SharedTick.ts"
 
 /** The sent requests of one connection waiting for their ack, and the timer for the oldest; see the module comment. */
 export class AckDeadlines {
@@ -66,7 +67,7 @@ export class AckDeadlines {
     this.count++
     if (!this.stampScheduled) {
       this.stampScheduled = true
-      process.nextTick(this.stampSent)
+      onNextTick(this.stampSent)
     }
   }
 

@@ -65,6 +65,7 @@ import type { LogDebug, StreamLink } from "./StreamLink.ts"
 import { ConnectionLiveness } from "../../../internal/IdleSweep.ts"
 import { StreamIdTable } from "../../../internal/StreamIdTable.ts"
 import type { ReadonlyStreamIdTable } from "../../../internal/StreamIdTable.ts"
+import { onNextTick } from "../../../internal/SharedTick.ts"
 
 /** Options of a router-side mux connection. */
 export interface MuxConnectionOptions {
@@ -189,7 +190,7 @@ export class MuxConnection {
     // Credit owed to the worker rides in every write (`piggyback` once per flush).
     this.writes = new FrameBatcher((chunks) => {
       if (!this.socket.destroyed) writePieces(this.socket, chunks)
-    }, process.nextTick, () => this.credit.piggyback())
+    }, onNextTick, () => this.credit.piggyback())
     // Credit frames stay outside the connection window (ReceiveCredit.ts): not through `out`.
     this.credit = new ReceiveCredit((frame) => this.writes.bytes(frame), () => this.decoder.bytesDecoded())
     const socket = this.socket

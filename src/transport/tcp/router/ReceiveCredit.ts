@@ -34,6 +34,7 @@
  */
 import { encodeConnectionAck, encodeWindowUpdate } from "../../../protocol/MuxCodec.ts"
 import { CREDIT_UPDATE_BYTES, CREDIT_UPDATE_MS } from "../../../protocol/MuxHandshake.ts"
+import { onNextTick } from "../../../internal/SharedTick.ts"
 
 /** The credit owed to one stream (kept by the stream's owner, e.g. on its link). */
 export interface OwedCredit {
@@ -141,7 +142,7 @@ export class ReceiveCredit {
     this.due = true
     if (this.checkQueued) return
     this.checkQueued = true
-    process.nextTick(this.endOfTick)
+    onNextTick(this.endOfTick)
   }
 
   /** The tick that made credit owed is over: what no write took leaves when the timer fires. */

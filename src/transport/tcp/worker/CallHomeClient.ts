@@ -40,6 +40,7 @@ import { makeOneShotWriter } from "./OneShotWriter.ts"
 import type { OneShotSettings, OneShotWriter } from "./OneShotWriter.ts"
 import * as ConnectionPool from "./pool/ConnectionPool.ts"
 import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_LINGER_MS } from "./pool/PoolOptions.ts"
+import { onNextTick } from "../../../internal/SharedTick.ts"
 
 /** The `ConnectionInfo.transport` of a one-shot call-home stream. */
 export const connectionTransport = "tcp_server"
@@ -56,7 +57,7 @@ export interface CallHomeClientOptions {
   /** After our side has ended, how long to wait for the router's close before destroying (default `DEFAULT_LINGER_MS`). */
   readonly lingerMs?: number | undefined
   /**
-   * When queued frames are flushed: "tick" (`process.nextTick`, the default: lowest latency)
+   * When queued frames are flushed: "tick" (the end of the tick, `onNextTick`; the default: lowest latency)
    * or "immediate" (`setImmediate`: after I/O, batches across more work). For benchmarks.
    */
   readonly flush?: "tick" | "immediate" | undefined
@@ -145,7 +146,7 @@ export const makeUnsafe = (
   const settings: OneShotSettings = {
     maxMessageSize: options.maxMessageSize,
     lingerMs: options.lingerMs ?? DEFAULT_LINGER_MS,
-    schedule: options.flush === "immediate" ? setImmediate : process.nextTick,
+    schedule: options.flush === "immediate" ? setImmediate : onNextTick,
     onSocketClosed: (socket) => {
       sockets.delete(socket)
     }

@@ -23,6 +23,7 @@ import type * as net from "node:net"
 import { MUX_HEADER_SIZE } from "../../../protocol/MuxCodec.ts"
 import { FLUSH_EARLY_BYTES } from "../../../internal/WriteBatcher.ts"
 import type { FlushSchedule } from "../../../internal/WriteBatcher.ts"
+import { onNextTick } from "../../../internal/SharedTick.ts"
 
 /** Size of each buffer frames are encoded into. */
 export const BATCH_BUFFER_BYTES = 64 * 1024
@@ -88,7 +89,7 @@ export class FrameBatcher {
    * of every flush that has something to write, and may queue more frames into it (credit owed
    * to the peer rides in the same write).
    */
-  constructor(write: (chunks: ReadonlyArray<Uint8Array>) => void, schedule: FlushSchedule = process.nextTick, beforeFlush?: () => void) {
+  constructor(write: (chunks: ReadonlyArray<Uint8Array>) => void, schedule: FlushSchedule = onNextTick, beforeFlush?: () => void) {
     this.write = write
     this.schedule = schedule
     this.beforeFlush = beforeFlush

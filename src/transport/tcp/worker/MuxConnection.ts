@@ -48,6 +48,7 @@ import type { StreamHost } from "./MuxStream.ts"
 import { SendWindow } from "./SendWindow.ts"
 import type { FrameOutput } from "./SendWindow.ts"
 import { StreamIdTable } from "../../../internal/StreamIdTable.ts"
+import { onNextTick } from "../../../internal/SharedTick.ts"
 
 export type { MuxConnectionEvents } from "./MuxFailure.ts"
 
@@ -65,7 +66,7 @@ export interface MuxConnectionOptions {
   readonly streamWindow: number
   /** Frame bytes that may be sent before a ConnectionAck covers them. */
   readonly connectionWindow: number
-  /** When queued frames are flushed: "tick" (`process.nextTick`) or "immediate" (`setImmediate`). */
+  /** When queued frames are flushed: "tick" (the end of the tick, `onNextTick`) or "immediate" (`setImmediate`). */
   readonly flush: "tick" | "immediate"
   /**
    * Send the response mux handshake and wait for the router's ConnectionAck(0) (default true).
@@ -129,7 +130,7 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
     this.window = new SendWindow<MuxStream>(options.streamWindow, options.connectionWindow, this)
     this.writes = new FrameBatcher((chunks) => {
       if (this.state !== CLOSED && !this.socket.destroyed) this.written += writePieces(this.socket, chunks)
-    }, options.flush === "immediate" ? setImmediate : process.nextTick, () => this.beforeFlush())
+    }, options.flush === "immediate" ? setImmediate : onNextTick, () => this.beforeFlush())
     // A pooled connection offers heartbeats: its decoder takes kinds 9-14, and `otherFrame` reads only Ping and Pong.
     this.decoder = makeMuxDecoder({ maxMessageSize: options.maxMessageSize, fullMode: options.fullMode === true || options.handshake !== false })
     socket.on("data", (chunk: Buffer) => this.onData(chunk))

@@ -46,7 +46,7 @@ export interface OneShotSettings {
   readonly maxMessageSize: number
   /** After our side has ended, how long to wait for the router's close before destroying. */
   readonly lingerMs: number
-  /** When queued frames are flushed (`process.nextTick` or `setImmediate`). */
+  /** When queued frames are flushed (`onNextTick`, the end of the tick, or `setImmediate`). */
   readonly schedule: FlushSchedule
   /** Called once when a writer's socket has closed (its owner stops tracking it). */
   readonly onSocketClosed: (socket: net.Socket) => void
