@@ -188,10 +188,12 @@ export const streamItemJson = (item: unknown): string => {
   return jsonText(item)
 }
 
+const PREFIX_TEXT = `{"data":`
+const SUFFIX_TEXT = `,"complete_final":false}`
 /** What comes before an item's JSON in a JSON stream item body (`streamItemJson`). */
-export const STREAM_ITEM_JSON_PREFIX: Uint8Array = Buffer.from(`{"data":`)
+export const STREAM_ITEM_JSON_PREFIX: Uint8Array = Buffer.from(PREFIX_TEXT)
 /** What comes after an item's JSON in a JSON stream item body (`streamItemJson`). */
-export const STREAM_ITEM_JSON_SUFFIX: Uint8Array = Buffer.from(`,"complete_final":false}`)
+export const STREAM_ITEM_JSON_SUFFIX: Uint8Array = Buffer.from(SUFFIX_TEXT)
 /** Bytes a JSON stream item body adds around the item's JSON. */
 export const STREAM_ITEM_JSON_OVERHEAD = STREAM_ITEM_JSON_PREFIX.length + STREAM_ITEM_JSON_SUFFIX.length
 
@@ -209,14 +211,26 @@ export const NOT_A_PLAIN_ITEM: unique symbol = Symbol("NOT_A_PLAIN_ITEM")
  */
 export const jsonStreamItem = (bytes: Uint8Array): unknown => {
   const n = bytes.length
+  const end = n - STREAM_ITEM_JSON_SUFFIX.length
+  const start = STREAM_ITEM_JSON_PREFIX.length
+  if (end <= start) return NOT_A_PLAIN_ITEM
+  // The common case, an ASCII body: one native check and one copy to a string, then string
+  // compares (measured in instructions per item with callgrind: cheaper than byte loops).
+  const text = asciiText(bytes, 0, n)
+  if (text !== undefined) {
+    if (!text.startsWith(PREFIX_TEXT) || !text.endsWith(SUFFIX_TEXT)) return NOT_A_PLAIN_ITEM
+    try {
+      return JSON.parse(text.slice(start, end))
+    } catch {
+      return NOT_A_PLAIN_ITEM
+    }
+  }
   const prefix = STREAM_ITEM_JSON_PREFIX
   const suffix = STREAM_ITEM_JSON_SUFFIX
-  const end = n - suffix.length
-  if (end <= prefix.length) return NOT_A_PLAIN_ITEM
   for (let i = 0; i < prefix.length; i++) if (bytes[i] !== prefix[i]) return NOT_A_PLAIN_ITEM
   for (let i = 0; i < suffix.length; i++) if (bytes[end + i] !== suffix[i]) return NOT_A_PLAIN_ITEM
   try {
-    return JSON.parse(asciiText(bytes, prefix.length, end) ?? textDecoder.decode(bytes.subarray(prefix.length, end)))
+    return JSON.parse(textDecoder.decode(bytes.subarray(start, end)))
   } catch {
     return NOT_A_PLAIN_ITEM
   }
