@@ -25,7 +25,11 @@ describe("FrameBatcher", () => {
       size: fc.oneof(fc.integer({ min: 0, max: 200 }), fc.integer({ min: BY_REFERENCE_BYTES - 2, max: BY_REFERENCE_BYTES + 2 }), fc.integer({ min: 20_000, max: 70_000 })),
       two: fc.boolean(),
       // frameText instead: a text payload, small or around BY_REFERENCE_BYTES once encoded
-      text: fc.option(fc.oneof(fc.string({ unit: "binary", maxLength: 60 }), fc.string({ unit: "binary", minLength: 5_300, maxLength: 5_600 })), { freq: 3 })
+      // (ASCII text is written as Latin-1, any other as UTF-8)
+      text: fc.option(
+        fc.oneof(fc.string({ unit: "binary", maxLength: 60 }), fc.string({ unit: "binary-ascii", maxLength: 60 }), fc.string({ unit: "binary", minLength: 5_300, maxLength: 5_600 })),
+        { freq: 3 }
+      )
     })
     fc.assert(
       fc.property(fc.array(fc.array(frame, { maxLength: 12 }), { minLength: 1, maxLength: 6 }), (ticks) => {

@@ -24,18 +24,34 @@ const SHAPE = new RegExp(
     String.raw`(?:,"payload_codec":"(json|msgpack)")?,"connection_info":\{"transport":"(${PLAIN})","info":"(${PLAIN})"\}\}$`
 )
 
+/** Where the id starts (after `{"id":"`), and the lengths of `","info":"` and `"}}`. */
+const ID_START = 7
+const INFO_LENGTH = 10
+const END_LENGTH = 3
+
 /** The control header `bytes` when it has exactly the plain shape above, else undefined (parse it as JSON). */
 export const plainControl = (bytes: Uint8Array): RequestControlMessage | undefined => {
+  const n = bytes.length
   // Latin-1: a byte above 0x7f becomes a character the pattern refuses.
-  const m = SHAPE.exec(latin1Text(bytes, 0, bytes.length))
+  const m = SHAPE.exec(latin1Text(bytes, 0, n))
   if (m === null) return undefined
-  const connection_info: ConnectionInfo = { transport: m[5]!, info: m[6]! }
+  // The strings are copied from the bytes where the match puts them, not taken from the match:
+  // those would be slices of the header's text (kept alive with it, and slower to hash and
+  // compare as table keys); the literals are the constants themselves.
+  const idEnd = ID_START + m[1]!.length
+  const infoEnd = n - END_LENGTH
+  const infoStart = infoEnd - m[6]!.length
+  const transportEnd = infoStart - INFO_LENGTH
+  const connection_info: ConnectionInfo = {
+    transport: latin1Text(bytes, transportEnd - m[5]!.length, transportEnd),
+    info: latin1Text(bytes, infoStart, infoEnd)
+  }
   const control: { -readonly [K in keyof RequestControlMessage]: RequestControlMessage[K] } = {
-    id: m[1]!,
-    request_type: m[2] as RequestControlMessage["request_type"],
-    response_type: m[3] as RequestControlMessage["response_type"],
+    id: latin1Text(bytes, ID_START, idEnd),
+    request_type: m[2] === "single_in" ? "single_in" : "many_in",
+    response_type: m[3] === "single_out" ? "single_out" : "many_out",
     connection_info
   }
-  if (m[4] !== undefined) control.payload_codec = m[4] as NonNullable<RequestControlMessage["payload_codec"]>
+  if (m[4] !== undefined) control.payload_codec = m[4] === "json" ? "json" : "msgpack"
   return control
 }

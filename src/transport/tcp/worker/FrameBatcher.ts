@@ -25,6 +25,8 @@ import { FLUSH_EARLY_BYTES } from "../../../internal/WriteBatcher.ts"
 import type { FlushSchedule } from "../../../internal/WriteBatcher.ts"
 import { onNextTick } from "../../../internal/SharedTick.ts"
 
+
+const latin1Write = Buffer.prototype.latin1Write as (this: Buffer, text: string, offset: number, length: number) => number
 /** Size of each buffer frames are encoded into. */
 export const BATCH_BUFFER_BYTES = 64 * 1024
 /** The largest buffer a busy connection's ticks are encoded into (twice its last tick's bytes). */
@@ -140,7 +142,9 @@ export class FrameBatcher {
     const o = this.reserve(plen)
     const b = this.buf
     b.set(prefix, o)
-    b.write(text, o + prefix.length, textBytes, "utf8")
+    // As many bytes as characters: all ASCII, so Latin-1 writes the same bytes, without UTF-8's conversion.
+    if (textBytes === text.length) latin1Write.call(b, text, o + prefix.length, textBytes)
+    else b.write(text, o + prefix.length, textBytes, "utf8")
     b.set(suffix, o + prefix.length + textBytes)
     this.queued += plen
   }
