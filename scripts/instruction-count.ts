@@ -1,0 +1,100 @@
+// One side of scripts/instruction-count.sh: the full TCP mode's worker or router (or raw Node's
+// corked baseline), one call in flight, with the measured side under valgrind's callgrind. The
+// router switches callgrind's instrumentation on for the measured calls only, then dumps.
+//
+//   node --experimental-strip-types --no-warnings scripts/instruction-count.ts worker|rawworker <dir>
+//   node --experimental-strip-types --no-warnings scripts/instruction-count.ts router|rawrouter <dir> <warm-up calls> <calls> [<pid>|self]
+//
+// <dir> holds the file discovery (and the raw worker's port). <pid>: the valgrind'ed worker's
+// pid, or "self" when this router runs under valgrind; absent, nothing is counted.
+import { execFile } from "node:child_process"
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { setFlagsFromString } from "node:v8"
+import { Effect, Layer } from "effect"
+import * as rawTcp from "../src/cli/bench/sides/rawTcp.ts"
+import { concurrent } from "../src/cli/latency.ts"
+import { tokenHandler, TokenRequestSchema } from "../src/cli/tokenHandler.ts"
+import * as FileDiscovery from "../src/discovery/FileDiscovery.ts"
+import * as Endpoint from "../src/Endpoint.ts"
+import * as TransportRegistry from "../src/registry/index.ts"
+import { TransportConfig } from "../src/TransportConfig.ts"
+
+// As this project's processes run (NodeTuning.ts).
+setFlagsFromString("--no-allocation-site-pretenuring")
+
+const [role, dir] = [process.argv[2]!, process.argv[3]!]
+const ENDPOINT = "bench.worker.generate"
+const rawOptions = { variant: "corked", items: 10, itemSize: 50, delayMs: 0, env: {} } as const
+const env = {
+  DYN_DISCOVERY_BACKEND: "file",
+  DYN_DISCOVERY_PATH: dir,
+  DYN_METRICS: "off",
+  DYN_TRACING: "off",
+  DYN_METRICS_PORT: "0",
+  DYN_LOG: "warn",
+  DYN_REQUEST_PLANE: "tcp",
+  DYN_RESPONSE_PLANE: "tcp",
+  DYN_TCP_REQUEST_HOST: "127.0.0.1",
+  DYN_TCP_REQUEST_PORT: "0",
+  DYN_TCP_RESPONSE_HOST: "127.0.0.1",
+  DYN_TCP_RESPONSE_PORT: "0"
+}
+const layer = Layer.mergeAll(TransportRegistry.layerFromConfig, FileDiscovery.layer).pipe(
+  Layer.provideMerge(TransportConfig.layerFromRecord(env))
+)
+
+/** Runs `callgrind_control <args> <pid>` and waits for it (asynchronously: a process under valgrind must keep running to answer). */
+const callgrind = (args: Array<string>, pid: string | undefined) =>
+  pid === undefined
+    ? Promise.resolve()
+    : new Promise<void>((resolve, reject) =>
+      execFile("callgrind_control", [...args, pid === "self" ? String(process.pid) : pid], (error) => (error ? reject(error) : resolve()))
+    )
+const measureOn = (pid: string | undefined) => callgrind(["-i", "on"], pid)
+const measureOff = async (pid: string | undefined) => {
+  await callgrind(["-d"], pid)
+  await callgrind(["-i", "off"], pid)
+}
+
+const ready = () => console.error("worker ready")
+process.on("SIGTERM", () => process.exit(0))
+
+if (role === "rawworker") {
+  const served = await rawTcp.serve(rawOptions)
+  mkdirSync(dir, { recursive: true })
+  writeFileSync(`${dir}/raw.json`, JSON.stringify(served.info))
+  ready()
+} else if (role === "worker") {
+  await Effect.runPromise(
+    Effect.gen(function*() {
+      yield* Endpoint.serveEmit(ENDPOINT, tokenHandler, { requestSchema: TokenRequestSchema })
+      ready()
+      yield* Effect.never
+    }).pipe(Effect.scoped, Effect.provide(layer))
+  )
+} else {
+  const warm = Number(process.argv[4])
+  const calls = Number(process.argv[5])
+  const pid = process.argv[6]
+  if (role === "rawrouter") {
+    const driver = await rawTcp.connect(rawOptions, JSON.parse(readFileSync(`${dir}/raw.json`, "utf8")))
+    await driver.run(warm, 1, () => {})
+    await measureOn(pid)
+    await driver.run(calls, 1, () => {})
+    await measureOff(pid)
+    await driver.close()
+  } else {
+    await Effect.runPromise(
+      Effect.gen(function*() {
+        const client = yield* Endpoint.client<unknown, unknown>(ENDPOINT)
+        while (client.instances().length === 0) yield* Effect.sleep(20)
+        const once = client.call({ max_tokens: 10, token_size: 50 }, () => {})
+        yield* concurrent(warm, 1, once)
+        yield* Effect.promise(() => measureOn(pid))
+        yield* concurrent(calls, 1, once)
+        yield* Effect.promise(() => measureOff(pid))
+      }).pipe(Effect.scoped, Effect.provide(layer))
+    )
+  }
+  process.exit(0)
+}
