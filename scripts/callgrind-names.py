@@ -57,6 +57,9 @@ for line in listing.splitlines():
         if GC.search(name):
             name = "[GC]"
     by_name[name] = by_name.get(name, 0) + ir
-print(f"instructions per call: {total / calls:,.0f}")
+gc = by_name.get("[GC]", 0)
+# Garbage collection depends on the heap's history (a window with one scavenge of a still-growing
+# heap, or none): compare the rest between runs, and the [GC] line apart.
+print(f"instructions per call: {total / calls:,.0f} ({(total - gc) / calls:,.0f} without garbage collection, {gc / calls:,.0f} in it)")
 for name, ir in sorted(by_name.items(), key=lambda x: -x[1])[:top]:
     print(f"{ir / calls:10,.0f}  {name[:160]}")

@@ -1,12 +1,14 @@
 #!/bin/sh
 # Instructions per call of one side of the full TCP mode (or of raw Node's corked baseline) at
 # one call in flight, counted by valgrind's callgrind: user-space instructions of the main thread
-# over the measured calls, after a warm-up. Unlike times, the counts repeat within about 2% from
-# run to run on a noisy machine, so a change's effect on one side's work shows in one run.
+# over the measured calls, after a warm-up. Unlike times, the counts without garbage collection
+# repeat within about 2% from run to run on a noisy machine, so a change's effect on one side's
+# work shows in one run.
 #
 #   sh scripts/instruction-count.sh worker|router [ours|raw] [calls=2000] [warm-up=15000] [top=30]
 #
-# Prints the instructions per call and the functions that executed the most (JIT-compiled
+# Prints the instructions per call (also without garbage collection, which varies with the heap's
+# history: compare that figure between runs) and the functions that executed the most (JIT-compiled
 # JavaScript named from V8's --perf-basic-prof map; garbage collection summed as [GC]). Needs
 # valgrind (Debian: apt-get install valgrind) and python3. Takes about a minute.
 # docs/performance.md ("Ninth session") has what it showed.
@@ -18,13 +20,15 @@ CALLS=${3:-2000}
 WARM=${4:-15000}
 TOP=${5:-30}
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+# Ours runs tuned from its start, as the program's processes are (src/cli/main.ts); raw on defaults.
 P=""
-[ "$WHO" = raw ] && P=raw
+TUNE="--no-allocation-site-pretenuring"
+[ "$WHO" = raw ] && P=raw && TUNE=""
 export PATH="$PWD/node_modules/.bin:$PATH"
 D=$(mktemp -d)
 OUT="$D/callgrind.out"
-NODE="node --experimental-strip-types --no-warnings"
-VG="valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no --callgrind-out-file=$OUT -q node --perf-basic-prof --experimental-strip-types --no-warnings"
+NODE="node $TUNE --experimental-strip-types --no-warnings"
+VG="valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no --callgrind-out-file=$OUT -q node $TUNE --perf-basic-prof --experimental-strip-types --no-warnings"
 waitReady() { until grep -q ready "$D/worker.err" 2>/dev/null; do sleep 0.5; done; }
 if [ "$SIDE" = worker ]; then
   $VG scripts/instruction-count.ts ${P}worker "$D" 2>"$D/worker.err" &

@@ -5,11 +5,12 @@
 //   node --experimental-strip-types --no-warnings scripts/instruction-count.ts worker|rawworker <dir>
 //   node --experimental-strip-types --no-warnings scripts/instruction-count.ts router|rawrouter <dir> <warm-up calls> <calls> [<pid>|self]
 //
-// <dir> holds the file discovery (and the raw worker's port). <pid>: the valgrind'ed worker's
-// pid, or "self" when this router runs under valgrind; absent, nothing is counted.
+// instruction-count.sh starts ours with --no-allocation-site-pretenuring, as src/cli/main.ts
+// tunes the program's processes before loading them. <dir> holds the file discovery (and the raw
+// worker's port). <pid>: the valgrind'ed worker's pid, or "self" when this router runs under
+// valgrind; absent, nothing is counted.
 import { execFile } from "node:child_process"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
-import { setFlagsFromString } from "node:v8"
 import { Effect, Layer } from "effect"
 import * as rawTcp from "../src/cli/bench/sides/rawTcp.ts"
 import { concurrent } from "../src/cli/latency.ts"
@@ -18,9 +19,6 @@ import * as FileDiscovery from "../src/discovery/FileDiscovery.ts"
 import * as Endpoint from "../src/Endpoint.ts"
 import * as TransportRegistry from "../src/registry/index.ts"
 import { TransportConfig } from "../src/TransportConfig.ts"
-
-// As this project's processes run (NodeTuning.ts).
-setFlagsFromString("--no-allocation-site-pretenuring")
 
 const [role, dir] = [process.argv[2]!, process.argv[3]!]
 const ENDPOINT = "bench.worker.generate"

@@ -4,8 +4,10 @@
  * and role, starts it, and answers the orchestrator: `stats` (CPU time, peak RSS), `run` (the
  * streams, with progress every 250 ms, then every stream's samples and the CPU time they took; a
  * warm-up is a run whose samples are dropped), `close`. Any failure is sent as an `error`
- * message. It exits when the orchestrator disconnects or sends SIGTERM.
+ * message. It exits when the orchestrator disconnects or sends SIGTERM. Before it loads this
+ * project's side, it tunes V8 as the program does (`main.ts`); the other sides run on defaults.
  */
+import { disableAllocationSitePretenuring } from "../../NodeTuning.ts"
 import { processStats, sideModules } from "./ipc.ts"
 import type { FromChild, ToChild } from "./ipc.ts"
 import type { ClientModule, Driver, ServerModule, Served } from "./sides/side.ts"
@@ -23,6 +25,9 @@ const load = (name: string): Promise<SideModuleExports> => {
   if (!(sideModules as ReadonlyArray<string>).includes(name)) return Promise.reject(new Error(`unknown side module ${name}`))
   let mod = loading.get(name)
   if (mod === undefined) {
+    // This project's side runs as the program's processes do (main.ts): tuned before its modules
+    // load. The other stacks' sides run on V8's defaults.
+    if (name === "project") disableAllocationSitePretenuring()
     mod = import(new URL(`./sides/${name}${ext}`, import.meta.url).href) as Promise<SideModuleExports>
     loading.set(name, mod)
   }

@@ -9,7 +9,6 @@
 import { Effect, Exit, Layer, Scope, Stream } from "effect"
 import * as FileDiscovery from "../../../discovery/FileDiscovery.ts"
 import * as Endpoint from "../../../Endpoint.ts"
-import { disableAllocationSitePretenuring } from "../../../NodeTuning.ts"
 import * as TransportRegistry from "../../../registry/index.ts"
 import { TransportConfig } from "../../../TransportConfig.ts"
 import { tokenHandler, TokenRequestSchema } from "../../tokenHandler.ts"
@@ -17,8 +16,7 @@ import { BENCH_ENDPOINT } from "../ipc.ts"
 import { loadEffect } from "../loadEffect.ts"
 import type { Driver, ServerInfo, SideOptions } from "./side.ts"
 
-// This project's router process runs as `transport-registry` runs its processes (NodeTuning.ts).
-disableAllocationSitePretenuring()
+// Loaded by childMain.ts after it tuned V8 as the program does (main.ts).
 
 /** How long the router waits for the worker's instance record in discovery. */
 const INSTANCE_WAIT_MS = 20_000
