@@ -13,14 +13,12 @@ import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { setFlagsFromString } from "node:v8"
-import { Effect, Layer } from "effect"
+import { Effect } from "effect"
 import * as rawTcp from "../src/cli/bench/sides/rawTcp.ts"
 import { concurrent } from "../src/cli/latency.ts"
 import { tokenHandler, TokenRequestSchema } from "../src/cli/tokenHandler.ts"
-import * as FileDiscovery from "../src/discovery/FileDiscovery.ts"
 import * as Endpoint from "../src/Endpoint.ts"
-import * as TransportRegistry from "../src/registry/index.ts"
-import { TransportConfig } from "../src/TransportConfig.ts"
+import { ENDPOINT, fullModeLayer, rawOptions, request } from "./fullModeSetup.ts"
 
 /** What the tap records: [time in ns, kind] pairs. */
 const DATA = 0
@@ -51,29 +49,6 @@ const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(`--${name}`)
   return i >= 0 ? process.argv[i + 1]! : def
 }
-const ENDPOINT = "bench.worker.generate"
-const request = { max_tokens: 10, token_size: 50 }
-const rawOptions = { variant: "corked", items: 10, itemSize: 50, delayMs: 0, env: {} } as const
-const fullEnv = (discovery: string): Record<string, string> => ({
-  DYN_DISCOVERY_BACKEND: "file",
-  DYN_DISCOVERY_PATH: discovery,
-  DYN_METRICS: "off",
-  DYN_TRACING: "off",
-  DYN_METRICS_PORT: "0",
-  DYN_LOG: "warn",
-  DYN_REQUEST_PLANE: "tcp",
-  DYN_RESPONSE_PLANE: "tcp",
-  DYN_TCP_REQUEST_HOST: "127.0.0.1",
-  DYN_TCP_REQUEST_PORT: "0",
-  DYN_TCP_RESPONSE_HOST: "127.0.0.1",
-  DYN_TCP_RESPONSE_PORT: "0"
-})
-
-const layerOf = (discovery: string) =>
-  Layer.mergeAll(TransportRegistry.layerFromConfig, FileDiscovery.layer).pipe(
-    Layer.provideMerge(TransportConfig.layerFromRecord(fullEnv(discovery)))
-  )
-
 /** The worker side (a child): serves, then taps between "on" and "off" and sends its events back. */
 const runChild = async (mode: string, discovery: string) => {
   process.on("message", (m) => {
@@ -93,7 +68,7 @@ const runChild = async (mode: string, discovery: string) => {
       yield* Endpoint.serveEmit(ENDPOINT, tokenHandler, { requestSchema: TokenRequestSchema })
       process.send!({ ready: true })
       yield* Effect.never
-    }).pipe(Effect.scoped, Effect.provide(layerOf(discovery)))
+    }).pipe(Effect.scoped, Effect.provide(fullModeLayer(discovery)))
   )
 }
 
@@ -139,7 +114,7 @@ const runMode = async (mode: "raw" | "full", calls: number) => {
         const theirs = workerEvents()
         child.send("off")
         return { router: [...events], worker: yield* Effect.promise(() => theirs), perCall }
-      }).pipe(Effect.scoped, Effect.provide(layerOf(discovery)))
+      }).pipe(Effect.scoped, Effect.provide(fullModeLayer(discovery)))
     )
   } finally {
     child.kill("SIGKILL")

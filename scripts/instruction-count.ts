@@ -11,36 +11,14 @@
 // valgrind; absent, nothing is counted.
 import { execFile } from "node:child_process"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
-import { Effect, Layer } from "effect"
+import { Effect } from "effect"
 import * as rawTcp from "../src/cli/bench/sides/rawTcp.ts"
 import { concurrent } from "../src/cli/latency.ts"
 import { tokenHandler, TokenRequestSchema } from "../src/cli/tokenHandler.ts"
-import * as FileDiscovery from "../src/discovery/FileDiscovery.ts"
 import * as Endpoint from "../src/Endpoint.ts"
-import * as TransportRegistry from "../src/registry/index.ts"
-import { TransportConfig } from "../src/TransportConfig.ts"
+import { ENDPOINT, fullModeLayer, rawOptions, request } from "./fullModeSetup.ts"
 
 const [role, dir] = [process.argv[2]!, process.argv[3]!]
-const ENDPOINT = "bench.worker.generate"
-const rawOptions = { variant: "corked", items: 10, itemSize: 50, delayMs: 0, env: {} } as const
-const env = {
-  DYN_DISCOVERY_BACKEND: "file",
-  DYN_DISCOVERY_PATH: dir,
-  DYN_METRICS: "off",
-  DYN_TRACING: "off",
-  DYN_METRICS_PORT: "0",
-  DYN_LOG: "warn",
-  DYN_REQUEST_PLANE: "tcp",
-  DYN_RESPONSE_PLANE: "tcp",
-  DYN_TCP_REQUEST_HOST: "127.0.0.1",
-  DYN_TCP_REQUEST_PORT: "0",
-  DYN_TCP_RESPONSE_HOST: "127.0.0.1",
-  DYN_TCP_RESPONSE_PORT: "0"
-}
-const layer = Layer.mergeAll(TransportRegistry.layerFromConfig, FileDiscovery.layer).pipe(
-  Layer.provideMerge(TransportConfig.layerFromRecord(env))
-)
-
 /** Runs `callgrind_control <args> <pid>` and waits for it (asynchronously: a process under valgrind must keep running to answer). */
 const callgrind = (args: Array<string>, pid: string | undefined) =>
   pid === undefined
@@ -68,7 +46,7 @@ if (role === "rawworker") {
       yield* Endpoint.serveEmit(ENDPOINT, tokenHandler, { requestSchema: TokenRequestSchema })
       ready()
       yield* Effect.never
-    }).pipe(Effect.scoped, Effect.provide(layer))
+    }).pipe(Effect.scoped, Effect.provide(fullModeLayer(dir)))
   )
 } else {
   const warm = Number(process.argv[4])
@@ -86,12 +64,12 @@ if (role === "rawworker") {
       Effect.gen(function*() {
         const client = yield* Endpoint.client<unknown, unknown>(ENDPOINT)
         while (client.instances().length === 0) yield* Effect.sleep(20)
-        const once = client.call({ max_tokens: 10, token_size: 50 }, () => {})
+        const once = client.call(request, () => {})
         yield* concurrent(warm, 1, once)
         yield* Effect.promise(() => measureOn(pid))
         yield* concurrent(calls, 1, once)
         yield* Effect.promise(() => measureOff(pid))
-      }).pipe(Effect.scoped, Effect.provide(layer))
+      }).pipe(Effect.scoped, Effect.provide(fullModeLayer(dir)))
     )
   }
   process.exit(0)

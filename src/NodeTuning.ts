@@ -7,7 +7,13 @@ import * as v8 from "node:v8"
 
 /**
  * Turns off V8's allocation-site pretenuring (`--no-allocation-site-pretenuring`) for the rest of
- * the process's life. Call it once, early; calling it again changes nothing.
+ * the process's life. Call it once, before the application's modules are loaded: from a small
+ * entry module that calls it and then `await import(...)`s the application (as this program's
+ * `src/cli/main.ts` does), or pass `--no-allocation-site-pretenuring` to node. Calling it at the
+ * top of a module that imports Effect is too late: every import is loaded and evaluated first,
+ * and V8 decides what to pretenure while that happens (the full TCP mode's worker at one call in
+ * flight: garbage collection 44,000 instructions a call set that way, 8,500 set before the
+ * loading; docs/performance.md, "Ninth session"). Calling it again changes nothing.
  *
  * Why: V8 allocates objects directly in the old generation from an allocation site whose early
  * objects mostly survived a young-generation collection. While a process starts, some of the Effect

@@ -1,0 +1,36 @@
+// What scripts/critical-path.ts and scripts/instruction-count.ts share: the full TCP mode's layer
+// (file discovery in one folder, metrics and tracing off, loopback ports), the benchmark's
+// endpoint and request, and raw Node's corked baseline with the same exchange.
+import { Layer } from "effect"
+import * as FileDiscovery from "../src/discovery/FileDiscovery.ts"
+import * as TransportRegistry from "../src/registry/index.ts"
+import { TransportConfig } from "../src/TransportConfig.ts"
+
+/** The endpoint both sides use (the benchmark's). */
+export const ENDPOINT = "bench.worker.generate"
+/** One request: 10 items of 50 bytes. */
+export const request = { max_tokens: 10, token_size: 50 }
+/** Raw Node's corked baseline of the same exchange (src/cli/bench/sides/rawTcp.ts). */
+export const rawOptions = { variant: "corked", items: 10, itemSize: 50, delayMs: 0, env: {} } as const
+
+/** The DYN_* settings of the full TCP mode, discovering through files in `discovery`. */
+const fullEnv = (discovery: string): Record<string, string> => ({
+  DYN_DISCOVERY_BACKEND: "file",
+  DYN_DISCOVERY_PATH: discovery,
+  DYN_METRICS: "off",
+  DYN_TRACING: "off",
+  DYN_METRICS_PORT: "0",
+  DYN_LOG: "warn",
+  DYN_REQUEST_PLANE: "tcp",
+  DYN_RESPONSE_PLANE: "tcp",
+  DYN_TCP_REQUEST_HOST: "127.0.0.1",
+  DYN_TCP_REQUEST_PORT: "0",
+  DYN_TCP_RESPONSE_HOST: "127.0.0.1",
+  DYN_TCP_RESPONSE_PORT: "0"
+})
+
+/** The registry and file discovery of the full TCP mode, as a router or worker process builds them. */
+export const fullModeLayer = (discovery: string) =>
+  Layer.mergeAll(TransportRegistry.layerFromConfig, FileDiscovery.layer).pipe(
+    Layer.provideMerge(TransportConfig.layerFromRecord(fullEnv(discovery)))
+  )
