@@ -15,33 +15,23 @@
  * `process.nextTick`; the functions queued after it still run, in a tick of their own.
  */
 
+/** The functions of this tick; not empty exactly while a `nextTick` of `runQueued` is due or running. */
 const queued: Array<() => void> = []
-let scheduled = false
-/** How many of `queued` ran (the run in progress); the rest run after a throw. */
-let ran = 0
 
 const runQueued = (): void => {
+  let ran = 0
   try {
     while (ran < queued.length) queued[ran++]!()
   } finally {
     if (ran < queued.length) {
       // a function threw: the rest run in a tick of their own, then the throw goes on
       queued.splice(0, ran)
-      ran = 0
       process.nextTick(runQueued)
-    } else {
-      queued.length = 0
-      ran = 0
-      scheduled = false
-    }
+    } else queued.length = 0
   }
 }
 
 /** Runs `f` at the end of this tick, as `process.nextTick(f)` would, sharing one `nextTick` with the others queued this tick. */
 export const onNextTick = (f: () => void): void => {
-  queued.push(f)
-  if (!scheduled) {
-    scheduled = true
-    process.nextTick(runQueued)
-  }
+  if (queued.push(f) === 1) process.nextTick(runQueued)
 }

@@ -13,9 +13,9 @@ import { isAscii } from "node:buffer"
 
 const latin1Slice = Buffer.prototype.latin1Slice as (this: Uint8Array, start: number, end: number) => string
 
-/** `bytes[start..end]` as a string when every byte is ASCII, else undefined (decode it as UTF-8 yourself). */
-export const asciiText = (bytes: Uint8Array, start: number, end: number): string | undefined =>
-  isAscii(start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end)) ? latin1Slice.call(bytes, start, end) : undefined
-
 /** `bytes[start..end]` as Latin-1 text: one char per byte, the same as UTF-8 for ASCII (no check). */
 export const latin1Text = (bytes: Uint8Array, start: number, end: number): string => latin1Slice.call(bytes, start, end)
+
+/** `bytes[start..end]` as a string when every byte is ASCII, else undefined (decode it as UTF-8 yourself). */
+export const asciiText = (bytes: Uint8Array, start: number, end: number): string | undefined =>
+  isAscii(start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end)) ? latin1Text(bytes, start, end) : undefined

@@ -25,9 +25,9 @@ const SHAPE = new RegExp(
 )
 
 /** Where the id starts (after `{"id":"`), and the lengths of `","info":"` and `"}}`. */
-const ID_START = 7
-const INFO_LENGTH = 10
-const END_LENGTH = 3
+const ID_START = `{"id":"`.length
+const INFO_LENGTH = `","info":"`.length
+const END_LENGTH = `"}}`.length
 
 /** The control header `bytes` when it has exactly the plain shape above, else undefined (parse it as JSON). */
 export const plainControl = (bytes: Uint8Array): RequestControlMessage | undefined => {

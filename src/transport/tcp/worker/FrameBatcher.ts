@@ -27,6 +27,16 @@ import { onNextTick } from "../../../internal/SharedTick.ts"
 
 
 const latin1Write = Buffer.prototype.latin1Write as (this: Buffer, text: string, offset: number, length: number) => number
+
+/**
+ * Writes the UTF-8 of `text` (`textBytes` long, as `Buffer.byteLength` counts it) at `offset`.
+ * As many bytes as characters means all ASCII: Latin-1 then writes the same bytes, a copy
+ * without UTF-8's conversion.
+ */
+const writeText = (b: Buffer, text: string, offset: number, textBytes: number): void => {
+  if (textBytes === text.length) latin1Write.call(b, text, offset, textBytes)
+  else b.write(text, offset, textBytes, "utf8")
+}
 /** Size of each buffer frames are encoded into. */
 export const BATCH_BUFFER_BYTES = 64 * 1024
 /** The largest buffer a busy connection's ticks are encoded into (twice its last tick's bytes). */
@@ -64,7 +74,7 @@ export const writePieces = (socket: net.Socket, chunks: ReadonlyArray<Uint8Array
 export const textPayload = (prefix: Uint8Array, text: string, textBytes: number, suffix: Uint8Array): Buffer => {
   const payload = Buffer.allocUnsafe(prefix.length + textBytes + suffix.length)
   payload.set(prefix, 0)
-  payload.write(text, prefix.length, textBytes, "utf8")
+  writeText(payload, text, prefix.length, textBytes)
   payload.set(suffix, prefix.length + textBytes)
   return payload
 }
@@ -142,9 +152,7 @@ export class FrameBatcher {
     const o = this.reserve(plen)
     const b = this.buf
     b.set(prefix, o)
-    // As many bytes as characters: all ASCII, so Latin-1 writes the same bytes, without UTF-8's conversion.
-    if (textBytes === text.length) latin1Write.call(b, text, o + prefix.length, textBytes)
-    else b.write(text, o + prefix.length, textBytes, "utf8")
+    writeText(b, text, o + prefix.length, textBytes)
     b.set(suffix, o + prefix.length + textBytes)
     this.queued += plen
   }
