@@ -2,6 +2,7 @@
 // (file discovery in one folder, metrics and tracing off, loopback ports), the benchmark's
 // endpoint and request, and raw Node's corked baseline with the same exchange.
 import { Layer } from "effect"
+import { Discovery } from "../src/Discovery.ts"
 import * as FileDiscovery from "../src/discovery/FileDiscovery.ts"
 import * as TransportRegistry from "../src/registry/index.ts"
 import { TransportConfig } from "../src/TransportConfig.ts"
@@ -29,8 +30,18 @@ const fullEnv = (discovery: string): Record<string, string> => ({
   DYN_TCP_RESPONSE_PORT: "0"
 })
 
-/** The registry and file discovery of the full TCP mode, as a router or worker process builds them. */
-export const fullModeLayer = (discovery: string) =>
-  Layer.mergeAll(TransportRegistry.layerFromConfig, FileDiscovery.layer).pipe(
+/**
+ * The registry and file discovery of the full TCP mode, as a router or worker process builds them.
+ * `pollIntervalMs` sets how often the router re-reads the discovery folder (default 250 ms, as
+ * the program): a count of instructions per call sets it long, so that a poll's work (which
+ * depends on the time a run takes, tens of times longer under valgrind) is not counted per call.
+ */
+export const fullModeLayer = (discovery: string, pollIntervalMs?: number) =>
+  Layer.mergeAll(
+    TransportRegistry.layerFromConfig,
+    pollIntervalMs === undefined
+      ? FileDiscovery.layer
+      : Layer.succeed(Discovery, FileDiscovery.make({ directory: discovery, pollIntervalMs }))
+  ).pipe(
     Layer.provideMerge(TransportConfig.layerFromRecord(fullEnv(discovery)))
   )

@@ -19,6 +19,10 @@ import * as Endpoint from "../src/Endpoint.ts"
 import { ENDPOINT, fullModeLayer, rawOptions, request } from "./fullModeSetup.ts"
 
 const [role, dir] = [process.argv[2]!, process.argv[3]!]
+// The router reads the discovery folder once, at its start (the worker is up by then): polls
+// every 250 ms would count their work per call, and a run under valgrind takes tens of times
+// longer than without it.
+const POLL_MS = 3_600_000
 /** Runs `callgrind_control <args> <pid>` and waits for it (asynchronously: a process under valgrind must keep running to answer). */
 const callgrind = (args: Array<string>, pid: string | undefined) =>
   pid === undefined
@@ -46,7 +50,7 @@ if (role === "rawworker") {
       yield* Endpoint.serveEmit(ENDPOINT, tokenHandler, { requestSchema: TokenRequestSchema })
       ready()
       yield* Effect.never
-    }).pipe(Effect.scoped, Effect.provide(fullModeLayer(dir)))
+    }).pipe(Effect.scoped, Effect.provide(fullModeLayer(dir, POLL_MS)))
   )
 } else {
   const warm = Number(process.argv[4])
@@ -69,7 +73,7 @@ if (role === "rawworker") {
         yield* Effect.promise(() => measureOn(pid))
         yield* concurrent(calls, 1, once)
         yield* Effect.promise(() => measureOff(pid))
-      }).pipe(Effect.scoped, Effect.provide(fullModeLayer(dir)))
+      }).pipe(Effect.scoped, Effect.provide(fullModeLayer(dir, POLL_MS)))
     )
   }
   process.exit(0)

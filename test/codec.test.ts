@@ -19,11 +19,13 @@ import {
   encodeStreamError,
   encodeStreamItem,
   jsonStreamItem,
+  jsonStreamItemIn,
   NOT_A_PLAIN_ITEM,
   STREAM_ITEM_JSON_PREFIX,
   STREAM_ITEM_JSON_SUFFIX,
   streamItemJson
 } from "../src/protocol/RequestMessage.ts"
+import { ChunkText } from "../src/protocol/ChunkText.ts"
 import {
   decodeFrame,
   DEFAULT_MAX_MESSAGE_SIZE,
@@ -708,6 +710,32 @@ describe("stream bodies", () => {
     expect(jsonStreamItem(utf8(`{"data":,"complete_final":false}`))).toBe(NOT_A_PLAIN_ITEM)
     expect(jsonStreamItem(utf8(`{"data":"é","complete_final":false}`))).toBe("é")
     expect(jsonStreamItem(utf8(`{"data":null,"complete_final":false}`))).toBeNull()
+  })
+
+  it("jsonStreamItemIn gives what jsonStreamItem gives, for a body anywhere in a chunk of any other bytes", () => {
+    const middles = fc.oneof(
+      fc.jsonValue().map((v) => JSON.stringify(v)),
+      fc.string(),
+      fc.constantFrom(`1,"x":2`, `"\u00e9"`, `"é"`, ""),
+      fc.uint8Array({ maxLength: 40 }).map((b) => Buffer.from(b).toString("latin1"))
+    )
+    const bodies = fc.oneof(
+      middles.map((m) => Buffer.concat([STREAM_ITEM_JSON_PREFIX, Buffer.from(m, "utf8"), STREAM_ITEM_JSON_SUFFIX])),
+      middles.map((m) => Buffer.concat([STREAM_ITEM_JSON_PREFIX, Buffer.from(m, "latin1"), STREAM_ITEM_JSON_SUFFIX])),
+      fc.uint8Array({ maxLength: 80 }).map((b) => Buffer.from(b))
+    )
+    const text = new ChunkText()
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 64 }), bodies, fc.uint8Array({ maxLength: 64 }), (before, body, after) => {
+        const chunk = Buffer.concat([before, body, after])
+        text.reading(chunk)
+        const view = chunk.subarray(before.length, before.length + body.length)
+        const item = jsonStreamItemIn(view, text, before.length)
+        text.release()
+        expect(item).toEqual(jsonStreamItem(body))
+      }),
+      { numRuns: 3000 }
+    )
   })
 
   it("rejects malformed bodies as BadPayload naming the problem", () => {

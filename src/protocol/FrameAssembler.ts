@@ -59,6 +59,8 @@ export abstract class FrameAssembler<H> implements IncrementalDecoder<H> {
   /** While `decode` runs: its chunk, and where the bytes after the frame being delivered begin. */
   protected decodingChunk: Uint8Array | undefined = undefined
   protected afterFrame = 0
+  /** While a frame is delivered: `restOffset()`. */
+  private frameRest = -1
 
   constructor(maxMessageSize: number) {
     this.maxMessageSize = maxMessageSize
@@ -105,6 +107,7 @@ export abstract class FrameAssembler<H> implements IncrementalDecoder<H> {
         this.restFill = 0
         this.decoded += PREFIX_SIZE + rest.length
         this.afterFrame = off
+        this.frameRest = -1
         const bad = this.deliver(this.prefix, 0, rest, 0, rest.length, handler)
         if (bad !== undefined) return this.fail(bad)
         if (this.stopped) return this.stopAt(off)
@@ -133,6 +136,7 @@ export abstract class FrameAssembler<H> implements IncrementalDecoder<H> {
         // Zero copy: the rest of the frame is in this chunk.
         this.decoded += PREFIX_SIZE + restLen
         this.afterFrame = off + restLen
+        this.frameRest = off
         const bad = this.deliver(src, p, chunk, off, off + restLen, handler)
         off += restLen
         if (bad !== undefined) return this.fail(bad)
@@ -165,6 +169,11 @@ export abstract class FrameAssembler<H> implements IncrementalDecoder<H> {
   /** After a `stop()`: the offset in the last chunk where the bytes after the stopping frame begin. */
   stopOffset(): number {
     return this.stoppedAt
+  }
+
+  /** Called from a frame handler: where the bytes after the frame's prefix begin in the chunk, or -1 (a copy). */
+  restOffset(): number {
+    return this.frameRest
   }
 
   /** Bytes of every complete frame so far, prefixes included. */

@@ -151,6 +151,11 @@ export interface MuxDecoder extends IncrementalDecoder<MuxFrameHandler> {
    * and while a credit frame is handled (it may let many streams' held frames go at once).
    */
   quietAfterCurrentFrame(): boolean
+  /**
+   * Called from a frame handler: where the frame's payload begins in the chunk being decoded, or
+   * -1 when the payload was gathered from several chunks (a copy).
+   */
+  restOffset(): number
 }
 
 

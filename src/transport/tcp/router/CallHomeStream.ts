@@ -32,7 +32,8 @@ import { readPrologue, STREAM_ENDED_EARLY } from "../../../protocol/CallHome.ts"
 import { payloadCodec } from "../../../protocol/PayloadCodec.ts"
 import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
 import type { ProtocolParseError } from "../../../protocol/ProtocolError.ts"
-import { decodeStreamBody, jsonStreamItem, NOT_A_PLAIN_ITEM } from "../../../protocol/RequestMessage.ts"
+import type { ChunkText } from "../../../protocol/ChunkText.ts"
+import { decodeStreamBody, jsonStreamItem, jsonStreamItemIn, NOT_A_PLAIN_ITEM } from "../../../protocol/RequestMessage.ts"
 import { STREAM_ID_SIZE, uuidFromStreamId } from "../../../protocol/StreamId.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import type { ConnectionInfo } from "../../../ConnectionInfo.ts"
@@ -213,13 +214,16 @@ export class CallHomeStream implements PendingStream, Activity {
     } else this.malformed(prologue)
   }
 
-  /** One stream body (a data frame): an item, complete_final, or the in-band error. Ignored unless streaming. */
-  data(body: Uint8Array): void {
+  /**
+   * One stream body (a data frame): an item, complete_final, or the in-band error. Ignored unless
+   * streaming. With `chunk`, the body lies in the chunk being read at `offset` (-1: it does not).
+   */
+  data(body: Uint8Array, chunk?: ChunkText, offset = -1): void {
     if (this.state !== Phase.Streaming) return
     this.active = true
     if (this.codec.name === "json") {
       // The common body, `{"data":<item>,"complete_final":false}`: only the item is parsed.
-      const item = jsonStreamItem(body)
+      const item = chunk !== undefined && offset >= 0 ? jsonStreamItemIn(body, chunk, offset) : jsonStreamItem(body)
       if (item !== NOT_A_PLAIN_ITEM) return this.item(item)
     }
     const r = decodeStreamBody(this.codec, body)

@@ -52,6 +52,7 @@ import {
   sameStreamId,
   uuidFromStreamId
 } from "../../../protocol/MuxCodec.ts"
+import { ChunkText } from "../../../protocol/ChunkText.ts"
 import type { MuxDecoder } from "../../../protocol/MuxCodec.ts"
 import { encodeResetPayload } from "../../../protocol/MuxHandshake.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
@@ -166,6 +167,8 @@ export class MuxConnection {
   protected readonly decoder: MuxDecoder
   /** The streams this connection carries, by stream id. */
   protected readonly links = new StreamIdTable<MuxStreamLink>()
+  /** The chunk being decoded, as text for its items (`jsonStreamItemIn`). */
+  private readonly chunkText = new ChunkText()
   /** Streams with items batched in the current chunk. */
   private dirty: Array<CallHomeStream> = []
   /** The stream of the last frame dispatched (while it is on the connection). */
@@ -320,7 +323,9 @@ export class MuxConnection {
     if (this.closed) return
     this.liveness.active = true
     this.chunkArrived()
+    this.chunkText.reading(chunk)
     const error = this.decoder.decode(chunk, this.onFrame)
+    this.chunkText.release()
     if (this.dirty.length > 0) {
       const streams = this.dirty
       this.dirty = []
@@ -365,7 +370,7 @@ export class MuxConnection {
       case MuxKind.Data:
         if (stream.phase !== Phase.Streaming) return
         link.delivered(payload.length)
-        if (payload.length > 0) stream.data(payload)
+        if (payload.length > 0) stream.data(payload, this.chunkText, this.decoder.restOffset())
         return
       case MuxKind.End:
         return stream.end()
