@@ -66,6 +66,12 @@ export interface ResponsePlaneServer {
    * request's scope). A worker that never connects fails the sink with a timeout.
    */
   readonly open: (options: OpenStreamOptions) => Effect.Effect<PendingStream, TransportError>
+  /**
+   * Optional: the stream `open` would give, opened now when that needs no waiting (a server
+   * already listening), else undefined and the caller uses `open`. Lets the router's call skip
+   * the Effect steps of `open` on its hot path.
+   */
+  readonly openNow?: ((options: OpenStreamOptions) => PendingStream | undefined) | undefined
 }
 
 /**

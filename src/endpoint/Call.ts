@@ -100,56 +100,71 @@ export const makeCallOn = (setup: CallSetup) => {
       })
       Metrics.streamDelta(responseId, "response", 1)
       let cancelSend: (() => void) | undefined
-      const sink = { onItems: state.items, onEnd: state.end, onError: state.error }
-      return route.responseServer.open({ requestId, endpoint, codec, sink, carried: route.carriesResponses }).pipe(
+      /** The call is over: release its stream; a streamed request's items are no longer wanted. */
+      const finish = () => {
+        state.finish()
+        if (args.items !== undefined) cancelSend?.()
+      }
+      /**
+       * Sends the request on `opened` and waits for the ack and the stream. With `finishes`, the
+       * call's end also finishes it (see below); interrupting it cancels the call either way.
+       */
+      const sendAndWait = (opened: PendingStream, finishes: boolean): Effect.Effect<void, CallError | PreAckFailure> => {
+        state.opened(opened)
+        args.onOpen?.(opened)
+        const control: RequestMessage["control"] = {
+          id: requestId,
+          request_type: args.items === undefined ? "single_in" : "many_in",
+          response_type: "many_out",
+          payload_codec: codec,
+          // A request plane that carries the stream itself takes `responseStream` instead: the
+          // call-home address is not built for it.
+          connection_info: route.carriesResponses ? NO_CONNECTION_INFO : opened.connectionInfo,
+          ...(setup.metadata === undefined ? {} : { metadata: setup.metadata })
+        }
+        const headers = args.headers === undefined ? { "x-request-id": requestId } : { ...args.headers, "x-request-id": requestId }
+        const sent: RequestMessage = args.items === undefined
+          ? { control, payload: args.request, headers }
+          : { control, payload: args.request, headers, items: args.items }
+        // Only a request plane that carries the stream takes it (the others never see it).
+        const message: RequestMessage = route.carriesResponses ? { ...sent, responseStream: opened } : sent
+        const target = { address: route.address, endpoint, metadata: route.metadata }
+        // One callback waits for both the ack and the stream: a complete stream implies the
+        // ack, so the call ends with the stream even if the ack is still on its way.
+        return Effect.callback<void, CallError | PreAckFailure>((resume) => {
+          state.wait((outcome) => {
+            if (finishes) finish()
+            resume(
+              outcome._tag === "Failed" && failedBeforeAck && isRetryableBeforeAck(outcome.error)
+                ? Effect.fail(new PreAckFailure(outcome.error))
+                : toEffect(outcome)
+            )
+          })
+          try {
+            cancelSend = sendLean(setup.runSend, route.requestTransport.client, target, message, state.ack)
+          } catch (defect) {
+            if (finishes) finish()
+            throw defect
+          }
+          state.sent(cancelSend)
+          return Effect.sync(() => state.cancel())
+        })
+      }
+      const openOptions = { requestId, endpoint, codec, sink: { onItems: state.items, onEnd: state.end, onError: state.error }, carried: route.carriesResponses }
+      // A stream opened at once (the TCP call-home server, listening): one callback is the whole
+      // call, which finishes it as it ends (a cancelled call is not finished: `cancel` releases
+      // it). Fewer Effect steps per call than the general path below (measured with callgrind).
+      const now = route.responseServer.openNow?.(openOptions)
+      if (now !== undefined) return sendAndWait(now, true)
+      return route.responseServer.open(openOptions).pipe(
         Effect.tapError((error) =>
           Effect.sync(() => {
             const type = errorTypeOf(error)
             if (type !== undefined) Metrics.recordError(responseId, type)
           })
         ),
-        Effect.flatMap((opened) => {
-          state.opened(opened)
-          args.onOpen?.(opened)
-          const control: RequestMessage["control"] = {
-            id: requestId,
-            request_type: args.items === undefined ? "single_in" : "many_in",
-            response_type: "many_out",
-            payload_codec: codec,
-            // A request plane that carries the stream itself takes `responseStream` instead: the
-            // call-home address is not built for it.
-            connection_info: route.carriesResponses ? NO_CONNECTION_INFO : opened.connectionInfo,
-            ...(setup.metadata === undefined ? {} : { metadata: setup.metadata })
-          }
-          const headers = args.headers === undefined ? { "x-request-id": requestId } : { ...args.headers, "x-request-id": requestId }
-          const sent: RequestMessage = args.items === undefined
-            ? { control, payload: args.request, headers }
-            : { control, payload: args.request, headers, items: args.items }
-          // Only a request plane that carries the stream takes it (the others never see it).
-          const message: RequestMessage = route.carriesResponses ? { ...sent, responseStream: opened } : sent
-          const target = { address: route.address, endpoint, metadata: route.metadata }
-          // One callback waits for both the ack and the stream: a complete stream implies the
-          // ack, so the call ends with the stream even if the ack is still on its way.
-          return Effect.callback<void, CallError | PreAckFailure>((resume) => {
-            state.wait((outcome) =>
-              resume(
-                outcome._tag === "Failed" && failedBeforeAck && isRetryableBeforeAck(outcome.error)
-                  ? Effect.fail(new PreAckFailure(outcome.error))
-                  : toEffect(outcome)
-              )
-            )
-            cancelSend = sendLean(setup.runSend, route.requestTransport.client, target, message, state.ack)
-            state.sent(cancelSend)
-            return Effect.sync(() => state.cancel())
-          })
-        }),
-        Effect.onExit(() =>
-          Effect.sync(() => {
-            state.finish()
-            // The call is over: a streamed request's items are no longer wanted.
-            if (args.items !== undefined) cancelSend?.()
-          })
-        )
+        Effect.flatMap((opened) => sendAndWait(opened, false)),
+        Effect.onExit(() => Effect.sync(finish))
       )
     })
 }

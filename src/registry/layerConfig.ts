@@ -96,7 +96,9 @@ const lazyResponseServer = (
     return {
       transport,
       open: (options) =>
-        built !== undefined ? built.open(options) : Effect.flatMap(get, (server) => (built = server).open(options))
+        built !== undefined ? built.open(options) : Effect.flatMap(get, (server) => (built = server).open(options)),
+      // Once built, the built server's (its first stream goes through `open`, which builds it).
+      openNow: (options) => built?.openNow?.(options)
     } satisfies ResponsePlaneServer
   })
 

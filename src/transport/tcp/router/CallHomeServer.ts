@@ -267,7 +267,11 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
           return address !== undefined && !listener.isShutDown()
             ? Effect.succeed(openNow(address, openOptions))
             : Effect.flatMap(listener.ensureListening, (advertised) => Effect.sync(() => openNow(advertised, openOptions)))
-        })
+        }),
+      openNow: (openOptions) => {
+        const address = listener.address()
+        return address !== undefined && !listener.isShutDown() ? openNow(address, openOptions) : undefined
+      }
     }
     drills.set(server, {
       connectionCount: () => muxConnections.size,
