@@ -98,7 +98,15 @@ describe("the package", () => {
   it.live("keeps the call-home server's test hooks off its service shape", () =>
     Effect.gen(function*() {
       const server = yield* CallHomeServer.make({ host: "127.0.0.1", port: 0, callHomeTimeoutMs: 1000, maxMessageSize: 1 << 20, mux: true })
-      expect(Object.keys(server).sort()).toEqual(["open", "transport"])
+      expect(Object.keys(server).sort()).toEqual(["open", "openNow", "transport"])
+      // openNow: a stream opened at once once the server listens, as `open` opens it.
+      const sink = { onItems: () => {}, onEnd: () => {}, onError: () => {} }
+      const opened = yield* server.open({ requestId: "a", endpoint: "ns.c.e", codec: "json", sink })
+      const now = server.openNow!({ requestId: "b", endpoint: "ns.c.e", codec: "json", sink })
+      expect(now?.connectionInfo.transport).toBe(opened.connectionInfo.transport)
+      expect(now?.isDone()).toBe(false)
+      now?.close()
+      opened.close()
       expect(CallHomeServer.muxDrill(server).connectionCount()).toBe(0)
       expect(() => CallHomeServer.muxDrill({ transport: "memory", open: () => Effect.die("unused") })).toThrow(/not a call-home server/)
     }).pipe(Effect.scoped))
