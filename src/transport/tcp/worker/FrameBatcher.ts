@@ -27,6 +27,10 @@ import { onNextTick } from "../../../internal/SharedTick.ts"
 
 
 const latin1Write = Buffer.prototype.latin1Write as (this: Buffer, text: string, offset: number, length: number) => number
+const utf8Write = Buffer.prototype.utf8Write as (this: Buffer, text: string, offset: number, length: number) => number
+
+/** The most bytes the UTF-8 of `text` can take: 3 per UTF-16 code unit (a pair's 4 bytes are 2 per unit). */
+export const mostUtf8Bytes = (text: string): number => 3 * text.length
 
 /**
  * Writes the UTF-8 of `text` (`textBytes` long, as `Buffer.byteLength` counts it) at `offset`.
@@ -155,6 +159,47 @@ export class FrameBatcher {
     writeText(b, text, o + prefix.length, textBytes)
     b.set(suffix, o + prefix.length + textBytes)
     this.queued += plen
+  }
+
+  /**
+   * `frameText` without the text's UTF-8 length in hand (measuring it is a walk of the text):
+   * room for the most it can take (`mostUtf8Bytes`) is reserved, the text written, and the
+   * frame's length set from what was written; the room left over is given back. The caller keeps
+   * the payload's most under `BY_REFERENCE_BYTES`. Returns the payload's length. `takeBack`
+   * undoes it while nothing else was queued after it.
+   */
+  frameTextUnmeasured(kind: number, streamId: Uint8Array, prefix: Uint8Array, text: string, suffix: Uint8Array): number {
+    const room = mostUtf8Bytes(text)
+    const most = MUX_HEADER_SIZE + prefix.length + room + suffix.length
+    const o = this.reserve(most)
+    const b = this.buf
+    const p = o + MUX_HEADER_SIZE
+    b.set(prefix, p)
+    const textBytes = utf8Write.call(b, text, p + prefix.length, room)
+    b.set(suffix, p + prefix.length + textBytes)
+    const plen = prefix.length + textBytes + suffix.length
+    const unused = most - MUX_HEADER_SIZE - plen
+    this.len -= unused
+    this.tickBytes -= unused
+    b[o] = plen >>> 24
+    b[o + 1] = (plen >>> 16) & 0xff
+    b[o + 2] = (plen >>> 8) & 0xff
+    b[o + 3] = plen & 0xff
+    b[o + 4] = kind
+    b[o + 5] = 0
+    b[o + 6] = 0
+    b[o + 7] = 0
+    b.set(streamId, o + 8)
+    this.queued += MUX_HEADER_SIZE + plen
+    this.requestFlush()
+    return plen
+  }
+
+  /** Takes back the last frame queued, `frameBytes` long (header included), when nothing was queued after it. */
+  takeBack(frameBytes: number): void {
+    this.len -= frameBytes
+    this.tickBytes -= frameBytes
+    this.queued -= frameBytes
   }
 
   /** Queues one frame whose payload is `a` then `b` (copied: each is under `BY_REFERENCE_BYTES`, or goes by reference). */

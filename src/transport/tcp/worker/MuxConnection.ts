@@ -257,6 +257,21 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
     } else this.window.offer(s, MuxKind.Data, textPayload(STREAM_ITEM_JSON_PREFIX, text, textBytes, STREAM_ITEM_JSON_SUFFIX))
   }
 
+  /**
+   * `enqueueItemJson` without the text's UTF-8 length: the frame is encoded first and the window
+   * asked with its length; a frame the window holds back is taken back out of the buffer and
+   * held as bytes.
+   */
+  enqueueItemJsonUnmeasured(s: MuxStream, text: string): void {
+    if (s.held === undefined) {
+      const plen = this.writes.frameTextUnmeasured(MuxKind.Data, s.id, STREAM_ITEM_JSON_PREFIX, text, STREAM_ITEM_JSON_SUFFIX)
+      if (this.window.admit(s, MuxKind.Data, plen)) return
+      this.writes.takeBack(MUX_HEADER_SIZE + plen)
+      return this.window.offer(s, MuxKind.Data, textPayload(STREAM_ITEM_JSON_PREFIX, text, plen - STREAM_ITEM_JSON_OVERHEAD, STREAM_ITEM_JSON_SUFFIX))
+    }
+    this.window.offer(s, MuxKind.Data, textPayload(STREAM_ITEM_JSON_PREFIX, text, Buffer.byteLength(text, "utf8"), STREAM_ITEM_JSON_SUFFIX))
+  }
+
   /** Aborts `s`: its held frames are dropped (the router fails it on the Reset) and the Reset goes out now. */
   abort(s: MuxStream, payload: Uint8Array): void {
     this.window.sendNow(s, MuxKind.Reset, payload)

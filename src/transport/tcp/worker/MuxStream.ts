@@ -27,6 +27,7 @@ import { Waiters } from "../../../internal/Waiters.ts"
 import { encodeItem, errorWithin, itemJson, sendEach, tooLarge } from "../../../internal/writeFailure.ts"
 import type { WriteTarget } from "../../../internal/writeFailure.ts"
 import type { HeldFrame, WindowedStream } from "./SendWindow.ts"
+import { BY_REFERENCE_BYTES, mostUtf8Bytes } from "./FrameBatcher.ts"
 
 /** A stream's life: open, ending (its last frame queued or held for credit), done. */
 export const StreamState = { Open: 0, Ending: 1, Done: 2 } as const
@@ -47,6 +48,11 @@ export interface StreamHost {
    * once; held for credit as bytes otherwise.
    */
   enqueueItemJson(s: MuxStream, text: string, textBytes: number): void
+  /**
+   * `enqueueItemJson` for a text whose UTF-8 is not measured: its most (`mostUtf8Bytes`) with
+   * the wrapper is under both the maximum message size and `BY_REFERENCE_BYTES`.
+   */
+  enqueueItemJsonUnmeasured(s: MuxStream, text: string): void
   /** `s` has queued its last frame. */
   finish(s: MuxStream): void
   /** Aborts `s` with a Reset carrying `payload`, ahead of its held frames. */
@@ -108,6 +114,13 @@ export class MuxStream implements ResponseWriter, WindowedStream {
   private sendJson(item: unknown): WriteResult {
     const text = itemJson(item, this.host.where)
     if (text instanceof ResponseWriteError) return Exit.fail(text)
+    // Most items are small enough that even their most UTF-8 fits: written without measuring
+    // them first (callgrind: about 300 instructions less per item of 50 bytes).
+    const most = STREAM_ITEM_JSON_OVERHEAD + mostUtf8Bytes(text)
+    if (most < BY_REFERENCE_BYTES && MUX_HEADER_SIZE + most <= this.host.maxMessageSize) {
+      this.host.enqueueItemJsonUnmeasured(this, text)
+      return Exit.void
+    }
     const textBytes = Buffer.byteLength(text, "utf8")
     const size = MUX_HEADER_SIZE + STREAM_ITEM_JSON_OVERHEAD + textBytes
     const max = this.host.maxMessageSize
