@@ -38,7 +38,7 @@ def jit_name(addr):
     return best[1] if best else None
 
 
-GC = re.compile(r"Scaveng|Heap|MarkCompact|Sweep|Marking|GCTracer|MemoryAllocator|ConcurrentMark|RememberedSet|SlotSet|Evacuat|PagedSpace|NewSpace|SemiSpace")
+GC = re.compile(r"Scaveng|IterateObjectCache|RootVisitor|Heap|MarkCompact|Sweep|Marking|GCTracer|MemoryAllocator|ConcurrentMark|RememberedSet|SlotSet|Evacuat|PagedSpace|NewSpace|SemiSpace")
 listing = subprocess.run(["callgrind_annotate", "--threshold=100", dump], capture_output=True, text=True, check=True).stdout
 by_name = {}
 total = 0
