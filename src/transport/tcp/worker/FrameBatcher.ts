@@ -41,6 +41,29 @@ const writeText = (b: Buffer, text: string, offset: number, textBytes: number): 
   if (textBytes === text.length) latin1Write.call(b, text, offset, textBytes)
   else b.write(text, offset, textBytes, "utf8")
 }
+/**
+ * Writes the 16 bytes of `id` at `o`: straight-line code, cheaper than a `TypedArray.set` call
+ * (about 175 instructions whatever the size) or a loop (about 20 a byte), per callgrind.
+ */
+const putStreamId = (b: Uint8Array, o: number, id: Uint8Array): void => {
+  b[o] = id[0]!
+  b[o + 1] = id[1]!
+  b[o + 2] = id[2]!
+  b[o + 3] = id[3]!
+  b[o + 4] = id[4]!
+  b[o + 5] = id[5]!
+  b[o + 6] = id[6]!
+  b[o + 7] = id[7]!
+  b[o + 8] = id[8]!
+  b[o + 9] = id[9]!
+  b[o + 10] = id[10]!
+  b[o + 11] = id[11]!
+  b[o + 12] = id[12]!
+  b[o + 13] = id[13]!
+  b[o + 14] = id[14]!
+  b[o + 15] = id[15]!
+}
+
 /** Size of each buffer frames are encoded into. */
 export const BATCH_BUFFER_BYTES = 64 * 1024
 /** The largest buffer a busy connection's ticks are encoded into (twice its last tick's bytes). */
@@ -135,7 +158,7 @@ export class FrameBatcher {
     b[o + 5] = 0
     b[o + 6] = 0
     b[o + 7] = 0
-    b.set(streamId, o + 8)
+    putStreamId(b, o + 8, streamId)
     if (byReference) this.piece(payload!)
     else if (plen > 0) b.set(payload!, o + MUX_HEADER_SIZE)
     this.queued += MUX_HEADER_SIZE + plen
@@ -189,7 +212,7 @@ export class FrameBatcher {
     b[o + 5] = 0
     b[o + 6] = 0
     b[o + 7] = 0
-    b.set(streamId, o + 8)
+    putStreamId(b, o + 8, streamId)
     this.queued += MUX_HEADER_SIZE + plen
     this.requestFlush()
     return plen
