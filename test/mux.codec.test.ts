@@ -34,7 +34,7 @@ import {
   parseMuxInfo
 } from "../src/protocol/MuxHandshake.ts"
 import { decodeFrame } from "../src/protocol/TwoPartCodec.ts"
-import { randomStreamId } from "../src/protocol/StreamId.ts"
+import { randomStreamId, randomUuid } from "../src/protocol/StreamId.ts"
 
 // ---------------------------------------------------------------------------------------------
 // helpers (independent of the code under test)
@@ -344,6 +344,27 @@ describe("randomStreamId", () => {
     const before = uuidFromStreamId(ids[1]!)
     ids[0]!.fill(0)
     expect(uuidFromStreamId(ids[1]!)).toBe(before)
+  })
+})
+
+describe("randomUuid", () => {
+  it("gives distinct v4 UUIDs in lowercase text, across pool refills, with every hex digit in every free position", () => {
+    const v4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
+    const seen = new Set<string>()
+    const digits = Array.from({ length: 36 }, () => new Set<string>())
+    for (let i = 0; i < 5000; i++) {
+      const text = randomUuid()
+      expect(text).toMatch(v4)
+      // its bytes, read back, are a v4 id whose text is the same
+      expect(uuidFromStreamId(streamIdFromUuid(text)!)).toBe(text)
+      seen.add(text)
+      for (let c = 0; c < 36; c++) digits[c]!.add(text[c]!)
+    }
+    expect(seen.size).toBe(5000)
+    for (let c = 0; c < 36; c++) {
+      const expected = [8, 13, 18, 23].includes(c) ? 1 : c === 14 ? 1 : c === 19 ? 4 : 16
+      expect(digits[c]!.size).toBe(expected)
+    }
   })
 })
 

@@ -29,6 +29,7 @@ import { CallState } from "./CallState.ts"
 import type { CallOutcome } from "./CallState.ts"
 import { isRetryableBeforeAck, PreAckFailure } from "./Failover.ts"
 import type { Route } from "./Route.ts"
+import { randomUuid } from "../protocol/StreamId.ts"
 import { sendLean } from "./SendRequest.ts"
 import type { RunSend } from "./SendRequest.ts"
 
@@ -70,7 +71,7 @@ export const makeCallOn = (setup: CallSetup) => {
     Effect.suspend(() => {
       const route = args.route
       const { responseId, codec } = route
-      const requestId = crypto.randomUUID()
+      const requestId = randomUuid()
       const requestTransportId = route.requestTransport.registration.transport_id
       const startedAt = performance.now()
       // Set when the ack failed while nothing had arrived: that failure is how the call ends.

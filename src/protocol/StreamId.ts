@@ -75,6 +75,39 @@ export const randomStreamId = (): Uint8Array => {
   return id
 }
 
+/** The two lowercase hex digits of each byte value, as char codes: `[2v]` and `[2v + 1]`. */
+const HEX_CODES = Uint8Array.from({ length: 512 }, (_, i) => HEX[i >> 1]!.charCodeAt(i & 1))
+/** Where `randomUuid` writes the text before it becomes a string. */
+const uuidChars = new Uint8Array(36)
+const latin1Slice = Buffer.prototype.latin1Slice as (this: Uint8Array, start: number, end: number) => string
+
+/**
+ * A random UUID v4 in its text form, from the pool `randomStreamId` draws from (filled by
+ * `crypto.getRandomValues`). The same distribution as `crypto.randomUUID()`, which builds its
+ * text from twenty string concatenations that V8 later flattens: about 2,500 instructions a
+ * call on the router, against one native copy of 36 chars here (callgrind).
+ */
+export const randomUuid = (): string => {
+  if (randomAt === randomPool.length) {
+    randomPool = crypto.getRandomValues(new Uint8Array(RANDOM_POOL_IDS * STREAM_ID_SIZE))
+    randomAt = 0
+  }
+  const pool = randomPool
+  const at = randomAt
+  randomAt += STREAM_ID_SIZE
+  const out = uuidChars
+  let o = 0
+  for (let i = 0; i < STREAM_ID_SIZE; i++) {
+    let v = pool[at + i]!
+    if (i === 6) v = (v & 0x0f) | 0x40
+    else if (i === 8) v = (v & 0x3f) | 0x80
+    out[o++] = HEX_CODES[2 * v]!
+    out[o++] = HEX_CODES[2 * v + 1]!
+    if (i === 3 || i === 5 || i === 7 || i === 9) out[o++] = 45 // "-"
+  }
+  return latin1Slice.call(out, 0, 36)
+}
+
 /** The lowercase text form of 16 stream id bytes. */
 export const uuidFromStreamId = (id: Uint8Array): string => {
   let s = ""
