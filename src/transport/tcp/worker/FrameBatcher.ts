@@ -64,6 +64,19 @@ const putStreamId = (b: Uint8Array, o: number, id: Uint8Array): void => {
   b[o + 15] = id[15]!
 }
 
+/** Writes a frame's 24-byte header at `o`: payload length, kind, zero flags and reserved bytes, stream id. */
+const putHeader = (b: Uint8Array, o: number, kind: number, streamId: Uint8Array, plen: number): void => {
+  b[o] = plen >>> 24
+  b[o + 1] = (plen >>> 16) & 0xff
+  b[o + 2] = (plen >>> 8) & 0xff
+  b[o + 3] = plen & 0xff
+  b[o + 4] = kind
+  b[o + 5] = 0
+  b[o + 6] = 0
+  b[o + 7] = 0
+  putStreamId(b, o + 8, streamId)
+}
+
 /** Size of each buffer frames are encoded into. */
 export const BATCH_BUFFER_BYTES = 64 * 1024
 /** The largest buffer a busy connection's ticks are encoded into (twice its last tick's bytes). */
@@ -150,15 +163,7 @@ export class FrameBatcher {
     const byReference = plen >= BY_REFERENCE_BYTES
     const o = this.reserve(byReference ? MUX_HEADER_SIZE : MUX_HEADER_SIZE + plen)
     const b = this.buf
-    b[o] = plen >>> 24
-    b[o + 1] = (plen >>> 16) & 0xff
-    b[o + 2] = (plen >>> 8) & 0xff
-    b[o + 3] = plen & 0xff
-    b[o + 4] = kind
-    b[o + 5] = 0
-    b[o + 6] = 0
-    b[o + 7] = 0
-    putStreamId(b, o + 8, streamId)
+    putHeader(b, o, kind, streamId, plen)
     if (byReference) this.piece(payload!)
     else if (plen > 0) b.set(payload!, o + MUX_HEADER_SIZE)
     this.queued += MUX_HEADER_SIZE + plen
@@ -204,15 +209,7 @@ export class FrameBatcher {
     const unused = most - MUX_HEADER_SIZE - plen
     this.len -= unused
     this.tickBytes -= unused
-    b[o] = plen >>> 24
-    b[o + 1] = (plen >>> 16) & 0xff
-    b[o + 2] = (plen >>> 8) & 0xff
-    b[o + 3] = plen & 0xff
-    b[o + 4] = kind
-    b[o + 5] = 0
-    b[o + 6] = 0
-    b[o + 7] = 0
-    putStreamId(b, o + 8, streamId)
+    putHeader(b, o, kind, streamId, plen)
     this.queued += MUX_HEADER_SIZE + plen
     this.requestFlush()
     return plen
