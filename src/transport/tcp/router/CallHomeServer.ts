@@ -250,7 +250,7 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
     })
     yield* Effect.addFinalizer(() => listener.shutdown)
 
-    const openNow = (address: string, openOptions: OpenStreamOptions): PendingStream => {
+    const openAt = (address: string, openOptions: OpenStreamOptions): PendingStream => {
       // The stream is the PendingStream itself (its methods are the consumer's side). Its id is a
       // fresh UUID v4's bytes; the subject's text is made only if something asks for it.
       const stream = new CallHomeStream(env, randomStreamId(), address, openOptions)
@@ -259,19 +259,22 @@ export const make = (options: CallHomeServerOptions): Effect.Effect<CallHomeServ
       return stream
     }
 
+    /** A stream opened at once when the server listens, else undefined (`open` waits for it). */
+    const openNow = (openOptions: OpenStreamOptions): PendingStream | undefined => {
+      const address = listener.address()
+      return address !== undefined && !listener.isShutDown() ? openAt(address, openOptions) : undefined
+    }
+
     const server: CallHomeServer = {
       transport: "tcp",
       open: (openOptions) =>
         Effect.suspend(() => {
-          const address = listener.address()
-          return address !== undefined && !listener.isShutDown()
-            ? Effect.succeed(openNow(address, openOptions))
-            : Effect.flatMap(listener.ensureListening, (advertised) => Effect.sync(() => openNow(advertised, openOptions)))
+          const now = openNow(openOptions)
+          return now !== undefined
+            ? Effect.succeed(now)
+            : Effect.flatMap(listener.ensureListening, (advertised) => Effect.sync(() => openAt(advertised, openOptions)))
         }),
-      openNow: (openOptions) => {
-        const address = listener.address()
-        return address !== undefined && !listener.isShutDown() ? openNow(address, openOptions) : undefined
-      }
+      openNow
     }
     drills.set(server, {
       connectionCount: () => muxConnections.size,

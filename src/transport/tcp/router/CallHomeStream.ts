@@ -28,24 +28,20 @@
  * decodes the framing and turns it into the events below, and does the stream's I/O through its
  * `StreamLink`. No Effect, and nothing allocated per item beyond the decoded value.
  */
-import { readPrologue, STREAM_ENDED_EARLY } from "../../../protocol/CallHome.ts"
+import { readPrologue } from "../../../protocol/CallHome.ts"
 import { payloadCodec } from "../../../protocol/PayloadCodec.ts"
 import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
 import type { ProtocolParseError } from "../../../protocol/ProtocolError.ts"
 import type { ChunkText } from "../../../protocol/ChunkText.ts"
-import { decodeStreamBody, jsonStreamItem, jsonStreamItemIn, NOT_A_PLAIN_ITEM } from "../../../protocol/RequestMessage.ts"
+import { decodeStreamBody, jsonStreamItemIn, NOT_A_PLAIN_ITEM } from "../../../protocol/RequestMessage.ts"
 import { STREAM_ID_SIZE, uuidFromStreamId } from "../../../protocol/StreamId.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import type { ConnectionInfo } from "../../../ConnectionInfo.ts"
 import type { OpenStreamOptions, PendingStream, ResponseSink } from "../../../ResponsePlane.ts"
-import {
-  HandlerError,
-  TransportConnectionError,
-  TransportProtocolError,
-  TransportTimeoutError
-} from "../../../TransportError.ts"
+import { HandlerError, TransportProtocolError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
 import { Phase } from "./StreamLink.ts"
+import { callHomeTimeout, connectionClosed, endedEarly, linkFailure } from "./StreamFailure.ts"
 import type { CallHomeWaiter, StreamEnv, StreamLink } from "./StreamLink.ts"
 import type { Deadline } from "../../../internal/DeadlineList.ts"
 import { lastSeen, streamIdleError } from "../../../internal/IdleSweep.ts"
@@ -214,16 +210,13 @@ export class CallHomeStream implements PendingStream, Activity {
     } else this.malformed(prologue)
   }
 
-  /**
-   * One stream body (a data frame): an item, complete_final, or the in-band error. Ignored unless
-   * streaming. With `chunk`, the body lies in the chunk being read at `offset` (-1: it does not).
-   */
+  /** One stream body (a data frame): an item, complete_final, or the in-band error; `jsonStreamItemIn` says what `chunk` and `offset` are. */
   data(body: Uint8Array, chunk?: ChunkText, offset = -1): void {
     if (this.state !== Phase.Streaming) return
     this.active = true
     if (this.codec.name === "json") {
       // The common body, `{"data":<item>,"complete_final":false}`: only the item is parsed.
-      const item = chunk !== undefined && offset >= 0 ? jsonStreamItemIn(body, chunk, offset) : jsonStreamItem(body)
+      const item = jsonStreamItemIn(body, chunk, offset)
       if (item !== NOT_A_PLAIN_ITEM) return this.item(item)
     }
     const r = decodeStreamBody(this.codec, body)
@@ -292,13 +285,12 @@ export class CallHomeStream implements PendingStream, Activity {
     this.current = undefined
     this.stopSentinelTimer()
     if (this.state === Phase.Prologue || this.state === Phase.Streaming) {
-      if (cause instanceof TransportProtocolError) {
+      const failure = linkFailure(cause, this.subject)
+      if (failure === undefined) this.endEarly(cause)
+      else {
         this.flush()
-        this.fail(new TransportProtocolError({ reason: cause.reason, transport: "tcp", target: this.subject, detail: cause.detail, cause }))
-      } else if (cause instanceof TransportTimeoutError) {
-        this.flush()
-        this.fail(new TransportTimeoutError({ reason: cause.reason, transport: "tcp", target: this.subject, detail: cause.detail, cause }))
-      } else this.endEarly(cause)
+        this.fail(failure)
+      }
     }
     this.state = Phase.Closed
   }
@@ -307,7 +299,7 @@ export class CallHomeStream implements PendingStream, Activity {
   resetBeforeClaim(reason: string): void {
     if (this.state !== Phase.Waiting) return
     this.state = Phase.Closed
-    this.fail(this.connectionError("ConnectionClosed", `the worker reset the stream before its prologue reached the router: ${reason}`))
+    this.fail(connectionClosed(this.subject, `the worker reset the stream before its prologue reached the router: ${reason}`))
   }
 
   /**
@@ -325,7 +317,7 @@ export class CallHomeStream implements PendingStream, Activity {
     this.stopCallHomeTimer()
     this.stopSentinelTimer()
     this.state = Phase.Closed
-    this.fail(this.connectionError("ConnectionClosed", "the call-home server has shut down"))
+    this.fail(connectionClosed(this.subject, "the call-home server has shut down"))
   }
 
   /**
@@ -417,7 +409,7 @@ export class CallHomeStream implements PendingStream, Activity {
   private endEarly(cause: unknown): void {
     this.flush()
     this.state = Phase.Closed
-    this.fail(this.connectionError("StreamEndedEarly", STREAM_ENDED_EARLY, cause))
+    this.fail(endedEarly(this.subject, cause))
   }
 
   /** The server's call-home deadline for this stream passed (it is out of the list already). */
@@ -425,18 +417,7 @@ export class CallHomeStream implements PendingStream, Activity {
     this.callHome = undefined
     if (this.state !== Phase.Waiting) return
     this.state = Phase.Closed
-    this.fail(
-      new TransportTimeoutError({
-        reason: "CallHomeTimeout",
-        transport: "tcp",
-        target: this.subject,
-        detail: `no worker called home to ${this.address} within ${this.env.callHomeTimeoutMs} ms`
-      })
-    )
-  }
-
-  private connectionError(reason: "ConnectionClosed" | "StreamEndedEarly", detail: string, cause?: unknown): TransportConnectionError {
-    return new TransportConnectionError({ reason, transport: "tcp", target: this.subject, detail, cause })
+    this.fail(callHomeTimeout(this.subject, this.address, this.env.callHomeTimeoutMs))
   }
 
   private settle(): boolean {

@@ -21,6 +21,7 @@
  */
 import type * as net from "node:net"
 import { MUX_HEADER_SIZE } from "../../../protocol/MuxCodec.ts"
+import { copyStreamId } from "../../../protocol/StreamId.ts"
 import { FLUSH_EARLY_BYTES } from "../../../internal/WriteBatcher.ts"
 import type { FlushSchedule } from "../../../internal/WriteBatcher.ts"
 import { onNextTick } from "../../../internal/SharedTick.ts"
@@ -41,29 +42,6 @@ const writeText = (b: Buffer, text: string, offset: number, textBytes: number): 
   if (textBytes === text.length) latin1Write.call(b, text, offset, textBytes)
   else b.write(text, offset, textBytes, "utf8")
 }
-/**
- * Writes the 16 bytes of `id` at `o`: straight-line code, cheaper than a `TypedArray.set` call
- * (about 175 instructions whatever the size) or a loop (about 20 a byte), per callgrind.
- */
-const putStreamId = (b: Uint8Array, o: number, id: Uint8Array): void => {
-  b[o] = id[0]!
-  b[o + 1] = id[1]!
-  b[o + 2] = id[2]!
-  b[o + 3] = id[3]!
-  b[o + 4] = id[4]!
-  b[o + 5] = id[5]!
-  b[o + 6] = id[6]!
-  b[o + 7] = id[7]!
-  b[o + 8] = id[8]!
-  b[o + 9] = id[9]!
-  b[o + 10] = id[10]!
-  b[o + 11] = id[11]!
-  b[o + 12] = id[12]!
-  b[o + 13] = id[13]!
-  b[o + 14] = id[14]!
-  b[o + 15] = id[15]!
-}
-
 /** Writes a frame's 24-byte header at `o`: payload length, kind, zero flags and reserved bytes, stream id. */
 const putHeader = (b: Uint8Array, o: number, kind: number, streamId: Uint8Array, plen: number): void => {
   b[o] = plen >>> 24
@@ -74,7 +52,7 @@ const putHeader = (b: Uint8Array, o: number, kind: number, streamId: Uint8Array,
   b[o + 5] = 0
   b[o + 6] = 0
   b[o + 7] = 0
-  putStreamId(b, o + 8, streamId)
+  copyStreamId(b, o + 8, streamId, 0)
 }
 
 /** Size of each buffer frames are encoded into. */
