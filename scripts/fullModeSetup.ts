@@ -2,6 +2,8 @@
 // (file discovery in one folder, metrics and tracing off, loopback ports), the benchmark's
 // endpoint and request, and raw Node's corked baseline with the same exchange.
 import { Layer } from "effect"
+import * as rawHttp from "../src/cli/bench/sides/rawHttp.ts"
+import * as rawTcp from "../src/cli/bench/sides/rawTcp.ts"
 import { Discovery } from "../src/Discovery.ts"
 import * as FileDiscovery from "../src/discovery/FileDiscovery.ts"
 import * as TransportRegistry from "../src/registry/index.ts"
@@ -13,6 +15,36 @@ export const ENDPOINT = "bench.worker.generate"
 export const request = { max_tokens: 10, token_size: 50 }
 /** Raw Node's corked baseline of the same exchange (src/cli/bench/sides/rawTcp.ts). */
 export const rawOptions = { variant: "corked", items: 10, itemSize: 50, delayMs: 0, env: {} } as const
+
+/**
+ * The modes scripts/instruction-count.sh counts: the full TCP mode, or the HTTP/2 request plane
+ * with TCP call-home, a connection per stream or pooled.
+ */
+export type CountedMode = "full" | "http" | "http-pooled"
+
+/** `mode` from a script's environment variable (`full` when unset), or an error naming the choices. */
+export const countedMode = (text: string | undefined): CountedMode => {
+  const mode = text === undefined || text === "" ? "full" : text
+  if (mode === "full" || mode === "http" || mode === "http-pooled") return mode
+  throw new Error(`unknown mode ${JSON.stringify(mode)}: full, http or http-pooled`)
+}
+
+/** The raw Node side that is `mode`'s baseline in the benchmark, and its options. */
+export const rawSideOf = (mode: CountedMode) =>
+  mode === "full"
+    ? { side: rawTcp, options: rawOptions }
+    : { side: rawHttp, options: { ...rawOptions, variant: mode === "http" ? "callhome" : "callhome-pooled" } as const }
+
+/** The DYN_* settings of `mode`, discovering through files in `discovery`. */
+const modeEnv = (mode: CountedMode, discovery: string): Record<string, string> => ({
+  ...fullEnv(discovery),
+  ...(mode === "full" ? {} : {
+    DYN_REQUEST_PLANE: "http",
+    DYN_HTTP_RPC_HOST: "127.0.0.1",
+    DYN_HTTP_RPC_PORT: "0",
+    DYN_TCP_POOL_ENABLED: mode === "http-pooled" ? "true" : "false"
+  })
+})
 
 /** The DYN_* settings of the full TCP mode, discovering through files in `discovery`. */
 const fullEnv = (discovery: string): Record<string, string> => ({
@@ -36,12 +68,12 @@ const fullEnv = (discovery: string): Record<string, string> => ({
  * the program): a count of instructions per call sets it long, so that a poll's work (which
  * depends on the time a run takes, tens of times longer under valgrind) is not counted per call.
  */
-export const fullModeLayer = (discovery: string, pollIntervalMs?: number) =>
+export const fullModeLayer = (discovery: string, pollIntervalMs?: number, mode: CountedMode = "full") =>
   Layer.mergeAll(
     TransportRegistry.layerFromConfig,
     pollIntervalMs === undefined
       ? FileDiscovery.layer
       : Layer.succeed(Discovery, FileDiscovery.make({ directory: discovery, pollIntervalMs }))
   ).pipe(
-    Layer.provideMerge(TransportConfig.layerFromRecord(fullEnv(discovery)))
+    Layer.provideMerge(TransportConfig.layerFromRecord(modeEnv(mode, discovery)))
   )

@@ -1,5 +1,6 @@
 // One side of scripts/instruction-count.sh: the full TCP mode's worker or router (or raw Node's
-// corked baseline), one call in flight, with the measured side under valgrind's callgrind. The
+// corked baseline; with MODE=http or http-pooled, the HTTP/2 request plane and TCP call-home, or
+// their raw baselines), one call in flight, with the measured side under valgrind's callgrind. The
 // router switches callgrind's instrumentation on for the measured calls only, then dumps.
 //
 //   node --experimental-strip-types --no-warnings scripts/instruction-count.ts worker|rawworker <dir>
@@ -12,13 +13,15 @@
 import { execFile } from "node:child_process"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { Effect } from "effect"
-import * as rawTcp from "../src/cli/bench/sides/rawTcp.ts"
 import { concurrent } from "../src/cli/latency.ts"
 import { tokenHandler, TokenRequestSchema } from "../src/cli/tokenHandler.ts"
 import * as Endpoint from "../src/Endpoint.ts"
-import { ENDPOINT, fullModeLayer, rawOptions, request } from "./fullModeSetup.ts"
+import { countedMode, ENDPOINT, fullModeLayer, rawSideOf, request } from "./fullModeSetup.ts"
 
 const [role, dir] = [process.argv[2]!, process.argv[3]!]
+// the mode counted: full (the default), http or http-pooled (instruction-count.sh's MODE)
+const mode = countedMode(process.env.MODE)
+const raw = rawSideOf(mode)
 // The router reads the discovery folder once, at its start (the worker is up by then): polls
 // every 250 ms would count their work per call, and a run under valgrind takes tens of times
 // longer than without it.
@@ -40,7 +43,7 @@ const ready = () => console.error("worker ready")
 process.on("SIGTERM", () => process.exit(0))
 
 if (role === "rawworker") {
-  const served = await rawTcp.serve(rawOptions)
+  const served = await raw.side.serve(raw.options)
   mkdirSync(dir, { recursive: true })
   writeFileSync(`${dir}/raw.json`, JSON.stringify(served.info))
   ready()
@@ -50,14 +53,14 @@ if (role === "rawworker") {
       yield* Endpoint.serveEmit(ENDPOINT, tokenHandler, { requestSchema: TokenRequestSchema })
       ready()
       yield* Effect.never
-    }).pipe(Effect.scoped, Effect.provide(fullModeLayer(dir, POLL_MS)))
+    }).pipe(Effect.scoped, Effect.provide(fullModeLayer(dir, POLL_MS, mode)))
   )
 } else {
   const warm = Number(process.argv[4])
   const calls = Number(process.argv[5])
   const pid = process.argv[6]
   if (role === "rawrouter") {
-    const driver = await rawTcp.connect(rawOptions, JSON.parse(readFileSync(`${dir}/raw.json`, "utf8")))
+    const driver = await raw.side.connect(raw.options, JSON.parse(readFileSync(`${dir}/raw.json`, "utf8")))
     await driver.run(warm, 1, () => {})
     await measureOn(pid)
     await driver.run(calls, 1, () => {})
@@ -73,7 +76,7 @@ if (role === "rawworker") {
         yield* Effect.promise(() => measureOn(pid))
         yield* concurrent(calls, 1, once)
         yield* Effect.promise(() => measureOff(pid))
-      }).pipe(Effect.scoped, Effect.provide(fullModeLayer(dir, POLL_MS)))
+      }).pipe(Effect.scoped, Effect.provide(fullModeLayer(dir, POLL_MS, mode)))
     )
   }
   process.exit(0)

@@ -11,8 +11,9 @@
  *   (`close`). Then it ends its side and, once every byte has been handed to the kernel, waits
  *   at most `lingerMs` for the router to close the socket (a router that has paused reading, for
  *   a slow consumer, never loses the tail).
- * - Write batching: frames go onto a `WriteBatcher` and leave once per tick as ONE socket write,
- *   so the handshake, prologue and every item emitted in the same tick leave in one segment. No
+ * - Write batching: frames go onto a `SlabBatcher` (JSON items encoded straight into it) and leave
+ *   once per tick as ONE socket write, so the handshake, prologue and every item emitted in the
+ *   same tick leave in one segment. No
  *   write is awaited; writes after the socket is gone are dropped (`onDisconnect` reported it).
  * - `onControl` receives the router's `"stop"` / `"kill"` (queued until a receiver registers);
  *   `onDisconnect` fires once if the socket closes, errors or receives bytes that are not a
@@ -28,16 +29,23 @@ import { Exit } from "effect"
 import { encodeCallHomeHandshake, encodePrologueErrorFrame, PROLOGUE_OK_FRAME, readControlFrame, SENTINEL_FRAME } from "../../../protocol/CallHome.ts"
 import type { PayloadCodec } from "../../../protocol/PayloadCodec.ts"
 import { isParseError } from "../../../protocol/ProtocolError.ts"
-import { encodeStreamComplete, encodeStreamError } from "../../../protocol/RequestMessage.ts"
-import { encodeFramePrefix, FRAME_PREFIX_SIZE, makeDecoder } from "../../../protocol/TwoPartCodec.ts"
+import {
+  encodeStreamComplete,
+  encodeStreamError,
+  STREAM_ITEM_JSON_OVERHEAD,
+  STREAM_ITEM_JSON_PREFIX,
+  STREAM_ITEM_JSON_SUFFIX
+} from "../../../protocol/RequestMessage.ts"
+import { FRAME_PREFIX_SIZE, makeDecoder } from "../../../protocol/TwoPartCodec.ts"
 import type { ResponseWriter } from "../../../ResponsePlane.ts"
 import { ResponseWriteError, TransportConnectionError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
 import { Waiters } from "../../../internal/Waiters.ts"
-import { WriteBatcher } from "../../../internal/WriteBatcher.ts"
 import type { FlushSchedule } from "../../../internal/WriteBatcher.ts"
-import { encodeItem, errorWithin, sendEach, tooLarge } from "../../../internal/writeFailure.ts"
+import { encodeItem, errorWithin, itemJson, sendEach, tooLarge } from "../../../internal/writeFailure.ts"
+import { mostUtf8Bytes, textPayload } from "./FrameBatcher.ts"
+import { fitsText, SlabBatcher } from "./SlabBatcher.ts"
 import type { WriteTarget } from "../../../internal/writeFailure.ts"
 
 /** What every one-shot writer of a client shares. */
@@ -81,7 +89,7 @@ export const makeOneShotWriter = (
 
   // Frames written in one tick go out in one write; once the stream is ending, the flush
   // that sends its last frames also ends our side (destroyed after `lingerMs` at the latest).
-  const writes = new WriteBatcher(
+  const writes = new SlabBatcher(
     (chunk) => {
       if (state !== GONE && !socket.destroyed) socket.write(chunk)
     },
@@ -98,14 +106,28 @@ export const makeOneShotWriter = (
       }
     }
   )
-  const push = (frame: Uint8Array) => writes.push(frame)
+  const push = (frame: Uint8Array) => writes.bytes(frame)
 
   const where: WriteTarget = { transport: "tcp", target: address }
   const oversized = (body: Uint8Array) =>
     FRAME_PREFIX_SIZE + body.length > maxMessageSize ? tooLarge(where, FRAME_PREFIX_SIZE + body.length, maxMessageSize) : undefined
-  const pushData = (body: Uint8Array) => {
-    push(encodeFramePrefix(0, body.length))
-    push(body)
+  const pushData = (body: Uint8Array) => writes.data(body)
+  // JSON items are encoded straight into the batch (SlabBatcher.dataText) when their frame's most
+  // bytes fit both the batch's limit and the maximum message size; the others are measured.
+  const jsonItems = codec.name === "json"
+  const mostTextFrame = (text: string) => FRAME_PREFIX_SIZE + STREAM_ITEM_JSON_OVERHEAD + mostUtf8Bytes(text)
+  const sendJson = (item: unknown) => {
+    const text = itemJson(item, where)
+    if (typeof text !== "string") return Exit.fail(text)
+    if (fitsText(text, STREAM_ITEM_JSON_OVERHEAD) && mostTextFrame(text) <= maxMessageSize) {
+      writes.dataText(STREAM_ITEM_JSON_PREFIX, text, STREAM_ITEM_JSON_SUFFIX)
+      return Exit.void
+    }
+    const body = textPayload(STREAM_ITEM_JSON_PREFIX, text, Buffer.byteLength(text), STREAM_ITEM_JSON_SUFFIX)
+    const error = oversized(body)
+    if (error !== undefined) return Exit.fail(error)
+    pushData(body)
+    return Exit.void
   }
 
   // Backpressure: writers waiting for the socket to drain (see `whenWritable`).
@@ -178,6 +200,7 @@ export const makeOneShotWriter = (
     },
     send: (item) => {
       if (state !== OPEN) return Exit.void
+      if (jsonItems) return sendJson(item)
       const body = encodeItem(codec, item, where)
       if (body instanceof ResponseWriteError) return Exit.fail(body)
       const error = oversized(body)
