@@ -40,6 +40,7 @@ import { makeOneShotWriter } from "./OneShotWriter.ts"
 import type { OneShotSettings, OneShotWriter } from "./OneShotWriter.ts"
 import * as ConnectionPool from "./pool/ConnectionPool.ts"
 import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_LINGER_MS } from "./pool/PoolOptions.ts"
+import { DeadlineList } from "../../../internal/DeadlineList.ts"
 import { onNextTick } from "../../../internal/SharedTick.ts"
 
 /** The `ConnectionInfo.transport` of a one-shot call-home stream. */
@@ -143,9 +144,13 @@ export const makeUnsafe = (
   const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS
   /** Every one-shot socket, from the start of its connect until it closes, and the writer of each connected one (not a Set and a Map: LinkedSet.ts). */
   const sockets = new LinkedSet<net.Socket, OneShotWriter>()
+  // One timer each for every one-shot connect and linger (DeadlineList.ts), not two per stream;
+  // a linger never keeps the process up, as its unref'd setTimeout did.
+  const connects = new DeadlineList<() => void>(connectTimeoutMs, (expire) => expire())
+  const lingers = new DeadlineList<net.Socket>(options.lingerMs ?? DEFAULT_LINGER_MS, (socket) => socket.destroy(), false)
   const settings: OneShotSettings = {
     maxMessageSize: options.maxMessageSize,
-    lingerMs: options.lingerMs ?? DEFAULT_LINGER_MS,
+    lingers,
     schedule: options.flush === "immediate" ? setImmediate : onNextTick,
     onSocketClosed: (socket) => {
       sockets.delete(socket)
@@ -217,7 +222,7 @@ export const makeUnsafe = (
         const writer = makeOneShotWriter(socket, info.address, info.subject, codec, settings)
         sockets.set(socket, writer)
         return writer
-      }, sockets)
+      }, sockets, connects)
     })
 
   return {

@@ -23,6 +23,7 @@ import { TransportConnectionError, TransportTimeoutError } from "../../../Transp
 import type { TransportError } from "../../../TransportError.ts"
 import { connect, handshakePending, readyEvent, tlsHandshakeError } from "../../../internal/Tls.ts"
 import type { ClientTls } from "../../../internal/Tls.ts"
+import type { Deadline, DeadlineList } from "../../../internal/DeadlineList.ts"
 
 /** Where and how to connect. */
 export interface DialOptions {
@@ -41,12 +42,15 @@ export interface DialOptions {
 /**
  * Connects to `options.address` and succeeds with `onConnect(socket)`, called synchronously in
  * the connect handler. `sockets`, when given, holds the socket from the start of the connect
- * (so its owner can destroy it); a failed or abandoned connect removes it.
+ * (so its owner can destroy it); a failed or abandoned connect removes it. `deadlines`, when
+ * given, times the connect instead of a `setTimeout` of its own: one timer for every connect of
+ * its owner (DeadlineList.ts), whose `timeoutMs` must be `options.timeoutMs`.
  */
 export const dial = <A>(
   options: DialOptions,
   onConnect: (socket: net.Socket) => A,
-  sockets?: { add(socket: net.Socket): unknown; delete(socket: net.Socket): unknown }
+  sockets?: { add(socket: net.Socket): unknown; delete(socket: net.Socket): unknown },
+  deadlines?: DeadlineList<() => void>
 ): Effect.Effect<A, TransportError> =>
   Effect.callback<A, TransportError>((resume) => {
     const keepaliveMs = options.keepaliveMs
@@ -56,7 +60,8 @@ export const dial = <A>(
     let settled = false
     const cleanup = () => {
       settled = true
-      clearTimeout(timer)
+      if (deadline !== undefined) deadlines!.remove(deadline)
+      else clearTimeout(timer)
       socket.off(ready, onConnected)
       socket.off("error", onError)
     }
@@ -64,7 +69,7 @@ export const dial = <A>(
       socket.destroy()
       sockets?.delete(socket)
     }
-    const timer = setTimeout(() => {
+    const onTimeout = () => {
       const detail = `no connection within ${options.timeoutMs} ms${handshakePending(socket)}`
       cleanup()
       abandon()
@@ -73,7 +78,9 @@ export const dial = <A>(
           new TransportTimeoutError({ reason: "ConnectTimeout", transport: "tcp", target: options.address, detail })
         )
       )
-    }, options.timeoutMs)
+    }
+    const deadline: Deadline<() => void> | undefined = deadlines?.add(onTimeout)
+    const timer = deadline === undefined ? setTimeout(onTimeout, options.timeoutMs) : undefined
     const onError = (cause: Error) => {
       cleanup()
       abandon()

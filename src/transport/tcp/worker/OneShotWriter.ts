@@ -41,6 +41,7 @@ import type { ResponseWriter } from "../../../ResponsePlane.ts"
 import { ResponseWriteError, TransportConnectionError } from "../../../TransportError.ts"
 import type { TransportError } from "../../../TransportError.ts"
 import { toTransportProtocolError } from "../../../internal/protocolError.ts"
+import type { Deadline, DeadlineList } from "../../../internal/DeadlineList.ts"
 import { Waiters } from "../../../internal/Waiters.ts"
 import type { FlushSchedule } from "../../../internal/WriteBatcher.ts"
 import { encodeItem, errorWithin, itemJson, sendEach, tooLarge } from "../../../internal/writeFailure.ts"
@@ -52,8 +53,11 @@ import type { WriteTarget } from "../../../internal/writeFailure.ts"
 export interface OneShotSettings {
   /** Largest frame sent, prefix included. */
   readonly maxMessageSize: number
-  /** After our side has ended, how long to wait for the router's close before destroying. */
-  readonly lingerMs: number
+  /**
+   * After our side has ended, how long to wait for the router's close before destroying: one
+   * timer for every socket of the client (DeadlineList.ts), whose expiry destroys the socket.
+   */
+  readonly lingers: DeadlineList<net.Socket>
   /** When queued frames are flushed (`onNextTick`, the end of the tick, or `setImmediate`). */
   readonly schedule: FlushSchedule
   /** Called once when a writer's socket has closed (its owner stops tracking it). */
@@ -79,9 +83,9 @@ export const makeOneShotWriter = (
   codec: PayloadCodec,
   settings: OneShotSettings
 ): OneShotWriter => {
-  const { lingerMs, maxMessageSize } = settings
+  const { lingers, maxMessageSize } = settings
   let state = OPEN
-  let lingerTimer: ReturnType<typeof setTimeout> | undefined
+  let linger: Deadline<net.Socket> | undefined
   let controlReceiver: ((message: "stop" | "kill") => void) | undefined
   let controls: Array<"stop" | "kill"> = []
   let disconnectReceiver: ((error: TransportError) => void) | undefined
@@ -100,8 +104,7 @@ export const makeOneShotWriter = (
         // The linger starts once everything is written: a router that paused reading (its
         // consumer lags) must not lose the stream's tail to our impatience.
         socket.once("finish", () => {
-          lingerTimer ??= setTimeout(() => socket.destroy(), lingerMs)
-          lingerTimer.unref?.()
+          if (linger === undefined && !socket.destroyed) linger = lingers.add(socket)
         })
       }
     }
@@ -180,7 +183,7 @@ export const makeOneShotWriter = (
   })
   socket.on("close", () => {
     settings.onSocketClosed(socket)
-    clearTimeout(lingerTimer)
+    lingers.remove(linger)
     gone(() =>
       new TransportConnectionError({ reason: "ConnectionClosed", transport: "tcp", target: address, detail: "the router closed the call-home connection" })
     )
