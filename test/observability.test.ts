@@ -237,6 +237,17 @@ describe("tracing", () => {
       expect(valueOf(after, series)).toBe(valueOf(before, series))
     }).pipe(Effect.provide(stack({ DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory", DYN_METRICS: "off" }))))
 
+  it.live("records no pool series with DYN_METRICS=off (pooled call-home)", () =>
+    Effect.gen(function*() {
+      const server = yield* MetricsServer.make({ host: "127.0.0.1", port: 0 })
+      yield* Endpoint.serve("obs.nometrics.pool", (n: number) => Stream.range(1, n))
+      const client = yield* Endpoint.client<number, number>("obs.nometrics.pool")
+      const poolLines = (text: string) => text.split("\n").filter((l) => l.startsWith("tcp_pool_"))
+      const before = poolLines(yield* scrape(server.url))
+      for (let i = 0; i < 3; i++) expect(yield* Stream.runCollect(client.generate(2))).toEqual([1, 2])
+      expect(poolLines(yield* scrape(server.url))).toEqual(before)
+    }).pipe(Effect.provide(stack({ DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_POOL_ENABLED: "true", DYN_METRICS: "off" }))))
+
   it.live("creates no span with DYN_TRACING=off", () => {
     const exporter = new InMemorySpanExporter()
     const otel = NodeSdk.layer(() => ({ spanProcessor: new SimpleSpanProcessor(exporter) }))

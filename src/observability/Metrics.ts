@@ -271,6 +271,19 @@ export interface PoolRecorder {
   readonly remove: () => void
 }
 
+const noop = () => {}
+
+/** The pool recorder of a pool that records nothing (`DYN_METRICS=off`). */
+export const NO_POOL_RECORDER: PoolRecorder = {
+  created: noop,
+  reused: noop,
+  validationFailed: noop,
+  acquired: noop,
+  setActive: noop,
+  setIdle: noop,
+  remove: noop
+}
+
 /** The pool metrics bound to `target`, created at zero (the gauges on their first set). */
 export const poolRecorder = (target: string): PoolRecorder => {
   declarePool()
@@ -312,7 +325,6 @@ export interface Recorders {
   readonly initEndpoint: typeof initEndpoint
 }
 
-const noop = () => {}
 
 /** Recorders for `DYN_METRICS=on` (real, labelled `role`, by default `client`) or `off` (no-ops). */
 export const recorders = (enabled: boolean, role: Role = "client"): Recorders =>

@@ -10,7 +10,7 @@
  *
  * What it does not do: decide when a connection is active or idle (the target pool does).
  */
-import { poolRecorder } from "../../../../observability/Metrics.ts"
+import { NO_POOL_RECORDER, poolRecorder } from "../../../../observability/Metrics.ts"
 import type { PoolRecorder } from "../../../../observability/Metrics.ts"
 
 /** Active/idle counts of one address. */
@@ -29,12 +29,18 @@ export interface AddressGauges {
 /** Every address's gauges; see the module comment. */
 export class GaugeBook {
   private readonly byAddress = new Map<string, AddressGauges>()
+  private readonly metrics: boolean
+
+  /** With `metrics` false (`DYN_METRICS=off`), the counts are kept and nothing is recorded. */
+  constructor(metrics = true) {
+    this.metrics = metrics
+  }
 
   /** The gauges of `address`, counting one more live target pool of it. */
   forNewTarget(address: string): AddressGauges {
     let g = this.byAddress.get(address)
     if (g === undefined) {
-      g = { address, active: 0, idle: 0, targets: 0, recorder: poolRecorder(address) }
+      g = { address, active: 0, idle: 0, targets: 0, recorder: this.metrics ? poolRecorder(address) : NO_POOL_RECORDER }
       this.byAddress.set(address, g)
     }
     g.targets++

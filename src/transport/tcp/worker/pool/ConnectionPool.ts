@@ -112,7 +112,7 @@ export const make = (options: ConnectionPoolOptions): Effect.Effect<ConnectionPo
   Effect.gen(function*() {
     const env = yield* makePoolEnv(resolveOptions(options))
     const { acquireTimeoutMs, targetIdleTimeoutMs } = env.options
-    const book = new GaugeBook()
+    const book = new GaugeBook(env.options.metrics)
     /** Targets seen, by key: the RcMap lookup reads host and port here. */
     const known = new Map<string, PoolTarget>()
     /** Live target pools, by key. */

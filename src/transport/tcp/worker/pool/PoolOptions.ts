@@ -54,6 +54,8 @@ export interface ConnectionPoolOptions {
   readonly flush?: "tick" | "immediate" | undefined
   /** TLS of the pooled dials (`DYN_TCP_TLS_CA_CERT_PATH`); plaintext when absent. */
   readonly tls?: ClientTls | undefined
+  /** Record the `tcp_pool_*` metrics (`DYN_METRICS`; default true). Off, no series is made or updated. */
+  readonly metrics?: boolean | undefined
 }
 
 /** The pool options that `DYN_TCP_POOL_*`, `DYN_TCP_MAX_MESSAGE_SIZE` and `DYN_TCP_CALL_HOME_TIMEOUT_SECS` (the acquisition bound) configure. */
@@ -67,7 +69,8 @@ export const optionsFromSettings = (settings: TransportSettings): ConnectionPool
   // A stream waits for a pooled connection as long as a router waits for its call-home
   // (DYN_TCP_CALL_HOME_TIMEOUT_SECS): past that the router has given up, and before it a
   // failure here, after the ack, cannot reach the router (Dynamo's call-home has no way to).
-  acquireTimeoutMs: Math.max(DEFAULT_ACQUIRE_TIMEOUT_MS, settings.tcpResponse.callHomeTimeoutMs)
+  acquireTimeoutMs: Math.max(DEFAULT_ACQUIRE_TIMEOUT_MS, settings.tcpResponse.callHomeTimeoutMs),
+  metrics: settings.metrics
 })
 
 /** Every option with its default applied (`maxStreamsPerConnection` as `maxStreams`, at least 1). */
@@ -96,6 +99,7 @@ export const resolveOptions = (options: ConnectionPoolOptions): ResolvedPoolOpti
     sweepIntervalMs: options.sweepIntervalMs ??
       Math.min(5000, Math.max(5, Math.floor(Math.min(options.idleTimeoutMs, options.maxLifetimeMs, targetIdleTimeoutMs) / 4))),
     flush: options.flush ?? "tick",
-    tls: options.tls
+    tls: options.tls,
+    metrics: options.metrics ?? true
   }
 }
