@@ -133,4 +133,11 @@ export interface ResponsePlaneClient {
   readonly connectionTransports: ReadonlyArray<string>
   /** Connects to the router. Fails with a typed error when the info is bad or the router unreachable. */
   readonly connect: (options: ConnectOptions) => Effect.Effect<ResponseWriter, TransportError>
+  /**
+   * Optional: the writer at once when nothing needs waiting for (a pooled connection with room,
+   * already open), or the typed error `connect` would fail with; undefined when it cannot say
+   * without I/O, and the caller uses `connect`. Like `connect`, it opens the stream: call one or
+   * the other. Lets the worker skip the Effect steps of `connect` on its hot path.
+   */
+  readonly connectNow?: ((options: ConnectOptions) => ResponseWriter | TransportError | undefined) | undefined
 }

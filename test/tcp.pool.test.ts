@@ -35,7 +35,9 @@ import * as TcpResponseTransport from "../src/transport/tcp/TcpResponseTransport
 import * as CallHomeClient from "../src/transport/tcp/worker/CallHomeClient.ts"
 import * as CallHomeServer from "../src/transport/tcp/router/CallHomeServer.ts"
 import { defaults } from "../src/TransportConfig.ts"
+import { TransportProtocolError } from "../src/TransportError.ts"
 import type { HandlerError, TransportError } from "../src/TransportError.ts"
+import type { ResponseWriter } from "../src/ResponsePlane.ts"
 import * as TransportRegistry from "../src/registry/index.ts"
 import { slowConsumer } from "./support/slowConsumer.ts"
 import { tcpStack } from "./support/stack.ts"
@@ -237,6 +239,46 @@ describe("ConnectionPool", () => {
       expect(yield* order("nats")).toEqual(["turn", "open"])
       expect(yield* order(undefined)).toEqual(["turn", "open"])
       expect(h.pool.stats()).toMatchObject([{ connections: 1, poolAcquisitions: 1, fastAcquisitions: 4 }])
+    }))
+
+  it.live("connectNow: a writer at once on a spare connection (tcp and http planes), a typed error for bad info, undefined when it must wait", () =>
+    Effect.gen(function*() {
+      const h = yield* harness()
+      const pendingStream = Effect.gen(function*() {
+        const requestId = crypto.randomUUID()
+        const rec = recordingSink()
+        const pending = yield* h.server.open({ requestId, endpoint: "ns.pool.e", codec: "json", sink: rec.sink })
+        return { requestId, rec, pending }
+      })
+      // no connection yet: nothing to lend, connect must dial
+      const first = yield* pendingStream
+      expect(h.client.connectNow!({ connectionInfo: first.pending.connectionInfo, requestId: first.requestId, codec: "json", requestTransport: "http" })).toBeUndefined()
+      first.pending.close()
+      yield* h.roundTrip(1) // leaves a spare connection
+      for (const requestTransport of ["tcp", "http"] as const) {
+        const s = yield* pendingStream
+        const writer = h.client.connectNow!({ connectionInfo: s.pending.connectionInfo, requestId: s.requestId, codec: "json", requestTransport })
+        expect(writer).toBeDefined()
+        expect(writer).not.toBeInstanceOf(Error)
+        const w = writer as ResponseWriter
+        w.prologue()
+        w.send(requestTransport)
+        w.complete()
+        yield* Effect.promise(() => s.rec.done)
+        expect(s.rec.items).toEqual([requestTransport])
+        s.pending.close()
+      }
+      // after NATS or an unknown plane the stream waits a turn: connect, not connectNow
+      const waits = yield* pendingStream
+      for (const requestTransport of ["nats", undefined] as const) {
+        expect(h.client.connectNow!({ connectionInfo: waits.pending.connectionInfo, requestId: waits.requestId, codec: "json", requestTransport })).toBeUndefined()
+      }
+      waits.pending.close()
+      // info that names another request: the typed error connect fails with
+      const bad = h.client.connectNow!({ connectionInfo: waits.pending.connectionInfo, requestId: "another-request", codec: "json", requestTransport: "tcp" })
+      expect(bad).toBeInstanceOf(TransportProtocolError)
+      expect((bad as TransportProtocolError).target).toBe(h.target())
+      expect(h.pool.stats()).toMatchObject([{ connections: 1, poolAcquisitions: 1, fastAcquisitions: 2 }])
     }))
 
   it.live("fast path: a connection destroyed or half-closed under a spare lease is not lent; it is invalidated and replaced", () =>

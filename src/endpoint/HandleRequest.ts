@@ -61,12 +61,20 @@ export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, 
         Effect.as(undefined)
       )
     }
-    const connectOnly = client.connect({
+    const connectOptions = {
       connectionInfo: message.control.connection_info,
       requestId: message.control.id,
       codec: message.control.payload_codec ?? "json",
       requestTransport: setup.transportId
-    })
+    }
+    // A writer that needs no waiting (a spare pooled connection) comes from `connectNow`, as an
+    // Exit: no Effect run for the call-home below.
+    const now = client.connectNow?.(connectOptions)
+    const connectOnly = now === undefined
+      ? client.connect(connectOptions)
+      : now instanceof Error // a TransportError (a writer is a plain object)
+      ? Exit.fail(now)
+      : Exit.succeed(now)
     // No span, debug off and an already-connected writer: hand the Exit back as it is, so
     // `serveRequest` takes the writer synchronously (no Effect run for the call-home).
     if (!setup.debug && span === undefined && Exit.isExit(connectOnly) && Exit.isSuccess(connectOnly)) {

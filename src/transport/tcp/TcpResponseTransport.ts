@@ -76,7 +76,13 @@ export const withFullModeWriters = (client: CallHomeClient.CallHomeClient, hub: 
     hub.writers.delete(options.requestId)
     return Effect.succeed(writer)
   }
-  return { ...client, connect }
+  const connectNow = (options: ConnectOptions): ResponseWriter | TransportError | undefined => {
+    const writer = hub.writers.get(options.requestId)
+    if (writer === undefined) return client.connectNow?.(options)
+    hub.writers.delete(options.requestId)
+    return writer
+  }
+  return { ...client, connect, connectNow }
 }
 
 /**

@@ -36,6 +36,7 @@ import { nextTurn } from "../../../internal/SharedTurn.ts"
 import { dial } from "./Dialer.ts"
 import { LinkedSet } from "../../../internal/LinkedSet.ts"
 import type { ClientTls } from "../../../internal/Tls.ts"
+import type { MuxConnection } from "./MuxConnection.ts"
 import { makeOneShotWriter } from "./OneShotWriter.ts"
 import type { OneShotSettings, OneShotWriter } from "./OneShotWriter.ts"
 import * as ConnectionPool from "./pool/ConnectionPool.ts"
@@ -121,6 +122,27 @@ const parseOneShotInfo = (
   return { address, host: parsed.host, port: parsed.port, subject }
 }
 
+/** A mux stream's pool target and how to open it on a connection, from its ConnectionInfo, or the typed error. */
+const muxStreamOf = (connectOptions: ConnectOptions): {
+  readonly target: ConnectionPool.PoolTarget
+  readonly open: (conn: MuxConnection, release: () => void) => ResponseWriter | TransportProtocolError
+} | TransportProtocolError => {
+  const info = parseMuxInfo(connectOptions.connectionInfo, connectOptions.requestId)
+  if (isParseError(info)) return badInfo(connectOptions.connectionInfo, info)
+  const parsed = parseAddress(info.address)
+  if (parsed === undefined) {
+    return toTransportProtocolError(badHandshake(`address ${JSON.stringify(info.address)} is not host:port`), "tcp", info.address)
+  }
+  const codec = payloadCodec(connectOptions.codec)
+  return {
+    target: { address: info.address, host: parsed.host, port: parsed.port, frontendServerId: info.frontendServerId },
+    open: (conn, release) => conn.openStream(info.streamIdBytes, codec, release)
+  }
+}
+
+/** After a request on these request planes, a mux stream starts without waiting a turn (see `connectMux`). */
+const waitsNoTurn = (plane: ConnectOptions["requestTransport"]): boolean => plane === "tcp" || plane === "http"
+
 /** The pool options of a client: its own, or the `DYN_TCP_POOL_*` defaults. */
 const poolOptions = (options: CallHomeClientOptions): ConnectionPool.ConnectionPoolOptions => ({
   ...ConnectionPool.optionsFromSettings(defaults),
@@ -195,22 +217,28 @@ export const makeUnsafe = (
    */
   const connectMux = (connectOptions: ConnectOptions): Effect.Effect<ResponseWriter, TransportError> =>
     Effect.suspend(() => {
-      const info = parseMuxInfo(connectOptions.connectionInfo, connectOptions.requestId)
-      if (isParseError(info)) return Effect.fail(badInfo(connectOptions.connectionInfo, info))
-      const parsed = parseAddress(info.address)
-      if (parsed === undefined) {
-        return Effect.fail(toTransportProtocolError(badHandshake(`address ${JSON.stringify(info.address)} is not host:port`), "tcp", info.address))
-      }
-      const codec = payloadCodec(connectOptions.codec)
-      const target = { address: info.address, host: parsed.host, port: parsed.port, frontendServerId: info.frontendServerId }
+      const stream = muxStreamOf(connectOptions)
+      if (stream instanceof TransportProtocolError) return Effect.fail(stream)
       const plane = connectOptions.requestTransport
       const open = Effect.flatMap(
-        getPool().withConnection(target, (conn, release) => conn.openStream(info.streamIdBytes, codec, release)),
+        getPool().withConnection(stream.target, stream.open),
         (writer) => (writer instanceof TransportProtocolError ? Effect.fail(writer) : Effect.succeed(writer))
       )
-      if (plane === "tcp" || plane === "http") return open
+      if (waitsNoTurn(plane)) return open
       return Effect.andThen(plane === undefined ? Effect.yieldNow : nextTurn, open)
     })
+
+  /**
+   * `connect` at once for a mux stream that need not wait a turn (see `connectMux`) when the pool
+   * has a spare lease on an open connection (`ConnectionPool.lendNow`), or its typed error; else
+   * undefined. One-shot streams always connect first.
+   */
+  const connectNow = (connectOptions: ConnectOptions): ResponseWriter | TransportError | undefined => {
+    if (connectOptions.connectionInfo.transport !== MUX_CONNECTION_TRANSPORT || !waitsNoTurn(connectOptions.requestTransport)) return undefined
+    const stream = muxStreamOf(connectOptions)
+    if (stream instanceof TransportProtocolError) return stream
+    return getPool().lendNow(stream.target, stream.open)
+  }
 
   const connect = (connectOptions: ConnectOptions): Effect.Effect<ResponseWriter, TransportError> =>
     Effect.suspend(() => {
@@ -229,6 +257,7 @@ export const makeUnsafe = (
     transport: "tcp",
     connectionTransports: [connectionTransport, MUX_CONNECTION_TRANSPORT],
     connect,
+    connectNow,
     closeAll: () => {
       // Streams that finished still have their last frames queued for this tick: send them and
       // let those sockets end gracefully (bounded by the linger timer); cut every other one.

@@ -96,6 +96,12 @@ export interface ConnectionPool {
    * calls do nothing). Fails with a typed TransportError naming the target.
    */
   readonly withConnection: <A>(target: PoolTarget, open: (connection: MuxConnection, release: () => void) => A) => Effect.Effect<A, TransportError>
+  /**
+   * `withConnection`'s fast path on its own: `open`'s result on a spare lease of an open
+   * connection that passes validation, synchronously, or undefined when there is none (or the
+   * pool has shut down), and the caller goes through `withConnection`.
+   */
+  readonly lendNow: <A>(target: PoolTarget, open: (connection: MuxConnection, release: () => void) => A) => A | undefined
   /** Every target's pool, now. */
   readonly stats: () => ReadonlyArray<TargetStats>
   /** The open connections to `address` (every target when absent), now, with the pool's bookkeeping. */
@@ -276,8 +282,17 @@ export const make = (options: ConnectionPoolOptions): Effect.Effect<ConnectionPo
         return Effect.uninterruptibleMask((restore) => attempt(key, target, open, restore, started, true))
       })
 
+    const lendNow = <A>(target: PoolTarget, open: Open<A>): A | undefined => {
+      if (env.closed) return undefined
+      const tp = live.get(`${target.address}|${target.frontendServerId}`)
+      if (tp === undefined || tp.spare.length === 0) return undefined
+      const value = tp.lendSpare(open, performance.now())
+      return value === MISS ? undefined : value
+    }
+
     return {
       withConnection,
+      lendNow,
       stats: () =>
         [...live.values()].map((tp) => {
           let streams = 0
