@@ -18,7 +18,7 @@
  */
 import { Effect, Layer } from "effect"
 import type { StreamFormat } from "../../protocol/HttpStreamFormat.ts"
-import type { ResponsePlaneClient, ResponsePlaneServer } from "../../ResponsePlane.ts"
+import type { ConnectOptions, ResponsePlaneClient, ResponsePlaneServer, ResponseWriter } from "../../ResponsePlane.ts"
 import type { TransportCapabilities, TransportRegistration } from "../../Transport.ts"
 import { TransportConfig } from "../../TransportConfig.ts"
 import { TransportConnectionError } from "../../TransportError.ts"
@@ -78,29 +78,33 @@ export const make = (hub: HttpInlineHub.HttpInlineHubShape, options: HttpRespons
         return stream
       })
   }
+  // The exchange is kept in the hub by the http request plane: taking it never waits.
+  const connectNow = ({ connectionInfo, requestId }: ConnectOptions): ResponseWriter | TransportConnectionError => {
+    const exchange = hub.exchanges.get(requestId)
+    if (exchange === undefined || connectionInfo.transport !== HttpInlineHub.HTTP_INLINE) {
+      return new TransportConnectionError({
+        reason: "ConnectFailed",
+        transport: "http",
+        target: requestId,
+        detail: "no HTTP exchange is kept for this request (it did not arrive on this worker's http request plane, or its client left)"
+      })
+    }
+    hub.exchanges.delete(requestId)
+    return makeInlineWriter(exchange, {
+      maxMessageSize: options.maxMessageSize,
+      heartbeatMs: options.heartbeatMs,
+      stallTimeoutMs: options.idleTimeoutMs
+    })
+  }
   const client: ResponsePlaneClient = {
     transport: "http",
     connectionTransports: [HttpInlineHub.HTTP_INLINE],
-    connect: ({ connectionInfo, requestId }) =>
+    connect: (connectOptions) =>
       Effect.suspend(() => {
-        const exchange = hub.exchanges.get(requestId)
-        if (exchange === undefined || connectionInfo.transport !== HttpInlineHub.HTTP_INLINE) {
-          return Effect.fail(
-            new TransportConnectionError({
-              reason: "ConnectFailed",
-              transport: "http",
-              target: requestId,
-              detail: "no HTTP exchange is kept for this request (it did not arrive on this worker's http request plane, or its client left)"
-            })
-          )
-        }
-        hub.exchanges.delete(requestId)
-        return Effect.succeed(makeInlineWriter(exchange, {
-          maxMessageSize: options.maxMessageSize,
-          heartbeatMs: options.heartbeatMs,
-          stallTimeoutMs: options.idleTimeoutMs
-        }))
-      })
+        const now = connectNow(connectOptions)
+        return now instanceof TransportConnectionError ? Effect.fail(now) : Effect.succeed(now)
+      }),
+    connectNow
   }
   return {
     registration: {

@@ -17,7 +17,7 @@ import type { ConnectionInfo } from "../../ConnectionInfo.ts"
 import type { TransportType } from "../../Instance.ts"
 import { instanceSubject } from "../../RequestPlane.ts"
 import type { Admission, RequestHandler, RequestMessage, RequestPlaneClient, RequestPlaneServer, RequestTarget } from "../../RequestPlane.ts"
-import type { PendingStream, ResponsePlaneClient, ResponsePlaneServer, ResponseSink, ResponseWriter } from "../../ResponsePlane.ts"
+import type { ConnectOptions, PendingStream, ResponsePlaneClient, ResponsePlaneServer, ResponseSink, ResponseWriter } from "../../ResponsePlane.ts"
 import type { TransportCapabilities } from "../../Transport.ts"
 import { EndpointNotFound, HandlerError, TransportConnectionError, TransportProtocolError, TransportTimeoutError } from "../../TransportError.ts"
 import type { TransportError } from "../../TransportError.ts"
@@ -291,35 +291,36 @@ export const makeResponsePlane = (
       })
   }
 
+  // Taking the pending stream never waits.
+  const connectNow = ({ connectionInfo, requestId }: ConnectOptions): ResponseWriter | TransportProtocolError => {
+    let info: { subject?: unknown; context?: unknown }
+    try {
+      info = JSON.parse(connectionInfo.info)
+    } catch (cause) {
+      return new TransportProtocolError({ reason: "BadHandshake", transport: "memory", target: connectionInfo.info, detail: "connection info is not JSON", cause })
+    }
+    const subject = String(info.subject)
+    if (info.context !== requestId) {
+      return new TransportProtocolError({ reason: "BadHandshake", transport: "memory", target: subject, detail: `context ${String(info.context)} is not the request id ${requestId}` })
+    }
+    const entry = hub.pending.get(subject)
+    if (entry === undefined || entry.connected || entry.done) {
+      return new TransportProtocolError({ reason: "UnknownSubject", transport: "memory", target: subject, detail: "subject unknown or already served" })
+    }
+    entry.connected = true
+    clearTimeout(entry.timer)
+    return makeWriter(hub, subject, entry)
+  }
+
   const client: ResponsePlaneClient = {
     transport: "memory",
     connectionTransports: [connectionTransport],
-    connect: ({ connectionInfo, requestId }) =>
+    connect: (connectOptions) =>
       Effect.suspend(() => {
-        let info: { subject?: unknown; context?: unknown }
-        try {
-          info = JSON.parse(connectionInfo.info)
-        } catch (cause) {
-          return Effect.fail(
-            new TransportProtocolError({ reason: "BadHandshake", transport: "memory", target: connectionInfo.info, detail: "connection info is not JSON", cause })
-          )
-        }
-        const subject = String(info.subject)
-        if (info.context !== requestId) {
-          return Effect.fail(
-            new TransportProtocolError({ reason: "BadHandshake", transport: "memory", target: subject, detail: `context ${String(info.context)} is not the request id ${requestId}` })
-          )
-        }
-        const entry = hub.pending.get(subject)
-        if (entry === undefined || entry.connected || entry.done) {
-          return Effect.fail(
-            new TransportProtocolError({ reason: "UnknownSubject", transport: "memory", target: subject, detail: "subject unknown or already served" })
-          )
-        }
-        entry.connected = true
-        clearTimeout(entry.timer)
-        return Effect.succeed(makeWriter(hub, subject, entry))
-      })
+        const now = connectNow(connectOptions)
+        return now instanceof TransportProtocolError ? Effect.fail(now) : Effect.succeed(now)
+      }),
+    connectNow
   }
   return { client, server }
 }
