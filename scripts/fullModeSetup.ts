@@ -17,23 +17,24 @@ export const request = { max_tokens: 10, token_size: 50 }
 export const rawOptions = { variant: "corked", items: 10, itemSize: 50, delayMs: 0, env: {} } as const
 
 /**
- * The modes scripts/instruction-count.sh counts: the full TCP mode, or the HTTP/2 request plane
- * with TCP call-home, a connection per stream or pooled.
+ * The modes scripts/instruction-count.sh counts: the full TCP mode, the HTTP/2 request plane
+ * with TCP call-home (a connection per stream, or pooled), or with each response streamed as SSE
+ * in its request's own HTTP/2 response.
  */
-export type CountedMode = "full" | "http" | "http-pooled"
+export type CountedMode = "full" | "http" | "http-pooled" | "http-sse"
 
 /** `mode` from a script's environment variable (`full` when unset), or an error naming the choices. */
 export const countedMode = (text: string | undefined): CountedMode => {
   const mode = text === undefined || text === "" ? "full" : text
-  if (mode === "full" || mode === "http" || mode === "http-pooled") return mode
-  throw new Error(`unknown mode ${JSON.stringify(mode)}: full, http or http-pooled`)
+  if (mode === "full" || mode === "http" || mode === "http-pooled" || mode === "http-sse") return mode
+  throw new Error(`unknown mode ${JSON.stringify(mode)}: full, http, http-pooled or http-sse`)
 }
 
 /** The raw Node side that is `mode`'s baseline in the benchmark, and its options. */
 export const rawSideOf = (mode: CountedMode) =>
   mode === "full"
     ? { side: rawTcp, options: rawOptions }
-    : { side: rawHttp, options: { ...rawOptions, variant: mode === "http" ? "callhome" : "callhome-pooled" } as const }
+    : { side: rawHttp, options: { ...rawOptions, variant: mode === "http" ? "callhome" : mode === "http-pooled" ? "callhome-pooled" : "sse" } as const }
 
 /** The DYN_* settings of `mode`, discovering through files in `discovery`. */
 const modeEnv = (mode: CountedMode, discovery: string): Record<string, string> => ({
@@ -42,7 +43,8 @@ const modeEnv = (mode: CountedMode, discovery: string): Record<string, string> =
     DYN_REQUEST_PLANE: "http",
     DYN_HTTP_RPC_HOST: "127.0.0.1",
     DYN_HTTP_RPC_PORT: "0",
-    DYN_TCP_POOL_ENABLED: mode === "http-pooled" ? "true" : "false"
+    DYN_TCP_POOL_ENABLED: mode === "http-pooled" ? "true" : "false",
+    ...(mode === "http-sse" ? { DYN_RESPONSE_PLANE: "http" } : {})
   })
 })
 
