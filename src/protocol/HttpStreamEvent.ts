@@ -116,6 +116,11 @@ export class LineReader {
     return this.held
   }
 
+  /** True when the next chunk starts a line: no partial line is held, and no `\n` is to be skipped. */
+  atLineStart(): boolean {
+    return this.held === 0 && !this.skipLf
+  }
+
   /** The partial line held (a copy), for `end()` checks. */
   partial(): Uint8Array {
     return concatBytes(...this.parts)

@@ -18,6 +18,7 @@
  *
  * Does not: throw on any input bytes, use Effect, or do I/O.
  */
+import { asciiText } from "./AsciiText.ts"
 import { jsonText } from "./PayloadCodec.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
 import {
@@ -70,7 +71,11 @@ class SseDecoder implements StreamDecoder {
 
   decode(chunk: Uint8Array, onEvent: (event: StreamEvent) => void): ProtocolParseError | undefined {
     if (this.failure !== undefined) return this.failure
-    const bad = this.lines.feed(chunk, this.onLine)
+    // A chunk that starts a line, all ASCII and without `\r` (what our workers send), is read as
+    // one text: its lines are slices of it, where the byte path makes a view, a decode and a
+    // search per line (docs/performance.md, "Eleventh session").
+    const text = this.lines.atLineStart() ? asciiText(chunk, 0, chunk.length) : undefined
+    const bad = text !== undefined && !text.includes("\r") ? this.decodeText(text, chunk) : this.lines.feed(chunk, this.onLine)
     if (bad !== undefined) this.failure = bad
     const items = this.items
     const event = this.event
@@ -94,9 +99,39 @@ class SseDecoder implements StreamDecoder {
     return this.failure
   }
 
+  /**
+   * The lines of `text` (ASCII, no `\r`, the text of `chunk`, which starts a line) as `line` reads
+   * them, a `data:` line or a blank one without a slice of the line; a last line without its `\n`
+   * (or one past the maximum) goes to the line reader, as bytes.
+   */
+  private decodeText(text: string, chunk: Uint8Array): ProtocolParseError | undefined {
+    const n = text.length
+    let off = 0
+    while (off < n) {
+      const eol = text.indexOf("\n", off)
+      if (eol === -1 || eol - off > this.maxMessageSize) return this.lines.feed(chunk.subarray(off), this.onLine)
+      let bad: ProtocolParseError | undefined
+      if (eol === off && !this.ended) {
+        this.first = false
+        bad = this.dispatch()
+      } else if (!this.ended && text.startsWith("data: ", off)) {
+        this.first = false
+        bad = this.dataValue(text.slice(off + 6, eol))
+      } else bad = this.lineText(text.slice(off, eol), eol - off)
+      if (bad !== undefined) return bad
+      off = eol + 1
+    }
+    return undefined
+  }
+
   private line(bytes: Uint8Array): ProtocolParseError | undefined {
-    let text = utf8Text(bytes)
+    const text = utf8Text(bytes)
     if (text === undefined) return new ProtocolParseError("BadPayload", "an event-stream line is not valid UTF-8")
+    return this.lineText(text, bytes.length)
+  }
+
+  /** One line, `text` (its UTF-8 `byteLength` bytes long). */
+  private lineText(text: string, byteLength: number): ProtocolParseError | undefined {
     if (this.first) {
       this.first = false
       if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
@@ -110,18 +145,21 @@ class SseDecoder implements StreamDecoder {
     const field = colon === -1 ? text : text.slice(0, colon)
     let value = colon === -1 ? "" : text.slice(colon + 1)
     if (value.charCodeAt(0) === 32) value = value.slice(1)
-    if (field === "data") {
-      this.dataSize += (this.data.length > 0 ? 1 : 0) + bytes.length - (text.length - value.length)
-      if (this.dataSize > this.maxMessageSize) {
-        return new ProtocolParseError(
-          "MessageTooLarge",
-          `an event's data of at least ${this.dataSize} bytes exceeds the maximum message size of ${this.maxMessageSize} bytes`
-        )
-      }
-      this.data.push(value)
-    } else if (field === "event") {
-      this.eventType = value
+    if (field === "data") return this.dataValue(value, byteLength - (text.length - value.length))
+    if (field === "event") this.eventType = value
+    return undefined
+  }
+
+  /** A `data` field's value (`valueBytes` of UTF-8; its length for ASCII), joining the event's data. */
+  private dataValue(value: string, valueBytes: number = value.length): ProtocolParseError | undefined {
+    this.dataSize += (this.data.length > 0 ? 1 : 0) + valueBytes
+    if (this.dataSize > this.maxMessageSize) {
+      return new ProtocolParseError(
+        "MessageTooLarge",
+        `an event's data of at least ${this.dataSize} bytes exceeds the maximum message size of ${this.maxMessageSize} bytes`
+      )
     }
+    this.data.push(value)
     return undefined
   }
 
@@ -150,7 +188,7 @@ class SseDecoder implements StreamDecoder {
       return new ProtocolParseError("UnexpectedMessage", `unknown event type ${previewText(type)}`)
     }
     if (data.length === 0) return undefined // the spec: an event without data is not dispatched
-    const text = data.join("\n")
+    const text = data.length === 1 ? data[0]! : data.join("\n")
     const item = parseJson(text)
     if (item === NOT_JSON) return new ProtocolParseError("BadPayload", `an event's data is not JSON: ${previewText(text)}`)
     this.items.push(item)

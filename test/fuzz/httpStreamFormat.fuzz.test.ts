@@ -74,6 +74,33 @@ const encodeStream = (format: StreamFormat, values: ReadonlyArray<unknown>, erro
   return concat(...parts)
 }
 
+describe("sse decoder: the text path and the byte path agree", () => {
+  // A stream of ASCII lines ending in \n is read as text (Sse.ts, decodeText); the same lines
+  // ending in \r\n go through the line reader's bytes. Both must give the same items, end and
+  // failure (its reason: a size in an error's detail depends on where the bytes were cut).
+  const line = fc.oneof(
+    fc.constantFrom("", "data: {}", "data:[1]", "data: 1", "data", "event: done", "event: error", "event: x", ": heartbeat", "id: 1", "data: {\"tag\":\"T\",\"message\":\"m\"}"),
+    fc.string({ unit: "binary-ascii", maxLength: 40 }).filter((t) => !/[\r\n]/.test(t)),
+    fc.json({ maxDepth: 2 }).map((j) => `data: ${j}`),
+    fc.integer({ min: 50, max: 90 }).map((n) => `data: "${"x".repeat(n)}"`)
+  )
+  it("for any lines, chunking and maximum", () => {
+    fc.assert(
+      fc.property(fc.array(line, { maxLength: 30 }), fc.boolean(), cutsArb, fc.constantFrom(MAX, 64, 80), (lines, lastEnds, cuts, max) => {
+        const lf = lines.join("\n") + (lastEnds ? "\n" : "")
+        const crlf = lines.join("\r\n") + (lastEnds ? "\r\n" : "")
+        const a = run("sse", splitAt(utf8(lf), cuts), max)
+        const b = run("sse", splitAt(utf8(crlf), cuts), max)
+        expect(a.items).toEqual(b.items)
+        expect(a.end).toEqual(b.end)
+        expect(a.error?.reason).toBe(b.error?.reason)
+        expect(a.endError?.reason).toBe(b.endError?.reason)
+      }),
+      { numRuns: RUNS }
+    )
+  })
+})
+
 for (const format of STREAM_FORMATS) {
   describe(`${format} stream decoder (fuzz)`, () => {
     it("random bytes in random chunks: no throw, one error for good", () => {
