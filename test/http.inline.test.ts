@@ -10,6 +10,7 @@ import * as http2 from "node:http2"
 import { Deferred, Effect, Exit, Fiber, Layer, Stream } from "effect"
 import type { InlineExchange } from "../src/transport/http/HttpInlineHub.ts"
 import { makeInlineWriter } from "../src/transport/http/InlineWriter.ts"
+import { makeStreamDecoder } from "../src/protocol/HttpStreamFormat.ts"
 import * as Endpoint from "../src/Endpoint.ts"
 import * as TransportRegistry from "../src/registry/index.ts"
 import { TransportConfig } from "../src/TransportConfig.ts"
@@ -308,6 +309,57 @@ describe("pure HTTP mode (http request plane + http response plane)", () => {
       await sleep(5)
       const lines = written.join("").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l))
       expect(lines).toEqual([{ event: "error", tag: "HandlerError", message: "handler failed; its error text exceeds the maximum message size" }])
+    })()
+  })
+
+  it("the writer: a tick's items leave as one write in order with what comes after them; an item's size is its UTF-8, measured near the maximum", () => {
+    const writes: Array<string> = []
+    let ended = false
+    const fake = (format: "sse" | "ndjson"): InlineExchange => ({
+      requestId: "r",
+      format,
+      target: "t",
+      respond: () => {},
+      write: (c) => void writes.push(Buffer.from(c).toString("utf8")),
+      end: () => void (ended = true),
+      reset: () => {},
+      needsDrain: () => false,
+      onDrain: () => {},
+      onClose: () => {},
+      isClosed: () => false
+    })
+    const tick = () => new Promise((r) => setImmediate(r))
+    return (async () => {
+      for (const format of ["sse", "ndjson"] as const) {
+        writes.length = 0
+        ended = false
+        const decoded: Array<unknown> = []
+        let done = false
+        const decoder = makeStreamDecoder(format, { maxMessageSize: 1 << 20 })
+        // "é" is 2 bytes, "€" 3: an item of 20 of them is 40-60 bytes of UTF-8 in 20 UTF-16 units
+        const overhead = format === "sse" ? "data: \"\"\n\n".length : "{\"data\":\"\"}\n".length
+        const max = overhead + 50
+        const w = makeInlineWriter(fake(format), { maxMessageSize: max })
+        w.prologue()
+        expect(Exit.isSuccess(w.send("é".repeat(25)))).toBe(true) // 50 bytes: fits exactly
+        expect(Exit.isFailure(w.send("€".repeat(17)))).toBe(true) // 51 bytes: one over
+        expect(Exit.isSuccess(w.send(1))).toBe(true)
+        await tick()
+        expect(writes.length).toBe(1) // both items in one write
+        expect(Exit.isSuccess(w.send({ a: "b" }))).toBe(true)
+        w.complete()
+        await tick()
+        expect(writes.length).toBe(2) // the next item and the end marker together, then the end
+        expect(ended).toBe(true)
+        for (const chunk of writes) {
+          decoder.decode(Buffer.from(chunk, "utf8"), (e) => {
+            if (e._tag === "Items") decoded.push(...e.items)
+            else if (e._tag === "Done") done = true
+          })
+        }
+        expect(decoded).toEqual(["é".repeat(25), 1, { a: "b" }])
+        expect(done).toBe(true)
+      }
     })()
   })
 

@@ -22,16 +22,19 @@ export class WriteBatcher {
   private readonly write: (chunk: Uint8Array) => void
   private readonly schedule: FlushSchedule
   private readonly afterFlush: (() => void) | undefined
+  private readonly beforeFlush: (() => void) | undefined
 
   /**
    * `write` receives each batch; it decides whether the socket can still take it.
    * `afterFlush`, when given, runs after every flush (e.g. to end the socket once the last
-   * frames are out).
+   * frames are out). `beforeFlush`, when given, runs at the start of every flush and may `push`
+   * more into it (a writer's bytes held apart until then).
    */
-  constructor(write: (chunk: Uint8Array) => void, schedule: FlushSchedule = onNextTick, afterFlush?: () => void) {
+  constructor(write: (chunk: Uint8Array) => void, schedule: FlushSchedule = onNextTick, afterFlush?: () => void, beforeFlush?: () => void) {
     this.write = write
     this.schedule = schedule
     this.afterFlush = afterFlush
+    this.beforeFlush = beforeFlush
   }
 
   /** Writes what is queued now if it is `FLUSH_EARLY_BYTES` or more (backpressure checks). */
@@ -61,6 +64,8 @@ export class WriteBatcher {
 
   /** Writes what is queued now (no-op when empty). */
   flush(): void {
+    // Still "scheduled" while the hook pushes: what it pushes joins this flush.
+    this.beforeFlush?.()
     this.scheduled = false
     const n = this.out.length
     if (n > 0) {

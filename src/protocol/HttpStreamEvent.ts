@@ -16,6 +16,11 @@ import { ProtocolParseError } from "./ProtocolError.ts"
 export interface StreamEncoder {
   /** One item. Throws the codec's `PayloadCodecError` for a value with no JSON encoding. */
   readonly item: (value: unknown) => Uint8Array
+  /**
+   * Text formats only: one item as text, whose UTF-8 is exactly `item(value)`, for writers that
+   * join a tick's items into one text and encode it once. Throws as `item` does.
+   */
+  readonly itemText?: ((value: unknown) => string) | undefined
   /** The end marker. */
   readonly done: () => Uint8Array
   /** A handler failure. */

@@ -38,6 +38,7 @@ const DONE = textEncoder.encode(`{"event":"done"}\n`)
 export const ndjsonEncoder: StreamEncoder = {
   // One string, encoded once (as the SSE encoder does).
   item: (value) => Buffer.from(`{"data":${jsonText(value)}}\n`, "utf8"),
+  itemText: (value) => `{"data":${jsonText(value)}}\n`,
   done: () => DONE.slice(),
   error: (tag, message) => textEncoder.encode(`${JSON.stringify({ event: "error", tag, message })}\n`),
   heartbeat: () => undefined

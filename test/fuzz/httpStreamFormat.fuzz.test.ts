@@ -101,6 +101,31 @@ describe("sse decoder: the text path and the byte path agree", () => {
   })
 })
 
+describe("the text encoders' itemText", () => {
+  it("is, in UTF-8, exactly what item writes, for any value, and throws where item throws", () => {
+    fc.assert(
+      fc.property(fc.constantFrom("sse" as const, "ndjson" as const), fc.oneof(fc.jsonValue({ maxDepth: 3 }), fc.string({ unit: "binary" }), fc.constant(undefined)), (format, value) => {
+        const enc = makeEncoder(format)
+        let bytes: Uint8Array | Error
+        let text: string | Error
+        try {
+          bytes = enc.item(value)
+        } catch (e) {
+          bytes = e as Error
+        }
+        try {
+          text = enc.itemText!(value)
+        } catch (e) {
+          text = e as Error
+        }
+        if (bytes instanceof Error) expect(text).toBeInstanceOf(Error)
+        else expect(Buffer.from(text as string, "utf8").equals(Buffer.from(bytes))).toBe(true)
+      }),
+      { numRuns: RUNS }
+    )
+  })
+})
+
 for (const format of STREAM_FORMATS) {
   describe(`${format} stream decoder (fuzz)`, () => {
     it("random bytes in random chunks: no throw, one error for good", () => {

@@ -6,7 +6,8 @@
  * - `prologue()` sends 200 with the format's content type; `prologue(error)` sends 422 with the
  *   JSON body `{ error, tag: "HandlerError", phase: "prologue" }` and ends.
  * - Items are encoded by the format's `StreamEncoder` and queued on a `WriteBatcher`: everything
- *   written in one tick leaves in one write. `complete` adds the done marker, `fail` the error
+ *   written in one tick leaves in one write (a text format's items of a tick joined as one text,
+ *   encoded once). `complete` adds the done marker, `fail` the error
  *   event (tag "HandlerError"), then the response ends after that flush. `close` resets it.
  * - `onDisconnect` fires once when the exchange closes before the writer ended it (the router
  *   reset the stream, or the connection died); nothing is written after it.
@@ -29,7 +30,7 @@ import type { ResponseWriter } from "../../ResponsePlane.ts"
 import { ResponseWriteError, TransportConnectionError, TransportTimeoutError } from "../../TransportError.ts"
 import type { TransportError } from "../../TransportError.ts"
 import { Waiters } from "../../internal/Waiters.ts"
-import { WriteBatcher } from "../../internal/WriteBatcher.ts"
+import { FLUSH_EARLY_BYTES, WriteBatcher } from "../../internal/WriteBatcher.ts"
 import type { FlushSchedule } from "../../internal/WriteBatcher.ts"
 import { errorWithin, sendEach, tooLarge } from "../../internal/writeFailure.ts"
 import type { WriteTarget } from "../../internal/writeFailure.ts"
@@ -65,6 +66,16 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
   let disconnect: TransportError | undefined
   let heartbeat: ReturnType<typeof setInterval> | undefined
 
+  // A text format's items of one tick are joined as text and encoded once, when the tick's bytes
+  // are flushed or before any other bytes are queued after them: a `Buffer` per item and their
+  // join cost more (docs/performance.md, "Eleventh session").
+  let text = ""
+  const takeText = () => {
+    if (text === "") return
+    const t = text
+    text = ""
+    writes.push(Buffer.from(t, "utf8"))
+  }
   const writes = new WriteBatcher(
     (chunk) => {
       if (state !== OVER) exchange.write(chunk)
@@ -75,7 +86,8 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
         state = OVER
         exchange.end()
       }
-    }
+    },
+    takeText
   )
   const waiters = new Waiters()
   let stall: ReturnType<typeof setTimeout> | undefined
@@ -117,6 +129,7 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
     state = OVER
     clearStall()
     stopHeartbeat()
+    text = ""
     writes.clear()
     waiters.wake()
   }
@@ -140,7 +153,10 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
           return
         }
         const beat = encoder.heartbeat()
-        if (beat !== undefined) writes.push(beat)
+        if (beat !== undefined) {
+          takeText()
+          writes.push(beat)
+        }
       }, period)
       heartbeat.unref?.()
     }
@@ -162,8 +178,33 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
 
   const push = (bytes: Uint8Array) => {
     wroteSinceBeat = true
+    takeText()
     writes.push(bytes)
   }
+  const itemText = encoder.itemText
+  /** An item's text, or why it cannot be sent. */
+  const textOf = (item: unknown): string | ResponseWriteError => {
+    let t: string
+    try {
+      t = itemText!(item)
+    } catch (cause) {
+      return encodeFailed(cause)
+    }
+    // Its UTF-8 is at most 3 bytes a UTF-16 unit: measured only when that could pass the maximum.
+    if (3 * t.length > maxMessageSize) {
+      const size = Buffer.byteLength(t, "utf8")
+      if (size > maxMessageSize) return tooLarge(where, size, maxMessageSize)
+    }
+    return t
+  }
+  const encodeFailed = (cause: unknown) =>
+    new ResponseWriteError({
+      reason: "EncodeFailed",
+      transport: "http",
+      target: exchange.target,
+      detail: cause instanceof Error ? cause.message : String(cause),
+      cause
+    })
 
   const writer: ResponseWriter = {
     prologue: (error) => {
@@ -176,19 +217,25 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
     },
     send: (item) => {
       if (state !== OPEN) return Exit.void
+      if (itemText !== undefined) {
+        const t = textOf(item)
+        if (typeof t !== "string") return Exit.fail(t)
+        start()
+        wroteSinceBeat = true
+        text += t
+        writes.requestFlush()
+        if (text.length >= FLUSH_EARLY_BYTES) {
+          takeText()
+          writes.flushEarly()
+        }
+        watchStall()
+        return Exit.void
+      }
       let bytes: Uint8Array
       try {
         bytes = encoder.item(item)
       } catch (cause) {
-        return Exit.fail(
-          new ResponseWriteError({
-            reason: "EncodeFailed",
-            transport: "http",
-            target: exchange.target,
-            detail: cause instanceof Error ? cause.message : String(cause),
-            cause
-          })
-        )
+        return Exit.fail(encodeFailed(cause))
       }
       if (bytes.length > maxMessageSize) return Exit.fail(tooLarge(where, bytes.length, maxMessageSize))
       start()
