@@ -288,10 +288,12 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
         else setImmediate(handler, request)
       }
       // The body outlives the exchange in the heap (ClosedStream.ts): it must not hold the exchange.
-      listenUntilClose(body, { data: onData, end: onEnd, error: ignoreError })
+      // (Its errors go to the shared no-op listener each server adds first, which stays.)
+      listenUntilClose(body, { data: onData, end: onEnd })
     }
 
-    const h1 = http.createServer({ keepAlive: true, noDelay: true }, (req, res) =>
+    const h1 = http.createServer({ keepAlive: true, noDelay: true }, (req, res) => {
+      req.on("error", ignoreError)
       onExchange(req.method, req.url ?? "/", (name) => single(req.headers[name]), req, (status, json) => {
         if (json === undefined) {
           res.writeHead(status, { "content-length": 0 })
@@ -301,7 +303,8 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
           res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) })
           res.end(text)
         }
-      }, (requestId, format, target) => keepExchange(fromH1Response(res, { requestId, format, target })), notAlone))
+      }, (requestId, format, target) => keepExchange(fromH1Response(res, { requestId, format, target })), notAlone)
+    })
     // HTTP/2 through the stream API (lighter than the compatibility API), with the session
     // limits set on purpose (H2_SESSION_LIMITS).
     const h2 = http2.createServer(H2_SESSION_LIMITS)
