@@ -71,6 +71,22 @@ const serveGated = (path: string) =>
     return { served, go, producedLast: () => producedLast, request: () => request }
   })
 
+/** An exchange that takes what the writer does and never pushes back; `over` replaces its calls. */
+const fakeExchange = (format: "sse" | "ndjson", over: Partial<InlineExchange>): InlineExchange => ({
+  requestId: "r",
+  format,
+  target: "t",
+  respond: () => {},
+  write: () => {},
+  end: () => {},
+  reset: () => {},
+  needsDrain: () => false,
+  onDrain: () => {},
+  onClose: () => {},
+  isClosed: () => false,
+  ...over
+})
+
 describe("pure HTTP mode (http request plane + http response plane)", () => {
   it.live("curl -N with Accept: text/event-stream streams SSE; the first event comes before the handler's last item", () =>
     Effect.gen(function*() {
@@ -262,22 +278,15 @@ describe("pure HTTP mode (http request plane + http response plane)", () => {
     const written: Array<string> = []
     let status: number | undefined
     let ended = false
-    const fake = (format: "sse" | "ndjson"): InlineExchange => ({
-      requestId: "r",
-      format,
-      target: "t",
-      respond: (s, _ct, body) => {
-        status = s
-        if (body !== undefined) written.push(body)
-      },
-      write: (c) => void written.push(Buffer.from(c).toString()),
-      end: () => void (ended = true),
-      reset: () => {},
-      needsDrain: () => false,
-      onDrain: () => {},
-      onClose: () => {},
-      isClosed: () => false
-    })
+    const fake = (format: "sse" | "ndjson"): InlineExchange =>
+      fakeExchange(format, {
+        respond: (s, _ct, body) => {
+          status = s
+          if (body !== undefined) written.push(body)
+        },
+        write: (c) => void written.push(Buffer.from(c).toString()),
+        end: () => void (ended = true)
+      })
     const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
     const beats = () => written.filter((t) => t.includes(": heartbeat")).length
     return (async () => {
@@ -315,19 +324,8 @@ describe("pure HTTP mode (http request plane + http response plane)", () => {
   it("the writer: a tick's items leave as one write in order with what comes after them; an item's size is its UTF-8, measured near the maximum", () => {
     const writes: Array<string> = []
     let ended = false
-    const fake = (format: "sse" | "ndjson"): InlineExchange => ({
-      requestId: "r",
-      format,
-      target: "t",
-      respond: () => {},
-      write: (c) => void writes.push(Buffer.from(c).toString("utf8")),
-      end: () => void (ended = true),
-      reset: () => {},
-      needsDrain: () => false,
-      onDrain: () => {},
-      onClose: () => {},
-      isClosed: () => false
-    })
+    const fake = (format: "sse" | "ndjson"): InlineExchange =>
+      fakeExchange(format, { write: (c) => void writes.push(Buffer.from(c).toString("utf8")), end: () => void (ended = true) })
     const tick = () => new Promise((r) => setImmediate(r))
     return (async () => {
       for (const format of ["sse", "ndjson"] as const) {
