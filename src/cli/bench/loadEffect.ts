@@ -8,7 +8,11 @@ import type { Effect } from "effect"
 import { inLanes } from "../latency.ts"
 import type { Recorder } from "./sides/side.ts"
 
-/** The Effect form of `loadPromise`: each lane times its streams in `inLanes`'s `run` and `done`, no Effect step added. */
+/**
+ * The Effect form of `loadPromise`: each lane times its streams in `inLanes`'s `run` and `done`,
+ * no Effect step added. `once` is called once per lane, with the lane's `onFirst`; the Effect it
+ * returns runs once per stream of the lane (so it does a stream's work when run, not when built).
+ */
 export const loadEffect = <E, R>(
   streams: number,
   concurrency: number,
@@ -21,11 +25,12 @@ export const loadEffect = <E, R>(
     const onFirst = () => {
       if (first < 0) first = performance.now()
     }
+    const stream = once(onFirst)
     return {
       run: () => {
         t0 = performance.now()
         first = -1
-        return once(onFirst)
+        return stream
       },
       done: () => {
         const t1 = performance.now()

@@ -41,24 +41,31 @@ export const connect = async (options: SideOptions, _server: ServerInfo): Promis
     await new Promise((r) => setTimeout(r, 20))
   }
   const request = { max_tokens: options.items, token_size: options.itemSize, ...(options.delayMs > 0 ? { delay_ms: options.delayMs } : {}) }
-  const expect = (items: number) => (items === options.items ? Effect.void : Effect.fail(new Error(`${items} items, expected ${options.items}`)))
-  const once = options.variant === "generate"
-    ? (onFirst: () => void) =>
-      Effect.suspend(() => {
-        let items = 0
-        return Stream.runForEach(client.generate(request), () =>
+  // One Effect per lane, run once per stream: a stream's item count is the lane's, checked (and
+  // reset) at its end, so that a stream pays no Effect step of the harness's own beyond the check.
+  const once = (onFirst: () => void) => {
+    let items = 0
+    const check = Effect.suspend(() => {
+      const n = items
+      items = 0
+      return n === options.items ? Effect.void : Effect.fail(new Error(`${n} items, expected ${options.items}`))
+    })
+    return options.variant === "generate"
+      ? Effect.andThen(
+        Stream.runForEach(client.generate(request), () =>
           Effect.sync(() => {
             if (items++ === 0) onFirst()
-          })).pipe(Effect.flatMap(() => expect(items)))
-      })
-    : (onFirst: () => void) =>
-      Effect.suspend(() => {
-        let items = 0
-        return client.call(request, (batch) => {
+          })),
+        check
+      )
+      : Effect.andThen(
+        client.call(request, (batch) => {
           if (items === 0) onFirst()
           items += batch.length
-        }).pipe(Effect.flatMap(() => expect(items)))
-      })
+        }),
+        check
+      )
+  }
   return {
     run: (streams, concurrency, record) => Effect.runPromise(loadEffect(streams, concurrency, once, record)),
     close: () => Effect.runPromise(Scope.close(scope, Exit.void))
