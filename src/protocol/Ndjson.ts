@@ -15,6 +15,7 @@
  *
  * Does not: throw on any input bytes, use Effect, or do I/O.
  */
+import { asciiText } from "./AsciiText.ts"
 import { jsonText } from "./PayloadCodec.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
 import {
@@ -52,9 +53,19 @@ const isBlank = (bytes: Uint8Array): boolean => {
   return true
 }
 
+/** `isBlank` of a line's text: only spaces, tabs and CRs (a CR stays in an NDJSON line). */
+const isBlankText = (text: string): boolean => {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c !== 32 && c !== 9 && c !== 13) return false
+  }
+  return true
+}
+
 const hasOwn = (o: object, key: string): boolean => Object.prototype.hasOwnProperty.call(o, key)
 
 class NdjsonDecoder implements StreamDecoder {
+  private readonly maxMessageSize: number
   private readonly lines: LineReader
   private ended = false
   private failure: ProtocolParseError | undefined = undefined
@@ -62,13 +73,20 @@ class NdjsonDecoder implements StreamDecoder {
   private event: StreamEvent | undefined = undefined
   private readonly onLine = (line: Uint8Array): ProtocolParseError | undefined => this.line(line)
 
-  constructor(maxMessageSize: number) {
+  constructor(maxMessageSize: number, textPath: boolean) {
+    this.maxMessageSize = maxMessageSize
     this.lines = new LineReader(maxMessageSize, false)
+    this.textPath = textPath
   }
+
+  private readonly textPath: boolean
 
   decode(chunk: Uint8Array, onEvent: (event: StreamEvent) => void): ProtocolParseError | undefined {
     if (this.failure !== undefined) return this.failure
-    const bad = this.lines.feed(chunk, this.onLine)
+    // A chunk that starts a line and is all ASCII (what our workers send) is read as one text:
+    // its lines are slices of it, as in the SSE decoder (docs/performance.md, "Eleventh session").
+    const text = this.textPath && this.lines.atLineStart() ? asciiText(chunk, 0, chunk.length) : undefined
+    const bad = text !== undefined ? this.decodeText(text, chunk) : this.lines.feed(chunk, this.onLine)
     if (bad !== undefined) this.failure = bad
     const items = this.items
     const event = this.event
@@ -92,10 +110,33 @@ class NdjsonDecoder implements StreamDecoder {
     return this.failure
   }
 
+  /**
+   * The lines of `text` (ASCII, the text of `chunk`, which starts a line) as `line` reads them; a
+   * last line without its `\n` (or one past the maximum) goes to the line reader, as bytes.
+   */
+  private decodeText(text: string, chunk: Uint8Array): ProtocolParseError | undefined {
+    const n = text.length
+    let off = 0
+    while (off < n) {
+      const eol = text.indexOf("\n", off)
+      if (eol === -1 || eol - off > this.maxMessageSize) return this.lines.feed(chunk.subarray(off), this.onLine)
+      const line = text.slice(off, eol)
+      const bad = isBlankText(line) ? undefined : this.lineText(line)
+      if (bad !== undefined) return bad
+      off = eol + 1
+    }
+    return undefined
+  }
+
   private line(bytes: Uint8Array): ProtocolParseError | undefined {
     if (isBlank(bytes)) return undefined
     const text = utf8Text(bytes)
     if (text === undefined) return new ProtocolParseError("BadPayload", "an NDJSON line is not valid UTF-8")
+    return this.lineText(text)
+  }
+
+  /** One line that is not blank, `text`. */
+  private lineText(text: string): ProtocolParseError | undefined {
     if (this.ended) return afterEnd(`the line ${previewText(text)}`)
     const v = parseJson(text)
     if (v === NOT_JSON) return new ProtocolParseError("BadPayload", `an NDJSON line is not JSON: ${previewText(text)}`)
@@ -123,5 +164,8 @@ class NdjsonDecoder implements StreamDecoder {
   }
 }
 
-/** A new NDJSON decoder. */
-export const makeNdjsonDecoder = (maxMessageSize: number): StreamDecoder => new NdjsonDecoder(maxMessageSize)
+/**
+ * A new NDJSON decoder. `textPath` false reads every chunk as bytes, line by line (tests compare
+ * the two paths); the default reads an ASCII chunk that starts a line as one text.
+ */
+export const makeNdjsonDecoder = (maxMessageSize: number, textPath = true): StreamDecoder => new NdjsonDecoder(maxMessageSize, textPath)

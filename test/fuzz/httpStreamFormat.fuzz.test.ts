@@ -11,6 +11,7 @@
 import * as fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { LineReader } from "../../src/protocol/HttpStreamEvent.ts"
+import { makeNdjsonDecoder } from "../../src/protocol/Ndjson.ts"
 import { makeEncoder, makeStreamDecoder, STREAM_FORMATS } from "../../src/protocol/HttpStreamFormat.ts"
 import type { StreamEvent, StreamFormat } from "../../src/protocol/HttpStreamFormat.ts"
 import { ProtocolParseError } from "../../src/protocol/ProtocolError.ts"
@@ -95,6 +96,41 @@ describe("sse decoder: the text path and the byte path agree", () => {
         expect(a.end).toEqual(b.end)
         expect(a.error?.reason).toBe(b.error?.reason)
         expect(a.endError?.reason).toBe(b.endError?.reason)
+      }),
+      { numRuns: RUNS }
+    )
+  })
+})
+
+describe("ndjson decoder: the text path and the byte path agree", () => {
+  // The same chunks through the default decoder (an ASCII chunk that starts a line is read as
+  // text) and one that reads every chunk as bytes: the same items, end, and failure reason.
+  const line = fc.oneof(
+    fc.constantFrom("", "  \r", "\t", "\u000b", " \f ", `{"data":{}}`, `{"data":[1]}`, `{"data":1}\r`, `{"event":"done"}`, `{"event":"error","tag":"T","message":"m"}`, `{"event":"x"}`, "{}", "[1]", "not json"),
+    fc.string({ unit: "binary-ascii", maxLength: 40 }).filter((t) => !t.includes("\n")),
+    fc.json({ maxDepth: 2 }).map((j) => `{"data":${j}}`),
+    fc.string({ unit: "binary", maxLength: 8 }).map((t) => `{"data":${JSON.stringify(t)}}`),
+    fc.integer({ min: 50, max: 90 }).map((n) => `{"data":"${"x".repeat(n)}"}`)
+  )
+  const decodeAll = (decoder: ReturnType<typeof makeNdjsonDecoder>, chunks: ReadonlyArray<Uint8Array>) => {
+    const items: Array<unknown> = []
+    let end: StreamEvent | undefined
+    let error: ProtocolParseError | undefined
+    for (const chunk of chunks) {
+      error ??= decoder.decode(chunk, (e) => {
+        if (e._tag === "Items") items.push(...e.items)
+        else end = e
+      })
+    }
+    return { items, end, error: error?.reason, endError: decoder.end()?.reason }
+  }
+  it("for any lines, chunking and maximum", () => {
+    fc.assert(
+      fc.property(fc.array(line, { maxLength: 30 }), fc.boolean(), cutsArb, fc.constantFrom(MAX, 64, 80), (lines, lastEnds, cuts, max) => {
+        const bytes = utf8(lines.join("\n") + (lastEnds ? "\n" : ""))
+        const text = decodeAll(makeNdjsonDecoder(max), splitAt(bytes, cuts))
+        const byBytes = decodeAll(makeNdjsonDecoder(max, false), splitAt(bytes, cuts))
+        expect(text).toEqual(byBytes)
       }),
       { numRuns: RUNS }
     )
