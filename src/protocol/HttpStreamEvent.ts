@@ -126,6 +126,30 @@ export class LineReader {
     return this.held === 0 && !this.skipLf
   }
 
+  /**
+   * `feed` for a chunk read as one text, `text` (ASCII: one char a byte), when `atLineStart()`:
+   * `onTextLine(text, start, end)` gets each line that ends in `\n` (the `\n` excluded; a `\r`
+   * before it is the caller's to judge), and the rest (a last line without its `\n`, or a line
+   * past the maximum) is fed as bytes to `onLine`. Stops at the first error either returns.
+   */
+  feedText(
+    text: string,
+    chunk: Uint8Array,
+    onTextLine: (text: string, start: number, end: number) => ProtocolParseError | undefined,
+    onLine: (line: Uint8Array) => ProtocolParseError | undefined
+  ): ProtocolParseError | undefined {
+    const n = text.length
+    let off = 0
+    while (off < n) {
+      const eol = text.indexOf("\n", off)
+      if (eol === -1 || eol - off > this.maxLineSize) return this.feed(chunk.subarray(off), onLine)
+      const bad = onTextLine(text, off, eol)
+      if (bad !== undefined) return bad
+      off = eol + 1
+    }
+    return undefined
+  }
+
   /** The partial line held (a copy), for `end()` checks. */
   partial(): Uint8Array {
     return concatBytes(...this.parts)

@@ -65,7 +65,6 @@ const isBlankText = (text: string): boolean => {
 const hasOwn = (o: object, key: string): boolean => Object.prototype.hasOwnProperty.call(o, key)
 
 class NdjsonDecoder implements StreamDecoder {
-  private readonly maxMessageSize: number
   private readonly lines: LineReader
   private ended = false
   private failure: ProtocolParseError | undefined = undefined
@@ -74,7 +73,6 @@ class NdjsonDecoder implements StreamDecoder {
   private readonly onLine = (line: Uint8Array): ProtocolParseError | undefined => this.line(line)
 
   constructor(maxMessageSize: number, textPath: boolean) {
-    this.maxMessageSize = maxMessageSize
     this.lines = new LineReader(maxMessageSize, false)
     this.textPath = textPath
   }
@@ -86,7 +84,7 @@ class NdjsonDecoder implements StreamDecoder {
     // A chunk that starts a line and is all ASCII (what our workers send) is read as one text:
     // its lines are slices of it, as in the SSE decoder (docs/performance.md, "Eleventh session").
     const text = this.textPath && this.lines.atLineStart() ? asciiText(chunk, 0, chunk.length) : undefined
-    const bad = text !== undefined ? this.decodeText(text, chunk) : this.lines.feed(chunk, this.onLine)
+    const bad = text !== undefined ? this.lines.feedText(text, chunk, this.onTextLine, this.onLine) : this.lines.feed(chunk, this.onLine)
     if (bad !== undefined) this.failure = bad
     const items = this.items
     const event = this.event
@@ -110,22 +108,10 @@ class NdjsonDecoder implements StreamDecoder {
     return this.failure
   }
 
-  /**
-   * The lines of `text` (ASCII, the text of `chunk`, which starts a line) as `line` reads them; a
-   * last line without its `\n` (or one past the maximum) goes to the line reader, as bytes.
-   */
-  private decodeText(text: string, chunk: Uint8Array): ProtocolParseError | undefined {
-    const n = text.length
-    let off = 0
-    while (off < n) {
-      const eol = text.indexOf("\n", off)
-      if (eol === -1 || eol - off > this.maxMessageSize) return this.lines.feed(chunk.subarray(off), this.onLine)
-      const line = text.slice(off, eol)
-      const bad = isBlankText(line) ? undefined : this.lineText(line)
-      if (bad !== undefined) return bad
-      off = eol + 1
-    }
-    return undefined
+  /** The line `text[start..end]` of a chunk read as text (ASCII) as `line` reads it. */
+  private readonly onTextLine = (text: string, start: number, end: number): ProtocolParseError | undefined => {
+    const line = text.slice(start, end)
+    return isBlankText(line) ? undefined : this.lineText(line)
   }
 
   private line(bytes: Uint8Array): ProtocolParseError | undefined {

@@ -76,7 +76,9 @@ class SseDecoder implements StreamDecoder {
     // one text: its lines are slices of it, where the byte path makes a view, a decode and a
     // search per line (docs/performance.md, "Eleventh session").
     const text = this.lines.atLineStart() ? asciiText(chunk, 0, chunk.length) : undefined
-    const bad = text !== undefined && !text.includes("\r") ? this.decodeText(text, chunk) : this.lines.feed(chunk, this.onLine)
+    const bad = text !== undefined && !text.includes("\r")
+      ? this.lines.feedText(text, chunk, this.onTextLine, this.onLine)
+      : this.lines.feed(chunk, this.onLine)
     if (bad !== undefined) this.failure = bad
     const items = this.items
     const event = this.event
@@ -101,28 +103,19 @@ class SseDecoder implements StreamDecoder {
   }
 
   /**
-   * The lines of `text` (ASCII, no `\r`, the text of `chunk`, which starts a line) as `line` reads
-   * them, a `data:` line or a blank one without a slice of the line; a last line without its `\n`
-   * (or one past the maximum) goes to the line reader, as bytes.
+   * The line `text[start..end]` of a chunk read as text (ASCII, no `\r`) as `line` reads it, a
+   * `data:` line or a blank one without a slice of the line.
    */
-  private decodeText(text: string, chunk: Uint8Array): ProtocolParseError | undefined {
-    const n = text.length
-    let off = 0
-    while (off < n) {
-      const eol = text.indexOf("\n", off)
-      if (eol === -1 || eol - off > this.maxMessageSize) return this.lines.feed(chunk.subarray(off), this.onLine)
-      let bad: ProtocolParseError | undefined
-      if (eol === off && !this.ended) {
-        this.first = false
-        bad = this.dispatch()
-      } else if (!this.ended && text.startsWith("data: ", off)) {
-        this.first = false
-        bad = this.dataValue(text.slice(off + 6, eol))
-      } else bad = this.lineText(text.slice(off, eol), eol - off)
-      if (bad !== undefined) return bad
-      off = eol + 1
+  private readonly onTextLine = (text: string, start: number, end: number): ProtocolParseError | undefined => {
+    if (end === start && !this.ended) {
+      this.first = false
+      return this.dispatch()
     }
-    return undefined
+    if (!this.ended && text.startsWith("data: ", start)) {
+      this.first = false
+      return this.dataValue(text.slice(start + 6, end))
+    }
+    return this.lineText(text.slice(start, end), end - start)
   }
 
   private line(bytes: Uint8Array): ProtocolParseError | undefined {
