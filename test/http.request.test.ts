@@ -77,6 +77,49 @@ describe("HTTP request plane", () => {
       expect(sent).toEqual([[1], [1], [1]])
     }).pipe(Effect.provide(stack())))
 
+  it.live("answers a refusal after the request's body has ended, so the client's stream closes cleanly (no RST while it still sends)", () =>
+    Effect.gen(function*() {
+      const served = yield* Endpoint.serve("ns.http.refuse", () => Stream.make(1))
+      const url = new URL((served.instance.transport as { http: string }).http)
+      const outcome = yield* Effect.promise(() =>
+        new Promise<{ status: unknown; early: boolean; rstCode: number | undefined; error: string | undefined; body: string }>((resolve) => {
+          const session = http2.connect(url.origin)
+          session.on("error", () => {})
+          // a plain JSON body on a worker whose response plane is not http: refused with 415
+          const req = session.request({ ":method": "POST", ":path": url.pathname, "content-type": "application/json" })
+          let status: unknown
+          let early = false
+          let error: string | undefined
+          let body = ""
+          req.on("response", (h) => void (status = h[":status"]))
+          req.on("error", (e) => void (error = e.message))
+          req.setEncoding("utf8")
+          req.on("data", (c: string) => void (body += c))
+          req.write("{")
+          setTimeout(() => {
+            early = status !== undefined
+            req.end("}")
+          }, 100)
+          req.on("close", () => {
+            resolve({ status, early, rstCode: req.rstCode, error, body })
+            session.close()
+          })
+        })
+      )
+      expect(outcome.early).toBe(false) // nothing answered while the body was still coming
+      expect(outcome.status).toBe(415)
+      expect(outcome.error).toBeUndefined()
+      expect(outcome.rstCode).toBe(http2.constants.NGHTTP2_NO_ERROR)
+      expect(JSON.parse(outcome.body).error).toContain("DYN_RESPONSE_PLANE=http")
+      // curl over h2c, many times: answered before its body had gone, it reported a framing
+      // error (exit 92, no status) for a few percent of posts on a loaded machine
+      const posts = yield* Effect.forEach(Array.from({ length: 40 }), () =>
+        Effect.promise(() =>
+          curlStatus(url.href, ["--http2-prior-knowledge", "-H", "content-type: application/json", "-d", `{"prompt":"${"p".repeat(2000)}"}`]).catch((e: Error) => e.message)
+        ))
+      expect(posts.filter((code) => code !== "415")).toEqual([])
+    }).pipe(Effect.provide(stack())))
+
   it.live("gives a typed EndpointNotFound when the worker answers 404", () =>
     Effect.gen(function*() {
       const served = yield* Endpoint.serve("ns.http.real", () => Stream.make(1))

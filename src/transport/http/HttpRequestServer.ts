@@ -77,6 +77,31 @@ const openStreamsOf = (session: http2.Http2Session): { n: number } => {
   return open
 }
 
+/**
+ * Runs `send` (a reply) once the request body has ended, draining what is left of it, or at once
+ * when it already has or more than `maxBytes` of it arrive (-1: at once). An HTTP/2 response that
+ * ends while the client is still sending its body is followed by a RST_STREAM, and curl then
+ * reports a framing error (exit 92, no status) instead of the refusal: measured under load, 10 of
+ * 300 refused JSON posts. Replies after the body (the 202, late refusals) go at once.
+ */
+const afterBody = (stream: http2.ServerHttp2Stream, maxBytes: number, send: () => void): void => {
+  if (stream.readableEnded || maxBytes < 0) return send()
+  let seen = 0
+  let sent = false
+  const once = () => {
+    if (sent) return
+    sent = true
+    send()
+  }
+  listenUntilClose(stream, {
+    data: (chunk: Buffer) => {
+      seen += chunk.length
+      if (seen > maxBytes) once()
+    },
+    end: once
+  })
+}
+
 /** HTTP/1.1 requests are never taken as alone: their handlers start on the next turn. */
 const notAlone = (): boolean => false
 
@@ -318,15 +343,16 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
         single(headers[":path"]) ?? "/",
         (name) => single(headers[name]),
         stream,
-        (status, json) => {
-          if (stream.destroyed || stream.closed) return
-          if (json === undefined) {
-            stream.respond({ ":status": status }, { endStream: true })
-          } else {
-            stream.respond({ ":status": status, "content-type": "application/json" })
-            stream.end(JSON.stringify(json))
-          }
-        },
+        (status, json) =>
+          afterBody(stream, status === 413 ? -1 : options.maxMessageSize, () => {
+            if (stream.destroyed || stream.closed) return
+            if (json === undefined) {
+              stream.respond({ ":status": status }, { endStream: true })
+            } else {
+              stream.respond({ ":status": status, "content-type": "application/json" })
+              stream.end(JSON.stringify(json))
+            }
+          }),
         (requestId, format, target) => keepExchange(fromH2Stream(stream, { requestId, format, target })),
         () => open.n === 1
       )
