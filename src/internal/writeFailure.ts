@@ -18,7 +18,7 @@ export interface WriteTarget {
 }
 
 /** An item's encoding threw `cause`: the write's failure. */
-const encodeFailed = (where: WriteTarget, cause: unknown): ResponseWriteError =>
+export const encodeFailed = (where: WriteTarget, cause: unknown): ResponseWriteError =>
   new ResponseWriteError({
     reason: "EncodeFailed",
     transport: where.transport,

@@ -32,7 +32,7 @@ import type { TransportError } from "../../TransportError.ts"
 import { Waiters } from "../../internal/Waiters.ts"
 import { FLUSH_EARLY_BYTES, WriteBatcher } from "../../internal/WriteBatcher.ts"
 import type { FlushSchedule } from "../../internal/WriteBatcher.ts"
-import { errorWithin, sendEach, tooLarge } from "../../internal/writeFailure.ts"
+import { encodeFailed, errorWithin, sendEach, tooLarge } from "../../internal/writeFailure.ts"
 import type { WriteTarget } from "../../internal/writeFailure.ts"
 import type { InlineExchange } from "./HttpInlineHub.ts"
 
@@ -188,7 +188,7 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
     try {
       t = itemText!(item)
     } catch (cause) {
-      return encodeFailed(cause)
+      return encodeFailed(where, cause)
     }
     // Its UTF-8 is at most 3 bytes a UTF-16 unit: measured only when that could pass the maximum.
     if (3 * t.length > maxMessageSize) {
@@ -197,14 +197,6 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
     }
     return t
   }
-  const encodeFailed = (cause: unknown) =>
-    new ResponseWriteError({
-      reason: "EncodeFailed",
-      transport: "http",
-      target: exchange.target,
-      detail: cause instanceof Error ? cause.message : String(cause),
-      cause
-    })
 
   const writer: ResponseWriter = {
     prologue: (error) => {
@@ -235,7 +227,7 @@ export const makeInlineWriter = (exchange: InlineExchange, options: InlineWriter
       try {
         bytes = encoder.item(item)
       } catch (cause) {
-        return Exit.fail(encodeFailed(cause))
+        return Exit.fail(encodeFailed(where, cause))
       }
       if (bytes.length > maxMessageSize) return Exit.fail(tooLarge(where, bytes.length, maxMessageSize))
       start()

@@ -70,18 +70,18 @@ export interface TcpResponseTransportOptions {
  * opened for it on that connection (taken from `hub` by request id) instead of a call-home.
  */
 export const withFullModeWriters = (client: CallHomeClient.CallHomeClient, hub: FullModeHub.FullModeHubShape): CallHomeClient.CallHomeClient => {
-  const connect = (options: ConnectOptions): Effect.Effect<ResponseWriter, TransportError> => {
+  /** The full mode's writer of the request, taken from the hub, or undefined (a call-home). */
+  const take = (options: ConnectOptions): ResponseWriter | undefined => {
     const writer = hub.writers.get(options.requestId)
-    if (writer === undefined) return client.connect(options)
-    hub.writers.delete(options.requestId)
-    return Effect.succeed(writer)
-  }
-  const connectNow = (options: ConnectOptions): ResponseWriter | TransportError | undefined => {
-    const writer = hub.writers.get(options.requestId)
-    if (writer === undefined) return client.connectNow?.(options)
-    hub.writers.delete(options.requestId)
+    if (writer !== undefined) hub.writers.delete(options.requestId)
     return writer
   }
+  const connect = (options: ConnectOptions): Effect.Effect<ResponseWriter, TransportError> => {
+    const writer = take(options)
+    return writer === undefined ? client.connect(options) : Effect.succeed(writer)
+  }
+  const connectNow = (options: ConnectOptions): ResponseWriter | TransportError | undefined =>
+    take(options) ?? client.connectNow?.(options)
   return { ...client, connect, connectNow }
 }
 

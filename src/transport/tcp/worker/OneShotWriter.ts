@@ -45,8 +45,8 @@ import type { Deadline, DeadlineList } from "../../../internal/DeadlineList.ts"
 import { Waiters } from "../../../internal/Waiters.ts"
 import type { FlushSchedule } from "../../../internal/WriteBatcher.ts"
 import { encodeItem, errorWithin, itemJson, sendEach, tooLarge } from "../../../internal/writeFailure.ts"
-import { mostUtf8Bytes, textPayload } from "./FrameBatcher.ts"
-import { fitsText, SlabBatcher } from "./SlabBatcher.ts"
+import { BY_REFERENCE_BYTES, textPayload } from "./FrameBatcher.ts"
+import { mostTextFrameBytes, SlabBatcher } from "./SlabBatcher.ts"
 import type { WriteTarget } from "../../../internal/writeFailure.ts"
 
 /** What every one-shot writer of a client shares. */
@@ -118,11 +118,11 @@ export const makeOneShotWriter = (
   // JSON items are encoded straight into the batch (SlabBatcher.dataText) when their frame's most
   // bytes fit both the batch's limit and the maximum message size; the others are measured.
   const jsonItems = codec.name === "json"
-  const mostTextFrame = (text: string) => FRAME_PREFIX_SIZE + STREAM_ITEM_JSON_OVERHEAD + mostUtf8Bytes(text)
   const sendJson = (item: unknown) => {
     const text = itemJson(item, where)
     if (typeof text !== "string") return Exit.fail(text)
-    if (fitsText(text, STREAM_ITEM_JSON_OVERHEAD) && mostTextFrame(text) <= maxMessageSize) {
+    const most = mostTextFrameBytes(text, STREAM_ITEM_JSON_OVERHEAD)
+    if (most < BY_REFERENCE_BYTES && most <= maxMessageSize) {
       writes.dataText(STREAM_ITEM_JSON_PREFIX, text, STREAM_ITEM_JSON_SUFFIX)
       return Exit.void
     }

@@ -213,6 +213,8 @@ export class SlabBatcher {
   }
 }
 
+/** The most bytes a `dataText` frame of `text`, with `prefix` and `suffix` of `overhead` bytes, can take. */
+export const mostTextFrameBytes = (text: string, overhead: number): number => FRAME_PREFIX_SIZE + overhead + mostUtf8Bytes(text)
+
 /** Whether `dataText` may take `text` with `prefix` and `suffix` of `overhead` bytes: its most stays under `BY_REFERENCE_BYTES`. */
-export const fitsText = (text: string, overhead: number): boolean =>
-  FRAME_PREFIX_SIZE + overhead + mostUtf8Bytes(text) < BY_REFERENCE_BYTES
+export const fitsText = (text: string, overhead: number): boolean => mostTextFrameBytes(text, overhead) < BY_REFERENCE_BYTES

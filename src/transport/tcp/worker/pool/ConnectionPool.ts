@@ -266,27 +266,29 @@ export const make = (options: ConnectionPoolOptions): Effect.Effect<ConnectionPo
       )
     }
 
+    const keyOf = (target: PoolTarget) => `${target.address}|${target.frontendServerId}`
+    /** The fast path: `open` on a spare lease of `key`'s live target pool (TargetPool.lendSpare), or MISS. */
+    const lendSpare = <A>(key: string, open: Open<A>, started: number): A | typeof MISS => {
+      const tp = live.get(key)
+      return tp !== undefined && tp.spare.length > 0 ? tp.lendSpare(open, started) : MISS
+    }
+
     const withConnection = <A>(target: PoolTarget, open: Open<A>): Effect.Effect<A, TransportError> =>
       Effect.suspend(() => {
         if (env.closed) {
           return Effect.fail(new TransportConnectionError({ reason: "ConnectionClosed", transport: "tcp", target: target.address, detail: "the connection pool has shut down" }))
         }
-        const key = `${target.address}|${target.frontendServerId}`
+        const key = keyOf(target)
         const started = performance.now()
-        const tp = live.get(key)
-        if (tp !== undefined && tp.spare.length > 0) {
-          const value = tp.lendSpare(open, started)
-          if (value !== MISS) return Effect.succeed(value)
-        }
+        const value = lendSpare(key, open, started)
+        if (value !== MISS) return Effect.succeed(value)
         if (!known.has(key)) known.set(key, target)
         return Effect.uninterruptibleMask((restore) => attempt(key, target, open, restore, started, true))
       })
 
     const lendNow = <A>(target: PoolTarget, open: Open<A>): A | undefined => {
       if (env.closed) return undefined
-      const tp = live.get(`${target.address}|${target.frontendServerId}`)
-      if (tp === undefined || tp.spare.length === 0) return undefined
-      const value = tp.lendSpare(open, performance.now())
+      const value = lendSpare(keyOf(target), open, performance.now())
       return value === MISS ? undefined : value
     }
 
