@@ -120,6 +120,30 @@ describe("HTTP request plane", () => {
       expect(posts.filter((code) => code !== "415")).toEqual([])
     }).pipe(Effect.provide(stack())))
 
+  it.live("answers a refusal to a client that never ends its body, after REFUSAL_BODY_WAIT_MS", () =>
+    Effect.gen(function*() {
+      const served = yield* Endpoint.serve("ns.http.stalled", () => Stream.make(1))
+      const url = new URL((served.instance.transport as { http: string }).http)
+      const t0 = performance.now()
+      const status = yield* Effect.promise(() =>
+        new Promise<unknown>((resolve) => {
+          const session = http2.connect(url.origin)
+          session.on("error", () => {})
+          const req = session.request({ ":method": "POST", ":path": url.pathname, "content-type": "application/json" })
+          req.on("error", () => {})
+          req.on("response", (h) => {
+            resolve(h[":status"])
+            session.destroy()
+          })
+          req.write("{") // and never the rest
+        })
+      )
+      const elapsed = performance.now() - t0
+      expect(status).toBe(415)
+      expect(elapsed).toBeGreaterThanOrEqual(HttpRequestServer.REFUSAL_BODY_WAIT_MS - 50)
+      expect(elapsed).toBeLessThan(HttpRequestServer.REFUSAL_BODY_WAIT_MS + 2000)
+    }).pipe(Effect.provide(stack())))
+
   it.live("gives a typed EndpointNotFound when the worker answers 404", () =>
     Effect.gen(function*() {
       const served = yield* Endpoint.serve("ns.http.real", () => Stream.make(1))

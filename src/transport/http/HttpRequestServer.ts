@@ -88,9 +88,13 @@ const replyH2 = (stream: http2.ServerHttp2Stream, status: number, json: Record<s
   }
 }
 
+/** How long an early HTTP/2 refusal waits for the rest of the request's body before it is sent anyway. */
+export const REFUSAL_BODY_WAIT_MS = 2000
+
 /**
  * `replyH2` once the request body has ended, draining what is left of it, or at once when more
- * than `maxBytes` of it arrive. An HTTP/2 response that ends while the client is still sending its
+ * than `maxBytes` of it arrive or `REFUSAL_BODY_WAIT_MS` pass (a client that never ends its body
+ * still gets its refusal). An HTTP/2 response that ends while the client is still sending its
  * body is followed by a RST_STREAM, and curl then reports a framing error (exit 92, no status)
  * instead of the refusal: 24 of 300 refused JSON posts on a loaded machine, none this way.
  */
@@ -100,15 +104,17 @@ const replyAfterBody = (stream: http2.ServerHttp2Stream, maxBytes: number, statu
   const once = () => {
     if (sent) return
     sent = true
+    clearTimeout(timer)
     replyH2(stream, status, json)
   }
+  const timer = setTimeout(once, REFUSAL_BODY_WAIT_MS)
   listenUntilClose(stream, {
     data: (chunk: Buffer) => {
       seen += chunk.length
       if (seen > maxBytes) once()
     },
     end: once
-  })
+  }, () => clearTimeout(timer))
 }
 
 /** HTTP/1.1 requests are never taken as alone: their handlers start on the next turn. */
