@@ -19,27 +19,33 @@ export const rawOptions = { variant: "corked", items: 10, itemSize: 50, delayMs:
 /**
  * The modes scripts/instruction-count.sh counts: the full TCP mode, the HTTP/2 request plane
  * with TCP call-home (a connection per stream, or pooled), or with each response streamed as SSE
- * in its request's own HTTP/2 response.
+ * in its request's own HTTP/2 response; or Dynamo's TCP request plane with TCP call-home (a
+ * connection per stream, or pooled).
  */
-export type CountedMode = "full" | "http" | "http-pooled" | "http-sse"
+export type CountedMode = "full" | "http" | "http-pooled" | "http-sse" | "dynamo" | "dynamo-pooled"
+
+const MODES: ReadonlyArray<CountedMode> = ["full", "http", "http-pooled", "http-sse", "dynamo", "dynamo-pooled"]
 
 /** `mode` from a script's environment variable (`full` when unset), or an error naming the choices. */
 export const countedMode = (text: string | undefined): CountedMode => {
   const mode = text === undefined || text === "" ? "full" : text
-  if (mode === "full" || mode === "http" || mode === "http-pooled" || mode === "http-sse") return mode
-  throw new Error(`unknown mode ${JSON.stringify(mode)}: full, http, http-pooled or http-sse`)
+  if (MODES.includes(mode as CountedMode)) return mode as CountedMode
+  throw new Error(`unknown mode ${JSON.stringify(mode)}: ${MODES.join(", ")}`)
 }
 
 /** The raw Node side that is `mode`'s baseline in the benchmark, and its options. */
 export const rawSideOf = (mode: CountedMode) =>
-  mode === "full"
-    ? { side: rawTcp, options: rawOptions }
+  mode === "full" || mode === "dynamo" || mode === "dynamo-pooled"
+    ? { side: rawTcp, options: { ...rawOptions, variant: mode === "full" ? "corked" : mode } as const }
     : { side: rawHttp, options: { ...rawOptions, variant: mode === "http" ? "callhome" : mode === "http-pooled" ? "callhome-pooled" : "sse" } as const }
 
 /** The DYN_* settings of `mode`, discovering through files in `discovery`. */
 const modeEnv = (mode: CountedMode, discovery: string): Record<string, string> => ({
   ...fullEnv(discovery),
-  ...(mode === "full" ? {} : {
+  ...(mode === "full" ? {} : mode === "dynamo" || mode === "dynamo-pooled" ? {
+    DYN_TCP_FULL_MODE: "false",
+    DYN_TCP_POOL_ENABLED: mode === "dynamo-pooled" ? "true" : "false"
+  } : {
     DYN_REQUEST_PLANE: "http",
     DYN_HTTP_RPC_HOST: "127.0.0.1",
     DYN_HTTP_RPC_PORT: "0",

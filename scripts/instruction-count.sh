@@ -2,12 +2,13 @@
 # Instructions per call of one side of the full TCP mode (or of raw Node's corked baseline) at
 # one call in flight (MODE=http or MODE=http-pooled: the HTTP/2 request plane with TCP call-home,
 # against the benchmark's raw-http+tcp or raw-http+tcp-pooled; MODE=http-sse: http+http-sse
-# against raw-http-sse), counted by valgrind's callgrind: user-space instructions of the main thread
+# against raw-http-sse; MODE=dynamo or dynamo-pooled: Dynamo's TCP request plane with TCP
+# call-home, against raw-dynamo or raw-dynamo-pooled), counted by valgrind's callgrind: user-space instructions of the main thread
 # over the measured calls, after a warm-up. Unlike times, the counts without garbage collection
 # repeat within about 2% from run to run on a noisy machine, so a change's effect on one side's
 # work shows in one run.
 #
-#   [MODE=full|http|http-pooled|http-sse] sh scripts/instruction-count.sh worker|router [ours|raw] [calls=2000] [warm-up=15000] [top=30]
+#   [MODE=full|http|http-pooled|http-sse|dynamo|dynamo-pooled] sh scripts/instruction-count.sh worker|router [ours|raw] [calls=2000] [warm-up=15000] [top=30]
 #
 # Prints the instructions per call (also without garbage collection, which varies with the heap's
 # history: compare that figure between runs) and the functions that executed the most (JIT-compiled

@@ -1,6 +1,7 @@
 // One side of scripts/instruction-count.sh: the full TCP mode's worker or router (or raw Node's
-// corked baseline; with MODE=http or http-pooled, the HTTP/2 request plane and TCP call-home, or
-// their raw baselines), one call in flight, with the measured side under valgrind's callgrind. The
+// corked baseline; with MODE=http or http-pooled, the HTTP/2 request plane and TCP call-home;
+// with MODE=dynamo or dynamo-pooled, Dynamo's TCP request plane and TCP call-home; or their raw
+// baselines), one call in flight, with the measured side under valgrind's callgrind. The
 // router switches callgrind's instrumentation on for the measured calls only, then dumps.
 //
 //   node --experimental-strip-types --no-warnings scripts/instruction-count.ts worker|rawworker <dir>

@@ -10,6 +10,7 @@ import { Effect, Stream } from "effect"
 import { counter, sleep, startRouter, startWorker, until } from "./support/tcpFull.ts"
 import type { ResponseWriter } from "../src/ResponsePlane.ts"
 import { wireHeaders } from "../src/transport/tcp/full/Sender.ts"
+import { makeMuxDecoder, MuxKind } from "../src/protocol/MuxCodec.ts"
 
 let cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -104,6 +105,33 @@ describe("full mode: streams", () => {
     expect(r.hub.streams.size).toBe(0)
     expect(w.hub.writers.size).toBe(0)
   }, 90_000)
+
+  it("streams ending within one turn leave every 16 (ENDED_STREAMS_PER_WRITE), not all at the turn's end", async () => {
+    const { w, r } = await pair()
+    w.serve("ns/comp/ep", counter(1))
+    const address = w.address("ns/comp/ep")
+    expect((await (await r.call(address, {})).done).items).toEqual([{ i: 0 }]) // the connection is up
+    // What the worker writes, as End frames per socket write.
+    const socket = w.sockets()[0]!
+    const decoder = makeMuxDecoder({ maxMessageSize: 1 << 20, fullMode: true })
+    const endsPerWrite: Array<number> = []
+    const write = socket.write.bind(socket) as (chunk: Uint8Array) => boolean
+    socket.write = ((chunk: Uint8Array) => {
+      let ends = 0
+      decoder.decode(chunk, (kind) => void (kind === MuxKind.End && ends++))
+      if (ends > 0) endsPerWrite.push(ends)
+      return write(chunk)
+    }) as typeof socket.write
+    // 40 requests sent in one turn leave in one write of the router's and reach the worker in one
+    // read, which serves them all at once.
+    const calls = await Promise.all(Array.from({ length: 40 }, () => r.call(address, {})))
+    for (const { items, error } of await Promise.all(calls.map((c) => c.done))) {
+      expect(error).toBeUndefined()
+      expect(items).toEqual([{ i: 0 }])
+    }
+    expect(endsPerWrite.reduce((a, b) => a + b, 0)).toBe(40)
+    expect(Math.max(...endsPerWrite)).toBe(16)
+  })
 
   it("beyond maxStreamsPerConnection a second connection opens; beyond maxConnectionsPerTarget requests wait for a slot", async () => {
     const { w, r } = await pair({}, { maxStreamsPerConnection: 2, maxConnectionsPerTarget: 2 })

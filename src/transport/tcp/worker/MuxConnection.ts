@@ -85,6 +85,17 @@ const CLOSED = 3
 
 const PENDING: unique symbol = Symbol("PENDING")
 
+/**
+ * Streams ended in one turn that make a write of their own at once: a turn that serves a chunk of
+ * requests (the full mode's, Dynamo's TCP request plane's) writes its responses every this many
+ * streams instead of all at its end. At 64 in flight, the two processes otherwise took turns, each
+ * idle while the other worked through a whole wave; with a write every 16 streams the full mode's
+ * req/s went from 0.59-0.74x raw's to 0.74-0.83x (4 alternating `bench --modes tcp-full
+ * --concurrency 64 --interleave 4` runs each; docs/performance.md, twelfth session). Caps in
+ * bytes (4-32 KiB) did not help (seventh session).
+ */
+const ENDED_STREAMS_PER_WRITE = 16
+
 /** One pooled call-home connection to a router; see the module comment. */
 export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
   /** The connection id sent in the handshake. */
@@ -113,6 +124,8 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
   private lastError: Error | undefined = undefined
   private failure: TransportError | undefined = undefined
   private lingerTimer: ReturnType<typeof setTimeout> | undefined = undefined
+  /** Streams ended since this connection's last write (`ENDED_STREAMS_PER_WRITE`). */
+  private endedUnwritten = 0
   /** The handshake's outcome (undefined: acknowledged), and who waits for it. */
   private handshake: TransportError | undefined | typeof PENDING = PENDING
   private onHandshake: ((error: TransportError | undefined) => void) | undefined = undefined
@@ -129,6 +142,7 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
     this.events = events
     this.window = new SendWindow<MuxStream>(options.streamWindow, options.connectionWindow, this)
     this.writes = new FrameBatcher((chunks) => {
+      this.endedUnwritten = 0
       if (this.state !== CLOSED && !this.socket.destroyed) this.written += writePieces(this.socket, chunks)
     }, options.flush === "immediate" ? setImmediate : onNextTick, () => this.beforeFlush())
     // A pooled connection offers heartbeats: its decoder takes kinds 9-14, and `otherFrame` reads only Ping and Pong.
@@ -318,7 +332,9 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
     // Ended by a handler that ran within the decode of this chunk's last frame (a request served
     // at once, in the full mode): the response leaves now, ahead of the handler's own teardown,
     // instead of at the end of the tick. Frames of the chunk's other requests still share a write.
-    if (this.decoder.quietAfterCurrentFrame()) this.writes.flush()
+    // Many streams ending within one turn (a chunk of requests served at once) go out every
+    // ENDED_STREAMS_PER_WRITE, not all at the turn's end, so the router starts on them meanwhile.
+    if (this.decoder.quietAfterCurrentFrame() || ++this.endedUnwritten >= ENDED_STREAMS_PER_WRITE) this.writes.flush()
     s.onDone()
     if (this.streams.size === 0 && this.state !== CLOSED) this.events.onUsage(false)
   }
