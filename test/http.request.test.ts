@@ -264,12 +264,12 @@ describe("HTTP request server: when a handler starts", () => {
       else stream.write(body.subarray(0, 4))
       return { stream, status, body }
     }
-    return { events, post }
+    return { events, post, session }
   })
 
   it.live("alone on its HTTP/2 session: in the 202's tick; with another request open on that session: on the next turn", () =>
     Effect.gen(function*() {
-      const { events, post } = yield* recordStarts
+      const { events, post, session } = yield* recordStarts
       expect(yield* Effect.promise(() => post("alone").status)).toBe(202)
       yield* Effect.sleep(20)
       expect(events).toEqual(["handler alone", "turn"])
@@ -286,5 +286,20 @@ describe("HTTP request server: when a handler starts", () => {
       expect(yield* Effect.promise(() => held.status)).toBe(202)
       yield* Effect.sleep(20)
       expect(events).toEqual(["handler held", "turn"])
+
+      // A refused request's stream is counted out when it closes too: the next one is alone.
+      const refused = session.request({ ":method": "POST", ":path": "/v1/rpc/nobody", "content-type": "application/octet-stream" })
+      refused.on("error", () => {})
+      refused.resume() // its 404 body read, so that the stream closes
+      const refusedStatus = new Promise<number>((resolve) => refused.once("response", (h) => resolve(Number(h[":status"]))))
+      const refusedClosed = new Promise<void>((resolve) => refused.once("close", () => resolve()))
+      refused.end(held.body)
+      expect(yield* Effect.promise(() => refusedStatus)).toBe(404)
+      yield* Effect.promise(() => refusedClosed)
+      yield* Effect.sleep(20)
+      events.length = 0
+      expect(yield* Effect.promise(() => post("after").status)).toBe(202)
+      yield* Effect.sleep(20)
+      expect(events).toEqual(["handler after", "turn"])
     }).pipe(Effect.scoped))
 })

@@ -192,7 +192,9 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       return exchange
     }
 
-    // One exchange, whichever HTTP version carries it.
+    // One exchange, whichever HTTP version carries it. True when it listens to the body until the
+    // stream closes, with `onClose` run then; false when it answered at once (a refusal), without
+    // taking `onClose`.
     const onExchange = (
       method: string | undefined,
       url: string,
@@ -200,31 +202,36 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       body: NodeJS.ReadableStream,
       reply: (status: number, json?: Record<string, unknown>) => void,
       keep: Keep,
-      alone: () => boolean
-    ) => {
+      alone: () => boolean,
+      onClose?: () => void
+    ): boolean => {
       // Every refusal counts in transport_errors_total (role server): 503 and 404 as connection (the
       // router's ServerUnavailable/Overloaded), any other 4xx as protocol.
       const respond: typeof reply = (status, json) => {
         if (status >= 400) recordError("http", status === 503 || status === 404 ? "connection" : "protocol", "server")
         reply(status, json)
       }
+      const refuse = (status: number, json: Record<string, unknown>): false => {
+        respond(status, json)
+        return false
+      }
       const q = url.indexOf("?")
       const path = q < 0 ? url : url.slice(0, q)
-      if (!path.startsWith(prefix)) return respond(404, { error: "not found", path })
+      if (!path.startsWith(prefix)) return refuse(404, { error: "not found", path })
       let subject: string
       try {
         subject = decodeURIComponent(path.slice(prefix.length))
       } catch {
-        return respond(400, { error: "malformed percent-encoding in the path", path })
+        return refuse(400, { error: "malformed percent-encoding in the path", path })
       }
       const served = handlers.get(subject)
-      if (served === undefined) return respond(404, { error: "endpoint not found", endpoint: subject })
+      if (served === undefined) return refuse(404, { error: "endpoint not found", endpoint: subject })
       const handler = served.handler
-      if (method !== "POST") return respond(405, { error: "method not allowed: use POST", endpoint: subject })
+      if (method !== "POST") return refuse(405, { error: "method not allowed: use POST", endpoint: subject })
       const inline = options.inline
       if (inline === undefined && isPlainJson(header("content-type"))) {
         // A plain JSON body (curl) needs the response to stream in this response: the pure HTTP mode.
-        return respond(415, {
+        return refuse(415, {
           error: "this worker streams responses over its response plane, not in the HTTP response: plain JSON requests need DYN_RESPONSE_PLANE=http; send a TwoPartCodec request-plane message (application/octet-stream) otherwise",
           endpoint: subject
         })
@@ -234,7 +241,7 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       if (plainJson) {
         plainFormat = formatFromAccept(header("accept"), inline.fallbackFormat)
         if (plainFormat === undefined) {
-          return respond(406, {
+          return refuse(406, {
             error: "the Accept header names no stream format served here (text/event-stream, application/x-ndjson, application/octet-stream)",
             endpoint: subject
           })
@@ -242,7 +249,7 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       }
       const declared = Number(header("content-length") ?? "0")
       if (declared > options.maxMessageSize) {
-        return respond(413, { error: `request of ${declared} bytes exceeds ${options.maxMessageSize}`, endpoint: subject })
+        return refuse(413, { error: `request of ${declared} bytes exceeds ${options.maxMessageSize}`, endpoint: subject })
       }
       const chunks: Array<Buffer> = []
       let size = 0
@@ -329,7 +336,8 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       }
       // The body outlives the exchange in the heap (ClosedStream.ts): it must not hold the exchange.
       // (Its errors go to the shared no-op listener each server adds first, which stays.)
-      listenUntilClose(body, { data: onData, end: onEnd })
+      listenUntilClose(body, { data: onData, end: onEnd }, onClose)
+      return true
     }
 
     const h1 = http.createServer({ keepAlive: true, noDelay: true }, (req, res) => {
@@ -352,8 +360,8 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       stream.on("error", ignoreError)
       const open = openStreamsOf(stream.session!)
       open.n++
-      stream.once("close", () => void open.n--)
-      onExchange(
+      const closed = () => void open.n--
+      const listening = onExchange(
         single(headers[":method"]),
         single(headers[":path"]) ?? "/",
         (name) => single(headers[name]),
@@ -365,8 +373,11 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
             ? replyH2(stream, status, json)
             : replyAfterBody(stream, options.maxMessageSize, status, json),
         (requestId, format, target) => keepExchange(fromH2Stream(stream, { requestId, format, target })),
-        () => open.n === 1
+        () => open.n === 1,
+        closed
       )
+      // The count goes down with the body's own `close` listener, or with one of its own after a refusal.
+      if (!listening) stream.once("close", closed)
     })
     h2.on("sessionError", () => {})
 
