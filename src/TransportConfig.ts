@@ -83,6 +83,12 @@ const vars = {
   httpRpcPort: v("DYN_HTTP_RPC_PORT", "8081", port, "HTTP request server port"),
   httpRpcRootPath: v("DYN_HTTP_RPC_ROOT_PATH", "/v1/rpc", urlPath, "HTTP request API root path"),
   httpRequestTimeout: v("DYN_HTTP_REQUEST_TIMEOUT", "5", seconds, "HTTP request timeout (covers the 202 ack only)"),
+  httpRpcBodyTimeout: v(
+    "DYN_HTTP_RPC_BODY_TIMEOUT_SECS",
+    "30",
+    seconds,
+    "Worker: the HTTP request server answers 408 and closes a request whose body has not ended this long after its headers arrived (a client stalled mid-body); the router's own wait for the 202 is DYN_HTTP_REQUEST_TIMEOUT"
+  ),
   httpResponseHost: v("DYN_HTTP_RESPONSE_HOST", "0.0.0.0", host, "HTTP response server bind address"),
   httpResponsePort: v("DYN_HTTP_RESPONSE_PORT", "8082", port, "HTTP response server port"),
   httpResponseRootPath: v("DYN_HTTP_RESPONSE_ROOT_PATH", "/v1/rpc/response", urlPath, "HTTP response API root path"),
@@ -287,7 +293,8 @@ export const fromRecord = (
         host: p.httpRpcHost,
         port: p.httpRpcPort,
         rootPath: p.httpRpcRootPath,
-        requestTimeoutMs: p.httpRequestTimeout
+        requestTimeoutMs: p.httpRequestTimeout,
+        bodyTimeoutMs: p.httpRpcBodyTimeout
       },
       httpResponse: {
         host: p.httpResponseHost,

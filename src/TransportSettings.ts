@@ -49,6 +49,8 @@ export interface TransportSettings {
     readonly port: number
     readonly rootPath: string
     readonly requestTimeoutMs: number
+    /** Worker: how long a request's body may take to end after its headers (`DYN_HTTP_RPC_BODY_TIMEOUT_SECS`). */
+    readonly bodyTimeoutMs: number
   }
   readonly httpResponse: {
     readonly host: string

@@ -7,7 +7,7 @@ describe("TransportConfig", () => {
   it("has the seed's defaults", () => {
     expect(defaults.requestPlane).toBe("http")
     expect(defaults.responsePlane).toBe("tcp")
-    expect(defaults.httpRpc).toEqual({ host: "0.0.0.0", port: 8081, rootPath: "/v1/rpc", requestTimeoutMs: 5000 })
+    expect(defaults.httpRpc).toEqual({ host: "0.0.0.0", port: 8081, rootPath: "/v1/rpc", requestTimeoutMs: 5000, bodyTimeoutMs: 30_000 })
     expect(defaults.httpResponse).toEqual({
       host: "0.0.0.0",
       port: 8082,

@@ -303,3 +303,90 @@ describe("HTTP request server: when a handler starts", () => {
       expect(events).toEqual(["handler after", "turn"])
     }).pipe(Effect.scoped))
 })
+
+describe("HTTP request server: a request whose body does not end", () => {
+  const BODY_MS = 300
+  /** A server with a 300 ms body deadline and one endpoint, whose handler records the ids it gets. */
+  const serveStalls = Effect.gen(function*() {
+    const handled: Array<string> = []
+    const server = yield* HttpRequestServer.make({ host: "127.0.0.1", port: 0, rootPath: "/v1/rpc", maxMessageSize: 1024, bodyTimeoutMs: BODY_MS })
+    const transport = yield* server.register({ path: { namespace: "ns", component: "c", endpoint: "stalls" }, instanceId: 1n }, (m) => {
+      handled.push(m.control.id)
+    })
+    return { handled, url: new URL((transport as { http: string }).http) }
+  })
+
+  /** Posts over `session`: the first `part` bytes of a message for `id` (all of it when undefined, ended). */
+  const h2Post = (session: http2.ClientHttp2Session, url: URL, id: string, part?: Uint8Array) => {
+    const stream = session.request({ ":method": "POST", ":path": url.pathname, "content-type": "application/octet-stream" })
+    stream.on("error", () => {})
+    const chunks: Array<Buffer> = []
+    stream.on("data", (c: Buffer) => chunks.push(c))
+    const status = new Promise<number>((resolve) => stream.once("response", (h) => resolve(Number(h[":status"]))))
+    const closed = new Promise<{ rstCode: number | undefined; body: string }>((resolve) =>
+      stream.once("close", () => resolve({ rstCode: stream.rstCode, body: Buffer.concat(chunks).toString() }))
+    )
+    if (part === undefined) stream.end(encodeRequestMessage(message(id).control, message(id).payload))
+    else stream.write(part)
+    return { status, closed }
+  }
+
+  it.live("HTTP/2: 408 naming the deadline, then the stream is reset with NO_ERROR; the session goes on serving", () =>
+    Effect.gen(function*() {
+      const { handled, url } = yield* serveStalls
+      const session = http2.connect(url.origin)
+      session.on("error", () => {})
+      yield* Effect.addFinalizer(() => Effect.sync(() => session.destroy()))
+      const body = encodeRequestMessage(message("stalled").control, message("stalled").payload)
+      const t0 = performance.now()
+      const stalled = h2Post(session, url, "stalled", body.subarray(0, body.length - 3))
+      expect(yield* Effect.promise(() => stalled.status)).toBe(408)
+      const elapsed = performance.now() - t0
+      const { rstCode, body: text } = yield* Effect.promise(() => stalled.closed)
+      expect(elapsed).toBeGreaterThanOrEqual(BODY_MS - 20)
+      expect(elapsed).toBeLessThan(BODY_MS + 1500)
+      expect(rstCode).toBe(http2.constants.NGHTTP2_NO_ERROR)
+      expect(JSON.parse(text)).toMatchObject({ error: `the request body did not end within ${BODY_MS} ms of its headers` })
+      // the same session still serves, and the stalled request never reached the handler
+      const next = h2Post(session, url, "next")
+      expect(yield* Effect.promise(() => next.status)).toBe(202)
+      expect(handled).toEqual(["next"])
+    }).pipe(Effect.scoped))
+
+  it.live("HTTP/2: a stream already refused (413) whose client goes on sending is closed at the deadline", () =>
+    Effect.gen(function*() {
+      const { handled, url } = yield* serveStalls
+      const session = http2.connect(url.origin)
+      session.on("error", () => {})
+      yield* Effect.addFinalizer(() => Effect.sync(() => session.destroy()))
+      const big = h2Post(session, url, "big", new Uint8Array(2048)) // over the 1024-byte maximum, never ended
+      expect(yield* Effect.promise(() => big.status)).toBe(413)
+      const t0 = performance.now()
+      const { rstCode } = yield* Effect.promise(() => big.closed)
+      expect(performance.now() - t0).toBeLessThan(BODY_MS + 1500)
+      expect(rstCode).toBe(http2.constants.NGHTTP2_NO_ERROR)
+      expect(handled).toEqual([])
+    }).pipe(Effect.scoped))
+
+  it.live("HTTP/1.1: 408 and the connection closed", () =>
+    Effect.gen(function*() {
+      const { handled, url } = yield* serveStalls
+      const t0 = performance.now()
+      const reply = yield* Effect.promise(() =>
+        new Promise<string>((resolve) => {
+          const socket = net.connect(Number(url.port), url.hostname)
+          const chunks: Array<Buffer> = []
+          socket.on("data", (c) => chunks.push(c))
+          socket.on("error", () => {})
+          socket.on("close", () => resolve(Buffer.concat(chunks).toString()))
+          socket.write(`POST ${url.pathname} HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: 100\r\n\r\n0123456789`)
+        })
+      )
+      expect(reply.startsWith("HTTP/1.1 408")).toBe(true)
+      expect(reply).toContain(`the request body did not end within ${BODY_MS} ms of its headers`)
+      const elapsed = performance.now() - t0
+      expect(elapsed).toBeGreaterThanOrEqual(BODY_MS - 20)
+      expect(elapsed).toBeLessThan(BODY_MS + 1500)
+      expect(handled).toEqual([])
+    }).pipe(Effect.scoped))
+})

@@ -7,7 +7,9 @@
  * handler runs; an unknown subject gets 404, a body that is not a valid message 400, a body
  * over the size limit 413, each with a JSON error. A request the endpoint's admission check
  * refuses (at its in-flight cap, or draining) gets 503 with Dynamo's texts in `error`
- * (`Server overloaded: ...`, `Server unavailable: ...`). Other requests keep being served.
+ * (`Server overloaded: ...`, `Server unavailable: ...`). A request whose body has not ended
+ * `bodyTimeoutMs` after its headers gets 408 and is closed (HTTP/2: the stream, reset with
+ * NO_ERROR after the response; HTTP/1.1: the connection). Other requests keep being served.
  *
  * Pure HTTP mode (`inline` given: the http response plane is served too): a POST whose message's
  * `connection_info.transport` is `http_inline`, or whose body is plain JSON (`Content-Type:
@@ -40,6 +42,7 @@ import { formatOfInfo, HTTP_INLINE, inlineInfo } from "./HttpInlineHub.ts"
 import type { HttpInlineHubShape, InlineExchange } from "./HttpInlineHub.ts"
 import { makeSniffingListener } from "./SniffingListener.ts"
 import { ignoreError, listenUntilClose } from "./ClosedStream.ts"
+import { DeadlineList } from "../../internal/DeadlineList.ts"
 
 /** Options of the server. */
 export interface HttpRequestServerOptions {
@@ -63,7 +66,15 @@ export interface HttpRequestServerOptions {
    * its bytes trickle in (default `SNIFF_TIMEOUT_MS`, 10 s; `SniffingListener.ts`).
    */
   readonly firstRequestTimeoutMs?: number | undefined
+  /**
+   * How long a request's body may take to end after its headers arrived (default
+   * `BODY_TIMEOUT_MS`, 30 s); then it gets 408 and is closed, with what it sent dropped.
+   */
+  readonly bodyTimeoutMs?: number | undefined
 }
+
+/** How long a request's body may take to end after its headers, by default. */
+export const BODY_TIMEOUT_MS = 30_000
 
 /** Request streams open now on each HTTP/2 session (the one a request arrived on is counted). */
 const openStreams = new WeakMap<http2.Http2Session, { n: number }>()
@@ -86,6 +97,16 @@ const replyH2 = (stream: http2.ServerHttp2Stream, status: number, json: Record<s
     stream.respond({ ":status": status, "content-type": "application/json" })
     stream.end(JSON.stringify(json))
   }
+}
+
+/**
+ * The 408 of a request whose body did not end in time (`replyH2`, unless a refusal already went),
+ * then the stream reset with NO_ERROR: the client is told to stop sending, and the stream does
+ * not stay open however long it would have gone on.
+ */
+const replyAndClose = (stream: http2.ServerHttp2Stream, status: number, json: Record<string, unknown> | undefined): void => {
+  if (!stream.headersSent) replyH2(stream, status, json)
+  if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_NO_ERROR)
 }
 
 /** How long an early HTTP/2 refusal waits for the rest of the request's body before it is sent anyway. */
@@ -178,6 +199,10 @@ const single = (value: string | ReadonlyArray<string> | undefined): string | und
 export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPlaneServer, never, Scope.Scope> =>
   Effect.gen(function*() {
     const handlers = new Map<string, Served>()
+    const bodyTimeoutMs = options.bodyTimeoutMs ?? BODY_TIMEOUT_MS
+    // One timer for every request body still arriving.
+    const bodyDeadlines = new DeadlineList<() => void>(bodyTimeoutMs, (expire) => expire(), false)
+    yield* Effect.addFinalizer(() => Effect.sync(() => bodyDeadlines.stop()))
     const root = options.rootPath === "/" ? "" : options.rootPath
     const prefix = `${root}/`
 
@@ -203,6 +228,7 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       reply: (status: number, json?: Record<string, unknown>) => void,
       keep: Keep,
       alone: () => boolean,
+      deadlines: DeadlineList<() => void> | undefined,
       onClose?: () => void
     ): boolean => {
       // Every refusal counts in transport_errors_total (role server): 503 and 404 as connection (the
@@ -264,7 +290,16 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
         }
         chunks.push(chunk)
       }
+      // The body's deadline: 408 (or, after a refusal already sent, only the end of the stream).
+      const deadline = deadlines?.add(() => {
+        const answered = refused
+        refused = true
+        chunks.length = 0
+        if (answered) reply(408)
+        else respond(408, { error: `the request body did not end within ${bodyTimeoutMs} ms of its headers`, endpoint: subject })
+      })
       const onEnd = () => {
+        deadlines?.remove(deadline)
         if (refused) return
         const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
         const headers: Record<string, string> = {}
@@ -336,14 +371,25 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       }
       // The body outlives the exchange in the heap (ClosedStream.ts): it must not hold the exchange.
       // (Its errors go to the shared no-op listener each server adds first, which stays.)
-      listenUntilClose(body, { data: onData, end: onEnd }, onClose)
+      listenUntilClose(body, { data: onData, end: onEnd }, deadline === undefined ? onClose : () => {
+        deadlines!.remove(deadline)
+        onClose?.()
+      })
       return true
     }
 
+    // (node:http's own requestTimeout is checked only by a server that listens itself: this one is
+    // fed its connections by the sniffing listener.)
     const h1 = http.createServer({ keepAlive: true, noDelay: true }, (req, res) => {
       req.on("error", ignoreError)
       onExchange(req.method, req.url ?? "/", (name) => single(req.headers[name]), req, (status, json) => {
-        if (json === undefined) {
+        if (status === 408) {
+          // the body did not end in time: the answer (unless a refusal went already), then the connection closes
+          if (res.headersSent) return void req.socket.destroy()
+          const text = JSON.stringify(json)
+          res.writeHead(408, { "content-type": "application/json", "content-length": Buffer.byteLength(text), connection: "close" })
+          res.end(text, () => req.socket.destroy())
+        } else if (json === undefined) {
           res.writeHead(status, { "content-length": 0 })
           res.end()
         } else {
@@ -351,7 +397,7 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
           res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) })
           res.end(text)
         }
-      }, (requestId, format, target) => keepExchange(fromH1Response(res, { requestId, format, target })), notAlone)
+      }, (requestId, format, target) => keepExchange(fromH1Response(res, { requestId, format, target })), notAlone, bodyDeadlines)
     })
     // HTTP/2 through the stream API (lighter than the compatibility API), with the session
     // limits set on purpose (H2_SESSION_LIMITS).
@@ -369,11 +415,14 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
         // A reply after the body (the 202, late refusals) or a 413 goes at once; an early
         // refusal once the body has ended (`replyAfterBody`).
         (status, json) =>
-          stream.readableEnded || status === 413
+          status === 408
+            ? replyAndClose(stream, status, json)
+            : stream.readableEnded || status === 413
             ? replyH2(stream, status, json)
             : replyAfterBody(stream, options.maxMessageSize, status, json),
         (requestId, format, target) => keepExchange(fromH2Stream(stream, { requestId, format, target })),
         () => open.n === 1,
+        bodyDeadlines,
         closed
       )
       // The count goes down with the body's own `close` listener, or with one of its own after a refusal.

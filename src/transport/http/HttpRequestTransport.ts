@@ -56,6 +56,7 @@ export const layer: Layer.Layer<never, never, TransportRegistry | TransportConfi
       maxMessageSize: config.tcpMaxMessageSize,
       maxConnections: config.connectionCaps.httpRpc,
       firstRequestTimeoutMs: config.httpFirstRequestTimeoutMs,
+      bodyTimeoutMs: config.httpRpc.bodyTimeoutMs,
       ...(pureHttp
         ? {
           inline: { hub, fallbackFormat: format },
