@@ -5,8 +5,10 @@
  * headers; HTTP/2: its first stream) has not arrived within `firstRequestTimeoutMs` (default
  * `SNIFF_TIMEOUT_MS`) of the accept is closed, however its bytes trickle in (a slowloris client),
  * not held forever; one beyond `maxConnections` open ones is closed at once. Later requests on a
- * connection are the servers' business (node:http's `headersTimeout`; an HTTP/2 session that
- * carried a stream stays open while idle).
+ * connection are the servers' business (an HTTP/2 session that carried a stream stays open while
+ * idle). node:http's own `headersTimeout` and `requestTimeout` do not run for connections handed
+ * over this way: its check starts when that server itself emits `listening`, which it never does
+ * here (the HTTP request server bounds request bodies itself; docs/performance.md, twelfth session).
  *
  * It does not listen (the caller passes `server` to `internal/net.listen`), route requests, or
  * know any transport: the two node servers it feeds do that.
