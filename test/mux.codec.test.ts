@@ -34,7 +34,7 @@ import {
   parseMuxInfo
 } from "../src/protocol/MuxHandshake.ts"
 import { decodeFrame } from "../src/protocol/TwoPartCodec.ts"
-import { randomStreamId, randomUuid } from "../src/protocol/StreamId.ts"
+import { isUuid, randomStreamId, randomUuid } from "../src/protocol/StreamId.ts"
 
 // ---------------------------------------------------------------------------------------------
 // helpers (independent of the code under test)
@@ -168,6 +168,19 @@ describe("MuxCodec byte vectors", () => {
     expect(uuidFromStreamId(NIL_STREAM_ID)).toBe("00000000-0000-0000-0000-000000000000")
     expect(streamIdFromUuid("not-a-uuid")).toBeUndefined()
     expect(streamIdFromUuid(UUID_A.replace(/-/g, ""))).toBeUndefined()
+  })
+
+  it("isUuid is true exactly where streamIdFromUuid gives bytes", () => {
+    // near-UUIDs: 36 characters of hex digits, dashes and a few others, anywhere
+    const nearUuid = fc.array(fc.constantFrom(..."0123456789abcdefABCDEF-gG: ".split("")), { minLength: 35, maxLength: 37 }).map((a) => a.join(""))
+    const dashed = fc.uuid().chain((u) => fc.tuple(fc.constant(u), fc.nat(35), fc.constantFrom("-", "g", "0", "A")))
+      .map(([u, i, c]) => u.slice(0, i) + c + u.slice(i + 1))
+    fc.assert(
+      fc.property(fc.oneof(fc.uuid(), dashed, nearUuid, fc.string()), (text) => {
+        expect(isUuid(text)).toBe(streamIdFromUuid(text) !== undefined)
+      }),
+      { numRuns: 2000 }
+    )
   })
 })
 
@@ -465,10 +478,13 @@ describe("response mux v1 ConnectionInfo and handshake", () => {
       [[1], "not a JSON object"],
       [{ ...good, address: 1 }, "no address string"],
       [{ ...good, frontend_server_id: "x" }, "frontend_server_id"],
+      // one character off a UUID accepted before (the check is skipped only for that same id)
+      [{ ...good, frontend_server_id: UUID_B.slice(0, 35) + "g" }, "frontend_server_id"],
       [{ ...good, stream_id: "00000000-0000-0000-0000-000000000000" }, "not a non-nil UUID"],
       [{ ...good, stream_id: 7 }, "not a non-nil UUID"],
       [{ ...good, context: "other" }, "is not the request id"]
     ]
+    expect(parseMuxInfo(info(good), "rq")).not.toBeInstanceOf(ProtocolParseError)
     for (const [v, detail] of cases) {
       const e = asError(parseMuxInfo(info(v), "rq"))
       expect(e.reason).toBe("BadHandshake")

@@ -12,6 +12,7 @@
  * Pure data and (de)serialization: no I/O, no Effect. The compact framing is codec/MuxCodec.ts.
  */
 import { streamIdFromUuid } from "./MuxCodec.ts"
+import { isUuid } from "./StreamId.ts"
 import { encodeHeaderOnlyJson } from "./TwoPartCodec.ts"
 import type { ConnectionInfo } from "../ConnectionInfo.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
@@ -69,6 +70,9 @@ export interface ParsedMuxInfo {
 }
 
 
+/** The last `frontend_server_id` that `parseMuxInfo` found to be a UUID. */
+let lastFrontendServerId = ""
+
 /**
  * Checks a `tcp_response_mux_v1` ConnectionInfo: `info` is JSON text with an address string,
  * UUIDs in `frontend_server_id` and `stream_id` (the nil UUID is refused for the stream), and a
@@ -79,9 +83,11 @@ export const parseMuxInfo = (connectionInfo: ConnectionInfo, requestId: string):
   if (read instanceof ProtocolParseError) return read
   const { address } = read
   const { frontend_server_id, stream_id, context } = read.fields
-  if (typeof frontend_server_id !== "string" || streamIdFromUuid(frontend_server_id) === undefined) {
+  // The same router's id on every request: checked once, then compared (no bytes are made for it).
+  if (typeof frontend_server_id !== "string" || (frontend_server_id !== lastFrontendServerId && !isUuid(frontend_server_id))) {
     return badHandshake(`frontend_server_id ${JSON.stringify(frontend_server_id)} is not a UUID`)
   }
+  lastFrontendServerId = frontend_server_id
   const bytes = typeof stream_id === "string" ? streamIdFromUuid(stream_id) : undefined
   if (bytes === undefined || bytes.every((b) => b === 0)) {
     return badHandshake(`stream_id ${JSON.stringify(stream_id)} is not a non-nil UUID`)

@@ -59,6 +59,16 @@ const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"
 const hexDigit = (c: number): number =>
   c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c >= 65 && c <= 70 ? c - 55 : -1
 
+/** True when `text` is a UUID in its text form (as `streamIdFromUuid` reads it), without making its bytes. */
+export const isUuid = (text: string): boolean => {
+  if (text.length !== 36) return false
+  for (let i = 0; i < 36; i++) {
+    const c = text.charCodeAt(i)
+    if (i === 8 || i === 13 || i === 18 || i === 23 ? c !== 45 : hexDigit(c) < 0) return false
+  }
+  return true
+}
+
 /** The 16 bytes of a UUID in its text form (8-4-4-4-12 hex digits, any version, either case), or undefined if it is not one. */
 export const streamIdFromUuid = (uuid: string): Uint8Array | undefined => {
   if (uuid.length !== 36) return undefined
