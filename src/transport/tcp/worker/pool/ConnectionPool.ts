@@ -303,7 +303,7 @@ export const make = (options: ConnectionPoolOptions): Effect.Effect<ConnectionPo
             target: tp.target.address,
             frontendServerId: tp.target.frontendServerId,
             connections: tp.connections.size,
-            active: tp.busy.size,
+            active: tp.busyCount,
             streams,
             spare: tp.spare.length,
             fastAcquisitions: tp.fastAcquisitions,

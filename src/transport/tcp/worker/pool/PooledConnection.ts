@@ -23,6 +23,8 @@ export class PooledConnection {
   retired = false
   /** Counted once as a validation failure. */
   counted = false
+  /** Carrying a stream now (counted in its target's `busyCount`). */
+  busy = false
   /**
    * Pool leases held on it now (its streams and the spare leases): never below the Pool's own
    * count, since it is raised after the Pool's and lowered once the Pool has its lease back.

@@ -60,7 +60,12 @@ export class TargetPool {
   pool!: Pool.Pool<PooledConnection, TransportError>
   /** Open connections (handshake done, not closed), and those of them carrying a stream. */
   readonly connections = new Set<PooledConnection>()
-  readonly busy = new Set<PooledConnection>()
+  /**
+   * How many of them carry a stream (`PooledConnection.busy`): a flag and a count, not a set, since
+   * at one stream in flight a connection goes busy and back on every request, and a set's delete
+   * of its only entry shrinks (reallocates) its table each time.
+   */
+  busyCount = 0
   /** Connections retired and not yet replaced: a creation's log says "replacing". */
   replacing = 0
   /** Leases whose stream has ended, kept for the next stream; most recent last. */
@@ -215,12 +220,15 @@ export class TargetPool {
     if (!this.connections.has(pc)) return
     const g = this.gauges
     if (busy) {
-      if (this.busy.has(pc)) return
-      this.busy.add(pc)
+      if (pc.busy) return
+      pc.busy = true
+      this.busyCount++
       g.active++
       g.idle--
     } else {
-      if (!this.busy.delete(pc)) return
+      if (!pc.busy) return
+      pc.busy = false
+      this.busyCount--
       g.active--
       g.idle++
     }
@@ -231,8 +239,11 @@ export class TargetPool {
   connectionClosed(pc: PooledConnection, error: TransportError, byUs: boolean, unfinished: ReadonlyArray<Uint8Array>, unconfirmed: ReadonlyArray<Uint8Array>): void {
     if (!this.connections.delete(pc)) return
     const g = this.gauges
-    if (this.busy.delete(pc)) g.active--
-    else g.idle--
+    if (pc.busy) {
+      pc.busy = false
+      this.busyCount--
+      g.active--
+    } else g.idle--
     this.book.publish(g)
     if (this.evicted) this.book.prune(g)
     const env = this.env
