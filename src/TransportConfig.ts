@@ -158,7 +158,7 @@ const vars = {
     "DYN_HTTP_FIRST_REQUEST_TIMEOUT_SECS",
     "10",
     seconds,
-    "Every HTTP listener (the HTTP request server, the HTTP response server, the metrics server): a connection whose first complete request has not arrived this long after the accept is closed (slowloris defence; a session that has carried a request then stays open while idle)"
+    "Every HTTP listener (the HTTP request server, the HTTP response server, the metrics server): a connection whose first complete request has not arrived this long after the accept is closed (slowloris defence; a session that has carried a request then stays open while idle), and on HTTP/1.1 each later request's headers must arrive within it too"
   ),
   // ---- connection caps (issue 15 item 7; docs/security.md) ----
   tcpResponseMaxConnections: v(

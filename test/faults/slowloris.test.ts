@@ -13,7 +13,10 @@
  * - the TCP request server (`TcpRequestServer`) in Dynamo's framing, its first bytes dribbled
  *   (`connectionTimeoutMs`), and in the full mode's framing, its hello dribbled (`helloTimeoutMs`);
  * - the metrics server (`MetricsServer`), HTTP/1.1 headers dribbled (`connectionTimeoutMs`).
- * Each also gets a client that sends nothing at all.
+ * Each also gets a client that sends nothing at all. The HTTP request server also gets one that
+ * makes a whole request on a kept-alive HTTP/1.1 connection, then dribbles the next one's headers
+ * (node:http's `headersTimeout`, set to T by `h1Timeouts`, as the response server's is; that
+ * server closes the connection after the answers a test can get without a stream).
  *
  * A slow client sends one byte every 100 ms (well inside T, so that an inactivity timer alone
  * would never fire). Bound: closed within T + 1.5 s of connecting (the margin is for a loaded
@@ -73,6 +76,37 @@ const dribble = (name: string, port: number, bytes: Uint8Array, giveUpMs = BOUND
     socket.once("close", () => finish(performance.now() - started))
   })
 
+/**
+ * Connects to `port`, sends `first` (a whole HTTP/1.1 request, kept alive) at once, and once its
+ * answer has come, dribbles `bytes` (the next request's headers) as `dribble` does.
+ */
+const dribbleSecond = (name: string, port: number, first: Uint8Array, bytes: Uint8Array): Promise<Slow> =>
+  new Promise((resolve) => {
+    const socket = net.connect({ host: "127.0.0.1", port }, () => socket.write(first))
+    socket.on("error", () => {})
+    let started = 0
+    let sent = 0
+    let timer: ReturnType<typeof setInterval> | undefined
+    socket.once("data", () => {
+      started = performance.now()
+      timer = setInterval(() => {
+        if (sent < bytes.length && !socket.destroyed) socket.write(bytes.subarray(sent, ++sent))
+      }, DRIBBLE_EVERY_MS)
+    })
+    const finish = (closedAfter: number | undefined) => {
+      clearInterval(timer)
+      clearTimeout(giveUp)
+      socket.destroy()
+      resolve({ name, closedAfter, sent, total: bytes.length })
+    }
+    const giveUp = setTimeout(() => finish(undefined), BOUND_MS + 3000)
+    socket.once("close", () => finish(started === 0 ? undefined : performance.now() - started))
+  })
+
+/** A whole HTTP/1.1 request on a kept-alive connection. */
+const wholeRequest = (method: string, path: string) =>
+  new TextEncoder().encode(`${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n`)
+
 /** Checks every slow client: closed within the bound, before its dribble was done. */
 const expectClosed = (slow: ReadonlyArray<Slow>) => {
   for (const s of slow) {
@@ -114,6 +148,8 @@ describe("slowloris", () => {
         () => dribble("silent", port, new Uint8Array()),
         () => dribble("HTTP/1.1 headers dribbled", port, slowHeaders("/v1/rpc/x")),
         () => dribble("h2 preface dribbled", port, concat(H2_PREFACE, new Uint8Array(40))),
+        // node:http's headersTimeout, for a later request on a kept-alive connection
+        () => dribbleSecond("HTTP/1.1 second request's headers dribbled", port, wholeRequest("POST", "/v1/rpc/unknown"), slowHeaders("/v1/rpc/x")),
         () => {
           // The preface at once, then nothing: a session that never opens a stream.
           const socket = net.connect({ host: "127.0.0.1", port }, () => socket.write(H2_PREFACE))

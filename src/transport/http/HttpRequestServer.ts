@@ -40,7 +40,7 @@ import { recordError } from "../../observability/Metrics.ts"
 import { fromH1Response, fromH2Stream } from "./InlineExchange.ts"
 import { formatOfInfo, HTTP_INLINE, inlineInfo } from "./HttpInlineHub.ts"
 import type { HttpInlineHubShape, InlineExchange } from "./HttpInlineHub.ts"
-import { makeSniffingListener } from "./SniffingListener.ts"
+import { h1Timeouts, makeSniffingListener } from "./SniffingListener.ts"
 import { ignoreError, listenUntilClose } from "./ClosedStream.ts"
 import { DeadlineList } from "../../internal/DeadlineList.ts"
 
@@ -380,7 +380,7 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
 
     // (node:http's own requestTimeout is checked only by a server that listens itself: this one is
     // fed its connections by the sniffing listener.)
-    const h1 = http.createServer({ keepAlive: true, noDelay: true }, (req, res) => {
+    const h1 = http.createServer({ keepAlive: true, noDelay: true, ...h1Timeouts(options.firstRequestTimeoutMs) }, (req, res) => {
       req.on("error", ignoreError)
       onExchange(req.method, req.url ?? "/", (name) => single(req.headers[name]), req, (status, json) => {
         if (status === 408) {

@@ -39,7 +39,7 @@ import { advertisedHost, hostPort, listenOnce } from "../../internal/net.ts"
 import { openResponseStream } from "./HttpResponseStream.ts"
 import type { ResponseExchange, ResponseStream } from "./HttpResponseStream.ts"
 import { HEARTBEAT_MS } from "./InlineWriter.ts"
-import { makeSniffingListener } from "./SniffingListener.ts"
+import { h1Timeouts, makeSniffingListener } from "./SniffingListener.ts"
 import { recordError } from "../../observability/Metrics.ts"
 import { EntryTable } from "../../internal/EntryTable.ts"
 
@@ -141,7 +141,7 @@ export const make = (options: HttpResponseServerOptions): Effect.Effect<HttpResp
       entry.attach(x, format)
     }
 
-    const h1 = http.createServer({ keepAlive: true, noDelay: true }, (req, res) => {
+    const h1 = http.createServer({ keepAlive: true, noDelay: true, ...h1Timeouts(options.firstRequestTimeoutMs) }, (req, res) => {
       const url = req.url ?? "/"
       const q = url.indexOf("?")
       onExchange({

@@ -6,9 +6,9 @@
  * `SNIFF_TIMEOUT_MS`) of the accept is closed, however its bytes trickle in (a slowloris client),
  * not held forever; one beyond `maxConnections` open ones is closed at once. Later requests on a
  * connection are the servers' business (an HTTP/2 session that carried a stream stays open while
- * idle). node:http's own `headersTimeout` and `requestTimeout` do not run for connections handed
- * over this way: its check starts when that server itself emits `listening`, which it never does
- * here (the HTTP request server bounds request bodies itself; docs/performance.md, twelfth session).
+ * idle; node:http's `headersTimeout` bounds each HTTP/1.1 request's headers). node:http checks its
+ * `headersTimeout` and `requestTimeout` from an interval it starts when the server emits
+ * `listening`, which a server fed its connections never does: this starts it (`h1.close()` stops it).
  *
  * It does not listen (the caller passes `server` to `internal/net.listen`), route requests, or
  * know any transport: the two node servers it feeds do that.
@@ -21,6 +21,18 @@ const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 
 /** How long a new connection may take to make its first request, by default. */
 export const SNIFF_TIMEOUT_MS = 10_000
+
+/**
+ * node:http options for a server behind the sniffing listener: each request's headers within
+ * `firstRequestTimeoutMs` (the first request's deadline, applied to every later one on a
+ * kept-alive connection), the whole request within node's 300 s (or that, when longer), checked
+ * a few times per deadline (at most every 30 s, node's default).
+ */
+export const h1Timeouts = (firstRequestTimeoutMs: number = SNIFF_TIMEOUT_MS) => ({
+  headersTimeout: firstRequestTimeoutMs,
+  requestTimeout: Math.max(300_000, firstRequestTimeoutMs),
+  connectionsCheckingInterval: Math.min(30_000, Math.max(50, Math.floor(firstRequestTimeoutMs / 4)))
+})
 
 /** The sniffing front server and the way to close it with the servers behind it. */
 export interface SniffingListener {
@@ -57,6 +69,9 @@ export const makeSniffingListener = (
     sessions.delete(key)
   }
   h1.on("request", (req: http.IncomingMessage) => firstRequest(keyOf(req.socket)))
+  // node:http's check of headersTimeout and requestTimeout (see the module comment); unref'd,
+  // and cleared by h1.close().
+  h1.emit("listening")
   h2.on("session", (session: http2.ServerHttp2Session) => {
     const key = keyOf(session.socket)
     if (!deadlines.has(key)) return
