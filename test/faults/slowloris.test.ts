@@ -55,17 +55,26 @@ interface Slow {
   readonly total: number
 }
 
-/** Connects to `port`, sends `bytes` one at a time every DRIBBLE_EVERY_MS; resolves once closed, or after `giveUpMs`. */
-const dribble = (name: string, port: number, bytes: Uint8Array, giveUpMs = BOUND_MS + 2000): Promise<Slow> =>
+/**
+ * Connects to `port`, sends `bytes` one at a time every DRIBBLE_EVERY_MS; resolves once closed,
+ * or after `giveUpMs`. With `first` (a whole HTTP/1.1 request, kept alive), that goes at once,
+ * and the dribble (and its clock) starts when its answer has come.
+ */
+const dribble = (name: string, port: number, bytes: Uint8Array, first?: Uint8Array, giveUpMs = BOUND_MS + 2000): Promise<Slow> =>
   new Promise((resolve) => {
-    const socket = net.connect({ host: "127.0.0.1", port })
+    const socket = net.connect({ host: "127.0.0.1", port }, () => first !== undefined && socket.write(first))
     socket.on("error", () => {})
-    socket.on("data", () => {})
-    const started = performance.now()
+    let started: number | undefined
     let sent = 0
-    const timer = setInterval(() => {
-      if (sent < bytes.length && !socket.destroyed) socket.write(bytes.subarray(sent, ++sent))
-    }, DRIBBLE_EVERY_MS)
+    let timer: ReturnType<typeof setInterval> | undefined
+    const start = () => {
+      started = performance.now()
+      timer = setInterval(() => {
+        if (sent < bytes.length && !socket.destroyed) socket.write(bytes.subarray(sent, ++sent))
+      }, DRIBBLE_EVERY_MS)
+    }
+    if (first === undefined) start()
+    socket.on("data", () => started === undefined && start())
     const finish = (closedAfter: number | undefined) => {
       clearInterval(timer)
       clearTimeout(giveUp)
@@ -73,34 +82,7 @@ const dribble = (name: string, port: number, bytes: Uint8Array, giveUpMs = BOUND
       resolve({ name, closedAfter, sent, total: bytes.length })
     }
     const giveUp = setTimeout(() => finish(undefined), giveUpMs)
-    socket.once("close", () => finish(performance.now() - started))
-  })
-
-/**
- * Connects to `port`, sends `first` (a whole HTTP/1.1 request, kept alive) at once, and once its
- * answer has come, dribbles `bytes` (the next request's headers) as `dribble` does.
- */
-const dribbleSecond = (name: string, port: number, first: Uint8Array, bytes: Uint8Array): Promise<Slow> =>
-  new Promise((resolve) => {
-    const socket = net.connect({ host: "127.0.0.1", port }, () => socket.write(first))
-    socket.on("error", () => {})
-    let started = 0
-    let sent = 0
-    let timer: ReturnType<typeof setInterval> | undefined
-    socket.once("data", () => {
-      started = performance.now()
-      timer = setInterval(() => {
-        if (sent < bytes.length && !socket.destroyed) socket.write(bytes.subarray(sent, ++sent))
-      }, DRIBBLE_EVERY_MS)
-    })
-    const finish = (closedAfter: number | undefined) => {
-      clearInterval(timer)
-      clearTimeout(giveUp)
-      socket.destroy()
-      resolve({ name, closedAfter, sent, total: bytes.length })
-    }
-    const giveUp = setTimeout(() => finish(undefined), BOUND_MS + 3000)
-    socket.once("close", () => finish(started === 0 ? undefined : performance.now() - started))
+    socket.once("close", () => finish(started === undefined ? undefined : performance.now() - started))
   })
 
 /** A whole HTTP/1.1 request on a kept-alive connection. */
@@ -149,7 +131,7 @@ describe("slowloris", () => {
         () => dribble("HTTP/1.1 headers dribbled", port, slowHeaders("/v1/rpc/x")),
         () => dribble("h2 preface dribbled", port, concat(H2_PREFACE, new Uint8Array(40))),
         // node:http's headersTimeout, for a later request on a kept-alive connection
-        () => dribbleSecond("HTTP/1.1 second request's headers dribbled", port, wholeRequest("POST", "/v1/rpc/unknown"), slowHeaders("/v1/rpc/x")),
+        () => dribble("HTTP/1.1 second request's headers dribbled", port, slowHeaders("/v1/rpc/x"), wholeRequest("POST", "/v1/rpc/unknown")),
         () => {
           // The preface at once, then nothing: a session that never opens a stream.
           const socket = net.connect({ host: "127.0.0.1", port }, () => socket.write(H2_PREFACE))
