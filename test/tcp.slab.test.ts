@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import fc from "fast-check"
 import { encodeFrame, makeDecoder } from "../src/protocol/TwoPartCodec.ts"
 import { BY_REFERENCE_BYTES } from "../src/transport/tcp/worker/FrameBatcher.ts"
-import { fitsText, SLAB_BYTES, SlabBatcher } from "../src/transport/tcp/worker/SlabBatcher.ts"
+import { mostTextFrameBytes, SLAB_BYTES, SlabBatcher } from "../src/transport/tcp/worker/SlabBatcher.ts"
 
 // What one socket's batcher is asked to queue: an encoded frame, a data frame, or a text item.
 const op = fc.oneof(
@@ -50,7 +50,7 @@ describe("SlabBatcher", () => {
                 expected[s]!.push(hex(encodeFrame(undefined, body)))
               } else {
                 const body = Buffer.concat([prefix, Buffer.from(step.text), suffix])
-                if (fitsText(step.text, prefix.length + suffix.length)) {
+                if (mostTextFrameBytes(step.text, prefix.length + suffix.length) < BY_REFERENCE_BYTES) {
                   expect(b.dataText(prefix, step.text, suffix)).toBe(body.length)
                 } else b.data(body)
                 expected[s]!.push(hex(encodeFrame(undefined, body)))

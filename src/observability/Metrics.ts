@@ -325,7 +325,6 @@ export interface Recorders {
   readonly initEndpoint: typeof initEndpoint
 }
 
-
 /** Recorders for `DYN_METRICS=on` (real, labelled `role`, by default `client`) or `off` (no-ops). */
 export const recorders = (enabled: boolean, role: Role = "client"): Recorders =>
   enabled

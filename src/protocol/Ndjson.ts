@@ -35,11 +35,14 @@ import {
 const textEncoder = new TextEncoder()
 const DONE = textEncoder.encode(`{"event":"done"}\n`)
 
+/** One item's line, as text. */
+const itemLine = (value: unknown): string => `{"data":${jsonText(value)}}\n`
+
 /** The NDJSON encoder. */
 export const ndjsonEncoder: StreamEncoder = {
   // One string, encoded once (as the SSE encoder does).
-  item: (value) => Buffer.from(`{"data":${jsonText(value)}}\n`, "utf8"),
-  itemText: (value) => `{"data":${jsonText(value)}}\n`,
+  item: (value) => Buffer.from(itemLine(value), "utf8"),
+  itemText: itemLine,
   done: () => DONE.slice(),
   error: (tag, message) => textEncoder.encode(`${JSON.stringify({ event: "error", tag, message })}\n`),
   heartbeat: () => undefined
@@ -72,12 +75,13 @@ class NdjsonDecoder implements StreamDecoder {
   private event: StreamEvent | undefined = undefined
   private readonly onLine = (line: Uint8Array): ProtocolParseError | undefined => this.line(line)
 
+  /** Read an ASCII chunk that starts a line as one text (`makeNdjsonDecoder`). */
+  private readonly textPath: boolean
+
   constructor(maxMessageSize: number, textPath: boolean) {
     this.lines = new LineReader(maxMessageSize, false)
     this.textPath = textPath
   }
-
-  private readonly textPath: boolean
 
   decode(chunk: Uint8Array, onEvent: (event: StreamEvent) => void): ProtocolParseError | undefined {
     if (this.failure !== undefined) return this.failure

@@ -39,12 +39,15 @@ const textEncoder = new TextEncoder()
 const DONE = textEncoder.encode("event: done\ndata: {}\n\n")
 const HEARTBEAT = textEncoder.encode(": heartbeat\n\n")
 
+/** One item's event, as text. */
+const itemEvent = (value: unknown): string => `data: ${jsonText(value)}\n\n`
+
 /** The SSE encoder. */
 export const sseEncoder: StreamEncoder = {
   // One string, encoded once (small ones come from Node's Buffer slab): joining three byte
   // arrays into a new zero-filled one was 15% of a worker's busy time at 64 in flight.
-  item: (value) => Buffer.from(`data: ${jsonText(value)}\n\n`, "utf8"),
-  itemText: (value) => `data: ${jsonText(value)}\n\n`,
+  item: (value) => Buffer.from(itemEvent(value), "utf8"),
+  itemText: itemEvent,
   done: () => DONE.slice(),
   error: (tag, message) => textEncoder.encode(`event: error\ndata: ${JSON.stringify({ tag, message })}\n\n`),
   heartbeat: () => HEARTBEAT.slice()

@@ -42,6 +42,7 @@ import { formatOfInfo, HTTP_INLINE, inlineInfo } from "./HttpInlineHub.ts"
 import type { HttpInlineHubShape, InlineExchange } from "./HttpInlineHub.ts"
 import { h1Timeouts, makeSniffingListener } from "./SniffingListener.ts"
 import { ignoreError, listenUntilClose } from "./ClosedStream.ts"
+import { replyH1, replyH2Exchange } from "./ExchangeReplies.ts"
 import { DeadlineList } from "../../internal/DeadlineList.ts"
 
 /** Options of the server. */
@@ -73,6 +74,8 @@ export interface HttpRequestServerOptions {
   readonly bodyTimeoutMs?: number | undefined
 }
 
+export { REFUSAL_BODY_WAIT_MS } from "./ExchangeReplies.ts"
+
 /** How long a request's body may take to end after its headers, by default. */
 export const BODY_TIMEOUT_MS = 30_000
 
@@ -86,56 +89,6 @@ const openStreamsOf = (session: http2.Http2Session): { n: number } => {
     openStreams.set(session, open)
   }
   return open
-}
-
-/** Answers `stream` with `status` and, when given, a JSON body. */
-const replyH2 = (stream: http2.ServerHttp2Stream, status: number, json: Record<string, unknown> | undefined): void => {
-  if (stream.destroyed || stream.closed) return
-  if (json === undefined) {
-    stream.respond({ ":status": status }, { endStream: true })
-  } else {
-    stream.respond({ ":status": status, "content-type": "application/json" })
-    stream.end(JSON.stringify(json))
-  }
-}
-
-/**
- * The 408 of a request whose body did not end in time (`replyH2`, unless a refusal already went),
- * then the stream reset with NO_ERROR: the client is told to stop sending, and the stream does
- * not stay open however long it would have gone on.
- */
-const replyAndClose = (stream: http2.ServerHttp2Stream, status: number, json: Record<string, unknown> | undefined): void => {
-  if (!stream.headersSent) replyH2(stream, status, json)
-  if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_NO_ERROR)
-}
-
-/** How long an early HTTP/2 refusal waits for the rest of the request's body before it is sent anyway. */
-export const REFUSAL_BODY_WAIT_MS = 2000
-
-/**
- * `replyH2` once the request body has ended, draining what is left of it, or at once when more
- * than `maxBytes` of it arrive or `REFUSAL_BODY_WAIT_MS` pass (a client that never ends its body
- * still gets its refusal). An HTTP/2 response that ends while the client is still sending its
- * body is followed by a RST_STREAM, and curl then reports a framing error (exit 92, no status)
- * instead of the refusal: 24 of 300 refused JSON posts on a loaded machine, none this way.
- */
-const replyAfterBody = (stream: http2.ServerHttp2Stream, maxBytes: number, status: number, json: Record<string, unknown> | undefined): void => {
-  let seen = 0
-  let sent = false
-  const once = () => {
-    if (sent) return
-    sent = true
-    clearTimeout(timer)
-    replyH2(stream, status, json)
-  }
-  const timer = setTimeout(once, REFUSAL_BODY_WAIT_MS)
-  listenUntilClose(stream, {
-    data: (chunk: Buffer) => {
-      seen += chunk.length
-      if (seen > maxBytes) once()
-    },
-    end: once
-  }, () => clearTimeout(timer))
 }
 
 /** HTTP/1.1 requests are never taken as alone: their handlers start on the next turn. */
@@ -228,7 +181,6 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       reply: (status: number, json?: Record<string, unknown>) => void,
       keep: Keep,
       alone: () => boolean,
-      deadlines: DeadlineList<() => void> | undefined,
       onClose?: () => void
     ): boolean => {
       // Every refusal counts in transport_errors_total (role server): 503 and 404 as connection (the
@@ -291,7 +243,7 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
         chunks.push(chunk)
       }
       // The body's deadline: 408 (or, after a refusal already sent, only the end of the stream).
-      const deadline = deadlines?.add(() => {
+      const deadline = bodyDeadlines.add(() => {
         const answered = refused
         refused = true
         chunks.length = 0
@@ -299,7 +251,7 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
         else respond(408, { error: `the request body did not end within ${bodyTimeoutMs} ms of its headers`, endpoint: subject })
       })
       const onEnd = () => {
-        deadlines?.remove(deadline)
+        bodyDeadlines.remove(deadline)
         if (refused) return
         const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
         const headers: Record<string, string> = {}
@@ -371,33 +323,24 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
       }
       // The body outlives the exchange in the heap (ClosedStream.ts): it must not hold the exchange.
       // (Its errors go to the shared no-op listener each server adds first, which stays.)
-      listenUntilClose(body, { data: onData, end: onEnd }, deadline === undefined ? onClose : () => {
-        deadlines!.remove(deadline)
+      listenUntilClose(body, { data: onData, end: onEnd }, () => {
+        bodyDeadlines.remove(deadline)
         onClose?.()
       })
       return true
     }
 
-    // (node:http's own requestTimeout is checked only by a server that listens itself: this one is
-    // fed its connections by the sniffing listener.)
     const h1 = http.createServer({ keepAlive: true, noDelay: true, ...h1Timeouts(options.firstRequestTimeoutMs) }, (req, res) => {
       req.on("error", ignoreError)
-      onExchange(req.method, req.url ?? "/", (name) => single(req.headers[name]), req, (status, json) => {
-        if (status === 408) {
-          // the body did not end in time: the answer (unless a refusal went already), then the connection closes
-          if (res.headersSent) return void req.socket.destroy()
-          const text = JSON.stringify(json)
-          res.writeHead(408, { "content-type": "application/json", "content-length": Buffer.byteLength(text), connection: "close" })
-          res.end(text, () => req.socket.destroy())
-        } else if (json === undefined) {
-          res.writeHead(status, { "content-length": 0 })
-          res.end()
-        } else {
-          const text = JSON.stringify(json)
-          res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) })
-          res.end(text)
-        }
-      }, (requestId, format, target) => keepExchange(fromH1Response(res, { requestId, format, target })), notAlone, bodyDeadlines)
+      onExchange(
+        req.method,
+        req.url ?? "/",
+        (name) => single(req.headers[name]),
+        req,
+        (status, json) => replyH1(req, res, status, json),
+        (requestId, format, target) => keepExchange(fromH1Response(res, { requestId, format, target })),
+        notAlone
+      )
     })
     // HTTP/2 through the stream API (lighter than the compatibility API), with the session
     // limits set on purpose (H2_SESSION_LIMITS).
@@ -412,17 +355,9 @@ export const make = (options: HttpRequestServerOptions): Effect.Effect<RequestPl
         single(headers[":path"]) ?? "/",
         (name) => single(headers[name]),
         stream,
-        // A reply after the body (the 202, late refusals) or a 413 goes at once; an early
-        // refusal once the body has ended (`replyAfterBody`).
-        (status, json) =>
-          status === 408
-            ? replyAndClose(stream, status, json)
-            : stream.readableEnded || status === 413
-            ? replyH2(stream, status, json)
-            : replyAfterBody(stream, options.maxMessageSize, status, json),
+        (status, json) => replyH2Exchange(stream, options.maxMessageSize, status, json),
         (requestId, format, target) => keepExchange(fromH2Stream(stream, { requestId, format, target })),
         () => open.n === 1,
-        bodyDeadlines,
         closed
       )
       // The count goes down with the body's own `close` listener, or with one of its own after a refusal.

@@ -27,6 +27,7 @@ import * as HttpInlineHub from "./HttpInlineHub.ts"
 import { makeInlineStream } from "./InlineStream.ts"
 import { makeInlineWriter } from "./InlineWriter.ts"
 import { InlineIdle } from "./InlineIdle.ts"
+import { connectFromNow } from "../../internal/connectFromNow.ts"
 
 /** The http response plane's capabilities: streaming on the request's persistent HTTP/2 session. */
 export const capabilities = (maxMessageSize: number): TransportCapabilities => ({
@@ -99,11 +100,7 @@ export const make = (hub: HttpInlineHub.HttpInlineHubShape, options: HttpRespons
   const client: ResponsePlaneClient = {
     transport: "http",
     connectionTransports: [HttpInlineHub.HTTP_INLINE],
-    connect: (connectOptions) =>
-      Effect.suspend(() => {
-        const now = connectNow(connectOptions)
-        return now instanceof TransportConnectionError ? Effect.fail(now) : Effect.succeed(now)
-      }),
+    connect: connectFromNow(connectNow),
     connectNow
   }
   return {

@@ -26,6 +26,7 @@ import { TransportConfig } from "../../TransportConfig.ts"
 import { TransportRegistry } from "../../TransportRegistry.ts"
 import { Waiters } from "../../internal/Waiters.ts"
 import { EntryTable } from "../../internal/EntryTable.ts"
+import { connectFromNow } from "../../internal/connectFromNow.ts"
 
 /** The `ConnectionInfo.transport` of an in-memory stream. */
 export const connectionTransport = "memory"
@@ -315,11 +316,7 @@ export const makeResponsePlane = (
   const client: ResponsePlaneClient = {
     transport: "memory",
     connectionTransports: [connectionTransport],
-    connect: (connectOptions) =>
-      Effect.suspend(() => {
-        const now = connectNow(connectOptions)
-        return now instanceof TransportProtocolError ? Effect.fail(now) : Effect.succeed(now)
-      }),
+    connect: connectFromNow(connectNow),
     connectNow
   }
   return { client, server }

@@ -50,32 +50,10 @@ import type { FrameOutput } from "./SendWindow.ts"
 import { StreamIdTable } from "../../../internal/StreamIdTable.ts"
 import { onNextTick } from "../../../internal/SharedTick.ts"
 
-export type { MuxConnectionEvents } from "./MuxFailure.ts"
+import type { MuxConnectionOptions } from "./MuxConnectionOptions.ts"
 
-/** Options of one mux connection once connected. */
-export interface MuxConnectionOptions {
-  /** "host:port" of the router, named in errors. */
-  readonly address: string
-  /** The router's frontend_server_id, sent in the handshake. */
-  readonly frontendServerId: string
-  /** Largest frame sent or accepted, header included. */
-  readonly maxMessageSize: number
-  /** After a graceful close, how long to wait for the router's close before destroying. */
-  readonly lingerMs: number
-  /** Initial credit of each stream, in Data payload bytes. */
-  readonly streamWindow: number
-  /** Frame bytes that may be sent before a ConnectionAck covers them. */
-  readonly connectionWindow: number
-  /** When queued frames are flushed: "tick" (the end of the tick, `onNextTick`) or "immediate" (`setImmediate`). */
-  readonly flush: "tick" | "immediate"
-  /**
-   * Send the response mux handshake and wait for the router's ConnectionAck(0) (default true).
-   * False: the connection is open at once (the full mode, whose hello came before).
-   */
-  readonly handshake?: boolean | undefined
-  /** Decode the full mode's kinds 9-14 too (handed to `otherFrame`); default false. */
-  readonly fullMode?: boolean | undefined
-}
+export type { MuxConnectionEvents } from "./MuxFailure.ts"
+export type { MuxConnectionOptions } from "./MuxConnectionOptions.ts"
 
 // Connection states.
 const HANDSHAKE = 0
@@ -86,13 +64,10 @@ const CLOSED = 3
 const PENDING: unique symbol = Symbol("PENDING")
 
 /**
- * Streams ended in one turn that make a write of their own at once: a turn that serves a chunk of
- * requests (the full mode's, Dynamo's TCP request plane's) writes its responses every this many
- * streams instead of all at its end. At 64 in flight, the two processes otherwise took turns, each
- * idle while the other worked through a whole wave; with a write every 16 streams the full mode's
- * req/s went from 0.59-0.74x raw's to 0.74-0.83x (4 alternating `bench --modes tcp-full
- * --concurrency 64 --interleave 4` runs each; docs/performance.md, twelfth session). Caps in
- * bytes (4-32 KiB) did not help (seventh session).
+ * Streams ended in one turn (a chunk of requests served at once: the full mode's, Dynamo's TCP
+ * request plane's) that make a write of their own at once, so the router starts on them while
+ * the rest are served: the full mode at 64 in flight, 0.59-0.74x raw's req/s with one write per
+ * turn, 0.74-1.03x with this (docs/performance.md, twelfth session).
  */
 const ENDED_STREAMS_PER_WRITE = 16
 
@@ -329,11 +304,9 @@ export class MuxConnection implements StreamHost, FrameOutput<MuxStream> {
     this.streams.delete(s.id)
     // Its last frame was just queued: the stream is whole for the router once an ack covers it.
     this.ledger.ended(s.id, this.window.sent)
-    // Ended by a handler that ran within the decode of this chunk's last frame (a request served
-    // at once, in the full mode): the response leaves now, ahead of the handler's own teardown,
-    // instead of at the end of the tick. Frames of the chunk's other requests still share a write.
-    // Many streams ending within one turn (a chunk of requests served at once) go out every
-    // ENDED_STREAMS_PER_WRITE, not all at the turn's end, so the router starts on them meanwhile.
+    // Written now, not at the end of the tick: a stream ended by a handler that ran within the
+    // decode of its chunk's last frame (ahead of the handler's own teardown), and every
+    // ENDED_STREAMS_PER_WRITE streams ended in one turn.
     if (this.decoder.quietAfterCurrentFrame() || ++this.endedUnwritten >= ENDED_STREAMS_PER_WRITE) this.writes.flush()
     s.onDone()
     if (this.streams.size === 0 && this.state !== CLOSED) this.events.onUsage(false)

@@ -115,7 +115,7 @@ export class SlabBatcher {
    * Queues a data-only frame whose body is `prefix`, the UTF-8 of `text`, then `suffix`: room for
    * the most the text can take (`mostUtf8Bytes`) is reserved, the text written, and the room
    * left over given back. Returns the body's length. The caller keeps the most under
-   * `BY_REFERENCE_BYTES` (`fitsText`).
+   * `BY_REFERENCE_BYTES` (`mostTextFrameBytes`).
    */
   dataText(prefix: Uint8Array, text: string, suffix: Uint8Array): number {
     const room = mostUtf8Bytes(text)
@@ -216,5 +216,3 @@ export class SlabBatcher {
 /** The most bytes a `dataText` frame of `text`, with `prefix` and `suffix` of `overhead` bytes, can take. */
 export const mostTextFrameBytes = (text: string, overhead: number): number => FRAME_PREFIX_SIZE + overhead + mostUtf8Bytes(text)
 
-/** Whether `dataText` may take `text` with `prefix` and `suffix` of `overhead` bytes: its most stays under `BY_REFERENCE_BYTES`. */
-export const fitsText = (text: string, overhead: number): boolean => mostTextFrameBytes(text, overhead) < BY_REFERENCE_BYTES

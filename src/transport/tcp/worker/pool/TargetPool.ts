@@ -219,31 +219,31 @@ export class TargetPool {
     if (!busy) pc.idleSince = this.env.clock.currentTimeMillisUnsafe()
     if (!this.connections.has(pc)) return
     const g = this.gauges
+    if (!this.mark(pc, busy)) return
     if (busy) {
-      if (pc.busy) return
-      pc.busy = true
-      this.busyCount++
       g.active++
       g.idle--
     } else {
-      if (!pc.busy) return
-      pc.busy = false
-      this.busyCount--
       g.active--
       g.idle++
     }
     this.book.publish(g)
   }
 
+  /** Marks `pc` as carrying a stream or not (`busyCount` follows); false when it already was. */
+  private mark(pc: PooledConnection, busy: boolean): boolean {
+    if (pc.busy === busy) return false
+    pc.busy = busy
+    this.busyCount += busy ? 1 : -1
+    return true
+  }
+
   /** `pc`'s socket has closed (see `MuxConnectionEvents.onClose`). */
   connectionClosed(pc: PooledConnection, error: TransportError, byUs: boolean, unfinished: ReadonlyArray<Uint8Array>, unconfirmed: ReadonlyArray<Uint8Array>): void {
     if (!this.connections.delete(pc)) return
     const g = this.gauges
-    if (pc.busy) {
-      pc.busy = false
-      this.busyCount--
-      g.active--
-    } else g.idle--
+    if (this.mark(pc, false)) g.active--
+    else g.idle--
     this.book.publish(g)
     if (this.evicted) this.book.prune(g)
     const env = this.env
