@@ -75,13 +75,17 @@ const fullEnv = (discovery: string): Record<string, string> => ({
  * `pollIntervalMs` sets how often the router re-reads the discovery folder (default 250 ms, as
  * the program): a count of instructions per call sets it long, so that a poll's work (which
  * depends on the time a run takes, tens of times longer under valgrind) is not counted per call.
+ * `observed` turns metrics and tracing on (the library's defaults; off otherwise).
  */
-export const fullModeLayer = (discovery: string, pollIntervalMs?: number, mode: CountedMode = "full") =>
+export const fullModeLayer = (discovery: string, pollIntervalMs?: number, mode: CountedMode = "full", observed = false) =>
   Layer.mergeAll(
     TransportRegistry.layerFromConfig,
     pollIntervalMs === undefined
       ? FileDiscovery.layer
       : Layer.succeed(Discovery, FileDiscovery.make({ directory: discovery, pollIntervalMs }))
   ).pipe(
-    Layer.provideMerge(TransportConfig.layerFromRecord(modeEnv(mode, discovery)))
+    Layer.provideMerge(TransportConfig.layerFromRecord({
+      ...modeEnv(mode, discovery),
+      ...(observed ? { DYN_METRICS: "on", DYN_TRACING: "on" } : {})
+    }))
   )

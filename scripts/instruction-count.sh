@@ -6,9 +6,11 @@
 # call-home, against raw-dynamo or raw-dynamo-pooled), counted by valgrind's callgrind: user-space instructions of the main thread
 # over the measured calls, after a warm-up. Unlike times, the counts without garbage collection
 # repeat within about 2% from run to run on a noisy machine, so a change's effect on one side's
-# work shows in one run.
+# work shows in one run. API=generate: the router calls through the Stream API (client.generate,
+# drained), as the benchmark's http+tcp-generate row; OBSERVED=1: metrics and tracing on (the
+# library's defaults), as its -observed rows. Neither applies to the raw sides.
 #
-#   [MODE=full|http|http-pooled|http-sse|dynamo|dynamo-pooled] sh scripts/instruction-count.sh worker|router [ours|raw] [calls=2000] [warm-up=15000] [top=30]
+#   [MODE=full|http|http-pooled|http-sse|dynamo|dynamo-pooled] [API=call|generate] [OBSERVED=1] sh scripts/instruction-count.sh worker|router [ours|raw] [calls=2000] [warm-up=15000] [top=30]
 #
 # Prints the instructions per call (also without garbage collection, which varies with the heap's
 # history: compare that figure between runs) and the functions that executed the most (JIT-compiled
@@ -50,7 +52,7 @@ else
 fi
 # the dump of the measured calls, main thread: <out>.1-01
 PID=$(awk '/^pid:/ {print $2; exit}' "$OUT.1-01")
-echo "$SIDE, $WHO, ${MODE:-full}: $CALLS calls after $WARM"
+echo "$SIDE, $WHO, ${MODE:-full}${API:+, $API}${OBSERVED:+, observed}: $CALLS calls after $WARM"
 python3 scripts/callgrind-names.py "$OUT.1-01" "$CALLS" "/tmp/perf-$PID.map" "$TOP"
 rm -f "/tmp/perf-$PID.map"
 rm -rf "$D"

@@ -13,7 +13,7 @@
 // valgrind; absent, nothing is counted.
 import { execFile } from "node:child_process"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
-import { Effect } from "effect"
+import { Effect, Stream } from "effect"
 import { concurrent } from "../src/cli/latency.ts"
 import { tokenHandler, TokenRequestSchema } from "../src/cli/tokenHandler.ts"
 import * as Endpoint from "../src/Endpoint.ts"
@@ -22,6 +22,8 @@ import { countedMode, ENDPOINT, fullModeLayer, rawSideOf, request } from "./full
 const [role, dir] = [process.argv[2]!, process.argv[3]!]
 // the mode counted: full (the default), http or http-pooled (instruction-count.sh's MODE)
 const mode = countedMode(process.env.MODE)
+// OBSERVED=1: metrics and tracing on (the library's defaults), as the benchmark's -observed rows
+const observed = process.env.OBSERVED === "1"
 const raw = rawSideOf(mode)
 // The router reads the discovery folder once, at its start (the worker is up by then): polls
 // every 250 ms would count their work per call, and a run under valgrind takes tens of times
@@ -54,7 +56,7 @@ if (role === "rawworker") {
       yield* Endpoint.serveEmit(ENDPOINT, tokenHandler, { requestSchema: TokenRequestSchema })
       ready()
       yield* Effect.never
-    }).pipe(Effect.scoped, Effect.provide(fullModeLayer(dir, POLL_MS, mode)))
+    }).pipe(Effect.scoped, Effect.provide(fullModeLayer(dir, POLL_MS, mode, observed)))
   )
 } else {
   const warm = Number(process.argv[4])
@@ -72,12 +74,15 @@ if (role === "rawworker") {
       Effect.gen(function*() {
         const client = yield* Endpoint.client<unknown, unknown>(ENDPOINT)
         while (client.instances().length === 0) yield* Effect.sleep(20)
-        const once = client.call(request, () => {})
+        // API=generate: through the Stream API, as the benchmark's generate row
+        const once = process.env.API === "generate"
+          ? Stream.runDrain(client.generate(request))
+          : client.call(request, () => {})
         yield* concurrent(warm, 1, once)
         yield* Effect.promise(() => measureOn(pid))
         yield* concurrent(calls, 1, once)
         yield* Effect.promise(() => measureOff(pid))
-      }).pipe(Effect.scoped, Effect.provide(fullModeLayer(dir, POLL_MS, mode)))
+      }).pipe(Effect.scoped, Effect.provide(fullModeLayer(dir, POLL_MS, mode, observed)))
     )
   }
   process.exit(0)
