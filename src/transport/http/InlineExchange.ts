@@ -9,6 +9,7 @@ import * as http2 from "node:http2"
 import type { StreamFormat } from "../../protocol/HttpStreamFormat.ts"
 import { letGo } from "./ClosedStream.ts"
 import type { InlineExchange } from "./HttpInlineHub.ts"
+import { respondStreamed } from "./StreamedResponse.ts"
 
 const { NGHTTP2_CANCEL } = http2.constants
 
@@ -50,12 +51,12 @@ const closeAndDrain = (emitter: NodeJS.EventEmitter, isOver: () => boolean) => {
   }
 }
 
-/** The exchange of an HTTP/2 server stream. */
+/** The exchange of an HTTP/2 server stream; a streamed response ends with empty trailers (`respondStreamed`). */
 export const fromH2Stream = (stream: http2.ServerHttp2Stream, common: Common): InlineExchange => ({
   ...common,
   respond: (status, contentType, body) => {
     if (stream.destroyed || stream.closed || stream.headersSent) return
-    if (body === undefined) stream.respond({ ":status": status, "content-type": contentType })
+    if (body === undefined) respondStreamed(stream, { ":status": status, "content-type": contentType })
     else {
       stream.respond({ ":status": status, "content-type": contentType })
       stream.end(body)
