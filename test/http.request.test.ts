@@ -57,6 +57,9 @@ describe("HTTP request plane", () => {
       const binary = ["-H", "content-type: application/octet-stream", "--data-binary", "garbage"]
       expect(yield* Effect.promise(() => curlStatus(url, binary))).toBe("400")
       expect(yield* Effect.promise(() => curlStatus(url, ["--http2-prior-knowledge", ...binary]))).toBe("400")
+      // a percent-encoded path names the same endpoint (400 for the garbage body, not 404)
+      const encoded = url.slice(base.length + 1).replace(/[a-z]/g, (c) => `%${c.charCodeAt(0).toString(16)}`)
+      expect(yield* Effect.promise(() => curlStatus(`${base}/${encoded}`, binary))).toBe("400")
       // a plain JSON body (curl's default content type, or application/json) needs the pure HTTP
       // mode: this worker's response plane is not http, so 415 with a message that says so
       expect(yield* Effect.promise(() => curlStatus(url, ["-d", `{"prompt":"hi"}`]))).toBe("415")
