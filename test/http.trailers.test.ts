@@ -7,13 +7,12 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { execFile } from "node:child_process"
-import { baseEnv } from "./support/stacks.ts"
 
 const count = (env: Record<string, string>, calls: number) =>
-  new Promise<{ control: number; calls: number; items: number; built: number }>((resolve, reject) => {
+  new Promise<{ control: number; items: number; built: number }>((resolve, reject) => {
     execFile(
       process.execPath,
-      ["--expose-internals", "--experimental-strip-types", "--no-warnings", "test/support/streamDestroyedCount.ts", JSON.stringify({ ...baseEnv, ...env }), String(calls)],
+      ["--expose-internals", "--experimental-strip-types", "--no-warnings", "test/support/streamDestroyedCount.ts", JSON.stringify(env), String(calls)],
       { timeout: 60_000 },
       (error, stdout, stderr) => (error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(JSON.parse(stdout.trim().split("\n").at(-1)!)))
     )

@@ -51,7 +51,7 @@ const closeAndDrain = (emitter: NodeJS.EventEmitter, isOver: () => boolean) => {
   }
 }
 
-/** The exchange of an HTTP/2 server stream; a streamed response ends with empty trailers (`respondStreamed`). */
+/** The exchange of an HTTP/2 server stream; a streamed response waits for trailers and sends none (`respondStreamed`). */
 export const fromH2Stream = (stream: http2.ServerHttp2Stream, common: Common): InlineExchange => ({
   ...common,
   respond: (status, contentType, body) => {
