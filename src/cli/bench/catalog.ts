@@ -29,6 +29,8 @@ export interface RowSpec {
   readonly env?: Readonly<Record<string, string>>
   /** The row needs a nats-server. */
   readonly nats?: boolean
+  /** Both processes export their spans by OTLP/HTTP to a collector stand-in the row starts (otlpSink.ts). */
+  readonly otlp?: boolean
   /** A problem with the worker's instance record (its first stdout line), if any: the row is then unavailable. */
   readonly check?: (record: string) => string | undefined
 }
@@ -57,7 +59,7 @@ const mode = (
   description: string,
   baseline: string | undefined,
   env: Record<string, string>,
-  extra: Partial<Pick<RowSpec, "nats" | "check">> & { readonly api?: "call" | "generate" } = {}
+  extra: Partial<Pick<RowSpec, "nats" | "check" | "otlp">> & { readonly api?: "call" | "generate" } = {}
 ): RowSpec => ({
   id,
   kind: "mode",
@@ -67,6 +69,7 @@ const mode = (
   client: { module: "project", variant: extra.api ?? "call" },
   env,
   ...(extra.nats === undefined ? {} : { nats: extra.nats }),
+  ...(extra.otlp === undefined ? {} : { otlp: extra.otlp }),
   ...(extra.check === undefined ? {} : { check: extra.check })
 })
 
@@ -89,6 +92,7 @@ export const rows: ReadonlyArray<RowSpec> = [
   }),
   mode("http+tcp-metrics", "http+tcp with metrics on, tracing off", "raw-http+tcp", { DYN_TCP_POOL_ENABLED: "false", DYN_METRICS: "on", DYN_TRACING: "off" }),
   mode("http+tcp-observed", "http+tcp with metrics and tracing on (the library's defaults)", "raw-http+tcp", { DYN_TCP_POOL_ENABLED: "false" }),
+  mode("http+tcp-traced", "http+tcp with the defaults and a tracing backend: both processes export their spans by OTLP/HTTP to a local collector stand-in", "raw-http+tcp", { DYN_TCP_POOL_ENABLED: "false" }, { otlp: true }),
   mode("http+tcp-generate", "http+tcp through the Stream API (client.generate), defaults", "raw-http+tcp", { DYN_TCP_POOL_ENABLED: "false" }, { api: "generate" }),
   raw("raw-http+tcp-pooled", "node:http2 POST, 202, items on one pooled node:net call-home connection", "rawHttp", "callhome-pooled"),
   mode("http+tcp-pooled", "HTTP/2 request plane + pooled, multiplexed TCP call-home (metrics, tracing off)", "raw-http+tcp-pooled", {
@@ -131,6 +135,10 @@ export const rows: ReadonlyArray<RowSpec> = [
   }, { check: advertisesFullMode }),
   mode("tcp-full-observed", "the full TCP mode with metrics and tracing on (the defaults)", "raw-corked", { ...tcpPlanes, DYN_TCP_FULL_MODE: "true" }, {
     check: advertisesFullMode
+  }),
+  mode("tcp-full-traced", "the full TCP mode with the defaults and a tracing backend: spans exported by OTLP/HTTP to a local collector stand-in", "raw-corked", { ...tcpPlanes, DYN_TCP_FULL_MODE: "true" }, {
+    check: advertisesFullMode,
+    otlp: true
   }),
   {
     id: "effect-rpc",
@@ -181,9 +189,9 @@ export const presets: Readonly<Record<string, ReadonlyArray<string>>> = {
   /** The other stacks. */
   anchors: rows.filter((r) => r.kind === "anchor").map((r) => r.id),
   /** The observability costs: metrics, tracing, the Stream API. */
-  observability: ["http+tcp", "http+tcp-metrics", "http+tcp-observed", "http+tcp-generate"],
+  observability: ["http+tcp", "http+tcp-metrics", "http+tcp-observed", "http+tcp-traced", "http+tcp-generate"],
   /** The modes at their defaults left out, for a quicker run. */
-  core: rows.filter((r) => !/-(metrics|observed|generate)$/.test(r.id)).map((r) => r.id)
+  core: rows.filter((r) => !/-(metrics|observed|traced|generate)$/.test(r.id)).map((r) => r.id)
 }
 
 /**

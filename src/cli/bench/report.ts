@@ -156,8 +156,10 @@ export const renderTable = (report: BenchReport): string => {
 const costs: ReadonlyArray<readonly [label: string, row: string, than: string]> = [
   ["metrics on (http+tcp)", "http+tcp-metrics", "http+tcp"],
   ["tracing on, metrics on (http+tcp)", "http+tcp-observed", "http+tcp-metrics"],
+  ["spans exported to a backend (http+tcp, defaults)", "http+tcp-traced", "http+tcp-observed"],
   ["the Stream API (http+tcp, defaults)", "http+tcp-generate", "http+tcp-observed"],
   ["metrics and tracing on (tcp full mode)", "tcp-full-observed", "tcp-full"],
+  ["spans exported to a backend (tcp full mode)", "tcp-full-traced", "tcp-full-observed"],
   ["pooling (http+tcp)", "http+tcp-pooled", "http+tcp"],
   ["pooling (raw node)", "raw-http+tcp-pooled", "raw-http+tcp"]
 ]

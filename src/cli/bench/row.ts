@@ -16,6 +16,8 @@ import type { Child } from "./child.ts"
 import { BENCH_ENDPOINT } from "./ipc.ts"
 import type { ProcessStats } from "./ipc.ts"
 import type { NatsServer } from "./natsServer.ts"
+import { startOtlpSink } from "./otlpSink.ts"
+import type { OtlpSink } from "./otlpSink.ts"
 import type { BenchOptions } from "./options.ts"
 import type { Row } from "./report.ts"
 import type { ServerInfo, SideOptions } from "./sides/side.ts"
@@ -133,6 +135,8 @@ export interface RowState {
 export interface Started {
   readonly client: Child
   readonly server: Child | undefined
+  /** The collector stand-in of a row that exports its spans (`otlp`). */
+  readonly sink?: OtlpSink
 }
 
 /** Starts one row's worker and router; throws when either cannot start. */
@@ -146,7 +150,15 @@ export const startRow = async (
   const dir = mkdtempSync(join(os.tmpdir(), "bench-discovery-"))
   state.cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
   const env = spec.env === undefined && spec.server !== undefined && "cliEnv" in spec.server ? spec.server.cliEnv : spec.env
-  const settings = env === undefined ? undefined : modeEnv(dir, env, natsUrl)
+  let sink: OtlpSink | undefined
+  if (spec.otlp === true) {
+    const started = await startOtlpSink()
+    state.cleanups.push(started.stop)
+    sink = started
+  }
+  const settings = env === undefined
+    ? undefined
+    : { ...modeEnv(dir, env, natsUrl), ...(sink === undefined ? {} : { OTEL_EXPORTER_OTLP_ENDPOINT: sink.url }) }
   const sideOptions = (variant: string): SideOptions => ({
     variant,
     items: options.items,
@@ -179,7 +191,7 @@ export const startRow = async (
   }
   progress("starting the router")
   await client.ask({ t: "start", role: "client", module: spec.client.module, options: sideOptions(spec.client.variant), server: info }, "ready")
-  return { client, server }
+  return { client, server, ...(sink === undefined ? {} : { sink }) }
 }
 
 /** Runs `streams` measured streams at `concurrency`, reading both processes' CPU time around them. */
@@ -202,8 +214,14 @@ export const measureStreams = async (
   }
 }
 
-/** Reads both processes' peak RSS, then asks the router to close (at most 2 s). */
+/**
+ * Reads both processes' peak RSS, then asks the router to close (at most 2 s). A row that exports
+ * its spans fails here if its collector stand-in received none: it would have measured no export.
+ */
 export const finishRow = async (row: Started, progress: (phase: string) => void): Promise<Measured["peakRssKb"]> => {
+  if (row.sink !== undefined && row.sink.received().exports === 0) {
+    throw new Error(`the OTLP collector stand-in at ${row.sink.url} received no span export while the row ran`)
+  }
   const routerStats = await row.client.stats()
   const workerStats = await row.server?.stats()
   progress("stopping")

@@ -1,6 +1,7 @@
 /**
  * This project's router side of a benchmark row: `Endpoint.client` on the mode's DYN_* settings
- * (`TransportConfig.layerFromRecord`, the configured transports, file discovery), as a router
+ * (`TransportConfig.layerFromRecord`, the configured transports, file discovery, the tracing
+ * backend when one is configured), as a router
  * process is built. Its worker is `transport-registry worker` in a process of its own, which the
  * run starts; the `memory` variants serve the built-in token handler in this process instead
  * (the in-process reference). Variants: `call` (the lean core, `client.call`), `generate` (the
@@ -10,6 +11,7 @@ import { Effect, Exit, Layer, Scope, Stream } from "effect"
 import * as FileDiscovery from "../../../discovery/FileDiscovery.ts"
 import * as Endpoint from "../../../Endpoint.ts"
 import * as TransportRegistry from "../../../registry/index.ts"
+import * as Tracing from "../../../observability/Tracing.ts"
 import { TransportConfig } from "../../../TransportConfig.ts"
 import { tokenHandler, TokenRequestSchema } from "../../tokenHandler.ts"
 import { BENCH_ENDPOINT } from "../ipc.ts"
@@ -24,7 +26,8 @@ const INSTANCE_WAIT_MS = 20_000
 /** Builds the router (and, for `memory`, the worker) and waits for the instance. */
 export const connect = async (options: SideOptions, _server: ServerInfo): Promise<Driver> => {
   const env = options.env ?? {}
-  const layer = Layer.mergeAll(TransportRegistry.layerFromConfig, FileDiscovery.layer).pipe(
+  // Tracing.layerConfig exports spans when the row sets OTEL_EXPORTER_OTLP_ENDPOINT (the -traced rows), and is empty otherwise.
+  const layer = Layer.mergeAll(TransportRegistry.layerFromConfig, FileDiscovery.layer, Tracing.layerConfig).pipe(
     Layer.provideMerge(TransportConfig.layerFromRecord(env))
   )
   const scope = await Effect.runPromise(Scope.make())
@@ -67,7 +70,8 @@ export const connect = async (options: SideOptions, _server: ServerInfo): Promis
       )
   }
   return {
-    run: (streams, concurrency, record) => Effect.runPromise(loadEffect(streams, concurrency, once, record)),
+    // In the layer's context, as a router program's calls run: its tracer (a -traced row's) included.
+    run: (streams, concurrency, record) => Effect.runPromise(loadEffect(streams, concurrency, once, record).pipe(Effect.provideContext(services))),
     close: () => Effect.runPromise(Scope.close(scope, Exit.void))
   }
 }
