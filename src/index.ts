@@ -56,7 +56,7 @@ export * as HttpResponseReader from "./transport/http/HttpResponseReader.ts"
 export * as Metrics from "./observability/Metrics.ts"
 /** `/metrics` (Prometheus), `/health` and `/ready` on `DYN_METRICS_PORT`. */
 export * as MetricsServer from "./observability/MetricsServer.ts"
-/** W3C trace context on transport headers, and OTLP span export (`Tracing.layerConfig`). */
+/** W3C trace context on transport headers, and span export (`Tracing.layerConfig` by OTLP, `Tracing.layerExporting` to any span processor). */
 export * as Tracing from "./observability/Tracing.ts"
 /** The `DYN_LOG` logger: a global level and per-module levels, logfmt on stderr. */
 export * as Logging from "./observability/Logging.ts"

@@ -6,7 +6,8 @@
  *
  * Each request's work runs with the log annotations `{ endpoint, requestId }` and, unless
  * tracing is off, inside the `handle <endpoint>` span (parent: the router's span, from the
- * `traceparent` header), with the call-home in a child span `call-home`. Tracing off adds no
+ * `traceparent` header), with a call-home that connects (or waits for a pooled connection) in a
+ * child span `call-home`; a writer at hand gets none. Tracing off adds no
  * span, and neither does a request without `traceparent` on a worker with no tracing backend
  * installed (`Tracing.unobserved`: nothing would see the spans). Nothing here runs per item.
  *
@@ -51,7 +52,10 @@ export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, 
   // The same for every request of the endpoint.
   const handleAttributes = Tracing.rpcAttributes(setup.endpointPath, undefined, setup.transportId, undefined)
 
-  /** The writer of the call-home connection, or undefined (logged) when there is none; a `call-home` span under `span`. */
+  /**
+   * The writer of the call-home connection, or undefined (logged) when there is none; a
+   * `call-home` span under `span` when a connection is made or waited for.
+   */
   const callHome = (message: RequestMessage, span: Tracer.Span | undefined): Effect.Effect<ResponseWriter | undefined> => {
     const connectionTransport = message.control.connection_info.transport
     const client = registry.responseClientFor(connectionTransport)
@@ -75,15 +79,16 @@ export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, 
       : now instanceof Error // a TransportError (a writer is a plain object)
       ? Exit.fail(now)
       : Exit.succeed(now)
-    // No span, debug off and an already-connected writer: hand the Exit back as it is, so
-    // `serveRequest` takes the writer synchronously (no Effect run for the call-home).
-    if (!setup.debug && span === undefined && Exit.isExit(connectOnly) && Exit.isSuccess(connectOnly)) {
-      return connectOnly as Exit.Exit<ResponseWriter, never>
-    }
+    // A writer at hand (the full mode's connection, a spare pooled one) made no connection and
+    // took no time: no `call-home` span, which would say nothing and cost as much as `handle`
+    // to export. With debug off, the Exit goes back as it is, so `serveRequest` takes the writer
+    // synchronously (no Effect run for the call-home).
+    const atHand = Exit.isExit(connectOnly) && Exit.isSuccess(connectOnly)
+    if (!setup.debug && atHand) return connectOnly as Exit.Exit<ResponseWriter, never>
     const connect = setup.debug
       ? Effect.logDebug("calling home").pipe(Effect.annotateLogs("connectionTransport", connectionTransport), Effect.andThen(connectOnly))
       : connectOnly
-    const traced = span === undefined
+    const traced = span === undefined || atHand
       ? connect
       : Effect.withSpan(connect, "call-home", {
         kind: "client",

@@ -1,0 +1,128 @@
+/**
+ * `Tracing.layerExporting`'s tracer (the one `Tracing.layerConfig` installs): without a global
+ * OpenTelemetry context manager it leaves out `@effect/opentelemetry`'s per-step context hook,
+ * which could do nothing there, and its spans and their parents are still exported; with one
+ * registered, the hook is kept, so code instrumented by OpenTelemetry itself sees the Effect span
+ * as active. And on the worker, a request whose call-home writer is at hand (the full TCP mode)
+ * gets no `call-home` span, while one that connects does.
+ */
+import * as Otel from "@opentelemetry/api"
+import { describe, expect, it } from "@effect/vitest"
+import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
+import { Effect, Layer, Stream } from "effect"
+import * as Endpoint from "../src/Endpoint.ts"
+import * as Tracing from "../src/observability/Tracing.ts"
+import { configuredStack } from "./support/stack.ts"
+
+/** A synchronous context manager: enough for `context.with` and `context.active` in one call stack. */
+class StackContextManager implements Otel.ContextManager {
+  private current: Otel.Context = Otel.ROOT_CONTEXT
+  active() {
+    return this.current
+  }
+  with<A extends Array<unknown>, F extends (...args: A) => ReturnType<F>>(context: Otel.Context, fn: F, thisArg?: ThisParameterType<F>, ...args: A): ReturnType<F> {
+    const previous = this.current
+    this.current = context
+    try {
+      return fn.call(thisArg, ...args)
+    } finally {
+      this.current = previous
+    }
+  }
+  bind<T>(_context: Otel.Context, target: T): T {
+    return target
+  }
+  enable() {
+    return this
+  }
+  disable() {
+    this.current = Otel.ROOT_CONTEXT
+    return this
+  }
+}
+
+/** The active OpenTelemetry span's id inside an Effect span `name`, and that span's own id. */
+const activeInside = (name: string) =>
+  Effect.withSpan(
+    Effect.gen(function*() {
+      const span = yield* Effect.currentSpan
+      return { active: Otel.trace.getActiveSpan()?.spanContext().spanId, own: span.spanId }
+    }),
+    name
+  )
+
+describe("Tracing.layerExporting", () => {
+  it.effect("with no context manager registered: no per-step hook, and spans export with their parents", () => {
+    const exporter = new InMemorySpanExporter()
+    return Effect.gen(function*() {
+      expect(Tracing.otelContextPropagates()).toBe(false)
+      const tracer = yield* Effect.tracer
+      expect(tracer.context).toBeUndefined()
+      const inner = yield* Effect.withSpan(activeInside("inner"), "outer")
+      // nothing is active in OpenTelemetry's sense, as the hook could not have made it so
+      expect(inner.active).toBeUndefined()
+      const spans = exporter.getFinishedSpans()
+      const outer = spans.find((s) => s.name === "outer")
+      const innerSpan = spans.find((s) => s.name === "inner")
+      expect(innerSpan?.spanContext().spanId).toBe(inner.own)
+      expect(innerSpan?.parentSpanContext?.spanId).toBe(outer?.spanContext().spanId)
+    }).pipe(Effect.provide(Tracing.layerExporting(new SimpleSpanProcessor(exporter), "test")))
+  })
+
+  it.effect("with a context manager registered: the hook is kept and the Effect span is OpenTelemetry's active span", () => {
+    const exporter = new InMemorySpanExporter()
+    const manager = new StackContextManager()
+    expect(Otel.context.setGlobalContextManager(manager)).toBe(true)
+    return Effect.gen(function*() {
+      expect(Tracing.otelContextPropagates()).toBe(true)
+      const tracer = yield* Effect.tracer
+      expect(tracer.context).toBeTypeOf("function")
+      const inner = yield* activeInside("seen")
+      expect(inner.active).toBe(inner.own)
+      expect(exporter.getFinishedSpans().map((s) => s.name)).toEqual(["seen"])
+    }).pipe(
+      Effect.provide(Tracing.layerExporting(new SimpleSpanProcessor(exporter), "test")),
+      Effect.ensuring(Effect.sync(() => Otel.context.disable()))
+    )
+  })
+})
+
+describe("the worker's call-home span", () => {
+  const spansOf = (env: Record<string, string>, endpoint: string) => {
+    const exporter = new InMemorySpanExporter()
+    return Effect.gen(function*() {
+      yield* Endpoint.serveEmit(endpoint, (_req: unknown, _ctx, emit: Endpoint.Emit<number>) => Effect.sync(() => emit(1)))
+      const client = yield* Endpoint.client<unknown, number>(endpoint)
+      expect(yield* Stream.runCollect(client.generate({}))).toEqual([1])
+      expect(yield* Stream.runCollect(client.generate({}))).toEqual([1])
+      return exporter.getFinishedSpans()
+    }).pipe(
+      Effect.provide(Layer.mergeAll(configuredStack(env), Tracing.layerExporting(new SimpleSpanProcessor(exporter), "test")))
+    )
+  }
+
+  it.live("the full TCP mode hands the writer back at once: send and handle spans, no call-home", () =>
+    Effect.gen(function*() {
+      const spans = yield* spansOf(
+        { DYN_REQUEST_PLANE: "tcp", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_FULL_MODE: "true", DYN_TCP_REQUEST_HOST: "127.0.0.1", DYN_TCP_REQUEST_PORT: "0" },
+        "tr.ctx.full"
+      )
+      const names = spans.map((s) => s.name)
+      expect(names.filter((n) => n === "send tr.ctx.full")).toHaveLength(2)
+      expect(names.filter((n) => n === "handle tr.ctx.full")).toHaveLength(2)
+      expect(names).not.toContain("call-home")
+      for (const handle of spans.filter((s) => s.name === "handle tr.ctx.full")) {
+        const send = spans.find((s) => s.spanContext().spanId === handle.parentSpanContext?.spanId)
+        expect(send?.name).toBe("send tr.ctx.full")
+      }
+    }))
+
+  it.live("one connection per stream (http+tcp, not pooled): each request's call-home connects in a span of its own under handle", () =>
+    Effect.gen(function*() {
+      const spans = yield* spansOf({ DYN_REQUEST_PLANE: "http", DYN_RESPONSE_PLANE: "tcp", DYN_TCP_POOL_ENABLED: "false" }, "tr.ctx.unpooled")
+      const callHomes = spans.filter((s) => s.name === "call-home")
+      expect(callHomes).toHaveLength(2)
+      const handles = spans.filter((s) => s.name === "handle tr.ctx.unpooled")
+      for (const c of callHomes) expect(handles.map((h) => h.spanContext().spanId)).toContain(c.parentSpanContext?.spanId)
+    }))
+})
