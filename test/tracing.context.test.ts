@@ -4,7 +4,8 @@
  * which could do nothing there, and its spans and their parents are still exported; with one
  * registered, the hook is kept, so code instrumented by OpenTelemetry itself sees the Effect span
  * as active. And on the worker, a request whose call-home writer is at hand (the full TCP mode)
- * gets no `call-home` span, while one that connects does.
+ * gets no `call-home` span, while one that connects does. And `DYN_TRACING=sampled` exports
+ * about a tenth of the calls' spans, on both sides, not all of them.
  */
 import * as Otel from "@opentelemetry/api"
 import { describe, expect, it } from "@effect/vitest"
@@ -125,4 +126,26 @@ describe("the worker's call-home span", () => {
       const handles = spans.filter((s) => s.name === "handle tr.ctx.unpooled")
       for (const c of callHomes) expect(handles.map((h) => h.spanContext().spanId)).toContain(c.parentSpanContext?.spanId)
     }))
+})
+
+describe("DYN_TRACING=sampled with a backend", () => {
+  it.live("about a tenth of the calls export their spans; an unsampled call exports none on either side", () => {
+    const exporter = new InMemorySpanExporter()
+    const calls = 200
+    return Effect.gen(function*() {
+      yield* Endpoint.serveEmit("tr.ctx.sampled", (_req: unknown, _ctx, emit: Endpoint.Emit<number>) => Effect.sync(() => emit(1)))
+      const client = yield* Endpoint.client<unknown, number>("tr.ctx.sampled")
+      for (let i = 0; i < calls; i++) yield* client.call({}, () => {})
+      const spans = exporter.getFinishedSpans()
+      const sends = spans.filter((s) => s.name === "send tr.ctx.sampled")
+      const handles = spans.filter((s) => s.name === "handle tr.ctx.sampled")
+      // 10% of 200: 20 expected; outside 2..60 has odds below one in a billion
+      expect(sends.length).toBeGreaterThanOrEqual(2)
+      expect(sends.length).toBeLessThanOrEqual(60)
+      // each sampled call's worker span, under it, and no other
+      expect(handles.map((h) => h.parentSpanContext?.spanId).sort()).toEqual(sends.map((s) => s.spanContext().spanId).sort())
+    }).pipe(
+      Effect.provide(Layer.mergeAll(configuredStack({ DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory", DYN_TRACING: "sampled" }), Tracing.layerExporting(new SimpleSpanProcessor(exporter), "test")))
+    )
+  })
 })

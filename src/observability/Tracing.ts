@@ -112,10 +112,19 @@ export const otelContextPropagates = (): boolean => {
  * the hook cost the full mode 15-20% of the worker's busy time for nothing (2026-11-30 profile).
  * The spans are the same either way. Checked when the layer is built: a context manager
  * registered after that is not seen, so register it first (as OpenTelemetry's SDKs do on start).
+ *
+ * A span Effect makes unsampled (`DYN_TRACING=sampled` chose not to, or its parent is not
+ * sampled) is Effect's in-memory span, never handed to the SDK: `@effect/opentelemetry`'s tracer
+ * ignores the flag and lets the SDK's sampler decide, which with the SDK's default records every
+ * span, so `sampled` had exported all of them. Its trace context still travels, flagged not
+ * sampled, so the worker's span is not exported either.
  */
 export const layerTracer: Layer.Layer<never, never, OtelTracer.OtelTracer> = Layer.effect(
   Tracer.Tracer,
-  Effect.map(OtelTracer.make, (full) => (otelContextPropagates() ? full : Tracer.make({ span: (options) => full.span(options) })))
+  Effect.map(OtelTracer.make, (full) => {
+    const span: Tracer.Tracer["span"] = (options) => (options.sampled ? full.span(options) : Tracer.nativeTracer.span(options))
+    return Tracer.make(otelContextPropagates() && full.context !== undefined ? { span, context: full.context } : { span })
+  })
 )
 
 /**
