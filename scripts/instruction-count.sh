@@ -8,9 +8,11 @@
 # repeat within about 2% from run to run on a noisy machine, so a change's effect on one side's
 # work shows in one run. API=generate: the router calls through the Stream API (client.generate,
 # drained), as the benchmark's http+tcp-generate row; OBSERVED=1: metrics and tracing on (the
-# library's defaults), as its -observed rows. Neither applies to the raw sides.
+# library's defaults), as its -observed rows; TRACED=1: the same with a tracing backend, as its
+# -traced rows (the SDK's batch processor; each batch serialized as OTLP/HTTP JSON, not sent).
+# None applies to the raw sides.
 #
-#   [MODE=full|http|http-pooled|http-sse|dynamo|dynamo-pooled] [API=call|generate] [OBSERVED=1] sh scripts/instruction-count.sh worker|router [ours|raw] [calls=2000] [warm-up=15000] [top=30]
+#   [MODE=full|http|http-pooled|http-sse|dynamo|dynamo-pooled] [API=call|generate] [OBSERVED=1|TRACED=1] sh scripts/instruction-count.sh worker|router [ours|raw] [calls=2000] [warm-up=15000] [top=30]
 #
 # Prints the instructions per call (also without garbage collection, which varies with the heap's
 # history: compare that figure between runs) and the functions that executed the most (JIT-compiled
@@ -52,7 +54,7 @@ else
 fi
 # the dump of the measured calls, main thread: <out>.1-01
 PID=$(awk '/^pid:/ {print $2; exit}' "$OUT.1-01")
-echo "$SIDE, $WHO, ${MODE:-full}${API:+, $API}${OBSERVED:+, observed}: $CALLS calls after $WARM"
+echo "$SIDE, $WHO, ${MODE:-full}${API:+, $API}${OBSERVED:+, observed}${TRACED:+, traced}: $CALLS calls after $WARM"
 python3 scripts/callgrind-names.py "$OUT.1-01" "$CALLS" "/tmp/perf-$PID.map" "$TOP"
 rm -f "/tmp/perf-$PID.map"
 rm -rf "$D"

@@ -13,17 +13,37 @@
 // valgrind; absent, nothing is counted.
 import { execFile } from "node:child_process"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
-import { Effect, Stream } from "effect"
+import { JsonTraceSerializer } from "@opentelemetry/otlp-transformer"
+import type { ExportResult } from "@opentelemetry/core"
+import { BatchSpanProcessor } from "@opentelemetry/sdk-trace-base"
+import type { ReadableSpan, SpanExporter } from "@opentelemetry/sdk-trace-base"
+import { Effect, Layer, Stream } from "effect"
 import { concurrent } from "../src/cli/latency.ts"
 import { tokenHandler, TokenRequestSchema } from "../src/cli/tokenHandler.ts"
 import * as Endpoint from "../src/Endpoint.ts"
+import * as Tracing from "../src/observability/Tracing.ts"
 import { countedMode, ENDPOINT, fullModeLayer, rawSideOf, request } from "./fullModeSetup.ts"
 
 const [role, dir] = [process.argv[2]!, process.argv[3]!]
 // the mode counted: full (the default), http or http-pooled (instruction-count.sh's MODE)
 const mode = countedMode(process.env.MODE)
-// OBSERVED=1: metrics and tracing on (the library's defaults), as the benchmark's -observed rows
-const observed = process.env.OBSERVED === "1"
+// OBSERVED=1: metrics and tracing on (the library's defaults), as the benchmark's -observed rows;
+// TRACED=1: the same with a tracing backend, as its -traced rows, except that each batch of
+// spans is serialized as an OTLP/HTTP export is (JSON) and then dropped, not sent.
+const traced = process.env.TRACED === "1"
+const observed = traced || process.env.OBSERVED === "1"
+/** An exporter that serializes each batch as OTLP/HTTP's JSON exporter does, and sends nothing. */
+const serializingExporter: SpanExporter = {
+  export: (spans: Array<ReadableSpan>, done: (result: ExportResult) => void) => {
+    JsonTraceSerializer.serializeRequest(spans)
+    done({ code: 0 })
+  },
+  shutdown: () => Promise.resolve()
+}
+const layerOf = () => {
+  const layer = fullModeLayer(dir, POLL_MS, mode, observed)
+  return traced ? Layer.merge(layer, Tracing.layerExporting(new BatchSpanProcessor(serializingExporter), "instruction-count")) : layer
+}
 const raw = rawSideOf(mode)
 // The router reads the discovery folder once, at its start (the worker is up by then): polls
 // every 250 ms would count their work per call, and a run under valgrind takes tens of times
@@ -56,7 +76,7 @@ if (role === "rawworker") {
       yield* Endpoint.serveEmit(ENDPOINT, tokenHandler, { requestSchema: TokenRequestSchema })
       ready()
       yield* Effect.never
-    }).pipe(Effect.scoped, Effect.provide(fullModeLayer(dir, POLL_MS, mode, observed)))
+    }).pipe(Effect.scoped, Effect.provide(layerOf()))
   )
 } else {
   const warm = Number(process.argv[4])
@@ -82,7 +102,7 @@ if (role === "rawworker") {
         yield* Effect.promise(() => measureOn(pid))
         yield* concurrent(calls, 1, once)
         yield* Effect.promise(() => measureOff(pid))
-      }).pipe(Effect.scoped, Effect.provide(fullModeLayer(dir, POLL_MS, mode, observed)))
+      }).pipe(Effect.scoped, Effect.provide(layerOf()))
     )
   }
   process.exit(0)
