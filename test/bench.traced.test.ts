@@ -1,8 +1,9 @@
 /**
  * The benchmark's `-traced` rows: both processes export their spans by OTLP/HTTP to a collector
  * stand-in (`otlpSink.ts`) the row starts. The stand-in counts what it takes; a real run of
- * `tcp-full-traced` beside `tcp-full-observed` measures, and the row would fail if no export had
- * reached the stand-in.
+ * `tcp-full-traced` beside `tcp-full-observed` measures, and the row would fail if either side's
+ * spans had not reached the stand-in (a run this short leaves the worker's spans to its flush on
+ * exit).
  */
 import { execFile } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
@@ -31,15 +32,17 @@ const send = (url: string, method: string, body: string) =>
   })
 
 describe("bench: spans exported to a backend", () => {
-  it("the collector stand-in takes POST /v1/traces (200, counted with its bytes) and answers 404 to anything else", async () => {
+  it("the collector stand-in takes POST /v1/traces (200, counted with its bytes and which side's spans it held) and answers 404 to anything else", async () => {
     const sink = await startOtlpSink()
     try {
-      expect(sink.received()).toEqual({ exports: 0, bytes: 0 })
-      const body = JSON.stringify({ resourceSpans: [] })
-      expect(await send(`${sink.url}/v1/traces`, "POST", body)).toEqual({ status: 200, body: "{}" })
-      expect((await send(`${sink.url}/v1/metrics`, "POST", body)).status).toBe(404)
+      expect(sink.received()).toEqual({ exports: 0, bytes: 0, withSend: 0, withHandle: 0 })
+      const empty = JSON.stringify({ resourceSpans: [] })
+      const router = JSON.stringify({ resourceSpans: [{ scopeSpans: [{ spans: [{ name: "send a.b.c" }] }] }] })
+      const worker = JSON.stringify({ resourceSpans: [{ scopeSpans: [{ spans: [{ name: "handle a.b.c" }, { name: "call-home" }] }] }] })
+      for (const body of [empty, router, worker]) expect(await send(`${sink.url}/v1/traces`, "POST", body)).toEqual({ status: 200, body: "{}" })
+      expect((await send(`${sink.url}/v1/metrics`, "POST", router)).status).toBe(404)
       expect((await send(`${sink.url}/v1/traces`, "GET", "")).status).toBe(404)
-      expect(sink.received()).toEqual({ exports: 1, bytes: body.length })
+      expect(sink.received()).toEqual({ exports: 3, bytes: empty.length + router.length + worker.length, withSend: 1, withHandle: 1 })
     } finally {
       sink.stop()
     }

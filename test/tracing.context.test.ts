@@ -10,7 +10,8 @@
 import * as Otel from "@opentelemetry/api"
 import { describe, expect, it } from "@effect/vitest"
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
-import { Effect, Layer, Stream } from "effect"
+import type { ReadableSpan } from "@opentelemetry/sdk-trace-base"
+import { Effect, Layer, Stream, Tracer } from "effect"
 import * as Endpoint from "../src/Endpoint.ts"
 import * as Tracing from "../src/observability/Tracing.ts"
 import { configuredStack } from "./support/stack.ts"
@@ -41,6 +42,17 @@ class StackContextManager implements Otel.ContextManager {
     return this
   }
 }
+
+/**
+ * The exporter's finished spans once `ready` holds of them (at most 2 s): a worker's `handle`
+ * span ends after its last frame is written, so the router's call can return first.
+ */
+const finishedWhen = (exporter: InMemorySpanExporter, ready: (spans: ReadonlyArray<ReadableSpan>) => boolean) =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + 2000
+    while (!ready(exporter.getFinishedSpans()) && Date.now() < deadline) yield* Effect.sleep(10)
+    return exporter.getFinishedSpans()
+  })
 
 /** The active OpenTelemetry span's id inside an Effect span `name`, and that span's own id. */
 const activeInside = (name: string) =>
@@ -96,7 +108,7 @@ describe("the worker's call-home span", () => {
       const client = yield* Endpoint.client<unknown, number>(endpoint)
       expect(yield* Stream.runCollect(client.generate({}))).toEqual([1])
       expect(yield* Stream.runCollect(client.generate({}))).toEqual([1])
-      return exporter.getFinishedSpans()
+      return yield* finishedWhen(exporter, (spans) => spans.filter((s) => s.name.startsWith("handle ")).length >= 2)
     }).pipe(
       Effect.provide(Layer.mergeAll(configuredStack(env), Tracing.layerExporting(new SimpleSpanProcessor(exporter), "test")))
     )
@@ -129,23 +141,48 @@ describe("the worker's call-home span", () => {
 })
 
 describe("DYN_TRACING=sampled with a backend", () => {
-  it.live("about a tenth of the calls export their spans; an unsampled call exports none on either side", () => {
+  const handlesUnder = (spans: ReadonlyArray<ReadableSpan>, name: string) => spans.filter((s) => s.name === `handle ${name}`)
+  const sampledStack = (exporter: InMemorySpanExporter, tracing: string) =>
+    Layer.mergeAll(
+      configuredStack({ DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory", DYN_TRACING: tracing }),
+      Tracing.layerExporting(new SimpleSpanProcessor(exporter), "test")
+    )
+
+  it.live("at the root, about a tenth of the calls export their spans; an unsampled call exports none on either side", () => {
     const exporter = new InMemorySpanExporter()
-    const calls = 200
     return Effect.gen(function*() {
       yield* Endpoint.serveEmit("tr.ctx.sampled", (_req: unknown, _ctx, emit: Endpoint.Emit<number>) => Effect.sync(() => emit(1)))
       const client = yield* Endpoint.client<unknown, number>("tr.ctx.sampled")
-      for (let i = 0; i < calls; i++) yield* client.call({}, () => {})
-      const spans = exporter.getFinishedSpans()
-      const sends = spans.filter((s) => s.name === "send tr.ctx.sampled")
-      const handles = spans.filter((s) => s.name === "handle tr.ctx.sampled")
-      // 10% of 200: 20 expected; outside 2..60 has odds below one in a billion
+      for (let i = 0; i < 200; i++) yield* client.call({}, () => {})
+      const sendsOf = (spans: ReadonlyArray<ReadableSpan>) => spans.filter((s) => s.name === "send tr.ctx.sampled")
+      const spans = yield* finishedWhen(exporter, (all) => handlesUnder(all, "tr.ctx.sampled").length >= sendsOf(all).length)
+      const sends = sendsOf(spans)
+      // 10% of 200: 20 expected; below 2 has odds of about 1 in 60 million, above 60 far less
       expect(sends.length).toBeGreaterThanOrEqual(2)
       expect(sends.length).toBeLessThanOrEqual(60)
       // each sampled call's worker span, under it, and no other
-      expect(handles.map((h) => h.parentSpanContext?.spanId).sort()).toEqual(sends.map((s) => s.spanContext().spanId).sort())
-    }).pipe(
-      Effect.provide(Layer.mergeAll(configuredStack({ DYN_REQUEST_PLANE: "memory", DYN_RESPONSE_PLANE: "memory", DYN_TRACING: "sampled" }), Tracing.layerExporting(new SimpleSpanProcessor(exporter), "test")))
-    )
+      expect(handlesUnder(spans, "tr.ctx.sampled").map((h) => h.parentSpanContext?.spanId).sort()).toEqual(sends.map((s) => s.spanContext().spanId).sort())
+    }).pipe(Effect.provide(sampledStack(exporter, "sampled")))
+  })
+
+  it.live("inside the application's span, a call follows its decision: every call of a sampled trace, none of an unsampled one", () => {
+    const exporter = new InMemorySpanExporter()
+    return Effect.gen(function*() {
+      yield* Endpoint.serveEmit("tr.ctx.parent", (_req: unknown, _ctx, emit: Endpoint.Emit<number>) => Effect.sync(() => emit(1)))
+      const client = yield* Endpoint.client<unknown, number>("tr.ctx.parent")
+      const calls = Effect.gen(function*() {
+        for (let i = 0; i < 20; i++) yield* client.call({}, () => {})
+      })
+      yield* Effect.withSpan(calls, "app")
+      yield* Effect.withParentSpan(calls, Tracer.externalSpan({ traceId: "1".repeat(32), spanId: "2".repeat(16), sampled: false }))
+      const spans = yield* finishedWhen(exporter, (all) => handlesUnder(all, "tr.ctx.parent").length >= 20)
+      const app = spans.find((s) => s.name === "app")!
+      const sends = spans.filter((s) => s.name === "send tr.ctx.parent")
+      expect(sends).toHaveLength(20)
+      for (const send of sends) expect(send.parentSpanContext?.spanId).toBe(app.spanContext().spanId)
+      expect(handlesUnder(spans, "tr.ctx.parent")).toHaveLength(20)
+      // nothing of the unsampled trace
+      expect(spans.filter((s) => s.spanContext().traceId === "1".repeat(32))).toEqual([])
+    }).pipe(Effect.provide(sampledStack(exporter, "sampled")))
   })
 })

@@ -298,8 +298,7 @@ export const client = <Req = unknown, Res = unknown>(
         }
         if (tracing === "off") return plain()
         /** The call inside the `send` span, its trace context in the request's headers. */
-        const traced = () => {
-          const sampled = tracing === "on" || Math.random() < Tracing.sampleRatio
+        const traced = (sampled: boolean) => {
           return Effect.useSpan(
             `send ${endpoint}`,
             {
@@ -331,7 +330,7 @@ export const client = <Req = unknown, Res = unknown>(
           )
         }
         // A span only where something can observe it (`Tracing.unobserved`).
-        return Effect.withFiber((fiber) => (Tracing.unobserved(fiber) ? plain() : traced()))
+        return Effect.withFiber((fiber) => (Tracing.unobserved(fiber) ? plain() : traced(Tracing.sampledFor(tracing, fiber))))
       })
 
     const call = (request: Req, onItems: (items: ReadonlyArray<Res>) => void, callOptions?: CallOptions) =>

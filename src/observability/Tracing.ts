@@ -1,11 +1,13 @@
 /**
  * Tracing helpers: W3C trace context in and out of transport headers, the OpenTelemetry RPC
- * attributes of our spans, and the layer that exports spans through the OpenTelemetry SDK.
+ * attributes of our spans, the sampling decision, and the layers that export spans through the
+ * OpenTelemetry SDK.
  *
  * Spans are per request, never per frame: the router's `send <endpoint>` (kind client) and
  * the worker's `handle <endpoint>` (kind server), whose parent comes from `traceparent`.
- * `DYN_TRACING=off` creates no span at all; `sampled` samples `sampleRatio` of requests; and no
- * span is made that nothing could observe (`unobserved`).
+ * `DYN_TRACING=off` creates no span at all; `sampled` samples `sampleRatio` of the requests made
+ * outside any span, and a call inside one follows its decision (`sampledFor`); and no span is
+ * made that nothing could observe (`unobserved`).
  */
 import * as Otel from "@opentelemetry/api"
 import { BatchSpanProcessor } from "@opentelemetry/sdk-trace-base"
@@ -34,6 +36,18 @@ export const unobserved = (fiber: Fiber.Fiber<unknown, unknown>): boolean =>
 
 /** The share of requests traced when `DYN_TRACING=sampled`. */
 export const sampleRatio = 0.1
+
+/**
+ * Whether the router's `send` span of a call run by `fiber` is sampled: as its parent's when the
+ * call runs inside a span (the application's trace decides, as OpenTelemetry's parent-based
+ * sampling does, so its sampled traces have no holes and its unsampled ones gain no spans); at
+ * the root, always with `on` and for `sampleRatio` of the calls with `sampled`.
+ */
+export const sampledFor = (tracing: "on" | "sampled", fiber: Fiber.Fiber<unknown, unknown>): boolean => {
+  const parent = Context.getOrUndefined(fiber.context, Tracer.ParentSpan)
+  if (parent !== undefined) return parent.sampled
+  return tracing === "on" || Math.random() < sampleRatio
+}
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/
 

@@ -216,16 +216,21 @@ export const measureStreams = async (
 
 /**
  * Reads both processes' peak RSS, then asks the router to close (at most 2 s). A row that exports
- * its spans fails here if its collector stand-in received none: it would have measured no export.
+ * its spans then stops its worker too (SIGTERM: it flushes its spans as it exits, as the router
+ * did on closing), and fails if its collector stand-in did not receive both sides' spans: it
+ * would have measured an export that did not happen.
  */
 export const finishRow = async (row: Started, progress: (phase: string) => void): Promise<Measured["peakRssKb"]> => {
-  if (row.sink !== undefined && row.sink.received().exports === 0) {
-    throw new Error(`the OTLP collector stand-in at ${row.sink.url} received no span export while the row ran`)
-  }
   const routerStats = await row.client.stats()
   const workerStats = await row.server?.stats()
   progress("stopping")
   await Promise.race([row.client.ask({ t: "close" }, "closed"), new Promise((r) => setTimeout(r, 2000))]).catch(() => {})
+  if (row.sink !== undefined) {
+    await row.server?.stop(5000)
+    const { withSend, withHandle } = row.sink.received()
+    const missing = [withSend === 0 ? "the router's send spans" : undefined, withHandle === 0 ? "the worker's handle spans" : undefined].filter((x) => x !== undefined)
+    if (missing.length > 0) throw new Error(`the OTLP collector stand-in at ${row.sink.url} received none of ${missing.join(" and ")}`)
+  }
   return { router: routerStats.maxRssKb, worker: workerStats?.maxRssKb ?? null }
 }
 
