@@ -167,8 +167,15 @@ describe("DYN_TRACING=sampled with a backend", () => {
 
   it.live("inside the application's span, a call follows its decision: every call of a sampled trace, none of an unsampled one", () => {
     const exporter = new InMemorySpanExporter()
+    // what each request's handler runs under
+    const parents: Array<{ readonly traceId: string; readonly sampled: boolean }> = []
     return Effect.gen(function*() {
-      yield* Endpoint.serveEmit("tr.ctx.parent", (_req: unknown, _ctx, emit: Endpoint.Emit<number>) => Effect.sync(() => emit(1)))
+      yield* Endpoint.serveEmit("tr.ctx.parent", (_req: unknown, _ctx, emit: Endpoint.Emit<number>) =>
+        Effect.gen(function*() {
+          const parent = yield* Effect.option(Effect.currentParentSpan)
+          if (parent._tag === "Some") parents.push({ traceId: parent.value.traceId, sampled: parent.value.sampled })
+          emit(1)
+        }))
       const client = yield* Endpoint.client<unknown, number>("tr.ctx.parent")
       const calls = Effect.gen(function*() {
         for (let i = 0; i < 20; i++) yield* client.call({}, () => {})
@@ -181,8 +188,26 @@ describe("DYN_TRACING=sampled with a backend", () => {
       expect(sends).toHaveLength(20)
       for (const send of sends) expect(send.parentSpanContext?.spanId).toBe(app.spanContext().spanId)
       expect(handlesUnder(spans, "tr.ctx.parent")).toHaveLength(20)
-      // nothing of the unsampled trace
+      // nothing of the unsampled trace; its handlers still ran in it, unsampled
       expect(spans.filter((s) => s.spanContext().traceId === "1".repeat(32))).toEqual([])
+      expect(parents.filter((p) => p.traceId === app.spanContext().traceId && p.sampled)).toHaveLength(20)
+      expect(parents.filter((p) => p.traceId === "1".repeat(32) && !p.sampled)).toHaveLength(20)
     }).pipe(Effect.provide(sampledStack(exporter, "sampled")))
+  })
+})
+
+describe("Tracing.unsampledTraceparent", () => {
+  it("a valid W3C traceparent, flagged not sampled: a new trace without a parent, the parent's trace with one, a fresh span id each time", () => {
+    const shape = /^00-([0-9a-f]{32})-([0-9a-f]{16})-00$/
+    const roots = Array.from({ length: 50 }, () => Tracing.unsampledTraceparent(undefined))
+    for (const t of roots) {
+      expect(t).toMatch(shape)
+      expect(Tracing.extractParent({ traceparent: t })?.sampled).toBe(false)
+    }
+    expect(new Set(roots.map((t) => shape.exec(t)![1])).size).toBe(50)
+    const parent = Tracer.externalSpan({ traceId: "a".repeat(32), spanId: "b".repeat(16), sampled: false })
+    const children = [Tracing.unsampledTraceparent(parent), Tracing.unsampledTraceparent(parent)]
+    for (const t of children) expect(shape.exec(t)![1]).toBe("a".repeat(32))
+    expect(shape.exec(children[0]!)![2]).not.toBe(shape.exec(children[1]!)![2])
   })
 })

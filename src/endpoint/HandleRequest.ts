@@ -165,17 +165,20 @@ export const makeHandleRequest = <Req, Res, E, R>(setup: RequestSetup<Req, Res, 
     return runHandler(request, context, message.items, writer, span)
   }
 
-  /** The request in its `handle` span, child of the router's span named by `traceparent`. */
-  const traced = (message: RequestMessage): Effect.Effect<void, never, R> =>
-    Effect.useSpan(
+  /**
+   * The request in its `handle` span, child of the router's span named by `traceparent`. A trace
+   * the router did not sample gets no span here either: the handler runs under the remote parent,
+   * so spans of its own stay in that trace, unsampled.
+   */
+  const traced = (message: RequestMessage): Effect.Effect<void, never, R> => {
+    const parent = Tracing.extractParent(message.headers)
+    if (parent !== undefined && !parent.sampled) return Effect.provideService(serveRequest(message, undefined), Tracer.ParentSpan, parent)
+    return Effect.useSpan(
       `handle ${endpoint}`,
-      {
-        kind: "server",
-        parent: Tracing.extractParent(message.headers),
-        attributes: handleAttributes
-      },
+      { kind: "server", parent, attributes: handleAttributes },
       (span) => Effect.provideService(serveRequest(message, span), Tracer.ParentSpan, span)
     )
+  }
 
   return (message: RequestMessage): Effect.Effect<void, never, R> => {
     const work = tracing === "off"

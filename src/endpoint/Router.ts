@@ -24,7 +24,7 @@
  * resolve routes (`Route.ts`), watch discovery (`InstanceSet.ts`) or buffer items
  * (`BufferedStream.ts`).
  */
-import { Effect, FiberSet, Stream } from "effect"
+import { Context, Effect, FiberSet, Stream, Tracer } from "effect"
 import type { Scope } from "effect"
 import type { Discovery, DiscoveryError } from "../Discovery.ts"
 import { formatEndpointPath } from "../Instance.ts"
@@ -298,15 +298,10 @@ export const client = <Req = unknown, Res = unknown>(
         }
         if (tracing === "off") return plain()
         /** The call inside the `send` span, its trace context in the request's headers. */
-        const traced = (sampled: boolean) => {
+        const traced = () => {
           return Effect.useSpan(
             `send ${endpoint}`,
-            {
-              kind: "client",
-              sampled,
-              // An unsampled span is never exported: it gets no attributes.
-              attributes: sampled ? spanAttributesOf(first) : undefined
-            },
+            { kind: "client", sampled: true, attributes: spanAttributesOf(first) },
             (span) => {
               let items = 0
               const counted = (batch: ReadonlyArray<Res>) => {
@@ -329,8 +324,20 @@ export const client = <Req = unknown, Res = unknown>(
             }
           )
         }
-        // A span only where something can observe it (`Tracing.unobserved`).
-        return Effect.withFiber((fiber) => (Tracing.unobserved(fiber) ? plain() : traced(Tracing.sampledFor(tracing, fiber))))
+        /**
+         * A call that is not sampled: no span (it would never be exported), only its trace context,
+         * flagged not sampled, so that the worker makes none either.
+         */
+        const unsampled = (parent: Tracer.AnySpan | undefined) => {
+          const headers = { ...callOptions?.headers, traceparent: Tracing.unsampledTraceparent(parent) }
+          const run = (route: Route) => callOn({ route, request, onItems, headers, onOpen, items: requestItems })
+          return attempt(first, routing, run, failover)
+        }
+        // A span only where something can observe it (`Tracing.unobserved`), and only when sampled.
+        return Effect.withFiber((fiber) => {
+          if (Tracing.unobserved(fiber)) return plain()
+          return Tracing.sampledFor(tracing, fiber) ? traced() : unsampled(Context.getOrUndefined(fiber.context, Tracer.ParentSpan))
+        })
       })
 
     const call = (request: Req, onItems: (items: ReadonlyArray<Res>) => void, callOptions?: CallOptions) =>

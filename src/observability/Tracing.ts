@@ -51,6 +51,22 @@ export const sampledFor = (tracing: "on" | "sampled", fiber: Fiber.Fiber<unknown
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/
 
+/** `n` random hex digits (a multiple of 8), not all zero, as W3C trace context requires of its ids. */
+const randomHex = (n: number): string => {
+  let out = ""
+  while (out.length < n) out += ((Math.random() * 0x100000000) >>> 0).toString(16).padStart(8, "0")
+  return /^0+$/.test(out) ? randomHex(n) : out
+}
+
+/**
+ * The `traceparent` header of a call that is not sampled: the trace of `parent` (a new one
+ * without), a fresh span id, and the sampled flag off. The router sends it instead of making a
+ * span, so the worker follows the decision and makes none either, and spans of the worker's own
+ * handler stay in the same (unsampled) trace.
+ */
+export const unsampledTraceparent = (parent: Tracer.AnySpan | undefined): string =>
+  `00-${parent?.traceId ?? randomHex(32)}-${randomHex(16)}-00`
+
 /** The `traceparent` header of a span. */
 export const injectHeaders = (span: Tracer.Span): Record<string, string> => ({
   traceparent: `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
