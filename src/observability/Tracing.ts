@@ -138,9 +138,9 @@ export const otelContextPropagates = (): boolean => {
  * nothing. `@effect/opentelemetry`'s tracer makes the current span OpenTelemetry's active
  * context around every Effect step that runs inside a span (two context objects and a
  * `context.with` per step), so that libraries instrumented by OpenTelemetry itself see it as
- * their parent. With no global context manager registered, `context.with` drops the context, and
- * the hook cost the full mode 15-20% of the worker's busy time for nothing (2026-11-30 profile).
- * The spans are the same either way. Checked when the layer is built: a context manager
+ * their parent. With no global context manager registered, `context.with` drops the context,
+ * and the hook cost the full mode's worker about 12% of its busy time for nothing (2026-11-30
+ * profiles). The spans are the same either way. Checked when the layer is built: a context manager
  * registered after that is not seen, so register it first (as OpenTelemetry's SDKs do on start).
  *
  * A span Effect makes unsampled (`DYN_TRACING=sampled` chose not to, or its parent is not
