@@ -140,6 +140,11 @@ export const rows: ReadonlyArray<RowSpec> = [
     check: advertisesFullMode,
     otlp: true
   }),
+  mode("tcp-full-sampled", "tcp-full-traced with DYN_TRACING=sampled: a tenth of the requests export their spans", "raw-corked", {
+    ...tcpPlanes,
+    DYN_TCP_FULL_MODE: "true",
+    DYN_TRACING: "sampled"
+  }, { check: advertisesFullMode, otlp: true }),
   {
     id: "effect-rpc",
     kind: "anchor",
@@ -191,7 +196,7 @@ export const presets: Readonly<Record<string, ReadonlyArray<string>>> = {
   /** The observability costs: metrics, tracing, the Stream API. */
   observability: ["http+tcp", "http+tcp-metrics", "http+tcp-observed", "http+tcp-traced", "http+tcp-generate"],
   /** The modes at their defaults left out, for a quicker run. */
-  core: rows.filter((r) => !/-(metrics|observed|traced|generate)$/.test(r.id)).map((r) => r.id)
+  core: rows.filter((r) => !/-(metrics|observed|traced|sampled|generate)$/.test(r.id)).map((r) => r.id)
 }
 
 /**

@@ -160,6 +160,7 @@ const costs: ReadonlyArray<readonly [label: string, row: string, than: string]> 
   ["the Stream API (http+tcp, defaults)", "http+tcp-generate", "http+tcp-observed"],
   ["metrics and tracing on (tcp full mode)", "tcp-full-observed", "tcp-full"],
   ["spans exported to a backend (tcp full mode)", "tcp-full-traced", "tcp-full-observed"],
+  ["a tenth of the spans exported (tcp full mode, DYN_TRACING=sampled)", "tcp-full-sampled", "tcp-full-observed"],
   ["pooling (http+tcp)", "http+tcp-pooled", "http+tcp"],
   ["pooling (raw node)", "raw-http+tcp-pooled", "raw-http+tcp"]
 ]
