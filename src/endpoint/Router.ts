@@ -292,8 +292,8 @@ export const client = <Req = unknown, Res = unknown>(
         }
         // A streamed request may have sent items before failing: it is never retried.
         const failover = maxAttempts > 1 && typeof routing !== "object" && requestItems === undefined
-        const plain = () => {
-          const run = (route: Route) => callOn({ route, request, onItems, headers: callOptions?.headers, onOpen, items: requestItems })
+        const plain = (headers = callOptions?.headers) => {
+          const run = (route: Route) => callOn({ route, request, onItems, headers, onOpen, items: requestItems })
           return attempt(first, routing, run, failover)
         }
         if (tracing === "off") return plain()
@@ -324,19 +324,15 @@ export const client = <Req = unknown, Res = unknown>(
             }
           )
         }
-        /**
-         * A call that is not sampled: no span (it would never be exported), only its trace context,
-         * flagged not sampled, so that the worker makes none either.
-         */
-        const unsampled = (parent: Tracer.AnySpan | undefined) => {
-          const headers = { ...callOptions?.headers, traceparent: Tracing.unsampledTraceparent(parent) }
-          const run = (route: Route) => callOn({ route, request, onItems, headers, onOpen, items: requestItems })
-          return attempt(first, routing, run, failover)
-        }
         // A span only where something can observe it (`Tracing.unobserved`), and only when sampled.
+        // A call not sampled gets no span (it would never be exported), only its trace context,
+        // flagged not sampled, so that the worker makes none either.
         return Effect.withFiber((fiber) => {
           if (Tracing.unobserved(fiber)) return plain()
-          return Tracing.sampledFor(tracing, fiber) ? traced() : unsampled(Context.getOrUndefined(fiber.context, Tracer.ParentSpan))
+          const parent = Context.getOrUndefined(fiber.context, Tracer.ParentSpan)
+          return Tracing.sampledUnder(tracing, parent)
+            ? traced()
+            : plain({ ...callOptions?.headers, traceparent: Tracing.unsampledTraceparent(parent) })
         })
       })
 

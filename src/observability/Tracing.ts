@@ -6,7 +6,7 @@
  * Spans are per request, never per frame: the router's `send <endpoint>` (kind client) and
  * the worker's `handle <endpoint>` (kind server), whose parent comes from `traceparent`.
  * `DYN_TRACING=off` creates no span at all; `sampled` samples `sampleRatio` of the requests made
- * outside any span, and a call inside one follows its decision (`sampledFor`); and no span is
+ * outside any span, and a call inside one follows its decision (`sampledUnder`); and no span is
  * made that nothing could observe (`unobserved`).
  */
 import * as Otel from "@opentelemetry/api"
@@ -19,6 +19,7 @@ import * as Resource from "@effect/opentelemetry/Resource"
 import { Context, Effect, Layer, Tracer } from "effect"
 import type { Fiber } from "effect"
 import type { EndpointPath } from "../Instance.ts"
+import { randomUuid } from "../protocol/StreamId.ts"
 import type { TransportId } from "../Transport.ts"
 import { TransportConfig } from "../TransportConfig.ts"
 
@@ -38,38 +39,34 @@ export const unobserved = (fiber: Fiber.Fiber<unknown, unknown>): boolean =>
 export const sampleRatio = 0.1
 
 /**
- * Whether the router's `send` span of a call run by `fiber` is sampled: as its parent's when the
- * call runs inside a span (the application's trace decides, as OpenTelemetry's parent-based
- * sampling does, so its sampled traces have no holes and its unsampled ones gain no spans); at
- * the root, always with `on` and for `sampleRatio` of the calls with `sampled`.
+ * Whether the router's `send` span of a call under `parent` (the fiber's `Tracer.ParentSpan`) is
+ * sampled: as its parent's when there is one (the application's trace decides, as
+ * OpenTelemetry's parent-based sampling does, so its sampled traces have no holes and its
+ * unsampled ones gain no spans); at the root, always with `on` and for `sampleRatio` of the
+ * calls with `sampled`.
  */
-export const sampledFor = (tracing: "on" | "sampled", fiber: Fiber.Fiber<unknown, unknown>): boolean => {
-  const parent = Context.getOrUndefined(fiber.context, Tracer.ParentSpan)
-  if (parent !== undefined) return parent.sampled
-  return tracing === "on" || Math.random() < sampleRatio
-}
+export const sampledUnder = (tracing: "on" | "sampled", parent: Tracer.AnySpan | undefined): boolean =>
+  parent !== undefined ? parent.sampled : tracing === "on" || Math.random() < sampleRatio
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/
 
-/** `n` random hex digits (a multiple of 8), not all zero, as W3C trace context requires of its ids. */
-const randomHex = (n: number): string => {
-  let out = ""
-  while (out.length < n) out += ((Math.random() * 0x100000000) >>> 0).toString(16).padStart(8, "0")
-  return /^0+$/.test(out) ? randomHex(n) : out
-}
+const traceparent = (traceId: string, spanId: string, sampled: boolean): string => `00-${traceId}-${spanId}-${sampled ? "01" : "00"}`
 
 /**
  * The `traceparent` header of a call that is not sampled: the trace of `parent` (a new one
  * without), a fresh span id, and the sampled flag off. The router sends it instead of making a
  * span, so the worker follows the decision and makes none either, and spans of the worker's own
- * handler stay in the same (unsampled) trace.
+ * handler stay in the same (unsampled) trace. The ids are random UUIDs' hex digits (from the
+ * stream ids' pool), never all zero: the version and variant digits are not 0.
  */
-export const unsampledTraceparent = (parent: Tracer.AnySpan | undefined): string =>
-  `00-${parent?.traceId ?? randomHex(32)}-${randomHex(16)}-00`
+export const unsampledTraceparent = (parent: Tracer.AnySpan | undefined): string => {
+  const id = randomUuid().replaceAll("-", "")
+  return traceparent(parent?.traceId ?? id, id.slice(16), false)
+}
 
 /** The `traceparent` header of a span. */
 export const injectHeaders = (span: Tracer.Span): Record<string, string> => ({
-  traceparent: `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
+  traceparent: traceparent(span.traceId, span.spanId, span.sampled)
 })
 
 /** The remote parent named by a `traceparent` header, if it is valid. */
