@@ -5,7 +5,9 @@ usage: callgrind-names.py <callgrind dump> <calls> <perf-PID.map> [top]
 
 callgrind names JIT-compiled code only by address; node --perf-basic-prof writes a map of those
 addresses to functions (later entries win where code was replaced). Garbage collection functions
-are summed as [GC]. Used by scripts/instruction-count.sh.
+are summed as [GC]. Also prints the same instructions by area (where they executed, not who
+asked for them: an inline-cache miss or an allocation counts as V8's, whoever's code caused it).
+Used by scripts/instruction-count.sh.
 """
 import bisect
 import re
@@ -40,6 +42,25 @@ def jit_name(addr):
 
 GC = re.compile(r"Scaveng|IterateObjectCache|RootVisitor|Heap|MarkCompact|Sweep|Marking|GCTracer|MemoryAllocator|ConcurrentMark|RememberedSet|SlotSet|Evacuat|PagedSpace|NewSpace|SemiSpace")
 listing = subprocess.run(["callgrind_annotate", "--threshold=100", dump], capture_output=True, text=True, check=True).stdout
+AREAS = [
+    ("garbage collection", lambda n: n == "[GC]"),
+    ("V8's JSON.parse / JSON.stringify", lambda n: "Json" in n),
+    ("this project's JavaScript", lambda n: n.startswith("JIT ") and "/src/" in n and "/node_modules/" not in n),
+    ("effect's JavaScript", lambda n: n.startswith("JIT ") and re.search(r"/node_modules/(effect|@effect/)", n) is not None),
+    ("other packages' JavaScript", lambda n: n.startswith("JIT ") and "/node_modules/" in n),
+    ("Node's JavaScript", lambda n: n.startswith("JIT ") and "node:" in n),
+    ("V8's builtins (inline-cache misses, typed arrays, calls)", lambda n: n.startswith("Builtins_") or n.startswith("JIT Builtins")),
+    ("libuv, libc and the kernel interface", lambda n: re.search(r"deps/uv|uv_|sysdeps|malloc|libc|__", n) is not None),
+]
+
+
+def area(name):
+    for label, test in AREAS:
+        if test(name):
+            return label
+    return "V8's and Node's C++ (allocation, handles, buffers, callbacks)"
+
+
 by_name = {}
 total = 0
 for line in listing.splitlines():
@@ -54,7 +75,8 @@ for line in listing.splitlines():
         name = "JIT " + (jit_name(int(jit.group(1), 16)) or name)
     else:
         name = re.sub(r"\s*\[/.*\]$", "", name).replace("???:", "")
-        if GC.search(name):
+        # the function's qualified name, not its parameters (a JSON function takes a HeapNumber)
+        if GC.search(name.replace("(anonymous namespace)", "").split("(", 1)[0]):
             name = "[GC]"
     by_name[name] = by_name.get(name, 0) + ir
 gc = by_name.get("[GC]", 0)
@@ -63,3 +85,9 @@ gc = by_name.get("[GC]", 0)
 print(f"instructions per call: {total / calls:,.0f} ({(total - gc) / calls:,.0f} without garbage collection, {gc / calls:,.0f} in it)")
 for name, ir in sorted(by_name.items(), key=lambda x: -x[1])[:top]:
     print(f"{ir / calls:10,.0f}  {name[:160]}")
+by_area = {}
+for name, ir in by_name.items():
+    by_area[area(name)] = by_area.get(area(name), 0) + ir
+print("by area:")
+for label, ir in sorted(by_area.items(), key=lambda x: -x[1]):
+    print(f"{ir / calls:10,.0f}  {label}")
