@@ -28,6 +28,26 @@ import { hostPort } from "../../../internal/net.ts"
 /** How long `close()` lets queued control frames drain before destroying the socket. */
 export const CLOSE_DRAIN_MS = 1000
 
+// Sockets whose streams ended this turn, destroyed together from one `setImmediate`.
+let released: Array<net.Socket> = []
+
+const destroyReleased = (): void => {
+  const sockets = released
+  released = []
+  for (let i = 0; i < sockets.length; i++) sockets[i]!.destroy()
+}
+
+/**
+ * Destroys `socket` after this turn's I/O callbacks, with the others released in the turn. Why:
+ * destroyed at once, from the 'data' callback that read its stream's end, the socket's `close`
+ * system call (the FIN and the kernel's teardown) ran before the write of the request that end
+ * let the caller make (batched to the end of the tick, or node:http2's own send after I/O), so
+ * it lay on the next call's path. The check phase runs after those writes.
+ */
+const destroyAfterTurn = (socket: net.Socket): void => {
+  if (released.push(socket) === 1) setImmediate(destroyReleased)
+}
+
 /** One accepted one-shot socket carrying one claimed stream; see the module comment. */
 export class OneShotConnection implements StreamLink {
   /** A one-shot stream ends with the `"sentinel"` frame after complete_final. */
@@ -91,9 +111,13 @@ export class OneShotConnection implements StreamLink {
   /** Nothing to do: the stream is flushed after every chunk. */
   batchStarted(): void {}
 
-  /** Destroys the socket (a one-shot worker hears any end as the socket closing). */
+  /**
+   * Destroys the socket (a one-shot worker hears any end as the socket closing), after this
+   * event-loop turn's I/O callbacks (`destroyAfterTurn`): the stream is over already (later bytes
+   * are dropped), and a request its end let the caller make in this turn is written first.
+   */
   release(_reset: string | undefined): void {
-    this.socket.destroy()
+    destroyAfterTurn(this.socket)
   }
 
   /** Ends the socket, letting a just-written stop/kill reach the worker within a bound. */
