@@ -26,7 +26,7 @@ import { encodeMuxHandshake } from "../src/protocol/MuxHandshake.ts"
 import { encodeMuxFrame, makeMuxDecoder, MuxKind, streamIdFromUuid } from "../src/protocol/MuxCodec.ts"
 import { ProtocolParseError } from "../src/protocol/ProtocolError.ts"
 import { decodeRequestMessage, encodeRequestMessage } from "../src/protocol/RequestMessage.ts"
-import { decodeFrame, encodeFrame, encodeHeaderOnlyJson, makeDecoder } from "../src/protocol/TwoPartCodec.ts"
+import { decodeFrame, encodeFrame, encodeHeaderOnlyJson, encodeHeaderOnlyText, makeDecoder } from "../src/protocol/TwoPartCodec.ts"
 
 const utf8 = (s: string) => new TextEncoder().encode(s)
 const text = (b: Uint8Array) => new TextDecoder().decode(b)
@@ -42,6 +42,17 @@ const asError = (v: unknown): ProtocolParseError => {
 }
 
 describe("call-home frames", () => {
+  it("the handshake and any header-only text frame are byte for byte the frame of the header's UTF-8 (any subject: quotes, non-ASCII, lone surrogates)", () => {
+    const anyString = fc.oneof(fc.string(), fc.string({ unit: "binary" }), fc.constantFrom("", "\"", "\\", "é", "\u2028", "\ud800", "x\udfffy"))
+    const utf8 = new TextEncoder()
+    fc.assert(
+      fc.property(anyString, (s) => {
+        expect(encodeCallHomeHandshake(s)).toStrictEqual(encodeFrame(utf8.encode(JSON.stringify({ subject: s, stream_type: "response" })), undefined))
+        expect(encodeHeaderOnlyText(s)).toStrictEqual(encodeFrame(utf8.encode(s), undefined))
+      })
+    )
+  })
+
   it("encodes Dynamo's bytes: handshake, prologue, sentinel, stop, kill", () => {
     expect(text(header(encodeCallHomeHandshake("s-1")).header)).toBe(`{"subject":"s-1","stream_type":"response"}`)
     expect(text(header(PROLOGUE_OK_FRAME).header)).toBe(`{"error":null}`)

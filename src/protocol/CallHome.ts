@@ -12,7 +12,7 @@
  * What it does not do: decide what a frame means for a stream (the call-home state machine in
  * `transport/tcp` does), frame data items (RequestMessage.ts), or do I/O. No Effect.
  */
-import { encodeHeaderOnlyJson } from "./TwoPartCodec.ts"
+import { encodeHeaderOnlyJson, encodeHeaderOnlyText } from "./TwoPartCodec.ts"
 import { isMuxHandshake, parseMuxHandshake } from "./MuxHandshake.ts"
 import type { MuxHandshake } from "./MuxHandshake.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
@@ -42,8 +42,13 @@ export const KILL_FRAME: Uint8Array = encodeHeaderOnlyJson("kill")
 /** The control frame of `message`. */
 export const controlFrame = (message: "stop" | "kill"): Uint8Array => (message === "stop" ? STOP_FRAME : KILL_FRAME)
 
-/** The worker's first frame on a one-shot call-home connection. */
-export const encodeCallHomeHandshake = (subject: string): Uint8Array => encodeHeaderOnlyJson({ subject, stream_type: "response" })
+/**
+ * The worker's first frame on a one-shot call-home connection: header
+ * `{"subject":…,"stream_type":"response"}`, what `JSON.stringify` of that object writes, with only
+ * the subject stringified (one a request on the worker).
+ */
+export const encodeCallHomeHandshake = (subject: string): Uint8Array =>
+  encodeHeaderOnlyText(`{"subject":${JSON.stringify(subject)},"stream_type":"response"}`)
 
 const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => {
   if (a.length !== b.length) return false

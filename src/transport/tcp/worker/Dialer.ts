@@ -58,12 +58,12 @@ export const dial = <A>(
     const ready = readyEvent(socket)
     sockets?.add(socket)
     let settled = false
+    // The two listeners stay on the socket once it is settled and do nothing then: taking them off
+    // (and `once`'s wrappers) cost each one-shot call-home about as much as the listeners do.
     const cleanup = () => {
       settled = true
       if (deadline !== undefined) deadlines!.remove(deadline)
       else clearTimeout(timer)
-      socket.off(ready, onConnected)
-      socket.off("error", onError)
     }
     const abandon = () => {
       socket.destroy()
@@ -82,19 +82,21 @@ export const dial = <A>(
     const deadline: Deadline<() => void> | undefined = deadlines?.add(onTimeout)
     const timer = deadline === undefined ? setTimeout(onTimeout, options.timeoutMs) : undefined
     const onError = (cause: Error) => {
+      if (settled) return // the socket's new owner listens for its errors
       cleanup()
       abandon()
       const tlsError = tlsHandshakeError(socket, options.address, cause)
       resume(Effect.fail(tlsError ?? new TransportConnectionError({ reason: "ConnectFailed", transport: "tcp", target: options.address, detail: cause.message, cause })))
     }
     const onConnected = () => {
+      if (settled) return
       cleanup()
       socket.setNoDelay(true)
       if (keepaliveMs !== undefined) socket.setKeepAlive(true, keepaliveMs)
       resume(Effect.succeed(onConnect(socket)))
     }
-    socket.once(ready, onConnected)
-    socket.once("error", onError)
+    socket.on(ready, onConnected)
+    socket.on("error", onError)
     return Effect.sync(() => {
       if (settled) return
       cleanup()

@@ -133,9 +133,10 @@ export const makeOneShotWriter = (
     return Exit.void
   }
 
-  // Backpressure: writers waiting for the socket to drain (see `whenWritable`).
+  // Backpressure: writers waiting for the socket to drain (see `whenWritable`). The 'drain'
+  // listener is added by the first wait: most streams never wait, and a listener costs each one.
   const waiters = new Waiters()
-  socket.on("drain", () => waiters.wake())
+  let drainHeard = false
 
   const finish = () => {
     state = ENDING
@@ -242,7 +243,12 @@ export const makeOneShotWriter = (
     whenWritable: (f) => {
       if (state !== OPEN || socket.destroyed) return true
       writes.flushEarly()
-      return !socket.writableNeedDrain || waiters.add(f)
+      if (!socket.writableNeedDrain) return true
+      if (!drainHeard) {
+        drainHeard = true
+        socket.on("drain", () => waiters.wake())
+      }
+      return waiters.add(f)
     },
     flushNow: () => {
       if (writes.pending) writes.flush()
