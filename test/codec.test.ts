@@ -227,6 +227,41 @@ describe("TwoPartCodec decodeFrame", () => {
 })
 
 describe("TwoPartCodec incremental decoder", () => {
+  it("restOffset: where a frame's header (then body) begins in the chunk, or -1 for a frame that spanned chunks, at any split", () => {
+    const frame = fc.record({ header: fc.uint8Array({ maxLength: 16 }), body: fc.uint8Array({ maxLength: 48 }) })
+    fc.assert(
+      fc.property(fc.array(frame, { minLength: 1, maxLength: 6 }), fc.uint8Array({ maxLength: 8 }), fc.nat(), (frames, lead, cut) => {
+        const bytes = Buffer.concat(frames.map((f) => encodeFrame(f.header, f.body)))
+        const at = cut % (bytes.length + 1)
+        // the chunks are views at an offset of a larger buffer, as a socket's can be
+        const backing = Buffer.concat([lead, bytes])
+        const chunks = [backing.subarray(lead.length, lead.length + at), backing.subarray(lead.length + at)]
+        const d = makeDecoder(opts())
+        let n = 0
+        for (const chunk of chunks) {
+          const error = d.decode(chunk, (h, b) => {
+            const f = frames[n++]!
+            expect(Array.from(h)).toEqual(Array.from(f.header))
+            expect(Array.from(b)).toEqual(Array.from(f.body))
+            const rest = d.restOffset()
+            if (rest >= 0) {
+              // the parts are views of this chunk, at the offset it names
+              expect(Array.from(chunk.subarray(rest, rest + h.length))).toEqual(Array.from(h))
+              expect(Array.from(chunk.subarray(rest + h.length, rest + h.length + b.length))).toEqual(Array.from(b))
+              if (h.length > 0) expect(h.byteOffset - chunk.byteOffset).toBe(rest)
+              if (b.length > 0) expect(b.byteOffset - chunk.byteOffset).toBe(rest + h.length)
+            } else {
+              // a frame whose bytes were not all in this chunk
+              expect(chunk === chunks[1] && at > 0).toBe(true)
+            }
+          })
+          expect(error).toBeUndefined()
+        }
+        expect(n).toBe(frames.length)
+      })
+    )
+  })
+
   it("decodes coalesced frames from one chunk, zero-copy", () => {
     const d = makeDecoder(opts())
     const views: Array<[Uint8Array, Uint8Array]> = []

@@ -54,7 +54,13 @@ export interface FrameDecoderOptions {
 export type FrameHandler = (header: Uint8Array, body: Uint8Array) => void
 
 /** An incremental decoder of this format; see `makeDecoder`. */
-export type FrameDecoder = IncrementalDecoder<FrameHandler>
+export interface FrameDecoder extends IncrementalDecoder<FrameHandler> {
+  /**
+   * Called from a frame handler: where the frame's header (then its body) begins in the chunk
+   * being decoded, or -1 when the frame spanned chunks (its parts are then views of a copy).
+   */
+  restOffset(): number
+}
 
 /** A u64 whose high word is at least this is >= 2^53: not a safe JS integer. */
 const UNSAFE_HI = 0x200000

@@ -18,6 +18,7 @@
  */
 import type * as net from "node:net"
 import { controlFrame, isSentinel, preview } from "../../../protocol/CallHome.ts"
+import { ChunkText } from "../../../protocol/ChunkText.ts"
 import { makeDecoder } from "../../../protocol/TwoPartCodec.ts"
 import type { FrameDecoder } from "../../../protocol/TwoPartCodec.ts"
 import { Phase } from "./StreamLink.ts"
@@ -27,6 +28,10 @@ import { hostPort } from "../../../internal/net.ts"
 
 /** How long `close()` lets queued control frames drain before destroying the socket. */
 export const CLOSE_DRAIN_MS = 1000
+
+// The chunk being decoded, as text for its items (`jsonStreamItemIn`): one for every connection,
+// since a chunk is decoded whole, synchronously, before any other socket's data is read.
+const chunkText = new ChunkText()
 
 // Sockets whose streams ended this turn, destroyed together from one `setImmediate`.
 let released: Array<net.Socket> = []
@@ -130,7 +135,13 @@ export class OneShotConnection implements StreamLink {
   }
 
   private readonly onData = (chunk: Uint8Array): void => {
-    const error = this.decoder.decode(chunk, this.onFrame)
+    chunkText.reading(chunk)
+    let error
+    try {
+      error = this.decoder.decode(chunk, this.onFrame)
+    } finally {
+      chunkText.release()
+    }
     this.stream.flush()
     if (error !== undefined) this.stream.malformed(error)
   }
@@ -140,7 +151,8 @@ export class OneShotConnection implements StreamLink {
     switch (stream.phase) {
       case Phase.Streaming:
         if (header.length === 0) {
-          if (body.length > 0) stream.data(body)
+          // A data-only frame's body begins where its rest does.
+          if (body.length > 0) stream.data(body, chunkText, this.decoder.restOffset())
           return
         }
         // The only control frame a worker sends is the sentinel, and only after complete_final.
