@@ -30,6 +30,7 @@ import { xxh3_64 } from "./Checksum.ts"
 import { FrameAssembler } from "./FrameAssembler.ts"
 import type { IncrementalDecoder } from "./FrameAssembler.ts"
 import { alloc, EMPTY, putU32, TWO_32, u32 } from "./Bytes.ts"
+import { writeUtf8 } from "./AsciiText.ts"
 import { ProtocolParseError } from "./ProtocolError.ts"
 
 /** Size of the fixed frame prefix: header_len, body_len, checksum (3 × u64 BE). */
@@ -165,8 +166,6 @@ export const encodeHeaderOnlyJson = (value: unknown): Uint8Array => {
   return encodeHeaderOnlyText(json)
 }
 
-const utf8Write = Buffer.prototype.utf8Write as (this: Uint8Array, text: string, offset: number, length: number) => number
-
 /**
  * A header-only frame whose header is the UTF-8 of `text`, written straight into the frame (no
  * encoded copy of the header first: one a one-shot call-home's handshake, counted with callgrind).
@@ -175,7 +174,7 @@ export const encodeHeaderOnlyText = (text: string): Uint8Array => {
   const h = Buffer.byteLength(text, "utf8")
   const out = alloc(FRAME_PREFIX_SIZE + h)
   writePrefix(out, h, 0)
-  utf8Write.call(out, text, FRAME_PREFIX_SIZE, h)
+  writeUtf8(out, text, FRAME_PREFIX_SIZE, h)
   return out
 }
 

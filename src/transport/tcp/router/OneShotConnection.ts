@@ -25,6 +25,7 @@ import { Phase } from "./StreamLink.ts"
 import type { CallHomeStream } from "./CallHomeStream.ts"
 import type { StreamLink } from "./StreamLink.ts"
 import { hostPort } from "../../../internal/net.ts"
+import { onNextTurn } from "../../../internal/SharedTurn.ts"
 
 /** How long `close()` lets queued control frames drain before destroying the socket. */
 export const CLOSE_DRAIN_MS = 1000
@@ -32,26 +33,6 @@ export const CLOSE_DRAIN_MS = 1000
 // The chunk being decoded, as text for its items (`jsonStreamItemIn`): one for every connection,
 // since a chunk is decoded whole, synchronously, before any other socket's data is read.
 const chunkText = new ChunkText()
-
-// Sockets whose streams ended this turn, destroyed together from one `setImmediate`.
-let released: Array<net.Socket> = []
-
-const destroyReleased = (): void => {
-  const sockets = released
-  released = []
-  for (let i = 0; i < sockets.length; i++) sockets[i]!.destroy()
-}
-
-/**
- * Destroys `socket` after this turn's I/O callbacks, with the others released in the turn. Why:
- * destroyed at once, from the 'data' callback that read its stream's end, the socket's `close`
- * system call (the FIN and the kernel's teardown) ran before the write of the request that end
- * let the caller make (batched to the end of the tick, or node:http2's own send after I/O), so
- * it lay on the next call's path. The check phase runs after those writes.
- */
-const destroyAfterTurn = (socket: net.Socket): void => {
-  if (released.push(socket) === 1) setImmediate(destroyReleased)
-}
 
 /** One accepted one-shot socket carrying one claimed stream; see the module comment. */
 export class OneShotConnection implements StreamLink {
@@ -117,12 +98,19 @@ export class OneShotConnection implements StreamLink {
   batchStarted(): void {}
 
   /**
-   * Destroys the socket (a one-shot worker hears any end as the socket closing), after this
-   * event-loop turn's I/O callbacks (`destroyAfterTurn`): the stream is over already (later bytes
-   * are dropped), and a request its end let the caller make in this turn is written first.
+   * Destroys the socket (a one-shot worker hears any end as the socket closing), in the next
+   * event-loop turn (`onNextTurn`, one `setImmediate` for every socket released in this one): the
+   * stream is over already (later bytes are dropped). Why: destroyed at once, from the 'data'
+   * callback that read the stream's end, the socket's `close` system call (the FIN and the
+   * kernel's teardown) ran before the write of the request that end let the caller make (batched
+   * to the end of the tick, or node:http2's own send after I/O), so it lay on the next call's path.
    */
   release(_reset: string | undefined): void {
-    destroyAfterTurn(this.socket)
+    onNextTurn(this.destroy)
+  }
+
+  private readonly destroy = (): void => {
+    this.socket.destroy()
   }
 
   /** Ends the socket, letting a just-written stop/kill reach the worker within a bound. */
@@ -136,12 +124,8 @@ export class OneShotConnection implements StreamLink {
 
   private readonly onData = (chunk: Uint8Array): void => {
     chunkText.reading(chunk)
-    let error
-    try {
-      error = this.decoder.decode(chunk, this.onFrame)
-    } finally {
-      chunkText.release()
-    }
+    const error = this.decoder.decode(chunk, this.onFrame)
+    chunkText.release()
     this.stream.flush()
     if (error !== undefined) this.stream.malformed(error)
   }

@@ -24,11 +24,10 @@ import { MUX_HEADER_SIZE } from "../../../protocol/MuxCodec.ts"
 import { copyStreamId } from "../../../protocol/StreamId.ts"
 import { FLUSH_EARLY_BYTES } from "../../../internal/WriteBatcher.ts"
 import type { FlushSchedule } from "../../../internal/WriteBatcher.ts"
+import { writeUtf8 } from "../../../protocol/AsciiText.ts"
 import { onNextTick } from "../../../internal/SharedTick.ts"
 
-
 const latin1Write = Buffer.prototype.latin1Write as (this: Buffer, text: string, offset: number, length: number) => number
-const utf8Write = Buffer.prototype.utf8Write as (this: Buffer, text: string, offset: number, length: number) => number
 
 /** The most bytes the UTF-8 of `text` can take: 3 per UTF-16 code unit (a pair's 4 bytes are 2 per unit). */
 export const mostUtf8Bytes = (text: string): number => 3 * text.length
@@ -181,7 +180,7 @@ export class FrameBatcher {
     const b = this.buf
     const p = o + MUX_HEADER_SIZE
     b.set(prefix, p)
-    const textBytes = utf8Write.call(b, text, p + prefix.length, room)
+    const textBytes = writeUtf8(b, text, p + prefix.length, room)
     b.set(suffix, p + prefix.length + textBytes)
     const plen = prefix.length + textBytes + suffix.length
     const unused = most - MUX_HEADER_SIZE - plen

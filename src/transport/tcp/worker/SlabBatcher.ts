@@ -23,8 +23,7 @@ import { FLUSH_EARLY_BYTES } from "../../../internal/WriteBatcher.ts"
 import type { FlushSchedule } from "../../../internal/WriteBatcher.ts"
 import { onNextTick } from "../../../internal/SharedTick.ts"
 import { BY_REFERENCE_BYTES, mostUtf8Bytes } from "./FrameBatcher.ts"
-
-const utf8Write = Buffer.prototype.utf8Write as (this: Buffer, text: string, offset: number, length: number) => number
+import { writeUtf8 } from "../../../protocol/AsciiText.ts"
 
 /** Size of each shared slab. */
 export const SLAB_BYTES = 64 * 1024
@@ -124,7 +123,7 @@ export class SlabBatcher {
     const b = slab
     const p = o + FRAME_PREFIX_SIZE
     b.set(prefix, p)
-    const textBytes = utf8Write.call(b, text, p + prefix.length, room)
+    const textBytes = writeUtf8(b, text, p + prefix.length, room)
     b.set(suffix, p + prefix.length + textBytes)
     const bodyLen = prefix.length + textBytes + suffix.length
     putDataPrefix(b, o, bodyLen)
